@@ -1,0 +1,311 @@
+//! A decoder-only Transformer language model in the style of GPT-2 (Radford et al., 2019) and
+//! nanoGPT: token and position embeddings, a stack of causal self-attention blocks, a final layer norm
+//! and a linear head over the vocabulary (optionally sharing the token embedding's weights).
+//!
+//! Parameter names follow nanoGPT / GPT-2 (`transformer.h.0.attn.c_attn.weight`, …) with PyTorch's
+//! `[out, in]` linear layout.
+
+use crate::CausalLm;
+use candle_core::{bail, DType, Result, Tensor};
+use lingo_kernels::{AttentionMask, CrossEntropy};
+use lingo_nn::{
+    Activation, Ctx, Dropout, Embedding, FeedForward, Init, KvCache, LayerNorm, Linear, MultiHeadSelfAttention,
+    NormPlacement, ParamPath, PositionalEncoding, TransformerBlock,
+};
+use serde::{Deserialize, Serialize};
+
+/// How positions are encoded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Positions {
+    #[default]
+    Learned,
+    Sinusoidal,
+}
+
+/// The shape of a GPT. Every field has a default; unknown keys are rejected.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GptConfig {
+    pub vocab_size: usize,
+    /// Longest sequence the model attends over.
+    pub context_length: usize,
+    pub d_model: usize,
+    pub n_heads: usize,
+    pub n_layers: usize,
+    /// Width of the feed-forward layer; 0 means `4 · d_model`.
+    pub d_ff: usize,
+    pub dropout: f32,
+    pub norm_placement: NormPlacement,
+    pub activation: Activation,
+    pub positions: Positions,
+    /// Share the token embedding with the output head.
+    pub tied_embeddings: bool,
+    /// Biases in the linear layers and layer norms.
+    pub bias: bool,
+    pub layer_norm_eps: f64,
+    /// Standard deviation of the normal weight init (residual projections get `/√(2·n_layers)`).
+    pub init_std: f32,
+}
+
+impl Default for GptConfig {
+    fn default() -> Self {
+        GptConfig {
+            vocab_size: 0,
+            context_length: 256,
+            d_model: 256,
+            n_heads: 4,
+            n_layers: 4,
+            d_ff: 0,
+            dropout: 0.0,
+            norm_placement: NormPlacement::Pre,
+            activation: Activation::Gelu,
+            positions: Positions::Learned,
+            tied_embeddings: false,
+            bias: true,
+            layer_norm_eps: 1e-5,
+            init_std: 0.02,
+        }
+    }
+}
+
+impl GptConfig {
+    pub fn d_ff(&self) -> usize {
+        if self.d_ff == 0 {
+            4 * self.d_model
+        } else {
+            self.d_ff
+        }
+    }
+
+    /// Checks the numbers fit together; the message names the field.
+    pub fn validate(&self) -> std::result::Result<(), String> {
+        let positive = [
+            ("vocab_size", self.vocab_size),
+            ("context_length", self.context_length),
+            ("d_model", self.d_model),
+            ("n_heads", self.n_heads),
+            ("n_layers", self.n_layers),
+        ];
+        for (name, v) in positive {
+            if v == 0 {
+                return Err(format!("field `{name}` must be positive"));
+            }
+        }
+        if self.d_model % self.n_heads != 0 {
+            return Err(format!("field `d_model` ({}) must be divisible by `n_heads` ({})", self.d_model, self.n_heads));
+        }
+        if !(0.0..1.0).contains(&self.dropout) {
+            return Err(format!("field `dropout` must be in [0, 1), got {}", self.dropout));
+        }
+        Ok(())
+    }
+}
+
+/// The model.
+pub struct Gpt {
+    pub config: GptConfig,
+    wte: Embedding,
+    wpe: PositionalEncoding,
+    drop: Dropout,
+    blocks: Vec<TransformerBlock>,
+    /// Pre-norm stacks end with a norm; post-norm blocks already end in one.
+    ln_f: Option<LayerNorm>,
+    lm_head: Linear,
+}
+
+impl Gpt {
+    pub fn new(config: GptConfig, p: &ParamPath) -> Result<Self> {
+        config.validate().map_err(candle_core::Error::Msg)?;
+        let c = &config;
+        let init = Init::Normal(c.init_std);
+        // GPT-2: scale the init of the projections that write into the residual stream by 1/√(2L).
+        let resid_init = Init::Normal(c.init_std / (2.0 * c.n_layers as f32).sqrt());
+        let t = p.sub("transformer");
+        let wte = Embedding::new(&t.sub("wte"), c.vocab_size, c.d_model, init)?;
+        let wpe = match c.positions {
+            Positions::Learned => PositionalEncoding::learned(&t.sub("wpe"), c.context_length, c.d_model, init)?,
+            Positions::Sinusoidal => PositionalEncoding::sinusoidal(c.context_length, c.d_model, &p.store().device())?,
+        };
+        let mut blocks = Vec::with_capacity(c.n_layers);
+        for i in 0..c.n_layers {
+            let b = t.sub("h").sub(i);
+            blocks.push(TransformerBlock {
+                norm1: LayerNorm::new(&b.sub("ln_1"), c.d_model, c.bias, c.layer_norm_eps)?,
+                attn: MultiHeadSelfAttention::new(&b.sub("attn"), ("c_attn", "c_proj"), c.d_model, c.n_heads, c.bias, init, resid_init)?,
+                norm2: LayerNorm::new(&b.sub("ln_2"), c.d_model, c.bias, c.layer_norm_eps)?,
+                mlp: FeedForward::new(&b.sub("mlp"), ("c_fc", "c_proj"), c.d_model, c.d_ff(), c.activation, c.bias, init, resid_init)?,
+                dropout: Dropout::new(c.dropout),
+                placement: c.norm_placement,
+            });
+        }
+        let ln_f = match c.norm_placement {
+            NormPlacement::Pre => Some(LayerNorm::new(&t.sub("ln_f"), c.d_model, c.bias, c.layer_norm_eps)?),
+            NormPlacement::Post => None,
+        };
+        let lm_head = if c.tied_embeddings {
+            Linear { weight: wte.weight.clone(), bias: None }
+        } else {
+            Linear::new(&p.sub("lm_head"), c.d_model, c.vocab_size, false, init)?
+        };
+        Ok(Gpt { drop: Dropout::new(c.dropout), config, wte, wpe, blocks, ln_f, lm_head })
+    }
+
+    /// Hidden states `[batch, time, d_model]` after the final norm, and each layer's attention weights
+    /// if asked. `offset` is the position of the first token (non-zero only with a cache).
+    fn hidden(
+        &self,
+        ids: &Tensor,
+        mut cache: Option<&mut [KvCache]>,
+        want_weights: bool,
+        ctx: &mut Ctx,
+    ) -> Result<(Tensor, Vec<Tensor>)> {
+        let (_, t) = ids.dims2()?;
+        let offset = cache.as_ref().map_or(0, |c| c.first().map_or(0, |c| c.len()));
+        let pos = self.wpe.forward(offset, t)?;
+        let mut x = self.drop.forward(&self.wte.forward(ids)?.broadcast_add(&pos)?, ctx)?;
+        let mask = AttentionMask { causal: true, ..Default::default() };
+        let mut weights = Vec::new();
+        for (i, block) in self.blocks.iter().enumerate() {
+            let layer_cache = cache.as_deref_mut().map(|c| &mut c[i]);
+            let (y, w) = block.forward(&x, &mask, layer_cache, want_weights, ctx)?;
+            x = y;
+            weights.extend(w);
+        }
+        if let Some(ln_f) = &self.ln_f {
+            x = ln_f.forward(&x)?;
+        }
+        Ok((x, weights))
+    }
+
+    /// Next-token logits `[batch, time, vocab]` for `ids: [batch, time]`.
+    pub fn forward(&self, ids: &Tensor, ctx: &mut Ctx) -> Result<Tensor> {
+        self.check_ids(ids)?;
+        let (h, _) = self.hidden(ids, None, false, ctx)?;
+        self.lm_head.forward(&h)
+    }
+
+    /// Logits plus the attention weights of every layer (`[batch, heads, time, time]` each).
+    pub fn forward_with_attention(&self, ids: &Tensor) -> Result<(Tensor, Vec<Tensor>)> {
+        self.check_ids(ids)?;
+        let (h, w) = self.hidden(ids, None, true, &mut Ctx::eval())?;
+        Ok((self.lm_head.forward(&h)?, w))
+    }
+
+    /// Mean cross-entropy of predicting `targets` (`[batch, time]`) from `ids`.
+    pub fn loss(&self, ids: &Tensor, targets: &Tensor, ctx: &mut Ctx) -> Result<Tensor> {
+        let logits = self.forward(ids, ctx)?;
+        lingo_kernels::cross_entropy(&logits, targets, CrossEntropy::default())
+    }
+
+    fn check_ids(&self, ids: &Tensor) -> Result<()> {
+        let (_, t) = ids.dims2()?;
+        if t > self.config.context_length {
+            bail!("sequence of {t} tokens is longer than the model's context of {}", self.config.context_length);
+        }
+        if ids.dtype() != DType::U32 {
+            bail!("token ids must be u32, got {:?}", ids.dtype());
+        }
+        Ok(())
+    }
+}
+
+impl CausalLm for Gpt {
+    fn vocab_size(&self) -> usize {
+        self.config.vocab_size
+    }
+
+    fn context_length(&self) -> usize {
+        self.config.context_length
+    }
+
+    fn new_cache(&self) -> Vec<KvCache> {
+        vec![KvCache::new(); self.blocks.len()]
+    }
+
+    fn forward_cached(&self, ids: &Tensor, cache: &mut [KvCache]) -> Result<Tensor> {
+        let (_, t) = ids.dims2()?;
+        let seen = cache.first().map_or(0, |c| c.len());
+        if seen + t > self.config.context_length {
+            bail!("{} tokens exceed the model's context of {}", seen + t, self.config.context_length);
+        }
+        let (h, _) = self.hidden(ids, Some(cache), false, &mut Ctx::eval())?;
+        self.lm_head.forward(&h)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+    use lingo_kernels::gradcheck::assert_close;
+    use lingo_nn::ParamStore;
+
+    fn tiny(placement: NormPlacement, tied: bool) -> GptConfig {
+        GptConfig {
+            vocab_size: 11,
+            context_length: 8,
+            d_model: 16,
+            n_heads: 2,
+            n_layers: 2,
+            d_ff: 24,
+            norm_placement: placement,
+            tied_embeddings: tied,
+            ..Default::default()
+        }
+    }
+
+    fn ids(b: usize, t: usize, seed: u32) -> Tensor {
+        let v: Vec<u32> = (0..b * t).map(|i| (i as u32 * 7 + seed) % 11).collect();
+        Tensor::from_vec(v, (b, t), &Device::Cpu).unwrap()
+    }
+
+    #[test]
+    fn every_parameter_receives_a_nonzero_gradient() -> Result<()> {
+        for placement in [NormPlacement::Pre, NormPlacement::Post] {
+            for tied in [false, true] {
+                let store = ParamStore::new(0, &Device::Cpu);
+                let model = Gpt::new(tiny(placement, tied), &store.root())?;
+                let loss = model.loss(&ids(2, 8, 1), &ids(2, 8, 3), &mut Ctx::eval())?;
+                let grads = loss.backward()?;
+                for (name, var) in store.named() {
+                    let g = grads.get(var.as_tensor()).unwrap_or_else(|| panic!("{name}: no gradient"));
+                    let norm = g.sqr()?.sum_all()?.to_scalar::<f32>()?;
+                    assert!(norm > 0.0, "{name} ({placement:?}, tied {tied}): zero gradient");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn cached_decoding_matches_full_forward() -> Result<()> {
+        let store = ParamStore::new(0, &Device::Cpu);
+        let model = Gpt::new(tiny(NormPlacement::Pre, false), &store.root())?;
+        let x = ids(2, 7, 5);
+        let full = model.forward(&x, &mut Ctx::eval())?;
+        let mut cache = model.new_cache();
+        let first = model.forward_cached(&x.narrow(1, 0, 4)?, &mut cache)?;
+        let mut steps = vec![first];
+        for t in 4..7 {
+            steps.push(model.forward_cached(&x.narrow(1, t, 1)?, &mut cache)?);
+        }
+        assert_close(&Tensor::cat(&steps, 1)?, &full, 1e-5, "cached logits")
+    }
+
+    #[test]
+    fn too_long_input_is_an_error() {
+        let store = ParamStore::new(0, &Device::Cpu);
+        let model = Gpt::new(tiny(NormPlacement::Pre, false), &store.root()).unwrap();
+        let err = model.forward(&ids(1, 9, 0), &mut Ctx::eval()).unwrap_err().to_string();
+        assert!(err.contains("longer than the model's context"), "{err}");
+    }
+
+    #[test]
+    fn config_rejects_unknown_keys_and_bad_values() {
+        let err = crate::config::parse_json::<GptConfig>(r#"{"vocab_size": 5, "n_layer": 2}"#).unwrap_err();
+        assert!(err.contains("unknown field `n_layer`"), "{err}");
+        let bad = GptConfig { vocab_size: 10, d_model: 30, n_heads: 4, ..Default::default() };
+        assert!(bad.validate().unwrap_err().contains("d_model"));
+    }
+}

@@ -1,0 +1,116 @@
+//! Multi-head self-attention with a fused q/k/v projection, and the key/value cache that makes
+//! generation cost one token's work per step.
+
+use crate::dropout::Dropout;
+use crate::linear::Linear;
+use crate::params::{Init, ParamPath};
+use crate::Ctx;
+use candle_core::{DType, Result, Tensor};
+use lingo_kernels::AttentionMask;
+
+/// Keys and values of the positions seen so far, for one layer: `[batch, capacity, heads, head_dim]`
+/// buffers filled up to `len`, grown by doubling.
+#[derive(Clone, Debug, Default)]
+pub struct KvCache {
+    buffers: Option<(Tensor, Tensor)>,
+    len: usize,
+}
+
+impl KvCache {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Number of cached positions.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Appends `k`, `v` (`[batch, new, heads, head_dim]`) and returns views of every cached position.
+    fn append(&mut self, k: &Tensor, v: &Tensor) -> Result<(Tensor, Tensor)> {
+        let (b, n, h, d) = k.dims4()?;
+        let needed = self.len + n;
+        let capacity = self.buffers.as_ref().map_or(0, |(k, _)| k.dim(1).unwrap_or(0));
+        if needed > capacity {
+            let new_cap = needed.max(2 * capacity).max(16);
+            let grow = |old: Option<&Tensor>| -> Result<Tensor> {
+                let t = Tensor::zeros((b, new_cap, h, d), DType::F32, k.device())?;
+                if let Some(old) = old {
+                    t.slice_set(&old.narrow(1, 0, self.len)?.contiguous()?, 1, 0)?;
+                }
+                Ok(t)
+            };
+            let old = self.buffers.take();
+            self.buffers = Some((grow(old.as_ref().map(|o| &o.0))?, grow(old.as_ref().map(|o| &o.1))?));
+        }
+        let (kb, vb) = self.buffers.as_ref().expect("buffers allocated above");
+        kb.slice_set(&k.contiguous()?, 1, self.len)?;
+        vb.slice_set(&v.contiguous()?, 1, self.len)?;
+        self.len = needed;
+        Ok((kb.narrow(1, 0, needed)?, vb.narrow(1, 0, needed)?))
+    }
+}
+
+/// Self-attention: `out(attend(split_heads(x W_qkvᵀ)))`.
+#[derive(Clone, Debug)]
+pub struct MultiHeadSelfAttention {
+    pub qkv: Linear,
+    pub out: Linear,
+    pub heads: usize,
+    pub attn_dropout: Dropout,
+}
+
+impl MultiHeadSelfAttention {
+    /// `qkv_name`/`out_name` are the parameter names of the two projections (they differ between
+    /// model families); `out_init` lets GPT-style models scale the residual projection's init.
+    pub fn new(
+        p: &ParamPath,
+        names: (&str, &str),
+        d_model: usize,
+        heads: usize,
+        bias: bool,
+        init: Init,
+        out_init: Init,
+    ) -> Result<Self> {
+        if heads == 0 || d_model % heads != 0 {
+            candle_core::bail!("d_model {d_model} is not divisible by the number of heads {heads}");
+        }
+        Ok(MultiHeadSelfAttention {
+            qkv: Linear::new(&p.sub(names.0), d_model, 3 * d_model, bias, init)?,
+            out: Linear::new(&p.sub(names.1), d_model, d_model, bias, out_init)?,
+            heads,
+            attn_dropout: Dropout::new(0.0),
+        })
+    }
+
+    /// `x: [batch, time, d_model]`. With a cache, `x` holds only the new positions and the cache
+    /// supplies the earlier keys and values. Returns the output and, if asked, the attention weights.
+    pub fn forward(
+        &self,
+        x: &Tensor,
+        mask: &AttentionMask,
+        cache: Option<&mut KvCache>,
+        want_weights: bool,
+        _ctx: &mut Ctx,
+    ) -> Result<(Tensor, Option<Tensor>)> {
+        let qkv = self.qkv.forward(x)?;
+        let (y, weights) = match cache {
+            None => lingo_kernels::self_attention(&qkv, self.heads, mask, want_weights)?,
+            Some(cache) => {
+                let (b, t, c3) = qkv.dims3()?;
+                let d = c3 / 3 / self.heads;
+                let qkv = qkv.reshape((b, t, 3, self.heads, d))?;
+                let part = |i: usize| qkv.narrow(2, i, 1)?.squeeze(2);
+                let mask = AttentionMask { query_offset: cache.len(), ..mask.clone() };
+                let (k, v) = cache.append(&part(1)?, &part(2)?)?;
+                let (y, w) = lingo_kernels::attention_with_weights(&part(0)?, &k, &v, &mask, want_weights)?;
+                (y.reshape((b, t, self.heads * d))?, w)
+            }
+        };
+        Ok((self.out.forward(&y)?, weights))
+    }
+}

@@ -1,0 +1,41 @@
+//! Layers for Lingo's models: parameters with seeded initialisation, and the building blocks of
+//! Transformers (linear, embedding, norms, positions, dropout, attention, feed-forward, residual blocks).
+//! Every layer computes through [`lingo_kernels`], so gradients reach every parameter.
+
+pub mod attention;
+pub mod block;
+pub mod dropout;
+pub mod embedding;
+pub mod feed_forward;
+pub mod io;
+pub mod linear;
+pub mod norm;
+pub mod params;
+pub mod position;
+pub mod rng;
+
+pub use attention::{KvCache, MultiHeadSelfAttention};
+pub use block::{NormPlacement, TransformerBlock};
+pub use dropout::Dropout;
+pub use embedding::Embedding;
+pub use feed_forward::{Activation, FeedForward};
+pub use linear::Linear;
+pub use norm::{LayerNorm, RmsNorm};
+pub use params::{Init, ParamPath, ParamStore};
+pub use position::{sinusoidal_table, PositionalEncoding};
+pub use rng::{LingoRng, RngState};
+
+/// What a forward pass is for: training (dropout on, drawing from the run's RNG) or evaluation.
+pub struct Ctx {
+    pub train: bool,
+    pub rng: LingoRng,
+}
+
+impl Ctx {
+    pub fn eval() -> Self {
+        Ctx { train: false, rng: LingoRng::new(0) }
+    }
+    pub fn train(rng: LingoRng) -> Self {
+        Ctx { train: true, rng }
+    }
+}

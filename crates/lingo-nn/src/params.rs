@@ -1,0 +1,223 @@
+//! The parameters of a model: named candle `Var`s in creation order, created with seeded initialisers,
+//! saved to and loaded from safetensors by name.
+//!
+//! A layer receives a [`ParamPath`] (like a directory in the name space: `h.0.attn.c_attn`) and asks it
+//! for its tensors. Asking twice for the same name returns the same variable, which is how weights are
+//! tied.
+
+use crate::io::write_atomic;
+use crate::rng::LingoRng;
+use candle_core::{bail, DType, Device, Result, Tensor, Var};
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+/// How a new parameter is filled.
+#[derive(Clone, Copy, Debug)]
+pub enum Init {
+    Zeros,
+    Ones,
+    /// Normal with mean 0 and this standard deviation.
+    Normal(f32),
+    /// Uniform in `[-a, a)`.
+    Uniform(f32),
+}
+
+struct Inner {
+    params: Vec<(String, Var)>,
+    by_name: HashMap<String, usize>,
+    rng: LingoRng,
+    device: Device,
+}
+
+/// A model's parameters. Cheap to clone (shared).
+#[derive(Clone)]
+pub struct ParamStore {
+    inner: Arc<Mutex<Inner>>,
+}
+
+impl ParamStore {
+    /// An empty store whose initialisers draw from a stream seeded with `seed`.
+    pub fn new(seed: u64, device: &Device) -> Self {
+        let inner = Inner { params: Vec::new(), by_name: HashMap::new(), rng: LingoRng::new(seed), device: device.clone() };
+        ParamStore { inner: Arc::new(Mutex::new(inner)) }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().expect("parameter store lock poisoned")
+    }
+
+    pub fn root(&self) -> ParamPath {
+        ParamPath { store: self.clone(), prefix: String::new() }
+    }
+
+    pub fn device(&self) -> Device {
+        self.lock().device.clone()
+    }
+
+    /// Every parameter with its name, in creation order.
+    pub fn named(&self) -> Vec<(String, Var)> {
+        self.lock().params.clone()
+    }
+
+    pub fn get(&self, name: &str) -> Option<Var> {
+        let inner = self.lock();
+        inner.by_name.get(name).map(|&i| inner.params[i].1.clone())
+    }
+
+    /// Total number of scalar parameters.
+    pub fn num_params(&self) -> usize {
+        self.lock().params.iter().map(|(_, v)| v.elem_count()).sum()
+    }
+
+    fn create(&self, name: &str, shape: &[usize], init: Init) -> Result<Tensor> {
+        let mut inner = self.lock();
+        if let Some(&i) = inner.by_name.get(name) {
+            let existing = &inner.params[i].1;
+            if existing.dims() != shape {
+                bail!("parameter {name} exists with shape {:?}, asked for {shape:?}", existing.dims());
+            }
+            return Ok(existing.as_tensor().clone());
+        }
+        let n: usize = shape.iter().product();
+        let data: Vec<f32> = match init {
+            Init::Zeros => vec![0.0; n],
+            Init::Ones => vec![1.0; n],
+            Init::Normal(std) => (0..n).map(|_| inner.rng.normal() * std).collect(),
+            Init::Uniform(a) => (0..n).map(|_| (inner.rng.uniform() * 2.0 - 1.0) * a).collect(),
+        };
+        let var = Var::from_tensor(&Tensor::from_vec(data, shape, &inner.device)?)?;
+        let index = inner.params.len();
+        inner.params.push((name.to_string(), var.clone()));
+        inner.by_name.insert(name.to_string(), index);
+        Ok(var.as_tensor().clone())
+    }
+
+    /// Every parameter as a safetensors file (plus string metadata), ready to write.
+    pub fn to_safetensors(&self, metadata: Option<HashMap<String, String>>) -> Result<Vec<u8>> {
+        let named = self.named();
+        let tensors: Vec<(String, Tensor)> = named.iter().map(|(n, v)| (n.clone(), v.as_tensor().clone())).collect();
+        tensors_to_safetensors(&tensors, metadata)
+    }
+
+    /// Writes every parameter to `path` atomically.
+    pub fn save(&self, path: &Path) -> Result<()> {
+        let bytes = self.to_safetensors(None)?;
+        write_atomic(path, &bytes).map_err(|e| candle_core::Error::Msg(format!("writing {}: {e}", path.display())))
+    }
+
+    /// Loads every parameter from the safetensors file at `path`. Each parameter must be present with
+    /// its exact shape; errors name the file and the tensor.
+    pub fn load(&self, path: &Path) -> Result<()> {
+        let tensors = read_safetensors(path, &self.device())?;
+        self.load_from(&tensors, &path.display().to_string())
+    }
+
+    /// Sets every parameter from `tensors` (by name). `source` names where they came from, for errors.
+    pub fn load_from(&self, tensors: &HashMap<String, Tensor>, source: &str) -> Result<()> {
+        for (name, var) in self.named() {
+            let Some(t) = tensors.get(&name) else { bail!("{source}: tensor {name} is missing") };
+            if t.dims() != var.dims() {
+                bail!("{source}: tensor {name} has shape {:?}, the model expects {:?}", t.dims(), var.dims());
+            }
+            var.set(&t.to_dtype(DType::F32)?)?;
+        }
+        Ok(())
+    }
+}
+
+/// Serialises named tensors (f32) to safetensors bytes.
+pub fn tensors_to_safetensors(tensors: &[(String, Tensor)], metadata: Option<HashMap<String, String>>) -> Result<Vec<u8>> {
+    // A BTreeMap keeps the file's layout independent of hash order.
+    let map: BTreeMap<&str, &Tensor> = tensors.iter().map(|(n, t)| (n.as_str(), t)).collect();
+    safetensors::serialize(map, metadata).map_err(|e| candle_core::Error::Msg(format!("serialising safetensors: {e}")))
+}
+
+/// Reads a safetensors file, with errors that name it (missing, truncated, malformed).
+pub fn read_safetensors(path: &Path, device: &Device) -> Result<HashMap<String, Tensor>> {
+    let bytes = std::fs::read(path).map_err(|e| candle_core::Error::Msg(format!("reading {}: {e}", path.display())))?;
+    candle_core::safetensors::load_buffer(&bytes, device)
+        .map_err(|e| candle_core::Error::Msg(format!("{}: not a valid safetensors file ({e})", path.display())))
+}
+
+/// Reads the string metadata of a safetensors file.
+pub fn read_safetensors_metadata(path: &Path) -> Result<HashMap<String, String>> {
+    let bytes = std::fs::read(path).map_err(|e| candle_core::Error::Msg(format!("reading {}: {e}", path.display())))?;
+    let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes)
+        .map_err(|e| candle_core::Error::Msg(format!("{}: not a valid safetensors file ({e})", path.display())))?;
+    Ok(meta.metadata().clone().unwrap_or_default())
+}
+
+/// A position in a [`ParamStore`]'s name space.
+#[derive(Clone)]
+pub struct ParamPath {
+    store: ParamStore,
+    prefix: String,
+}
+
+impl ParamPath {
+    /// The path one level down, `prefix.name`.
+    pub fn sub(&self, name: impl std::fmt::Display) -> ParamPath {
+        let prefix = if self.prefix.is_empty() { name.to_string() } else { format!("{}.{name}", self.prefix) };
+        ParamPath { store: self.store.clone(), prefix }
+    }
+
+    /// The parameter `prefix.name`, created with `init` the first time it is asked for.
+    pub fn get(&self, name: &str, shape: &[usize], init: Init) -> Result<Tensor> {
+        self.store.create(&self.sub(name).prefix, shape, init)
+    }
+
+    pub fn store(&self) -> &ParamStore {
+        &self.store
+    }
+
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn same_seed_same_weights_and_sharing_by_name() -> Result<()> {
+        let a = ParamStore::new(3, &Device::Cpu);
+        let b = ParamStore::new(3, &Device::Cpu);
+        let wa = a.root().sub("layer").get("w", &[4, 4], Init::Normal(0.02))?;
+        let wb = b.root().sub("layer").get("w", &[4, 4], Init::Normal(0.02))?;
+        assert_eq!(wa.to_vec2::<f32>()?, wb.to_vec2::<f32>()?);
+        let again = a.root().sub("layer").get("w", &[4, 4], Init::Zeros)?;
+        assert_eq!(again.id(), wa.id());
+        assert!(a.root().sub("layer").get("w", &[2, 8], Init::Zeros).is_err());
+        assert_eq!(a.named()[0].0, "layer.w");
+        Ok(())
+    }
+
+    #[test]
+    fn save_load_round_trip_and_errors_name_the_tensor() -> Result<()> {
+        let dir = tempfile::tempdir().map_err(|e| candle_core::Error::Msg(e.to_string()))?;
+        let path = dir.path().join("w.safetensors");
+        let a = ParamStore::new(1, &Device::Cpu);
+        a.root().get("x", &[3], Init::Normal(1.0))?;
+        a.save(&path)?;
+        let b = ParamStore::new(2, &Device::Cpu);
+        b.root().get("x", &[3], Init::Zeros)?;
+        b.load(&path)?;
+        assert_eq!(a.get("x").unwrap().to_vec1::<f32>()?, b.get("x").unwrap().to_vec1::<f32>()?);
+
+        let c = ParamStore::new(2, &Device::Cpu);
+        c.root().get("x", &[4], Init::Zeros)?;
+        let err = c.load(&path).unwrap_err().to_string();
+        assert!(err.contains("tensor x has shape [3]"), "{err}");
+        let d = ParamStore::new(2, &Device::Cpu);
+        d.root().get("y", &[3], Init::Zeros)?;
+        assert!(d.load(&path).unwrap_err().to_string().contains("tensor y is missing"));
+
+        let bytes = std::fs::read(&path).unwrap();
+        std::fs::write(&path, &bytes[..bytes.len() - 5]).unwrap();
+        let err = b.load(&path).unwrap_err().to_string();
+        assert!(err.contains("not a valid safetensors file"), "{err}");
+        Ok(())
+    }
+}
