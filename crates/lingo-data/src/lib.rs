@@ -1,0 +1,22 @@
+//! Text in, token batches out: tokenizers built on the `tokenizers` crate (so `tokenizer.json` files
+//! interoperate with Hugging Face) and datasets that cut token streams into training windows.
+
+pub mod text;
+pub mod tokenizer;
+
+pub use text::{read_text, Split, TextDataset};
+pub use tokenizer::{Tokenizer, TokenizerKind};
+
+use std::path::PathBuf;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DataError {
+    #[error("{path}: {message}")]
+    File { path: PathBuf, message: String },
+    #[error("tokenizer: {0}")]
+    Tokenizer(String),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+pub type Result<T> = std::result::Result<T, DataError>;

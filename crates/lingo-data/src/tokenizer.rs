@@ -1,0 +1,185 @@
+//! Character-level and byte-level BPE tokenizers, trained on a corpus and saved as a standard
+//! `tokenizer.json`.
+//!
+//! The character tokenizer is a BPE model whose vocabulary is the corpus's characters and which has no
+//! merges, with a `Fuse` decoder; it therefore round-trips through any `tokenizers` implementation.
+//! The byte-level BPE is GPT-2's recipe: byte-level pre-tokenizer, BPE merges learned by the trainer,
+//! byte-level decoder.
+
+use crate::{DataError, Result};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeSet;
+use std::path::Path;
+use tokenizers::decoders::byte_level::ByteLevel as ByteLevelDecoder;
+use tokenizers::decoders::fuse::Fuse;
+use tokenizers::models::bpe::{BpeTrainer, BPE};
+use tokenizers::pre_tokenizers::byte_level::ByteLevel;
+use tokenizers::models::TrainerWrapper;
+use tokenizers::{AddedToken, DecoderWrapper, ModelWrapper, PreTokenizerWrapper};
+
+/// Which tokenizer to train.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum TokenizerKind {
+    /// One token per character of the corpus (plus `<unk>`).
+    Char,
+    /// Byte-level BPE with this many tokens.
+    ByteBpe { vocab_size: usize },
+}
+
+/// The unknown-character token of the character tokenizer; always the last id.
+pub const UNK: &str = "<unk>";
+/// The end-of-text token of the byte-level BPE tokenizer.
+pub const END_OF_TEXT: &str = "<|endoftext|>";
+
+#[derive(Clone)]
+pub struct Tokenizer {
+    inner: tokenizers::Tokenizer,
+}
+
+impl std::fmt::Debug for Tokenizer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Tokenizer({} tokens)", self.vocab_size())
+    }
+}
+
+fn tok_err(e: impl std::fmt::Display) -> DataError {
+    DataError::Tokenizer(e.to_string())
+}
+
+impl Tokenizer {
+    /// Trains a tokenizer of `kind` on `text`.
+    pub fn train(kind: TokenizerKind, text: &str) -> Result<Self> {
+        if text.is_empty() {
+            return Err(DataError::Invalid("cannot train a tokenizer on empty text".into()));
+        }
+        match kind {
+            TokenizerKind::Char => Self::train_char(text),
+            TokenizerKind::ByteBpe { vocab_size } => Self::train_byte_bpe(text, vocab_size),
+        }
+    }
+
+    fn train_char(text: &str) -> Result<Self> {
+        let chars: BTreeSet<char> = text.chars().collect();
+        let mut vocab: ahash::AHashMap<String, u32> = chars.iter().enumerate().map(|(i, c)| (c.to_string(), i as u32)).collect();
+        vocab.insert(UNK.to_string(), chars.len() as u32);
+        let bpe = BPE::builder()
+            .vocab_and_merges(vocab, vec![])
+            .unk_token(UNK.to_string())
+            // A whole corpus is one "word" to this model: caching it would only waste memory.
+            .cache_capacity(0)
+            .build()
+            .map_err(tok_err)?;
+        let mut inner = tokenizers::Tokenizer::new(ModelWrapper::BPE(bpe));
+        inner.with_decoder(Some(DecoderWrapper::Fuse(Fuse::new())));
+        Ok(Tokenizer { inner })
+    }
+
+    fn train_byte_bpe(text: &str, vocab_size: usize) -> Result<Self> {
+        if vocab_size < 257 {
+            return Err(DataError::Invalid(format!("byte-level BPE needs a vocab_size of at least 257, got {vocab_size}")));
+        }
+        let mut inner = tokenizers::Tokenizer::new(ModelWrapper::BPE(BPE::default()));
+        inner.with_pre_tokenizer(Some(PreTokenizerWrapper::ByteLevel(ByteLevel::new(false, true, true))));
+        inner.with_decoder(Some(DecoderWrapper::ByteLevel(ByteLevelDecoder::default())));
+        let trainer = BpeTrainer::builder()
+            .vocab_size(vocab_size)
+            .min_frequency(2)
+            .show_progress(false)
+            .initial_alphabet(ByteLevel::alphabet().into_iter().collect())
+            .special_tokens(vec![AddedToken::from(END_OF_TEXT, true)])
+            .build();
+        let mut trainer = TrainerWrapper::BpeTrainer(trainer);
+        // Train on lines so the trainer sees the corpus in pieces of a sensible size.
+        inner.train(&mut trainer, text.lines().map(|l| l.to_string())).map_err(tok_err)?;
+        Ok(Tokenizer { inner })
+    }
+
+    /// Loads a `tokenizer.json` (Lingo's own or any Hugging Face one).
+    pub fn load(path: &Path) -> Result<Self> {
+        let inner = tokenizers::Tokenizer::from_file(path)
+            .map_err(|e| DataError::File { path: path.into(), message: format!("not a valid tokenizer.json ({e})") })?;
+        Ok(Tokenizer { inner })
+    }
+
+    /// The tokenizer as `tokenizer.json` text.
+    pub fn to_json(&self) -> Result<String> {
+        self.inner.to_string(true).map_err(tok_err)
+    }
+
+    /// Writes `tokenizer.json` atomically.
+    pub fn save(&self, path: &Path) -> Result<()> {
+        lingo_nn::io::write_atomic(path, self.to_json()?.as_bytes())
+            .map_err(|e| DataError::File { path: path.into(), message: e.to_string() })
+    }
+
+    pub fn vocab_size(&self) -> usize {
+        self.inner.get_vocab_size(true)
+    }
+
+    pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
+        Ok(self.inner.encode(text, false).map_err(tok_err)?.get_ids().to_vec())
+    }
+
+    pub fn decode(&self, ids: &[u32]) -> Result<String> {
+        self.inner.decode(ids, false).map_err(tok_err)
+    }
+
+    pub fn token_to_id(&self, token: &str) -> Option<u32> {
+        self.inner.token_to_id(token)
+    }
+
+    pub fn inner(&self) -> &tokenizers::Tokenizer {
+        &self.inner
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TEXT: &str = "First Citizen:\nBefore we proceed any further, hear me speak.\n\nAll:\nSpeak, speak.\n";
+
+    #[test]
+    fn char_tokenizer_round_trips_through_tokenizer_json() -> Result<()> {
+        let tok = Tokenizer::train(TokenizerKind::Char, TEXT)?;
+        let ids = tok.encode(TEXT)?;
+        assert_eq!(ids.len(), TEXT.chars().count());
+        assert_eq!(tok.decode(&ids)?, TEXT);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tokenizer.json");
+        tok.save(&path)?;
+        let again = Tokenizer::load(&path)?;
+        assert_eq!(again.encode(TEXT)?, ids);
+        assert_eq!(again.vocab_size(), tok.vocab_size());
+        // Unseen characters map to <unk> rather than vanishing.
+        assert_eq!(tok.encode("Fé")?, vec![tok.token_to_id("F").unwrap(), tok.token_to_id(UNK).unwrap()]);
+        Ok(())
+    }
+
+    #[test]
+    fn byte_bpe_round_trips_any_text() -> Result<()> {
+        let corpus = TEXT.repeat(20);
+        let tok = Tokenizer::train(TokenizerKind::ByteBpe { vocab_size: 300 }, &corpus)?;
+        assert!(tok.vocab_size() > 257 && tok.vocab_size() <= 300, "{}", tok.vocab_size());
+        let text = "Speak, citizen — naïve 東京!\n";
+        let ids = tok.encode(text)?;
+        assert_eq!(tok.decode(&ids)?, text);
+        assert!(tok.encode("speak, speak")?.len() < "speak, speak".len(), "merges were learned");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tokenizer.json");
+        tok.save(&path)?;
+        assert_eq!(Tokenizer::load(&path)?.encode(text)?, ids);
+        Ok(())
+    }
+
+    #[test]
+    fn bad_inputs_are_clear_errors() {
+        assert!(Tokenizer::train(TokenizerKind::Char, "").unwrap_err().to_string().contains("empty"));
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tokenizer.json");
+        std::fs::write(&path, "{not json").unwrap();
+        let err = Tokenizer::load(&path).err().unwrap().to_string();
+        assert!(err.contains("tokenizer.json") && err.contains("not a valid"), "{err}");
+    }
+}
