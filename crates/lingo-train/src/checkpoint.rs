@@ -1,0 +1,87 @@
+//! Checkpoints: one safetensors file holding the weights (`model.*`), the optimizer state (`optim.*`)
+//! and, in its metadata, the step, the RNG position and the configs. One file written by rename is
+//! atomic: a crash leaves either the old checkpoint or the new one, never a mix.
+
+use crate::optim::Optimizer;
+use candle_core::{Device, Tensor};
+use lingo_nn::params::{read_safetensors, read_safetensors_metadata, tensors_to_safetensors};
+use lingo_nn::{ParamStore, RngState};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::path::Path;
+
+pub const CHECKPOINT_FILE: &str = "checkpoint.safetensors";
+const META_KEY: &str = "lingo";
+const FORMAT: u32 = 1;
+
+/// Everything about a run except the tensors.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct CheckpointMeta {
+    pub format: u32,
+    /// Optimizer steps completed.
+    pub step: usize,
+    /// The run's RNG (data order, dropout) after `step` steps.
+    pub rng: RngState,
+    pub optimizer_steps: HashMap<String, u64>,
+    pub tokens_seen: u64,
+    pub elapsed_secs: f64,
+    pub best_val_loss: Option<f64>,
+    pub train_config: serde_json::Value,
+    /// The task's own description (model config, tokenizer, …).
+    pub task: serde_json::Value,
+}
+
+impl CheckpointMeta {
+    pub fn new(step: usize, rng: RngState, train_config: serde_json::Value, task: serde_json::Value) -> Self {
+        CheckpointMeta {
+            format: FORMAT,
+            step,
+            rng,
+            optimizer_steps: HashMap::new(),
+            tokens_seen: 0,
+            elapsed_secs: 0.0,
+            best_val_loss: None,
+            train_config,
+            task,
+        }
+    }
+}
+
+/// Writes the checkpoint atomically.
+pub fn save(path: &Path, params: &ParamStore, optimizer: &Optimizer, meta: &CheckpointMeta) -> anyhow::Result<()> {
+    let (optim_tensors, steps) = optimizer.state()?;
+    let mut meta = meta.clone();
+    meta.optimizer_steps = steps;
+    let mut tensors: Vec<(String, Tensor)> =
+        params.named().into_iter().map(|(n, v)| (format!("model.{n}"), v.as_tensor().clone())).collect();
+    tensors.extend(optim_tensors.into_iter().map(|(n, t)| (format!("optim.{n}"), t)));
+    let metadata = HashMap::from([(META_KEY.to_string(), serde_json::to_string(&meta)?)]);
+    let bytes = tensors_to_safetensors(&tensors, Some(metadata))?;
+    lingo_nn::io::write_atomic(path, &bytes).map_err(|e| anyhow::anyhow!("writing checkpoint {}: {e}", path.display()))
+}
+
+/// Reads only the metadata of a checkpoint.
+pub fn read_meta(path: &Path) -> anyhow::Result<CheckpointMeta> {
+    let meta = read_safetensors_metadata(path)?;
+    let text = meta.get(META_KEY).ok_or_else(|| anyhow::anyhow!("{}: not a Lingo checkpoint (no `{META_KEY}` metadata)", path.display()))?;
+    let meta: CheckpointMeta =
+        serde_json::from_str(text).map_err(|e| anyhow::anyhow!("{}: malformed checkpoint metadata ({e})", path.display()))?;
+    if meta.format != FORMAT {
+        anyhow::bail!("{}: checkpoint format {} is not supported (expected {FORMAT})", path.display(), meta.format);
+    }
+    Ok(meta)
+}
+
+/// Restores weights and optimizer state from a checkpoint and returns its metadata.
+pub fn load(path: &Path, params: &ParamStore, optimizer: &mut Optimizer) -> anyhow::Result<CheckpointMeta> {
+    let meta = read_meta(path)?;
+    let tensors = read_safetensors(path, &Device::Cpu)?;
+    let source = path.display().to_string();
+    let (model, optim): (HashMap<_, _>, HashMap<_, _>) = tensors.into_iter().partition(|(k, _)| k.starts_with("model."));
+    let strip = |m: HashMap<String, Tensor>, prefix: &str| -> HashMap<String, Tensor> {
+        m.into_iter().filter_map(|(k, v)| k.strip_prefix(prefix).map(|k| (k.to_string(), v))).collect()
+    };
+    params.load_from(&strip(model, "model."), &source)?;
+    optimizer.load_state(&strip(optim, "optim."), &meta.optimizer_steps, &source)?;
+    Ok(meta)
+}

@@ -1,0 +1,49 @@
+//! Gradients of a model's parameters, gathered from candle's `GradStore`, summed over accumulation
+//! micro-batches, and measured for clipping.
+
+use candle_core::backprop::GradStore;
+use candle_core::{Result, Tensor, Var};
+
+/// One optional gradient per parameter, in the parameter store's order.
+pub struct Gradients {
+    pub grads: Vec<Option<Tensor>>,
+}
+
+impl Gradients {
+    pub fn from_store(params: &[(String, Var)], store: &GradStore) -> Self {
+        Gradients { grads: params.iter().map(|(_, v)| store.get(v.as_tensor()).cloned()).collect() }
+    }
+
+    /// Adds another micro-batch's gradients.
+    pub fn accumulate(&mut self, other: Gradients) -> Result<()> {
+        for (mine, theirs) in self.grads.iter_mut().zip(other.grads) {
+            *mine = match (mine.take(), theirs) {
+                (Some(a), Some(b)) => Some((a + b)?),
+                (a, b) => a.or(b),
+            };
+        }
+        Ok(())
+    }
+
+    /// `√Σ‖g‖²` over every gradient.
+    pub fn global_norm(&self) -> Result<f64> {
+        let mut total = 0.0;
+        for g in self.grads.iter().flatten() {
+            total += if g.device().is_cpu() {
+                lingo_kernels::optim::sum_squares(g)?
+            } else {
+                g.sqr()?.sum_all()?.to_scalar::<f32>()? as f64
+            };
+        }
+        Ok(total.sqrt())
+    }
+}
+
+/// The factor that brings a gradient of norm `norm` down to `max_norm` (1 if it is already below), as
+/// `torch.nn.utils.clip_grad_norm_` computes it.
+pub fn clip_scale(norm: f64, max_norm: Option<f32>) -> f32 {
+    match max_norm {
+        Some(max) if norm > max as f64 => (max as f64 / (norm + 1e-6)) as f32,
+        _ => 1.0,
+    }
+}

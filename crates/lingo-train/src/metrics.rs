@@ -1,0 +1,154 @@
+//! The run's record: one JSON object per line in `metrics.jsonl` (training steps and evaluations), and a
+//! loss-curve PNG drawn from it.
+
+use plotters::prelude::*;
+use serde::{Deserialize, Serialize};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Record {
+    pub step: usize,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub loss: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub val_loss: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub lr: Option<f32>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub grad_norm: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub tokens_per_sec: Option<f64>,
+    pub elapsed_s: f64,
+}
+
+pub struct MetricsLog {
+    path: PathBuf,
+    records: Vec<Record>,
+}
+
+impl MetricsLog {
+    /// Starts a new log at `path`, or — when resuming from step `resume_step` — keeps the records up to
+    /// that step and drops any written after it by the interrupted run.
+    pub fn open(path: &Path, resume_step: Option<usize>) -> anyhow::Result<Self> {
+        let mut records = Vec::new();
+        if let (Some(step), Ok(text)) = (resume_step, std::fs::read_to_string(path)) {
+            for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+                let r: Record = serde_json::from_str(line)
+                    .map_err(|e| anyhow::anyhow!("{}:{}: malformed metrics record ({e})", path.display(), i + 1))?;
+                if r.step <= step {
+                    records.push(r);
+                }
+            }
+        }
+        let mut text = String::new();
+        for r in &records {
+            text.push_str(&serde_json::to_string(r)?);
+            text.push('\n');
+        }
+        lingo_nn::io::write_atomic(path, text.as_bytes())?;
+        Ok(MetricsLog { path: path.into(), records })
+    }
+
+    pub fn append(&mut self, record: Record) -> anyhow::Result<()> {
+        let mut f = std::fs::OpenOptions::new().append(true).create(true).open(&self.path)?;
+        writeln!(f, "{}", serde_json::to_string(&record)?)?;
+        self.records.push(record);
+        Ok(())
+    }
+
+    pub fn records(&self) -> &[Record] {
+        &self.records
+    }
+}
+
+static FONT: std::sync::Once = std::sync::Once::new();
+
+/// Draws training loss (light: per step; dark: moving average) and validation loss against steps.
+pub fn plot_losses(records: &[Record], path: &Path, title: &str) -> anyhow::Result<()> {
+    FONT.call_once(|| {
+        let _ = plotters::style::register_font("sans-serif", FontStyle::Normal, include_bytes!("../assets/DejaVuSans.ttf"));
+    });
+    let train: Vec<(f64, f64)> = records.iter().filter_map(|r| r.loss.map(|l| (r.step as f64, l))).collect();
+    let val: Vec<(f64, f64)> = records.iter().filter_map(|r| r.val_loss.map(|l| (r.step as f64, l))).collect();
+    if train.is_empty() && val.is_empty() {
+        return Ok(());
+    }
+    let window = (train.len() / 50).max(1);
+    let smooth: Vec<(f64, f64)> = train
+        .iter()
+        .enumerate()
+        .map(|(i, &(s, _))| {
+            let lo = i.saturating_sub(window - 1);
+            let mean = train[lo..=i].iter().map(|p| p.1).sum::<f64>() / (i + 1 - lo) as f64;
+            (s, mean)
+        })
+        .collect();
+    let all = train.iter().chain(&val);
+    let max_step = all.clone().map(|p| p.0).fold(1.0, f64::max);
+    let (lo, hi) = all.map(|p| p.1).fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| (a.min(v), b.max(v)));
+    let pad = ((hi - lo) * 0.05).max(1e-3);
+    let tmp = path.with_extension("tmp.png");
+    {
+        let root = BitMapBackend::new(&tmp, (960, 540)).into_drawing_area();
+        root.fill(&WHITE)?;
+        let mut chart = ChartBuilder::on(&root)
+            .caption(title, ("sans-serif", 22))
+            .margin(16)
+            .x_label_area_size(44)
+            .y_label_area_size(64)
+            .build_cartesian_2d(0f64..max_step, (lo - pad)..(hi + pad))?;
+        chart.configure_mesh().x_desc("step").y_desc("loss (nats/token)").label_style(("sans-serif", 14)).draw()?;
+        let light = RGBColor(150, 180, 230);
+        if !train.is_empty() {
+            chart.draw_series(LineSeries::new(train.iter().copied(), light))?;
+            chart
+                .draw_series(LineSeries::new(smooth, BLUE.stroke_width(2)))?
+                .label("train")
+                .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLUE.stroke_width(2)));
+        }
+        if !val.is_empty() {
+            chart
+                .draw_series(LineSeries::new(val.iter().copied(), RED.stroke_width(2)))?
+                .label("validation")
+                .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], RED.stroke_width(2)));
+            chart.draw_series(val.iter().map(|&p| Circle::new(p, 3, RED.filled())))?;
+        }
+        chart.configure_series_labels().background_style(WHITE.mix(0.8)).border_style(BLACK).label_font(("sans-serif", 14)).draw()?;
+        root.present()?;
+    }
+    std::fs::rename(&tmp, path)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resume_drops_records_after_the_checkpoint() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("metrics.jsonl");
+        let mut log = MetricsLog::open(&path, None)?;
+        for step in 1..=5 {
+            log.append(Record { step, loss: Some(1.0 / step as f64), ..Default::default() })?;
+        }
+        let log = MetricsLog::open(&path, Some(3))?;
+        assert_eq!(log.records().iter().map(|r| r.step).collect::<Vec<_>>(), vec![1, 2, 3]);
+        assert_eq!(std::fs::read_to_string(&path)?.lines().count(), 3);
+        Ok(())
+    }
+
+    #[test]
+    fn plot_writes_a_png() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("loss.png");
+        let records: Vec<Record> = (1..=30)
+            .map(|s| Record { step: s, loss: Some(3.0 / s as f64), val_loss: (s % 10 == 0).then_some(3.2 / s as f64), ..Default::default() })
+            .collect();
+        plot_losses(&records, &path, "test")?;
+        let bytes = std::fs::read(&path)?;
+        assert_eq!(&bytes[1..4], b"PNG");
+        Ok(())
+    }
+}

@@ -1,0 +1,274 @@
+//! Optimizers with PyTorch's semantics: AdamW (decoupled weight decay) and SGD (momentum, Nesterov).
+//!
+//! Parameters fall into groups: by default only matrices (rank ≥ 2: linear weights, embeddings) are
+//! decayed, never biases or norm weights; [`ParamGroup`] rules matched on parameter names override the
+//! decay and scale the learning rate (layer-wise rates, freezing with `lr_scale: 0`).
+
+use crate::grads::Gradients;
+use candle_core::{bail, Result, Tensor, Var};
+use lingo_kernels::optim::{adamw_update, sgd_update, AdamWStep, SgdStep};
+use lingo_nn::ParamStore;
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AdamWConfig {
+    pub lr: f32,
+    pub beta1: f32,
+    pub beta2: f32,
+    pub eps: f32,
+    pub weight_decay: f32,
+}
+
+impl Default for AdamWConfig {
+    fn default() -> Self {
+        AdamWConfig { lr: 1e-3, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.01 }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SgdConfig {
+    pub lr: f32,
+    pub momentum: f32,
+    pub dampening: f32,
+    pub nesterov: bool,
+    pub weight_decay: f32,
+}
+
+impl Default for SgdConfig {
+    fn default() -> Self {
+        SgdConfig { lr: 0.1, momentum: 0.0, dampening: 0.0, nesterov: false, weight_decay: 0.0 }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum OptimizerConfig {
+    #[serde(rename = "adamw")]
+    AdamW(AdamWConfig),
+    Sgd(SgdConfig),
+}
+
+impl Default for OptimizerConfig {
+    fn default() -> Self {
+        OptimizerConfig::AdamW(AdamWConfig::default())
+    }
+}
+
+impl OptimizerConfig {
+    pub fn lr(&self) -> f32 {
+        match self {
+            OptimizerConfig::AdamW(c) => c.lr,
+            OptimizerConfig::Sgd(c) => c.lr,
+        }
+    }
+    fn weight_decay(&self) -> f32 {
+        match self {
+            OptimizerConfig::AdamW(c) => c.weight_decay,
+            OptimizerConfig::Sgd(c) => c.weight_decay,
+        }
+    }
+    fn name(&self) -> &'static str {
+        match self {
+            OptimizerConfig::AdamW(_) => "adamw",
+            OptimizerConfig::Sgd(_) => "sgd",
+        }
+    }
+}
+
+/// Which parameters weight decay applies to when no group rule says otherwise.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum DecayPolicy {
+    /// Rank ≥ 2 tensors only: weights and embeddings, not biases or norm weights.
+    #[default]
+    Matrices,
+    All,
+    None,
+}
+
+/// A rule for the parameters whose name contains `pattern`; the first matching rule applies.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ParamGroup {
+    pub pattern: String,
+    #[serde(default)]
+    pub weight_decay: Option<f32>,
+    /// Multiplies the scheduled learning rate (0 freezes the group).
+    #[serde(default)]
+    pub lr_scale: Option<f32>,
+}
+
+struct Slot {
+    name: String,
+    var: Var,
+    weight_decay: f32,
+    lr_scale: f32,
+    /// Updates applied to this parameter (PyTorch keeps a per-parameter step).
+    steps: u64,
+    /// AdamW: `[m, v]`; SGD with momentum: `[buffer]`.
+    state: Vec<Vec<f32>>,
+}
+
+pub struct Optimizer {
+    config: OptimizerConfig,
+    slots: Vec<Slot>,
+}
+
+impl Optimizer {
+    pub fn new(config: OptimizerConfig, params: &ParamStore, decay: DecayPolicy, groups: &[ParamGroup]) -> Self {
+        let slots = params
+            .named()
+            .into_iter()
+            .map(|(name, var)| {
+                let rule = groups.iter().find(|g| name.contains(&g.pattern));
+                let default_decay = match decay {
+                    DecayPolicy::Matrices if var.rank() >= 2 => config.weight_decay(),
+                    DecayPolicy::All => config.weight_decay(),
+                    _ => 0.0,
+                };
+                let n = var.elem_count();
+                let state = match &config {
+                    OptimizerConfig::AdamW(_) => vec![vec![0f32; n], vec![0f32; n]],
+                    OptimizerConfig::Sgd(c) if c.momentum != 0.0 => vec![vec![0f32; n]],
+                    OptimizerConfig::Sgd(_) => vec![],
+                };
+                Slot {
+                    weight_decay: rule.and_then(|r| r.weight_decay).unwrap_or(default_decay),
+                    lr_scale: rule.and_then(|r| r.lr_scale).unwrap_or(1.0),
+                    name,
+                    var,
+                    steps: 0,
+                    state,
+                }
+            })
+            .collect();
+        Optimizer { config, slots }
+    }
+
+    pub fn params(&self) -> Vec<(String, Var)> {
+        self.slots.iter().map(|s| (s.name.clone(), s.var.clone())).collect()
+    }
+
+    /// Names of the parameters that are weight-decayed, for logs and tests.
+    pub fn decayed(&self) -> Vec<&str> {
+        self.slots.iter().filter(|s| s.weight_decay > 0.0).map(|s| s.name.as_str()).collect()
+    }
+
+    /// Applies one update with learning rate `lr`, gradients multiplied by `grad_scale` first.
+    /// Parameters without a gradient are left alone, as PyTorch does.
+    pub fn step(&mut self, grads: &Gradients, lr: f32, grad_scale: f32) -> Result<()> {
+        for (slot, grad) in self.slots.iter_mut().zip(&grads.grads) {
+            let Some(grad) = grad else { continue };
+            if slot.lr_scale == 0.0 {
+                continue;
+            }
+            slot.steps += 1;
+            let lr = lr * slot.lr_scale;
+            let param = slot.var.as_tensor();
+            match &self.config {
+                OptimizerConfig::AdamW(c) => {
+                    let [m, v] = slot.state.as_mut_slice() else { bail!("adamw state of {} is corrupt", slot.name) };
+                    let k = AdamWStep {
+                        lr,
+                        beta1: c.beta1,
+                        beta2: c.beta2,
+                        eps: c.eps,
+                        weight_decay: slot.weight_decay,
+                        step: slot.steps,
+                        grad_scale,
+                    };
+                    adamw_update(param, grad, m, v, k)?;
+                }
+                OptimizerConfig::Sgd(c) => {
+                    let k = SgdStep {
+                        lr,
+                        momentum: c.momentum,
+                        dampening: c.dampening,
+                        nesterov: c.nesterov,
+                        weight_decay: slot.weight_decay,
+                        first: slot.steps == 1,
+                        grad_scale,
+                    };
+                    let mut empty = Vec::new();
+                    let buf = slot.state.first_mut().unwrap_or(&mut empty);
+                    sgd_update(param, grad, buf, k)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The optimizer's state as named tensors plus per-parameter step counts, for checkpoints.
+    pub fn state(&self) -> Result<(Vec<(String, Tensor)>, HashMap<String, u64>)> {
+        let mut tensors = Vec::new();
+        let mut steps = HashMap::new();
+        for slot in &self.slots {
+            for (i, s) in slot.state.iter().enumerate() {
+                tensors.push((format!("{}.{i}.{}", self.config.name(), slot.name), Tensor::from_slice(s, s.len(), &candle_core::Device::Cpu)?));
+            }
+            steps.insert(slot.name.clone(), slot.steps);
+        }
+        Ok((tensors, steps))
+    }
+
+    /// Restores what [`Optimizer::state`] saved; `source` names the file for errors.
+    pub fn load_state(&mut self, tensors: &HashMap<String, Tensor>, steps: &HashMap<String, u64>, source: &str) -> Result<()> {
+        let kind = self.config.name();
+        for slot in &mut self.slots {
+            for (i, s) in slot.state.iter_mut().enumerate() {
+                let key = format!("{kind}.{i}.{}", slot.name);
+                let Some(t) = tensors.get(&key) else { bail!("{source}: optimizer state {key} is missing") };
+                let v = t.flatten_all()?.to_vec1::<f32>()?;
+                if v.len() != s.len() {
+                    bail!("{source}: optimizer state {key} has {} values, expected {}", v.len(), s.len());
+                }
+                *s = v;
+            }
+            slot.steps = steps.get(&slot.name).copied().unwrap_or(0);
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+    use lingo_nn::Init;
+
+    #[test]
+    fn default_groups_decay_matrices_only_and_rules_override() -> Result<()> {
+        let store = ParamStore::new(0, &Device::Cpu);
+        let root = store.root();
+        root.sub("fc").get("weight", &[3, 2], Init::Normal(0.1))?;
+        root.sub("fc").get("bias", &[3], Init::Zeros)?;
+        root.sub("ln").get("weight", &[3], Init::Ones)?;
+        root.sub("head").get("weight", &[3, 3], Init::Normal(0.1))?;
+        let opt = Optimizer::new(OptimizerConfig::default(), &store, DecayPolicy::Matrices, &[]);
+        assert_eq!(opt.decayed(), vec!["fc.weight", "head.weight"]);
+        let rule = ParamGroup { pattern: "head".into(), weight_decay: Some(0.0), lr_scale: None };
+        let opt = Optimizer::new(OptimizerConfig::default(), &store, DecayPolicy::Matrices, &[rule]);
+        assert_eq!(opt.decayed(), vec!["fc.weight"]);
+        Ok(())
+    }
+
+    #[test]
+    fn adamw_minimises_a_quadratic() -> Result<()> {
+        let store = ParamStore::new(0, &Device::Cpu);
+        let x = store.root().get("x", &[4], Init::Normal(1.0))?;
+        let target = Tensor::new(&[1f32, -2.0, 3.0, 0.5], &Device::Cpu)?;
+        let cfg = OptimizerConfig::AdamW(AdamWConfig { lr: 0.05, weight_decay: 0.0, ..Default::default() });
+        let mut opt = Optimizer::new(cfg, &store, DecayPolicy::Matrices, &[]);
+        for _ in 0..400 {
+            let loss = (&x - &target)?.sqr()?.sum_all()?;
+            let grads = Gradients::from_store(&opt.params(), &loss.backward()?);
+            opt.step(&grads, 0.05, 1.0)?;
+        }
+        let err = (&x - &target)?.abs()?.max(0)?.to_scalar::<f32>()?;
+        assert!(err < 1e-2, "{err}");
+        Ok(())
+    }
+}

@@ -1,0 +1,287 @@
+//! The training loop. A [`TrainTask`] supplies losses; the [`Trainer`] owns everything else: optimizer,
+//! schedule, accumulation, clipping, evaluation, checkpoints, the metrics log, the plot and the
+//! progress bar. A run resumed from its checkpoint continues exactly — same data order, same dropout
+//! masks, same optimizer moments — so its loss curve equals that of an uninterrupted run.
+
+use crate::checkpoint::{self, CheckpointMeta, CHECKPOINT_FILE};
+use crate::grads::{clip_scale, Gradients};
+use crate::metrics::{plot_losses, MetricsLog, Record};
+use crate::optim::{DecayPolicy, Optimizer, OptimizerConfig, ParamGroup};
+use crate::schedule::Schedule;
+use anyhow::{bail, Context};
+use candle_core::Tensor;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use lingo_nn::{Ctx, LingoRng, ParamStore};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+/// What the trainer needs from a model and its data.
+pub trait TrainTask {
+    fn params(&self) -> &ParamStore;
+    /// Mean loss of one micro-batch of `batch_size` examples drawn with `ctx.rng`, and the number of
+    /// target tokens it covered.
+    fn train_loss(&mut self, batch_size: usize, ctx: &mut Ctx) -> candle_core::Result<(Tensor, usize)>;
+    /// Mean validation loss over at most `max_batches` batches (0 = the whole split).
+    fn eval_loss(&mut self, batch_size: usize, max_batches: usize) -> candle_core::Result<f64>;
+    /// The task's description for the checkpoint (model config, tokenizer, …).
+    fn describe(&self) -> serde_json::Value;
+    /// Writes what a user needs to run the model (e.g. `config.json`, `tokenizer.json`) into `dir`.
+    fn save_artifacts(&self, dir: &Path) -> anyhow::Result<()>;
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TrainConfig {
+    /// Optimizer steps.
+    pub steps: usize,
+    /// Examples per micro-batch.
+    pub batch_size: usize,
+    /// Micro-batches per optimizer step.
+    pub grad_accum: usize,
+    pub seed: u64,
+    pub optimizer: OptimizerConfig,
+    pub decay: DecayPolicy,
+    pub param_groups: Vec<ParamGroup>,
+    pub schedule: Schedule,
+    /// Clip the global gradient norm to this value.
+    pub clip_norm: Option<f32>,
+    /// Evaluate every this many steps (and after the last).
+    pub eval_every: usize,
+    /// Validation batches per evaluation (0 = the whole validation split).
+    pub eval_batches: usize,
+    /// Write a checkpoint every this many steps (and after the last).
+    pub checkpoint_every: usize,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        TrainConfig {
+            steps: 1000,
+            batch_size: 16,
+            grad_accum: 1,
+            seed: 1337,
+            optimizer: OptimizerConfig::default(),
+            decay: DecayPolicy::Matrices,
+            param_groups: Vec::new(),
+            schedule: Schedule::default(),
+            clip_norm: Some(1.0),
+            eval_every: 250,
+            eval_batches: 0,
+            checkpoint_every: 500,
+        }
+    }
+}
+
+impl TrainConfig {
+    pub fn validate(&self) -> Result<(), String> {
+        for (name, v) in [("steps", self.steps), ("batch_size", self.batch_size), ("grad_accum", self.grad_accum)] {
+            if v == 0 {
+                return Err(format!("field `{name}` must be positive"));
+            }
+        }
+        if self.optimizer.lr() <= 0.0 || !self.optimizer.lr().is_finite() {
+            return Err(format!("field `lr` must be positive, got {}", self.optimizer.lr()));
+        }
+        Ok(())
+    }
+}
+
+/// How a run ended.
+#[derive(Clone, Debug, Serialize)]
+pub struct TrainReport {
+    pub steps: usize,
+    pub train_loss: Option<f64>,
+    pub val_loss: Option<f64>,
+    pub best_val_loss: Option<f64>,
+    pub elapsed_secs: f64,
+    pub tokens_per_sec: f64,
+    /// True when the run stopped early (interrupt or `stop_after`) and can be resumed.
+    pub interrupted: bool,
+}
+
+pub struct Trainer {
+    pub config: TrainConfig,
+    pub out_dir: PathBuf,
+    /// Draw a progress bar on stderr.
+    pub progress: bool,
+    /// Stop (with a checkpoint) once this many steps are done, as if interrupted.
+    pub stop_after: Option<usize>,
+    /// Set from outside (e.g. a Ctrl-C handler) to stop after the current step, with a checkpoint.
+    pub interrupt: Arc<AtomicBool>,
+}
+
+/// The stream of data order and dropout, independent of the initialisation stream.
+const RUN_RNG_SALT: u64 = 0xDA7A;
+
+impl Trainer {
+    pub fn new(config: TrainConfig, out_dir: impl Into<PathBuf>) -> Self {
+        Trainer { config, out_dir: out_dir.into(), progress: true, stop_after: None, interrupt: Arc::new(AtomicBool::new(false)) }
+    }
+
+    pub fn checkpoint_path(&self) -> PathBuf {
+        self.out_dir.join(CHECKPOINT_FILE)
+    }
+
+    /// Trains `task`, from its checkpoint in `out_dir` if `resume`.
+    pub fn run(&self, task: &mut dyn TrainTask, resume: bool) -> anyhow::Result<TrainReport> {
+        let cfg = &self.config;
+        cfg.validate().map_err(|e| anyhow::anyhow!("training config: {e}"))?;
+        std::fs::create_dir_all(&self.out_dir).with_context(|| format!("creating {}", self.out_dir.display()))?;
+        let params = task.params().clone();
+        let mut optimizer = Optimizer::new(cfg.optimizer.clone(), &params, cfg.decay, &cfg.param_groups);
+        let train_json = serde_json::to_value(cfg)?;
+        let task_json = task.describe();
+
+        let ckpt_path = self.checkpoint_path();
+        let mut meta = if resume {
+            if !ckpt_path.exists() {
+                bail!("cannot resume: no checkpoint at {}", ckpt_path.display());
+            }
+            let saved = checkpoint::read_meta(&ckpt_path)?;
+            if saved.task != task_json {
+                bail!(
+                    "cannot resume from {}: it was trained for a different model/task\n  checkpoint: {}\n  now:        {}",
+                    ckpt_path.display(),
+                    saved.task,
+                    task_json
+                );
+            }
+            if saved.train_config != train_json {
+                eprintln!("warning: the training config differs from the checkpoint's; continuing with the new one");
+            }
+            checkpoint::load(&ckpt_path, &params, &mut optimizer)?
+        } else {
+            CheckpointMeta::new(0, LingoRng::new(cfg.seed).fork(RUN_RNG_SALT).state(), train_json.clone(), task_json.clone())
+        };
+        meta.train_config = train_json;
+        let rng = LingoRng::from_state(&meta.rng).map_err(|e| anyhow::anyhow!("{}: {e}", ckpt_path.display()))?;
+        let mut ctx = Ctx::train(rng);
+        let mut log = MetricsLog::open(&self.out_dir.join("metrics.jsonl"), resume.then_some(meta.step))?;
+        task.save_artifacts(&self.out_dir)?;
+
+        let bar = self.progress_bar(meta.step);
+        let start = Instant::now();
+        let elapsed_before = meta.elapsed_secs;
+        let (mut run_tokens, mut train_secs) = (0u64, 0f64);
+        let (mut last_loss, mut last_val) = (None, None);
+        let mut interrupted = false;
+
+        while meta.step < cfg.steps {
+            let step_start = Instant::now();
+            let lr = cfg.schedule.lr(cfg.optimizer.lr(), meta.step, cfg.steps);
+            let (loss, tokens, grads) = self.accumulate(task, &params, &mut ctx)?;
+            if !loss.is_finite() {
+                bail!("training diverged at step {}: loss is {loss}", meta.step + 1);
+            }
+            // Gradients were summed over micro-batches: their mean is grads / grad_accum.
+            let norm = grads.global_norm()? / cfg.grad_accum as f64;
+            let scale = clip_scale(norm, cfg.clip_norm) / cfg.grad_accum as f32;
+            optimizer.step(&grads, lr, scale)?;
+            drop(grads);
+            meta.step += 1;
+            meta.tokens_seen += tokens as u64;
+            run_tokens += tokens as u64;
+            train_secs += step_start.elapsed().as_secs_f64();
+            let tps = run_tokens as f64 / train_secs.max(1e-9);
+            last_loss = Some(loss);
+            let elapsed = elapsed_before + start.elapsed().as_secs_f64();
+            log.append(Record {
+                step: meta.step,
+                loss: Some(loss),
+                lr: Some(lr),
+                grad_norm: Some(norm),
+                tokens_per_sec: Some(tps),
+                elapsed_s: elapsed,
+                ..Default::default()
+            })?;
+            bar.set_position(meta.step as u64);
+            bar.set_message(format!("loss {loss:.4} | {} tok/s", human(tps)));
+
+            let last = meta.step == cfg.steps;
+            let stopping = self.stop_after.is_some_and(|s| meta.step >= s) || self.interrupt.load(Ordering::SeqCst);
+            if (cfg.eval_every > 0 && meta.step % cfg.eval_every == 0) || last {
+                let val = task.eval_loss(cfg.batch_size, cfg.eval_batches)?;
+                last_val = Some(val);
+                meta.best_val_loss = Some(meta.best_val_loss.map_or(val, |b: f64| b.min(val)));
+                log.append(Record { step: meta.step, val_loss: Some(val), elapsed_s: elapsed, ..Default::default() })?;
+                bar.println(format!(
+                    "step {:>6}/{}: train loss {loss:.4}, val loss {val:.4}, {} tok/s, {:.0}s",
+                    meta.step,
+                    cfg.steps,
+                    human(tps),
+                    elapsed
+                ));
+                plot_losses(log.records(), &self.out_dir.join("loss.png"), "Lingo training")?;
+            }
+            if (cfg.checkpoint_every > 0 && meta.step % cfg.checkpoint_every == 0) || last || stopping {
+                meta.rng = ctx.rng.state();
+                meta.elapsed_secs = elapsed_before + start.elapsed().as_secs_f64();
+                checkpoint::save(&ckpt_path, &params, &optimizer, &meta)?;
+                params.save(&self.out_dir.join("model.safetensors"))?;
+            }
+            if stopping && !last {
+                interrupted = true;
+                bar.println(format!("stopped after step {}; resume with --resume", meta.step));
+                break;
+            }
+        }
+        bar.finish_and_clear();
+        plot_losses(log.records(), &self.out_dir.join("loss.png"), "Lingo training")?;
+        Ok(TrainReport {
+            steps: meta.step,
+            train_loss: last_loss,
+            val_loss: last_val,
+            best_val_loss: meta.best_val_loss,
+            elapsed_secs: elapsed_before + start.elapsed().as_secs_f64(),
+            tokens_per_sec: run_tokens as f64 / train_secs.max(1e-9),
+            interrupted,
+        })
+    }
+
+    /// Runs `grad_accum` micro-batches: their mean loss, token count and summed gradients.
+    fn accumulate(&self, task: &mut dyn TrainTask, params: &ParamStore, ctx: &mut Ctx) -> anyhow::Result<(f64, usize, Gradients)> {
+        let named = params.named();
+        let mut total: Option<Gradients> = None;
+        let (mut loss_sum, mut tokens) = (0.0, 0);
+        for _ in 0..self.config.grad_accum {
+            let (loss, n) = task.train_loss(self.config.batch_size, ctx)?;
+            loss_sum += loss.to_scalar::<f32>()? as f64;
+            tokens += n;
+            let grads = Gradients::from_store(&named, &loss.backward()?);
+            match &mut total {
+                None => total = Some(grads),
+                Some(t) => t.accumulate(grads)?,
+            }
+        }
+        Ok((loss_sum / self.config.grad_accum as f64, tokens, total.expect("grad_accum >= 1")))
+    }
+
+    fn progress_bar(&self, position: usize) -> ProgressBar {
+        let bar = ProgressBar::new(self.config.steps as u64);
+        if !self.progress {
+            bar.set_draw_target(ProgressDrawTarget::hidden());
+        }
+        bar.set_style(
+            ProgressStyle::with_template("{elapsed_precise} [{wide_bar:.cyan/blue}] {pos}/{len} {per_sec} ETA {eta} | {msg}")
+                .expect("valid template")
+                .progress_chars("=> "),
+        );
+        bar.set_position(position as u64);
+        bar.reset_eta();
+        bar
+    }
+}
+
+/// `12345.6` → `"12.3k"`.
+fn human(x: f64) -> String {
+    if x >= 1e6 {
+        format!("{:.2}M", x / 1e6)
+    } else if x >= 1e3 {
+        format!("{:.1}k", x / 1e3)
+    } else {
+        format!("{x:.0}")
+    }
+}
