@@ -1,9 +1,11 @@
 //! Text in, token batches out: tokenizers built on the `tokenizers` crate (so `tokenizer.json` files
 //! interoperate with Hugging Face) and datasets that cut token streams into training windows.
 
+pub mod synthetic;
 pub mod text;
 pub mod tokenizer;
 
+pub use synthetic::Grammar;
 pub use text::{read_text, Split, TextDataset};
 pub use tokenizer::{Tokenizer, TokenizerKind};
 

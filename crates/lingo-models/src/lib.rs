@@ -10,6 +10,15 @@ pub use gpt::{Gpt, GptConfig};
 
 use candle_core::{Result, Tensor};
 use lingo_nn::KvCache;
+use serde::{Deserialize, Serialize};
+
+/// The `config.json` of a Lingo model folder: the architecture named by `model_type`, then its fields.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "model_type")]
+pub enum ModelConfig {
+    #[serde(rename = "lingo-gpt")]
+    Gpt(GptConfig),
+}
 
 /// A model that predicts the next token, for the decoding strategies in `lingo-generate`.
 pub trait CausalLm {
