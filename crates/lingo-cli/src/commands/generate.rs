@@ -1,0 +1,55 @@
+use clap::Args;
+use lingo_generate::SamplingConfig;
+use lingo_nn::LingoRng;
+use lingo_tasks::LanguageModel;
+use std::io::Write;
+use std::path::PathBuf;
+
+#[derive(Args)]
+pub struct Generate {
+    /// A model folder written by `lingo train lm`.
+    #[arg(long)]
+    model: PathBuf,
+    /// Text to continue.
+    #[arg(long)]
+    prompt: String,
+    /// How many tokens to add.
+    #[arg(long, default_value_t = 200)]
+    max_new_tokens: usize,
+    /// Sampling temperature; 0 picks the most likely token every time.
+    #[arg(long, default_value_t = 0.8)]
+    temperature: f32,
+    /// Sample only among the k most likely tokens.
+    #[arg(long)]
+    top_k: Option<usize>,
+    /// Sample only among the most likely tokens holding this much probability.
+    #[arg(long)]
+    top_p: Option<f32>,
+    /// Greedy decoding (same as --temperature 0).
+    #[arg(long)]
+    greedy: bool,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+}
+
+impl Generate {
+    pub fn run(self) -> anyhow::Result<()> {
+        let lm = LanguageModel::load(&self.model)?;
+        let cfg = SamplingConfig {
+            temperature: if self.greedy { 0.0 } else { self.temperature },
+            top_k: self.top_k,
+            top_p: self.top_p,
+            max_new_tokens: self.max_new_tokens,
+            stop_tokens: Vec::new(),
+        };
+        cfg.validate().map_err(anyhow::Error::msg)?;
+        let mut out = std::io::stdout().lock();
+        write!(out, "{}", self.prompt)?;
+        lm.generate(&self.prompt, &cfg, &mut LingoRng::new(self.seed), |piece| {
+            let _ = write!(out, "{piece}");
+            let _ = out.flush();
+        })?;
+        writeln!(out)?;
+        Ok(())
+    }
+}

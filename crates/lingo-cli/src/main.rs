@@ -1,0 +1,55 @@
+//! `lingo`: the command-line face of the Lingo libraries. Each subcommand parses its arguments and
+//! calls the library; no logic lives here that a library user would need too.
+
+mod commands;
+
+use clap::{Parser, Subcommand};
+
+// Training allocates and frees many large buffers per step; mimalloc reuses them instead of
+// returning pages to the kernel and faulting in fresh zeroed ones.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+#[derive(Parser)]
+#[command(name = "lingo", version, about = "Build, train, evaluate and run NLP sequence models in pure Rust")]
+struct Cli {
+    /// Worker threads for the numeric kernels (default: all cores).
+    #[arg(long, global = true)]
+    threads: Option<usize>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Train a model.
+    #[command(subcommand)]
+    Train(commands::train::Train),
+    /// Continue a prompt with a trained language model.
+    Generate(commands::generate::Generate),
+    /// Self-contained demonstrations on data Lingo generates itself.
+    #[command(subcommand)]
+    Demo(commands::demo::Demo),
+    /// Measure training and inference speed against PyTorch on this machine.
+    Bench(commands::bench::Bench),
+}
+
+fn main() {
+    let cli = Cli::parse();
+    if let Some(n) = cli.threads {
+        if let Err(e) = rayon::ThreadPoolBuilder::new().num_threads(n).build_global() {
+            eprintln!("error: cannot set {n} threads: {e}");
+            std::process::exit(2);
+        }
+    }
+    let result = match cli.command {
+        Command::Train(t) => t.run(),
+        Command::Generate(g) => g.run(),
+        Command::Demo(d) => d.run(),
+        Command::Bench(b) => b.run(),
+    };
+    if let Err(e) = result {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
