@@ -11,7 +11,11 @@ use clap::{Parser, Subcommand};
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[derive(Parser)]
-#[command(name = "lingo", version, about = "Build, train, evaluate and run NLP sequence models in pure Rust")]
+#[command(
+    name = "lingo",
+    version,
+    about = "Build, train, evaluate and run NLP sequence models in pure Rust"
+)]
 struct Cli {
     /// Worker threads for the numeric kernels (default: all cores).
     #[arg(long, global = true)]
@@ -37,7 +41,10 @@ enum Command {
 fn main() {
     let cli = Cli::parse();
     if let Some(n) = cli.threads {
-        if let Err(e) = rayon::ThreadPoolBuilder::new().num_threads(n).build_global() {
+        if let Err(e) = rayon::ThreadPoolBuilder::new()
+            .num_threads(n)
+            .build_global()
+        {
             eprintln!("error: cannot set {n} threads: {e}");
             std::process::exit(2);
         }

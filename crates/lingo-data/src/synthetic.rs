@@ -8,8 +8,12 @@
 use lingo_nn::LingoRng;
 
 const DETERMINERS: &[&str] = &["the", "a", "every", "one"];
-const ADJECTIVES: &[&str] = &["quick", "small", "old", "red", "quiet", "brave", "tired", "clever"];
-const NOUNS: &[&str] = &["fox", "bird", "king", "river", "child", "sailor", "garden", "mill", "dog", "queen"];
+const ADJECTIVES: &[&str] = &[
+    "quick", "small", "old", "red", "quiet", "brave", "tired", "clever",
+];
+const NOUNS: &[&str] = &[
+    "fox", "bird", "king", "river", "child", "sailor", "garden", "mill", "dog", "queen",
+];
 const TRANSITIVE: &[&str] = &["sees", "chases", "finds", "follows", "loves", "watches"];
 const INTRANSITIVE: &[&str] = &["sleeps", "sings", "waits", "runs"];
 const PREPOSITIONS: &[&str] = &["near", "under", "beside", "behind"];
@@ -60,7 +64,9 @@ impl Grammar {
 
     /// Whether the grammar generates `line` exactly.
     pub fn accepts(line: &str) -> bool {
-        let Some(body) = line.strip_suffix('.') else { return false };
+        let Some(body) = line.strip_suffix('.') else {
+            return false;
+        };
         let words: Vec<&str> = body.split(' ').collect();
         let mut i = 0;
         let noun_phrase = |i: &mut usize| -> bool {
@@ -106,10 +112,19 @@ mod tests {
     fn generated_sentences_are_accepted_and_others_are_not() {
         let text = Grammar::corpus(500, 7);
         assert!(text.lines().all(Grammar::accepts));
-        for bad in ["the fox.", "fox sleeps.", "the fox sleeps", "the fox sees.", "the fox sleeps near.", "a dog runs the mill."] {
+        for bad in [
+            "the fox.",
+            "fox sleeps.",
+            "the fox sleeps",
+            "the fox sees.",
+            "the fox sleeps near.",
+            "a dog runs the mill.",
+        ] {
             assert!(!Grammar::accepts(bad), "{bad}");
         }
-        assert!(Grammar::accepts("every clever queen watches one mill behind a river."));
+        assert!(Grammar::accepts(
+            "every clever queen watches one mill behind a river."
+        ));
         assert_eq!(Grammar::corpus(10, 1), Grammar::corpus(10, 1));
     }
 }

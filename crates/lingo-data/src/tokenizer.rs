@@ -13,8 +13,8 @@ use std::path::Path;
 use tokenizers::decoders::byte_level::ByteLevel as ByteLevelDecoder;
 use tokenizers::decoders::fuse::Fuse;
 use tokenizers::models::bpe::{BpeTrainer, BPE};
-use tokenizers::pre_tokenizers::byte_level::ByteLevel;
 use tokenizers::models::TrainerWrapper;
+use tokenizers::pre_tokenizers::byte_level::ByteLevel;
 use tokenizers::{AddedToken, DecoderWrapper, ModelWrapper, PreTokenizerWrapper};
 
 /// Which tokenizer to train.
@@ -51,7 +51,9 @@ impl Tokenizer {
     /// Trains a tokenizer of `kind` on `text`.
     pub fn train(kind: TokenizerKind, text: &str) -> Result<Self> {
         if text.is_empty() {
-            return Err(DataError::Invalid("cannot train a tokenizer on empty text".into()));
+            return Err(DataError::Invalid(
+                "cannot train a tokenizer on empty text".into(),
+            ));
         }
         match kind {
             TokenizerKind::Char => Self::train_char(text),
@@ -61,7 +63,11 @@ impl Tokenizer {
 
     fn train_char(text: &str) -> Result<Self> {
         let chars: BTreeSet<char> = text.chars().collect();
-        let mut vocab: ahash::AHashMap<String, u32> = chars.iter().enumerate().map(|(i, c)| (c.to_string(), i as u32)).collect();
+        let mut vocab: ahash::AHashMap<String, u32> = chars
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (c.to_string(), i as u32))
+            .collect();
         vocab.insert(UNK.to_string(), chars.len() as u32);
         let bpe = BPE::builder()
             .vocab_and_merges(vocab, vec![])
@@ -77,10 +83,14 @@ impl Tokenizer {
 
     fn train_byte_bpe(text: &str, vocab_size: usize) -> Result<Self> {
         if vocab_size < 257 {
-            return Err(DataError::Invalid(format!("byte-level BPE needs a vocab_size of at least 257, got {vocab_size}")));
+            return Err(DataError::Invalid(format!(
+                "byte-level BPE needs a vocab_size of at least 257, got {vocab_size}"
+            )));
         }
         let mut inner = tokenizers::Tokenizer::new(ModelWrapper::BPE(BPE::default()));
-        inner.with_pre_tokenizer(Some(PreTokenizerWrapper::ByteLevel(ByteLevel::new(false, true, true))));
+        inner.with_pre_tokenizer(Some(PreTokenizerWrapper::ByteLevel(ByteLevel::new(
+            false, true, true,
+        ))));
         inner.with_decoder(Some(DecoderWrapper::ByteLevel(ByteLevelDecoder::default())));
         let trainer = BpeTrainer::builder()
             .vocab_size(vocab_size)
@@ -91,14 +101,18 @@ impl Tokenizer {
             .build();
         let mut trainer = TrainerWrapper::BpeTrainer(trainer);
         // Train on lines so the trainer sees the corpus in pieces of a sensible size.
-        inner.train(&mut trainer, text.lines().map(|l| l.to_string())).map_err(tok_err)?;
+        inner
+            .train(&mut trainer, text.lines().map(|l| l.to_string()))
+            .map_err(tok_err)?;
         Ok(Tokenizer { inner })
     }
 
     /// Loads a `tokenizer.json` (Lingo's own or any Hugging Face one).
     pub fn load(path: &Path) -> Result<Self> {
-        let inner = tokenizers::Tokenizer::from_file(path)
-            .map_err(|e| DataError::File { path: path.into(), message: format!("not a valid tokenizer.json ({e})") })?;
+        let inner = tokenizers::Tokenizer::from_file(path).map_err(|e| DataError::File {
+            path: path.into(),
+            message: format!("not a valid tokenizer.json ({e})"),
+        })?;
         Ok(Tokenizer { inner })
     }
 
@@ -109,8 +123,10 @@ impl Tokenizer {
 
     /// Writes `tokenizer.json` atomically.
     pub fn save(&self, path: &Path) -> Result<()> {
-        lingo_nn::io::write_atomic(path, self.to_json()?.as_bytes())
-            .map_err(|e| DataError::File { path: path.into(), message: e.to_string() })
+        lingo_nn::io::write_atomic(path, self.to_json()?.as_bytes()).map_err(|e| DataError::File {
+            path: path.into(),
+            message: e.to_string(),
+        })
     }
 
     pub fn vocab_size(&self) -> usize {
@@ -118,7 +134,12 @@ impl Tokenizer {
     }
 
     pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
-        Ok(self.inner.encode(text, false).map_err(tok_err)?.get_ids().to_vec())
+        Ok(self
+            .inner
+            .encode(text, false)
+            .map_err(tok_err)?
+            .get_ids()
+            .to_vec())
     }
 
     pub fn decode(&self, ids: &[u32]) -> Result<String> {
@@ -138,7 +159,8 @@ impl Tokenizer {
 mod tests {
     use super::*;
 
-    const TEXT: &str = "First Citizen:\nBefore we proceed any further, hear me speak.\n\nAll:\nSpeak, speak.\n";
+    const TEXT: &str =
+        "First Citizen:\nBefore we proceed any further, hear me speak.\n\nAll:\nSpeak, speak.\n";
 
     #[test]
     fn char_tokenizer_round_trips_through_tokenizer_json() -> Result<()> {
@@ -153,7 +175,10 @@ mod tests {
         assert_eq!(again.encode(TEXT)?, ids);
         assert_eq!(again.vocab_size(), tok.vocab_size());
         // Unseen characters map to <unk> rather than vanishing.
-        assert_eq!(tok.encode("Fé")?, vec![tok.token_to_id("F").unwrap(), tok.token_to_id(UNK).unwrap()]);
+        assert_eq!(
+            tok.encode("Fé")?,
+            vec![tok.token_to_id("F").unwrap(), tok.token_to_id(UNK).unwrap()]
+        );
         Ok(())
     }
 
@@ -161,11 +186,18 @@ mod tests {
     fn byte_bpe_round_trips_any_text() -> Result<()> {
         let corpus = TEXT.repeat(20);
         let tok = Tokenizer::train(TokenizerKind::ByteBpe { vocab_size: 300 }, &corpus)?;
-        assert!(tok.vocab_size() > 257 && tok.vocab_size() <= 300, "{}", tok.vocab_size());
+        assert!(
+            tok.vocab_size() > 257 && tok.vocab_size() <= 300,
+            "{}",
+            tok.vocab_size()
+        );
         let text = "Speak, citizen — naïve 東京!\n";
         let ids = tok.encode(text)?;
         assert_eq!(tok.decode(&ids)?, text);
-        assert!(tok.encode("speak, speak")?.len() < "speak, speak".len(), "merges were learned");
+        assert!(
+            tok.encode("speak, speak")?.len() < "speak, speak".len(),
+            "merges were learned"
+        );
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("tokenizer.json");
         tok.save(&path)?;
@@ -175,11 +207,17 @@ mod tests {
 
     #[test]
     fn bad_inputs_are_clear_errors() {
-        assert!(Tokenizer::train(TokenizerKind::Char, "").unwrap_err().to_string().contains("empty"));
+        assert!(Tokenizer::train(TokenizerKind::Char, "")
+            .unwrap_err()
+            .to_string()
+            .contains("empty"));
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("tokenizer.json");
         std::fs::write(&path, "{not json").unwrap();
         let err = Tokenizer::load(&path).err().unwrap().to_string();
-        assert!(err.contains("tokenizer.json") && err.contains("not a valid"), "{err}");
+        assert!(
+            err.contains("tokenizer.json") && err.contains("not a valid"),
+            "{err}"
+        );
     }
 }

@@ -24,18 +24,31 @@ pub struct SamplingConfig {
 
 impl Default for SamplingConfig {
     fn default() -> Self {
-        SamplingConfig { temperature: 1.0, top_k: None, top_p: None, max_new_tokens: 200, stop_tokens: Vec::new() }
+        SamplingConfig {
+            temperature: 1.0,
+            top_k: None,
+            top_p: None,
+            max_new_tokens: 200,
+            stop_tokens: Vec::new(),
+        }
     }
 }
 
 impl SamplingConfig {
     pub fn greedy(max_new_tokens: usize) -> Self {
-        SamplingConfig { temperature: 0.0, max_new_tokens, ..Default::default() }
+        SamplingConfig {
+            temperature: 0.0,
+            max_new_tokens,
+            ..Default::default()
+        }
     }
 
     pub fn validate(&self) -> std::result::Result<(), String> {
         if !(self.temperature >= 0.0 && self.temperature.is_finite()) {
-            return Err(format!("temperature must be >= 0, got {}", self.temperature));
+            return Err(format!(
+                "temperature must be >= 0, got {}",
+                self.temperature
+            ));
         }
         if self.top_k == Some(0) {
             return Err("top_k must be at least 1".into());
@@ -72,7 +85,10 @@ pub fn sample(logits: &[f32], cfg: &SamplingConfig, rng: &mut LingoRng) -> u32 {
         order.truncate(k.max(1));
     }
     let top = logits[order[0]];
-    let mut probs: Vec<f64> = order.iter().map(|&i| (((logits[i] - top) / cfg.temperature) as f64).exp()).collect();
+    let mut probs: Vec<f64> = order
+        .iter()
+        .map(|&i| (((logits[i] - top) / cfg.temperature) as f64).exp())
+        .collect();
     let total: f64 = probs.iter().sum();
     probs.iter_mut().for_each(|p| *p /= total);
     if let Some(p) = cfg.top_p {
@@ -143,11 +159,17 @@ pub fn generate(
 }
 
 /// Feeds `ids` through the model (extending `cache`) and returns the logits after the last one.
-fn last_logits(model: &dyn CausalLm, ids: &[u32], cache: &mut [lingo_nn::KvCache]) -> Result<Vec<f32>> {
+fn last_logits(
+    model: &dyn CausalLm,
+    ids: &[u32],
+    cache: &mut [lingo_nn::KvCache],
+) -> Result<Vec<f32>> {
     let input = Tensor::from_slice(ids, (1, ids.len()), &Device::Cpu)?;
     let logits = model.forward_cached(&input, cache)?;
     let last = logits.narrow(1, ids.len() - 1, 1)?.squeeze(1)?.squeeze(0)?;
-    last.to_dtype(DType::F32)?.flatten_to(D::Minus1)?.to_vec1::<f32>()
+    last.to_dtype(DType::F32)?
+        .flatten_to(D::Minus1)?
+        .to_vec1::<f32>()
 }
 
 #[cfg(test)]
@@ -159,7 +181,10 @@ mod tests {
         let logits = [0.1, 2.0, -1.0, 1.9];
         let mut rng = LingoRng::new(0);
         assert_eq!(sample(&logits, &SamplingConfig::greedy(1), &mut rng), 1);
-        let cfg = SamplingConfig { top_k: Some(1), ..Default::default() };
+        let cfg = SamplingConfig {
+            top_k: Some(1),
+            ..Default::default()
+        };
         for _ in 0..20 {
             assert_eq!(sample(&logits, &cfg, &mut rng), 1);
         }
@@ -170,10 +195,17 @@ mod tests {
         // Probabilities ∝ e^logit: token 0 holds ~0.79 of the mass, so top_p 0.75 keeps only it.
         let logits = [3.0, 1.0, 0.5, 0.0];
         let mut rng = LingoRng::new(1);
-        let cfg = SamplingConfig { top_p: Some(0.75), ..Default::default() };
+        let cfg = SamplingConfig {
+            top_p: Some(0.75),
+            ..Default::default()
+        };
         assert!((0..50).all(|_| sample(&logits, &cfg, &mut rng) == 0));
-        let cfg = SamplingConfig { top_p: Some(0.95), ..Default::default() };
-        let seen: std::collections::BTreeSet<u32> = (0..400).map(|_| sample(&logits, &cfg, &mut rng)).collect();
+        let cfg = SamplingConfig {
+            top_p: Some(0.95),
+            ..Default::default()
+        };
+        let seen: std::collections::BTreeSet<u32> =
+            (0..400).map(|_| sample(&logits, &cfg, &mut rng)).collect();
         assert!(seen.contains(&1) && !seen.contains(&3), "{seen:?}");
     }
 
@@ -182,14 +214,31 @@ mod tests {
         let logits = [0.0f32, (3.0f32).ln()]; // p = [0.25, 0.75]
         let mut rng = LingoRng::new(2);
         let cfg = SamplingConfig::default();
-        let ones = (0..4000).filter(|_| sample(&logits, &cfg, &mut rng) == 1).count();
+        let ones = (0..4000)
+            .filter(|_| sample(&logits, &cfg, &mut rng) == 1)
+            .count();
         assert!((2850..3150).contains(&ones), "{ones}");
     }
 
     #[test]
     fn bad_settings_are_rejected() {
-        assert!(SamplingConfig { top_p: Some(1.5), ..Default::default() }.validate().is_err());
-        assert!(SamplingConfig { temperature: -1.0, ..Default::default() }.validate().is_err());
-        assert!(SamplingConfig { top_k: Some(0), ..Default::default() }.validate().is_err());
+        assert!(SamplingConfig {
+            top_p: Some(1.5),
+            ..Default::default()
+        }
+        .validate()
+        .is_err());
+        assert!(SamplingConfig {
+            temperature: -1.0,
+            ..Default::default()
+        }
+        .validate()
+        .is_err());
+        assert!(SamplingConfig {
+            top_k: Some(0),
+            ..Default::default()
+        }
+        .validate()
+        .is_err());
     }
 }

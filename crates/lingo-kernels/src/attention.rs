@@ -44,10 +44,20 @@ impl View {
         if s.len() != 4 || s[3] != 1 {
             bail!("attention: {what} must be [batch, time, heads, head_dim] with a contiguous last dim, got dims {:?} strides {s:?}", layout.dims());
         }
-        Ok(View { offset: layout.start_offset(), sb: s[0], st: s[1], sh: s[2] })
+        Ok(View {
+            offset: layout.start_offset(),
+            sb: s[0],
+            st: s[1],
+            sh: s[2],
+        })
     }
     fn contiguous(t: usize, h: usize, d: usize) -> View {
-        View { offset: 0, sb: t * h * d, st: h * d, sh: d }
+        View {
+            offset: 0,
+            sb: t * h * d,
+            st: h * d,
+            sh: d,
+        }
     }
     fn at(&self, b: usize, h: usize) -> usize {
         self.offset + b * self.sb + h * self.sh
@@ -78,45 +88,54 @@ impl Geometry {
 }
 
 /// The forward pass: fills `out` (`[B, Tq, H, D]` contiguous) and `probs` (`[B, H, Tq, Tk]`).
-fn forward(g: &Geometry, data: [(&[f32], View); 3], keep: Option<&[u8]>, out: &mut [f32], probs: &mut [f32]) {
+fn forward(
+    g: &Geometry,
+    data: [(&[f32], View); 3],
+    keep: Option<&[u8]>,
+    out: &mut [f32],
+    probs: &mut [f32],
+) {
     let [(q, qv), (k, kv), (v, vv)] = data;
     let ov = View::contiguous(g.tq, g.h, g.d);
     let out_ptr = SendPtr(out.as_mut_ptr());
-    probs.par_chunks_mut(g.tq * g.tk).enumerate().for_each(|(bh, p)| {
-        let (b, h) = (bh / g.h, bh % g.h);
-        // SAFETY: each (b, h) reads its own rows of q/k/v and writes its own rows of out and probs.
-        unsafe {
-            cpu::gemm(
-                g.tq,
-                g.tk,
-                g.d,
-                p.as_mut_ptr(),
-                g.tk,
-                false,
-                Mat::rows(q.as_ptr().add(qv.at(b, h)), qv.st),
-                Mat::rows_t(k.as_ptr().add(kv.at(b, h)), kv.st),
-                false,
-            );
-        }
-        let keep_b = keep.map(|k| &k[b * g.tk..(b + 1) * g.tk]);
-        for (i, row) in p.chunks_mut(g.tk).enumerate() {
-            softmax_row(row, g.limit(i), keep_b, g.scale);
-        }
-        let o = out_ptr;
-        unsafe {
-            cpu::gemm(
-                g.tq,
-                g.d,
-                g.tk,
-                o.0.add(ov.at(b, h)),
-                ov.st,
-                false,
-                Mat::rows(p.as_ptr(), g.tk),
-                Mat::rows(v.as_ptr().add(vv.at(b, h)), vv.st),
-                false,
-            );
-        }
-    });
+    probs
+        .par_chunks_mut(g.tq * g.tk)
+        .enumerate()
+        .for_each(|(bh, p)| {
+            let (b, h) = (bh / g.h, bh % g.h);
+            // SAFETY: each (b, h) reads its own rows of q/k/v and writes its own rows of out and probs.
+            unsafe {
+                cpu::gemm(
+                    g.tq,
+                    g.tk,
+                    g.d,
+                    p.as_mut_ptr(),
+                    g.tk,
+                    false,
+                    Mat::rows(q.as_ptr().add(qv.at(b, h)), qv.st),
+                    Mat::rows_t(k.as_ptr().add(kv.at(b, h)), kv.st),
+                    false,
+                );
+            }
+            let keep_b = keep.map(|k| &k[b * g.tk..(b + 1) * g.tk]);
+            for (i, row) in p.chunks_mut(g.tk).enumerate() {
+                softmax_row(row, g.limit(i), keep_b, g.scale);
+            }
+            let o = out_ptr;
+            unsafe {
+                cpu::gemm(
+                    g.tq,
+                    g.d,
+                    g.tk,
+                    o.0.add(ov.at(b, h)),
+                    ov.st,
+                    false,
+                    Mat::rows(p.as_ptr(), g.tk),
+                    Mat::rows(v.as_ptr().add(vv.at(b, h)), vv.st),
+                    false,
+                );
+            }
+        });
 }
 
 /// In-place softmax of `scale · row[..limit]` over the kept keys; everything else becomes 0.
@@ -153,32 +172,75 @@ fn backward(g: &Geometry, data: [(&[f32], View); 3], probs: &[f32], dout: &[f32]
     let [(q, qv), (k, kv), (v, vv)] = data;
     let ov = View::contiguous(g.tq, g.h, g.d);
     let [dqv, dkv, dvv] = grads.views;
-    probs.par_chunks(g.tq * g.tk).enumerate().for_each(|(bh, p)| {
-        let (b, h) = (bh / g.h, bh % g.h);
-        let [dq, dk, dv] = grads.ptrs;
-        let mut ds = vec![0f32; g.tq * g.tk];
-        // SAFETY: each (b, h) writes only its own rows of dq, dk and dv.
-        unsafe {
-            let dout_bh = Mat::rows(dout.as_ptr().add(ov.at(b, h)), ov.st);
-            // dV = Pᵀ dO
-            cpu::gemm(g.tk, g.d, g.tq, dv.0.add(dvv.at(b, h)), dvv.st, false, Mat::rows_t(p.as_ptr(), g.tk), dout_bh, false);
-            // dP = dO Vᵀ
-            cpu::gemm(g.tq, g.tk, g.d, ds.as_mut_ptr(), g.tk, false, dout_bh, Mat::rows_t(v.as_ptr().add(vv.at(b, h)), vv.st), false);
-        }
-        // dS = P ⊙ (dP − Σ dP⊙P) · scale
-        for (pr, dr) in p.chunks(g.tk).zip(ds.chunks_mut(g.tk)) {
-            let s = math::dot(pr, dr);
-            for (d, &pi) in dr.iter_mut().zip(pr) {
-                *d = pi * (*d - s) * g.scale;
+    probs
+        .par_chunks(g.tq * g.tk)
+        .enumerate()
+        .for_each(|(bh, p)| {
+            let (b, h) = (bh / g.h, bh % g.h);
+            let [dq, dk, dv] = grads.ptrs;
+            let mut ds = vec![0f32; g.tq * g.tk];
+            // SAFETY: each (b, h) writes only its own rows of dq, dk and dv.
+            unsafe {
+                let dout_bh = Mat::rows(dout.as_ptr().add(ov.at(b, h)), ov.st);
+                // dV = Pᵀ dO
+                cpu::gemm(
+                    g.tk,
+                    g.d,
+                    g.tq,
+                    dv.0.add(dvv.at(b, h)),
+                    dvv.st,
+                    false,
+                    Mat::rows_t(p.as_ptr(), g.tk),
+                    dout_bh,
+                    false,
+                );
+                // dP = dO Vᵀ
+                cpu::gemm(
+                    g.tq,
+                    g.tk,
+                    g.d,
+                    ds.as_mut_ptr(),
+                    g.tk,
+                    false,
+                    dout_bh,
+                    Mat::rows_t(v.as_ptr().add(vv.at(b, h)), vv.st),
+                    false,
+                );
             }
-        }
-        unsafe {
-            // dQ = dS K
-            cpu::gemm(g.tq, g.d, g.tk, dq.0.add(dqv.at(b, h)), dqv.st, false, Mat::rows(ds.as_ptr(), g.tk), Mat::rows(k.as_ptr().add(kv.at(b, h)), kv.st), false);
-            // dK = dSᵀ Q
-            cpu::gemm(g.tk, g.d, g.tq, dk.0.add(dkv.at(b, h)), dkv.st, false, Mat::rows_t(ds.as_ptr(), g.tk), Mat::rows(q.as_ptr().add(qv.at(b, h)), qv.st), false);
-        }
-    });
+            // dS = P ⊙ (dP − Σ dP⊙P) · scale
+            for (pr, dr) in p.chunks(g.tk).zip(ds.chunks_mut(g.tk)) {
+                let s = math::dot(pr, dr);
+                for (d, &pi) in dr.iter_mut().zip(pr) {
+                    *d = pi * (*d - s) * g.scale;
+                }
+            }
+            unsafe {
+                // dQ = dS K
+                cpu::gemm(
+                    g.tq,
+                    g.d,
+                    g.tk,
+                    dq.0.add(dqv.at(b, h)),
+                    dqv.st,
+                    false,
+                    Mat::rows(ds.as_ptr(), g.tk),
+                    Mat::rows(k.as_ptr().add(kv.at(b, h)), kv.st),
+                    false,
+                );
+                // dK = dSᵀ Q
+                cpu::gemm(
+                    g.tk,
+                    g.d,
+                    g.tq,
+                    dk.0.add(dkv.at(b, h)),
+                    dkv.st,
+                    false,
+                    Mat::rows_t(ds.as_ptr(), g.tk),
+                    Mat::rows(q.as_ptr().add(qv.at(b, h)), qv.st),
+                    false,
+                );
+            }
+        });
 }
 
 /// The fused op. `packed`: the single input is `[B, T, 3·H·D]` holding q, k, v side by side.
@@ -197,22 +259,42 @@ impl AttentionOp {
         let tk = k[1];
         if let Some(keep) = &self.keep {
             if keep.len() != b * tk {
-                bail!("attention: key padding mask has {} entries, expected batch {b} × keys {tk}", keep.len());
+                bail!(
+                    "attention: key padding mask has {} entries, expected batch {b} × keys {tk}",
+                    keep.len()
+                );
             }
         }
         let scale = self.scale.unwrap_or(1.0 / (d as f32).sqrt());
-        Ok(Geometry { b, h, tq, tk, d, scale, causal: self.causal, query_offset: self.query_offset })
+        Ok(Geometry {
+            b,
+            h,
+            tq,
+            tk,
+            d,
+            scale,
+            causal: self.causal,
+            query_offset: self.query_offset,
+        })
     }
 
     fn packed_views(&self, layout: &Layout) -> Result<(Geometry, [View; 3])> {
         let (b, t, c3) = layout.shape().dims3()?;
         if c3 % (3 * self.heads) != 0 || layout.contiguous_offsets().is_none() {
-            bail!("self_attention: expected contiguous [batch, time, 3·heads·head_dim], got {:?}", layout.dims());
+            bail!(
+                "self_attention: expected contiguous [batch, time, 3·heads·head_dim], got {:?}",
+                layout.dims()
+            );
         }
         let c = c3 / 3;
         let d = c / self.heads;
         let g = self.geometry(&[b, t, self.heads, d], &[b, t, self.heads, d])?;
-        let view = |part: usize| View { offset: layout.start_offset() + part * c, sb: t * c3, st: c3, sh: d };
+        let view = |part: usize| View {
+            offset: layout.start_offset() + part * c,
+            sb: t * c3,
+            st: c3,
+            sh: d,
+        };
         Ok((g, [view(0), view(1), view(2)]))
     }
 
@@ -252,11 +334,25 @@ impl candle_core::CustomOp1 for AttentionOp {
             let (g, views) = self.packed_views(l)?;
             let mut dx = vec![0f32; g.b * g.tq * 3 * g.h * g.d];
             let c = g.h * g.d;
-            let gv = |part: usize| View { offset: part * c, sb: g.tq * 3 * c, st: 3 * c, sh: g.d };
+            let gv = |part: usize| View {
+                offset: part * c,
+                sb: g.tq * 3 * c,
+                st: 3 * c,
+                sh: g.d,
+            };
             let ptr = SendPtr(dx.as_mut_ptr());
-            let grads = Grads { ptrs: [ptr; 3], views: [gv(0), gv(1), gv(2)] };
+            let grads = Grads {
+                ptrs: [ptr; 3],
+                views: [gv(0), gv(1), gv(2)],
+            };
             cpu::with_data(grad, "self_attention", |dout| {
-                backward(&g, [(x, views[0]), (x, views[1]), (x, views[2])], &probs, dout, &grads)
+                backward(
+                    &g,
+                    [(x, views[0]), (x, views[1]), (x, views[2])],
+                    &probs,
+                    dout,
+                    &grads,
+                )
             })?;
             Ok(dx)
         })?;
@@ -302,14 +398,28 @@ impl candle_core::CustomOp3 for AttentionOp {
         let mut dk = vec![0f32; k.elem_count()];
         let mut dv = vec![0f32; v.elem_count()];
         let grads = Grads {
-            ptrs: [SendPtr(dq.as_mut_ptr()), SendPtr(dk.as_mut_ptr()), SendPtr(dv.as_mut_ptr())],
-            views: [View::contiguous(g.tq, g.h, g.d), View::contiguous(g.tk, g.h, g.d), View::contiguous(g.tk, g.h, g.d)],
+            ptrs: [
+                SendPtr(dq.as_mut_ptr()),
+                SendPtr(dk.as_mut_ptr()),
+                SendPtr(dv.as_mut_ptr()),
+            ],
+            views: [
+                View::contiguous(g.tq, g.h, g.d),
+                View::contiguous(g.tk, g.h, g.d),
+                View::contiguous(g.tk, g.h, g.d),
+            ],
         };
         with_strided(q, |qd, ql| {
             with_strided(k, |kd, kl| {
                 with_strided(v, |vd, vl| {
-                    let data = [(qd, View::of(ql, "q")?), (kd, View::of(kl, "k")?), (vd, View::of(vl, "v")?)];
-                    cpu::with_data(grad, "attention", |dout| backward(&g, data, &probs, dout, &grads))
+                    let data = [
+                        (qd, View::of(ql, "q")?),
+                        (kd, View::of(kl, "k")?),
+                        (vd, View::of(vl, "v")?),
+                    ];
+                    cpu::with_data(grad, "attention", |dout| {
+                        backward(&g, data, &probs, dout, &grads)
+                    })
                 })
             })
         })?;
@@ -322,9 +432,14 @@ impl candle_core::CustomOp3 for AttentionOp {
 }
 
 fn keep_flags(mask: &AttentionMask, batch: usize, keys: usize) -> Result<Option<Vec<u8>>> {
-    let Some(kp) = &mask.key_padding else { return Ok(None) };
+    let Some(kp) = &mask.key_padding else {
+        return Ok(None);
+    };
     if kp.dims() != [batch, keys] {
-        bail!("attention: key padding mask is {:?}, expected [{batch}, {keys}]", kp.dims());
+        bail!(
+            "attention: key padding mask is {:?}, expected [{batch}, {keys}]",
+            kp.dims()
+        );
     }
     Ok(Some(kp.ne(0.0)?.flatten_all()?.to_vec1::<u8>()?))
 }
@@ -346,7 +461,12 @@ pub fn attention_with_weights(
     let (b, tq, h, d) = q.dims4()?;
     let (bk, tk, hk, dk) = k.dims4()?;
     if (bk, hk, dk) != (b, h, d) || v.dims() != k.dims() {
-        bail!("attention: q {:?}, k {:?} and v {:?} do not fit together", q.dims(), k.dims(), v.dims());
+        bail!(
+            "attention: q {:?}, k {:?} and v {:?} do not fit together",
+            q.dims(),
+            k.dims(),
+            v.dims()
+        );
     }
     if !q.device().is_cpu() || q.dtype() != DType::F32 {
         return attention_composed(q, k, v, mask, with_weights);
@@ -360,9 +480,19 @@ pub fn attention_with_weights(
         keep: keep_flags(mask, b, tk)?,
         probs: probs.clone(),
     };
-    let contiguous_last = |t: &Tensor| if t.stride()[3] == 1 { Ok(t.clone()) } else { t.contiguous() };
+    let contiguous_last = |t: &Tensor| {
+        if t.stride()[3] == 1 {
+            Ok(t.clone())
+        } else {
+            t.contiguous()
+        }
+    };
     let out = contiguous_last(q)?.apply_op3(&contiguous_last(k)?, &contiguous_last(v)?, op)?;
-    let weights = if with_weights { Some(weights_tensor(&probs, (b, h, tq, tk))?) } else { None };
+    let weights = if with_weights {
+        Some(weights_tensor(&probs, (b, h, tq, tk))?)
+    } else {
+        None
+    };
     Ok((out, weights))
 }
 
@@ -400,7 +530,11 @@ pub fn self_attention(
         probs: probs.clone(),
     };
     let out = qkv.contiguous()?.apply_op1(op)?;
-    let weights = if with_weights { Some(weights_tensor(&probs, (b, heads, t, t))?) } else { None };
+    let weights = if with_weights {
+        Some(weights_tensor(&probs, (b, heads, t, t))?)
+    } else {
+        None
+    };
     Ok((out, weights))
 }
 
@@ -450,8 +584,16 @@ mod tests {
         let k = random_tensor(&[2, 5, 2, 3], 2)?;
         let v = random_tensor(&[2, 5, 2, 3], 3)?;
         for causal in [false, true] {
-            let mask = AttentionMask { causal, key_padding: Some(padding()), ..Default::default() };
-            check_gradients(&move |t| attention(&t[0], &t[1], &t[2], &mask), &[q.clone(), k.clone(), v.clone()], GradCheck::default())?;
+            let mask = AttentionMask {
+                causal,
+                key_padding: Some(padding()),
+                ..Default::default()
+            };
+            check_gradients(
+                &move |t| attention(&t[0], &t[1], &t[2], &mask),
+                &[q.clone(), k.clone(), v.clone()],
+                GradCheck::default(),
+            )?;
         }
         Ok(())
     }
@@ -459,8 +601,16 @@ mod tests {
     #[test]
     fn packed_self_attention_gradients() -> Result<()> {
         let qkv = random_tensor(&[2, 5, 12], 4)?;
-        let mask = AttentionMask { causal: true, key_padding: Some(padding()), ..Default::default() };
-        check_gradients(&move |t| Ok(self_attention(&t[0], 2, &mask, false)?.0), &[qkv], GradCheck::default())
+        let mask = AttentionMask {
+            causal: true,
+            key_padding: Some(padding()),
+            ..Default::default()
+        };
+        check_gradients(
+            &move |t| Ok(self_attention(&t[0], 2, &mask, false)?.0),
+            &[qkv],
+            GradCheck::default(),
+        )
     }
 
     #[test]
@@ -468,22 +618,63 @@ mod tests {
         // q/k/v as strided views into one projection, like a transformer block produces them.
         let (b, t, h, d) = (3, 17, 4, 8);
         let qkv = random_tensor(&[b, t, 3 * h * d], 5)?;
-        let kp = Tensor::from_vec((0..b * t).map(|i| u8::from(i % t < t - i / t * 3)).collect::<Vec<_>>(), (b, t), &Device::Cpu)?;
+        let kp = Tensor::from_vec(
+            (0..b * t)
+                .map(|i| u8::from(i % t < t - i / t * 3))
+                .collect::<Vec<_>>(),
+            (b, t),
+            &Device::Cpu,
+        )?;
         for causal in [false, true] {
-            let mask = AttentionMask { causal, key_padding: Some(kp.clone()), ..Default::default() };
+            let mask = AttentionMask {
+                causal,
+                key_padding: Some(kp.clone()),
+                ..Default::default()
+            };
             let m2 = mask.clone();
-            let split = move |x: &Tensor, i: usize| x.reshape((b, t, 3, h, d))?.narrow(2, i, 1)?.squeeze(2);
+            let split =
+                move |x: &Tensor, i: usize| x.reshape((b, t, 3, h, d))?.narrow(2, i, 1)?.squeeze(2);
             check_parity(
-                &move |x| attention(&split(&x[0], 0)?, &split(&x[0], 1)?, &split(&x[0], 2)?, &mask),
-                &move |x| Ok(attention_composed(&split(&x[0], 0)?, &split(&x[0], 1)?, &split(&x[0], 2)?, &m2, false)?.0),
+                &move |x| {
+                    attention(
+                        &split(&x[0], 0)?,
+                        &split(&x[0], 1)?,
+                        &split(&x[0], 2)?,
+                        &mask,
+                    )
+                },
+                &move |x| {
+                    Ok(attention_composed(
+                        &split(&x[0], 0)?,
+                        &split(&x[0], 1)?,
+                        &split(&x[0], 2)?,
+                        &m2,
+                        false,
+                    )?
+                    .0)
+                },
                 &[qkv.clone()],
                 1e-5,
             )?;
-            let mask = AttentionMask { causal, key_padding: Some(kp.clone()), ..Default::default() };
+            let mask = AttentionMask {
+                causal,
+                key_padding: Some(kp.clone()),
+                ..Default::default()
+            };
             let m2 = mask.clone();
             check_parity(
                 &move |x| Ok(self_attention(&x[0], h, &mask, false)?.0),
-                &move |x| Ok(attention_composed(&split(&x[0], 0)?, &split(&x[0], 1)?, &split(&x[0], 2)?, &m2, false)?.0.reshape((b, t, h * d))?),
+                &move |x| {
+                    Ok(attention_composed(
+                        &split(&x[0], 0)?,
+                        &split(&x[0], 1)?,
+                        &split(&x[0], 2)?,
+                        &m2,
+                        false,
+                    )?
+                    .0
+                    .reshape((b, t, h * d))?)
+                },
                 &[qkv.clone()],
                 1e-5,
             )?;
@@ -494,7 +685,10 @@ mod tests {
     #[test]
     fn weights_are_returned_and_rows_sum_to_one() -> Result<()> {
         let qkv = random_tensor(&[1, 6, 12], 6)?;
-        let mask = AttentionMask { causal: true, ..Default::default() };
+        let mask = AttentionMask {
+            causal: true,
+            ..Default::default()
+        };
         let (_, w) = self_attention(&qkv, 2, &mask, true)?;
         let w = w.expect("weights");
         assert_eq!(w.dims(), [1, 2, 6, 6]);
@@ -502,7 +696,9 @@ mod tests {
         assert!(sums.iter().all(|s| (s - 1.0).abs() < 1e-5));
         // Causal: nothing above the diagonal.
         let w = w.flatten_all()?.to_vec1::<f32>()?;
-        for (m, i, j) in (0..2).flat_map(|m| (0..6).flat_map(move |i| (0..6).map(move |j| (m, i, j)))) {
+        for (m, i, j) in
+            (0..2).flat_map(|m| (0..6).flat_map(move |i| (0..6).map(move |j| (m, i, j))))
+        {
             if j > i {
                 assert_eq!(w[m * 36 + i * 6 + j], 0.0);
             }
@@ -518,9 +714,26 @@ mod tests {
         let q = random_tensor(&[b, t, h, d], 7)?;
         let k = random_tensor(&[b, t, h, d], 8)?;
         let v = random_tensor(&[b, t, h, d], 9)?;
-        let full = attention(&q, &k, &v, &AttentionMask { causal: true, ..Default::default() })?;
+        let full = attention(
+            &q,
+            &k,
+            &v,
+            &AttentionMask {
+                causal: true,
+                ..Default::default()
+            },
+        )?;
         let last_q = q.narrow(1, t - 1, 1)?;
-        let step = attention(&last_q, &k, &v, &AttentionMask { causal: true, query_offset: t - 1, ..Default::default() })?;
+        let step = attention(
+            &last_q,
+            &k,
+            &v,
+            &AttentionMask {
+                causal: true,
+                query_offset: t - 1,
+                ..Default::default()
+            },
+        )?;
         assert_close(&step, &full.narrow(1, t - 1, 1)?, 1e-6, "cached step")
     }
 }

@@ -13,7 +13,10 @@ pub(crate) fn slice<'a>(storage: &'a CpuStorage, layout: &Layout, op: &str) -> R
     };
     match layout.contiguous_offsets() {
         Some((start, end)) => Ok(&data[start..end]),
-        None => bail!("{op}: expected a contiguous tensor, got strides {:?}", layout.stride()),
+        None => bail!(
+            "{op}: expected a contiguous tensor, got strides {:?}",
+            layout.stride()
+        ),
     }
 }
 
@@ -105,11 +108,19 @@ pub(crate) struct Mat {
 
 impl Mat {
     pub fn rows(ptr: *const f32, row_stride: usize) -> Self {
-        Mat { ptr, rs: row_stride as isize, cs: 1 }
+        Mat {
+            ptr,
+            rs: row_stride as isize,
+            cs: 1,
+        }
     }
     /// The transpose of a row-major matrix with the given row stride.
     pub fn rows_t(ptr: *const f32, row_stride: usize) -> Self {
-        Mat { ptr, rs: 1, cs: row_stride as isize }
+        Mat {
+            ptr,
+            rs: 1,
+            cs: row_stride as isize,
+        }
     }
 }
 

@@ -40,12 +40,17 @@ struct CrossEntropyOp {
 }
 
 fn targets_of(s: &CpuStorage, l: &Layout) -> Result<Vec<i64>> {
-    let Some((a, b)) = l.contiguous_offsets() else { bail!("cross_entropy: targets must be contiguous") };
+    let Some((a, b)) = l.contiguous_offsets() else {
+        bail!("cross_entropy: targets must be contiguous")
+    };
     Ok(match s {
         CpuStorage::U32(t) => t[a..b].iter().map(|&v| v as i64).collect(),
         CpuStorage::I64(t) => t[a..b].to_vec(),
         CpuStorage::U8(t) => t[a..b].iter().map(|&v| v as i64).collect(),
-        other => bail!("cross_entropy: targets must be integers, got {:?}", other.dtype()),
+        other => bail!(
+            "cross_entropy: targets must be integers, got {:?}",
+            other.dtype()
+        ),
     })
 }
 
@@ -60,15 +65,28 @@ impl candle_core::CustomOp2 for CrossEntropyOp {
         "lingo-cross-entropy"
     }
 
-    fn cpu_fwd(&self, xs: &CpuStorage, xl: &Layout, ts: &CpuStorage, tl: &Layout) -> Result<(CpuStorage, Shape)> {
+    fn cpu_fwd(
+        &self,
+        xs: &CpuStorage,
+        xl: &Layout,
+        ts: &CpuStorage,
+        tl: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
         let x = cpu::slice(xs, xl, "cross_entropy")?;
         let targets = targets_of(ts, tl)?;
         let v = *xl.dims().last().unwrap_or(&1);
         let rows = targets.len();
         if rows * v != x.len() {
-            bail!("cross_entropy: {} targets for logits of shape {:?}", rows, xl.dims());
+            bail!(
+                "cross_entropy: {} targets for logits of shape {:?}",
+                rows,
+                xl.dims()
+            );
         }
-        if let Some(&bad) = targets.iter().find(|&&t| !self.ignored(t) && (t < 0 || t as usize >= v)) {
+        if let Some(&bad) = targets
+            .iter()
+            .find(|&&t| !self.ignored(t) && (t < 0 || t as usize >= v))
+        {
             bail!("cross_entropy: target {bad} is out of range for {v} classes");
         }
         let eps = self.opts.label_smoothing;
@@ -84,7 +102,11 @@ impl candle_core::CustomOp2 for CrossEntropyOp {
                 let m = math::max(xr);
                 let lse = m + math::sum_exp_shifted(xr, m).ln();
                 let nll = lse - xr[t as usize];
-                let loss = if eps > 0.0 { (1.0 - eps) * nll + eps * (lse - math::sum(xr) / v as f32) } else { nll };
+                let loss = if eps > 0.0 {
+                    (1.0 - eps) * nll + eps * (lse - math::sum(xr) / v as f32)
+                } else {
+                    nll
+                };
                 (lse, loss)
             })
             .collect();
@@ -95,14 +117,24 @@ impl candle_core::CustomOp2 for CrossEntropyOp {
             Reduction::None => (per_row.iter().map(|p| p.1).collect(), Shape::from(rows)),
             Reduction::Sum | Reduction::Mean => {
                 let total: f64 = per_row.iter().map(|p| p.1 as f64).sum();
-                let k = if self.opts.reduction == Reduction::Mean { 1.0 / count.max(1) as f64 } else { 1.0 };
+                let k = if self.opts.reduction == Reduction::Mean {
+                    1.0 / count.max(1) as f64
+                } else {
+                    1.0
+                };
                 (vec![(total * k) as f32], Shape::from(()))
             }
         };
         Ok((CpuStorage::F32(out), shape))
     }
 
-    fn bwd(&self, x: &Tensor, t: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
+    fn bwd(
+        &self,
+        x: &Tensor,
+        t: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
         let lse = self.lse.lock().expect("lock");
         let count = *self.count.lock().expect("lock");
         let targets = t.flatten_all()?.to_dtype(DType::I64)?.to_vec1::<i64>()?;
@@ -143,20 +175,35 @@ pub fn cross_entropy(logits: &Tensor, targets: &Tensor, opts: CrossEntropy) -> R
     let logits = logits.reshape(((), v))?;
     let targets = targets.flatten_all()?;
     if logits.dim(0)? != targets.dim(0)? {
-        bail!("cross_entropy: {} rows of logits but {} targets", logits.dim(0)?, targets.dim(0)?);
+        bail!(
+            "cross_entropy: {} rows of logits but {} targets",
+            logits.dim(0)?,
+            targets.dim(0)?
+        );
     }
     if !(0.0..1.0).contains(&opts.label_smoothing) {
-        bail!("cross_entropy: label_smoothing must be in [0, 1), got {}", opts.label_smoothing);
+        bail!(
+            "cross_entropy: label_smoothing must be in [0, 1), got {}",
+            opts.label_smoothing
+        );
     }
     if !logits.device().is_cpu() || logits.dtype() != DType::F32 {
         return cross_entropy_composed(&logits, &targets, opts);
     }
-    let op = CrossEntropyOp { opts, lse: Mutex::new(Vec::new()), count: Mutex::new(0) };
+    let op = CrossEntropyOp {
+        opts,
+        lse: Mutex::new(Vec::new()),
+        count: Mutex::new(0),
+    };
     logits.contiguous()?.apply_op2(&targets.contiguous()?, op)
 }
 
 /// The composed candle expression the fused cross-entropy replaces.
-pub fn cross_entropy_composed(logits: &Tensor, targets: &Tensor, opts: CrossEntropy) -> Result<Tensor> {
+pub fn cross_entropy_composed(
+    logits: &Tensor,
+    targets: &Tensor,
+    opts: CrossEntropy,
+) -> Result<Tensor> {
     let v = logits.dim(D::Minus1)?;
     let logp = crate::softmax::log_softmax_composed(logits)?;
     let t = targets.to_dtype(DType::I64)?;
@@ -164,7 +211,9 @@ pub fn cross_entropy_composed(logits: &Tensor, targets: &Tensor, opts: CrossEntr
         Some(i) => t.ne(i)?,
         None => t.ones_like()?.to_dtype(DType::U8)?,
     };
-    let safe_t = keep.where_cond(&t, &t.zeros_like()?)?.to_dtype(DType::U32)?;
+    let safe_t = keep
+        .where_cond(&t, &t.zeros_like()?)?
+        .to_dtype(DType::U32)?;
     let nll = logp.gather(&safe_t.unsqueeze(1)?, 1)?.squeeze(1)?.neg()?;
     let eps = opts.label_smoothing as f64;
     let smooth = (logp.sum(1)?.neg()? / v as f64)?;
@@ -193,9 +242,17 @@ mod tests {
         let x = (random_tensor(&[6, 7], 1)? * 3.0)?;
         for reduction in [Reduction::Mean, Reduction::Sum, Reduction::None] {
             for label_smoothing in [0.0, 0.1] {
-                let opts = CrossEntropy { ignore_index: Some(-100), label_smoothing, reduction };
+                let opts = CrossEntropy {
+                    ignore_index: Some(-100),
+                    label_smoothing,
+                    reduction,
+                };
                 let t = targets();
-                check_gradients(&move |xs| cross_entropy(&xs[0], &t, opts), &[x.clone()], GradCheck::default())?;
+                check_gradients(
+                    &move |xs| cross_entropy(&xs[0], &t, opts),
+                    &[x.clone()],
+                    GradCheck::default(),
+                )?;
             }
         }
         Ok(())
@@ -206,7 +263,11 @@ mod tests {
         let x = (random_tensor(&[6, 1031], 2)? * 5.0)?;
         for label_smoothing in [0.0, 0.2] {
             for reduction in [Reduction::Mean, Reduction::None] {
-                let opts = CrossEntropy { ignore_index: Some(-100), label_smoothing, reduction };
+                let opts = CrossEntropy {
+                    ignore_index: Some(-100),
+                    label_smoothing,
+                    reduction,
+                };
                 let t = targets();
                 let t2 = t.clone();
                 check_parity(
@@ -224,7 +285,9 @@ mod tests {
     fn out_of_range_target_is_an_error() {
         let x = random_tensor(&[2, 4], 1).unwrap();
         let t = Tensor::from_vec(vec![1u32, 4], 2, &Device::Cpu).unwrap();
-        let err = cross_entropy(&x, &t, CrossEntropy::default()).unwrap_err().to_string();
+        let err = cross_entropy(&x, &t, CrossEntropy::default())
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("out of range"), "{err}");
     }
 
@@ -232,7 +295,10 @@ mod tests {
     fn all_ignored_gives_zero_loss() -> Result<()> {
         let x = random_tensor(&[2, 4], 1)?;
         let t = Tensor::from_vec(vec![-100i64, -100], 2, &Device::Cpu)?;
-        let opts = CrossEntropy { ignore_index: Some(-100), ..Default::default() };
+        let opts = CrossEntropy {
+            ignore_index: Some(-100),
+            ..Default::default()
+        };
         assert_eq!(cross_entropy(&x, &t, opts)?.to_scalar::<f32>()?, 0.0);
         Ok(())
     }

@@ -8,7 +8,9 @@ use candle_core::{bail, CpuStorage, DType, Layout, Result, Shape, Tensor};
 struct EmbeddingOp;
 
 fn ids_of(s: &CpuStorage, l: &Layout, rows: usize) -> Result<Vec<usize>> {
-    let Some((a, b)) = l.contiguous_offsets() else { bail!("embedding: ids must be contiguous") };
+    let Some((a, b)) = l.contiguous_offsets() else {
+        bail!("embedding: ids must be contiguous")
+    };
     let ids: Vec<i64> = match s {
         CpuStorage::U32(t) => t[a..b].iter().map(|&v| v as i64).collect(),
         CpuStorage::I64(t) => t[a..b].to_vec(),
@@ -26,7 +28,13 @@ impl candle_core::CustomOp2 for EmbeddingOp {
         "lingo-embedding"
     }
 
-    fn cpu_fwd(&self, ts: &CpuStorage, tl: &Layout, is: &CpuStorage, il: &Layout) -> Result<(CpuStorage, Shape)> {
+    fn cpu_fwd(
+        &self,
+        ts: &CpuStorage,
+        tl: &Layout,
+        is: &CpuStorage,
+        il: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
         let table = cpu::slice(ts, tl, "embedding")?;
         let (rows, dim) = tl.shape().dims2()?;
         let ids = ids_of(is, il, rows)?;
@@ -42,14 +50,23 @@ impl candle_core::CustomOp2 for EmbeddingOp {
         Ok((CpuStorage::F32(out), Shape::from(dims)))
     }
 
-    fn bwd(&self, table: &Tensor, ids: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
+    fn bwd(
+        &self,
+        table: &Tensor,
+        ids: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
         let (rows, dim) = table.dims2()?;
         let ids = ids.flatten_all()?.to_dtype(DType::I64)?.to_vec1::<i64>()?;
         let dt = cpu::with_data(grad, "embedding", |g| {
             let mut dt = vec![0f32; rows * dim];
             for (k, &id) in ids.iter().enumerate() {
                 let id = id as usize;
-                math::add_assign(&mut dt[id * dim..(id + 1) * dim], &g[k * dim..(k + 1) * dim]);
+                math::add_assign(
+                    &mut dt[id * dim..(id + 1) * dim],
+                    &g[k * dim..(k + 1) * dim],
+                );
             }
             dt
         })?;
@@ -70,7 +87,9 @@ pub fn embedding(table: &Tensor, ids: &Tensor) -> Result<Tensor> {
         dims.push(table.dim(1)?);
         return table.index_select(&flat, 0)?.reshape(dims);
     }
-    table.contiguous()?.apply_op2(&ids.contiguous()?, EmbeddingOp)
+    table
+        .contiguous()?
+        .apply_op2(&ids.contiguous()?, EmbeddingOp)
 }
 
 #[cfg(test)]
@@ -87,7 +106,11 @@ mod tests {
     fn gradients_accumulate_repeated_ids() -> Result<()> {
         let table = random_tensor(&[5, 3], 1)?;
         let i = ids();
-        check_gradients(&move |t| embedding(&t[0], &i), &[table], GradCheck::default())
+        check_gradients(
+            &move |t| embedding(&t[0], &i),
+            &[table],
+            GradCheck::default(),
+        )
     }
 
     #[test]
@@ -106,6 +129,9 @@ mod tests {
     fn out_of_range_id_is_an_error() {
         let table = random_tensor(&[5, 3], 1).unwrap();
         let ids = Tensor::from_vec(vec![5u32], 1, &Device::Cpu).unwrap();
-        assert!(embedding(&table, &ids).unwrap_err().to_string().contains("out of range"));
+        assert!(embedding(&table, &ids)
+            .unwrap_err()
+            .to_string()
+            .contains("out of range"));
     }
 }

@@ -83,7 +83,12 @@ impl candle_core::CustomOp1 for GeluOp {
                 let mut dx = vec![0f32; x.len()];
                 cpu::par_rows(&mut dx, width, |row0, block| {
                     let start = row0 * width;
-                    backward_block(self.0, &x[start..start + block.len()], &dy[start..start + block.len()], block);
+                    backward_block(
+                        self.0,
+                        &x[start..start + block.len()],
+                        &dy[start..start + block.len()],
+                        block,
+                    );
                 });
                 dx
             })
@@ -130,7 +135,12 @@ mod tests {
         // More than one block, with a ragged tail.
         let x = (random_tensor(&[3, 5000], 2)? * 5.0)?;
         for form in [GeluForm::Erf, GeluForm::Tanh] {
-            check_parity(&|t| gelu(&t[0], form), &|t| gelu_composed(&t[0], form), &[x.clone()], 1e-5)?;
+            check_parity(
+                &|t| gelu(&t[0], form),
+                &|t| gelu_composed(&t[0], form),
+                &[x.clone()],
+                1e-5,
+            )?;
         }
         Ok(())
     }

@@ -16,16 +16,25 @@ pub struct GradCheck {
 
 impl Default for GradCheck {
     fn default() -> Self {
-        GradCheck { eps: 1e-2, atol: 2e-3, rtol: 2e-2, probes: 48 }
+        GradCheck {
+            eps: 1e-2,
+            atol: 2e-3,
+            rtol: 2e-2,
+            probes: 48,
+        }
     }
 }
 
 /// Deterministic values in [-1, 1) used to project an output onto a scalar.
 pub fn pseudo_random(n: usize, seed: u64) -> Vec<f32> {
-    let mut state = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    let mut state = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
     (0..n)
         .map(|_| {
-            state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             ((state >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
         })
         .collect()
@@ -53,8 +62,15 @@ pub fn check_gradients(
     let grads = loss.backward()?;
     let proj = projection.flatten_all()?.to_vec1::<f32>()?;
     let scalar = |xs: &[Tensor]| -> Result<f64> {
-        let out = f(xs)?.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
-        Ok(out.iter().zip(&proj).map(|(&o, &r)| o as f64 * r as f64).sum())
+        let out = f(xs)?
+            .to_dtype(DType::F32)?
+            .flatten_all()?
+            .to_vec1::<f32>()?;
+        Ok(out
+            .iter()
+            .zip(&proj)
+            .map(|(&o, &r)| o as f64 * r as f64)
+            .sum())
     };
     for (i, var) in vars.iter().enumerate() {
         let Some(grad) = grads.get(var.as_tensor()) else {
@@ -93,13 +109,16 @@ pub fn max_abs_diff(a: &Tensor, b: &Tensor) -> Result<f32> {
     }
     let a = a.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
     let b = b.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
-    Ok(a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max))
+    Ok(a.iter()
+        .zip(&b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max))
 }
 
 /// Fails unless `a` and `b` agree to `tol` everywhere.
 pub fn assert_close(a: &Tensor, b: &Tensor, tol: f32, what: &str) -> Result<()> {
     let d = max_abs_diff(a, b)?;
-    if !(d <= tol) {
+    if d.is_nan() || d > tol {
         bail!("{what}: max abs diff {d:e} > {tol:e}");
     }
     Ok(())

@@ -41,7 +41,15 @@ fn forward_row(x: &[f32], w: &[f32], b: Option<&[f32]>, eps: f32, y: &mut [f32])
 
 /// Writes `dx` for one row and adds the row's contribution to `dw` (first half of `acc`) and `db`.
 #[multiversion(targets("x86_64+avx512f+avx512vl+avx2+fma", "x86_64+avx2+fma"))]
-fn backward_row(x: &[f32], w: &[f32], dy: &[f32], mean: f32, rstd: f32, dx: &mut [f32], acc: &mut [f32]) {
+fn backward_row(
+    x: &[f32],
+    w: &[f32],
+    dy: &[f32],
+    mean: f32,
+    rstd: f32,
+    dx: &mut [f32],
+    acc: &mut [f32],
+) {
     let c = x.len();
     let (dw, db) = acc.split_at_mut(c);
     let mut sum_g = 0f32;
@@ -118,11 +126,27 @@ impl candle_core::CustomOp2 for LayerNormOp {
     fn name(&self) -> &'static str {
         "lingo-layer-norm"
     }
-    fn cpu_fwd(&self, xs: &CpuStorage, xl: &Layout, ws: &CpuStorage, wl: &Layout) -> Result<(CpuStorage, Shape)> {
-        let y = self.forward(cpu::slice(xs, xl, "layer_norm")?, cpu::slice(ws, wl, "layer_norm")?, None)?;
+    fn cpu_fwd(
+        &self,
+        xs: &CpuStorage,
+        xl: &Layout,
+        ws: &CpuStorage,
+        wl: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let y = self.forward(
+            cpu::slice(xs, xl, "layer_norm")?,
+            cpu::slice(ws, wl, "layer_norm")?,
+            None,
+        )?;
         Ok((CpuStorage::F32(y), xl.shape().clone()))
     }
-    fn bwd(&self, x: &Tensor, w: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
         let (dx, dw, _) = self.backward(x, w, grad)?;
         Ok((Some(dx), Some(dw)))
     }
@@ -142,7 +166,11 @@ impl candle_core::CustomOp3 for LayerNormOp {
         bl: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let b = cpu::slice(bs, bl, "layer_norm")?;
-        let y = self.forward(cpu::slice(xs, xl, "layer_norm")?, cpu::slice(ws, wl, "layer_norm")?, Some(b))?;
+        let y = self.forward(
+            cpu::slice(xs, xl, "layer_norm")?,
+            cpu::slice(ws, wl, "layer_norm")?,
+            Some(b),
+        )?;
         Ok((CpuStorage::F32(y), xl.shape().clone()))
     }
     fn bwd(
@@ -162,12 +190,19 @@ impl candle_core::CustomOp3 for LayerNormOp {
 pub fn layer_norm(x: &Tensor, w: &Tensor, b: Option<&Tensor>, eps: f64) -> Result<Tensor> {
     let c = x.dim(D::Minus1)?;
     if w.dims() != [c] || b.is_some_and(|b| b.dims() != [c]) {
-        bail!("layer_norm: input last dim {c}, weight {:?}, bias {:?}", w.dims(), b.map(|b| b.dims().to_vec()));
+        bail!(
+            "layer_norm: input last dim {c}, weight {:?}, bias {:?}",
+            w.dims(),
+            b.map(|b| b.dims().to_vec())
+        );
     }
     if !x.device().is_cpu() || x.dtype() != DType::F32 {
         return layer_norm_composed(x, w, b, eps);
     }
-    let op = LayerNormOp { eps: eps as f32, stats: Mutex::new(Vec::new()) };
+    let op = LayerNormOp {
+        eps: eps as f32,
+        stats: Mutex::new(Vec::new()),
+    };
     let x = x.contiguous()?;
     match b {
         Some(b) => x.apply_op3(&w.contiguous()?, &b.contiguous()?, op),
@@ -180,7 +215,9 @@ pub fn layer_norm_composed(x: &Tensor, w: &Tensor, b: Option<&Tensor>, eps: f64)
     let mean = x.mean_keepdim(D::Minus1)?;
     let centered = x.broadcast_sub(&mean)?;
     let var = centered.sqr()?.mean_keepdim(D::Minus1)?;
-    let y = centered.broadcast_div(&(var + eps)?.sqrt()?)?.broadcast_mul(w)?;
+    let y = centered
+        .broadcast_div(&(var + eps)?.sqrt()?)?
+        .broadcast_mul(w)?;
     match b {
         Some(b) => y.broadcast_add(b),
         None => Ok(y),
@@ -197,8 +234,16 @@ mod tests {
         let x = (random_tensor(&[2, 3, 8], 1)? * 2.0)?;
         let w = (random_tensor(&[8], 2)? + 1.0)?;
         let b = random_tensor(&[8], 3)?;
-        check_gradients(&|t| layer_norm(&t[0], &t[1], Some(&t[2]), 1e-5), &[x.clone(), w.clone(), b], GradCheck::default())?;
-        check_gradients(&|t| layer_norm(&t[0], &t[1], None, 1e-5), &[x, w], GradCheck::default())
+        check_gradients(
+            &|t| layer_norm(&t[0], &t[1], Some(&t[2]), 1e-5),
+            &[x.clone(), w.clone(), b],
+            GradCheck::default(),
+        )?;
+        check_gradients(
+            &|t| layer_norm(&t[0], &t[1], None, 1e-5),
+            &[x, w],
+            GradCheck::default(),
+        )
     }
 
     #[test]

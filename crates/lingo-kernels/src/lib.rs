@@ -21,8 +21,8 @@
 //! | [`optim`] | in-place AdamW / SGD updates and gradient norms |
 
 pub mod attention;
-pub mod cross_entropy;
 mod cpu;
+pub mod cross_entropy;
 pub mod embedding;
 pub mod gelu;
 pub mod gradcheck;

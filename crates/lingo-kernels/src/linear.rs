@@ -25,7 +25,17 @@ fn forward(x: &[f32], w: &[f32], w_dims: &[usize], b: Option<&[f32]>) -> Vec<f32
     };
     // SAFETY: the sizes match the buffers by construction.
     unsafe {
-        cpu::gemm(n, out, inp, y.as_mut_ptr(), out, b.is_some(), Mat::rows(x.as_ptr(), inp), Mat::rows_t(w.as_ptr(), inp), true)
+        cpu::gemm(
+            n,
+            out,
+            inp,
+            y.as_mut_ptr(),
+            out,
+            b.is_some(),
+            Mat::rows(x.as_ptr(), inp),
+            Mat::rows_t(w.as_ptr(), inp),
+            true,
+        )
     };
     y
 }
@@ -42,8 +52,28 @@ fn backward(x: &Tensor, w: &Tensor, dy: &Tensor) -> Result<(Tensor, Tensor, Vec<
                 let mut db = vec![0f32; out];
                 // SAFETY: the sizes match the buffers by construction.
                 unsafe {
-                    cpu::gemm(n, inp, out, dx.as_mut_ptr(), inp, false, Mat::rows(dy.as_ptr(), out), Mat::rows(w.as_ptr(), inp), true);
-                    cpu::gemm(out, inp, n, dw.as_mut_ptr(), inp, false, Mat::rows_t(dy.as_ptr(), out), Mat::rows(x.as_ptr(), inp), true);
+                    cpu::gemm(
+                        n,
+                        inp,
+                        out,
+                        dx.as_mut_ptr(),
+                        inp,
+                        false,
+                        Mat::rows(dy.as_ptr(), out),
+                        Mat::rows(w.as_ptr(), inp),
+                        true,
+                    );
+                    cpu::gemm(
+                        out,
+                        inp,
+                        n,
+                        dw.as_mut_ptr(),
+                        inp,
+                        false,
+                        Mat::rows_t(dy.as_ptr(), out),
+                        Mat::rows(x.as_ptr(), inp),
+                        true,
+                    );
                 }
                 for row in dy.chunks_exact(out) {
                     math::add_assign(&mut db, row);
@@ -52,18 +82,39 @@ fn backward(x: &Tensor, w: &Tensor, dy: &Tensor) -> Result<(Tensor, Tensor, Vec<
             })
         })
     })???;
-    Ok((cpu::tensor(dx, x.shape())?, cpu::tensor(dw, (out, inp))?, db))
+    Ok((
+        cpu::tensor(dx, x.shape())?,
+        cpu::tensor(dw, (out, inp))?,
+        db,
+    ))
 }
 
 impl candle_core::CustomOp2 for LinearOp {
     fn name(&self) -> &'static str {
         "lingo-linear"
     }
-    fn cpu_fwd(&self, xs: &CpuStorage, xl: &Layout, ws: &CpuStorage, wl: &Layout) -> Result<(CpuStorage, Shape)> {
-        let y = forward(cpu::slice(xs, xl, "linear")?, cpu::slice(ws, wl, "linear")?, wl.dims(), None);
+    fn cpu_fwd(
+        &self,
+        xs: &CpuStorage,
+        xl: &Layout,
+        ws: &CpuStorage,
+        wl: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let y = forward(
+            cpu::slice(xs, xl, "linear")?,
+            cpu::slice(ws, wl, "linear")?,
+            wl.dims(),
+            None,
+        );
         Ok((CpuStorage::F32(y), out_shape(xl, wl.dims()[0])))
     }
-    fn bwd(&self, x: &Tensor, w: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
         let (dx, dw, _) = backward(x, w, grad)?;
         Ok((Some(dx), Some(dw)))
     }
@@ -83,7 +134,12 @@ impl candle_core::CustomOp3 for LinearOp {
         bl: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let b = cpu::slice(bs, bl, "linear")?;
-        let y = forward(cpu::slice(xs, xl, "linear")?, cpu::slice(ws, wl, "linear")?, wl.dims(), Some(b));
+        let y = forward(
+            cpu::slice(xs, xl, "linear")?,
+            cpu::slice(ws, wl, "linear")?,
+            wl.dims(),
+            Some(b),
+        );
         Ok((CpuStorage::F32(y), out_shape(xl, wl.dims()[0])))
     }
     fn bwd(
@@ -139,8 +195,16 @@ mod tests {
         let x = random_tensor(&[2, 3, 5], 1)?;
         let w = random_tensor(&[4, 5], 2)?;
         let b = random_tensor(&[4], 3)?;
-        check_gradients(&|t| linear(&t[0], &t[1], Some(&t[2])), &[x.clone(), w.clone(), b], GradCheck::default())?;
-        check_gradients(&|t| linear(&t[0], &t[1], None), &[x, w], GradCheck::default())
+        check_gradients(
+            &|t| linear(&t[0], &t[1], Some(&t[2])),
+            &[x.clone(), w.clone(), b],
+            GradCheck::default(),
+        )?;
+        check_gradients(
+            &|t| linear(&t[0], &t[1], None),
+            &[x, w],
+            GradCheck::default(),
+        )
     }
 
     #[test]
@@ -148,6 +212,11 @@ mod tests {
         let x = random_tensor(&[3, 41, 67], 4)?;
         let w = random_tensor(&[129, 67], 5)?;
         let b = random_tensor(&[129], 6)?;
-        check_parity(&|t| linear(&t[0], &t[1], Some(&t[2])), &|t| linear_composed(&t[0], &t[1], Some(&t[2])), &[x, w, b], 1e-4)
+        check_parity(
+            &|t| linear(&t[0], &t[1], Some(&t[2])),
+            &|t| linear_composed(&t[0], &t[1], Some(&t[2])),
+            &[x, w, b],
+            1e-4,
+        )
     }
 }

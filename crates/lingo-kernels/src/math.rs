@@ -21,7 +21,7 @@ pub fn exp(x: f32) -> f32 {
     p = p * r + 8.333_452e-3;
     p = p * r + 4.166_579_6e-2;
     p = p * r + 1.666_666_5e-1;
-    p = p * r + 5.000_000_1e-1;
+    p = p * r + 0.5;
     let y = p * r * r + r + 1.0;
     // 2^n by building the exponent bits directly.
     let scale = f32::from_bits(((n as i32 + 127) << 23) as u32);
@@ -39,7 +39,7 @@ pub fn erf(x: f32) -> f32 {
     p = p * x2 - 2.101_024e-6;
     p = p * x2 - 5.692_506_4e-5;
     p = p * x2 - 7.349_906_3e-4;
-    p = p * x2 - 2.954_600_0e-3;
+    p = p * x2 - 2.9546e-3;
     p = p * x2 - 1.609_603_3e-2;
     let mut q = -1.456_607_2e-5f32;
     q = q * x2 - 2.133_740_6e-4;
@@ -99,7 +99,12 @@ pub fn dot(a: &[f32], b: &[f32]) -> f32 {
     let mut lanes = [0f32; 16];
     let ca = a.chunks_exact(16);
     let cb = b.chunks_exact(16);
-    let tail: f32 = ca.remainder().iter().zip(cb.remainder()).map(|(x, y)| x * y).sum();
+    let tail: f32 = ca
+        .remainder()
+        .iter()
+        .zip(cb.remainder())
+        .map(|(x, y)| x * y)
+        .sum();
     for (x, y) in ca.zip(cb) {
         for i in 0..16 {
             lanes[i] += x[i] * y[i];
@@ -179,7 +184,11 @@ mod tests {
         let mut x = -6.0f32;
         while x < 6.0 {
             let erf_ref = libm_erf(x as f64);
-            assert!((erf(x) as f64 - erf_ref).abs() < 4.5e-7 * erf_ref.abs() + 3e-8, "erf({x}): {} vs {erf_ref}", erf(x));
+            assert!(
+                (erf(x) as f64 - erf_ref).abs() < 4.5e-7 * erf_ref.abs() + 3e-8,
+                "erf({x}): {} vs {erf_ref}",
+                erf(x)
+            );
             assert!((tanh(x) - x.tanh()).abs() < 3e-7, "tanh({x})");
             x += 0.001;
         }

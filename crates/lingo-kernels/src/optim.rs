@@ -61,16 +61,31 @@ fn sgd_chunk(p: &mut [f32], g: &[f32], buf: &mut [f32], k: &SgdStep) {
     for i in 0..p.len() {
         let mut d = g[i] * k.grad_scale + k.weight_decay * p[i];
         if k.momentum != 0.0 {
-            buf[i] = if k.first { d } else { k.momentum * buf[i] + (1.0 - k.dampening) * d };
-            d = if k.nesterov { d + k.momentum * buf[i] } else { buf[i] };
+            buf[i] = if k.first {
+                d
+            } else {
+                k.momentum * buf[i] + (1.0 - k.dampening) * d
+            };
+            d = if k.nesterov {
+                d + k.momentum * buf[i]
+            } else {
+                buf[i]
+            };
         }
         p[i] -= k.lr * d;
     }
 }
 
 enum Rule<'a> {
-    AdamW { m: Mutex<&'a mut [f32]>, v: Mutex<&'a mut [f32]>, k: AdamWStep },
-    Sgd { buf: Mutex<&'a mut [f32]>, k: SgdStep },
+    AdamW {
+        m: Mutex<&'a mut [f32]>,
+        v: Mutex<&'a mut [f32]>,
+        k: AdamWStep,
+    },
+    Sgd {
+        buf: Mutex<&'a mut [f32]>,
+        k: SgdStep,
+    },
 }
 
 impl InplaceOp2 for Rule<'_> {
@@ -78,15 +93,27 @@ impl InplaceOp2 for Rule<'_> {
         "lingo-optimizer-step"
     }
 
-    fn cpu_fwd(&self, ps: &mut CpuStorage, pl: &Layout, gs: &CpuStorage, gl: &Layout) -> Result<()> {
+    fn cpu_fwd(
+        &self,
+        ps: &mut CpuStorage,
+        pl: &Layout,
+        gs: &CpuStorage,
+        gl: &Layout,
+    ) -> Result<()> {
         let g = cpu::slice(gs, gl, "optimizer")?;
-        let Some((a, b)) = pl.contiguous_offsets() else { bail!("optimizer: parameter must be contiguous") };
+        let Some((a, b)) = pl.contiguous_offsets() else {
+            bail!("optimizer: parameter must be contiguous")
+        };
         let p = match ps {
             CpuStorage::F32(p) => &mut p[a..b],
             other => bail!("optimizer: parameter must be f32, got {:?}", other.dtype()),
         };
         if p.len() != g.len() {
-            bail!("optimizer: parameter has {} elements, gradient {}", p.len(), g.len());
+            bail!(
+                "optimizer: parameter has {} elements, gradient {}",
+                p.len(),
+                g.len()
+            );
         }
         match self {
             Rule::AdamW { m, v, k } => {
@@ -114,27 +141,59 @@ fn check_state(param: &Tensor, states: &[usize]) -> Result<()> {
         bail!("optimizer: in-place updates run on the CPU only");
     }
     if states.iter().any(|&n| n != param.elem_count()) {
-        bail!("optimizer: state has {states:?} elements for a parameter of {}", param.elem_count());
+        bail!(
+            "optimizer: state has {states:?} elements for a parameter of {}",
+            param.elem_count()
+        );
     }
     Ok(())
 }
 
 /// One AdamW update of `param` in place; `m` and `v` are its first and second moments.
-pub fn adamw_update(param: &Tensor, grad: &Tensor, m: &mut [f32], v: &mut [f32], k: AdamWStep) -> Result<()> {
+pub fn adamw_update(
+    param: &Tensor,
+    grad: &Tensor,
+    m: &mut [f32],
+    v: &mut [f32],
+    k: AdamWStep,
+) -> Result<()> {
     check_state(param, &[m.len(), v.len()])?;
-    param.inplace_op2(&grad.contiguous()?, &Rule::AdamW { m: Mutex::new(m), v: Mutex::new(v), k })
+    param.inplace_op2(
+        &grad.contiguous()?,
+        &Rule::AdamW {
+            m: Mutex::new(m),
+            v: Mutex::new(v),
+            k,
+        },
+    )
 }
 
 /// One SGD update of `param` in place; `buf` is its momentum buffer.
 pub fn sgd_update(param: &Tensor, grad: &Tensor, buf: &mut [f32], k: SgdStep) -> Result<()> {
-    check_state(param, &[if k.momentum != 0.0 { buf.len() } else { param.elem_count() }])?;
-    param.inplace_op2(&grad.contiguous()?, &Rule::Sgd { buf: Mutex::new(buf), k })
+    check_state(
+        param,
+        &[if k.momentum != 0.0 {
+            buf.len()
+        } else {
+            param.elem_count()
+        }],
+    )?;
+    param.inplace_op2(
+        &grad.contiguous()?,
+        &Rule::Sgd {
+            buf: Mutex::new(buf),
+            k,
+        },
+    )
 }
 
 /// `Σ x²` over a tensor, in f64, summed in a fixed order.
 pub fn sum_squares(t: &Tensor) -> Result<f64> {
     cpu::with_data(t, "sum_squares", |x| {
-        let partial: Vec<f64> = x.par_chunks(CHUNK).map(|c| crate::math::dot(c, c) as f64).collect();
+        let partial: Vec<f64> = x
+            .par_chunks(CHUNK)
+            .map(|c| crate::math::dot(c, c) as f64)
+            .collect();
         partial.iter().sum()
     })
 }
@@ -151,13 +210,25 @@ mod tests {
         let var = Var::from_vec(p0.clone(), 3, &Device::Cpu)?;
         let grad = Tensor::from_vec(g.clone(), 3, &Device::Cpu)?;
         let (mut m, mut v) = (vec![0f32; 3], vec![0f32; 3]);
-        let k = AdamWStep { lr: 0.01, beta1: 0.9, beta2: 0.99, eps: 1e-8, weight_decay: 0.1, step: 1, grad_scale: 1.0 };
+        let k = AdamWStep {
+            lr: 0.01,
+            beta1: 0.9,
+            beta2: 0.99,
+            eps: 1e-8,
+            weight_decay: 0.1,
+            step: 1,
+            grad_scale: 1.0,
+        };
         adamw_update(var.as_tensor(), &grad, &mut m, &mut v, k)?;
         let got = var.as_tensor().to_vec1::<f32>()?;
         for i in 0..3 {
             // After one step m̂ = g and v̂ = g², so the step is lr·g/(|g|+eps) = lr·sign(g).
             let expect = p0[i] * (1.0 - 0.01 * 0.1) - 0.01 * g[i] / (g[i].abs() + 1e-8);
-            assert!((got[i] - expect).abs() < 1e-6, "{i}: {} vs {expect}", got[i]);
+            assert!(
+                (got[i] - expect).abs() < 1e-6,
+                "{i}: {} vs {expect}",
+                got[i]
+            );
         }
         Ok(())
     }
@@ -167,7 +238,15 @@ mod tests {
         let var = Var::from_vec(vec![1.0f32], 1, &Device::Cpu)?;
         let grad = Tensor::from_vec(vec![0.5f32], 1, &Device::Cpu)?;
         let mut buf = vec![0f32];
-        let mut k = SgdStep { lr: 0.1, momentum: 0.9, dampening: 0.0, nesterov: true, weight_decay: 0.0, first: true, grad_scale: 1.0 };
+        let mut k = SgdStep {
+            lr: 0.1,
+            momentum: 0.9,
+            dampening: 0.0,
+            nesterov: true,
+            weight_decay: 0.0,
+            first: true,
+            grad_scale: 1.0,
+        };
         sgd_update(var.as_tensor(), &grad, &mut buf, k)?;
         // buf = 0.5, step = g + 0.9·buf = 0.95
         assert!((var.as_tensor().to_vec1::<f32>()?[0] - (1.0 - 0.095)).abs() < 1e-6);

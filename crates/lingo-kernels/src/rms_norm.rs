@@ -41,7 +41,13 @@ impl candle_core::CustomOp2 for RmsNormOp {
         "lingo-rms-norm"
     }
 
-    fn cpu_fwd(&self, xs: &CpuStorage, xl: &Layout, ws: &CpuStorage, wl: &Layout) -> Result<(CpuStorage, Shape)> {
+    fn cpu_fwd(
+        &self,
+        xs: &CpuStorage,
+        xl: &Layout,
+        ws: &CpuStorage,
+        wl: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
         let x = cpu::slice(xs, xl, "rms_norm")?;
         let w = cpu::slice(ws, wl, "rms_norm")?;
         let c = w.len();
@@ -61,7 +67,13 @@ impl candle_core::CustomOp2 for RmsNormOp {
         Ok((CpuStorage::F32(y), xl.shape().clone()))
     }
 
-    fn bwd(&self, x: &Tensor, w: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
         let rstd = self.rstd.lock().expect("rstd lock");
         let c = w.elem_count();
         let (dx, dw) = cpu::with_data(x, "rms_norm", |x| {
@@ -79,7 +91,10 @@ impl candle_core::CustomOp2 for RmsNormOp {
                 })
             })
         })???;
-        Ok((Some(cpu::tensor(dx, x.shape())?), Some(cpu::tensor(dw, w.shape())?)))
+        Ok((
+            Some(cpu::tensor(dx, x.shape())?),
+            Some(cpu::tensor(dw, w.shape())?),
+        ))
     }
 }
 
@@ -92,7 +107,13 @@ pub fn rms_norm(x: &Tensor, w: &Tensor, eps: f64) -> Result<Tensor> {
     if !x.device().is_cpu() || x.dtype() != DType::F32 {
         return rms_norm_composed(x, w, eps);
     }
-    x.contiguous()?.apply_op2(&w.contiguous()?, RmsNormOp { eps: eps as f32, rstd: Mutex::new(Vec::new()) })
+    x.contiguous()?.apply_op2(
+        &w.contiguous()?,
+        RmsNormOp {
+            eps: eps as f32,
+            rstd: Mutex::new(Vec::new()),
+        },
+    )
 }
 
 /// The composed candle expression the fused RMS norm replaces.
@@ -110,13 +131,22 @@ mod tests {
     fn gradients() -> Result<()> {
         let x = (random_tensor(&[3, 8], 1)? * 2.0)?;
         let w = (random_tensor(&[8], 2)? + 1.0)?;
-        check_gradients(&|t| rms_norm(&t[0], &t[1], 1e-6), &[x, w], GradCheck::default())
+        check_gradients(
+            &|t| rms_norm(&t[0], &t[1], 1e-6),
+            &[x, w],
+            GradCheck::default(),
+        )
     }
 
     #[test]
     fn parity_with_composed() -> Result<()> {
         let x = (random_tensor(&[67, 129], 3)? * 3.0)?;
         let w = (random_tensor(&[129], 4)? + 1.0)?;
-        check_parity(&|t| rms_norm(&t[0], &t[1], 1e-6), &|t| rms_norm_composed(&t[0], &t[1], 1e-6), &[x, w], 2e-4)
+        check_parity(
+            &|t| rms_norm(&t[0], &t[1], 1e-6),
+            &|t| rms_norm_composed(&t[0], &t[1], 1e-6),
+            &[x, w],
+            2e-4,
+        )
     }
 }

@@ -22,11 +22,20 @@ struct SoftmaxOp {
 fn softmax_row(kind: Kind, x: &[f32], keep: Option<&[u8]>, y: &mut [f32]) {
     let m = match keep {
         None => math::max(x),
-        Some(keep) => x.iter().zip(keep).filter(|(_, &k)| k != 0).map(|(&v, _)| v).fold(f32::NEG_INFINITY, f32::max),
+        Some(keep) => x
+            .iter()
+            .zip(keep)
+            .filter(|(_, &k)| k != 0)
+            .map(|(&v, _)| v)
+            .fold(f32::NEG_INFINITY, f32::max),
     };
     if m == f32::NEG_INFINITY {
         // Every position masked (or -inf): no distribution to speak of.
-        y.fill(if kind == Kind::Softmax { 0.0 } else { f32::NEG_INFINITY });
+        y.fill(if kind == Kind::Softmax {
+            0.0
+        } else {
+            f32::NEG_INFINITY
+        });
         return;
     }
     let mut s = math::exp_shifted(y, x, m);
@@ -85,9 +94,18 @@ fn backward(kind: Kind, y: &[f32], dy: &[f32], cols: usize) -> Vec<f32> {
                 }
                 Kind::LogSoftmax => {
                     // Masked positions have y = -inf and dy there contributes nothing.
-                    let s: f32 = yr.iter().zip(gr).filter(|(&yi, _)| yi > f32::NEG_INFINITY).map(|(_, &g)| g).sum();
+                    let s: f32 = yr
+                        .iter()
+                        .zip(gr)
+                        .filter(|(&yi, _)| yi > f32::NEG_INFINITY)
+                        .map(|(_, &g)| g)
+                        .sum();
                     for ((d, &yi), &gi) in dxr.iter_mut().zip(yr).zip(gr) {
-                        *d = if yi > f32::NEG_INFINITY { gi - math::exp(yi) * s } else { 0.0 };
+                        *d = if yi > f32::NEG_INFINITY {
+                            gi - math::exp(yi) * s
+                        } else {
+                            0.0
+                        };
                     }
                 }
             }
@@ -107,7 +125,10 @@ impl candle_core::CustomOp1 for SoftmaxOp {
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
         let x = cpu::slice(s, l, self.name())?;
-        Ok((CpuStorage::F32(forward(self.kind, x, None, last_dim(l))), l.shape().clone()))
+        Ok((
+            CpuStorage::F32(forward(self.kind, x, None, last_dim(l))),
+            l.shape().clone(),
+        ))
     }
 
     fn bwd(&self, _arg: &Tensor, res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
@@ -124,7 +145,13 @@ impl candle_core::CustomOp2 for SoftmaxOp {
         "lingo-softmax-masked"
     }
 
-    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout, ms: &CpuStorage, ml: &Layout) -> Result<(CpuStorage, Shape)> {
+    fn cpu_fwd(
+        &self,
+        s: &CpuStorage,
+        l: &Layout,
+        ms: &CpuStorage,
+        ml: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
         let x = cpu::slice(s, l, "lingo-softmax-masked")?;
         let keep = match ms {
             CpuStorage::U8(m) => match ml.contiguous_offsets() {
@@ -133,10 +160,19 @@ impl candle_core::CustomOp2 for SoftmaxOp {
             },
             other => bail!("softmax mask must be u8, got {:?}", other.dtype()),
         };
-        Ok((CpuStorage::F32(forward(self.kind, x, Some(keep), last_dim(l))), l.shape().clone()))
+        Ok((
+            CpuStorage::F32(forward(self.kind, x, Some(keep), last_dim(l))),
+            l.shape().clone(),
+        ))
     }
 
-    fn bwd(&self, _x: &Tensor, _m: &Tensor, res: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
+    fn bwd(
+        &self,
+        _x: &Tensor,
+        _m: &Tensor,
+        res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
         let dx = candle_core::CustomOp1::bwd(self, res, res, grad)?;
         Ok((dx, None))
     }
@@ -154,7 +190,9 @@ pub fn softmax(x: &Tensor) -> Result<Tensor> {
     if !x.device().is_cpu() {
         return softmax_composed(x);
     }
-    check(x)?.apply_op1(SoftmaxOp { kind: Kind::Softmax })
+    check(x)?.apply_op1(SoftmaxOp {
+        kind: Kind::Softmax,
+    })
 }
 
 /// Log-softmax over the last dimension.
@@ -162,7 +200,9 @@ pub fn log_softmax(x: &Tensor) -> Result<Tensor> {
     if !x.device().is_cpu() {
         return log_softmax_composed(x);
     }
-    check(x)?.apply_op1(SoftmaxOp { kind: Kind::LogSoftmax })
+    check(x)?.apply_op1(SoftmaxOp {
+        kind: Kind::LogSoftmax,
+    })
 }
 
 /// Softmax over the last dimension where `keep` (any dtype, broadcastable to `x`, non-zero = keep)
@@ -174,7 +214,12 @@ pub fn softmax_masked(x: &Tensor, keep: &Tensor) -> Result<Tensor> {
         let y = softmax_composed(&keep.where_cond(x, &neg)?)?;
         return keep.where_cond(&y, &y.zeros_like()?);
     }
-    check(x)?.apply_op2(&keep, SoftmaxOp { kind: Kind::Softmax })
+    check(x)?.apply_op2(
+        &keep,
+        SoftmaxOp {
+            kind: Kind::Softmax,
+        },
+    )
 }
 
 /// The composed candle expression the fused softmax replaces (differentiable everywhere).
@@ -207,8 +252,18 @@ mod tests {
     #[test]
     fn softmax_parity_with_composed() -> Result<()> {
         let x = (random_tensor(&[3, 4, 67], 2)? * 4.0)?;
-        check_parity(&|t| softmax(&t[0]), &|t| softmax_composed(&t[0]), &[x.clone()], 1e-5)?;
-        check_parity(&|t| log_softmax(&t[0]), &|t| log_softmax_composed(&t[0]), &[x], 1e-5)
+        check_parity(
+            &|t| softmax(&t[0]),
+            &|t| softmax_composed(&t[0]),
+            &[x.clone()],
+            1e-5,
+        )?;
+        check_parity(
+            &|t| log_softmax(&t[0]),
+            &|t| log_softmax_composed(&t[0]),
+            &[x],
+            1e-5,
+        )
     }
 
     #[test]
@@ -220,7 +275,11 @@ mod tests {
         let reference = softmax_composed(&keep.where_cond(&x, &neg)?)?;
         crate::gradcheck::assert_close(&softmax_masked(&x, &keep)?, &reference, 1e-6, "masked")?;
         let k = keep.clone();
-        check_gradients(&move |t| softmax_masked(&t[0], &k), &[x], GradCheck::default())
+        check_gradients(
+            &move |t| softmax_masked(&t[0], &k),
+            &[x],
+            GradCheck::default(),
+        )
     }
 
     #[test]

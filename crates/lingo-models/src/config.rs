@@ -7,15 +7,24 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{path}: {message}")]
     Invalid { path: PathBuf, message: String },
 }
 
 /// Parses a JSON config file into `T`.
 pub fn read_json<T: DeserializeOwned>(path: &Path) -> Result<T, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io { path: path.into(), source })?;
-    parse_json(&text).map_err(|message| ConfigError::Invalid { path: path.into(), message })
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+        path: path.into(),
+        source,
+    })?;
+    parse_json(&text).map_err(|message| ConfigError::Invalid {
+        path: path.into(),
+        message,
+    })
 }
 
 /// Parses JSON text into `T`; the error says which field and where.

@@ -9,8 +9,9 @@ use crate::CausalLm;
 use candle_core::{bail, DType, Result, Tensor};
 use lingo_kernels::{AttentionMask, CrossEntropy};
 use lingo_nn::{
-    Activation, Ctx, Dropout, Embedding, FeedForward, Init, KvCache, LayerNorm, Linear, MultiHeadSelfAttention,
-    NormPlacement, ParamPath, PositionalEncoding, TransformerBlock,
+    Activation, Ctx, Dropout, Embedding, FeedForward, Init, KvCache, LayerNorm, Linear,
+    MultiHeadSelfAttention, NormPlacement, ParamPath, PositionalEncoding, SublayerInit,
+    TransformerBlock,
 };
 use serde::{Deserialize, Serialize};
 
@@ -93,10 +94,16 @@ impl GptConfig {
             }
         }
         if self.d_model % self.n_heads != 0 {
-            return Err(format!("field `d_model` ({}) must be divisible by `n_heads` ({})", self.d_model, self.n_heads));
+            return Err(format!(
+                "field `d_model` ({}) must be divisible by `n_heads` ({})",
+                self.d_model, self.n_heads
+            ));
         }
         if !(0.0..1.0).contains(&self.dropout) {
-            return Err(format!("field `dropout` must be in [0, 1), got {}", self.dropout));
+            return Err(format!(
+                "field `dropout` must be in [0, 1), got {}",
+                self.dropout
+            ));
         }
         Ok(())
     }
@@ -120,35 +127,73 @@ impl Gpt {
         let c = &config;
         let init = Init::Normal(c.init_std);
         // GPT-2: scale the init of the projections that write into the residual stream by 1/√(2L).
-        let resid_init = Init::Normal(c.init_std / (2.0 * c.n_layers as f32).sqrt());
+        let sublayer = SublayerInit {
+            input: init,
+            output: Init::Normal(c.init_std / (2.0 * c.n_layers as f32).sqrt()),
+        };
         let t = p.sub("transformer");
         let wte = Embedding::new(&t.sub("wte"), c.vocab_size, c.d_model, init)?;
         let wpe = match c.positions {
-            Positions::Learned => PositionalEncoding::learned(&t.sub("wpe"), c.context_length, c.d_model, init)?,
-            Positions::Sinusoidal => PositionalEncoding::sinusoidal(c.context_length, c.d_model, &p.store().device())?,
+            Positions::Learned => {
+                PositionalEncoding::learned(&t.sub("wpe"), c.context_length, c.d_model, init)?
+            }
+            Positions::Sinusoidal => {
+                PositionalEncoding::sinusoidal(c.context_length, c.d_model, &p.store().device())?
+            }
         };
         let mut blocks = Vec::with_capacity(c.n_layers);
         for i in 0..c.n_layers {
             let b = t.sub("h").sub(i);
             blocks.push(TransformerBlock {
                 norm1: LayerNorm::new(&b.sub("ln_1"), c.d_model, c.bias, c.layer_norm_eps)?,
-                attn: MultiHeadSelfAttention::new(&b.sub("attn"), ("c_attn", "c_proj"), c.d_model, c.n_heads, c.bias, init, resid_init)?,
+                attn: MultiHeadSelfAttention::new(
+                    &b.sub("attn"),
+                    ("c_attn", "c_proj"),
+                    c.d_model,
+                    c.n_heads,
+                    c.bias,
+                    sublayer,
+                )?,
                 norm2: LayerNorm::new(&b.sub("ln_2"), c.d_model, c.bias, c.layer_norm_eps)?,
-                mlp: FeedForward::new(&b.sub("mlp"), ("c_fc", "c_proj"), c.d_model, c.d_ff(), c.activation, c.bias, init, resid_init)?,
+                mlp: FeedForward::new(
+                    &b.sub("mlp"),
+                    ("c_fc", "c_proj"),
+                    c.d_model,
+                    c.d_ff(),
+                    c.activation,
+                    c.bias,
+                    sublayer,
+                )?,
                 dropout: Dropout::new(c.dropout),
                 placement: c.norm_placement,
             });
         }
         let ln_f = match c.norm_placement {
-            NormPlacement::Pre => Some(LayerNorm::new(&t.sub("ln_f"), c.d_model, c.bias, c.layer_norm_eps)?),
+            NormPlacement::Pre => Some(LayerNorm::new(
+                &t.sub("ln_f"),
+                c.d_model,
+                c.bias,
+                c.layer_norm_eps,
+            )?),
             NormPlacement::Post => None,
         };
         let lm_head = if c.tied_embeddings {
-            Linear { weight: wte.weight.clone(), bias: None }
+            Linear {
+                weight: wte.weight.clone(),
+                bias: None,
+            }
         } else {
             Linear::new(&p.sub("lm_head"), c.d_model, c.vocab_size, false, init)?
         };
-        Ok(Gpt { drop: Dropout::new(c.dropout), config, wte, wpe, blocks, ln_f, lm_head })
+        Ok(Gpt {
+            drop: Dropout::new(c.dropout),
+            config,
+            wte,
+            wpe,
+            blocks,
+            ln_f,
+            lm_head,
+        })
     }
 
     /// Hidden states `[batch, time, d_model]` after the final norm, and each layer's attention weights
@@ -161,10 +206,17 @@ impl Gpt {
         ctx: &mut Ctx,
     ) -> Result<(Tensor, Vec<Tensor>)> {
         let (_, t) = ids.dims2()?;
-        let offset = cache.as_ref().map_or(0, |c| c.first().map_or(0, |c| c.len()));
+        let offset = cache
+            .as_ref()
+            .map_or(0, |c| c.first().map_or(0, |c| c.len()));
         let pos = self.wpe.forward(offset, t)?;
-        let mut x = self.drop.forward(&self.wte.forward(ids)?.broadcast_add(&pos)?, ctx)?;
-        let mask = AttentionMask { causal: true, ..Default::default() };
+        let mut x = self
+            .drop
+            .forward(&self.wte.forward(ids)?.broadcast_add(&pos)?, ctx)?;
+        let mask = AttentionMask {
+            causal: true,
+            ..Default::default()
+        };
         let mut weights = Vec::new();
         for (i, block) in self.blocks.iter().enumerate() {
             let layer_cache = cache.as_deref_mut().map(|c| &mut c[i]);
@@ -201,7 +253,10 @@ impl Gpt {
     fn check_ids(&self, ids: &Tensor) -> Result<()> {
         let (_, t) = ids.dims2()?;
         if t > self.config.context_length {
-            bail!("sequence of {t} tokens is longer than the model's context of {}", self.config.context_length);
+            bail!(
+                "sequence of {t} tokens is longer than the model's context of {}",
+                self.config.context_length
+            );
         }
         if ids.dtype() != DType::U32 {
             bail!("token ids must be u32, got {:?}", ids.dtype());
@@ -227,7 +282,11 @@ impl CausalLm for Gpt {
         let (_, t) = ids.dims2()?;
         let seen = cache.first().map_or(0, |c| c.len());
         if seen + t > self.config.context_length {
-            bail!("{} tokens exceed the model's context of {}", seen + t, self.config.context_length);
+            bail!(
+                "{} tokens exceed the model's context of {}",
+                seen + t,
+                self.config.context_length
+            );
         }
         let (h, _) = self.hidden(ids, Some(cache), false, &mut Ctx::eval())?;
         self.lm_head.forward(&h)
@@ -269,9 +328,14 @@ mod tests {
                 let loss = model.loss(&ids(2, 8, 1), &ids(2, 8, 3), &mut Ctx::eval())?;
                 let grads = loss.backward()?;
                 for (name, var) in store.named() {
-                    let g = grads.get(var.as_tensor()).unwrap_or_else(|| panic!("{name}: no gradient"));
+                    let g = grads
+                        .get(var.as_tensor())
+                        .unwrap_or_else(|| panic!("{name}: no gradient"));
                     let norm = g.sqr()?.sum_all()?.to_scalar::<f32>()?;
-                    assert!(norm > 0.0, "{name} ({placement:?}, tied {tied}): zero gradient");
+                    assert!(
+                        norm > 0.0,
+                        "{name} ({placement:?}, tied {tied}): zero gradient"
+                    );
                 }
             }
         }
@@ -297,15 +361,24 @@ mod tests {
     fn too_long_input_is_an_error() {
         let store = ParamStore::new(0, &Device::Cpu);
         let model = Gpt::new(tiny(NormPlacement::Pre, false), &store.root()).unwrap();
-        let err = model.forward(&ids(1, 9, 0), &mut Ctx::eval()).unwrap_err().to_string();
+        let err = model
+            .forward(&ids(1, 9, 0), &mut Ctx::eval())
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("longer than the model's context"), "{err}");
     }
 
     #[test]
     fn config_rejects_unknown_keys_and_bad_values() {
-        let err = crate::config::parse_json::<GptConfig>(r#"{"vocab_size": 5, "n_layer": 2}"#).unwrap_err();
+        let err = crate::config::parse_json::<GptConfig>(r#"{"vocab_size": 5, "n_layer": 2}"#)
+            .unwrap_err();
         assert!(err.contains("unknown field `n_layer`"), "{err}");
-        let bad = GptConfig { vocab_size: 10, d_model: 30, n_heads: 4, ..Default::default() };
+        let bad = GptConfig {
+            vocab_size: 10,
+            d_model: 30,
+            n_heads: 4,
+            ..Default::default()
+        };
         assert!(bad.validate().unwrap_err().contains("d_model"));
     }
 }

@@ -3,7 +3,7 @@
 
 use crate::dropout::Dropout;
 use crate::linear::Linear;
-use crate::params::{Init, ParamPath};
+use crate::params::{ParamPath, SublayerInit};
 use crate::Ctx;
 use candle_core::{DType, Result, Tensor};
 use lingo_kernels::AttentionMask;
@@ -34,7 +34,10 @@ impl KvCache {
     fn append(&mut self, k: &Tensor, v: &Tensor) -> Result<(Tensor, Tensor)> {
         let (b, n, h, d) = k.dims4()?;
         let needed = self.len + n;
-        let capacity = self.buffers.as_ref().map_or(0, |(k, _)| k.dim(1).unwrap_or(0));
+        let capacity = self
+            .buffers
+            .as_ref()
+            .map_or(0, |(k, _)| k.dim(1).unwrap_or(0));
         if needed > capacity {
             let new_cap = needed.max(2 * capacity).max(16);
             let grow = |old: Option<&Tensor>| -> Result<Tensor> {
@@ -45,7 +48,10 @@ impl KvCache {
                 Ok(t)
             };
             let old = self.buffers.take();
-            self.buffers = Some((grow(old.as_ref().map(|o| &o.0))?, grow(old.as_ref().map(|o| &o.1))?));
+            self.buffers = Some((
+                grow(old.as_ref().map(|o| &o.0))?,
+                grow(old.as_ref().map(|o| &o.1))?,
+            ));
         }
         let (kb, vb) = self.buffers.as_ref().expect("buffers allocated above");
         kb.slice_set(&k.contiguous()?, 1, self.len)?;
@@ -65,23 +71,22 @@ pub struct MultiHeadSelfAttention {
 }
 
 impl MultiHeadSelfAttention {
-    /// `qkv_name`/`out_name` are the parameter names of the two projections (they differ between
-    /// model families); `out_init` lets GPT-style models scale the residual projection's init.
+    /// `names` are the parameter names of the q/k/v and output projections (they differ between
+    /// model families).
     pub fn new(
         p: &ParamPath,
         names: (&str, &str),
         d_model: usize,
         heads: usize,
         bias: bool,
-        init: Init,
-        out_init: Init,
+        init: SublayerInit,
     ) -> Result<Self> {
         if heads == 0 || d_model % heads != 0 {
             candle_core::bail!("d_model {d_model} is not divisible by the number of heads {heads}");
         }
         Ok(MultiHeadSelfAttention {
-            qkv: Linear::new(&p.sub(names.0), d_model, 3 * d_model, bias, init)?,
-            out: Linear::new(&p.sub(names.1), d_model, d_model, bias, out_init)?,
+            qkv: Linear::new(&p.sub(names.0), d_model, 3 * d_model, bias, init.input)?,
+            out: Linear::new(&p.sub(names.1), d_model, d_model, bias, init.output)?,
             heads,
             attn_dropout: Dropout::new(0.0),
         })
@@ -105,9 +110,13 @@ impl MultiHeadSelfAttention {
                 let d = c3 / 3 / self.heads;
                 let qkv = qkv.reshape((b, t, 3, self.heads, d))?;
                 let part = |i: usize| qkv.narrow(2, i, 1)?.squeeze(2);
-                let mask = AttentionMask { query_offset: cache.len(), ..mask.clone() };
+                let mask = AttentionMask {
+                    query_offset: cache.len(),
+                    ..mask.clone()
+                };
                 let (k, v) = cache.append(&part(1)?, &part(2)?)?;
-                let (y, w) = lingo_kernels::attention_with_weights(&part(0)?, &k, &v, &mask, want_weights)?;
+                let (y, w) =
+                    lingo_kernels::attention_with_weights(&part(0)?, &k, &v, &mask, want_weights)?;
                 (y.reshape((b, t, self.heads * d))?, w)
             }
         };

@@ -43,7 +43,9 @@ impl TransformerBlock {
     ) -> Result<(Tensor, Option<Tensor>)> {
         match self.placement {
             NormPlacement::Pre => {
-                let (a, w) = self.attn.forward(&self.norm1.forward(x)?, mask, cache, want_weights, ctx)?;
+                let (a, w) =
+                    self.attn
+                        .forward(&self.norm1.forward(x)?, mask, cache, want_weights, ctx)?;
                 let x = (x + self.dropout.forward(&a, ctx)?)?;
                 let m = self.mlp.forward(&self.norm2.forward(&x)?)?;
                 Ok(((&x + self.dropout.forward(&m, ctx)?)?, w))
@@ -52,7 +54,11 @@ impl TransformerBlock {
                 let (a, w) = self.attn.forward(x, mask, cache, want_weights, ctx)?;
                 let x = self.norm1.forward(&(x + self.dropout.forward(&a, ctx)?)?)?;
                 let m = self.mlp.forward(&x)?;
-                Ok((self.norm2.forward(&(&x + self.dropout.forward(&m, ctx)?)?)?, w))
+                Ok((
+                    self.norm2
+                        .forward(&(&x + self.dropout.forward(&m, ctx)?)?)?,
+                    w,
+                ))
             }
         }
     }

@@ -18,7 +18,15 @@ impl Dropout {
             return Ok(x.clone());
         }
         let keep = 1.0 / (1.0 - self.p);
-        let mask: Vec<f32> = (0..x.elem_count()).map(|_| if ctx.rng.uniform() < self.p { 0.0 } else { keep }).collect();
+        let mask: Vec<f32> = (0..x.elem_count())
+            .map(|_| {
+                if ctx.rng.uniform() < self.p {
+                    0.0
+                } else {
+                    keep
+                }
+            })
+            .collect();
         x * Tensor::from_vec(mask, x.shape(), x.device())?
     }
 }

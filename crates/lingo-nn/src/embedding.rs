@@ -9,7 +9,9 @@ pub struct Embedding {
 
 impl Embedding {
     pub fn new(p: &ParamPath, rows: usize, dim: usize, init: Init) -> Result<Self> {
-        Ok(Embedding { weight: p.get("weight", &[rows, dim], init)? })
+        Ok(Embedding {
+            weight: p.get("weight", &[rows, dim], init)?,
+        })
     }
 
     /// `ids` of any shape → `[ids..., dim]`.

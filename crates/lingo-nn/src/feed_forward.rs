@@ -1,5 +1,5 @@
 use crate::linear::Linear;
-use crate::params::{Init, ParamPath};
+use crate::params::{ParamPath, SublayerInit};
 use candle_core::{Result, Tensor};
 use lingo_kernels::GeluForm;
 use serde::{Deserialize, Serialize};
@@ -42,17 +42,17 @@ impl FeedForward {
         d_ff: usize,
         activation: Activation,
         bias: bool,
-        init: Init,
-        down_init: Init,
+        init: SublayerInit,
     ) -> Result<Self> {
         Ok(FeedForward {
-            up: Linear::new(&p.sub(names.0), d_model, d_ff, bias, init)?,
-            down: Linear::new(&p.sub(names.1), d_ff, d_model, bias, down_init)?,
+            up: Linear::new(&p.sub(names.0), d_model, d_ff, bias, init.input)?,
+            down: Linear::new(&p.sub(names.1), d_ff, d_model, bias, init.output)?,
             activation,
         })
     }
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        self.down.forward(&self.activation.apply(&self.up.forward(x)?)?)
+        self.down
+            .forward(&self.activation.apply(&self.up.forward(x)?)?)
     }
 }

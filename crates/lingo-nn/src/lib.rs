@@ -21,7 +21,7 @@ pub use embedding::Embedding;
 pub use feed_forward::{Activation, FeedForward};
 pub use linear::Linear;
 pub use norm::{LayerNorm, RmsNorm};
-pub use params::{Init, ParamPath, ParamStore};
+pub use params::{Init, ParamPath, ParamStore, SublayerInit};
 pub use position::{sinusoidal_table, PositionalEncoding};
 pub use rng::{LingoRng, RngState};
 
@@ -33,7 +33,10 @@ pub struct Ctx {
 
 impl Ctx {
     pub fn eval() -> Self {
-        Ctx { train: false, rng: LingoRng::new(0) }
+        Ctx {
+            train: false,
+            rng: LingoRng::new(0),
+        }
     }
     pub fn train(rng: LingoRng) -> Self {
         Ctx { train: true, rng }

@@ -10,9 +10,19 @@ pub struct Linear {
 
 impl Linear {
     /// Weight drawn from `init`, bias (if any) zero.
-    pub fn new(p: &ParamPath, in_dim: usize, out_dim: usize, bias: bool, init: Init) -> Result<Self> {
+    pub fn new(
+        p: &ParamPath,
+        in_dim: usize,
+        out_dim: usize,
+        bias: bool,
+        init: Init,
+    ) -> Result<Self> {
         let weight = p.get("weight", &[out_dim, in_dim], init)?;
-        let bias = if bias { Some(p.get("bias", &[out_dim], Init::Zeros)?) } else { None };
+        let bias = if bias {
+            Some(p.get("bias", &[out_dim], Init::Zeros)?)
+        } else {
+            None
+        };
         Ok(Linear { weight, bias })
     }
 

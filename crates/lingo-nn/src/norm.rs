@@ -12,7 +12,11 @@ pub struct LayerNorm {
 impl LayerNorm {
     pub fn new(p: &ParamPath, dim: usize, bias: bool, eps: f64) -> Result<Self> {
         let weight = p.get("weight", &[dim], Init::Ones)?;
-        let bias = if bias { Some(p.get("bias", &[dim], Init::Zeros)?) } else { None };
+        let bias = if bias {
+            Some(p.get("bias", &[dim], Init::Zeros)?)
+        } else {
+            None
+        };
         Ok(LayerNorm { weight, bias, eps })
     }
 
@@ -30,7 +34,10 @@ pub struct RmsNorm {
 
 impl RmsNorm {
     pub fn new(p: &ParamPath, dim: usize, eps: f64) -> Result<Self> {
-        Ok(RmsNorm { weight: p.get("weight", &[dim], Init::Ones)?, eps })
+        Ok(RmsNorm {
+            weight: p.get("weight", &[dim], Init::Ones)?,
+            eps,
+        })
     }
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {

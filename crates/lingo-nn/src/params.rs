@@ -23,6 +23,23 @@ pub enum Init {
     Uniform(f32),
 }
 
+/// Initialisers of a sub-layer: `input` for projections out of the residual stream, `output` for the
+/// projection that writes back into it (GPT-2 scales the latter down by `1/√(2·layers)`).
+#[derive(Clone, Copy, Debug)]
+pub struct SublayerInit {
+    pub input: Init,
+    pub output: Init,
+}
+
+impl SublayerInit {
+    pub fn uniform(init: Init) -> Self {
+        SublayerInit {
+            input: init,
+            output: init,
+        }
+    }
+}
+
 struct Inner {
     params: Vec<(String, Var)>,
     by_name: HashMap<String, usize>,
@@ -39,8 +56,15 @@ pub struct ParamStore {
 impl ParamStore {
     /// An empty store whose initialisers draw from a stream seeded with `seed`.
     pub fn new(seed: u64, device: &Device) -> Self {
-        let inner = Inner { params: Vec::new(), by_name: HashMap::new(), rng: LingoRng::new(seed), device: device.clone() };
-        ParamStore { inner: Arc::new(Mutex::new(inner)) }
+        let inner = Inner {
+            params: Vec::new(),
+            by_name: HashMap::new(),
+            rng: LingoRng::new(seed),
+            device: device.clone(),
+        };
+        ParamStore {
+            inner: Arc::new(Mutex::new(inner)),
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -48,7 +72,10 @@ impl ParamStore {
     }
 
     pub fn root(&self) -> ParamPath {
-        ParamPath { store: self.clone(), prefix: String::new() }
+        ParamPath {
+            store: self.clone(),
+            prefix: String::new(),
+        }
     }
 
     pub fn device(&self) -> Device {
@@ -75,7 +102,10 @@ impl ParamStore {
         if let Some(&i) = inner.by_name.get(name) {
             let existing = &inner.params[i].1;
             if existing.dims() != shape {
-                bail!("parameter {name} exists with shape {:?}, asked for {shape:?}", existing.dims());
+                bail!(
+                    "parameter {name} exists with shape {:?}, asked for {shape:?}",
+                    existing.dims()
+                );
             }
             return Ok(existing.as_tensor().clone());
         }
@@ -84,7 +114,9 @@ impl ParamStore {
             Init::Zeros => vec![0.0; n],
             Init::Ones => vec![1.0; n],
             Init::Normal(std) => (0..n).map(|_| inner.rng.normal() * std).collect(),
-            Init::Uniform(a) => (0..n).map(|_| (inner.rng.uniform() * 2.0 - 1.0) * a).collect(),
+            Init::Uniform(a) => (0..n)
+                .map(|_| (inner.rng.uniform() * 2.0 - 1.0) * a)
+                .collect(),
         };
         let var = Var::from_tensor(&Tensor::from_vec(data, shape, &inner.device)?)?;
         let index = inner.params.len();
@@ -96,14 +128,18 @@ impl ParamStore {
     /// Every parameter as a safetensors file (plus string metadata), ready to write.
     pub fn to_safetensors(&self, metadata: Option<HashMap<String, String>>) -> Result<Vec<u8>> {
         let named = self.named();
-        let tensors: Vec<(String, Tensor)> = named.iter().map(|(n, v)| (n.clone(), v.as_tensor().clone())).collect();
+        let tensors: Vec<(String, Tensor)> = named
+            .iter()
+            .map(|(n, v)| (n.clone(), v.as_tensor().clone()))
+            .collect();
         tensors_to_safetensors(&tensors, metadata)
     }
 
     /// Writes every parameter to `path` atomically.
     pub fn save(&self, path: &Path) -> Result<()> {
         let bytes = self.to_safetensors(None)?;
-        write_atomic(path, &bytes).map_err(|e| candle_core::Error::Msg(format!("writing {}: {e}", path.display())))
+        write_atomic(path, &bytes)
+            .map_err(|e| candle_core::Error::Msg(format!("writing {}: {e}", path.display())))
     }
 
     /// Loads every parameter from the safetensors file at `path`. Each parameter must be present with
@@ -116,9 +152,15 @@ impl ParamStore {
     /// Sets every parameter from `tensors` (by name). `source` names where they came from, for errors.
     pub fn load_from(&self, tensors: &HashMap<String, Tensor>, source: &str) -> Result<()> {
         for (name, var) in self.named() {
-            let Some(t) = tensors.get(&name) else { bail!("{source}: tensor {name} is missing") };
+            let Some(t) = tensors.get(&name) else {
+                bail!("{source}: tensor {name} is missing")
+            };
             if t.dims() != var.dims() {
-                bail!("{source}: tensor {name} has shape {:?}, the model expects {:?}", t.dims(), var.dims());
+                bail!(
+                    "{source}: tensor {name} has shape {:?}, the model expects {:?}",
+                    t.dims(),
+                    var.dims()
+                );
             }
             var.set(&t.to_dtype(DType::F32)?)?;
         }
@@ -127,24 +169,38 @@ impl ParamStore {
 }
 
 /// Serialises named tensors (f32) to safetensors bytes.
-pub fn tensors_to_safetensors(tensors: &[(String, Tensor)], metadata: Option<HashMap<String, String>>) -> Result<Vec<u8>> {
+pub fn tensors_to_safetensors(
+    tensors: &[(String, Tensor)],
+    metadata: Option<HashMap<String, String>>,
+) -> Result<Vec<u8>> {
     // A BTreeMap keeps the file's layout independent of hash order.
     let map: BTreeMap<&str, &Tensor> = tensors.iter().map(|(n, t)| (n.as_str(), t)).collect();
-    safetensors::serialize(map, metadata).map_err(|e| candle_core::Error::Msg(format!("serialising safetensors: {e}")))
+    safetensors::serialize(map, metadata)
+        .map_err(|e| candle_core::Error::Msg(format!("serialising safetensors: {e}")))
 }
 
 /// Reads a safetensors file, with errors that name it (missing, truncated, malformed).
 pub fn read_safetensors(path: &Path, device: &Device) -> Result<HashMap<String, Tensor>> {
-    let bytes = std::fs::read(path).map_err(|e| candle_core::Error::Msg(format!("reading {}: {e}", path.display())))?;
-    candle_core::safetensors::load_buffer(&bytes, device)
-        .map_err(|e| candle_core::Error::Msg(format!("{}: not a valid safetensors file ({e})", path.display())))
+    let bytes = std::fs::read(path)
+        .map_err(|e| candle_core::Error::Msg(format!("reading {}: {e}", path.display())))?;
+    candle_core::safetensors::load_buffer(&bytes, device).map_err(|e| {
+        candle_core::Error::Msg(format!(
+            "{}: not a valid safetensors file ({e})",
+            path.display()
+        ))
+    })
 }
 
 /// Reads the string metadata of a safetensors file.
 pub fn read_safetensors_metadata(path: &Path) -> Result<HashMap<String, String>> {
-    let bytes = std::fs::read(path).map_err(|e| candle_core::Error::Msg(format!("reading {}: {e}", path.display())))?;
-    let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes)
-        .map_err(|e| candle_core::Error::Msg(format!("{}: not a valid safetensors file ({e})", path.display())))?;
+    let bytes = std::fs::read(path)
+        .map_err(|e| candle_core::Error::Msg(format!("reading {}: {e}", path.display())))?;
+    let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).map_err(|e| {
+        candle_core::Error::Msg(format!(
+            "{}: not a valid safetensors file ({e})",
+            path.display()
+        ))
+    })?;
     Ok(meta.metadata().clone().unwrap_or_default())
 }
 
@@ -158,8 +214,15 @@ pub struct ParamPath {
 impl ParamPath {
     /// The path one level down, `prefix.name`.
     pub fn sub(&self, name: impl std::fmt::Display) -> ParamPath {
-        let prefix = if self.prefix.is_empty() { name.to_string() } else { format!("{}.{name}", self.prefix) };
-        ParamPath { store: self.store.clone(), prefix }
+        let prefix = if self.prefix.is_empty() {
+            name.to_string()
+        } else {
+            format!("{}.{name}", self.prefix)
+        };
+        ParamPath {
+            store: self.store.clone(),
+            prefix,
+        }
     }
 
     /// The parameter `prefix.name`, created with `init` the first time it is asked for.
@@ -184,12 +247,22 @@ mod tests {
     fn same_seed_same_weights_and_sharing_by_name() -> Result<()> {
         let a = ParamStore::new(3, &Device::Cpu);
         let b = ParamStore::new(3, &Device::Cpu);
-        let wa = a.root().sub("layer").get("w", &[4, 4], Init::Normal(0.02))?;
-        let wb = b.root().sub("layer").get("w", &[4, 4], Init::Normal(0.02))?;
+        let wa = a
+            .root()
+            .sub("layer")
+            .get("w", &[4, 4], Init::Normal(0.02))?;
+        let wb = b
+            .root()
+            .sub("layer")
+            .get("w", &[4, 4], Init::Normal(0.02))?;
         assert_eq!(wa.to_vec2::<f32>()?, wb.to_vec2::<f32>()?);
         let again = a.root().sub("layer").get("w", &[4, 4], Init::Zeros)?;
         assert_eq!(again.id(), wa.id());
-        assert!(a.root().sub("layer").get("w", &[2, 8], Init::Zeros).is_err());
+        assert!(a
+            .root()
+            .sub("layer")
+            .get("w", &[2, 8], Init::Zeros)
+            .is_err());
         assert_eq!(a.named()[0].0, "layer.w");
         Ok(())
     }
@@ -204,7 +277,10 @@ mod tests {
         let b = ParamStore::new(2, &Device::Cpu);
         b.root().get("x", &[3], Init::Zeros)?;
         b.load(&path)?;
-        assert_eq!(a.get("x").unwrap().to_vec1::<f32>()?, b.get("x").unwrap().to_vec1::<f32>()?);
+        assert_eq!(
+            a.get("x").unwrap().to_vec1::<f32>()?,
+            b.get("x").unwrap().to_vec1::<f32>()?
+        );
 
         let c = ParamStore::new(2, &Device::Cpu);
         c.root().get("x", &[4], Init::Zeros)?;
@@ -212,7 +288,11 @@ mod tests {
         assert!(err.contains("tensor x has shape [3]"), "{err}");
         let d = ParamStore::new(2, &Device::Cpu);
         d.root().get("y", &[3], Init::Zeros)?;
-        assert!(d.load(&path).unwrap_err().to_string().contains("tensor y is missing"));
+        assert!(d
+            .load(&path)
+            .unwrap_err()
+            .to_string()
+            .contains("tensor y is missing"));
 
         let bytes = std::fs::read(&path).unwrap();
         std::fs::write(&path, &bytes[..bytes.len() - 5]).unwrap();

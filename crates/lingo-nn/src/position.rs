@@ -26,11 +26,15 @@ pub fn sinusoidal_table(max_len: usize, d: usize, device: &Device) -> Result<Ten
 
 impl PositionalEncoding {
     pub fn learned(p: &ParamPath, max_len: usize, d: usize, init: Init) -> Result<Self> {
-        Ok(PositionalEncoding::Learned(Embedding::new(p, max_len, d, init)?))
+        Ok(PositionalEncoding::Learned(Embedding::new(
+            p, max_len, d, init,
+        )?))
     }
 
     pub fn sinusoidal(max_len: usize, d: usize, device: &Device) -> Result<Self> {
-        Ok(PositionalEncoding::Sinusoidal(sinusoidal_table(max_len, d, device)?))
+        Ok(PositionalEncoding::Sinusoidal(sinusoidal_table(
+            max_len, d, device,
+        )?))
     }
 
     pub fn max_len(&self) -> usize {
@@ -43,7 +47,11 @@ impl PositionalEncoding {
     /// The encodings of positions `offset..offset + len`, `[len, d]`.
     pub fn forward(&self, offset: usize, len: usize) -> Result<Tensor> {
         if offset + len > self.max_len() {
-            bail!("sequence of {} positions exceeds the model's context of {}", offset + len, self.max_len());
+            bail!(
+                "sequence of {} positions exceeds the model's context of {}",
+                offset + len,
+                self.max_len()
+            );
         }
         match self {
             PositionalEncoding::Learned(e) => e.weight.narrow(0, offset, len),

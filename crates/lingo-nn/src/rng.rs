@@ -22,7 +22,10 @@ pub struct RngState {
 
 impl LingoRng {
     pub fn new(seed: u64) -> Self {
-        LingoRng { seed, inner: ChaCha8Rng::seed_from_u64(seed) }
+        LingoRng {
+            seed,
+            inner: ChaCha8Rng::seed_from_u64(seed),
+        }
     }
 
     /// An independent stream derived from this one's seed (e.g. one for init, one for data).
@@ -31,11 +34,17 @@ impl LingoRng {
     }
 
     pub fn state(&self) -> RngState {
-        RngState { seed: self.seed, word_pos: self.inner.get_word_pos().to_string() }
+        RngState {
+            seed: self.seed,
+            word_pos: self.inner.get_word_pos().to_string(),
+        }
     }
 
     pub fn from_state(state: &RngState) -> Result<Self, String> {
-        let pos: u128 = state.word_pos.parse().map_err(|_| format!("bad RNG position {:?}", state.word_pos))?;
+        let pos: u128 = state
+            .word_pos
+            .parse()
+            .map_err(|_| format!("bad RNG position {:?}", state.word_pos))?;
         let mut rng = LingoRng::new(state.seed);
         rng.inner.set_word_pos(pos);
         Ok(rng)

@@ -29,7 +29,13 @@ pub struct LmRecipe {
 impl Default for LmRecipe {
     fn default() -> Self {
         LmRecipe {
-            model: GptConfig { context_length: 64, d_model: 128, n_heads: 4, n_layers: 4, ..Default::default() },
+            model: GptConfig {
+                context_length: 64,
+                d_model: 128,
+                n_heads: 4,
+                n_layers: 4,
+                ..Default::default()
+            },
             tokenizer: TokenizerKind::Char,
             train: TrainConfig::default(),
             validation_fraction: 0.1,
@@ -56,24 +62,48 @@ pub struct LmTask {
 impl LmTask {
     /// Tokenises `text` (training a tokenizer on it unless one is given), splits it, and builds a
     /// freshly initialised model.
-    pub fn new(mut recipe: LmRecipe, text: &str, tokenizer: Option<Tokenizer>) -> anyhow::Result<Self> {
+    pub fn new(
+        mut recipe: LmRecipe,
+        text: &str,
+        tokenizer: Option<Tokenizer>,
+    ) -> anyhow::Result<Self> {
         let tokenizer = match tokenizer {
             Some(t) => t,
             None => Tokenizer::train(recipe.tokenizer, text)?,
         };
         recipe.model.vocab_size = tokenizer.vocab_size();
-        recipe.model.validate().map_err(|e| anyhow::anyhow!("model config: {e}"))?;
-        recipe.train.validate().map_err(|e| anyhow::anyhow!("training config: {e}"))?;
+        recipe
+            .model
+            .validate()
+            .map_err(|e| anyhow::anyhow!("model config: {e}"))?;
+        recipe
+            .train
+            .validate()
+            .map_err(|e| anyhow::anyhow!("training config: {e}"))?;
         let data = TextDataset::new(text, &tokenizer, recipe.validation_fraction)?;
         data.check_context(recipe.model.context_length)?;
         let params = ParamStore::new(recipe.train.seed, &Device::Cpu);
         let model = Gpt::new(recipe.model.clone(), &params.root())?;
-        Ok(LmTask { recipe, tokenizer, data, model, params })
+        Ok(LmTask {
+            recipe,
+            tokenizer,
+            data,
+            model,
+            params,
+        })
     }
 
-    fn batch(&self, x: Vec<u32>, y: Vec<u32>, rows: usize) -> candle_core::Result<(Tensor, Tensor)> {
+    fn batch(
+        &self,
+        x: Vec<u32>,
+        y: Vec<u32>,
+        rows: usize,
+    ) -> candle_core::Result<(Tensor, Tensor)> {
         let t = self.recipe.model.context_length;
-        Ok((Tensor::from_vec(x, (rows, t), &Device::Cpu)?, Tensor::from_vec(y, (rows, t), &Device::Cpu)?))
+        Ok((
+            Tensor::from_vec(x, (rows, t), &Device::Cpu)?,
+            Tensor::from_vec(y, (rows, t), &Device::Cpu)?,
+        ))
     }
 }
 
@@ -82,9 +112,15 @@ impl TrainTask for LmTask {
         &self.params
     }
 
-    fn train_loss(&mut self, batch_size: usize, ctx: &mut Ctx) -> candle_core::Result<(Tensor, usize)> {
+    fn train_loss(
+        &mut self,
+        batch_size: usize,
+        ctx: &mut Ctx,
+    ) -> candle_core::Result<(Tensor, usize)> {
         let t = self.recipe.model.context_length;
-        let (x, y) = self.data.random_batch(Split::Train, batch_size, t, &mut ctx.rng);
+        let (x, y) = self
+            .data
+            .random_batch(Split::Train, batch_size, t, &mut ctx.rng);
         let (x, y) = self.batch(x, y, batch_size)?;
         Ok((self.model.loss(&x, &y, ctx)?, batch_size * t))
     }
@@ -93,12 +129,19 @@ impl TrainTask for LmTask {
         let t = self.recipe.model.context_length;
         let starts = self.data.window_starts(Split::Validation, t);
         let batches = starts.chunks(batch_size);
-        let take = if max_batches == 0 { usize::MAX } else { max_batches };
+        let take = if max_batches == 0 {
+            usize::MAX
+        } else {
+            max_batches
+        };
         let (mut total, mut count) = (0.0, 0usize);
         for chunk in batches.take(take) {
             let (x, y) = self.data.windows(Split::Validation, chunk, t);
             let (x, y) = self.batch(x, y, chunk.len())?;
-            let loss = self.model.loss(&x, &y, &mut Ctx::eval())?.to_scalar::<f32>()? as f64;
+            let loss = self
+                .model
+                .loss(&x, &y, &mut Ctx::eval())?
+                .to_scalar::<f32>()? as f64;
             total += loss * chunk.len() as f64;
             count += chunk.len();
         }
@@ -112,7 +155,10 @@ impl TrainTask for LmTask {
     fn save_artifacts(&self, dir: &Path) -> anyhow::Result<()> {
         let config = serde_json::to_string_pretty(&ModelConfig::Gpt(self.recipe.model.clone()))?;
         lingo_nn::io::write_atomic(&dir.join("config.json"), config.as_bytes())?;
-        lingo_nn::io::write_atomic(&dir.join("recipe.json"), serde_json::to_string_pretty(&self.recipe)?.as_bytes())?;
+        lingo_nn::io::write_atomic(
+            &dir.join("recipe.json"),
+            serde_json::to_string_pretty(&self.recipe)?.as_bytes(),
+        )?;
         self.tokenizer.save(&dir.join("tokenizer.json"))?;
         Ok(())
     }
@@ -130,7 +176,9 @@ impl LanguageModel {
             bail!("{}: no such model folder", dir.display());
         }
         let ModelConfig::Gpt(config) = read_json::<ModelConfig>(&dir.join("config.json"))?;
-        config.validate().map_err(|e| anyhow::anyhow!("{}: {e}", dir.join("config.json").display()))?;
+        config
+            .validate()
+            .map_err(|e| anyhow::anyhow!("{}: {e}", dir.join("config.json").display()))?;
         let tokenizer = Tokenizer::load(&dir.join("tokenizer.json"))?;
         if tokenizer.vocab_size() != config.vocab_size {
             bail!(
@@ -142,7 +190,9 @@ impl LanguageModel {
         }
         let params = ParamStore::new(0, &Device::Cpu);
         let model = Gpt::new(config, &params.root())?;
-        params.load(&dir.join("model.safetensors")).context("loading the model weights")?;
+        params
+            .load(&dir.join("model.safetensors"))
+            .context("loading the model weights")?;
         Ok(LanguageModel { model, tokenizer })
     }
 
@@ -166,7 +216,11 @@ impl LanguageModel {
             // Decode everything so far and show the new suffix: a byte-level token may complete a
             // character only together with the next one.
             match self.tokenizer.decode(&generated) {
-                Ok(text) if text.len() > shown && text.is_char_boundary(shown) && !text.ends_with('\u{FFFD}') => {
+                Ok(text)
+                    if text.len() > shown
+                        && text.is_char_boundary(shown)
+                        && !text.ends_with('\u{FFFD}') =>
+                {
                     on_text(&text[shown..]);
                     shown = text.len();
                 }
@@ -189,14 +243,30 @@ mod tests {
 
     fn recipe(steps: usize) -> LmRecipe {
         LmRecipe {
-            model: GptConfig { context_length: 16, d_model: 32, n_heads: 2, n_layers: 2, dropout: 0.1, ..Default::default() },
+            model: GptConfig {
+                context_length: 16,
+                d_model: 32,
+                n_heads: 2,
+                n_layers: 2,
+                dropout: 0.1,
+                ..Default::default()
+            },
             tokenizer: TokenizerKind::Char,
             train: TrainConfig {
                 steps,
                 batch_size: 4,
                 grad_accum: 2,
-                optimizer: OptimizerConfig::AdamW(AdamWConfig { lr: 3e-3, weight_decay: 0.1, ..Default::default() }),
-                schedule: Schedule { kind: ScheduleKind::Cosine, warmup_steps: 2, min_lr: 1e-4, decay_steps: 0 },
+                optimizer: OptimizerConfig::AdamW(AdamWConfig {
+                    lr: 3e-3,
+                    weight_decay: 0.1,
+                    ..Default::default()
+                }),
+                schedule: Schedule {
+                    kind: ScheduleKind::Cosine,
+                    warmup_steps: 2,
+                    min_lr: 1e-4,
+                    decay_steps: 0,
+                },
                 eval_every: 3,
                 eval_batches: 2,
                 checkpoint_every: 100,
@@ -248,11 +318,17 @@ mod tests {
         assert_eq!(resumed.steps, 8);
 
         assert_eq!(losses(&a), losses(&b));
-        assert_eq!(std::fs::read(a.join("model.safetensors"))?, std::fs::read(b.join("model.safetensors"))?);
+        assert_eq!(
+            std::fs::read(a.join("model.safetensors"))?,
+            std::fs::read(b.join("model.safetensors"))?
+        );
 
         // The folder loads for generation, and sampling is reproducible by seed.
         let lm = LanguageModel::load(&b)?;
-        let cfg = SamplingConfig { max_new_tokens: 20, ..Default::default() };
+        let cfg = SamplingConfig {
+            max_new_tokens: 20,
+            ..Default::default()
+        };
         let one = lm.generate("the ", &cfg, &mut LingoRng::new(5), |_| {})?;
         let two = lm.generate("the ", &cfg, &mut LingoRng::new(5), |_| {})?;
         assert_eq!(one, two);
@@ -301,12 +377,18 @@ mod tests {
 
     #[test]
     fn short_corpus_and_bad_recipe_are_clear_errors() {
-        let err = LmTask::new(recipe(1), "tiny text", None).err().unwrap().to_string();
+        let err = LmTask::new(recipe(1), "tiny text", None)
+            .err()
+            .unwrap()
+            .to_string();
         assert!(err.contains("fewer than the context length"), "{err}");
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("recipe.json");
         std::fs::write(&path, r#"{"model": {"d_model": 64, "n_head": 4}}"#).unwrap();
         let err = LmRecipe::load(&path).unwrap_err().to_string();
-        assert!(err.contains("recipe.json") && err.contains("unknown field `n_head`"), "{err}");
+        assert!(
+            err.contains("recipe.json") && err.contains("unknown field `n_head`"),
+            "{err}"
+        );
     }
 }

@@ -32,7 +32,12 @@ pub struct CheckpointMeta {
 }
 
 impl CheckpointMeta {
-    pub fn new(step: usize, rng: RngState, train_config: serde_json::Value, task: serde_json::Value) -> Self {
+    pub fn new(
+        step: usize,
+        rng: RngState,
+        train_config: serde_json::Value,
+        task: serde_json::Value,
+    ) -> Self {
         CheckpointMeta {
             format: FORMAT,
             step,
@@ -48,38 +53,69 @@ impl CheckpointMeta {
 }
 
 /// Writes the checkpoint atomically.
-pub fn save(path: &Path, params: &ParamStore, optimizer: &Optimizer, meta: &CheckpointMeta) -> anyhow::Result<()> {
-    let (optim_tensors, steps) = optimizer.state()?;
+pub fn save(
+    path: &Path,
+    params: &ParamStore,
+    optimizer: &Optimizer,
+    meta: &CheckpointMeta,
+) -> anyhow::Result<()> {
+    let state = optimizer.state()?;
     let mut meta = meta.clone();
-    meta.optimizer_steps = steps;
-    let mut tensors: Vec<(String, Tensor)> =
-        params.named().into_iter().map(|(n, v)| (format!("model.{n}"), v.as_tensor().clone())).collect();
-    tensors.extend(optim_tensors.into_iter().map(|(n, t)| (format!("optim.{n}"), t)));
+    meta.optimizer_steps = state.steps;
+    let mut tensors: Vec<(String, Tensor)> = params
+        .named()
+        .into_iter()
+        .map(|(n, v)| (format!("model.{n}"), v.as_tensor().clone()))
+        .collect();
+    tensors.extend(
+        state
+            .tensors
+            .into_iter()
+            .map(|(n, t)| (format!("optim.{n}"), t)),
+    );
     let metadata = HashMap::from([(META_KEY.to_string(), serde_json::to_string(&meta)?)]);
     let bytes = tensors_to_safetensors(&tensors, Some(metadata))?;
-    lingo_nn::io::write_atomic(path, &bytes).map_err(|e| anyhow::anyhow!("writing checkpoint {}: {e}", path.display()))
+    lingo_nn::io::write_atomic(path, &bytes)
+        .map_err(|e| anyhow::anyhow!("writing checkpoint {}: {e}", path.display()))
 }
 
 /// Reads only the metadata of a checkpoint.
 pub fn read_meta(path: &Path) -> anyhow::Result<CheckpointMeta> {
     let meta = read_safetensors_metadata(path)?;
-    let text = meta.get(META_KEY).ok_or_else(|| anyhow::anyhow!("{}: not a Lingo checkpoint (no `{META_KEY}` metadata)", path.display()))?;
-    let meta: CheckpointMeta =
-        serde_json::from_str(text).map_err(|e| anyhow::anyhow!("{}: malformed checkpoint metadata ({e})", path.display()))?;
+    let text = meta.get(META_KEY).ok_or_else(|| {
+        anyhow::anyhow!(
+            "{}: not a Lingo checkpoint (no `{META_KEY}` metadata)",
+            path.display()
+        )
+    })?;
+    let meta: CheckpointMeta = serde_json::from_str(text)
+        .map_err(|e| anyhow::anyhow!("{}: malformed checkpoint metadata ({e})", path.display()))?;
     if meta.format != FORMAT {
-        anyhow::bail!("{}: checkpoint format {} is not supported (expected {FORMAT})", path.display(), meta.format);
+        anyhow::bail!(
+            "{}: checkpoint format {} is not supported (expected {FORMAT})",
+            path.display(),
+            meta.format
+        );
     }
     Ok(meta)
 }
 
 /// Restores weights and optimizer state from a checkpoint and returns its metadata.
-pub fn load(path: &Path, params: &ParamStore, optimizer: &mut Optimizer) -> anyhow::Result<CheckpointMeta> {
+pub fn load(
+    path: &Path,
+    params: &ParamStore,
+    optimizer: &mut Optimizer,
+) -> anyhow::Result<CheckpointMeta> {
     let meta = read_meta(path)?;
     let tensors = read_safetensors(path, &Device::Cpu)?;
     let source = path.display().to_string();
-    let (model, optim): (HashMap<_, _>, HashMap<_, _>) = tensors.into_iter().partition(|(k, _)| k.starts_with("model."));
+    let (model, optim): (HashMap<_, _>, HashMap<_, _>) = tensors
+        .into_iter()
+        .partition(|(k, _)| k.starts_with("model."));
     let strip = |m: HashMap<String, Tensor>, prefix: &str| -> HashMap<String, Tensor> {
-        m.into_iter().filter_map(|(k, v)| k.strip_prefix(prefix).map(|k| (k.to_string(), v))).collect()
+        m.into_iter()
+            .filter_map(|(k, v)| k.strip_prefix(prefix).map(|k| (k.to_string(), v)))
+            .collect()
     };
     params.load_from(&strip(model, "model."), &source)?;
     optimizer.load_state(&strip(optim, "optim."), &meta.optimizer_steps, &source)?;

@@ -11,7 +11,12 @@ pub struct Gradients {
 
 impl Gradients {
     pub fn from_store(params: &[(String, Var)], store: &GradStore) -> Self {
-        Gradients { grads: params.iter().map(|(_, v)| store.get(v.as_tensor()).cloned()).collect() }
+        Gradients {
+            grads: params
+                .iter()
+                .map(|(_, v)| store.get(v.as_tensor()).cloned())
+                .collect(),
+        }
     }
 
     /// Adds another micro-batch's gradients.

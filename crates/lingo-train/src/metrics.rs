@@ -33,9 +33,18 @@ impl MetricsLog {
     pub fn open(path: &Path, resume_step: Option<usize>) -> anyhow::Result<Self> {
         let mut records = Vec::new();
         if let (Some(step), Ok(text)) = (resume_step, std::fs::read_to_string(path)) {
-            for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
-                let r: Record = serde_json::from_str(line)
-                    .map_err(|e| anyhow::anyhow!("{}:{}: malformed metrics record ({e})", path.display(), i + 1))?;
+            for (i, line) in text
+                .lines()
+                .enumerate()
+                .filter(|(_, l)| !l.trim().is_empty())
+            {
+                let r: Record = serde_json::from_str(line).map_err(|e| {
+                    anyhow::anyhow!(
+                        "{}:{}: malformed metrics record ({e})",
+                        path.display(),
+                        i + 1
+                    )
+                })?;
                 if r.step <= step {
                     records.push(r);
                 }
@@ -47,11 +56,17 @@ impl MetricsLog {
             text.push('\n');
         }
         lingo_nn::io::write_atomic(path, text.as_bytes())?;
-        Ok(MetricsLog { path: path.into(), records })
+        Ok(MetricsLog {
+            path: path.into(),
+            records,
+        })
     }
 
     pub fn append(&mut self, record: Record) -> anyhow::Result<()> {
-        let mut f = std::fs::OpenOptions::new().append(true).create(true).open(&self.path)?;
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(&self.path)?;
         writeln!(f, "{}", serde_json::to_string(&record)?)?;
         self.records.push(record);
         Ok(())
@@ -67,10 +82,20 @@ static FONT: std::sync::Once = std::sync::Once::new();
 /// Draws training loss (light: per step; dark: moving average) and validation loss against steps.
 pub fn plot_losses(records: &[Record], path: &Path, title: &str) -> anyhow::Result<()> {
     FONT.call_once(|| {
-        let _ = plotters::style::register_font("sans-serif", FontStyle::Normal, include_bytes!("../assets/DejaVuSans.ttf"));
+        let _ = plotters::style::register_font(
+            "sans-serif",
+            FontStyle::Normal,
+            include_bytes!("../assets/DejaVuSans.ttf"),
+        );
     });
-    let train: Vec<(f64, f64)> = records.iter().filter_map(|r| r.loss.map(|l| (r.step as f64, l))).collect();
-    let val: Vec<(f64, f64)> = records.iter().filter_map(|r| r.val_loss.map(|l| (r.step as f64, l))).collect();
+    let train: Vec<(f64, f64)> = records
+        .iter()
+        .filter_map(|r| r.loss.map(|l| (r.step as f64, l)))
+        .collect();
+    let val: Vec<(f64, f64)> = records
+        .iter()
+        .filter_map(|r| r.val_loss.map(|l| (r.step as f64, l)))
+        .collect();
     if train.is_empty() && val.is_empty() {
         return Ok(());
     }
@@ -86,7 +111,11 @@ pub fn plot_losses(records: &[Record], path: &Path, title: &str) -> anyhow::Resu
         .collect();
     let all = train.iter().chain(&val);
     let max_step = all.clone().map(|p| p.0).fold(1.0, f64::max);
-    let (lo, hi) = all.map(|p| p.1).fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| (a.min(v), b.max(v)));
+    let (lo, hi) = all
+        .map(|p| p.1)
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| {
+            (a.min(v), b.max(v))
+        });
     let pad = ((hi - lo) * 0.05).max(1e-3);
     let tmp = path.with_extension("tmp.png");
     {
@@ -98,7 +127,12 @@ pub fn plot_losses(records: &[Record], path: &Path, title: &str) -> anyhow::Resu
             .x_label_area_size(44)
             .y_label_area_size(64)
             .build_cartesian_2d(0f64..max_step, (lo - pad)..(hi + pad))?;
-        chart.configure_mesh().x_desc("step").y_desc("loss (nats/token)").label_style(("sans-serif", 14)).draw()?;
+        chart
+            .configure_mesh()
+            .x_desc("step")
+            .y_desc("loss (nats/token)")
+            .label_style(("sans-serif", 14))
+            .draw()?;
         let light = RGBColor(150, 180, 230);
         if !train.is_empty() {
             chart.draw_series(LineSeries::new(train.iter().copied(), light))?;
@@ -114,7 +148,12 @@ pub fn plot_losses(records: &[Record], path: &Path, title: &str) -> anyhow::Resu
                 .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], RED.stroke_width(2)));
             chart.draw_series(val.iter().map(|&p| Circle::new(p, 3, RED.filled())))?;
         }
-        chart.configure_series_labels().background_style(WHITE.mix(0.8)).border_style(BLACK).label_font(("sans-serif", 14)).draw()?;
+        chart
+            .configure_series_labels()
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .label_font(("sans-serif", 14))
+            .draw()?;
         root.present()?;
     }
     std::fs::rename(&tmp, path)?;
@@ -131,10 +170,17 @@ mod tests {
         let path = dir.path().join("metrics.jsonl");
         let mut log = MetricsLog::open(&path, None)?;
         for step in 1..=5 {
-            log.append(Record { step, loss: Some(1.0 / step as f64), ..Default::default() })?;
+            log.append(Record {
+                step,
+                loss: Some(1.0 / step as f64),
+                ..Default::default()
+            })?;
         }
         let log = MetricsLog::open(&path, Some(3))?;
-        assert_eq!(log.records().iter().map(|r| r.step).collect::<Vec<_>>(), vec![1, 2, 3]);
+        assert_eq!(
+            log.records().iter().map(|r| r.step).collect::<Vec<_>>(),
+            vec![1, 2, 3]
+        );
         assert_eq!(std::fs::read_to_string(&path)?.lines().count(), 3);
         Ok(())
     }
@@ -144,7 +190,12 @@ mod tests {
         let dir = tempfile::tempdir()?;
         let path = dir.path().join("loss.png");
         let records: Vec<Record> = (1..=30)
-            .map(|s| Record { step: s, loss: Some(3.0 / s as f64), val_loss: (s % 10 == 0).then_some(3.2 / s as f64), ..Default::default() })
+            .map(|s| Record {
+                step: s,
+                loss: Some(3.0 / s as f64),
+                val_loss: (s % 10 == 0).then_some(3.2 / s as f64),
+                ..Default::default()
+            })
             .collect();
         plot_losses(&records, &path, "test")?;
         let bytes = std::fs::read(&path)?;

@@ -23,7 +23,13 @@ pub struct AdamWConfig {
 
 impl Default for AdamWConfig {
     fn default() -> Self {
-        AdamWConfig { lr: 1e-3, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.01 }
+        AdamWConfig {
+            lr: 1e-3,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay: 0.01,
+        }
     }
 }
 
@@ -39,7 +45,13 @@ pub struct SgdConfig {
 
 impl Default for SgdConfig {
     fn default() -> Self {
-        SgdConfig { lr: 0.1, momentum: 0.0, dampening: 0.0, nesterov: false, weight_decay: 0.0 }
+        SgdConfig {
+            lr: 0.1,
+            momentum: 0.0,
+            dampening: 0.0,
+            nesterov: false,
+            weight_decay: 0.0,
+        }
     }
 }
 
@@ -112,13 +124,26 @@ struct Slot {
     state: Vec<Vec<f32>>,
 }
 
+/// What a checkpoint keeps of an optimizer.
+pub struct OptimizerState {
+    /// Moments / momentum buffers, named `<optimizer>.<slot>.<parameter>`.
+    pub tensors: Vec<(String, Tensor)>,
+    /// Updates applied to each parameter.
+    pub steps: HashMap<String, u64>,
+}
+
 pub struct Optimizer {
     config: OptimizerConfig,
     slots: Vec<Slot>,
 }
 
 impl Optimizer {
-    pub fn new(config: OptimizerConfig, params: &ParamStore, decay: DecayPolicy, groups: &[ParamGroup]) -> Self {
+    pub fn new(
+        config: OptimizerConfig,
+        params: &ParamStore,
+        decay: DecayPolicy,
+        groups: &[ParamGroup],
+    ) -> Self {
         let slots = params
             .named()
             .into_iter()
@@ -149,12 +174,19 @@ impl Optimizer {
     }
 
     pub fn params(&self) -> Vec<(String, Var)> {
-        self.slots.iter().map(|s| (s.name.clone(), s.var.clone())).collect()
+        self.slots
+            .iter()
+            .map(|s| (s.name.clone(), s.var.clone()))
+            .collect()
     }
 
     /// Names of the parameters that are weight-decayed, for logs and tests.
     pub fn decayed(&self) -> Vec<&str> {
-        self.slots.iter().filter(|s| s.weight_decay > 0.0).map(|s| s.name.as_str()).collect()
+        self.slots
+            .iter()
+            .filter(|s| s.weight_decay > 0.0)
+            .map(|s| s.name.as_str())
+            .collect()
     }
 
     /// Applies one update with learning rate `lr`, gradients multiplied by `grad_scale` first.
@@ -170,7 +202,9 @@ impl Optimizer {
             let param = slot.var.as_tensor();
             match &self.config {
                 OptimizerConfig::AdamW(c) => {
-                    let [m, v] = slot.state.as_mut_slice() else { bail!("adamw state of {} is corrupt", slot.name) };
+                    let [m, v] = slot.state.as_mut_slice() else {
+                        bail!("adamw state of {} is corrupt", slot.name)
+                    };
                     let k = AdamWStep {
                         lr,
                         beta1: c.beta1,
@@ -202,28 +236,42 @@ impl Optimizer {
     }
 
     /// The optimizer's state as named tensors plus per-parameter step counts, for checkpoints.
-    pub fn state(&self) -> Result<(Vec<(String, Tensor)>, HashMap<String, u64>)> {
+    pub fn state(&self) -> Result<OptimizerState> {
         let mut tensors = Vec::new();
         let mut steps = HashMap::new();
         for slot in &self.slots {
             for (i, s) in slot.state.iter().enumerate() {
-                tensors.push((format!("{}.{i}.{}", self.config.name(), slot.name), Tensor::from_slice(s, s.len(), &candle_core::Device::Cpu)?));
+                tensors.push((
+                    format!("{}.{i}.{}", self.config.name(), slot.name),
+                    Tensor::from_slice(s, s.len(), &candle_core::Device::Cpu)?,
+                ));
             }
             steps.insert(slot.name.clone(), slot.steps);
         }
-        Ok((tensors, steps))
+        Ok(OptimizerState { tensors, steps })
     }
 
     /// Restores what [`Optimizer::state`] saved; `source` names the file for errors.
-    pub fn load_state(&mut self, tensors: &HashMap<String, Tensor>, steps: &HashMap<String, u64>, source: &str) -> Result<()> {
+    pub fn load_state(
+        &mut self,
+        tensors: &HashMap<String, Tensor>,
+        steps: &HashMap<String, u64>,
+        source: &str,
+    ) -> Result<()> {
         let kind = self.config.name();
         for slot in &mut self.slots {
             for (i, s) in slot.state.iter_mut().enumerate() {
                 let key = format!("{kind}.{i}.{}", slot.name);
-                let Some(t) = tensors.get(&key) else { bail!("{source}: optimizer state {key} is missing") };
+                let Some(t) = tensors.get(&key) else {
+                    bail!("{source}: optimizer state {key} is missing")
+                };
                 let v = t.flatten_all()?.to_vec1::<f32>()?;
                 if v.len() != s.len() {
-                    bail!("{source}: optimizer state {key} has {} values, expected {}", v.len(), s.len());
+                    bail!(
+                        "{source}: optimizer state {key} has {} values, expected {}",
+                        v.len(),
+                        s.len()
+                    );
                 }
                 *s = v;
             }
@@ -247,10 +295,24 @@ mod tests {
         root.sub("fc").get("bias", &[3], Init::Zeros)?;
         root.sub("ln").get("weight", &[3], Init::Ones)?;
         root.sub("head").get("weight", &[3, 3], Init::Normal(0.1))?;
-        let opt = Optimizer::new(OptimizerConfig::default(), &store, DecayPolicy::Matrices, &[]);
+        let opt = Optimizer::new(
+            OptimizerConfig::default(),
+            &store,
+            DecayPolicy::Matrices,
+            &[],
+        );
         assert_eq!(opt.decayed(), vec!["fc.weight", "head.weight"]);
-        let rule = ParamGroup { pattern: "head".into(), weight_decay: Some(0.0), lr_scale: None };
-        let opt = Optimizer::new(OptimizerConfig::default(), &store, DecayPolicy::Matrices, &[rule]);
+        let rule = ParamGroup {
+            pattern: "head".into(),
+            weight_decay: Some(0.0),
+            lr_scale: None,
+        };
+        let opt = Optimizer::new(
+            OptimizerConfig::default(),
+            &store,
+            DecayPolicy::Matrices,
+            &[rule],
+        );
         assert_eq!(opt.decayed(), vec!["fc.weight"]);
         Ok(())
     }
@@ -260,7 +322,11 @@ mod tests {
         let store = ParamStore::new(0, &Device::Cpu);
         let x = store.root().get("x", &[4], Init::Normal(1.0))?;
         let target = Tensor::new(&[1f32, -2.0, 3.0, 0.5], &Device::Cpu)?;
-        let cfg = OptimizerConfig::AdamW(AdamWConfig { lr: 0.05, weight_decay: 0.0, ..Default::default() });
+        let cfg = OptimizerConfig::AdamW(AdamWConfig {
+            lr: 0.05,
+            weight_decay: 0.0,
+            ..Default::default()
+        });
         let mut opt = Optimizer::new(cfg, &store, DecayPolicy::Matrices, &[]);
         for _ in 0..400 {
             let loss = (&x - &target)?.sqr()?.sum_all()?;

@@ -24,7 +24,12 @@ pub struct Schedule {
 
 impl Default for Schedule {
     fn default() -> Self {
-        Schedule { kind: ScheduleKind::Cosine, warmup_steps: 0, min_lr: 0.0, decay_steps: 0 }
+        Schedule {
+            kind: ScheduleKind::Cosine,
+            warmup_steps: 0,
+            min_lr: 0.0,
+            decay_steps: 0,
+        }
     }
 }
 
@@ -34,12 +39,19 @@ impl Schedule {
         if step < self.warmup_steps {
             return peak * (step + 1) as f32 / self.warmup_steps as f32;
         }
-        let end = if self.decay_steps == 0 { total_steps } else { self.decay_steps };
+        let end = if self.decay_steps == 0 {
+            total_steps
+        } else {
+            self.decay_steps
+        };
         let span = end.saturating_sub(self.warmup_steps).max(1);
         let progress = ((step - self.warmup_steps) as f32 / span as f32).min(1.0);
         match self.kind {
             ScheduleKind::Constant => peak,
-            ScheduleKind::Cosine => self.min_lr + 0.5 * (1.0 + (std::f32::consts::PI * progress).cos()) * (peak - self.min_lr),
+            ScheduleKind::Cosine => {
+                self.min_lr
+                    + 0.5 * (1.0 + (std::f32::consts::PI * progress).cos()) * (peak - self.min_lr)
+            }
             ScheduleKind::Linear => peak - (peak - self.min_lr) * progress,
         }
     }
@@ -51,7 +63,12 @@ mod tests {
 
     #[test]
     fn warmup_then_cosine_reaches_min() {
-        let s = Schedule { kind: ScheduleKind::Cosine, warmup_steps: 10, min_lr: 1e-4, decay_steps: 0 };
+        let s = Schedule {
+            kind: ScheduleKind::Cosine,
+            warmup_steps: 10,
+            min_lr: 1e-4,
+            decay_steps: 0,
+        };
         assert!((s.lr(1e-3, 0, 100) - 1e-4).abs() < 1e-9);
         assert!((s.lr(1e-3, 9, 100) - 1e-3).abs() < 1e-9);
         assert!((s.lr(1e-3, 10, 100) - 1e-3).abs() < 1e-9);
@@ -61,9 +78,18 @@ mod tests {
 
     #[test]
     fn linear_and_constant() {
-        let lin = Schedule { kind: ScheduleKind::Linear, warmup_steps: 0, min_lr: 0.0, decay_steps: 0 };
+        let lin = Schedule {
+            kind: ScheduleKind::Linear,
+            warmup_steps: 0,
+            min_lr: 0.0,
+            decay_steps: 0,
+        };
         assert!((lin.lr(1.0, 50, 100) - 0.5).abs() < 1e-6);
-        let c = Schedule { kind: ScheduleKind::Constant, warmup_steps: 4, ..Default::default() };
+        let c = Schedule {
+            kind: ScheduleKind::Constant,
+            warmup_steps: 4,
+            ..Default::default()
+        };
         assert_eq!(c.lr(2.0, 1, 100), 1.0);
         assert_eq!(c.lr(2.0, 70, 100), 2.0);
     }

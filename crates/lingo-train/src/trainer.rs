@@ -23,7 +23,11 @@ pub trait TrainTask {
     fn params(&self) -> &ParamStore;
     /// Mean loss of one micro-batch of `batch_size` examples drawn with `ctx.rng`, and the number of
     /// target tokens it covered.
-    fn train_loss(&mut self, batch_size: usize, ctx: &mut Ctx) -> candle_core::Result<(Tensor, usize)>;
+    fn train_loss(
+        &mut self,
+        batch_size: usize,
+        ctx: &mut Ctx,
+    ) -> candle_core::Result<(Tensor, usize)>;
     /// Mean validation loss over at most `max_batches` batches (0 = the whole split).
     fn eval_loss(&mut self, batch_size: usize, max_batches: usize) -> candle_core::Result<f64>;
     /// The task's description for the checkpoint (model config, tokenizer, …).
@@ -77,13 +81,20 @@ impl Default for TrainConfig {
 
 impl TrainConfig {
     pub fn validate(&self) -> Result<(), String> {
-        for (name, v) in [("steps", self.steps), ("batch_size", self.batch_size), ("grad_accum", self.grad_accum)] {
+        for (name, v) in [
+            ("steps", self.steps),
+            ("batch_size", self.batch_size),
+            ("grad_accum", self.grad_accum),
+        ] {
             if v == 0 {
                 return Err(format!("field `{name}` must be positive"));
             }
         }
         if self.optimizer.lr() <= 0.0 || !self.optimizer.lr().is_finite() {
-            return Err(format!("field `lr` must be positive, got {}", self.optimizer.lr()));
+            return Err(format!(
+                "field `lr` must be positive, got {}",
+                self.optimizer.lr()
+            ));
         }
         Ok(())
     }
@@ -118,7 +129,13 @@ const RUN_RNG_SALT: u64 = 0xDA7A;
 
 impl Trainer {
     pub fn new(config: TrainConfig, out_dir: impl Into<PathBuf>) -> Self {
-        Trainer { config, out_dir: out_dir.into(), progress: true, stop_after: None, interrupt: Arc::new(AtomicBool::new(false)) }
+        Trainer {
+            config,
+            out_dir: out_dir.into(),
+            progress: true,
+            stop_after: None,
+            interrupt: Arc::new(AtomicBool::new(false)),
+        }
     }
 
     pub fn checkpoint_path(&self) -> PathBuf {
@@ -128,10 +145,13 @@ impl Trainer {
     /// Trains `task`, from its checkpoint in `out_dir` if `resume`.
     pub fn run(&self, task: &mut dyn TrainTask, resume: bool) -> anyhow::Result<TrainReport> {
         let cfg = &self.config;
-        cfg.validate().map_err(|e| anyhow::anyhow!("training config: {e}"))?;
-        std::fs::create_dir_all(&self.out_dir).with_context(|| format!("creating {}", self.out_dir.display()))?;
+        cfg.validate()
+            .map_err(|e| anyhow::anyhow!("training config: {e}"))?;
+        std::fs::create_dir_all(&self.out_dir)
+            .with_context(|| format!("creating {}", self.out_dir.display()))?;
         let params = task.params().clone();
-        let mut optimizer = Optimizer::new(cfg.optimizer.clone(), &params, cfg.decay, &cfg.param_groups);
+        let mut optimizer =
+            Optimizer::new(cfg.optimizer.clone(), &params, cfg.decay, &cfg.param_groups);
         let train_json = serde_json::to_value(cfg)?;
         let task_json = task.describe();
 
@@ -154,12 +174,21 @@ impl Trainer {
             }
             checkpoint::load(&ckpt_path, &params, &mut optimizer)?
         } else {
-            CheckpointMeta::new(0, LingoRng::new(cfg.seed).fork(RUN_RNG_SALT).state(), train_json.clone(), task_json.clone())
+            CheckpointMeta::new(
+                0,
+                LingoRng::new(cfg.seed).fork(RUN_RNG_SALT).state(),
+                train_json.clone(),
+                task_json.clone(),
+            )
         };
         meta.train_config = train_json;
-        let rng = LingoRng::from_state(&meta.rng).map_err(|e| anyhow::anyhow!("{}: {e}", ckpt_path.display()))?;
+        let rng = LingoRng::from_state(&meta.rng)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", ckpt_path.display()))?;
         let mut ctx = Ctx::train(rng);
-        let mut log = MetricsLog::open(&self.out_dir.join("metrics.jsonl"), resume.then_some(meta.step))?;
+        let mut log = MetricsLog::open(
+            &self.out_dir.join("metrics.jsonl"),
+            resume.then_some(meta.step),
+        )?;
         task.save_artifacts(&self.out_dir)?;
 
         let bar = self.progress_bar(meta.step);
@@ -174,7 +203,10 @@ impl Trainer {
             let lr = cfg.schedule.lr(cfg.optimizer.lr(), meta.step, cfg.steps);
             let (loss, tokens, grads) = self.accumulate(task, &params, &mut ctx)?;
             if !loss.is_finite() {
-                bail!("training diverged at step {}: loss is {loss}", meta.step + 1);
+                bail!(
+                    "training diverged at step {}: loss is {loss}",
+                    meta.step + 1
+                );
             }
             // Gradients were summed over micro-batches: their mean is grads / grad_accum.
             let norm = grads.global_norm()? / cfg.grad_accum as f64;
@@ -201,22 +233,38 @@ impl Trainer {
             bar.set_message(format!("loss {loss:.4} | {} tok/s", human(tps)));
 
             let last = meta.step == cfg.steps;
-            let stopping = self.stop_after.is_some_and(|s| meta.step >= s) || self.interrupt.load(Ordering::SeqCst);
+            let stopping = self.stop_after.is_some_and(|s| meta.step >= s)
+                || self.interrupt.load(Ordering::SeqCst);
             if (cfg.eval_every > 0 && meta.step % cfg.eval_every == 0) || last {
                 let val = task.eval_loss(cfg.batch_size, cfg.eval_batches)?;
                 last_val = Some(val);
                 meta.best_val_loss = Some(meta.best_val_loss.map_or(val, |b: f64| b.min(val)));
-                log.append(Record { step: meta.step, val_loss: Some(val), elapsed_s: elapsed, ..Default::default() })?;
-                bar.println(format!(
-                    "step {:>6}/{}: train loss {loss:.4}, val loss {val:.4}, {} tok/s, {:.0}s",
-                    meta.step,
-                    cfg.steps,
-                    human(tps),
-                    elapsed
-                ));
-                plot_losses(log.records(), &self.out_dir.join("loss.png"), "Lingo training")?;
+                log.append(Record {
+                    step: meta.step,
+                    val_loss: Some(val),
+                    elapsed_s: elapsed,
+                    ..Default::default()
+                })?;
+                self.say(
+                    &bar,
+                    format!(
+                        "step {:>6}/{}: train loss {loss:.4}, val loss {val:.4}, {} tok/s, {:.0}s",
+                        meta.step,
+                        cfg.steps,
+                        human(tps),
+                        elapsed
+                    ),
+                );
+                plot_losses(
+                    log.records(),
+                    &self.out_dir.join("loss.png"),
+                    "Lingo training",
+                )?;
             }
-            if (cfg.checkpoint_every > 0 && meta.step % cfg.checkpoint_every == 0) || last || stopping {
+            if (cfg.checkpoint_every > 0 && meta.step % cfg.checkpoint_every == 0)
+                || last
+                || stopping
+            {
                 meta.rng = ctx.rng.state();
                 meta.elapsed_secs = elapsed_before + start.elapsed().as_secs_f64();
                 checkpoint::save(&ckpt_path, &params, &optimizer, &meta)?;
@@ -224,12 +272,19 @@ impl Trainer {
             }
             if stopping && !last {
                 interrupted = true;
-                bar.println(format!("stopped after step {}; resume with --resume", meta.step));
+                self.say(
+                    &bar,
+                    format!("stopped after step {}; resume with --resume", meta.step),
+                );
                 break;
             }
         }
         bar.finish_and_clear();
-        plot_losses(log.records(), &self.out_dir.join("loss.png"), "Lingo training")?;
+        plot_losses(
+            log.records(),
+            &self.out_dir.join("loss.png"),
+            "Lingo training",
+        )?;
         Ok(TrainReport {
             steps: meta.step,
             train_loss: last_loss,
@@ -242,7 +297,12 @@ impl Trainer {
     }
 
     /// Runs `grad_accum` micro-batches: their mean loss, token count and summed gradients.
-    fn accumulate(&self, task: &mut dyn TrainTask, params: &ParamStore, ctx: &mut Ctx) -> anyhow::Result<(f64, usize, Gradients)> {
+    fn accumulate(
+        &self,
+        task: &mut dyn TrainTask,
+        params: &ParamStore,
+        ctx: &mut Ctx,
+    ) -> anyhow::Result<(f64, usize, Gradients)> {
         let named = params.named();
         let mut total: Option<Gradients> = None;
         let (mut loss_sum, mut tokens) = (0.0, 0);
@@ -256,7 +316,20 @@ impl Trainer {
                 Some(t) => t.accumulate(grads)?,
             }
         }
-        Ok((loss_sum / self.config.grad_accum as f64, tokens, total.expect("grad_accum >= 1")))
+        Ok((
+            loss_sum / self.config.grad_accum as f64,
+            tokens,
+            total.expect("grad_accum >= 1"),
+        ))
+    }
+
+    /// A line above the progress bar, or on stderr when there is no bar.
+    fn say(&self, bar: &ProgressBar, line: String) {
+        if bar.is_hidden() {
+            eprintln!("{line}");
+        } else {
+            bar.println(line);
+        }
     }
 
     fn progress_bar(&self, position: usize) -> ProgressBar {
@@ -265,9 +338,11 @@ impl Trainer {
             bar.set_draw_target(ProgressDrawTarget::hidden());
         }
         bar.set_style(
-            ProgressStyle::with_template("{elapsed_precise} [{wide_bar:.cyan/blue}] {pos}/{len} {per_sec} ETA {eta} | {msg}")
-                .expect("valid template")
-                .progress_chars("=> "),
+            ProgressStyle::with_template(
+                "{elapsed_precise} [{wide_bar:.cyan/blue}] {pos}/{len} {per_sec} ETA {eta} | {msg}",
+            )
+            .expect("valid template")
+            .progress_chars("=> "),
         );
         bar.set_position(position as u64);
         bar.reset_eta();

@@ -35,7 +35,15 @@ pub struct Bench {
 const BATCH: usize = 8;
 
 fn bench_config() -> GptConfig {
-    GptConfig { vocab_size: 8192, context_length: 128, d_model: 256, n_heads: 4, n_layers: 4, d_ff: 1024, ..Default::default() }
+    GptConfig {
+        vocab_size: 8192,
+        context_length: 128,
+        d_model: 256,
+        n_heads: 4,
+        n_layers: 4,
+        d_ff: 1024,
+        ..Default::default()
+    }
 }
 
 #[derive(Deserialize)]
@@ -56,7 +64,11 @@ fn median(xs: &[f64]) -> f64 {
     }
 }
 
-fn time_ms(iters: usize, warmup: usize, mut f: impl FnMut() -> anyhow::Result<()>) -> anyhow::Result<Vec<f64>> {
+fn time_ms(
+    iters: usize,
+    warmup: usize,
+    mut f: impl FnMut() -> anyhow::Result<()>,
+) -> anyhow::Result<Vec<f64>> {
     for _ in 0..warmup {
         f()?;
     }
@@ -74,11 +86,23 @@ fn bench_lingo(iters: usize) -> anyhow::Result<(Vec<f64>, Vec<f64>)> {
     let cfg = bench_config();
     let store = ParamStore::new(0, &Device::Cpu);
     let model = Gpt::new(cfg.clone(), &store.root())?;
-    let adamw = AdamWConfig { lr: 1e-3, beta2: 0.99, weight_decay: 0.1, ..Default::default() };
-    let mut opt = Optimizer::new(OptimizerConfig::AdamW(adamw), &store, DecayPolicy::Matrices, &[]);
+    let adamw = AdamWConfig {
+        lr: 1e-3,
+        beta2: 0.99,
+        weight_decay: 0.1,
+        ..Default::default()
+    };
+    let mut opt = Optimizer::new(
+        OptimizerConfig::AdamW(adamw),
+        &store,
+        DecayPolicy::Matrices,
+        &[],
+    );
     let mut rng = LingoRng::new(0);
     let n = BATCH * cfg.context_length;
-    let ids = |rng: &mut LingoRng| -> Vec<u32> { (0..n).map(|_| rng.below(cfg.vocab_size) as u32).collect() };
+    let ids = |rng: &mut LingoRng| -> Vec<u32> {
+        (0..n).map(|_| rng.below(cfg.vocab_size) as u32).collect()
+    };
     let x = Tensor::from_vec(ids(&mut rng), (BATCH, cfg.context_length), &Device::Cpu)?;
     let y = Tensor::from_vec(ids(&mut rng), (BATCH, cfg.context_length), &Device::Cpu)?;
     let named = store.named();
@@ -104,17 +128,26 @@ fn bench_pytorch(python: &str, iters: usize, threads: usize) -> anyhow::Result<P
     std::fs::write(&script, PYTORCH_SCRIPT)?;
     let out = Command::new(python)
         .arg(&script)
-        .args(["--threads", &threads.to_string(), "--iters", &iters.to_string()])
+        .args([
+            "--threads",
+            &threads.to_string(),
+            "--iters",
+            &iters.to_string(),
+        ])
         .output();
     let _ = std::fs::remove_dir_all(&dir);
     let out = out.map_err(|e| anyhow::anyhow!("cannot run {python}: {e}"))?;
     if !out.status.success() {
         let err = String::from_utf8_lossy(&out.stderr);
-        anyhow::bail!("{}", err.lines().last().unwrap_or("the PyTorch benchmark failed"));
+        anyhow::bail!(
+            "{}",
+            err.lines().last().unwrap_or("the PyTorch benchmark failed")
+        );
     }
     let stdout = String::from_utf8_lossy(&out.stdout);
     let line = stdout.lines().last().unwrap_or_default();
-    serde_json::from_str(line).map_err(|e| anyhow::anyhow!("unexpected output from the PyTorch benchmark ({e}): {line}"))
+    serde_json::from_str(line)
+        .map_err(|e| anyhow::anyhow!("unexpected output from the PyTorch benchmark ({e}): {line}"))
 }
 
 impl Bench {
@@ -125,7 +158,10 @@ impl Bench {
             "GPT benchmark: vocab {}, context {}, batch {BATCH}, d_model {}, {} heads, {} layers, d_ff {}, pre-norm, GELU, untied head, f32, {threads} threads",
             c.vocab_size, c.context_length, c.d_model, c.n_heads, c.n_layers, c.d_ff()
         );
-        println!("timing Lingo ({} iterations after 3 warm-up) ...", self.iters);
+        println!(
+            "timing Lingo ({} iterations after 3 warm-up) ...",
+            self.iters
+        );
         let (train, forward) = bench_lingo(self.iters)?;
         let lingo = (median(&train), median(&forward));
         let torch = if self.no_python {
@@ -144,14 +180,38 @@ impl Bench {
         match &torch {
             Some(t) => {
                 let (pt_train, pt_fwd) = (median(&t.train_ms), median(&t.forward_ms));
-                println!("{:<34} {:>10} {:>14} {:>22}", "median ms", "Lingo", format!("PyTorch {}", t.torch), "ratio (PyTorch/Lingo)");
-                println!("{:<34} {:>10.1} {:>14.1} {:>21.2}×", "train step (fwd+bwd+clip+AdamW)", lingo.0, pt_train, pt_train / lingo.0);
-                println!("{:<34} {:>10.1} {:>14.1} {:>21.2}×", "forward (logits + loss)", lingo.1, pt_fwd, pt_fwd / lingo.1);
-                println!("(ratio > 1 means Lingo is faster; PyTorch ran with {} threads)", t.threads);
+                println!(
+                    "{:<34} {:>10} {:>14} {:>22}",
+                    "median ms",
+                    "Lingo",
+                    format!("PyTorch {}", t.torch),
+                    "ratio (PyTorch/Lingo)"
+                );
+                println!(
+                    "{:<34} {:>10.1} {:>14.1} {:>21.2}×",
+                    "train step (fwd+bwd+clip+AdamW)",
+                    lingo.0,
+                    pt_train,
+                    pt_train / lingo.0
+                );
+                println!(
+                    "{:<34} {:>10.1} {:>14.1} {:>21.2}×",
+                    "forward (logits + loss)",
+                    lingo.1,
+                    pt_fwd,
+                    pt_fwd / lingo.1
+                );
+                println!(
+                    "(ratio > 1 means Lingo is faster; PyTorch ran with {} threads)",
+                    t.threads
+                );
             }
             None => {
                 println!("{:<34} {:>10}", "median ms", "Lingo");
-                println!("{:<34} {:>10.1}", "train step (fwd+bwd+clip+AdamW)", lingo.0);
+                println!(
+                    "{:<34} {:>10.1}",
+                    "train step (fwd+bwd+clip+AdamW)", lingo.0
+                );
                 println!("{:<34} {:>10.1}", "forward (logits + loss)", lingo.1);
             }
         }

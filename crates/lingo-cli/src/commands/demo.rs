@@ -48,13 +48,29 @@ impl DemoLm {
             self.out.join("corpus.txt").display()
         );
         let recipe = LmRecipe {
-            model: GptConfig { context_length: 64, d_model: 128, n_heads: 4, n_layers: 4, ..Default::default() },
+            model: GptConfig {
+                context_length: 64,
+                d_model: 128,
+                n_heads: 4,
+                n_layers: 4,
+                ..Default::default()
+            },
             tokenizer: TokenizerKind::Char,
             train: TrainConfig {
                 steps: self.steps,
                 batch_size: 16,
-                optimizer: OptimizerConfig::AdamW(AdamWConfig { lr: 2e-3, beta2: 0.99, weight_decay: 0.1, ..Default::default() }),
-                schedule: Schedule { kind: ScheduleKind::Cosine, warmup_steps: 100, min_lr: 2e-4, decay_steps: 0 },
+                optimizer: OptimizerConfig::AdamW(AdamWConfig {
+                    lr: 2e-3,
+                    beta2: 0.99,
+                    weight_decay: 0.1,
+                    ..Default::default()
+                }),
+                schedule: Schedule {
+                    kind: ScheduleKind::Cosine,
+                    warmup_steps: 100,
+                    min_lr: 2e-4,
+                    decay_steps: 0,
+                },
                 eval_every: 500,
                 eval_batches: 50,
                 checkpoint_every: 500,
@@ -76,8 +92,16 @@ impl DemoLm {
         );
 
         let lm = LanguageModel::load(&self.out)?;
-        let newline = lm.tokenizer.token_to_id("\n").ok_or_else(|| anyhow::anyhow!("corpus has no newline token"))?;
-        let cfg = SamplingConfig { temperature: 0.8, max_new_tokens: 120, stop_tokens: vec![newline], ..Default::default() };
+        let newline = lm
+            .tokenizer
+            .token_to_id("\n")
+            .ok_or_else(|| anyhow::anyhow!("corpus has no newline token"))?;
+        let cfg = SamplingConfig {
+            temperature: 0.8,
+            max_new_tokens: 120,
+            stop_tokens: vec![newline],
+            ..Default::default()
+        };
         let mut rng = LingoRng::new(7);
         let mut accepted = 0;
         println!("samples (✓ = the grammar accepts the sentence):");

@@ -15,7 +15,9 @@ pub fn interrupt_flag() -> Arc<AtomicBool> {
             eprintln!("\ninterrupted again: exiting without a checkpoint");
             std::process::exit(130);
         }
-        eprintln!("\ninterrupt: finishing this step and writing a checkpoint (Ctrl-C again to quit now)");
+        eprintln!(
+            "\ninterrupt: finishing this step and writing a checkpoint (Ctrl-C again to quit now)"
+        );
     });
     flag
 }

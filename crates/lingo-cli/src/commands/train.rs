@@ -59,7 +59,10 @@ impl TrainLm {
         let text = read_text(&self.data)?;
         // On resume, keep the tokenizer the run started with.
         let tokenizer = if self.resume {
-            Some(Tokenizer::load(&self.out.join("tokenizer.json")).context("resuming needs the run's tokenizer.json")?)
+            Some(
+                Tokenizer::load(&self.out.join("tokenizer.json"))
+                    .context("resuming needs the run's tokenizer.json")?,
+            )
         } else {
             None
         };
@@ -83,7 +86,11 @@ impl TrainLm {
         let report = trainer.run(&mut task, self.resume)?;
         println!(
             "{} after {} steps: train loss {}, val loss {} (best {}), {:.1}s, {:.0} tokens/s",
-            if report.interrupted { "stopped" } else { "done" },
+            if report.interrupted {
+                "stopped"
+            } else {
+                "done"
+            },
             report.steps,
             fmt(report.train_loss),
             fmt(report.val_loss),
@@ -91,7 +98,11 @@ impl TrainLm {
             report.elapsed_secs,
             report.tokens_per_sec
         );
-        println!("model folder: {}  (try: lingo generate --model {} --prompt \"...\")", self.out.display(), self.out.display());
+        println!(
+            "model folder: {}  (try: lingo generate --model {} --prompt \"...\")",
+            self.out.display(),
+            self.out.display()
+        );
         Ok(())
     }
 }
