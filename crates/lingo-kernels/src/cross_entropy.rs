@@ -250,7 +250,7 @@ mod tests {
                 let t = targets();
                 check_gradients(
                     &move |xs| cross_entropy(&xs[0], &t, opts),
-                    &[x.clone()],
+                    std::slice::from_ref(&x),
                     GradCheck::default(),
                 )?;
             }
@@ -273,7 +273,7 @@ mod tests {
                 check_parity(
                     &move |xs| cross_entropy(&xs[0], &t, opts),
                     &move |xs| cross_entropy_composed(&xs[0], &t2, opts),
-                    &[x.clone()],
+                    std::slice::from_ref(&x),
                     1e-4,
                 )?;
             }

@@ -125,7 +125,11 @@ mod tests {
     fn gradients() -> Result<()> {
         let x = (random_tensor(&[4, 9], 1)? * 4.0)?;
         for form in [GeluForm::Erf, GeluForm::Tanh] {
-            check_gradients(&|t| gelu(&t[0], form), &[x.clone()], GradCheck::default())?;
+            check_gradients(
+                &|t| gelu(&t[0], form),
+                std::slice::from_ref(&x),
+                GradCheck::default(),
+            )?;
         }
         Ok(())
     }
@@ -138,7 +142,7 @@ mod tests {
             check_parity(
                 &|t| gelu(&t[0], form),
                 &|t| gelu_composed(&t[0], form),
-                &[x.clone()],
+                std::slice::from_ref(&x),
                 1e-5,
             )?;
         }
