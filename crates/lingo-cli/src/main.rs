@@ -40,21 +40,22 @@ enum Command {
 
 fn main() {
     let cli = Cli::parse();
+    let mut pool = rayon::ThreadPoolBuilder::new();
     if let Some(n) = cli.threads {
-        if let Err(e) = rayon::ThreadPoolBuilder::new()
-            .num_threads(n)
-            .build_global()
-        {
-            eprintln!("error: cannot set {n} threads: {e}");
-            std::process::exit(2);
-        }
+        pool = pool.num_threads(n);
     }
-    let result = match cli.command {
+    if let Err(e) = pool.build_global() {
+        eprintln!("error: cannot start the worker threads: {e}");
+        std::process::exit(2);
+    }
+    // Run the command on a pool thread: the serial parts of a step then share the cores with the
+    // other workers instead of adding a third thread that competes with the spinning ones.
+    let result = rayon::scope(|_| match cli.command {
         Command::Train(t) => t.run(),
         Command::Generate(g) => g.run(),
         Command::Demo(d) => d.run(),
         Command::Bench(b) => b.run(),
-    };
+    });
     if let Err(e) = result {
         eprintln!("error: {e:#}");
         std::process::exit(1);
