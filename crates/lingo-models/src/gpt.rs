@@ -321,22 +321,33 @@ mod tests {
 
     #[test]
     fn every_parameter_receives_a_nonzero_gradient() -> Result<()> {
-        for placement in [NormPlacement::Pre, NormPlacement::Post] {
-            for tied in [false, true] {
-                let store = ParamStore::new(0, &Device::Cpu);
-                let model = Gpt::new(tiny(placement, tied), &store.root())?;
-                let loss = model.loss(&ids(2, 8, 1), &ids(2, 8, 3), &mut Ctx::eval())?;
-                let grads = loss.backward()?;
-                for (name, var) in store.named() {
-                    let g = grads
-                        .get(var.as_tensor())
-                        .unwrap_or_else(|| panic!("{name}: no gradient"));
-                    let norm = g.sqr()?.sum_all()?.to_scalar::<f32>()?;
-                    assert!(
-                        norm > 0.0,
-                        "{name} ({placement:?}, tied {tied}): zero gradient"
-                    );
-                }
+        let variants = [
+            (NormPlacement::Pre, false),
+            (NormPlacement::Pre, true),
+            (NormPlacement::Post, false),
+            (NormPlacement::Post, true),
+        ];
+        for (i, (placement, tied)) in variants.into_iter().enumerate() {
+            let mut config = tiny(placement, tied);
+            // Cover the other options too: sinusoidal positions, ReLU, no biases.
+            if i == 3 {
+                config.positions = Positions::Sinusoidal;
+                config.activation = Activation::Relu;
+                config.bias = false;
+            }
+            let store = ParamStore::new(0, &Device::Cpu);
+            let model = Gpt::new(config, &store.root())?;
+            let loss = model.loss(&ids(2, 8, 1), &ids(2, 8, 3), &mut Ctx::eval())?;
+            let grads = loss.backward()?;
+            for (name, var) in store.named() {
+                let g = grads
+                    .get(var.as_tensor())
+                    .unwrap_or_else(|| panic!("{name}: no gradient"));
+                let norm = g.sqr()?.sum_all()?.to_scalar::<f32>()?;
+                assert!(
+                    norm > 0.0,
+                    "{name} ({placement:?}, tied {tied}): zero gradient"
+                );
             }
         }
         Ok(())

@@ -30,3 +30,32 @@ impl Dropout {
         x * Tensor::from_vec(mask, x.shape(), x.device())?
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::LingoRng;
+    use candle_core::Device;
+
+    #[test]
+    fn identity_in_eval_and_scaled_mask_in_training() -> Result<()> {
+        let x = Tensor::ones(10_000, candle_core::DType::F32, &Device::Cpu)?;
+        let d = Dropout::new(0.25);
+        assert_eq!(
+            d.forward(&x, &mut Ctx::eval())?.to_vec1::<f32>()?,
+            x.to_vec1::<f32>()?
+        );
+        let y = d
+            .forward(&x, &mut Ctx::train(LingoRng::new(1)))?
+            .to_vec1::<f32>()?;
+        let zeros = y.iter().filter(|&&v| v == 0.0).count();
+        assert!((2300..2700).contains(&zeros), "{zeros}");
+        assert!(y.iter().all(|&v| v == 0.0 || (v - 1.0 / 0.75).abs() < 1e-6));
+        // Same RNG state, same mask.
+        let again = d
+            .forward(&x, &mut Ctx::train(LingoRng::new(1)))?
+            .to_vec1::<f32>()?;
+        assert_eq!(y, again);
+        Ok(())
+    }
+}
