@@ -356,13 +356,18 @@ mod tests {
     #[test]
     fn cached_decoding_matches_full_forward() -> Result<()> {
         let store = ParamStore::new(0, &Device::Cpu);
-        let model = Gpt::new(tiny(NormPlacement::Pre, false), &store.root())?;
-        let x = ids(2, 7, 5);
+        // Long enough that the cache has to grow past its first allocation.
+        let config = GptConfig {
+            context_length: 40,
+            ..tiny(NormPlacement::Pre, false)
+        };
+        let model = Gpt::new(config, &store.root())?;
+        let x = ids(2, 37, 5);
         let full = model.forward(&x, &mut Ctx::eval())?;
         let mut cache = model.new_cache();
         let first = model.forward_cached(&x.narrow(1, 0, 4)?, &mut cache)?;
         let mut steps = vec![first];
-        for t in 4..7 {
+        for t in 4..37 {
             steps.push(model.forward_cached(&x.narrow(1, t, 1)?, &mut cache)?);
         }
         assert_close(&Tensor::cat(&steps, 1)?, &full, 1e-5, "cached logits")

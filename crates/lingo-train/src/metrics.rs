@@ -124,6 +124,7 @@ pub fn plot_losses(records: &[Record], path: &Path, title: &str) -> anyhow::Resu
         let mut chart = ChartBuilder::on(&root)
             .caption(title, ("sans-serif", 22))
             .margin(16)
+            .margin_right(32)
             .x_label_area_size(44)
             .y_label_area_size(64)
             .build_cartesian_2d(0f64..max_step, (lo - pad)..(hi + pad))?;

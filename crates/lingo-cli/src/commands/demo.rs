@@ -106,7 +106,9 @@ impl DemoLm {
         let mut accepted = 0;
         println!("samples (✓ = the grammar accepts the sentence):");
         for i in 0..self.samples {
-            let sentence = format!("the{}", lm.generate("the", &cfg, &mut rng, |_| {})?);
+            // The newline tells the model a sentence starts here: a bare "the" could also be the
+            // middle of one, since training windows start anywhere.
+            let sentence = format!("the{}", lm.generate("\nthe", &cfg, &mut rng, |_| {})?);
             let sentence = sentence.trim_end_matches('\n');
             let ok = Grammar::accepts(sentence);
             accepted += usize::from(ok);
