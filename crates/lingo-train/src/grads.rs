@@ -52,3 +52,33 @@ pub fn clip_scale(norm: f64, max_norm: Option<f32>) -> f32 {
         _ => 1.0,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    #[test]
+    fn accumulation_sums_and_norm_and_clip() -> Result<()> {
+        let t = |v: &[f32]| Tensor::new(v, &Device::Cpu);
+        let mut a = Gradients {
+            grads: vec![Some(t(&[1.0, 2.0])?), None, Some(t(&[3.0])?)],
+        };
+        let b = Gradients {
+            grads: vec![Some(t(&[0.5, 0.5])?), Some(t(&[4.0])?), None],
+        };
+        a.accumulate(b)?;
+        assert_eq!(
+            a.grads[0].as_ref().unwrap().to_vec1::<f32>()?,
+            vec![1.5, 2.5]
+        );
+        assert_eq!(a.grads[1].as_ref().unwrap().to_vec1::<f32>()?, vec![4.0]);
+        assert_eq!(a.grads[2].as_ref().unwrap().to_vec1::<f32>()?, vec![3.0]);
+        let norm = a.global_norm()?;
+        assert!((norm - (1.5f64 * 1.5 + 2.5 * 2.5 + 16.0 + 9.0).sqrt()).abs() < 1e-6);
+        assert_eq!(clip_scale(0.5, Some(1.0)), 1.0);
+        assert!((clip_scale(4.0, Some(1.0)) - 0.25).abs() < 1e-6);
+        assert_eq!(clip_scale(4.0, None), 1.0);
+        Ok(())
+    }
+}
