@@ -5,7 +5,7 @@ pub mod synthetic;
 pub mod text;
 pub mod tokenizer;
 
-pub use synthetic::Grammar;
+pub use synthetic::{Date, DateTask, Grammar};
 pub use text::{read_text, Split, TextDataset};
 pub use tokenizer::{Tokenizer, TokenizerKind};
 
