@@ -30,6 +30,7 @@ pub mod layer_norm;
 pub mod linear;
 pub mod math;
 pub mod optim;
+pub mod recurrent;
 pub mod rms_norm;
 pub mod softmax;
 
@@ -39,5 +40,6 @@ pub use embedding::embedding;
 pub use gelu::{gelu, GeluForm};
 pub use layer_norm::layer_norm;
 pub use linear::linear;
+pub use recurrent::{recurrent_step, Cell};
 pub use rms_norm::rms_norm;
 pub use softmax::{log_softmax, softmax, softmax_masked};
