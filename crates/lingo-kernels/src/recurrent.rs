@@ -102,16 +102,16 @@ impl StepOp {
     }
 
     /// Gradients of one row: `dx` (gate pre-activations, input side), `dhg` (hidden side), `ds` (state).
+    /// `xs` are the row's `[x, hg, state]`.
     fn backward_row(
         &self,
-        x: &[f32],
-        hg: &[f32],
-        s: &[f32],
+        xs: [&[f32]; 3],
         dout: &[f32],
         dx: &mut [f32],
         dhg: &mut [f32],
         ds: &mut [f32],
     ) {
+        let [x, hg, s] = xs;
         let n = self.hidden;
         match self.cell {
             Cell::Lstm => {
