@@ -248,9 +248,7 @@ impl candle_core::CustomOp3 for StepOp {
                                 if self.is_active(r) {
                                     let g = r * gw..(r + 1) * gw;
                                     self.backward_row(
-                                        &x[g.clone()],
-                                        &hg[g],
-                                        &s[span.clone()],
+                                        [&x[g.clone()], &hg[g], &s[span.clone()]],
                                         &dout[span],
                                         dx,
                                         dhg,
