@@ -12,6 +12,7 @@ pub mod linear;
 pub mod norm;
 pub mod params;
 pub mod position;
+pub mod recurrent;
 pub mod rng;
 
 pub use attention::{KvCache, MultiHeadSelfAttention};
@@ -23,6 +24,7 @@ pub use linear::Linear;
 pub use norm::{LayerNorm, RmsNorm};
 pub use params::{Init, ParamPath, ParamStore, SublayerInit};
 pub use position::{sinusoidal_table, PositionalEncoding};
+pub use recurrent::{CellKind, Recurrent, RecurrentConfig, RecurrentOutput};
 pub use rng::{LingoRng, RngState};
 
 /// What a forward pass is for: training (dropout on, drawing from the run's RNG) or evaluation.
