@@ -259,6 +259,56 @@ impl Recurrent {
     }
 }
 
+impl Recurrent {
+    /// Zero state for [`Recurrent::step`]: one `[batch, width]` tensor per layer (`[h | c]` for LSTM).
+    pub fn zero_state(&self, batch: usize, device: &candle_core::Device) -> Result<Vec<Tensor>> {
+        let width = self.config.cell.kernel().state_width() * self.config.hidden_size;
+        (0..self.layers.len())
+            .map(|_| Tensor::zeros((batch, width), DType::F32, device))
+            .collect()
+    }
+
+    /// The hidden part `h` of a layer's state.
+    pub fn hidden_of(&self, state: &Tensor) -> Result<Tensor> {
+        state.narrow(1, 0, self.config.hidden_size)
+    }
+
+    /// One time step of a unidirectional network, for decoders: `x: [batch, input_size]`, one state per
+    /// layer. Returns the top layer's output `[batch, hidden]` and the new states.
+    pub fn step(
+        &self,
+        x: &Tensor,
+        state: &[Tensor],
+        ctx: &mut Ctx,
+    ) -> Result<(Tensor, Vec<Tensor>)> {
+        if self.config.bidirectional {
+            bail!("a bidirectional network cannot be stepped one token at a time");
+        }
+        if state.len() != self.layers.len() {
+            bail!(
+                "{} layer states for a {}-layer network",
+                state.len(),
+                self.layers.len()
+            );
+        }
+        let cell = self.config.cell.kernel();
+        let mut input = x.clone();
+        let mut next = Vec::with_capacity(state.len());
+        for (k, (dirs, s)) in self.layers.iter().zip(state).enumerate() {
+            let dir = &dirs[0];
+            let xg = lingo_kernels::linear(&input, &dir.w_ih, dir.b_ih.as_ref())?;
+            let hg = lingo_kernels::linear(&self.hidden_of(s)?, &dir.w_hh, dir.b_hh.as_ref())?;
+            let s2 = lingo_kernels::recurrent_step(cell, &xg, &hg, s, &[])?;
+            input = self.hidden_of(&s2)?;
+            if k + 1 < self.layers.len() {
+                input = self.dropout.forward(&input, ctx)?;
+            }
+            next.push(s2);
+        }
+        Ok((input, next))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -350,6 +400,36 @@ mod tests {
                 .sum_all()?
                 .to_scalar::<f32>()?;
             assert_eq!(pad, 0.0, "padded outputs are zero");
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn stepping_equals_running_the_sequence() -> Result<()> {
+        for cell in [CellKind::Lstm, CellKind::Gru, CellKind::Rnn] {
+            let config = RecurrentConfig {
+                cell,
+                input_size: 3,
+                hidden_size: 5,
+                num_layers: 2,
+                ..Default::default()
+            };
+            let store = ParamStore::new(5, &Device::Cpu);
+            let rnn = Recurrent::new(&store.root(), config)?;
+            let x = random_tensor(&[2, 4, 3], 6)?;
+            let full = rnn.forward(&x, None, None, &mut Ctx::eval())?;
+            let mut state = rnn.zero_state(2, &Device::Cpu)?;
+            for t in 0..4 {
+                let (out, next) =
+                    rnn.step(&x.narrow(1, t, 1)?.squeeze(1)?, &state, &mut Ctx::eval())?;
+                assert_close(
+                    &out,
+                    &full.output.narrow(1, t, 1)?.squeeze(1)?,
+                    1e-6,
+                    "step output",
+                )?;
+                state = next;
+            }
         }
         Ok(())
     }
