@@ -14,6 +14,7 @@ pub mod params;
 pub mod position;
 pub mod recurrent;
 pub mod rng;
+pub mod rnn_attention;
 
 pub use attention::{KvCache, MultiHeadSelfAttention};
 pub use block::{NormPlacement, TransformerBlock};
@@ -26,6 +27,7 @@ pub use params::{Init, ParamPath, ParamStore, SublayerInit};
 pub use position::{sinusoidal_table, PositionalEncoding};
 pub use recurrent::{CellKind, Recurrent, RecurrentConfig, RecurrentOutput};
 pub use rng::{LingoRng, RngState};
+pub use rnn_attention::{RnnAttention, Score};
 
 /// What a forward pass is for: training (dropout on, drawing from the run's RNG) or evaluation.
 pub struct Ctx {
