@@ -1,16 +1,55 @@
 //! Lingo's models, one file per family, each reading top to bottom like its paper.
 //!
 //! - [`gpt`]: decoder-only Transformer language model (GPT-2 style).
+//! - [`rnn_seq2seq`]: recurrent encoder–decoder with Bahdanau or Luong attention.
 
 pub mod config;
 pub mod gpt;
+pub mod rnn_seq2seq;
 
 pub use config::ConfigError;
 pub use gpt::{Gpt, GptConfig};
+pub use rnn_seq2seq::{RnnSeq2Seq, RnnSeq2SeqConfig, Seq2SeqAttention};
 
 use candle_core::{Result, Tensor};
 use lingo_nn::KvCache;
 use serde::{Deserialize, Serialize};
+
+/// Tensors that travel together through decoding, each with the batch as its first dimension, so a
+/// beam search can reorder or replicate them without knowing what they mean.
+#[derive(Clone, Debug)]
+pub struct Batched(pub Vec<Tensor>);
+
+impl Batched {
+    /// The rows `rows` (u32 indices, repeats allowed) of every tensor.
+    pub fn select(&self, rows: &Tensor) -> Result<Batched> {
+        Ok(Batched(
+            self.0
+                .iter()
+                .map(|t| t.index_select(rows, 0))
+                .collect::<Result<_>>()?,
+        ))
+    }
+}
+
+/// An encoder–decoder that produces one target token at a time, for greedy and beam search.
+pub trait Seq2SeqLm {
+    fn bos_id(&self) -> u32;
+    fn eos_id(&self) -> u32;
+    fn target_vocab_size(&self) -> usize;
+    /// Encodes a padded source batch `[batch, src]` with its real lengths.
+    fn encode(&self, src: &Tensor, lengths: &[usize]) -> Result<Batched>;
+    /// The decoder state before the first target token.
+    fn initial_state(&self, memory: &Batched) -> Result<Batched>;
+    /// Log-probabilities of the next token `[rows, vocab]` after `last` (`[rows]`), the new state, and
+    /// the attention weights over the source `[rows, src]` if the model attends.
+    fn decode_step(
+        &self,
+        memory: &Batched,
+        state: &Batched,
+        last: &Tensor,
+    ) -> Result<(Tensor, Batched, Option<Tensor>)>;
+}
 
 /// The `config.json` of a Lingo model folder: the architecture named by `model_type`, then its fields.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -18,6 +57,8 @@ use serde::{Deserialize, Serialize};
 pub enum ModelConfig {
     #[serde(rename = "lingo-gpt")]
     Gpt(GptConfig),
+    #[serde(rename = "lingo-rnn-seq2seq")]
+    RnnSeq2Seq(RnnSeq2SeqConfig),
 }
 
 /// A model that predicts the next token, for the decoding strategies in `lingo-generate`.

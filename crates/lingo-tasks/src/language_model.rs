@@ -175,7 +175,13 @@ impl LanguageModel {
         if !dir.is_dir() {
             bail!("{}: no such model folder", dir.display());
         }
-        let ModelConfig::Gpt(config) = read_json::<ModelConfig>(&dir.join("config.json"))?;
+        let config = match read_json::<ModelConfig>(&dir.join("config.json"))? {
+            ModelConfig::Gpt(config) => config,
+            other => bail!(
+                "{}: not a language model ({other:?})",
+                dir.join("config.json").display()
+            ),
+        };
         config
             .validate()
             .map_err(|e| anyhow::anyhow!("{}: {e}", dir.join("config.json").display()))?;

@@ -1,0 +1,579 @@
+//! A recurrent encoder–decoder for sequence-to-sequence tasks (Sutskever et al., 2014; Cho et al.,
+//! 2014), with the attention of Bahdanau et al. (2015) or Luong et al. (2015), or none.
+//!
+//! Encoder: embeddings → (bidirectional, multi-layer) RNN/LSTM/GRU over the padded source. Its last
+//! layer's final states, through a `tanh` bridge, start the decoder. At each target step the decoder
+//! reads the previous token's embedding plus
+//! - *none*: the fixed context (the encoder's final states) — the bottleneck attention removes;
+//! - *Bahdanau*: a context computed by additive attention with the **previous** decoder state;
+//! - *Luong*: with input feeding, the previous attentional state `h̃`; the context is computed with the
+//!   **current** decoder state by a dot, scaled-dot, general or concat (additive) score.
+//!
+//! Then `h̃ = tanh(W_c [s; context])` and `logits = W_out h̃` (optionally tied to the target embedding).
+
+use crate::{Batched, Seq2SeqLm};
+use candle_core::{bail, DType, Device, Result, Tensor};
+use lingo_kernels::CrossEntropy;
+use lingo_nn::{
+    CellKind, Ctx, Dropout, Embedding, Init, Linear, ParamPath, Recurrent, RecurrentConfig,
+    RnnAttention, Score,
+};
+use serde::{Deserialize, Serialize};
+
+/// Which attention the decoder uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Seq2SeqAttention {
+    /// No attention: a fixed context vector.
+    None,
+    #[default]
+    Bahdanau,
+    LuongDot,
+    LuongScaledDot,
+    LuongGeneral,
+    LuongConcat,
+}
+
+impl Seq2SeqAttention {
+    fn score(self) -> Option<Score> {
+        match self {
+            Seq2SeqAttention::None => None,
+            Seq2SeqAttention::Bahdanau | Seq2SeqAttention::LuongConcat => Some(Score::Additive),
+            Seq2SeqAttention::LuongDot => Some(Score::Dot),
+            Seq2SeqAttention::LuongScaledDot => Some(Score::ScaledDot),
+            Seq2SeqAttention::LuongGeneral => Some(Score::General),
+        }
+    }
+    fn is_luong(self) -> bool {
+        !matches!(self, Seq2SeqAttention::None | Seq2SeqAttention::Bahdanau)
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RnnSeq2SeqConfig {
+    pub src_vocab_size: usize,
+    pub tgt_vocab_size: usize,
+    pub embed_dim: usize,
+    /// Hidden width of the decoder and of each encoder direction.
+    pub hidden_size: usize,
+    pub cell: CellKind,
+    pub encoder_layers: usize,
+    pub decoder_layers: usize,
+    pub bidirectional_encoder: bool,
+    pub attention: Seq2SeqAttention,
+    /// Width of the additive score's hidden layer (0 = `hidden_size`).
+    pub attention_dim: usize,
+    /// Luong's input feeding: the previous attentional state joins the decoder input.
+    pub input_feeding: bool,
+    pub dropout: f32,
+    /// Share the target embedding with the output layer (needs `embed_dim == hidden_size`).
+    pub tied_output: bool,
+    pub pad_id: u32,
+    pub bos_id: u32,
+    pub eos_id: u32,
+}
+
+impl Default for RnnSeq2SeqConfig {
+    fn default() -> Self {
+        RnnSeq2SeqConfig {
+            src_vocab_size: 0,
+            tgt_vocab_size: 0,
+            embed_dim: 128,
+            hidden_size: 256,
+            cell: CellKind::Gru,
+            encoder_layers: 1,
+            decoder_layers: 1,
+            bidirectional_encoder: true,
+            attention: Seq2SeqAttention::Bahdanau,
+            attention_dim: 0,
+            input_feeding: true,
+            dropout: 0.0,
+            tied_output: false,
+            pad_id: 0,
+            bos_id: 1,
+            eos_id: 2,
+        }
+    }
+}
+
+impl RnnSeq2SeqConfig {
+    pub fn encoder_output_size(&self) -> usize {
+        self.hidden_size * (1 + usize::from(self.bidirectional_encoder))
+    }
+
+    pub fn validate(&self) -> std::result::Result<(), String> {
+        for (name, v) in [
+            ("src_vocab_size", self.src_vocab_size),
+            ("tgt_vocab_size", self.tgt_vocab_size),
+            ("embed_dim", self.embed_dim),
+            ("hidden_size", self.hidden_size),
+            ("encoder_layers", self.encoder_layers),
+            ("decoder_layers", self.decoder_layers),
+        ] {
+            if v == 0 {
+                return Err(format!("field `{name}` must be positive"));
+            }
+        }
+        if self.tied_output && self.embed_dim != self.hidden_size {
+            return Err(format!(
+                "field `tied_output` needs `embed_dim` ({}) == `hidden_size` ({})",
+                self.embed_dim, self.hidden_size
+            ));
+        }
+        if matches!(
+            self.attention,
+            Seq2SeqAttention::LuongDot | Seq2SeqAttention::LuongScaledDot
+        ) && self.encoder_output_size() != self.hidden_size
+        {
+            return Err(format!(
+                "field `attention`: {:?} needs the encoder output width ({}) to equal `hidden_size` ({}); use a unidirectional encoder or `luong_general`",
+                self.attention,
+                self.encoder_output_size(),
+                self.hidden_size
+            ));
+        }
+        if !(0.0..1.0).contains(&self.dropout) {
+            return Err(format!(
+                "field `dropout` must be in [0, 1), got {}",
+                self.dropout
+            ));
+        }
+        Ok(())
+    }
+
+    /// Width of the decoder RNN's input.
+    fn decoder_input_size(&self) -> usize {
+        match self.attention {
+            Seq2SeqAttention::None | Seq2SeqAttention::Bahdanau => {
+                self.embed_dim + self.encoder_output_size()
+            }
+            _ if self.input_feeding => self.embed_dim + self.hidden_size,
+            _ => self.embed_dim,
+        }
+    }
+}
+
+pub struct RnnSeq2Seq {
+    pub config: RnnSeq2SeqConfig,
+    src_embed: Embedding,
+    tgt_embed: Embedding,
+    encoder: Recurrent,
+    bridge: Linear,
+    decoder: Recurrent,
+    attention: Option<RnnAttention>,
+    combine: Linear,
+    out: Linear,
+    drop: Dropout,
+}
+
+/// Positions of the memory tensors in [`Batched`].
+const MEM_OUTPUT: usize = 0;
+const MEM_KEYS: usize = 1;
+const MEM_KEEP: usize = 2;
+const MEM_FINAL: usize = 3;
+
+impl RnnSeq2Seq {
+    pub fn new(config: RnnSeq2SeqConfig, p: &ParamPath) -> Result<Self> {
+        config.validate().map_err(candle_core::Error::Msg)?;
+        let c = &config;
+        let init = Init::Uniform(0.1);
+        let src_embed = Embedding::new(
+            &p.sub("encoder.embed"),
+            c.src_vocab_size,
+            c.embed_dim,
+            Init::Normal(0.1),
+        )?;
+        let tgt_embed = Embedding::new(
+            &p.sub("decoder.embed"),
+            c.tgt_vocab_size,
+            c.embed_dim,
+            Init::Normal(0.1),
+        )?;
+        let encoder = Recurrent::new(
+            &p.sub("encoder.rnn"),
+            RecurrentConfig {
+                cell: c.cell,
+                input_size: c.embed_dim,
+                hidden_size: c.hidden_size,
+                num_layers: c.encoder_layers,
+                bidirectional: c.bidirectional_encoder,
+                dropout: c.dropout,
+                bias: true,
+            },
+        )?;
+        let enc = c.encoder_output_size();
+        let bridge = Linear::new(&p.sub("bridge"), enc, c.hidden_size, true, init)?;
+        let decoder = Recurrent::new(
+            &p.sub("decoder.rnn"),
+            RecurrentConfig {
+                cell: c.cell,
+                input_size: c.decoder_input_size(),
+                hidden_size: c.hidden_size,
+                num_layers: c.decoder_layers,
+                bidirectional: false,
+                dropout: c.dropout,
+                bias: true,
+            },
+        )?;
+        let attention = match c.attention.score() {
+            Some(score) => {
+                let dim = if c.attention_dim == 0 {
+                    c.hidden_size
+                } else {
+                    c.attention_dim
+                };
+                Some(RnnAttention::new(
+                    &p.sub("attention"),
+                    score,
+                    c.hidden_size,
+                    enc,
+                    dim,
+                )?)
+            }
+            None => None,
+        };
+        let combine = Linear::new(
+            &p.sub("decoder.combine"),
+            c.hidden_size + enc,
+            c.hidden_size,
+            true,
+            init,
+        )?;
+        let out = if c.tied_output {
+            Linear {
+                weight: tgt_embed.weight.clone(),
+                bias: Some(p.get("decoder.out.bias", &[c.tgt_vocab_size], Init::Zeros)?),
+            }
+        } else {
+            Linear::new(
+                &p.sub("decoder.out"),
+                c.hidden_size,
+                c.tgt_vocab_size,
+                true,
+                init,
+            )?
+        };
+        Ok(RnnSeq2Seq {
+            drop: Dropout::new(c.dropout),
+            config,
+            src_embed,
+            tgt_embed,
+            encoder,
+            bridge,
+            decoder,
+            attention,
+            combine,
+            out,
+        })
+    }
+
+    /// Encoder outputs, attention keys, source mask and the final encoder state, batch first.
+    pub fn encode_with(&self, src: &Tensor, lengths: &[usize], ctx: &mut Ctx) -> Result<Batched> {
+        let (b, s) = src.dims2()?;
+        if lengths.len() != b || lengths.iter().any(|&l| l == 0 || l > s) {
+            bail!("source lengths {lengths:?} do not fit a batch of {b} sequences of at most {s} tokens (each needs one)");
+        }
+        let emb = self.drop.forward(&self.src_embed.forward(src)?, ctx)?;
+        let enc = self.encoder.forward(&emb, Some(lengths), None, ctx)?;
+        let dirs = 1 + usize::from(self.config.bidirectional_encoder);
+        let layers = self.config.encoder_layers;
+        // The last layer's final state of each direction, side by side: [batch, dirs·hidden].
+        let last = enc
+            .h_n
+            .narrow(0, (layers - 1) * dirs, dirs)?
+            .transpose(0, 1)?
+            .reshape((b, ()))?;
+        let keep: Vec<u8> = lengths
+            .iter()
+            .flat_map(|&l| (0..s).map(move |j| u8::from(j < l)))
+            .collect();
+        let keep = Tensor::from_vec(keep, (b, s), src.device())?;
+        let keys = match &self.attention {
+            Some(a) => a.keys(&enc.output)?,
+            None => enc.output.zeros_like()?.narrow(2, 0, 1)?,
+        };
+        Ok(Batched(vec![enc.output, keys, keep, last]))
+    }
+
+    fn start(&self, memory: &Batched) -> Result<Batched> {
+        let last = &memory.0[MEM_FINAL];
+        let h0 = self.bridge.forward(last)?.tanh()?;
+        let b = h0.dim(0)?;
+        let mut state = Vec::new();
+        for _ in 0..self.config.decoder_layers {
+            state.push(match self.config.cell {
+                CellKind::Lstm => Tensor::cat(&[&h0, &h0.zeros_like()?], 1)?,
+                _ => h0.clone(),
+            });
+        }
+        // The previous attentional state h̃ (Luong input feeding), zero before the first step.
+        state.push(Tensor::zeros(
+            (b, self.config.hidden_size),
+            DType::F32,
+            h0.device(),
+        )?);
+        Ok(Batched(state))
+    }
+
+    /// One decoder step: logits `[rows, vocab]`, new state, attention weights.
+    fn step(
+        &self,
+        memory: &Batched,
+        state: &Batched,
+        last: &Tensor,
+        ctx: &mut Ctx,
+    ) -> Result<(Tensor, Batched, Option<Tensor>)> {
+        let c = &self.config;
+        let layers = &state.0[..c.decoder_layers];
+        let feed = &state.0[c.decoder_layers];
+        let (mem, keys, keep, fixed) = (
+            &memory.0[MEM_OUTPUT],
+            &memory.0[MEM_KEYS],
+            &memory.0[MEM_KEEP],
+            &memory.0[MEM_FINAL],
+        );
+        let emb = self.drop.forward(&self.tgt_embed.forward(last)?, ctx)?;
+        let attend = |query: &Tensor| -> Result<(Tensor, Option<Tensor>)> {
+            match &self.attention {
+                Some(a) => {
+                    let (context, w) = a.attend(query, mem, keys, keep)?;
+                    Ok((context, Some(w)))
+                }
+                None => Ok((fixed.clone(), None)),
+            }
+        };
+        let (s, next, context, weights) = if c.attention.is_luong() {
+            let input = if c.input_feeding {
+                Tensor::cat(&[&emb, feed], 1)?
+            } else {
+                emb
+            };
+            let (s, next) = self.decoder.step(&input, layers, ctx)?;
+            let (context, w) = attend(&s)?;
+            (s, next, context, w)
+        } else {
+            let previous = self.decoder.hidden_of(&layers[c.decoder_layers - 1])?;
+            let (context, w) = attend(&previous)?;
+            let (s, next) = self
+                .decoder
+                .step(&Tensor::cat(&[&emb, &context], 1)?, layers, ctx)?;
+            (s, next, context, w)
+        };
+        let h_tilde = self
+            .combine
+            .forward(&Tensor::cat(&[&s, &context], 1)?)?
+            .tanh()?;
+        let logits = self.out.forward(&self.drop.forward(&h_tilde, ctx)?)?;
+        let mut new_state = next;
+        new_state.push(h_tilde);
+        Ok((logits, Batched(new_state), weights))
+    }
+
+    /// Mean cross-entropy over the non-padding target positions. `tgt_in` starts with BOS, `tgt_out`
+    /// is the same sequence shifted left (ending in EOS, padded with `pad_id`). With
+    /// `teacher_forcing < 1`, each next input is, with probability `1 − teacher_forcing`, the model's
+    /// own previous prediction instead of the reference token (scheduled sampling).
+    pub fn loss(
+        &self,
+        src: &Tensor,
+        src_lengths: &[usize],
+        tgt_in: &Tensor,
+        tgt_out: &Tensor,
+        teacher_forcing: f32,
+        ctx: &mut Ctx,
+    ) -> Result<Tensor> {
+        let (b, t) = tgt_in.dims2()?;
+        if tgt_out.dims() != [b, t] {
+            bail!(
+                "target input {:?} and output {:?} differ in shape",
+                tgt_in.dims(),
+                tgt_out.dims()
+            );
+        }
+        let memory = self.encode_with(src, src_lengths, ctx)?;
+        let mut state = self.start(&memory)?;
+        let gold = tgt_in.to_dtype(DType::U32)?.to_vec2::<u32>()?;
+        let mut tokens = tgt_in.narrow(1, 0, 1)?.squeeze(1)?;
+        let mut all = Vec::with_capacity(t);
+        for step in 0..t {
+            let (logits, next, _) = self.step(&memory, &state, &tokens, ctx)?;
+            state = next;
+            if step + 1 < t {
+                tokens = if teacher_forcing >= 1.0 {
+                    tgt_in.narrow(1, step + 1, 1)?.squeeze(1)?
+                } else {
+                    let predicted = logits.argmax(1)?.to_vec1::<u32>()?;
+                    let mixed: Vec<u32> = (0..b)
+                        .map(|r| {
+                            if ctx.rng.uniform() < teacher_forcing {
+                                gold[r][step + 1]
+                            } else {
+                                predicted[r]
+                            }
+                        })
+                        .collect();
+                    Tensor::from_vec(mixed, b, tgt_in.device())?
+                };
+            }
+            all.push(logits);
+        }
+        let logits = Tensor::stack(&all, 1)?;
+        let opts = CrossEntropy {
+            ignore_index: Some(self.config.pad_id as i64),
+            ..Default::default()
+        };
+        lingo_kernels::cross_entropy(&logits, tgt_out, opts)
+    }
+
+    pub fn device(&self) -> Device {
+        self.out.weight.device().clone()
+    }
+}
+
+impl Seq2SeqLm for RnnSeq2Seq {
+    fn bos_id(&self) -> u32 {
+        self.config.bos_id
+    }
+    fn eos_id(&self) -> u32 {
+        self.config.eos_id
+    }
+    fn target_vocab_size(&self) -> usize {
+        self.config.tgt_vocab_size
+    }
+    fn encode(&self, src: &Tensor, lengths: &[usize]) -> Result<Batched> {
+        self.encode_with(src, lengths, &mut Ctx::eval())
+    }
+    fn initial_state(&self, memory: &Batched) -> Result<Batched> {
+        self.start(memory)
+    }
+    fn decode_step(
+        &self,
+        memory: &Batched,
+        state: &Batched,
+        last: &Tensor,
+    ) -> Result<(Tensor, Batched, Option<Tensor>)> {
+        let (logits, state, w) = self.step(memory, state, last, &mut Ctx::eval())?;
+        Ok((lingo_kernels::log_softmax(&logits)?, state, w))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lingo_nn::ParamStore;
+
+    fn config(
+        attention: Seq2SeqAttention,
+        cell: CellKind,
+        bidirectional: bool,
+    ) -> RnnSeq2SeqConfig {
+        RnnSeq2SeqConfig {
+            src_vocab_size: 9,
+            tgt_vocab_size: 7,
+            embed_dim: 6,
+            hidden_size: 6,
+            cell,
+            encoder_layers: 2,
+            decoder_layers: 2,
+            bidirectional_encoder: bidirectional,
+            attention,
+            ..Default::default()
+        }
+    }
+
+    fn batch() -> (Tensor, Vec<usize>, Tensor, Tensor) {
+        let d = &Device::Cpu;
+        let src = Tensor::from_vec(vec![3u32, 4, 5, 6, 7, 8, 3, 0, 0, 0], (2, 5), d).unwrap();
+        let tgt_in = Tensor::from_vec(vec![1u32, 3, 4, 5, 1, 6, 0, 0], (2, 4), d).unwrap();
+        let tgt_out = Tensor::from_vec(vec![3u32, 4, 5, 2, 6, 2, 0, 0], (2, 4), d).unwrap();
+        (src, vec![5, 2], tgt_in, tgt_out)
+    }
+
+    #[test]
+    fn every_parameter_receives_a_gradient_for_every_attention() -> Result<()> {
+        use Seq2SeqAttention::*;
+        for (attention, bidirectional) in [
+            (None, true),
+            (Bahdanau, true),
+            (LuongDot, false),
+            (LuongScaledDot, false),
+            (LuongGeneral, true),
+            (LuongConcat, true),
+        ] {
+            for cell in [CellKind::Lstm, CellKind::Gru] {
+                let store = ParamStore::new(0, &Device::Cpu);
+                let model = RnnSeq2Seq::new(config(attention, cell, bidirectional), &store.root())?;
+                let (src, lengths, tgt_in, tgt_out) = batch();
+                let loss = model.loss(&src, &lengths, &tgt_in, &tgt_out, 1.0, &mut Ctx::eval())?;
+                let grads = loss.backward()?;
+                for (name, var) in store.named() {
+                    let g = grads
+                        .get(var.as_tensor())
+                        .unwrap_or_else(|| panic!("{attention:?} {cell:?} {name}: no gradient"));
+                    assert!(
+                        g.abs()?.sum_all()?.to_scalar::<f32>()? > 0.0,
+                        "{attention:?} {cell:?} {name}: zero gradient"
+                    );
+                }
+            }
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn source_padding_does_not_change_the_result() -> Result<()> {
+        let store = ParamStore::new(1, &Device::Cpu);
+        let model = RnnSeq2Seq::new(
+            config(Seq2SeqAttention::Bahdanau, CellKind::Lstm, true),
+            &store.root(),
+        )?;
+        let (src, lengths, _, _) = batch();
+        let memory = model.encode(&src, &lengths)?;
+        let state = model.initial_state(&memory)?;
+        let last = Tensor::from_vec(vec![1u32, 1], 2, &Device::Cpu)?;
+        let (lp, _, w) = model.decode_step(&memory, &state, &last)?;
+        // Row 1 alone, without padding.
+        let alone = model.encode(&src.narrow(0, 1, 1)?.narrow(1, 0, 2)?, &[2])?;
+        let (lp1, _, w1) = model.decode_step(
+            &alone,
+            &model.initial_state(&alone)?,
+            &last.narrow(0, 1, 1)?,
+        )?;
+        lingo_kernels::gradcheck::assert_close(&lp.narrow(0, 1, 1)?, &lp1, 1e-5, "log-probs")?;
+        lingo_kernels::gradcheck::assert_close(
+            &w.unwrap().narrow(0, 1, 1)?.narrow(1, 0, 2)?,
+            &w1.unwrap(),
+            1e-6,
+            "weights",
+        )
+    }
+
+    #[test]
+    fn scheduled_sampling_runs_and_bad_configs_are_rejected() -> Result<()> {
+        let store = ParamStore::new(2, &Device::Cpu);
+        let model = RnnSeq2Seq::new(
+            config(Seq2SeqAttention::LuongGeneral, CellKind::Gru, true),
+            &store.root(),
+        )?;
+        let (src, lengths, tgt_in, tgt_out) = batch();
+        let loss = model.loss(
+            &src,
+            &lengths,
+            &tgt_in,
+            &tgt_out,
+            0.5,
+            &mut Ctx::train(lingo_nn::LingoRng::new(3)),
+        )?;
+        assert!(loss.to_scalar::<f32>()?.is_finite());
+        let bad = config(Seq2SeqAttention::LuongDot, CellKind::Gru, true);
+        assert!(bad.validate().unwrap_err().contains("luong_general"));
+        let tied = RnnSeq2SeqConfig {
+            tied_output: true,
+            embed_dim: 4,
+            ..config(Seq2SeqAttention::None, CellKind::Gru, true)
+        };
+        assert!(tied.validate().unwrap_err().contains("tied_output"));
+        Ok(())
+    }
+}
