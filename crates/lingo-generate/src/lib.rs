@@ -1,6 +1,12 @@
-//! Decoding, written once against [`CausalLm`] so every decoder-only model gets it: greedy decoding
-//! and sampling with temperature, top-k and top-p (nucleus), stopping at stop tokens, using the
-//! model's KV cache so each new token costs one position's work.
+//! Decoding, written once against small traits so every model gets it:
+//! - for decoder-only models ([`CausalLm`]): greedy decoding and sampling with temperature, top-k and
+//!   top-p (nucleus), stopping at stop tokens, using the model's KV cache so each new token costs one
+//!   position's work;
+//! - for encoder–decoders ([`lingo_models::Seq2SeqLm`]): batched [`beam::beam_search`] and greedy.
+
+pub mod beam;
+
+pub use beam::{beam_search, greedy, BeamConfig, Hypothesis};
 
 use candle_core::{bail, DType, Device, Result, Tensor, D};
 use lingo_models::CausalLm;
