@@ -166,7 +166,8 @@ pub fn beam_search(
                     chosen_rows.push((first_row + b) as u32);
                     new_owner.push(s);
                 }
-                if new_live[s].len() >= k && (rank + 1 >= k || last_step) && !last_step {
+                // Past rank k nothing more can join: the beam is full and EOS candidates no longer count.
+                if !last_step && rank + 1 >= k && new_live[s].len() >= k {
                     break;
                 }
             }
