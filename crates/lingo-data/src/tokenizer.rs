@@ -50,25 +50,44 @@ fn tok_err(e: impl std::fmt::Display) -> DataError {
 impl Tokenizer {
     /// Trains a tokenizer of `kind` on `text`.
     pub fn train(kind: TokenizerKind, text: &str) -> Result<Self> {
+        Self::train_with_specials(kind, text, &[])
+    }
+
+    /// Trains a tokenizer whose first ids are the given special tokens, in order (e.g. `<pad>`, `<s>`,
+    /// `</s>`, `<unk>` for sequence-to-sequence models). Special tokens in the input are matched whole.
+    pub fn train_with_specials(kind: TokenizerKind, text: &str, specials: &[&str]) -> Result<Self> {
         if text.is_empty() {
             return Err(DataError::Invalid(
                 "cannot train a tokenizer on empty text".into(),
             ));
         }
-        match kind {
-            TokenizerKind::Char => Self::train_char(text),
-            TokenizerKind::ByteBpe { vocab_size } => Self::train_byte_bpe(text, vocab_size),
-        }
+        let mut tok = match kind {
+            TokenizerKind::Char => Self::train_char(text, specials)?,
+            TokenizerKind::ByteBpe { vocab_size } => {
+                Self::train_byte_bpe(text, vocab_size, specials)?
+            }
+        };
+        let added: Vec<AddedToken> = specials
+            .iter()
+            .map(|s| AddedToken::from(s.to_string(), true))
+            .collect();
+        tok.inner.add_special_tokens(added).map_err(tok_err)?;
+        Ok(tok)
     }
 
-    fn train_char(text: &str) -> Result<Self> {
+    fn train_char(text: &str, specials: &[&str]) -> Result<Self> {
         let chars: BTreeSet<char> = text.chars().collect();
-        let mut vocab: ahash::AHashMap<String, u32> = chars
+        let mut vocab: ahash::AHashMap<String, u32> = ahash::AHashMap::new();
+        for token in specials
             .iter()
-            .enumerate()
-            .map(|(i, c)| (c.to_string(), i as u32))
-            .collect();
-        vocab.insert(UNK.to_string(), chars.len() as u32);
+            .map(|s| s.to_string())
+            .chain(chars.iter().map(|c| c.to_string()))
+        {
+            let next = vocab.len() as u32;
+            vocab.entry(token).or_insert(next);
+        }
+        let next = vocab.len() as u32;
+        vocab.entry(UNK.to_string()).or_insert(next);
         let bpe = BPE::builder()
             .vocab_and_merges(vocab, vec![])
             .unk_token(UNK.to_string())
@@ -81,7 +100,7 @@ impl Tokenizer {
         Ok(Tokenizer { inner })
     }
 
-    fn train_byte_bpe(text: &str, vocab_size: usize) -> Result<Self> {
+    fn train_byte_bpe(text: &str, vocab_size: usize, specials: &[&str]) -> Result<Self> {
         if vocab_size < 257 {
             return Err(DataError::Invalid(format!(
                 "byte-level BPE needs a vocab_size of at least 257, got {vocab_size}"
@@ -97,7 +116,14 @@ impl Tokenizer {
             .min_frequency(2)
             .show_progress(false)
             .initial_alphabet(ByteLevel::alphabet().into_iter().collect())
-            .special_tokens(vec![AddedToken::from(END_OF_TEXT, true)])
+            .special_tokens(if specials.is_empty() {
+                vec![AddedToken::from(END_OF_TEXT, true)]
+            } else {
+                specials
+                    .iter()
+                    .map(|s| AddedToken::from(s.to_string(), true))
+                    .collect()
+            })
             .build();
         let mut trainer = TrainerWrapper::BpeTrainer(trainer);
         // Train on lines so the trainer sees the corpus in pieces of a sensible size.
@@ -146,6 +172,18 @@ impl Tokenizer {
         self.inner.decode(ids, false).map_err(tok_err)
     }
 
+    /// Decodes, leaving out special tokens (padding, sentence markers).
+    pub fn decode_text(&self, ids: &[u32]) -> Result<String> {
+        self.inner.decode(ids, true).map_err(tok_err)
+    }
+
+    /// Each token's text, for labelling attention maps.
+    pub fn tokens(&self, ids: &[u32]) -> Vec<String> {
+        ids.iter()
+            .map(|&i| self.inner.id_to_token(i).unwrap_or_else(|| format!("#{i}")))
+            .collect()
+    }
+
     pub fn token_to_id(&self, token: &str) -> Option<u32> {
         self.inner.token_to_id(token)
     }
@@ -179,6 +217,21 @@ mod tests {
             tok.encode("Fé")?,
             vec![tok.token_to_id("F").unwrap(), tok.token_to_id(UNK).unwrap()]
         );
+        Ok(())
+    }
+
+    #[test]
+    fn special_tokens_come_first_and_are_skipped_when_decoding() -> Result<()> {
+        let specials = ["<pad>", "<s>", "</s>", "<unk>"];
+        let tok = Tokenizer::train_with_specials(TokenizerKind::Char, "2021-03-03", &specials)?;
+        for (i, s) in specials.iter().enumerate() {
+            assert_eq!(tok.token_to_id(s), Some(i as u32));
+        }
+        let ids = tok.encode("<s>2021</s>")?;
+        assert_eq!(ids.first(), Some(&1));
+        assert_eq!(ids.last(), Some(&2));
+        assert_eq!(tok.decode_text(&ids)?, "2021");
+        assert_eq!(tok.encode("x")?, vec![3], "unknown characters map to <unk>");
         Ok(())
     }
 
