@@ -1,7 +1,10 @@
 //! Task pipelines: each ties a dataset, a model, the trainer and decoding into something a user runs.
 //!
 //! - [`language_model`]: train a GPT on a text file, then load it and generate.
+//! - [`translation`]: train a recurrent encoder–decoder on sentence pairs, then translate.
 
 pub mod language_model;
+pub mod translation;
 
 pub use language_model::{LanguageModel, LmRecipe, LmTask};
+pub use translation::{exact_match, Seq2SeqRecipe, Seq2SeqTask, Translation, Translator};
