@@ -26,6 +26,9 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Start here: Lingo writes a date-normalisation dataset, trains an attention GRU on it, reports
+    /// held-out accuracy and draws an attention map.
+    Quickstart(commands::quickstart::Quickstart),
     /// Train a model.
     #[command(subcommand)]
     Train(commands::train::Train),
@@ -51,6 +54,7 @@ fn main() {
     // Run the command on a pool thread: the serial parts of a step then share the cores with the
     // other workers instead of adding a third thread that competes with the spinning ones.
     let result = rayon::scope(|_| match cli.command {
+        Command::Quickstart(q) => q.run(),
         Command::Train(t) => t.run(),
         Command::Generate(g) => g.run(),
         Command::Demo(d) => d.run(),

@@ -1,7 +1,6 @@
 //! The run's record: one JSON object per line in `metrics.jsonl` (training steps and evaluations), and a
 //! loss-curve PNG drawn from it.
 
-use plotters::prelude::*;
 use serde::{Deserialize, Serialize};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -77,17 +76,8 @@ impl MetricsLog {
     }
 }
 
-static FONT: std::sync::Once = std::sync::Once::new();
-
 /// Draws training loss (light: per step; dark: moving average) and validation loss against steps.
 pub fn plot_losses(records: &[Record], path: &Path, title: &str) -> anyhow::Result<()> {
-    FONT.call_once(|| {
-        let _ = plotters::style::register_font(
-            "sans-serif",
-            FontStyle::Normal,
-            include_bytes!("../assets/DejaVuSans.ttf"),
-        );
-    });
     let train: Vec<(f64, f64)> = records
         .iter()
         .filter_map(|r| r.loss.map(|l| (r.step as f64, l)))
@@ -96,69 +86,7 @@ pub fn plot_losses(records: &[Record], path: &Path, title: &str) -> anyhow::Resu
         .iter()
         .filter_map(|r| r.val_loss.map(|l| (r.step as f64, l)))
         .collect();
-    if train.is_empty() && val.is_empty() {
-        return Ok(());
-    }
-    let window = (train.len() / 50).max(1);
-    let smooth: Vec<(f64, f64)> = train
-        .iter()
-        .enumerate()
-        .map(|(i, &(s, _))| {
-            let lo = i.saturating_sub(window - 1);
-            let mean = train[lo..=i].iter().map(|p| p.1).sum::<f64>() / (i + 1 - lo) as f64;
-            (s, mean)
-        })
-        .collect();
-    let all = train.iter().chain(&val);
-    let max_step = all.clone().map(|p| p.0).fold(1.0, f64::max);
-    let (lo, hi) = all
-        .map(|p| p.1)
-        .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| {
-            (a.min(v), b.max(v))
-        });
-    let pad = ((hi - lo) * 0.05).max(1e-3);
-    let tmp = path.with_extension("tmp.png");
-    {
-        let root = BitMapBackend::new(&tmp, (960, 540)).into_drawing_area();
-        root.fill(&WHITE)?;
-        let mut chart = ChartBuilder::on(&root)
-            .caption(title, ("sans-serif", 22))
-            .margin(16)
-            .margin_right(32)
-            .x_label_area_size(44)
-            .y_label_area_size(64)
-            .build_cartesian_2d(0f64..max_step, (lo - pad)..(hi + pad))?;
-        chart
-            .configure_mesh()
-            .x_desc("step")
-            .y_desc("loss (nats/token)")
-            .label_style(("sans-serif", 14))
-            .draw()?;
-        let light = RGBColor(150, 180, 230);
-        if !train.is_empty() {
-            chart.draw_series(LineSeries::new(train.iter().copied(), light))?;
-            chart
-                .draw_series(LineSeries::new(smooth, BLUE.stroke_width(2)))?
-                .label("train")
-                .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLUE.stroke_width(2)));
-        }
-        if !val.is_empty() {
-            chart
-                .draw_series(LineSeries::new(val.iter().copied(), RED.stroke_width(2)))?
-                .label("validation")
-                .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], RED.stroke_width(2)));
-            chart.draw_series(val.iter().map(|&p| Circle::new(p, 3, RED.filled())))?;
-        }
-        chart
-            .configure_series_labels()
-            .background_style(WHITE.mix(0.8))
-            .border_style(BLACK)
-            .label_font(("sans-serif", 14))
-            .draw()?;
-        root.present()?;
-    }
-    std::fs::rename(&tmp, path)?;
-    Ok(())
+    lingo_viz::loss_curve(&train, &val, path, title)
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
 pub mod bench;
 pub mod demo;
 pub mod generate;
+pub mod quickstart;
 pub mod train;
 
 use std::sync::atomic::{AtomicBool, Ordering};
