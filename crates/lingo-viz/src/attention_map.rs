@@ -13,7 +13,7 @@ fn label(token: &str) -> String {
         " " => "␣".into(),
         "\n" => "⏎".into(),
         "\t" => "⇥".into(),
-        t => t.replace('Ġ', "␣").replace('▁', "␣"),
+        t => t.replace(['Ġ', '▁'], "␣"),
     }
 }
 

@@ -18,7 +18,7 @@ pub struct Quickstart {
     /// Where to write the data, the model and the attention map.
     #[arg(long, default_value = "runs/quickstart")]
     out: PathBuf,
-    #[arg(long, default_value_t = 1500)]
+    #[arg(long, default_value_t = 600)]
     steps: usize,
     /// Held-out dates to evaluate on.
     #[arg(long, default_value_t = 1000)]
@@ -70,8 +70,8 @@ impl Quickstart {
                     decay_steps: 0,
                 },
                 clip_norm: Some(1.0),
-                eval_every: 500,
-                checkpoint_every: 500,
+                eval_every: 200,
+                checkpoint_every: 200,
                 ..Default::default()
             },
             beam: BeamConfig {
