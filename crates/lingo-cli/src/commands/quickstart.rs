@@ -116,14 +116,15 @@ impl Quickstart {
             };
             println!("  {mark} {:<32} → {}", sources[i], t.text);
         }
-        if let Some(example) = out.iter().find(|t| t.source_tokens.len() > 12) {
-            let base = self.out.join("attention");
+        if let Some(i) = out.iter().position(|t| t.source_tokens.len() > 12) {
+            let (example, base) = (&out[i], self.out.join("attention"));
+            let title = format!("Bahdanau attention: {} → {}", sources[i], example.text);
             lingo_viz::attention_map(
                 &example.source_tokens,
                 &example.target_tokens,
                 &example.attention,
                 &base,
-                "Bahdanau attention",
+                &title,
             )?;
             println!(
                 "attention map: {}.png and {}.html",
