@@ -1,11 +1,13 @@
 //! Text in, token batches out: tokenizers built on the `tokenizers` crate (so `tokenizer.json` files
 //! interoperate with Hugging Face) and datasets that cut token streams into training windows.
 
+pub mod parallel;
 pub mod synthetic;
 pub mod text;
 pub mod tokenizer;
 
-pub use synthetic::{Date, DateTask, Grammar};
+pub use parallel::{read_lines, read_pairs};
+pub use synthetic::{Date, DateTask, Grammar, Pair};
 pub use text::{read_text, Split, TextDataset};
 pub use tokenizer::{Tokenizer, TokenizerKind};
 

@@ -13,8 +13,10 @@ use std::path::Path;
 use tokenizers::decoders::byte_level::ByteLevel as ByteLevelDecoder;
 use tokenizers::decoders::fuse::Fuse;
 use tokenizers::models::bpe::{BpeTrainer, BPE};
+use tokenizers::models::wordlevel::{WordLevel, WordLevelTrainer};
 use tokenizers::models::TrainerWrapper;
 use tokenizers::pre_tokenizers::byte_level::ByteLevel;
+use tokenizers::pre_tokenizers::whitespace::Whitespace;
 use tokenizers::{AddedToken, DecoderWrapper, ModelWrapper, PreTokenizerWrapper};
 
 /// Which tokenizer to train.
@@ -25,6 +27,9 @@ pub enum TokenizerKind {
     Char,
     /// Byte-level BPE with this many tokens.
     ByteBpe { vocab_size: usize },
+    /// Whole words and punctuation marks (split on whitespace and punctuation), the `vocab_size` most
+    /// frequent ones; the rest become `<unk>`.
+    Word { vocab_size: usize },
 }
 
 /// The unknown-character token of the character tokenizer; always the last id.
@@ -66,6 +71,7 @@ impl Tokenizer {
             TokenizerKind::ByteBpe { vocab_size } => {
                 Self::train_byte_bpe(text, vocab_size, specials)?
             }
+            TokenizerKind::Word { vocab_size } => Self::train_word(text, vocab_size, specials)?,
         };
         let added: Vec<AddedToken> = specials
             .iter()
@@ -127,6 +133,35 @@ impl Tokenizer {
             .build();
         let mut trainer = TrainerWrapper::BpeTrainer(trainer);
         // Train on lines so the trainer sees the corpus in pieces of a sensible size.
+        inner
+            .train(&mut trainer, text.lines().map(|l| l.to_string()))
+            .map_err(tok_err)?;
+        Ok(Tokenizer { inner })
+    }
+
+    fn train_word(text: &str, vocab_size: usize, specials: &[&str]) -> Result<Self> {
+        let mut specials: Vec<String> = specials.iter().map(|s| s.to_string()).collect();
+        if !specials.iter().any(|s| s == UNK) {
+            specials.push(UNK.to_string());
+        }
+        let model = WordLevel::builder()
+            .unk_token(UNK.to_string())
+            .build()
+            .map_err(tok_err)?;
+        let mut inner = tokenizers::Tokenizer::new(ModelWrapper::WordLevel(model));
+        inner.with_pre_tokenizer(Some(PreTokenizerWrapper::Whitespace(Whitespace {})));
+        let trainer = WordLevelTrainer::builder()
+            .vocab_size(vocab_size)
+            .show_progress(false)
+            .special_tokens(
+                specials
+                    .iter()
+                    .map(|s| AddedToken::from(s.clone(), true))
+                    .collect(),
+            )
+            .build()
+            .map_err(tok_err)?;
+        let mut trainer = TrainerWrapper::WordLevelTrainer(trainer);
         inner
             .train(&mut trainer, text.lines().map(|l| l.to_string()))
             .map_err(tok_err)?;
@@ -232,6 +267,20 @@ mod tests {
         assert_eq!(ids.last(), Some(&2));
         assert_eq!(tok.decode_text(&ids)?, "2021");
         assert_eq!(tok.encode("x")?, vec![3], "unknown characters map to <unk>");
+        Ok(())
+    }
+
+    #[test]
+    fn word_tokenizer_keeps_frequent_words_and_splits_punctuation() -> Result<()> {
+        let text = "a man rides a horse .\na woman rides a bike, fast.\n".repeat(3);
+        let tok = Tokenizer::train_with_specials(
+            TokenizerKind::Word { vocab_size: 50 },
+            &text,
+            &["<pad>", "<s>", "</s>", "<unk>"],
+        )?;
+        assert_eq!(tok.token_to_id("<unk>"), Some(3));
+        let ids = tok.encode("a man rides a zebra.")?;
+        assert_eq!(tok.decode(&ids)?, "a man rides a <unk> .");
         Ok(())
     }
 
