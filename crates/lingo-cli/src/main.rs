@@ -34,6 +34,10 @@ enum Command {
     Train(commands::train::Train),
     /// Continue a prompt with a trained language model.
     Generate(commands::generate::Generate),
+    /// Translate sentences with a trained sequence-to-sequence model (BLEU with --reference).
+    Translate(commands::translate::Translate),
+    /// Draw the attention of a sequence-to-sequence model over one sentence (PNG and HTML).
+    Attention(commands::translate::Attention),
     /// Self-contained demonstrations on data Lingo generates itself.
     #[command(subcommand)]
     Demo(commands::demo::Demo),
@@ -57,6 +61,8 @@ fn main() {
         Command::Quickstart(q) => q.run(),
         Command::Train(t) => t.run(),
         Command::Generate(g) => g.run(),
+        Command::Translate(t) => t.run(),
+        Command::Attention(a) => a.run(),
         Command::Demo(d) => d.run(),
         Command::Bench(b) => b.run(),
     });

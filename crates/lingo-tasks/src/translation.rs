@@ -52,6 +52,13 @@ impl Default for Seq2SeqRecipe {
     }
 }
 
+impl Seq2SeqRecipe {
+    /// Reads a recipe file; errors name the file and the field.
+    pub fn load(path: &Path) -> anyhow::Result<Self> {
+        Ok(read_json(path)?)
+    }
+}
+
 type IdPair = (Vec<u32>, Vec<u32>);
 
 /// A recurrent seq2seq model, its tokenizers and its tokenised data, ready for the trainer.

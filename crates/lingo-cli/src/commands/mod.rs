@@ -3,6 +3,7 @@ pub mod demo;
 pub mod generate;
 pub mod quickstart;
 pub mod train;
+pub mod translate;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;

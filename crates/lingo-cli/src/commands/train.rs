@@ -1,7 +1,7 @@
 use anyhow::Context;
 use clap::{Args, Subcommand};
-use lingo_data::{read_text, Tokenizer};
-use lingo_tasks::{LmRecipe, LmTask};
+use lingo_data::{read_pairs, read_text, Tokenizer};
+use lingo_tasks::{LmRecipe, LmTask, Seq2SeqRecipe, Seq2SeqTask, Translator};
 use lingo_train::Trainer;
 use std::path::PathBuf;
 
@@ -9,13 +9,146 @@ use std::path::PathBuf;
 pub enum Train {
     /// Train a GPT-style language model on a text file.
     Lm(TrainLm),
+    /// Train a sequence-to-sequence (translation) model on sentence pairs.
+    Seq2seq(TrainSeq2Seq),
 }
 
 impl Train {
     pub fn run(self) -> anyhow::Result<()> {
         match self {
             Train::Lm(t) => t.run(),
+            Train::Seq2seq(t) => t.run(),
         }
+    }
+}
+
+#[derive(Args)]
+pub struct TrainSeq2Seq {
+    /// Training sources, one sentence per line (with --target), or a .tsv / .jsonl file of pairs; .gz allowed.
+    #[arg(long)]
+    source: PathBuf,
+    /// Training targets, line-aligned with --source.
+    #[arg(long)]
+    target: Option<PathBuf>,
+    /// Validation sources (same formats); without them the last --validation-fraction of the pairs is held out.
+    #[arg(long)]
+    valid_source: Option<PathBuf>,
+    #[arg(long)]
+    valid_target: Option<PathBuf>,
+    #[arg(long, default_value_t = 0.05)]
+    validation_fraction: f64,
+    /// Recipe JSON: `model`, `source_tokenizer`, `target_tokenizer`, `train`, `teacher_forcing`, `beam`.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Architecture: `rnn` (recurrent encoder–decoder with attention).
+    #[arg(long, default_value = "rnn")]
+    arch: String,
+    #[arg(long)]
+    out: PathBuf,
+    #[arg(long)]
+    resume: bool,
+    #[arg(long)]
+    steps: Option<usize>,
+    #[arg(long)]
+    seed: Option<u64>,
+    #[arg(long)]
+    quiet: bool,
+}
+
+impl TrainSeq2Seq {
+    pub fn run(self) -> anyhow::Result<()> {
+        if self.arch != "rnn" {
+            anyhow::bail!(
+                "--arch {}: this build trains `rnn` sequence-to-sequence models",
+                self.arch
+            );
+        }
+        let mut recipe = match &self.config {
+            Some(path) => Seq2SeqRecipe::load(path)?,
+            None => Seq2SeqRecipe::default(),
+        };
+        if let Some(steps) = self.steps {
+            recipe.train.steps = steps;
+        }
+        if let Some(seed) = self.seed {
+            recipe.train.seed = seed;
+        }
+        let mut train = read_pairs(&self.source, self.target.as_deref())?;
+        let validation = match &self.valid_source {
+            Some(vs) => read_pairs(vs, self.valid_target.as_deref())?,
+            None => {
+                if !(0.0..1.0).contains(&self.validation_fraction) {
+                    anyhow::bail!("--validation-fraction must be in [0, 1)");
+                }
+                let n = ((train.len() as f64 * self.validation_fraction).ceil() as usize).max(1);
+                if n >= train.len() {
+                    anyhow::bail!(
+                        "{} pairs are too few to hold out {n} for validation",
+                        train.len()
+                    );
+                }
+                train.split_off(train.len() - n)
+            }
+        };
+        let tokenizers = if self.resume {
+            let load = |name: &str| {
+                Tokenizer::load(&self.out.join(name)).context("resuming needs the run's tokenizers")
+            };
+            Some((
+                load("source_tokenizer.json")?,
+                load("target_tokenizer.json")?,
+            ))
+        } else {
+            None
+        };
+        let mut task = Seq2SeqTask::new(recipe, &train, &validation, tokenizers)?;
+        let r = &task.recipe;
+        eprintln!(
+            "{} training and {} validation pairs; vocab {} → {}; {:?} {}×{} with {:?} attention, {:.2}M parameters; {} steps × {}",
+            task.train.len(),
+            task.validation.len(),
+            r.model.src_vocab_size,
+            r.model.tgt_vocab_size,
+            r.model.cell,
+            r.model.encoder_layers,
+            r.model.hidden_size,
+            r.model.attention,
+            lingo_train::TrainTask::params(&task).num_params() as f64 / 1e6,
+            r.train.steps,
+            r.train.batch_size * r.train.grad_accum,
+        );
+        let mut trainer = Trainer::new(task.recipe.train.clone(), &self.out);
+        trainer.progress = !self.quiet;
+        trainer.interrupt = super::interrupt_flag();
+        let report = trainer.run(&mut task, self.resume)?;
+        println!(
+            "{} after {} steps: val loss {} (best {}), {:.1}s, {:.0} target tokens/s",
+            if report.interrupted {
+                "stopped"
+            } else {
+                "done"
+            },
+            report.steps,
+            fmt(report.val_loss),
+            fmt(report.best_val_loss),
+            report.elapsed_secs,
+            report.tokens_per_sec
+        );
+        if !report.interrupted {
+            let translator = Translator::load(&self.out)?;
+            let sources: Vec<String> = validation.iter().map(|p| p.0.clone()).collect();
+            let refs: Vec<String> = validation.iter().map(|p| p.1.clone()).collect();
+            let out = translator.translate(&sources, &translator.beam, 64)?;
+            let hyps: Vec<&str> = out.iter().map(|t| t.text.as_str()).collect();
+            let bleu = lingo_eval::corpus_bleu(&hyps, &[refs]).map_err(anyhow::Error::msg)?;
+            println!("validation {bleu}");
+        }
+        println!(
+            "model folder: {}  (try: lingo translate --model {} \"...\")",
+            self.out.display(),
+            self.out.display()
+        );
+        Ok(())
     }
 }
 
