@@ -316,7 +316,8 @@ impl RnnSeq2Seq {
         Ok(Batched(state))
     }
 
-    /// One decoder step: logits `[rows, vocab]`, new state, attention weights.
+    /// One decoder step: the attentional state `h̃` `[rows, hidden]` (the output layer turns it into
+    /// logits), the new state, and the attention weights.
     fn step(
         &self,
         memory: &Batched,
@@ -364,10 +365,13 @@ impl RnnSeq2Seq {
             .combine
             .forward(&Tensor::cat(&[&s, &context], 1)?)?
             .tanh()?;
-        let logits = self.out.forward(&self.drop.forward(&h_tilde, ctx)?)?;
         let mut new_state = next;
-        new_state.push(h_tilde);
-        Ok((logits, Batched(new_state), weights))
+        new_state.push(h_tilde.clone());
+        Ok((h_tilde, Batched(new_state), weights))
+    }
+
+    fn logits(&self, h_tilde: &Tensor, ctx: &mut Ctx) -> Result<Tensor> {
+        self.out.forward(&self.drop.forward(h_tilde, ctx)?)
     }
 
     /// Mean cross-entropy over the non-padding target positions. `tgt_in` starts with BOS, `tgt_out`
@@ -395,14 +399,17 @@ impl RnnSeq2Seq {
         let mut state = self.start(&memory)?;
         let gold = tgt_in.to_dtype(DType::U32)?.to_vec2::<u32>()?;
         let mut tokens = tgt_in.narrow(1, 0, 1)?.squeeze(1)?;
+        // The output layer runs once over every step's h̃: one large matrix product instead of one per
+        // step (it is most of the model's arithmetic with a large target vocabulary).
         let mut all = Vec::with_capacity(t);
         for step in 0..t {
-            let (logits, next, _) = self.step(&memory, &state, &tokens, ctx)?;
+            let (h_tilde, next, _) = self.step(&memory, &state, &tokens, ctx)?;
             state = next;
             if step + 1 < t {
                 tokens = if teacher_forcing >= 1.0 {
                     tgt_in.narrow(1, step + 1, 1)?.squeeze(1)?
                 } else {
+                    let logits = self.out.forward(&h_tilde.detach())?;
                     let predicted = logits.argmax(1)?.to_vec1::<u32>()?;
                     let mixed: Vec<u32> = (0..b)
                         .map(|r| {
@@ -416,9 +423,9 @@ impl RnnSeq2Seq {
                     Tensor::from_vec(mixed, b, tgt_in.device())?
                 };
             }
-            all.push(logits);
+            all.push(h_tilde);
         }
-        let logits = Tensor::stack(&all, 1)?;
+        let logits = self.logits(&Tensor::stack(&all, 1)?, ctx)?;
         let opts = CrossEntropy {
             ignore_index: Some(self.config.pad_id as i64),
             ..Default::default()
@@ -453,8 +460,13 @@ impl Seq2SeqLm for RnnSeq2Seq {
         state: &Batched,
         last: &Tensor,
     ) -> Result<(Tensor, Batched, Option<Tensor>)> {
-        let (logits, state, w) = self.step(memory, state, last, &mut Ctx::eval())?;
-        Ok((lingo_kernels::log_softmax(&logits)?, state, w))
+        let mut ctx = Ctx::eval();
+        let (h_tilde, state, w) = self.step(memory, state, last, &mut ctx)?;
+        Ok((
+            lingo_kernels::log_softmax(&self.logits(&h_tilde, &mut ctx)?)?,
+            state,
+            w,
+        ))
     }
 }
 
