@@ -20,6 +20,7 @@
 //! | [`attention`] | scaled dot-product attention, causal/padding masks, weights on request |
 //! | [`optim`] | in-place AdamW / SGD updates and gradient norms |
 
+pub mod additive_attention;
 pub mod attention;
 mod cpu;
 pub mod cross_entropy;
@@ -34,6 +35,7 @@ pub mod recurrent;
 pub mod rms_norm;
 pub mod softmax;
 
+pub use additive_attention::additive_scores;
 pub use attention::{attention, attention_with_weights, self_attention, AttentionMask};
 pub use cross_entropy::{cross_entropy, CrossEntropy};
 pub use embedding::embedding;

@@ -8,7 +8,7 @@
 
 use crate::linear::Linear;
 use crate::params::{Init, ParamPath};
-use candle_core::{bail, Result, Tensor, D};
+use candle_core::{bail, Result, Tensor};
 use serde::{Deserialize, Serialize};
 
 /// How a query is scored against each encoder output.
@@ -113,10 +113,7 @@ impl RnnAttention {
                 let (Some(qp), Some(v)) = (&self.query_proj, &self.v) else {
                     bail!("additive attention without its weights")
                 };
-                let hidden = keys
-                    .broadcast_add(&qp.forward(query)?.unsqueeze(1)?)?
-                    .tanh()?;
-                hidden.broadcast_matmul(v)?.squeeze(D::Minus1)?
+                lingo_kernels::additive_scores(keys, &qp.forward(query)?, v)?
             }
             Score::Dot | Score::General | Score::ScaledDot => {
                 let s = keys
