@@ -7,7 +7,7 @@
 //! token). A sentence stops once it has `beam_size` finished hypotheses and — unless `early_stopping`
 //! — none of its live hypotheses still scores better than the worst of them.
 
-use candle_core::{bail, DType, Device, Result, Tensor};
+use candle_core::{bail, DType, Result, Tensor};
 use lingo_models::Seq2SeqLm;
 use serde::{Deserialize, Serialize};
 
@@ -99,6 +99,7 @@ pub fn beam_search(
     let mut owner: Vec<usize> = (0..batch).collect();
     let mut state = model.initial_state(&memory)?;
     let mut rows_memory = memory.clone();
+    let mut memory_owner = owner.clone();
     let vocab = model.target_vocab_size();
     for step in 0..cfg.max_length {
         // Live beams in row order: sentence by sentence.
@@ -204,12 +205,13 @@ pub fn beam_search(
         }
         let rows = Tensor::from_vec(chosen_rows, owner.len(), &device)?;
         state = next_state.select(&rows)?;
-        let owners = Tensor::from_vec(
-            owner.iter().map(|&o| o as u32).collect::<Vec<_>>(),
-            owner.len(),
-            &Device::Cpu,
-        )?;
-        rows_memory = memory.select(&owners.to_device(&device)?)?;
+        // Beams of one sentence share its memory, so the memory rows only change when the set of
+        // live rows per sentence does — not when beams are reordered.
+        if owner != memory_owner {
+            let owners: Vec<u32> = owner.iter().map(|&o| o as u32).collect();
+            rows_memory = memory.select(&Tensor::from_vec(owners, owner.len(), &device)?)?;
+            memory_owner = owner.clone();
+        }
     }
     Ok(finished)
 }
@@ -232,6 +234,7 @@ pub fn greedy(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use candle_core::Device;
     use lingo_models::Batched;
 
     /// A "model" whose next-token distribution is a fixed pseudo-random function of the prefix, so
