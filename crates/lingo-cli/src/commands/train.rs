@@ -43,16 +43,47 @@ pub struct TrainSeq2Seq {
     /// Architecture: `rnn` (recurrent encoder–decoder with attention).
     #[arg(long, default_value = "rnn")]
     arch: String,
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+/// What every training command takes besides its data and recipe.
+#[derive(Args)]
+pub struct RunArgs {
+    /// Output folder: model, tokenizer(s), checkpoint, metrics.jsonl, loss.png.
     #[arg(long)]
     out: PathBuf,
+    /// Continue from the checkpoint in --out.
     #[arg(long)]
     resume: bool,
+    /// Override the recipe's number of optimizer steps.
     #[arg(long)]
     steps: Option<usize>,
+    /// Override the recipe's seed.
     #[arg(long)]
     seed: Option<u64>,
+    /// No progress bar (evaluation lines are still printed).
     #[arg(long)]
     quiet: bool,
+}
+
+impl RunArgs {
+    /// Applies the overrides to `train`.
+    fn apply(&self, train: &mut lingo_train::TrainConfig) {
+        if let Some(steps) = self.steps {
+            train.steps = steps;
+        }
+        if let Some(seed) = self.seed {
+            train.seed = seed;
+        }
+    }
+
+    fn trainer(&self, config: lingo_train::TrainConfig) -> Trainer {
+        let mut trainer = Trainer::new(config, &self.out);
+        trainer.progress = !self.quiet;
+        trainer.interrupt = super::interrupt_flag();
+        trainer
+    }
 }
 
 impl TrainSeq2Seq {
@@ -67,12 +98,7 @@ impl TrainSeq2Seq {
             Some(path) => Seq2SeqRecipe::load(path)?,
             None => Seq2SeqRecipe::default(),
         };
-        if let Some(steps) = self.steps {
-            recipe.train.steps = steps;
-        }
-        if let Some(seed) = self.seed {
-            recipe.train.seed = seed;
-        }
+        self.run.apply(&mut recipe.train);
         let mut train = read_pairs(&self.source, self.target.as_deref())?;
         let validation = match &self.valid_source {
             Some(vs) => read_pairs(vs, self.valid_target.as_deref())?,
@@ -90,9 +116,10 @@ impl TrainSeq2Seq {
                 train.split_off(train.len() - n)
             }
         };
-        let tokenizers = if self.resume {
+        let tokenizers = if self.run.resume {
             let load = |name: &str| {
-                Tokenizer::load(&self.out.join(name)).context("resuming needs the run's tokenizers")
+                Tokenizer::load(&self.run.out.join(name))
+                    .context("resuming needs the run's tokenizers")
             };
             Some((
                 load("source_tokenizer.json")?,
@@ -117,10 +144,8 @@ impl TrainSeq2Seq {
             r.train.steps,
             r.train.batch_size * r.train.grad_accum,
         );
-        let mut trainer = Trainer::new(task.recipe.train.clone(), &self.out);
-        trainer.progress = !self.quiet;
-        trainer.interrupt = super::interrupt_flag();
-        let report = trainer.run(&mut task, self.resume)?;
+        let trainer = self.run.trainer(task.recipe.train.clone());
+        let report = trainer.run(&mut task, self.run.resume)?;
         println!(
             "{} after {} steps: val loss {} (best {}), {:.1}s, {:.0} target tokens/s",
             if report.interrupted {
@@ -135,7 +160,7 @@ impl TrainSeq2Seq {
             report.tokens_per_sec
         );
         if !report.interrupted {
-            let translator = Translator::load(&self.out)?;
+            let translator = Translator::load(&self.run.out)?;
             let sources: Vec<String> = validation.iter().map(|p| p.0.clone()).collect();
             let refs: Vec<String> = validation.iter().map(|p| p.1.clone()).collect();
             let out = translator.translate(&sources, &translator.beam, 64)?;
@@ -145,8 +170,8 @@ impl TrainSeq2Seq {
         }
         println!(
             "model folder: {}  (try: lingo translate --model {} \"...\")",
-            self.out.display(),
-            self.out.display()
+            self.run.out.display(),
+            self.run.out.display()
         );
         Ok(())
     }
@@ -160,21 +185,8 @@ pub struct TrainLm {
     /// Recipe JSON: `model`, `tokenizer`, `train`, `validation_fraction` (see configs/).
     #[arg(long)]
     config: Option<PathBuf>,
-    /// Output folder: model, tokenizer, checkpoint, metrics.jsonl, loss.png.
-    #[arg(long)]
-    out: PathBuf,
-    /// Continue from the checkpoint in --out.
-    #[arg(long)]
-    resume: bool,
-    /// Override the recipe's number of optimizer steps.
-    #[arg(long)]
-    steps: Option<usize>,
-    /// Override the recipe's seed.
-    #[arg(long)]
-    seed: Option<u64>,
-    /// No progress bar (evaluation lines are still printed).
-    #[arg(long)]
-    quiet: bool,
+    #[command(flatten)]
+    run: RunArgs,
 }
 
 impl TrainLm {
@@ -183,17 +195,12 @@ impl TrainLm {
             Some(path) => LmRecipe::load(path)?,
             None => LmRecipe::default(),
         };
-        if let Some(steps) = self.steps {
-            recipe.train.steps = steps;
-        }
-        if let Some(seed) = self.seed {
-            recipe.train.seed = seed;
-        }
+        self.run.apply(&mut recipe.train);
         let text = read_text(&self.data)?;
         // On resume, keep the tokenizer the run started with.
-        let tokenizer = if self.resume {
+        let tokenizer = if self.run.resume {
             Some(
-                Tokenizer::load(&self.out.join("tokenizer.json"))
+                Tokenizer::load(&self.run.out.join("tokenizer.json"))
                     .context("resuming needs the run's tokenizer.json")?,
             )
         } else {
@@ -213,10 +220,8 @@ impl TrainLm {
             r.train.batch_size * r.train.grad_accum,
             r.model.context_length,
         );
-        let mut trainer = Trainer::new(task.recipe.train.clone(), &self.out);
-        trainer.progress = !self.quiet;
-        trainer.interrupt = super::interrupt_flag();
-        let report = trainer.run(&mut task, self.resume)?;
+        let trainer = self.run.trainer(task.recipe.train.clone());
+        let report = trainer.run(&mut task, self.run.resume)?;
         println!(
             "{} after {} steps: train loss {}, val loss {} (best {}), {:.1}s, {:.0} tokens/s",
             if report.interrupted {
@@ -233,8 +238,8 @@ impl TrainLm {
         );
         println!(
             "model folder: {}  (try: lingo generate --model {} --prompt \"...\")",
-            self.out.display(),
-            self.out.display()
+            self.run.out.display(),
+            self.run.out.display()
         );
         Ok(())
     }
