@@ -34,6 +34,7 @@ pub mod optim;
 pub mod recurrent;
 pub mod rms_norm;
 pub mod softmax;
+pub mod weighted_sum;
 
 pub use additive_attention::additive_scores;
 pub use attention::{attention, attention_with_weights, self_attention, AttentionMask};
@@ -45,3 +46,4 @@ pub use linear::linear;
 pub use recurrent::{recurrent_step, Cell};
 pub use rms_norm::rms_norm;
 pub use softmax::{log_softmax, softmax, softmax_masked};
+pub use weighted_sum::weighted_sum;

@@ -127,7 +127,7 @@ impl RnnAttention {
             }
         };
         let weights = lingo_kernels::softmax_masked(&scores, keep)?;
-        let context = weights.unsqueeze(1)?.matmul(memory)?.squeeze(1)?;
+        let context = lingo_kernels::weighted_sum(&weights, memory)?;
         Ok((context, weights))
     }
 }
