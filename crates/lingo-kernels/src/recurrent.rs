@@ -51,6 +51,17 @@ fn sigmoid(x: f32) -> f32 {
     1.0 / (1.0 + math::exp(-x))
 }
 
+/// The activated LSTM gates `(i, f, g, o)` of unit `j`, shared by the forward and the backward (which
+/// recomputes them rather than storing them).
+#[inline(always)]
+fn lstm_gates(x: &[f32], hg: &[f32], n: usize, j: usize) -> (f32, f32, f32, f32) {
+    let i = sigmoid(x[j] + hg[j]);
+    let f = sigmoid(x[n + j] + hg[n + j]);
+    let g = math::tanh(x[2 * n + j] + hg[2 * n + j]);
+    let o = sigmoid(x[3 * n + j] + hg[3 * n + j]);
+    (i, f, g, o)
+}
+
 struct StepOp {
     cell: Cell,
     hidden: usize,
@@ -71,10 +82,7 @@ impl StepOp {
                 let (h_out, c_out) = out.split_at_mut(n);
                 let c = &s[n..];
                 for j in 0..n {
-                    let i = sigmoid(x[j] + hg[j]);
-                    let f = sigmoid(x[n + j] + hg[n + j]);
-                    let g = math::tanh(x[2 * n + j] + hg[2 * n + j]);
-                    let o = sigmoid(x[3 * n + j] + hg[3 * n + j]);
+                    let (i, f, g, o) = lstm_gates(x, hg, n, j);
                     let c2 = f * c[j] + i * g;
                     c_out[j] = c2;
                     h_out[j] = o * math::tanh(c2);
@@ -118,10 +126,7 @@ impl StepOp {
                 let (dh, dc) = dout.split_at(n);
                 let c = &s[n..];
                 for j in 0..n {
-                    let i = sigmoid(x[j] + hg[j]);
-                    let f = sigmoid(x[n + j] + hg[n + j]);
-                    let g = math::tanh(x[2 * n + j] + hg[2 * n + j]);
-                    let o = sigmoid(x[3 * n + j] + hg[3 * n + j]);
+                    let (i, f, g, o) = lstm_gates(x, hg, n, j);
                     let c2 = f * c[j] + i * g;
                     let tc = math::tanh(c2);
                     let dtc = dh[j] * o * (1.0 - tc * tc) + dc[j];

@@ -291,7 +291,8 @@ impl RnnSeq2Seq {
         let keep = Tensor::from_vec(keep, (b, s), src.device())?;
         let keys = match &self.attention {
             Some(a) => a.keys(&enc.output)?,
-            None => enc.output.zeros_like()?.narrow(2, 0, 1)?,
+            // Unused without attention: a placeholder that keeps the memory layout fixed.
+            None => Tensor::zeros((b, s, 1), DType::F32, src.device())?,
         };
         Ok(Batched(vec![enc.output, keys, keep, last]))
     }

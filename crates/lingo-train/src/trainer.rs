@@ -280,11 +280,14 @@ impl Trainer {
             }
         }
         bar.finish_and_clear();
-        plot_losses(
-            log.records(),
-            &self.out_dir.join("loss.png"),
-            "Lingo training",
-        )?;
+        // A completed run plotted at its last evaluation; a stopped one still shows its latest steps.
+        if interrupted {
+            plot_losses(
+                log.records(),
+                &self.out_dir.join("loss.png"),
+                "Lingo training",
+            )?;
+        }
         Ok(TrainReport {
             steps: meta.step,
             train_loss: last_loss,
