@@ -46,6 +46,12 @@ enum Command {
 }
 
 fn main() {
+    // candle's elementwise thread pool spins for a long while after every parallel op; on a machine
+    // with as many workers as cores, that spinning takes the cores from the matrix products that run
+    // next (measured: ~10% of a seq2seq training step). Park it almost at once unless the user chose.
+    if std::env::var_os("CANDLE_BARRIER_POOL_SPIN_LIMIT").is_none() {
+        std::env::set_var("CANDLE_BARRIER_POOL_SPIN_LIMIT", "100");
+    }
     let cli = Cli::parse();
     let mut pool = rayon::ThreadPoolBuilder::new();
     if let Some(n) = cli.threads {

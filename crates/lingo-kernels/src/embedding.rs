@@ -1,11 +1,16 @@
 //! Embedding lookup `table[ids]`. The backward adds each output row's gradient into the row of the
 //! table it came from, in token order (deterministic), instead of candle's generic `index_add` path.
 
+use crate::shared_grad::{self, Reader, SharedGrad};
 use crate::{cpu, math};
 use candle_core::backend::BackendStorage;
 use candle_core::{bail, CpuStorage, DType, Layout, Result, Shape, Tensor};
 
-struct EmbeddingOp;
+/// `dtable`: where the table gradient is summed when the table is read in a loop.
+#[derive(Default)]
+struct EmbeddingOp {
+    dtable: Option<Reader>,
+}
 
 fn ids_of(s: &CpuStorage, l: &Layout, rows: usize) -> Result<Vec<usize>> {
     let Some((a, b)) = l.contiguous_offsets() else {
@@ -57,25 +62,39 @@ impl candle_core::CustomOp2 for EmbeddingOp {
         _res: &Tensor,
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        let (rows, dim) = table.dims2()?;
+        let dim = table.dim(1)?;
         let ids = ids.flatten_all()?.to_dtype(DType::I64)?.to_vec1::<i64>()?;
-        let dt = cpu::with_data(grad, "embedding", |g| {
-            let mut dt = vec![0f32; rows * dim];
-            for (k, &id) in ids.iter().enumerate() {
-                let id = id as usize;
-                math::add_assign(
-                    &mut dt[id * dim..(id + 1) * dim],
-                    &g[k * dim..(k + 1) * dim],
-                );
-            }
-            dt
+        let dt = shared_grad::gradient(self.dtable.as_ref(), table, |dt| {
+            cpu::with_data(grad, "embedding", |g| {
+                for (k, &id) in ids.iter().enumerate() {
+                    let id = id as usize;
+                    math::add_assign(
+                        &mut dt[id * dim..(id + 1) * dim],
+                        &g[k * dim..(k + 1) * dim],
+                    );
+                }
+            })
         })?;
-        Ok((Some(cpu::tensor(dt, (rows, dim))?), None))
+        Ok((dt, None))
     }
 }
 
 /// Rows of `table` (`[rows, dim]`) picked by integer `ids` of any shape; the result is `[ids..., dim]`.
 pub fn embedding(table: &Tensor, ids: &Tensor) -> Result<Tensor> {
+    apply(table, ids, EmbeddingOp::default())
+}
+
+/// [`embedding`] for a table looked up at every step of a loop: the table gradients of all steps are
+/// summed in place into `dtable` (see [`SharedGrad`]).
+pub fn embedding_shared(table: &Tensor, ids: &Tensor, dtable: &SharedGrad) -> Result<Tensor> {
+    shared_grad::check_input(table, "embedding table")?;
+    let op = EmbeddingOp {
+        dtable: Some(dtable.reader()),
+    };
+    apply(table, ids, op)
+}
+
+fn apply(table: &Tensor, ids: &Tensor, op: EmbeddingOp) -> Result<Tensor> {
     let (rows, _) = table.dims2()?;
     if !table.device().is_cpu() || table.dtype() != DType::F32 {
         let flat = ids.flatten_all()?;
@@ -87,9 +106,7 @@ pub fn embedding(table: &Tensor, ids: &Tensor) -> Result<Tensor> {
         dims.push(table.dim(1)?);
         return table.index_select(&flat, 0)?.reshape(dims);
     }
-    table
-        .contiguous()?
-        .apply_op2(&ids.contiguous()?, EmbeddingOp)
+    table.contiguous()?.apply_op2(&ids.contiguous()?, op)
 }
 
 #[cfg(test)]

@@ -19,6 +19,7 @@
 //! | [`gelu`] | GELU, erf and tanh forms |
 //! | [`attention`] | scaled dot-product attention, causal/padding masks, weights on request |
 //! | [`optim`] | in-place AdamW / SGD updates and gradient norms |
+//! | [`shared_grad`] | one in-place gradient sum for a tensor read at every step of a loop |
 
 pub mod additive_attention;
 pub mod attention;
@@ -33,17 +34,19 @@ pub mod math;
 pub mod optim;
 pub mod recurrent;
 pub mod rms_norm;
+pub mod shared_grad;
 pub mod softmax;
 pub mod weighted_sum;
 
-pub use additive_attention::additive_scores;
+pub use additive_attention::{additive_scores, additive_scores_shared};
 pub use attention::{attention, attention_with_weights, self_attention, AttentionMask};
 pub use cross_entropy::{cross_entropy, CrossEntropy};
-pub use embedding::embedding;
+pub use embedding::{embedding, embedding_shared};
 pub use gelu::{gelu, GeluForm};
 pub use layer_norm::layer_norm;
-pub use linear::linear;
-pub use recurrent::{recurrent_step, Cell};
+pub use linear::{linear, linear_shared};
+pub use recurrent::{recurrent_step, recurrent_step_at, Cell};
 pub use rms_norm::rms_norm;
+pub use shared_grad::SharedGrad;
 pub use softmax::{log_softmax, softmax, softmax_masked};
-pub use weighted_sum::weighted_sum;
+pub use weighted_sum::{weighted_sum, weighted_sum_shared};

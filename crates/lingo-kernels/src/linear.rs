@@ -6,9 +6,15 @@
 
 use crate::cpu::{self, Mat};
 use crate::math;
+use crate::shared_grad::{self, Reader, SharedGrad};
 use candle_core::{bail, CpuStorage, DType, Layout, Result, Shape, Tensor, D};
 
-struct LinearOp;
+/// `dw`/`db`: where the parameter gradients are summed when the weights are read in a loop.
+#[derive(Default)]
+struct LinearOp {
+    dw: Option<Reader>,
+    db: Option<Reader>,
+}
 
 fn out_shape(x: &Layout, out: usize) -> Shape {
     let mut dims = x.dims().to_vec();
@@ -40,53 +46,91 @@ fn forward(x: &[f32], w: &[f32], w_dims: &[usize], b: Option<&[f32]>) -> Vec<f32
     y
 }
 
-/// `(dx, dW, db)`.
-fn backward(x: &Tensor, w: &Tensor, dy: &Tensor) -> Result<(Tensor, Tensor, Vec<f32>)> {
+/// `dx = dy W`.
+fn grad_input(dy: &Tensor, w: &Tensor, x_shape: &Shape) -> Result<Tensor> {
     let (out, inp) = w.dims2()?;
-    let (dx, dw, db) = cpu::with_data(x, "linear", |x| {
-        cpu::with_data(w, "linear", |w| {
-            cpu::with_data(dy, "linear", |dy| {
-                let n = x.len() / inp;
-                let mut dx = vec![0f32; n * inp];
-                let mut dw = vec![0f32; out * inp];
-                let mut db = vec![0f32; out];
+    let dx = cpu::with_data(w, "linear", |w| {
+        cpu::with_data(dy, "linear", |dy| {
+            let n = dy.len() / out;
+            let mut dx = vec![0f32; n * inp];
+            // SAFETY: the sizes match the buffers by construction.
+            unsafe {
+                cpu::gemm(
+                    n,
+                    inp,
+                    out,
+                    dx.as_mut_ptr(),
+                    inp,
+                    false,
+                    Mat::rows(dy.as_ptr(), out),
+                    Mat::rows(w.as_ptr(), inp),
+                    true,
+                )
+            };
+            dx
+        })
+    })??;
+    cpu::tensor(dx, x_shape.clone())
+}
+
+/// `dW += dyᵀ x` and `db += Σ dy` into `dw: [out, in]` and `db: [out]` (either may be skipped).
+fn add_param_grads(
+    x: &Tensor,
+    dy: &Tensor,
+    out: usize,
+    dw: Option<&mut [f32]>,
+    db: Option<&mut [f32]>,
+) -> Result<()> {
+    let inp = x.dim(D::Minus1)?;
+    cpu::with_data(x, "linear", |x| {
+        cpu::with_data(dy, "linear", |dy| {
+            if let Some(dw) = dw {
                 // SAFETY: the sizes match the buffers by construction.
                 unsafe {
                     cpu::gemm(
-                        n,
-                        inp,
-                        out,
-                        dx.as_mut_ptr(),
-                        inp,
-                        false,
-                        Mat::rows(dy.as_ptr(), out),
-                        Mat::rows(w.as_ptr(), inp),
-                        true,
-                    );
-                    cpu::gemm(
                         out,
                         inp,
-                        n,
+                        x.len() / inp,
                         dw.as_mut_ptr(),
                         inp,
-                        false,
+                        true,
                         Mat::rows_t(dy.as_ptr(), out),
                         Mat::rows(x.as_ptr(), inp),
                         true,
-                    );
-                }
+                    )
+                };
+            }
+            if let Some(db) = db {
                 for row in dy.chunks_exact(out) {
-                    math::add_assign(&mut db, row);
+                    math::add_assign(db, row);
                 }
-                (dx, dw, db)
-            })
+            }
         })
-    })???;
-    Ok((
-        cpu::tensor(dx, x.shape())?,
-        cpu::tensor(dw, (out, inp))?,
-        db,
-    ))
+    })??;
+    Ok(())
+}
+
+impl LinearOp {
+    fn bwd_all(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        b: Option<&Tensor>,
+        dy: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let out = w.dim(0)?;
+        let dx = grad_input(dy, w, x.shape())?;
+        let dw = shared_grad::gradient(self.dw.as_ref(), w, |buf| {
+            add_param_grads(x, dy, out, Some(buf), None)
+        })?;
+        let db = match b {
+            Some(b) => shared_grad::gradient(self.db.as_ref(), b, |buf| {
+                add_param_grads(x, dy, out, None, Some(buf))
+            })?,
+            None => None,
+        };
+        Ok((Some(dx), dw, db))
+    }
 }
 
 impl candle_core::CustomOp2 for LinearOp {
@@ -115,8 +159,8 @@ impl candle_core::CustomOp2 for LinearOp {
         _res: &Tensor,
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        let (dx, dw, _) = backward(x, w, grad)?;
-        Ok((Some(dx), Some(dw)))
+        let (dx, dw, _) = self.bwd_all(x, w, None, grad)?;
+        Ok((dx, dw))
     }
 }
 
@@ -150,13 +194,36 @@ impl candle_core::CustomOp3 for LinearOp {
         _res: &Tensor,
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let (dx, dw, db) = backward(x, w, grad)?;
-        Ok((Some(dx), Some(dw), Some(cpu::tensor(db, b.shape())?)))
+        self.bwd_all(x, w, Some(b), grad)
     }
 }
 
 /// `x Wᵀ + b` for `x: [..., in]`, `w: [out, in]`, `b: [out]`.
 pub fn linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
+    apply(x, w, b, LinearOp::default())
+}
+
+/// [`linear`] for weights read at every step of a loop: the weight and bias gradients of all steps
+/// are summed in place into `dw` and `db` (see [`SharedGrad`]).
+pub fn linear_shared(
+    x: &Tensor,
+    w: &Tensor,
+    b: Option<&Tensor>,
+    dw: &SharedGrad,
+    db: Option<&SharedGrad>,
+) -> Result<Tensor> {
+    shared_grad::check_input(w, "linear weight")?;
+    if let Some(b) = b {
+        shared_grad::check_input(b, "linear bias")?;
+    }
+    let op = LinearOp {
+        dw: Some(dw.reader()),
+        db: db.map(SharedGrad::reader),
+    };
+    apply(x, w, b, op)
+}
+
+fn apply(x: &Tensor, w: &Tensor, b: Option<&Tensor>, op: LinearOp) -> Result<Tensor> {
     let (out, inp) = w.dims2()?;
     if x.dim(D::Minus1)? != inp || b.is_some_and(|b| b.dims() != [out]) {
         bail!(
@@ -171,8 +238,8 @@ pub fn linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
     let x = x.contiguous()?;
     let w = w.contiguous()?;
     match b {
-        Some(b) => x.apply_op3(&w, &b.contiguous()?, LinearOp),
-        None => x.apply_op2(&w, LinearOp),
+        Some(b) => x.apply_op3(&w, &b.contiguous()?, op),
+        None => x.apply_op2(&w, op),
     }
 }
 

@@ -13,8 +13,8 @@
 //! Rows whose `active` flag is 0 (a sequence that has ended, or not yet started in the reverse
 //! direction) keep their state unchanged and pass its gradient straight through.
 
-use crate::cpu;
-use crate::math;
+use crate::shared_grad::{self, Reader, SharedGrad};
+use crate::{cpu, math};
 use candle_core::{bail, CpuStorage, DType, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
@@ -67,6 +67,9 @@ struct StepOp {
     hidden: usize,
     /// One flag per batch row; empty means every row is active.
     active: Vec<u8>,
+    /// Set when `x` holds the projections of every time step, `[time, batch, gates·hidden]`: the
+    /// step this op reads, and where its gradient is summed.
+    at: Option<(usize, Reader)>,
 }
 
 impl StepOp {
@@ -183,6 +186,16 @@ impl StepOp {
     }
 }
 
+impl StepOp {
+    /// The rows of `x` this step reads (`len` elements).
+    fn step_of<'a>(&self, x: &'a [f32], len: usize) -> &'a [f32] {
+        match &self.at {
+            Some((step, _)) => &x[step * len..(step + 1) * len],
+            None => x,
+        }
+    }
+}
+
 impl candle_core::CustomOp3 for StepOp {
     fn name(&self) -> &'static str {
         "lingo-recurrent-step"
@@ -206,6 +219,7 @@ impl candle_core::CustomOp3 for StepOp {
             self.cell.gates() * self.hidden,
             self.cell.state_width() * self.hidden,
         );
+        let x = self.step_of(x, hg.len());
         let mut out = s.to_vec();
         out.par_chunks_mut(sw)
             .enumerate()
@@ -236,6 +250,11 @@ impl candle_core::CustomOp3 for StepOp {
             self.cell.state_width() * self.hidden,
         );
         let rows = s.dim(0)?;
+        let x_all = x;
+        let x = &match &self.at {
+            Some((step, _)) => x.get(*step)?,
+            None => x.clone(),
+        };
         let mut dx = vec![0f32; rows * gw];
         let mut dhg = vec![0f32; rows * gw];
         let mut ds = vec![0f32; rows * sw];
@@ -267,8 +286,18 @@ impl candle_core::CustomOp3 for StepOp {
                 })
             })
         })????;
+        let dx = match &self.at {
+            Some((step, sum)) => {
+                let at = step * dx.len();
+                shared_grad::gradient(Some(sum), x_all, |buf| {
+                    math::add_assign(&mut buf[at..at + dx.len()], &dx);
+                    Ok(())
+                })?
+            }
+            None => Some(cpu::tensor(dx, x.shape())?),
+        };
         Ok((
-            Some(cpu::tensor(dx, x.shape())?),
+            dx,
             Some(cpu::tensor(dhg, hg.shape())?),
             Some(cpu::tensor(ds, s.shape())?),
         ))
@@ -285,6 +314,43 @@ pub fn recurrent_step(
     state: &Tensor,
     active: &[u8],
 ) -> Result<Tensor> {
+    apply(cell, x, None, hg, state, active)
+}
+
+/// [`recurrent_step`] reading step `step` of `xs: [time, batch, gates·hidden]`, the input projections
+/// of a whole sequence (computed by one matrix product): the gradients of all steps are summed in
+/// place into `dxs` instead of each step's slice growing into a full-size gradient.
+pub fn recurrent_step_at(
+    cell: Cell,
+    xs: &Tensor,
+    step: usize,
+    dxs: &SharedGrad,
+    hg: &Tensor,
+    state: &Tensor,
+    active: &[u8],
+) -> Result<Tensor> {
+    shared_grad::check_input(xs, "recurrent_step_at projections")?;
+    if step >= xs.dim(0)? {
+        bail!(
+            "recurrent_step_at: step {step} of a {:?} sequence",
+            xs.dims()
+        );
+    }
+    apply(cell, xs, Some((step, dxs)), hg, state, active)
+}
+
+fn apply(
+    cell: Cell,
+    xs: &Tensor,
+    at: Option<(usize, &SharedGrad)>,
+    hg: &Tensor,
+    state: &Tensor,
+    active: &[u8],
+) -> Result<Tensor> {
+    let x = match at {
+        Some((step, _)) => xs.get(step)?,
+        None => xs.clone(),
+    };
     let (b, sw) = state.dims2()?;
     let hidden = sw / cell.state_width();
     let gw = cell.gates() * hidden;
@@ -303,13 +369,15 @@ pub fn recurrent_step(
         );
     }
     if !x.device().is_cpu() || x.dtype() != DType::F32 {
-        return recurrent_step_composed(cell, x, hg, state, active);
+        return recurrent_step_composed(cell, &x, hg, state, active);
     }
     let op = StepOp {
         cell,
         hidden,
         active: active.to_vec(),
+        at: at.map(|(step, sum)| (step, sum.reader())),
     };
+    let x = if at.is_some() { xs } else { &x };
     x.contiguous()?
         .apply_op3(&hg.contiguous()?, &state.contiguous()?, op)
 }
@@ -404,5 +472,30 @@ mod tests {
             .map_err(|e| candle_core::Error::Msg(format!("{cell:?}: {e}")))?;
         }
         Ok(())
+    }
+
+    #[test]
+    fn stepping_through_a_projected_sequence_sums_its_gradient() -> Result<()> {
+        use candle_core::Var;
+        let (t, b, n) = (3, 2, 4);
+        let xs = Var::from_tensor(&random_tensor(&[t, b, 4 * n], 7)?)?;
+        let hg = random_tensor(&[b, 4 * n], 8)?;
+        // The loss reads the state after step 1 only: step 2 never runs its backward, and the chained
+        // sum still hands its total over (from step 0).
+        let run = |shared: bool| -> Result<Tensor> {
+            let sum = SharedGrad::chained(&xs);
+            let mut states = vec![random_tensor(&[b, 2 * n], 9)?];
+            for step in 0..t {
+                let state = states.last().expect("initial state");
+                states.push(if shared {
+                    recurrent_step_at(Cell::Lstm, &xs, step, &sum, &hg, state, &[1, 0])?
+                } else {
+                    recurrent_step(Cell::Lstm, &xs.get(step)?, &hg, state, &[1, 0])?
+                });
+            }
+            let grads = states[2].sqr()?.sum_all()?.backward()?;
+            Ok(grads.get(&xs).expect("gradient").clone())
+        };
+        crate::gradcheck::assert_close(&run(true)?, &run(false)?, 1e-6, "dxs")
     }
 }

@@ -3,11 +3,16 @@
 //! backward; as plain loops it is one pass over the memory each way:
 //! `dm[b, j, :] = w[b, j] · dc[b, :]`, `dw[b, j] = m[b, j, :] · dc[b, :]`.
 
+use crate::shared_grad::{self, Reader, SharedGrad};
 use crate::{cpu, math};
 use candle_core::{bail, CpuStorage, DType, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-struct WeightedSum;
+/// `dmemory`: where the memory gradient is summed when the op runs at every decoder step.
+#[derive(Default)]
+struct WeightedSum {
+    dmemory: Option<Reader>,
+}
 
 impl candle_core::CustomOp2 for WeightedSum {
     fn name(&self) -> &'static str {
@@ -48,29 +53,28 @@ impl candle_core::CustomOp2 for WeightedSum {
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
         let (b, s, d) = m.dims3()?;
         let mut dw = vec![0f32; b * s];
-        let mut dm = vec![0f32; b * s * d];
-        cpu::with_data(w, self.name(), |w| {
-            cpu::with_data(m, self.name(), |m| {
-                cpu::with_data(grad, self.name(), |dc| {
-                    dw.par_chunks_mut(s)
-                        .zip(dm.par_chunks_mut(s * d))
-                        .enumerate()
-                        .for_each(|(bi, (dwb, dmb))| {
-                            let dcb = &dc[bi * d..(bi + 1) * d];
-                            for j in 0..s {
-                                let row = (bi * s + j) * d;
-                                dwb[j] = math::dot(&m[row..row + d], dcb);
-                                let out = &mut dmb[j * d..(j + 1) * d];
-                                axpy(out, w[bi * s + j], dcb);
-                            }
-                        })
+        let dm = shared_grad::gradient(self.dmemory.as_ref(), m, |dm| {
+            cpu::with_data(w, self.name(), |w| {
+                cpu::with_data(m, self.name(), |m| {
+                    cpu::with_data(grad, self.name(), |dc| {
+                        dw.par_chunks_mut(s)
+                            .zip(dm.par_chunks_mut(s * d))
+                            .enumerate()
+                            .for_each(|(bi, (dwb, dmb))| {
+                                let dcb = &dc[bi * d..(bi + 1) * d];
+                                for j in 0..s {
+                                    let row = (bi * s + j) * d;
+                                    dwb[j] = math::dot(&m[row..row + d], dcb);
+                                    let out = &mut dmb[j * d..(j + 1) * d];
+                                    axpy(out, w[bi * s + j], dcb);
+                                }
+                            })
+                    })
                 })
-            })
-        })???;
-        Ok((
-            Some(cpu::tensor(dw, w.shape())?),
-            Some(cpu::tensor(dm, m.shape())?),
-        ))
+            })???;
+            Ok(())
+        })?;
+        Ok((Some(cpu::tensor(dw, w.shape())?), dm))
     }
 }
 
@@ -84,6 +88,24 @@ fn axpy(y: &mut [f32], a: f32, x: &[f32]) {
 
 /// `Σⱼ weights[b, j] · memory[b, j, :]` for `weights: [batch, src]`, `memory: [batch, src, dim]`.
 pub fn weighted_sum(weights: &Tensor, memory: &Tensor) -> Result<Tensor> {
+    apply(weights, memory, WeightedSum::default())
+}
+
+/// [`weighted_sum`] at every step of a decoder loop: the memory gradients of all steps are summed in
+/// place into `dmemory` (see [`SharedGrad`]).
+pub fn weighted_sum_shared(
+    weights: &Tensor,
+    memory: &Tensor,
+    dmemory: &SharedGrad,
+) -> Result<Tensor> {
+    shared_grad::check_input(memory, "weighted_sum memory")?;
+    let op = WeightedSum {
+        dmemory: Some(dmemory.reader()),
+    };
+    apply(weights, memory, op)
+}
+
+fn apply(weights: &Tensor, memory: &Tensor, op: WeightedSum) -> Result<Tensor> {
     let (b, s, _) = memory.dims3()?;
     if weights.dims() != [b, s] {
         bail!(
@@ -95,9 +117,7 @@ pub fn weighted_sum(weights: &Tensor, memory: &Tensor) -> Result<Tensor> {
     if !memory.device().is_cpu() || memory.dtype() != DType::F32 {
         return weighted_sum_composed(weights, memory);
     }
-    weights
-        .contiguous()?
-        .apply_op2(&memory.contiguous()?, WeightedSum)
+    weights.contiguous()?.apply_op2(&memory.contiguous()?, op)
 }
 
 /// The composed candle expression the fused op replaces.

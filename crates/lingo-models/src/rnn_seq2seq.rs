@@ -15,8 +15,8 @@ use crate::{Batched, Seq2SeqLm};
 use candle_core::{bail, DType, Device, Result, Tensor};
 use lingo_kernels::CrossEntropy;
 use lingo_nn::{
-    CellKind, Ctx, Dropout, Embedding, Init, Linear, ParamPath, Recurrent, RecurrentConfig,
-    RnnAttention, Score,
+    AttentionLoop, CellKind, Ctx, Dropout, Embedding, Init, Linear, LoopEmbedding, LoopLinear,
+    ParamPath, Recurrent, RecurrentConfig, RnnAttention, Score, Stepper,
 };
 use serde::{Deserialize, Serialize};
 
@@ -165,6 +165,14 @@ pub struct RnnSeq2Seq {
     combine: Linear,
     out: Linear,
     drop: Dropout,
+}
+
+/// The decoder's per-pass view of its parameters (see [`RnnSeq2Seq::decoder_loop`]).
+struct DecoderLoop<'a> {
+    embed: LoopEmbedding<'a>,
+    rnn: Stepper<'a>,
+    attention: Option<AttentionLoop<'a>>,
+    combine: LoopLinear<'a>,
 }
 
 /// Positions of the memory tensors in [`Batched`].
@@ -317,10 +325,25 @@ impl RnnSeq2Seq {
         Ok(Batched(state))
     }
 
+    /// The decoder's parameters and the attention memory prepared for one pass over the target: every
+    /// step reads them, and their gradients are summed in place across the steps.
+    fn decoder_loop(&self, memory: &Batched) -> DecoderLoop<'_> {
+        DecoderLoop {
+            embed: self.tgt_embed.in_loop(),
+            rnn: self.decoder.stepper(),
+            attention: self
+                .attention
+                .as_ref()
+                .map(|a| a.in_loop(&memory.0[MEM_OUTPUT], &memory.0[MEM_KEYS])),
+            combine: self.combine.in_loop(),
+        }
+    }
+
     /// One decoder step: the attentional state `h̃` `[rows, hidden]` (the output layer turns it into
     /// logits), the new state, and the attention weights.
     fn step(
         &self,
+        dl: &DecoderLoop,
         memory: &Batched,
         state: &Batched,
         last: &Tensor,
@@ -329,17 +352,12 @@ impl RnnSeq2Seq {
         let c = &self.config;
         let layers = &state.0[..c.decoder_layers];
         let feed = &state.0[c.decoder_layers];
-        let (mem, keys, keep, fixed) = (
-            &memory.0[MEM_OUTPUT],
-            &memory.0[MEM_KEYS],
-            &memory.0[MEM_KEEP],
-            &memory.0[MEM_FINAL],
-        );
-        let emb = self.drop.forward(&self.tgt_embed.forward(last)?, ctx)?;
+        let (keep, fixed) = (&memory.0[MEM_KEEP], &memory.0[MEM_FINAL]);
+        let emb = self.drop.forward(&dl.embed.forward(last)?, ctx)?;
         let attend = |query: &Tensor| -> Result<(Tensor, Option<Tensor>)> {
-            match &self.attention {
+            match &dl.attention {
                 Some(a) => {
-                    let (context, w) = a.attend(query, mem, keys, keep)?;
+                    let (context, w) = a.attend(query, keep)?;
                     Ok((context, Some(w)))
                 }
                 None => Ok((fixed.clone(), None)),
@@ -351,18 +369,18 @@ impl RnnSeq2Seq {
             } else {
                 emb
             };
-            let (s, next) = self.decoder.step(&input, layers, ctx)?;
+            let (s, next) = dl.rnn.step(&input, layers, ctx)?;
             let (context, w) = attend(&s)?;
             (s, next, context, w)
         } else {
             let previous = self.decoder.hidden_of(&layers[c.decoder_layers - 1])?;
             let (context, w) = attend(&previous)?;
-            let (s, next) = self
-                .decoder
+            let (s, next) = dl
+                .rnn
                 .step(&Tensor::cat(&[&emb, &context], 1)?, layers, ctx)?;
             (s, next, context, w)
         };
-        let h_tilde = self
+        let h_tilde = dl
             .combine
             .forward(&Tensor::cat(&[&s, &context], 1)?)?
             .tanh()?;
@@ -398,13 +416,14 @@ impl RnnSeq2Seq {
         }
         let memory = self.encode_with(src, src_lengths, ctx)?;
         let mut state = self.start(&memory)?;
+        let dl = self.decoder_loop(&memory);
         let gold = tgt_in.to_dtype(DType::U32)?.to_vec2::<u32>()?;
         let mut tokens = tgt_in.narrow(1, 0, 1)?.squeeze(1)?;
         // The output layer runs once over every step's h̃: one large matrix product instead of one per
         // step (it is most of the model's arithmetic with a large target vocabulary).
         let mut all = Vec::with_capacity(t);
         for step in 0..t {
-            let (h_tilde, next, _) = self.step(&memory, &state, &tokens, ctx)?;
+            let (h_tilde, next, _) = self.step(&dl, &memory, &state, &tokens, ctx)?;
             state = next;
             if step + 1 < t {
                 tokens = if teacher_forcing >= 1.0 {
@@ -462,7 +481,8 @@ impl Seq2SeqLm for RnnSeq2Seq {
         last: &Tensor,
     ) -> Result<(Tensor, Batched, Option<Tensor>)> {
         let mut ctx = Ctx::eval();
-        let (h_tilde, state, w) = self.step(memory, state, last, &mut ctx)?;
+        let dl = self.decoder_loop(memory);
+        let (h_tilde, state, w) = self.step(&dl, memory, state, last, &mut ctx)?;
         Ok((
             lingo_kernels::log_softmax(&self.logits(&h_tilde, &mut ctx)?)?,
             state,
@@ -529,6 +549,52 @@ mod tests {
                         "{attention:?} {cell:?} {name}: zero gradient"
                     );
                 }
+            }
+        }
+        Ok(())
+    }
+
+    /// The gradient of every parameter of the whole model (whose encoder and decoder sum their per-step
+    /// gradients in place) agrees with finite differences of the loss along a random direction.
+    #[test]
+    fn gradients_match_finite_differences() -> Result<()> {
+        use lingo_kernels::gradcheck::random_tensor;
+        use Seq2SeqAttention::*;
+        for (k, (attention, bidirectional, cell)) in [
+            (Bahdanau, true, CellKind::Lstm),
+            (LuongGeneral, true, CellKind::Gru),
+            (LuongDot, false, CellKind::Lstm),
+            (None, true, CellKind::Gru),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let store = ParamStore::new(k as u64, &Device::Cpu);
+            let model = RnnSeq2Seq::new(config(attention, cell, bidirectional), &store.root())?;
+            let (src, lengths, tgt_in, tgt_out) = batch();
+            let loss = || -> Result<f64> {
+                let l = model.loss(&src, &lengths, &tgt_in, &tgt_out, 1.0, &mut Ctx::eval())?;
+                Ok(l.to_scalar::<f32>()? as f64)
+            };
+            let l = model.loss(&src, &lengths, &tgt_in, &tgt_out, 1.0, &mut Ctx::eval())?;
+            let grads = l.backward()?;
+            // One random direction per parameter tensor, so an error in any one gradient shows.
+            for (i, (name, v)) in store.named().iter().enumerate() {
+                let d = random_tensor(v.dims(), 100 + i as u64)?;
+                let g = grads.get(v.as_tensor()).expect("gradient");
+                let analytic = (g * &d)?.sum_all()?.to_scalar::<f32>()? as f64;
+                let original = v.as_tensor().copy()?;
+                let eps = 1e-2;
+                let at = |sign: f64| -> Result<f64> {
+                    v.set(&(&original + (&d * (sign * eps))?)?)?;
+                    loss()
+                };
+                let numeric = (at(1.0)? - at(-1.0)?) / (2.0 * eps);
+                v.set(&original)?;
+                assert!(
+                    (numeric - analytic).abs() <= 1e-4 + 1e-2 * analytic.abs(),
+                    "{attention:?} {cell:?} {name}: gradient · direction {analytic} vs finite difference {numeric}"
+                );
             }
         }
         Ok(())

@@ -19,15 +19,15 @@ pub mod rnn_attention;
 pub use attention::{KvCache, MultiHeadSelfAttention};
 pub use block::{NormPlacement, TransformerBlock};
 pub use dropout::Dropout;
-pub use embedding::Embedding;
+pub use embedding::{Embedding, LoopEmbedding};
 pub use feed_forward::{Activation, FeedForward};
-pub use linear::Linear;
+pub use linear::{Linear, LoopLinear};
 pub use norm::{LayerNorm, RmsNorm};
 pub use params::{Init, ParamPath, ParamStore, SublayerInit};
 pub use position::{sinusoidal_table, PositionalEncoding};
-pub use recurrent::{CellKind, Recurrent, RecurrentConfig, RecurrentOutput};
+pub use recurrent::{CellKind, Recurrent, RecurrentConfig, RecurrentOutput, Stepper};
 pub use rng::{LingoRng, RngState};
-pub use rnn_attention::{RnnAttention, Score};
+pub use rnn_attention::{AttentionLoop, RnnAttention, Score};
 
 /// What a forward pass is for: training (dropout on, drawing from the run's RNG) or evaluation.
 pub struct Ctx {

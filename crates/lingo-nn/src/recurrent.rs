@@ -12,7 +12,7 @@ use crate::dropout::Dropout;
 use crate::params::{Init, ParamPath};
 use crate::Ctx;
 use candle_core::{bail, DType, Result, Tensor};
-use lingo_kernels::Cell;
+use lingo_kernels::{Cell, SharedGrad};
 use serde::{Deserialize, Serialize};
 
 /// The recurrent cell.
@@ -201,7 +201,12 @@ impl Recurrent {
             let mut outputs = Vec::new();
             for (d, dir) in dirs.iter().enumerate() {
                 let index = k * dirs.len() + d;
+                // The input projections of every step in one matrix product; the step ops read their
+                // slice of it and, like the recurrent weights, sum their gradients in place.
                 let xg = lingo_kernels::linear(&layer_input, &dir.w_ih, dir.b_ih.as_ref())?;
+                let dxg = SharedGrad::chained(&xg);
+                let dw_hh = SharedGrad::chained(&dir.w_hh);
+                let db_hh = dir.b_hh.as_ref().map(SharedGrad::chained);
                 let mut state = match initial {
                     Some((h0, c0)) => {
                         let h = h0.get(index)?;
@@ -221,10 +226,18 @@ impl Recurrent {
                 };
                 for s in steps {
                     let h = state.narrow(1, 0, n)?;
-                    let hg = lingo_kernels::linear(&h, &dir.w_hh, dir.b_hh.as_ref())?;
-                    state = lingo_kernels::recurrent_step(
+                    let hg = lingo_kernels::linear_shared(
+                        &h,
+                        &dir.w_hh,
+                        dir.b_hh.as_ref(),
+                        &dw_hh,
+                        db_hh.as_ref(),
+                    )?;
+                    state = lingo_kernels::recurrent_step_at(
                         cell,
-                        &xg.get(s)?,
+                        &xg,
+                        s,
+                        &dxg,
                         &hg,
                         &state,
                         &active_at(s),
@@ -273,35 +286,95 @@ impl Recurrent {
         state.narrow(1, 0, self.config.hidden_size)
     }
 
-    /// One time step of a unidirectional network, for decoders: `x: [batch, input_size]`, one state per
-    /// layer. Returns the top layer's output `[batch, hidden]` and the new states.
+    /// One time step of a unidirectional network (see [`Stepper::step`]); to step through a sequence
+    /// that is trained on, use one [`Recurrent::stepper`] for all its steps.
     pub fn step(
         &self,
         x: &Tensor,
         state: &[Tensor],
         ctx: &mut Ctx,
     ) -> Result<(Tensor, Vec<Tensor>)> {
-        if self.config.bidirectional {
+        self.stepper().step(x, state, ctx)
+    }
+
+    /// Prepares the network for stepping through one sequence, summing its weight gradients across
+    /// the steps in place. Every step must feed the loss (as every step of a decoder does).
+    pub fn stepper(&self) -> Stepper<'_> {
+        let sums = self
+            .layers
+            .iter()
+            .map(|dirs| {
+                let d = &dirs[0];
+                WeightSums {
+                    w_ih: SharedGrad::new(&d.w_ih),
+                    b_ih: d.b_ih.as_ref().map(SharedGrad::new),
+                    w_hh: SharedGrad::new(&d.w_hh),
+                    b_hh: d.b_hh.as_ref().map(SharedGrad::new),
+                }
+            })
+            .collect();
+        Stepper { rnn: self, sums }
+    }
+}
+
+/// A unidirectional [`Recurrent`] stepped one token at a time (decoders); see
+/// [`Recurrent::stepper`].
+pub struct Stepper<'a> {
+    rnn: &'a Recurrent,
+    sums: Vec<WeightSums>,
+}
+
+/// The gradient sums of one layer's weights.
+struct WeightSums {
+    w_ih: SharedGrad,
+    b_ih: Option<SharedGrad>,
+    w_hh: SharedGrad,
+    b_hh: Option<SharedGrad>,
+}
+
+impl Stepper<'_> {
+    /// One time step: `x: [batch, input_size]`, one state per layer. Returns the top layer's output
+    /// `[batch, hidden]` and the new states.
+    pub fn step(
+        &self,
+        x: &Tensor,
+        state: &[Tensor],
+        ctx: &mut Ctx,
+    ) -> Result<(Tensor, Vec<Tensor>)> {
+        let rnn = self.rnn;
+        if rnn.config.bidirectional {
             bail!("a bidirectional network cannot be stepped one token at a time");
         }
-        if state.len() != self.layers.len() {
+        if state.len() != rnn.layers.len() {
             bail!(
                 "{} layer states for a {}-layer network",
                 state.len(),
-                self.layers.len()
+                rnn.layers.len()
             );
         }
-        let cell = self.config.cell.kernel();
+        let cell = rnn.config.cell.kernel();
         let mut input = x.clone();
         let mut next = Vec::with_capacity(state.len());
-        for (k, (dirs, s)) in self.layers.iter().zip(state).enumerate() {
+        for (k, ((dirs, s), sums)) in rnn.layers.iter().zip(state).zip(&self.sums).enumerate() {
             let dir = &dirs[0];
-            let xg = lingo_kernels::linear(&input, &dir.w_ih, dir.b_ih.as_ref())?;
-            let hg = lingo_kernels::linear(&self.hidden_of(s)?, &dir.w_hh, dir.b_hh.as_ref())?;
+            let xg = lingo_kernels::linear_shared(
+                &input,
+                &dir.w_ih,
+                dir.b_ih.as_ref(),
+                &sums.w_ih,
+                sums.b_ih.as_ref(),
+            )?;
+            let hg = lingo_kernels::linear_shared(
+                &rnn.hidden_of(s)?,
+                &dir.w_hh,
+                dir.b_hh.as_ref(),
+                &sums.w_hh,
+                sums.b_hh.as_ref(),
+            )?;
             let s2 = lingo_kernels::recurrent_step(cell, &xg, &hg, s, &[])?;
-            input = self.hidden_of(&s2)?;
-            if k + 1 < self.layers.len() {
-                input = self.dropout.forward(&input, ctx)?;
+            input = rnn.hidden_of(&s2)?;
+            if k + 1 < rnn.layers.len() {
+                input = rnn.dropout.forward(&input, ctx)?;
             }
             next.push(s2);
         }

@@ -6,9 +6,10 @@
 //! - dot (Luong et al., 2015): `sᵀh`; scaled dot: `sᵀh / √d`
 //! - general (Luong): `sᵀ W h`
 
-use crate::linear::Linear;
+use crate::linear::{Linear, LoopLinear};
 use crate::params::{Init, ParamPath};
 use candle_core::{bail, Result, Tensor};
+use lingo_kernels::SharedGrad;
 use serde::{Deserialize, Serialize};
 
 /// How a query is scored against each encoder output.
@@ -108,26 +109,68 @@ impl RnnAttention {
         keys: &Tensor,
         keep: &Tensor,
     ) -> Result<(Tensor, Tensor)> {
-        let scores = match self.score {
+        self.in_loop(memory, keys).attend(query, keep)
+    }
+
+    /// Prepares attention over one memory for a decoder loop: the gradients of the memory, the keys
+    /// and the score weights are summed in place across the steps (see
+    /// [`lingo_kernels::SharedGrad`]). Every step must feed the loss.
+    pub fn in_loop(&self, memory: &Tensor, keys: &Tensor) -> AttentionLoop<'_> {
+        AttentionLoop {
+            attention: self,
+            dmemory: SharedGrad::new(memory),
+            dkeys: SharedGrad::new(keys),
+            dv: self.v.as_ref().map(SharedGrad::new),
+            query_proj: self.query_proj.as_ref().map(Linear::in_loop),
+            memory: memory.clone(),
+            keys: keys.clone(),
+        }
+    }
+}
+
+/// [`RnnAttention`] over one memory, queried at every step of a decoder ([`RnnAttention::in_loop`]).
+pub struct AttentionLoop<'a> {
+    attention: &'a RnnAttention,
+    memory: Tensor,
+    keys: Tensor,
+    dmemory: SharedGrad,
+    dkeys: SharedGrad,
+    dv: Option<SharedGrad>,
+    query_proj: Option<LoopLinear<'a>>,
+}
+
+impl AttentionLoop<'_> {
+    /// Context `[batch, memory_dim]` and weights `[batch, src]` for `query: [batch, query_dim]`;
+    /// `keep: [batch, src]` is non-zero at real source tokens.
+    pub fn attend(&self, query: &Tensor, keep: &Tensor) -> Result<(Tensor, Tensor)> {
+        let a = self.attention;
+        let keys = &self.keys;
+        let scores = match a.score {
             Score::Additive => {
-                let (Some(qp), Some(v)) = (&self.query_proj, &self.v) else {
+                let (Some(qp), Some(v), Some(dv)) = (&self.query_proj, &a.v, &self.dv) else {
                     bail!("additive attention without its weights")
                 };
-                lingo_kernels::additive_scores(keys, &qp.forward(query)?, v)?
+                lingo_kernels::additive_scores_shared(
+                    keys,
+                    &qp.forward(query)?,
+                    v,
+                    &self.dkeys,
+                    dv,
+                )?
             }
             Score::Dot | Score::General | Score::ScaledDot => {
                 let s = keys
                     .matmul(&query.unsqueeze(2)?.contiguous()?)?
                     .squeeze(2)?;
-                if self.score == Score::ScaledDot {
-                    (s / (self.query_dim as f64).sqrt())?
+                if a.score == Score::ScaledDot {
+                    (s / (a.query_dim as f64).sqrt())?
                 } else {
                     s
                 }
             }
         };
         let weights = lingo_kernels::softmax_masked(&scores, keep)?;
-        let context = lingo_kernels::weighted_sum(&weights, memory)?;
+        let context = lingo_kernels::weighted_sum_shared(&weights, &self.memory, &self.dmemory)?;
         Ok((context, weights))
     }
 }
