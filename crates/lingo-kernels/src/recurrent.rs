@@ -78,6 +78,7 @@ impl StepOp {
     }
 
     /// New state of one row.
+    #[inline(always)]
     fn forward_row(&self, x: &[f32], hg: &[f32], s: &[f32], out: &mut [f32]) {
         let n = self.hidden;
         match self.cell {
@@ -114,6 +115,7 @@ impl StepOp {
 
     /// Gradients of one row: `dx` (gate pre-activations, input side), `dhg` (hidden side), `ds` (state).
     /// `xs` are the row's `[x, hg, state]`.
+    #[inline(always)]
     fn backward_row(
         &self,
         xs: [&[f32]; 3],
@@ -196,6 +198,24 @@ impl StepOp {
     }
 }
 
+// The cell arithmetic (exp, tanh, gates) compiled for the best instruction set this CPU has.
+#[multiversion::multiversion(targets("x86_64+avx512f+avx512vl+avx2+fma", "x86_64+avx2+fma"))]
+fn forward_row(op: &StepOp, x: &[f32], hg: &[f32], s: &[f32], out: &mut [f32]) {
+    op.forward_row(x, hg, s, out)
+}
+
+#[multiversion::multiversion(targets("x86_64+avx512f+avx512vl+avx2+fma", "x86_64+avx2+fma"))]
+fn backward_row(
+    op: &StepOp,
+    xs: [&[f32]; 3],
+    dout: &[f32],
+    dx: &mut [f32],
+    dhg: &mut [f32],
+    ds: &mut [f32],
+) {
+    op.backward_row(xs, dout, dx, dhg, ds)
+}
+
 impl candle_core::CustomOp3 for StepOp {
     fn name(&self) -> &'static str {
         "lingo-recurrent-step"
@@ -226,7 +246,8 @@ impl candle_core::CustomOp3 for StepOp {
             .with_min_len(8)
             .for_each(|(r, o)| {
                 if self.is_active(r) {
-                    self.forward_row(
+                    forward_row(
+                        self,
                         &x[r * gw..(r + 1) * gw],
                         &hg[r * gw..(r + 1) * gw],
                         &s[r * sw..(r + 1) * sw],
@@ -271,7 +292,8 @@ impl candle_core::CustomOp3 for StepOp {
                                 let span = r * sw..(r + 1) * sw;
                                 if self.is_active(r) {
                                     let g = r * gw..(r + 1) * gw;
-                                    self.backward_row(
+                                    backward_row(
+                                        self,
                                         [&x[g.clone()], &hg[g], &s[span.clone()]],
                                         &dout[span],
                                         dx,
