@@ -1,10 +1,14 @@
 //! Lingo's models, one file per family, each reading top to bottom like its paper.
 //!
+//! - [`bert`]: the BERT family of encoders (BERT, RoBERTa, ELECTRA, ALBERT, DistilBERT) with heads,
+//!   loaded from Hugging Face checkpoints ([`hf`]).
 //! - [`gpt`]: decoder-only Transformer language model (GPT-2 style).
 //! - [`rnn_seq2seq`]: recurrent encoder–decoder with Bahdanau or Luong attention.
 
+pub mod bert;
 pub mod config;
 pub mod gpt;
+pub mod hf;
 pub mod rnn_seq2seq;
 
 pub use config::ConfigError;

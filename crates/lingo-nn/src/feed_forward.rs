@@ -14,6 +14,8 @@ pub enum Activation {
     Gelu,
     /// The tanh approximation (GPT-2's `gelu_new`).
     GeluTanh,
+    /// `tanh` (classification heads).
+    Tanh,
 }
 
 impl Activation {
@@ -22,6 +24,7 @@ impl Activation {
             Activation::Relu => x.relu(),
             Activation::Gelu => lingo_kernels::gelu(x, GeluForm::Erf),
             Activation::GeluTanh => lingo_kernels::gelu(x, GeluForm::Tanh),
+            Activation::Tanh => x.tanh(),
         }
     }
 }

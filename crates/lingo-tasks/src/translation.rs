@@ -461,4 +461,25 @@ mod tests {
         .to_string();
         assert!(err.contains("at least one training"), "{err}");
     }
+
+    #[test]
+    fn unknown_recipe_keys_are_named() {
+        let nested = r#"{ "model": { "hiden_size": 256 } }"#;
+        let err = lingo_models::config::parse_json::<Seq2SeqRecipe>(nested).unwrap_err();
+        assert!(err.contains("hiden_size"), "{err}");
+        let top = r#"{ "teacher_forcin": 0.5 }"#;
+        let err = lingo_models::config::parse_json::<Seq2SeqRecipe>(top).unwrap_err();
+        assert!(err.contains("teacher_forcin"), "{err}");
+    }
+
+    #[test]
+    fn shipped_recipes_parse() -> anyhow::Result<()> {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../configs/multi30k-lstm.json"
+        );
+        let recipe: Seq2SeqRecipe = lingo_models::config::read_json(std::path::Path::new(path))?;
+        assert_eq!(recipe.model.attention, Seq2SeqAttention::Bahdanau);
+        Ok(())
+    }
 }

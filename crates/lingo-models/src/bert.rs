@@ -1,0 +1,699 @@
+//! The BERT family of bidirectional encoders (Devlin et al., 2019) and its descendants, loaded from
+//! Hugging Face checkpoints under their own parameter names:
+//!
+//! - **BERT**: token + position + segment embeddings, LayerNorm; post-norm Transformer layers
+//!   (self-attention → add & norm → GELU feed-forward → add & norm); a `tanh` pooler over `[CLS]`.
+//! - **RoBERTa** (Liu et al., 2019): BERT without segment pre-training; positions count real tokens
+//!   from `pad_token_id + 1`, so padding does not shift them.
+//! - **ELECTRA** (Clark et al., 2020): smaller embeddings projected up to the hidden width; a
+//!   replaced-token discriminator head and a masked-LM generator head.
+//! - **ALBERT** (Lan et al., 2020): factorised embeddings (`E < H`) and one set of layer weights
+//!   shared by all layers.
+//! - **DistilBERT** (Sanh et al., 2019): BERT's layers under other names, no segment embeddings.
+//!
+//! Heads: masked LM, sequence classification, token classification, extractive QA, and ELECTRA's
+//! discriminator. Every layer's output is returned, as `transformers` does with
+//! `output_hidden_states=True`.
+
+use crate::hf::{Checkpoint, LoadError};
+use candle_core::{bail, DType, Device, Result, Tensor, D};
+use lingo_kernels::AttentionMask;
+use lingo_nn::{Activation, Embedding, Init, LayerNorm, Linear, ParamPath, ParamStore};
+use serde::Deserialize;
+
+/// Which member of the family a checkpoint holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Family {
+    Bert,
+    Roberta,
+    Electra,
+    Albert,
+    DistilBert,
+}
+
+impl Family {
+    fn from_model_type(t: &str) -> Option<Family> {
+        Some(match t {
+            "bert" => Family::Bert,
+            "roberta" | "xlm-roberta" => Family::Roberta,
+            "electra" => Family::Electra,
+            "albert" => Family::Albert,
+            "distilbert" => Family::DistilBert,
+            _ => return None,
+        })
+    }
+
+    /// The name the base model's parameters sit under in a checkpoint with a head.
+    fn prefix(self) -> &'static str {
+        match self {
+            Family::Bert => "bert",
+            Family::Roberta => "roberta",
+            Family::Electra => "electra",
+            Family::Albert => "albert",
+            Family::DistilBert => "distilbert",
+        }
+    }
+}
+
+/// What sits on top of the encoder.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Head {
+    /// None: the output is the last hidden state.
+    Base,
+    MaskedLm,
+    SequenceClassification,
+    TokenClassification,
+    QuestionAnswering,
+    /// ELECTRA's discriminator: one logit per token, "was this token replaced?".
+    ReplacedToken,
+}
+
+impl Head {
+    fn from_architecture(arch: &str) -> Option<Head> {
+        let suffix = arch
+            .strip_prefix("Bert")
+            .or_else(|| arch.strip_prefix("XLMRoberta"))
+            .or_else(|| arch.strip_prefix("Roberta"))
+            .or_else(|| arch.strip_prefix("Electra"))
+            .or_else(|| arch.strip_prefix("Albert"))
+            .or_else(|| arch.strip_prefix("DistilBert"))?;
+        Some(match suffix {
+            "Model" => Head::Base,
+            "ForMaskedLM" => Head::MaskedLm,
+            "ForSequenceClassification" => Head::SequenceClassification,
+            "ForTokenClassification" => Head::TokenClassification,
+            "ForQuestionAnswering" => Head::QuestionAnswering,
+            "ForPreTraining" => Head::ReplacedToken,
+            _ => return None,
+        })
+    }
+}
+
+/// The fields of the family's `config.json` files that shape the network (DistilBERT's names are
+/// accepted as aliases).
+#[derive(Clone, Debug, Deserialize)]
+pub struct BertConfig {
+    pub vocab_size: usize,
+    #[serde(alias = "dim")]
+    pub hidden_size: usize,
+    #[serde(alias = "n_layers")]
+    pub num_hidden_layers: usize,
+    #[serde(alias = "n_heads")]
+    pub num_attention_heads: usize,
+    #[serde(alias = "hidden_dim")]
+    pub intermediate_size: usize,
+    #[serde(alias = "activation", default = "default_act")]
+    pub hidden_act: String,
+    pub max_position_embeddings: usize,
+    #[serde(default)]
+    pub type_vocab_size: usize,
+    #[serde(default = "default_eps")]
+    pub layer_norm_eps: f64,
+    #[serde(default)]
+    pub pad_token_id: Option<u32>,
+    /// ELECTRA and ALBERT: the embedding width, projected to `hidden_size`.
+    #[serde(default)]
+    pub embedding_size: Option<usize>,
+    /// ALBERT: how many distinct layers the `num_hidden_layers` share.
+    #[serde(default = "one")]
+    pub num_hidden_groups: usize,
+    #[serde(default)]
+    pub id2label: Option<serde_json::Map<String, serde_json::Value>>,
+    #[serde(default = "yes")]
+    pub tie_word_embeddings: bool,
+    #[serde(default)]
+    pub sinusoidal_pos_embds: bool,
+}
+
+fn default_act() -> String {
+    "gelu".into()
+}
+fn default_eps() -> f64 {
+    1e-12
+}
+fn one() -> usize {
+    1
+}
+fn yes() -> bool {
+    true
+}
+
+impl BertConfig {
+    fn embedding_width(&self) -> usize {
+        self.embedding_size.unwrap_or(self.hidden_size)
+    }
+    fn num_labels(&self) -> usize {
+        self.id2label.as_ref().map_or(2, |m| m.len())
+    }
+}
+
+/// The activations `transformers` names in `hidden_act`.
+fn activation(name: &str) -> Result<Activation> {
+    Ok(match name {
+        "gelu" => Activation::Gelu,
+        "gelu_new" | "gelu_pytorch_tanh" | "gelu_fast" => Activation::GeluTanh,
+        "relu" => Activation::Relu,
+        other => bail!("hidden_act `{other}` is not supported (gelu, gelu_new, relu)"),
+    })
+}
+
+/// Parameter names of one post-norm layer, relative to the layer.
+struct LayerNames {
+    q: &'static str,
+    k: &'static str,
+    v: &'static str,
+    out: &'static str,
+    attn_norm: &'static str,
+    up: &'static str,
+    down: &'static str,
+    ffn_norm: &'static str,
+}
+
+const BERT_LAYER: LayerNames = LayerNames {
+    q: "attention.self.query",
+    k: "attention.self.key",
+    v: "attention.self.value",
+    out: "attention.output.dense",
+    attn_norm: "attention.output.LayerNorm",
+    up: "intermediate.dense",
+    down: "output.dense",
+    ffn_norm: "output.LayerNorm",
+};
+
+const ALBERT_LAYER: LayerNames = LayerNames {
+    q: "attention.query",
+    k: "attention.key",
+    v: "attention.value",
+    out: "attention.dense",
+    attn_norm: "attention.LayerNorm",
+    up: "ffn",
+    down: "ffn_output",
+    ffn_norm: "full_layer_layer_norm",
+};
+
+const DISTILBERT_LAYER: LayerNames = LayerNames {
+    q: "attention.q_lin",
+    k: "attention.k_lin",
+    v: "attention.v_lin",
+    out: "attention.out_lin",
+    attn_norm: "sa_layer_norm",
+    up: "ffn.lin1",
+    down: "ffn.lin2",
+    ffn_norm: "output_layer_norm",
+};
+
+/// One post-norm Transformer encoder layer.
+struct EncoderLayer {
+    q: Linear,
+    k: Linear,
+    v: Linear,
+    out: Linear,
+    attn_norm: LayerNorm,
+    up: Linear,
+    down: Linear,
+    ffn_norm: LayerNorm,
+    heads: usize,
+    act: Activation,
+}
+
+impl EncoderLayer {
+    fn new(p: &ParamPath, names: &LayerNames, c: &BertConfig) -> Result<Self> {
+        let (h, f, eps) = (c.hidden_size, c.intermediate_size, c.layer_norm_eps);
+        let init = Init::Normal(0.02);
+        let linear = |name: &str, i, o| Linear::new(&p.sub(name), i, o, true, init);
+        Ok(EncoderLayer {
+            q: linear(names.q, h, h)?,
+            k: linear(names.k, h, h)?,
+            v: linear(names.v, h, h)?,
+            out: linear(names.out, h, h)?,
+            attn_norm: LayerNorm::new(&p.sub(names.attn_norm), h, true, eps)?,
+            up: linear(names.up, h, f)?,
+            down: linear(names.down, f, h)?,
+            ffn_norm: LayerNorm::new(&p.sub(names.ffn_norm), h, true, eps)?,
+            heads: c.num_attention_heads,
+            act: activation(&c.hidden_act)?,
+        })
+    }
+
+    /// `x: [batch, time, hidden]`; `mask` hides the padding keys.
+    fn forward(&self, x: &Tensor, mask: &AttentionMask) -> Result<Tensor> {
+        let (b, t, h) = x.dims3()?;
+        let split = |y: Tensor| y.reshape((b, t, self.heads, h / self.heads));
+        let q = split(self.q.forward(x)?)?;
+        let k = split(self.k.forward(x)?)?;
+        let v = split(self.v.forward(x)?)?;
+        let context = lingo_kernels::attention(&q, &k, &v, mask)?.reshape((b, t, h))?;
+        let x = self
+            .attn_norm
+            .forward(&(x + self.out.forward(&context)?)?)?;
+        let ffn = self.down.forward(&self.act.apply(&self.up.forward(&x)?)?)?;
+        self.ffn_norm.forward(&(x + ffn)?)
+    }
+}
+
+/// Token, position and (optionally) segment embeddings, normalised, projected to the hidden width
+/// where the embeddings are narrower.
+struct Embeddings {
+    words: Embedding,
+    positions: Embedding,
+    segments: Option<Embedding>,
+    norm: LayerNorm,
+    project: Option<Linear>,
+    /// RoBERTa: positions start after the padding id and skip padding.
+    roberta_pad: Option<u32>,
+}
+
+impl Embeddings {
+    fn new(p: &ParamPath, family: Family, c: &BertConfig) -> Result<Self> {
+        let e = c.embedding_width();
+        let init = Init::Normal(0.02);
+        let emb = p.sub("embeddings");
+        let segments = if family != Family::DistilBert && c.type_vocab_size > 0 {
+            Some(Embedding::new(
+                &emb.sub("token_type_embeddings"),
+                c.type_vocab_size,
+                e,
+                init,
+            )?)
+        } else {
+            None
+        };
+        let project = match family {
+            Family::Electra if e != c.hidden_size => Some(Linear::new(
+                &p.sub("embeddings_project"),
+                e,
+                c.hidden_size,
+                true,
+                init,
+            )?),
+            Family::Albert => Some(Linear::new(
+                &p.sub("encoder.embedding_hidden_mapping_in"),
+                e,
+                c.hidden_size,
+                true,
+                init,
+            )?),
+            _ => None,
+        };
+        if family == Family::DistilBert && c.sinusoidal_pos_embds {
+            bail!("DistilBERT with sinusoidal_pos_embds is not supported");
+        }
+        Ok(Embeddings {
+            words: Embedding::new(&emb.sub("word_embeddings"), c.vocab_size, e, init)?,
+            positions: Embedding::new(
+                &emb.sub("position_embeddings"),
+                c.max_position_embeddings,
+                e,
+                init,
+            )?,
+            segments,
+            norm: LayerNorm::new(&emb.sub("LayerNorm"), e, true, c.layer_norm_eps)?,
+            project,
+            roberta_pad: match family {
+                Family::Roberta => Some(c.pad_token_id.unwrap_or(1)),
+                _ => None,
+            },
+        })
+    }
+
+    fn position_ids(&self, ids: &Tensor) -> Result<Tensor> {
+        let (b, t) = ids.dims2()?;
+        let positions: Vec<u32> = match self.roberta_pad {
+            None => (0..b).flat_map(|_| 0..t as u32).collect(),
+            Some(pad) => {
+                let rows = ids.to_dtype(DType::U32)?.to_vec2::<u32>()?;
+                rows.iter()
+                    .flat_map(|row| {
+                        let mut seen = 0;
+                        row.iter()
+                            .map(|&id| {
+                                if id == pad {
+                                    pad
+                                } else {
+                                    seen += 1;
+                                    pad + seen
+                                }
+                            })
+                            .collect::<Vec<_>>()
+                    })
+                    .collect()
+            }
+        };
+        Tensor::from_vec(positions, (b, t), ids.device())
+    }
+
+    fn forward(&self, ids: &Tensor, token_types: Option<&Tensor>) -> Result<Tensor> {
+        let mut x =
+            (self.words.forward(ids)? + self.positions.forward(&self.position_ids(ids)?)?)?;
+        if let Some(segments) = &self.segments {
+            let types = match token_types {
+                Some(t) => t.clone(),
+                None => ids.zeros_like()?,
+            };
+            x = (x + segments.forward(&types)?)?;
+        }
+        let x = self.norm.forward(&x)?;
+        match &self.project {
+            Some(p) => p.forward(&x),
+            None => Ok(x),
+        }
+    }
+}
+
+/// The head's layers.
+enum HeadLayers {
+    Base,
+    /// `transform` (dense + activation + norm) then the decoder (tied to the word embeddings unless
+    /// the checkpoint stores its own) plus a bias.
+    MaskedLm {
+        dense: Linear,
+        act: Activation,
+        norm: LayerNorm,
+        decoder: Linear,
+    },
+    /// Classification over the first token: an optional dense + activation, then the projection.
+    Sequence {
+        pre: Option<(Linear, Activation)>,
+        out: Linear,
+    },
+    Token(Linear),
+    Span(Linear),
+    ReplacedToken {
+        dense: Linear,
+        act: Activation,
+        out: Linear,
+    },
+}
+
+/// A BERT-family model with its head, built to load a checkpoint.
+pub struct BertModel {
+    pub family: Family,
+    pub head: Head,
+    pub config: BertConfig,
+    embeddings: Embeddings,
+    layers: Vec<EncoderLayer>,
+    /// Which of `layers` runs at depth `i` (ALBERT shares them).
+    schedule: Vec<usize>,
+    pooler: Option<Linear>,
+    head_layers: HeadLayers,
+}
+
+/// What a forward pass returns.
+pub struct EncoderOutput {
+    /// The embeddings output then every layer's output, each `[batch, time, hidden]`.
+    pub hidden_states: Vec<Tensor>,
+    /// The head's output: logits (`[batch, time, vocab | labels]`, `[batch, labels]`, `[batch, time]`
+    /// for ELECTRA's discriminator, `[batch, time, 2]` start/end for QA), or the last hidden state.
+    pub output: Tensor,
+}
+
+impl BertModel {
+    /// Builds the architecture with parameter names matching a checkpoint of this family and head.
+    pub fn new(
+        family: Family,
+        head: Head,
+        config: BertConfig,
+        with_pooler: bool,
+        p: &ParamPath,
+    ) -> Result<Self> {
+        let c = &config;
+        if c.num_attention_heads == 0 || c.hidden_size % c.num_attention_heads != 0 {
+            bail!(
+                "hidden_size {} is not a multiple of num_attention_heads {}",
+                c.hidden_size,
+                c.num_attention_heads
+            );
+        }
+        let base = p.sub(family.prefix());
+        let embeddings = Embeddings::new(&base, family, c)?;
+        let (layers, schedule) = match family {
+            Family::Albert => {
+                let groups = c.num_hidden_groups.max(1);
+                let layers = (0..groups)
+                    .map(|g| {
+                        let lp =
+                            base.sub(format!("encoder.albert_layer_groups.{g}.albert_layers.0"));
+                        EncoderLayer::new(&lp, &ALBERT_LAYER, c)
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                let per_group = c.num_hidden_layers.div_ceil(groups);
+                let schedule = (0..c.num_hidden_layers).map(|i| i / per_group).collect();
+                (layers, schedule)
+            }
+            Family::DistilBert => {
+                let layers = (0..c.num_hidden_layers)
+                    .map(|i| {
+                        EncoderLayer::new(
+                            &base.sub(format!("transformer.layer.{i}")),
+                            &DISTILBERT_LAYER,
+                            c,
+                        )
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                (layers, (0..c.num_hidden_layers).collect())
+            }
+            _ => {
+                let layers = (0..c.num_hidden_layers)
+                    .map(|i| {
+                        EncoderLayer::new(&base.sub(format!("encoder.layer.{i}")), &BERT_LAYER, c)
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                (layers, (0..c.num_hidden_layers).collect())
+            }
+        };
+        let (h, init) = (c.hidden_size, Init::Normal(0.02));
+        let pooler = match (with_pooler, family) {
+            (false, _) => None,
+            (true, Family::Albert) => Some(Linear::new(&base.sub("pooler"), h, h, true, init)?),
+            (true, _) => Some(Linear::new(&base.sub("pooler.dense"), h, h, true, init)?),
+        };
+        let head_layers = Self::head_layers(family, head, c, p, &embeddings)?;
+        Ok(BertModel {
+            family,
+            head,
+            config,
+            embeddings,
+            layers,
+            schedule,
+            pooler,
+            head_layers,
+        })
+    }
+
+    fn head_layers(
+        family: Family,
+        head: Head,
+        c: &BertConfig,
+        p: &ParamPath,
+        embeddings: &Embeddings,
+    ) -> Result<HeadLayers> {
+        let (h, e, init) = (c.hidden_size, c.embedding_width(), Init::Normal(0.02));
+        let linear = |name: &str, i, o| Linear::new(&p.sub(name), i, o, true, init);
+        let act = activation(&c.hidden_act)?;
+        Ok(match head {
+            Head::Base => HeadLayers::Base,
+            Head::MaskedLm => {
+                // (dense, norm, bias, decoder weight) names and the transform's width and activation.
+                let (dense, norm, bias, decoder, width, act) = match family {
+                    Family::Bert => (
+                        "cls.predictions.transform.dense",
+                        "cls.predictions.transform.LayerNorm",
+                        "cls.predictions.bias",
+                        "cls.predictions.decoder.weight",
+                        h,
+                        act,
+                    ),
+                    Family::Roberta => (
+                        "lm_head.dense",
+                        "lm_head.layer_norm",
+                        "lm_head.bias",
+                        "lm_head.decoder.weight",
+                        h,
+                        Activation::Gelu,
+                    ),
+                    Family::Albert => (
+                        "predictions.dense",
+                        "predictions.LayerNorm",
+                        "predictions.bias",
+                        "predictions.decoder.weight",
+                        e,
+                        act,
+                    ),
+                    Family::Electra => (
+                        "generator_predictions.dense",
+                        "generator_predictions.LayerNorm",
+                        "generator_lm_head.bias",
+                        "generator_lm_head.weight",
+                        e,
+                        Activation::Gelu,
+                    ),
+                    Family::DistilBert => (
+                        "vocab_transform",
+                        "vocab_layer_norm",
+                        "vocab_projector.bias",
+                        "vocab_projector.weight",
+                        h,
+                        act,
+                    ),
+                };
+                if width != e {
+                    bail!("masked-LM head of width {width} cannot tie to embeddings of width {e}");
+                }
+                let weight = if c.tie_word_embeddings {
+                    embeddings.words.weight.clone()
+                } else {
+                    p.get(decoder, &[c.vocab_size, e], init)?
+                };
+                HeadLayers::MaskedLm {
+                    dense: linear(dense, h, width)?,
+                    act,
+                    norm: LayerNorm::new(&p.sub(norm), width, true, c.layer_norm_eps)?,
+                    decoder: Linear {
+                        weight,
+                        bias: Some(p.get(bias, &[c.vocab_size], Init::Zeros)?),
+                    },
+                }
+            }
+            Head::SequenceClassification => {
+                let labels = c.num_labels();
+                match family {
+                    Family::Bert | Family::Albert => HeadLayers::Sequence {
+                        pre: None,
+                        out: linear("classifier", h, labels)?,
+                    },
+                    Family::Roberta | Family::Electra => HeadLayers::Sequence {
+                        pre: Some((
+                            linear("classifier.dense", h, h)?,
+                            if family == Family::Roberta {
+                                Activation::Tanh
+                            } else {
+                                Activation::Gelu
+                            },
+                        )),
+                        out: linear("classifier.out_proj", h, labels)?,
+                    },
+                    Family::DistilBert => HeadLayers::Sequence {
+                        pre: Some((linear("pre_classifier", h, h)?, Activation::Relu)),
+                        out: linear("classifier", h, labels)?,
+                    },
+                }
+            }
+            Head::TokenClassification => {
+                HeadLayers::Token(linear("classifier", h, c.num_labels())?)
+            }
+            Head::QuestionAnswering => HeadLayers::Span(linear("qa_outputs", h, 2)?),
+            Head::ReplacedToken => {
+                if family != Family::Electra {
+                    bail!("the replaced-token head belongs to ELECTRA");
+                }
+                HeadLayers::ReplacedToken {
+                    dense: linear("discriminator_predictions.dense", h, h)?,
+                    act,
+                    out: linear("discriminator_predictions.dense_prediction", h, 1)?,
+                }
+            }
+        })
+    }
+
+    /// Runs `ids: [batch, time]` with `attention_mask` (1 = real token; all real if `None`) and
+    /// `token_types` (all 0 if `None`).
+    pub fn forward(
+        &self,
+        ids: &Tensor,
+        attention_mask: Option<&Tensor>,
+        token_types: Option<&Tensor>,
+    ) -> Result<EncoderOutput> {
+        let (_, t) = ids.dims2()?;
+        if t > self.config.max_position_embeddings {
+            bail!(
+                "{t} tokens do not fit the model's {} positions",
+                self.config.max_position_embeddings
+            );
+        }
+        let mask = AttentionMask {
+            key_padding: attention_mask.map(|m| m.to_dtype(DType::U8)).transpose()?,
+            ..Default::default()
+        };
+        let mut x = self.embeddings.forward(ids, token_types)?;
+        let mut hidden_states = vec![x.clone()];
+        for &layer in &self.schedule {
+            x = self.layers[layer].forward(&x, &mask)?;
+            hidden_states.push(x.clone());
+        }
+        let output = self.apply_head(&x)?;
+        Ok(EncoderOutput {
+            hidden_states,
+            output,
+        })
+    }
+
+    fn apply_head(&self, x: &Tensor) -> Result<Tensor> {
+        Ok(match &self.head_layers {
+            HeadLayers::Base => x.clone(),
+            HeadLayers::MaskedLm {
+                dense,
+                act,
+                norm,
+                decoder,
+            } => decoder.forward(&norm.forward(&act.apply(&dense.forward(x)?)?)?)?,
+            HeadLayers::Sequence { pre, out } => {
+                let first = x.narrow(1, 0, 1)?.squeeze(1)?;
+                let features = match (&self.pooler, pre) {
+                    (_, Some((dense, act))) => act.apply(&dense.forward(&first)?)?,
+                    (Some(pooler), None) => pooler.forward(&first)?.tanh()?,
+                    (None, None) => bail!("sequence classification needs the pooler's weights"),
+                };
+                out.forward(&features)?
+            }
+            HeadLayers::Token(classifier) => classifier.forward(x)?,
+            HeadLayers::Span(qa) => qa.forward(x)?,
+            HeadLayers::ReplacedToken { dense, act, out } => out
+                .forward(&act.apply(&dense.forward(x)?)?)?
+                .squeeze(D::Minus1)?,
+        })
+    }
+
+    /// The pooled `[CLS]` representation (`tanh(W h₀ + b)`), for models that have a pooler.
+    pub fn pooled(&self, last_hidden: &Tensor) -> Result<Option<Tensor>> {
+        match &self.pooler {
+            Some(p) => Ok(Some(
+                p.forward(&last_hidden.narrow(1, 0, 1)?.squeeze(1)?)?
+                    .tanh()?,
+            )),
+            None => Ok(None),
+        }
+    }
+
+    /// Loads a model folder of this family (`model_type` bert, roberta, electra, albert or
+    /// distilbert), with the head its `architectures` names.
+    pub fn load(
+        checkpoint: &Checkpoint,
+        device: &Device,
+    ) -> std::result::Result<(Self, ParamStore), LoadError> {
+        let model_type = checkpoint.model_type()?;
+        let config_path = checkpoint.dir.join("config.json");
+        let family = Family::from_model_type(model_type).ok_or_else(|| LoadError::Invalid {
+            path: config_path.clone(),
+            message: format!("model_type `{model_type}` is not in the BERT family"),
+        })?;
+        let arch = checkpoint.architecture().unwrap_or("BertModel");
+        let head = Head::from_architecture(arch).ok_or_else(|| LoadError::Invalid {
+            path: config_path.clone(),
+            message: format!("architecture `{arch}` is not supported"),
+        })?;
+        let config: BertConfig = checkpoint.parse_config()?;
+        let prefix = family.prefix();
+        let with_pooler = [
+            format!("{prefix}.pooler.dense.weight"),
+            "pooler.dense.weight".into(),
+            format!("{prefix}.pooler.weight"),
+            "pooler.weight".into(),
+        ]
+        .iter()
+        .any(|n| checkpoint.has(n));
+        let store = ParamStore::new(0, device);
+        let model = BertModel::new(family, head, config, with_pooler, &store.root())?;
+        checkpoint.load_into(&store, &[&format!("{prefix}.")])?;
+        Ok((model, store))
+    }
+}

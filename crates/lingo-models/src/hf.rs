@@ -1,0 +1,171 @@
+//! Hugging Face model folders: `config.json`, `model.safetensors` (or shards listed in
+//! `model.safetensors.index.json`), optionally `tokenizer.json` and `generation_config.json`.
+//!
+//! A model is built with a [`ParamStore`] whose parameter names are the checkpoint's own names, so
+//! loading is a lookup by name, with the naming variants real checkpoints use: a head's checkpoint
+//! holds the base model under a prefix (`bert.`, `transformer.`) that a bare model's checkpoint does
+//! not, and tied weights are stored once. Every failure names the file and the tensor or field.
+
+use candle_core::{DType, Device, Tensor};
+use lingo_nn::params::read_safetensors;
+use lingo_nn::ParamStore;
+use serde::de::DeserializeOwned;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("{0}: {1}")]
+    Io(PathBuf, std::io::Error),
+    #[error("{path}: {message}")]
+    Invalid { path: PathBuf, message: String },
+    #[error("{0}")]
+    Tensor(#[from] candle_core::Error),
+}
+
+impl LoadError {
+    fn invalid(path: &Path, message: impl Into<String>) -> Self {
+        LoadError::Invalid {
+            path: path.into(),
+            message: message.into(),
+        }
+    }
+}
+
+pub type Result<T> = std::result::Result<T, LoadError>;
+
+/// An opened model folder: its parsed `config.json` and every tensor of its weights.
+pub struct Checkpoint {
+    pub dir: PathBuf,
+    pub config: serde_json::Value,
+    tensors: HashMap<String, Tensor>,
+    /// The file each tensor came from, for error messages.
+    weights_file: String,
+}
+
+impl Checkpoint {
+    pub fn open(dir: &Path, device: &Device) -> Result<Self> {
+        let config_path = dir.join("config.json");
+        let text = std::fs::read_to_string(&config_path)
+            .map_err(|e| LoadError::Io(config_path.clone(), e))?;
+        let config: serde_json::Value = serde_json::from_str(&text)
+            .map_err(|e| LoadError::invalid(&config_path, format!("not valid JSON ({e})")))?;
+        let (tensors, weights_file) = read_weights(dir, device)?;
+        Ok(Checkpoint {
+            dir: dir.into(),
+            config,
+            tensors,
+            weights_file,
+        })
+    }
+
+    /// `model_type` from `config.json`.
+    pub fn model_type(&self) -> Result<&str> {
+        self.config["model_type"].as_str().ok_or_else(|| {
+            LoadError::invalid(
+                &self.dir.join("config.json"),
+                "field `model_type` is missing (cannot tell the architecture)",
+            )
+        })
+    }
+
+    /// The first entry of `architectures` (e.g. `BertForMaskedLM`), if any.
+    pub fn architecture(&self) -> Option<&str> {
+        self.config["architectures"].get(0)?.as_str()
+    }
+
+    /// `config.json` parsed as `T`; errors name the file and the field.
+    pub fn parse_config<T: DeserializeOwned>(&self) -> Result<T> {
+        serde_json::from_value(self.config.clone())
+            .map_err(|e| LoadError::invalid(&self.dir.join("config.json"), e.to_string()))
+    }
+
+    /// Whether the weights hold a tensor called `name`.
+    pub fn has(&self, name: &str) -> bool {
+        self.tensors.contains_key(name)
+    }
+
+    /// Sets every parameter of `store` from the weights. A parameter `p` is looked up as `p`, then
+    /// with each of `prefixes` (e.g. `"bert."`) removed from its start or added to it. Each parameter
+    /// must be found with its exact shape; a mismatch names the tensor and both shapes.
+    pub fn load_into(&self, store: &ParamStore, prefixes: &[&str]) -> Result<()> {
+        for (name, var) in store.named() {
+            let t = self.find(&name, prefixes).ok_or_else(|| {
+                LoadError::invalid(
+                    Path::new(&self.weights_file),
+                    format!("tensor `{name}` (shape {:?}) is missing", var.dims()),
+                )
+            })?;
+            if t.dims() != var.dims() {
+                return Err(LoadError::invalid(
+                    Path::new(&self.weights_file),
+                    format!(
+                        "tensor `{name}` has shape {:?}, the model expects {:?}",
+                        t.dims(),
+                        var.dims()
+                    ),
+                ));
+            }
+            var.set(&t.to_dtype(DType::F32)?)?;
+        }
+        Ok(())
+    }
+
+    fn find(&self, name: &str, prefixes: &[&str]) -> Option<&Tensor> {
+        if let Some(t) = self.tensors.get(name) {
+            return Some(t);
+        }
+        prefixes.iter().find_map(|p| {
+            name.strip_prefix(p)
+                .and_then(|bare| self.tensors.get(bare))
+                .or_else(|| self.tensors.get(&format!("{p}{name}")))
+        })
+    }
+}
+
+/// Every tensor of the folder's safetensors weights (one file, or the shards of an index).
+fn read_weights(dir: &Path, device: &Device) -> Result<(HashMap<String, Tensor>, String)> {
+    let single = dir.join("model.safetensors");
+    if single.exists() {
+        let t = read_safetensors(&single, device)?;
+        return Ok((t, single.display().to_string()));
+    }
+    let index = dir.join("model.safetensors.index.json");
+    if index.exists() {
+        let text = std::fs::read_to_string(&index).map_err(|e| LoadError::Io(index.clone(), e))?;
+        let json: serde_json::Value = serde_json::from_str(&text)
+            .map_err(|e| LoadError::invalid(&index, format!("not valid JSON ({e})")))?;
+        let map = json["weight_map"]
+            .as_object()
+            .ok_or_else(|| LoadError::invalid(&index, "field `weight_map` is missing"))?;
+        let mut shards: Vec<&str> = map.values().filter_map(|v| v.as_str()).collect();
+        shards.sort_unstable();
+        shards.dedup();
+        let mut tensors = HashMap::new();
+        for shard in shards {
+            tensors.extend(read_safetensors(&dir.join(shard), device)?);
+        }
+        for (name, shard) in map {
+            if !tensors.contains_key(name) {
+                return Err(LoadError::invalid(
+                    &index,
+                    format!("tensor `{name}` is listed in shard {shard} but not stored there"),
+                ));
+            }
+        }
+        return Ok((tensors, index.display().to_string()));
+    }
+    for pickle in ["pytorch_model.bin", "pytorch_model.bin.index.json"] {
+        if dir.join(pickle).exists() {
+            return Err(LoadError::invalid(
+                &dir.join(pickle),
+                "only PyTorch pickle weights here; Lingo reads safetensors (convert with \
+                 `model.save_pretrained(dir, safe_serialization=True)` in transformers)",
+            ));
+        }
+    }
+    Err(LoadError::invalid(
+        dir,
+        "no model.safetensors or model.safetensors.index.json in this folder",
+    ))
+}

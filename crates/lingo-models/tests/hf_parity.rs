@@ -1,0 +1,173 @@
+//! Parity with `transformers` on tiny random-weight checkpoints (tools/make_hf_fixtures.py): every
+//! hidden state and the head's output, on one sequence and on a padded batch, to 1e-4.
+
+use candle_core::{DType, Device, Tensor};
+use lingo_models::bert::BertModel;
+use lingo_models::hf::Checkpoint;
+use lingo_nn::params::read_safetensors;
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+fn fixture(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/hf")
+        .join(name)
+}
+
+fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
+    assert_eq!(a.dims(), b.dims(), "shapes differ");
+    (a - b)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .max(0)
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap()
+}
+
+fn input(expected: &HashMap<String, Tensor>, case: &str, key: &str) -> Option<Tensor> {
+    expected
+        .get(&format!("{case}.{key}"))
+        .map(|t| t.to_dtype(DType::U32).unwrap())
+}
+
+fn check_encoder(name: &str) {
+    let dir = fixture(name);
+    let dev = Device::Cpu;
+    let checkpoint = Checkpoint::open(&dir, &dev).unwrap_or_else(|e| panic!("{name}: {e}"));
+    let (model, _) = BertModel::load(&checkpoint, &dev).unwrap_or_else(|e| panic!("{name}: {e}"));
+    let expected = read_safetensors(&dir.join("expected.safetensors"), &dev).unwrap();
+    for case in ["single", "batch"] {
+        let ids = input(&expected, case, "input_ids").unwrap();
+        let mask = input(&expected, case, "attention_mask");
+        let types = input(&expected, case, "token_type_ids");
+        let out = model
+            .forward(&ids, mask.as_ref(), types.as_ref())
+            .unwrap_or_else(|e| panic!("{name} {case}: {e}"));
+        for (i, h) in out.hidden_states.iter().enumerate() {
+            let want = &expected[&format!("{case}.hidden.{i}")];
+            let d = max_diff(h, want);
+            assert!(d < 1e-4, "{name} {case}: hidden state {i} differs by {d}");
+        }
+        let d = max_diff(&out.output, &expected[&format!("{case}.output")]);
+        assert!(d < 1e-4, "{name} {case}: output differs by {d}");
+    }
+}
+
+#[test]
+fn bert_family_matches_transformers() {
+    for name in [
+        "bert",
+        "bert-mlm",
+        "bert-cls",
+        "bert-ner",
+        "bert-qa",
+        "roberta",
+        "roberta-mlm",
+        "roberta-cls",
+        "albert",
+        "albert-mlm",
+        "distilbert",
+        "distilbert-mlm",
+        "distilbert-qa",
+        "electra-discriminator",
+        "electra-generator",
+    ] {
+        check_encoder(name);
+    }
+}
+
+/// A copy of a fixture folder that a test may break.
+fn scratch_copy(name: &str) -> tempfile::TempDir {
+    let tmp = tempfile::tempdir().unwrap();
+    for entry in std::fs::read_dir(fixture(name)).unwrap() {
+        let path = entry.unwrap().path();
+        std::fs::copy(&path, tmp.path().join(path.file_name().unwrap())).unwrap();
+    }
+    tmp
+}
+
+fn load_error(dir: &std::path::Path) -> String {
+    let dev = Device::Cpu;
+    match Checkpoint::open(dir, &dev).and_then(|c| BertModel::load(&c, &dev).map(|_| ())) {
+        Ok(()) => panic!("{} loaded", dir.display()),
+        Err(e) => e.to_string(),
+    }
+}
+
+#[test]
+fn broken_folders_give_errors_that_name_the_problem() {
+    // Only pickle weights.
+    let tmp = scratch_copy("bert");
+    std::fs::rename(
+        tmp.path().join("model.safetensors"),
+        tmp.path().join("pytorch_model.bin"),
+    )
+    .unwrap();
+    let err = load_error(tmp.path());
+    assert!(
+        err.contains("pytorch_model.bin") && err.contains("safetensors"),
+        "{err}"
+    );
+
+    // Unknown model_type.
+    let tmp = scratch_copy("bert");
+    let config = tmp.path().join("config.json");
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        text.replace("\"model_type\": \"bert\"", "\"model_type\": \"bort\""),
+    )
+    .unwrap();
+    let err = load_error(tmp.path());
+    assert!(err.contains("bort") && err.contains("config.json"), "{err}");
+
+    // A missing tensor and a shape mismatch, named with the expected shape.
+    let tmp = scratch_copy("bert-mlm");
+    let weights = tmp.path().join("model.safetensors");
+    let mut tensors = read_safetensors(&weights, &Device::Cpu).unwrap();
+    tensors.remove("cls.predictions.bias");
+    let save = |tensors: &HashMap<String, Tensor>| {
+        let list: Vec<(String, Tensor)> = tensors.clone().into_iter().collect();
+        std::fs::write(
+            &weights,
+            lingo_nn::params::tensors_to_safetensors(&list, None).unwrap(),
+        )
+        .unwrap();
+    };
+    save(&tensors);
+    let err = load_error(tmp.path());
+    assert!(
+        err.contains("cls.predictions.bias") && err.contains("missing") && err.contains("[99]"),
+        "{err}"
+    );
+    tensors.insert(
+        "cls.predictions.bias".into(),
+        Tensor::zeros(98, DType::F32, &Device::Cpu).unwrap(),
+    );
+    save(&tensors);
+    let err = load_error(tmp.path());
+    assert!(
+        err.contains("cls.predictions.bias") && err.contains("[98]") && err.contains("[99]"),
+        "{err}"
+    );
+
+    // A truncated weights file.
+    let tmp = scratch_copy("bert");
+    let weights = tmp.path().join("model.safetensors");
+    let bytes = std::fs::read(&weights).unwrap();
+    std::fs::write(&weights, &bytes[..bytes.len() / 2]).unwrap();
+    let err = load_error(tmp.path());
+    assert!(err.contains("model.safetensors"), "{err}");
+
+    // Too many tokens for the positions.
+    let dev = Device::Cpu;
+    let checkpoint = Checkpoint::open(&fixture("bert"), &dev).unwrap();
+    let (model, _) = BertModel::load(&checkpoint, &dev).unwrap();
+    let ids = Tensor::zeros((1, 65), DType::U32, &dev).unwrap();
+    let err = model.forward(&ids, None, None).err().unwrap().to_string();
+    assert!(err.contains("65") && err.contains("64"), "{err}");
+}

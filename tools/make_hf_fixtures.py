@@ -1,0 +1,161 @@
+"""Tiny random-weight Hugging Face checkpoints and their reference outputs, for Lingo's parity tests.
+
+For every architecture Lingo loads, this builds a tiny model from a config object (no download), with
+every bias and every LayerNorm weight perturbed away from its 0/1 initialisation (so a missing bias or a
+dropped norm shows), saves it with `save_pretrained` (config.json + model.safetensors), and runs it on
+two inputs: one sequence, and a padded batch of two with an attention mask (and token types where the
+model has them). It writes `expected.safetensors` beside the checkpoint:
+
+    {case}.input_ids, {case}.attention_mask, [{case}.token_type_ids], [{case}.decoder_input_ids],
+    {case}.hidden.{i}           hidden states after the embeddings (i = 0) and after every layer
+                                (encoder side for encoder-decoders),
+    {case}.decoder_hidden.{i}   decoder hidden states (encoder-decoders),
+    {case}.output               the model's main output: logits of the head, [batch, seq, 2] start/end
+                                logits for extractive QA, or the last hidden state for a bare model,
+
+for case in (single, batch). Run from the repository root:
+
+    python3 tools/make_hf_fixtures.py            # writes crates/lingo-models/tests/fixtures/hf/*
+"""
+import json
+import os
+import sys
+
+import torch
+import transformers as tf
+from safetensors.torch import save_file
+
+OUT = os.path.join("crates", "lingo-models", "tests", "fixtures", "hf")
+VOCAB = 99
+
+# Shared tiny sizes: hidden 32, 2 layers, 4 heads, an odd feed-forward width so a transposed
+# weight cannot pass by accident.
+ENC = dict(vocab_size=VOCAB, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+           intermediate_size=37, max_position_embeddings=64)
+
+
+def bert_like(config_cls, **extra):
+    return config_cls(**ENC, **extra)
+
+
+def cases():
+    """(folder name, model class, config) for every architecture and head."""
+    bert = lambda **kw: bert_like(tf.BertConfig, type_vocab_size=2, **kw)
+    yield "bert", tf.BertModel, bert()
+    yield "bert-mlm", tf.BertForMaskedLM, bert()
+    yield "bert-cls", tf.BertForSequenceClassification, bert(num_labels=3)
+    yield "bert-ner", tf.BertForTokenClassification, bert(num_labels=5)
+    yield "bert-qa", tf.BertForQuestionAnswering, bert()
+    roberta = lambda **kw: bert_like(tf.RobertaConfig, type_vocab_size=1, pad_token_id=1, **kw)
+    yield "roberta", tf.RobertaModel, roberta()
+    yield "roberta-mlm", tf.RobertaForMaskedLM, roberta()
+    yield "roberta-cls", tf.RobertaForSequenceClassification, roberta(num_labels=3)
+    albert = dict(ENC, embedding_size=16, num_hidden_groups=1)
+    yield "albert", tf.AlbertModel, tf.AlbertConfig(**albert)
+    yield "albert-mlm", tf.AlbertForMaskedLM, tf.AlbertConfig(**albert)
+    distil = dict(vocab_size=VOCAB, dim=32, n_layers=2, n_heads=4, hidden_dim=37, max_position_embeddings=64)
+    yield "distilbert", tf.DistilBertModel, tf.DistilBertConfig(**distil)
+    yield "distilbert-mlm", tf.DistilBertForMaskedLM, tf.DistilBertConfig(**distil)
+    yield "distilbert-qa", tf.DistilBertForQuestionAnswering, tf.DistilBertConfig(**distil)
+    electra = dict(ENC, embedding_size=16)
+    yield "electra-discriminator", tf.ElectraForPreTraining, tf.ElectraConfig(**electra)
+    yield "electra-generator", tf.ElectraForMaskedLM, tf.ElectraConfig(**electra)
+    gpt2 = dict(vocab_size=VOCAB, n_embd=32, n_layer=2, n_head=4, n_positions=64, bos_token_id=98,
+                eos_token_id=98)
+    yield "gpt2", tf.GPT2LMHeadModel, tf.GPT2Config(**gpt2)
+    t5 = dict(vocab_size=VOCAB, d_model=32, d_kv=8, d_ff=37, num_layers=2, num_heads=4,
+              relative_attention_num_buckets=8, relative_attention_max_distance=20,
+              decoder_start_token_id=0, pad_token_id=0, eos_token_id=1)
+    yield "t5", tf.T5ForConditionalGeneration, tf.T5Config(**t5, feed_forward_proj="relu")
+    yield "t5-v1_1", tf.T5ForConditionalGeneration, tf.T5Config(**t5, feed_forward_proj="gated-gelu",
+                                                                  tie_word_embeddings=False)
+    seq2seq = dict(vocab_size=VOCAB, d_model=32, encoder_layers=2, decoder_layers=2,
+                   encoder_attention_heads=4, decoder_attention_heads=4, encoder_ffn_dim=37,
+                   decoder_ffn_dim=37, max_position_embeddings=64, pad_token_id=1,
+                   bos_token_id=0, eos_token_id=2, decoder_start_token_id=2)
+    yield "bart", tf.BartForConditionalGeneration, tf.BartConfig(**seq2seq)
+    yield "marian", tf.MarianMTModel, tf.MarianConfig(**dict(seq2seq, pad_token_id=98,
+                                                              decoder_start_token_id=98))
+
+
+def perturb(model, generator):
+    """Biases, norm weights and the final logits bias away from 0 / 1, so none can be ignored."""
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith("bias"):
+                p.copy_(0.1 * torch.randn(p.shape, generator=generator))
+            elif "LayerNorm.weight" in name or "layer_norm.weight" in name or "ln_" in name \
+                    or name.endswith("layernorm_embedding.weight") or name.endswith("final_layer_norm.weight"):
+                p.copy_(1.0 + 0.1 * torch.randn(p.shape, generator=generator))
+        for name, b in model.named_buffers():
+            if name.endswith("final_logits_bias"):
+                b.copy_(0.1 * torch.randn(b.shape, generator=generator))
+
+
+def inputs(config, is_encoder_decoder, has_token_types, generator):
+    pad = config.pad_token_id if config.pad_token_id is not None else 0
+    lo = 3  # keep clear of the special ids 0-2
+    single = torch.randint(lo, VOCAB - 2, (1, 9), generator=generator)
+    batch = torch.randint(lo, VOCAB - 2, (2, 11), generator=generator)
+    mask = torch.ones_like(batch)
+    batch[1, 6:] = pad
+    mask[1, 6:] = 0
+    out = {}
+    for case, ids, m in (("single", single, torch.ones_like(single)), ("batch", batch, mask)):
+        d = {"input_ids": ids, "attention_mask": m}
+        if has_token_types:
+            tt = torch.zeros_like(ids)
+            tt[:, ids.shape[1] // 2:] = 1
+            d["token_type_ids"] = tt
+        if is_encoder_decoder:
+            d["decoder_input_ids"] = torch.randint(lo, VOCAB - 2, (ids.shape[0], 5), generator=generator)
+        out[case] = d
+    return out
+
+
+def main_output(out):
+    if hasattr(out, "start_logits") and out.start_logits is not None:
+        return torch.stack([out.start_logits, out.end_logits], dim=-1)
+    if getattr(out, "logits", None) is not None:
+        return out.logits
+    return out.last_hidden_state
+
+
+def main():
+    torch.manual_seed(0)
+    only = set(sys.argv[1:])
+    for k, (name, cls, config) in enumerate(cases()):
+        if only and name not in only:
+            continue
+        config._attn_implementation = "eager"
+        torch.manual_seed(k)
+        model = cls(config).eval()
+        g = torch.Generator().manual_seed(1000 + k)
+        perturb(model, g)
+        folder = os.path.join(OUT, name)
+        model.save_pretrained(folder, safe_serialization=True)
+        enc_dec = config.is_encoder_decoder
+        has_tt = getattr(config, "type_vocab_size", 0) and config.type_vocab_size > 1
+        tensors = {}
+        for case, d in inputs(config, enc_dec, has_tt, g).items():
+            with torch.no_grad():
+                out = model(**d, output_hidden_states=True)
+            for key, v in d.items():
+                tensors[f"{case}.{key}"] = v.to(torch.int64)
+            hidden = out.encoder_hidden_states if enc_dec else out.hidden_states
+            for i, h in enumerate(hidden):
+                tensors[f"{case}.hidden.{i}"] = h
+            if enc_dec:
+                for i, h in enumerate(out.decoder_hidden_states):
+                    tensors[f"{case}.decoder_hidden.{i}"] = h
+            tensors[f"{case}.output"] = main_output(out)
+        save_file({k: v.contiguous().clone() for k, v in tensors.items()}, os.path.join(folder, "expected.safetensors"),
+                  metadata={"class": cls.__name__, "transformers": tf.__version__, "torch": torch.__version__})
+        print(f"{name:24s} {cls.__name__:36s} {sum(p.numel() for p in model.parameters()):7d} params")
+    with open(os.path.join(OUT, "README.md"), "w") as f:
+        f.write("Generated by `python3 tools/make_hf_fixtures.py` with transformers "
+                f"{tf.__version__} and torch {torch.__version__}; see the script's docstring.\n")
+
+
+if __name__ == "__main__":
+    main()
