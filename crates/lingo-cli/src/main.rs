@@ -59,6 +59,8 @@ enum Command {
     Demo(commands::demo::Demo),
     /// Measure training and inference speed against PyTorch on this machine.
     Bench(commands::bench::Bench),
+    /// Run a Hugging Face model folder on token ids from JSON; write its output as .npy.
+    Forward(commands::forward::Forward),
 }
 
 fn main() {
@@ -88,6 +90,7 @@ fn main() {
         Command::Attention(a) => a.run(),
         Command::Demo(d) => d.run(),
         Command::Bench(b) => b.run(),
+        Command::Forward(f) => f.run(),
     });
     if let Err(e) = result {
         eprintln!("error: {e:#}");

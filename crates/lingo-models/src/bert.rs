@@ -147,6 +147,19 @@ impl BertConfig {
     }
 }
 
+/// Every id in `ids` must be below `limit` (the config field `what`).
+fn check_ids(ids: &Tensor, name: &str, limit: usize, what: &str) -> Result<()> {
+    let max = ids
+        .flatten_all()?
+        .max(0)?
+        .to_dtype(DType::F64)?
+        .to_scalar::<f64>()?;
+    if max >= limit as f64 {
+        bail!("{name} holds {max}, but the model's {what} is {limit}");
+    }
+    Ok(())
+}
+
 /// The activations `transformers` names in `hidden_act`.
 fn activation(name: &str) -> Result<Activation> {
     Ok(match name {
@@ -609,6 +622,31 @@ impl BertModel {
                 "{t} tokens do not fit the model's {} positions",
                 self.config.max_position_embeddings
             );
+        }
+        check_ids(ids, "input_ids", self.config.vocab_size, "vocab_size")?;
+        if let Some(types) = token_types {
+            if types.dims() != ids.dims() {
+                bail!(
+                    "token_type_ids {:?} and input_ids {:?} differ in shape",
+                    types.dims(),
+                    ids.dims()
+                );
+            }
+            let segments = self
+                .embeddings
+                .segments
+                .as_ref()
+                .map_or(0, |s| s.weight.dim(0).unwrap_or(0));
+            check_ids(types, "token_type_ids", segments, "type_vocab_size")?;
+        }
+        if let Some(m) = attention_mask {
+            if m.dims() != ids.dims() {
+                bail!(
+                    "attention_mask {:?} and input_ids {:?} differ in shape",
+                    m.dims(),
+                    ids.dims()
+                );
+            }
         }
         let mask = AttentionMask {
             key_padding: attention_mask.map(|m| m.to_dtype(DType::U8)).transpose()?,

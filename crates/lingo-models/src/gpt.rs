@@ -198,11 +198,16 @@ impl Gpt {
 
     /// Hidden states `[batch, time, d_model]` after the final norm, and each layer's attention weights
     /// if asked. `offset` is the position of the first token (non-zero only with a cache).
+    /// `key_padding` (`[batch, time]`, 1 = real token) hides padding; `layers`, if given, receives the
+    /// embeddings and every block's output (the last one after the final norm, as `transformers`
+    /// reports them).
     fn hidden(
         &self,
         ids: &Tensor,
         mut cache: Option<&mut [KvCache]>,
         want_weights: bool,
+        key_padding: Option<&Tensor>,
+        mut layers: Option<&mut Vec<Tensor>>,
         ctx: &mut Ctx,
     ) -> Result<(Tensor, Vec<Tensor>)> {
         let (_, t) = ids.dims2()?;
@@ -215,10 +220,14 @@ impl Gpt {
             .forward(&self.wte.forward(ids)?.broadcast_add(&pos)?, ctx)?;
         let mask = AttentionMask {
             causal: true,
+            key_padding: key_padding.map(|m| m.to_dtype(DType::U8)).transpose()?,
             ..Default::default()
         };
         let mut weights = Vec::new();
         for (i, block) in self.blocks.iter().enumerate() {
+            if let Some(layers) = layers.as_deref_mut() {
+                layers.push(x.clone());
+            }
             let layer_cache = cache.as_deref_mut().map(|c| &mut c[i]);
             let (y, w) = block.forward(&x, &mask, layer_cache, want_weights, ctx)?;
             x = y;
@@ -227,21 +236,44 @@ impl Gpt {
         if let Some(ln_f) = &self.ln_f {
             x = ln_f.forward(&x)?;
         }
+        if let Some(layers) = layers {
+            layers.push(x.clone());
+        }
         Ok((x, weights))
     }
 
     /// Next-token logits `[batch, time, vocab]` for `ids: [batch, time]`.
     pub fn forward(&self, ids: &Tensor, ctx: &mut Ctx) -> Result<Tensor> {
         self.check_ids(ids)?;
-        let (h, _) = self.hidden(ids, None, false, ctx)?;
+        let (h, _) = self.hidden(ids, None, false, None, None, ctx)?;
         self.lm_head.forward(&h)
     }
 
     /// Logits plus the attention weights of every layer (`[batch, heads, time, time]` each).
     pub fn forward_with_attention(&self, ids: &Tensor) -> Result<(Tensor, Vec<Tensor>)> {
         self.check_ids(ids)?;
-        let (h, w) = self.hidden(ids, None, true, &mut Ctx::eval())?;
+        let (h, w) = self.hidden(ids, None, true, None, None, &mut Ctx::eval())?;
         Ok((self.lm_head.forward(&h)?, w))
+    }
+
+    /// Logits for a padded batch (`attention_mask`: 1 = real token) plus the hidden states after the
+    /// embeddings and after every block, the last one after the final norm.
+    pub fn forward_with_hidden_states(
+        &self,
+        ids: &Tensor,
+        attention_mask: Option<&Tensor>,
+    ) -> Result<(Tensor, Vec<Tensor>)> {
+        self.check_ids(ids)?;
+        let mut layers = Vec::new();
+        let (h, _) = self.hidden(
+            ids,
+            None,
+            false,
+            attention_mask,
+            Some(&mut layers),
+            &mut Ctx::eval(),
+        )?;
+        Ok((self.lm_head.forward(&h)?, layers))
     }
 
     /// Mean cross-entropy of predicting `targets` (`[batch, time]`) from `ids`.
@@ -262,6 +294,106 @@ impl Gpt {
             bail!("token ids must be u32, got {:?}", ids.dtype());
         }
         Ok(())
+    }
+}
+
+/// The fields of a Hugging Face GPT-2 `config.json`.
+#[derive(Clone, Debug, Deserialize)]
+pub struct Gpt2Config {
+    pub vocab_size: usize,
+    pub n_positions: usize,
+    pub n_embd: usize,
+    pub n_layer: usize,
+    pub n_head: usize,
+    #[serde(default)]
+    pub n_inner: Option<usize>,
+    #[serde(default = "gelu_new")]
+    pub activation_function: String,
+    #[serde(default = "gpt2_eps")]
+    pub layer_norm_epsilon: f64,
+    #[serde(default = "yes")]
+    pub tie_word_embeddings: bool,
+    #[serde(default = "yes")]
+    pub scale_attn_weights: bool,
+    #[serde(default)]
+    pub scale_attn_by_inverse_layer_idx: bool,
+    #[serde(default)]
+    pub reorder_and_upcast_attn: bool,
+}
+
+fn gelu_new() -> String {
+    "gelu_new".into()
+}
+fn gpt2_eps() -> f64 {
+    1e-5
+}
+fn yes() -> bool {
+    true
+}
+
+impl Gpt2Config {
+    /// The same network as a Lingo GPT: pre-norm, learned positions, biases, tied head.
+    pub fn to_gpt(&self) -> std::result::Result<GptConfig, String> {
+        let activation = match self.activation_function.as_str() {
+            "gelu_new" | "gelu_pytorch_tanh" | "gelu_fast" => Activation::GeluTanh,
+            "gelu" => Activation::Gelu,
+            "relu" => Activation::Relu,
+            other => {
+                return Err(format!(
+                    "field `activation_function`: `{other}` is not supported"
+                ))
+            }
+        };
+        if !self.scale_attn_weights || self.scale_attn_by_inverse_layer_idx {
+            return Err("fields `scale_attn_weights` / `scale_attn_by_inverse_layer_idx`: only the standard 1/√d scaling is supported".into());
+        }
+        Ok(GptConfig {
+            vocab_size: self.vocab_size,
+            context_length: self.n_positions,
+            d_model: self.n_embd,
+            n_heads: self.n_head,
+            n_layers: self.n_layer,
+            d_ff: self.n_inner.unwrap_or(4 * self.n_embd),
+            activation,
+            tied_embeddings: self.tie_word_embeddings,
+            layer_norm_eps: self.layer_norm_epsilon,
+            ..Default::default()
+        })
+    }
+}
+
+/// GPT-2 stores its projections as `Conv1D` weights, `[in, out]`: the transpose of a linear layer's.
+pub fn is_gpt2_conv1d(name: &str) -> bool {
+    name.ends_with(".weight")
+        && ["attn.c_attn.", "attn.c_proj.", "mlp.c_fc.", "mlp.c_proj."]
+            .iter()
+            .any(|k| name.contains(k))
+}
+
+impl Gpt {
+    /// Loads a Hugging Face GPT-2 folder (`GPT2LMHeadModel` or `GPT2Model` weights, with or without
+    /// the `transformer.` prefix).
+    pub fn load_gpt2(
+        checkpoint: &crate::hf::Checkpoint,
+        device: &candle_core::Device,
+    ) -> std::result::Result<(Gpt, lingo_nn::ParamStore), crate::hf::LoadError> {
+        let hf: Gpt2Config = checkpoint.parse_config()?;
+        let config = hf
+            .to_gpt()
+            .map_err(|message| crate::hf::LoadError::Invalid {
+                path: checkpoint.dir.join("config.json"),
+                message,
+            })?;
+        let store = lingo_nn::ParamStore::new(0, device);
+        let model = Gpt::new(config, &store.root())?;
+        checkpoint.load_into_with(&store, &["transformer."], |name, t| {
+            if is_gpt2_conv1d(name) {
+                t.t()?.contiguous()
+            } else {
+                Ok(t)
+            }
+        })?;
+        Ok((model, store))
     }
 }
 
@@ -288,7 +420,7 @@ impl CausalLm for Gpt {
                 self.config.context_length
             );
         }
-        let (h, _) = self.hidden(ids, Some(cache), false, &mut Ctx::eval())?;
+        let (h, _) = self.hidden(ids, Some(cache), false, None, None, &mut Ctx::eval())?;
         self.lm_head.forward(&h)
     }
 }

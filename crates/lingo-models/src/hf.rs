@@ -89,8 +89,24 @@ impl Checkpoint {
     /// with each of `prefixes` (e.g. `"bert."`) removed from its start or added to it. Each parameter
     /// must be found with its exact shape; a mismatch names the tensor and both shapes.
     pub fn load_into(&self, store: &ParamStore, prefixes: &[&str]) -> Result<()> {
+        self.load_into_with(store, prefixes, |_, t| Ok(t))
+    }
+
+    /// [`Checkpoint::load_into`], passing each stored tensor through `convert(name, tensor)` first
+    /// (e.g. to transpose a layout that differs from Lingo's).
+    pub fn load_into_with(
+        &self,
+        store: &ParamStore,
+        prefixes: &[&str],
+        convert: impl Fn(&str, Tensor) -> candle_core::Result<Tensor>,
+    ) -> Result<()> {
         for (name, var) in store.named() {
-            let t = self.find(&name, prefixes).ok_or_else(|| {
+            let t = self
+                .find(&name, prefixes)
+                .cloned()
+                .map(|t| convert(&name, t))
+                .transpose()?;
+            let t = t.ok_or_else(|| {
                 LoadError::invalid(
                     Path::new(&self.weights_file),
                     format!("tensor `{name}` (shape {:?}) is missing", var.dims()),

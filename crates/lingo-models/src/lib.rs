@@ -5,6 +5,7 @@
 //! - [`gpt`]: decoder-only Transformer language model (GPT-2 style).
 //! - [`rnn_seq2seq`]: recurrent encoder–decoder with Bahdanau or Luong attention.
 
+pub mod auto;
 pub mod bert;
 pub mod config;
 pub mod gpt;

@@ -47,6 +47,15 @@ fn check_encoder(name: &str) {
         let out = model
             .forward(&ids, mask.as_ref(), types.as_ref())
             .unwrap_or_else(|e| panic!("{name} {case}: {e}"));
+        let layers = expected
+            .keys()
+            .filter(|k| k.starts_with(&format!("{case}.hidden.")))
+            .count();
+        assert_eq!(
+            out.hidden_states.len(),
+            layers,
+            "{name}: number of hidden states"
+        );
         for (i, h) in out.hidden_states.iter().enumerate() {
             let want = &expected[&format!("{case}.hidden.{i}")];
             let d = max_diff(h, want);
@@ -170,4 +179,27 @@ fn broken_folders_give_errors_that_name_the_problem() {
     let ids = Tensor::zeros((1, 65), DType::U32, &dev).unwrap();
     let err = model.forward(&ids, None, None).err().unwrap().to_string();
     assert!(err.contains("65") && err.contains("64"), "{err}");
+}
+
+#[test]
+fn gpt2_matches_transformers() {
+    let dir = fixture("gpt2");
+    let dev = Device::Cpu;
+    let checkpoint = Checkpoint::open(&dir, &dev).unwrap();
+    let (model, _) = lingo_models::Gpt::load_gpt2(&checkpoint, &dev).unwrap();
+    let expected = read_safetensors(&dir.join("expected.safetensors"), &dev).unwrap();
+    for case in ["single", "batch"] {
+        let ids = input(&expected, case, "input_ids").unwrap();
+        let mask = input(&expected, case, "attention_mask");
+        let (logits, hidden) = model
+            .forward_with_hidden_states(&ids, mask.as_ref())
+            .unwrap();
+        for (i, h) in hidden.iter().enumerate() {
+            let d = max_diff(h, &expected[&format!("{case}.hidden.{i}")]);
+            assert!(d < 1e-4, "gpt2 {case}: hidden state {i} differs by {d}");
+        }
+        assert_eq!(hidden.len(), 3, "gpt2: number of hidden states");
+        let d = max_diff(&logits, &expected[&format!("{case}.output")]);
+        assert!(d < 1e-4, "gpt2 {case}: logits differ by {d}");
+    }
 }

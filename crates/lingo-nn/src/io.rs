@@ -24,3 +24,49 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     }
     result
 }
+
+/// The bytes of a NumPy `.npy` file (format 1.0) holding `data`, little-endian f32, of `shape`.
+pub fn npy_f32(data: &[f32], shape: &[usize]) -> Vec<u8> {
+    let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
+    let shape = match dims.len() {
+        1 => format!("({},)", dims[0]),
+        _ => format!("({})", dims.join(", ")),
+    };
+    let mut header = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': {shape}, }}");
+    // The magic string, version and header length take 10 bytes; the header ends in a newline and
+    // is padded with spaces so the data starts on a 64-byte boundary.
+    let used = 10 + header.len() + 1;
+    header.push_str(&" ".repeat((64 - used % 64) % 64));
+    header.push('\n');
+    let mut bytes = Vec::with_capacity(10 + header.len() + 4 * data.len());
+    bytes.extend_from_slice(b"\x93NUMPY\x01\x00");
+    bytes.extend_from_slice(&(header.len() as u16).to_le_bytes());
+    bytes.extend_from_slice(header.as_bytes());
+    for v in data {
+        bytes.extend_from_slice(&v.to_le_bytes());
+    }
+    bytes
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn npy_header_is_aligned_and_describes_the_data() {
+        let bytes = npy_f32(&[1.0, -2.5, 3.0, 4.0, 5.0, 6.0], &[2, 3]);
+        assert_eq!(&bytes[..8], b"\x93NUMPY\x01\x00");
+        let len = u16::from_le_bytes([bytes[8], bytes[9]]) as usize;
+        assert_eq!((10 + len) % 64, 0);
+        let header = std::str::from_utf8(&bytes[10..10 + len]).unwrap();
+        assert!(header.starts_with("{'descr': '<f4', 'fortran_order': False, 'shape': (2, 3), }"));
+        assert!(header.ends_with('\n'));
+        let data = &bytes[10 + len..];
+        assert_eq!(data.len(), 24);
+        assert_eq!(f32::from_le_bytes(data[4..8].try_into().unwrap()), -2.5);
+        let one = npy_f32(&[1.0], &[1]);
+        assert!(std::str::from_utf8(&one[10..70])
+            .unwrap()
+            .contains("'shape': (1,)"));
+    }
+}
