@@ -67,15 +67,17 @@ def cases():
               relative_attention_num_buckets=8, relative_attention_max_distance=20,
               decoder_start_token_id=0, pad_token_id=0, eos_token_id=1)
     yield "t5", tf.T5ForConditionalGeneration, tf.T5Config(**t5, feed_forward_proj="relu")
-    yield "t5-v1_1", tf.T5ForConditionalGeneration, tf.T5Config(**t5, feed_forward_proj="gated-gelu",
-                                                                  tie_word_embeddings=False)
+    v1_1 = tf.T5Config(**t5, feed_forward_proj="gated-gelu")
+    v1_1.tie_word_embeddings = False  # as google/t5-v1_1-*: an untied head, no d_model**-0.5 rescale
+    yield "t5-v1_1", tf.T5ForConditionalGeneration, v1_1
     seq2seq = dict(vocab_size=VOCAB, d_model=32, encoder_layers=2, decoder_layers=2,
                    encoder_attention_heads=4, decoder_attention_heads=4, encoder_ffn_dim=37,
                    decoder_ffn_dim=37, max_position_embeddings=64, pad_token_id=1,
                    bos_token_id=0, eos_token_id=2, decoder_start_token_id=2)
     yield "bart", tf.BartForConditionalGeneration, tf.BartConfig(**seq2seq)
-    yield "marian", tf.MarianMTModel, tf.MarianConfig(**dict(seq2seq, pad_token_id=98,
-                                                              decoder_start_token_id=98))
+    # As the Helsinki-NLP/opus-mt-* checkpoints: swish, embeddings scaled by √d_model, sinusoidal positions.
+    yield "marian", tf.MarianMTModel, tf.MarianConfig(**dict(seq2seq, pad_token_id=98, decoder_start_token_id=98,
+                                                              activation_function="swish", scale_embedding=True))
 
 
 def perturb(model, generator):

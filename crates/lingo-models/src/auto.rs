@@ -1,6 +1,7 @@
 //! Any supported Hugging Face model folder, picked by its `config.json` (`model_type`, then
 //! `architectures` for the head), behind one forward pass.
 
+use crate::bart::Bart;
 use crate::bert::BertModel;
 use crate::hf::{Checkpoint, LoadError};
 use crate::Gpt;
@@ -12,6 +13,7 @@ use std::path::Path;
 pub enum AutoModel {
     Encoder(BertModel),
     Gpt2(Gpt),
+    EncoderDecoder(Bart),
 }
 
 /// The inputs of one forward pass, as `transformers` names them (`[batch, time]` u32 each).
@@ -39,10 +41,14 @@ impl AutoModel {
                 let (m, store) = Gpt::load_gpt2(&checkpoint, device)?;
                 Ok((AutoModel::Gpt2(m), store))
             }
+            "bart" | "marian" => {
+                let (m, store) = Bart::load(&checkpoint, device)?;
+                Ok((AutoModel::EncoderDecoder(m), store))
+            }
             other => Err(LoadError::Invalid {
                 path: dir.join("config.json"),
                 message: format!(
-                    "model_type `{other}` is not supported (supported: bert, roberta, xlm-roberta, electra, albert, distilbert, gpt2)"
+                    "model_type `{other}` is not supported (supported: bert, roberta, xlm-roberta, electra, albert, distilbert, gpt2, bart, marian)"
                 ),
             }),
         }
@@ -51,28 +57,25 @@ impl AutoModel {
     /// The model's main output: the head's logits (start/end stacked as `[batch, time, 2]` for
     /// extractive QA), or the last hidden state of a bare encoder.
     pub fn forward(&self, inputs: &ModelInputs) -> Result<Tensor> {
-        if inputs.decoder_input_ids.is_some() {
+        let takes_types = matches!(self, AutoModel::Encoder(_));
+        if inputs.token_type_ids.is_some() && !takes_types {
+            bail!("`token_type_ids` given, but this model takes none");
+        }
+        let has_decoder = matches!(self, AutoModel::EncoderDecoder(_));
+        if inputs.decoder_input_ids.is_some() && !has_decoder {
             bail!("`decoder_input_ids` given, but this model has no decoder");
         }
+        let (ids, mask) = (&inputs.input_ids, inputs.attention_mask.as_ref());
         match self {
-            AutoModel::Encoder(m) => Ok(m
-                .forward(
-                    &inputs.input_ids,
-                    inputs.attention_mask.as_ref(),
-                    inputs.token_type_ids.as_ref(),
-                )?
-                .output),
-            AutoModel::Gpt2(m) => {
-                if inputs.token_type_ids.is_some() {
-                    bail!("`token_type_ids` given, but GPT-2 takes none");
-                }
-                Ok(
-                    m.forward_with_hidden_states(
-                        &inputs.input_ids,
-                        inputs.attention_mask.as_ref(),
-                    )?
-                    .0,
-                )
+            AutoModel::Encoder(m) => {
+                Ok(m.forward(ids, mask, inputs.token_type_ids.as_ref())?.output)
+            }
+            AutoModel::Gpt2(m) => Ok(m.forward_with_hidden_states(ids, mask)?.0),
+            AutoModel::EncoderDecoder(m) => {
+                let Some(decoder_ids) = &inputs.decoder_input_ids else {
+                    bail!("an encoder-decoder model needs `decoder_input_ids`");
+                };
+                Ok(m.forward(ids, mask, decoder_ids)?.logits)
             }
         }
     }

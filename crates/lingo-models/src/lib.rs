@@ -2,10 +2,12 @@
 //!
 //! - [`bert`]: the BERT family of encoders (BERT, RoBERTa, ELECTRA, ALBERT, DistilBERT) with heads,
 //!   loaded from Hugging Face checkpoints ([`hf`]).
+//! - [`bart`]: BART and Marian encoder–decoders, loaded from Hugging Face checkpoints.
 //! - [`gpt`]: decoder-only Transformer language model (GPT-2 style).
 //! - [`rnn_seq2seq`]: recurrent encoder–decoder with Bahdanau or Luong attention.
 
 pub mod auto;
+pub mod bart;
 pub mod bert;
 pub mod config;
 pub mod gpt;

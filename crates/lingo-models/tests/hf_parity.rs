@@ -203,3 +203,37 @@ fn gpt2_matches_transformers() {
         assert!(d < 1e-4, "gpt2 {case}: logits differ by {d}");
     }
 }
+
+#[test]
+fn bart_and_marian_match_transformers() {
+    for name in ["bart", "marian"] {
+        let dir = fixture(name);
+        let dev = Device::Cpu;
+        let checkpoint = Checkpoint::open(&dir, &dev).unwrap();
+        let (model, _) = lingo_models::bart::Bart::load(&checkpoint, &dev)
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        let expected = read_safetensors(&dir.join("expected.safetensors"), &dev).unwrap();
+        for case in ["single", "batch"] {
+            let ids = input(&expected, case, "input_ids").unwrap();
+            let mask = input(&expected, case, "attention_mask");
+            let dec = input(&expected, case, "decoder_input_ids").unwrap();
+            let out = model.forward(&ids, mask.as_ref(), &dec).unwrap();
+            for (side, states) in [
+                ("hidden", &out.encoder_hidden_states),
+                ("decoder_hidden", &out.decoder_hidden_states),
+            ] {
+                let n = expected
+                    .keys()
+                    .filter(|k| k.starts_with(&format!("{case}.{side}.")))
+                    .count();
+                assert_eq!(states.len(), n, "{name} {case}: number of {side} states");
+                for (i, h) in states.iter().enumerate() {
+                    let d = max_diff(h, &expected[&format!("{case}.{side}.{i}")]);
+                    assert!(d < 1e-4, "{name} {case}: {side} state {i} differs by {d}");
+                }
+            }
+            let d = max_diff(&out.logits, &expected[&format!("{case}.output")]);
+            assert!(d < 1e-4, "{name} {case}: logits differ by {d}");
+        }
+    }
+}

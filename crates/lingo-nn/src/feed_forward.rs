@@ -16,6 +16,8 @@ pub enum Activation {
     GeluTanh,
     /// `tanh` (classification heads).
     Tanh,
+    /// `x·σ(x)` (swish), Marian's.
+    Silu,
 }
 
 impl Activation {
@@ -25,6 +27,7 @@ impl Activation {
             Activation::Gelu => lingo_kernels::gelu(x, GeluForm::Erf),
             Activation::GeluTanh => lingo_kernels::gelu(x, GeluForm::Tanh),
             Activation::Tanh => x.tanh(),
+            Activation::Silu => x.silu(),
         }
     }
 }

@@ -1,0 +1,381 @@
+//! BART (Lewis et al., 2020) and Marian (Junczys-Dowmunt et al., 2018): post-norm Transformer
+//! encoder–decoders as `transformers` implements them, loaded under the checkpoints' own names.
+//!
+//! Both embed tokens with one table shared by the encoder, the decoder and the output layer
+//! (`model.shared`), add positions, and run post-norm layers: self-attention → add & norm → (decoder:
+//! cross-attention over the encoder → add & norm) → feed-forward → add & norm. The logits add
+//! `final_logits_bias`. They differ in details:
+//!
+//! | | BART | Marian |
+//! |---|---|---|
+//! | positions | learned, offset by 2 | sinusoidal, computed, not stored (sines then cosines) |
+//! | embedding scale | 1 (`scale_embedding: false`) | √d_model |
+//! | norm after the embeddings | `layernorm_embedding` | none |
+//! | activation | GELU | swish |
+
+use crate::hf::{Checkpoint, LoadError};
+use candle_core::{bail, DType, Device, Result, Tensor};
+use lingo_kernels::AttentionMask;
+use lingo_nn::{Activation, Embedding, Init, LayerNorm, Linear, ParamPath, ParamStore};
+use serde::Deserialize;
+
+/// The fields of a BART or Marian `config.json` that shape the network.
+#[derive(Clone, Debug, Deserialize)]
+pub struct BartConfig {
+    pub vocab_size: usize,
+    pub d_model: usize,
+    pub encoder_layers: usize,
+    pub decoder_layers: usize,
+    pub encoder_attention_heads: usize,
+    pub decoder_attention_heads: usize,
+    pub encoder_ffn_dim: usize,
+    pub decoder_ffn_dim: usize,
+    pub max_position_embeddings: usize,
+    #[serde(default = "gelu")]
+    pub activation_function: String,
+    #[serde(default)]
+    pub scale_embedding: bool,
+    #[serde(default)]
+    pub pad_token_id: Option<u32>,
+    #[serde(default)]
+    pub decoder_start_token_id: Option<u32>,
+    #[serde(default)]
+    pub eos_token_id: Option<u32>,
+    #[serde(default)]
+    pub normalize_before: bool,
+}
+
+fn gelu() -> String {
+    "gelu".into()
+}
+
+/// Which of the two flavours a checkpoint is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Flavour {
+    Bart,
+    Marian,
+}
+
+fn activation(name: &str) -> Result<Activation> {
+    Ok(match name {
+        "gelu" => Activation::Gelu,
+        "gelu_new" => Activation::GeluTanh,
+        "relu" => Activation::Relu,
+        "swish" | "silu" => Activation::Silu,
+        other => {
+            bail!("activation_function `{other}` is not supported (gelu, gelu_new, relu, swish)")
+        }
+    })
+}
+
+/// Multi-head attention with separate q, k, v projections: self-attention when `kv` is the query's
+/// own input, cross-attention when it is the encoder output.
+struct Attention {
+    q: Linear,
+    k: Linear,
+    v: Linear,
+    out: Linear,
+    heads: usize,
+}
+
+impl Attention {
+    fn new(p: &ParamPath, d: usize, heads: usize) -> Result<Self> {
+        let init = Init::Normal(0.02);
+        let linear = |name: &str| Linear::new(&p.sub(name), d, d, true, init);
+        Ok(Attention {
+            q: linear("q_proj")?,
+            k: linear("k_proj")?,
+            v: linear("v_proj")?,
+            out: linear("out_proj")?,
+            heads,
+        })
+    }
+
+    fn forward(&self, x: &Tensor, kv: &Tensor, mask: &AttentionMask) -> Result<Tensor> {
+        let (b, t, d) = x.dims3()?;
+        let s = kv.dim(1)?;
+        let hd = d / self.heads;
+        let q = self.q.forward(x)?.reshape((b, t, self.heads, hd))?;
+        let k = self.k.forward(kv)?.reshape((b, s, self.heads, hd))?;
+        let v = self.v.forward(kv)?.reshape((b, s, self.heads, hd))?;
+        let context = lingo_kernels::attention(&q, &k, &v, mask)?.reshape((b, t, d))?;
+        self.out.forward(&context)
+    }
+}
+
+/// One post-norm layer; `cross` is present in decoder layers.
+struct Layer {
+    self_attn: Attention,
+    self_norm: LayerNorm,
+    cross: Option<(Attention, LayerNorm)>,
+    fc1: Linear,
+    fc2: Linear,
+    final_norm: LayerNorm,
+    act: Activation,
+}
+
+impl Layer {
+    fn new(p: &ParamPath, c: &BartConfig, decoder: bool) -> Result<Self> {
+        let d = c.d_model;
+        let (heads, ffn) = if decoder {
+            (c.decoder_attention_heads, c.decoder_ffn_dim)
+        } else {
+            (c.encoder_attention_heads, c.encoder_ffn_dim)
+        };
+        let norm = |name: &str| LayerNorm::new(&p.sub(name), d, true, 1e-5);
+        let init = Init::Normal(0.02);
+        Ok(Layer {
+            self_attn: Attention::new(&p.sub("self_attn"), d, heads)?,
+            self_norm: norm("self_attn_layer_norm")?,
+            cross: if decoder {
+                Some((
+                    Attention::new(&p.sub("encoder_attn"), d, heads)?,
+                    norm("encoder_attn_layer_norm")?,
+                ))
+            } else {
+                None
+            },
+            fc1: Linear::new(&p.sub("fc1"), d, ffn, true, init)?,
+            fc2: Linear::new(&p.sub("fc2"), ffn, d, true, init)?,
+            final_norm: norm("final_layer_norm")?,
+            act: activation(&c.activation_function)?,
+        })
+    }
+
+    fn forward(
+        &self,
+        x: &Tensor,
+        self_mask: &AttentionMask,
+        memory: Option<(&Tensor, &AttentionMask)>,
+    ) -> Result<Tensor> {
+        let mut x = self
+            .self_norm
+            .forward(&(x + self.self_attn.forward(x, x, self_mask)?)?)?;
+        if let (Some((attn, norm)), Some((memory, mask))) = (&self.cross, memory) {
+            x = norm.forward(&(&x + attn.forward(&x, memory, mask)?)?)?;
+        }
+        let ffn = self.fc2.forward(&self.act.apply(&self.fc1.forward(&x)?)?)?;
+        self.final_norm.forward(&(x + ffn)?)
+    }
+}
+
+/// Token embeddings (scaled), positions, and BART's norm over their sum.
+struct Embed {
+    scale: f64,
+    /// BART's learned table (rows offset by 2) or Marian's sinusoidal one.
+    positions: Tensor,
+    offset: usize,
+    norm: Option<LayerNorm>,
+}
+
+impl Embed {
+    fn new(p: &ParamPath, flavour: Flavour, c: &BartConfig, device: &Device) -> Result<Self> {
+        let d = c.d_model;
+        let (positions, offset, norm) = match flavour {
+            Flavour::Bart => (
+                p.get(
+                    "embed_positions.weight",
+                    &[c.max_position_embeddings + 2, d],
+                    Init::Normal(0.02),
+                )?,
+                2,
+                Some(LayerNorm::new(
+                    &p.sub("layernorm_embedding"),
+                    d,
+                    true,
+                    1e-5,
+                )?),
+            ),
+            Flavour::Marian => (
+                marian_positions(c.max_position_embeddings, d, device)?,
+                0,
+                None,
+            ),
+        };
+        Ok(Embed {
+            scale: if c.scale_embedding {
+                (d as f64).sqrt()
+            } else {
+                1.0
+            },
+            positions,
+            offset,
+            norm,
+        })
+    }
+
+    fn forward(&self, tokens: &Embedding, ids: &Tensor) -> Result<Tensor> {
+        let t = ids.dim(1)?;
+        if self.offset + t > self.positions.dim(0)? {
+            bail!(
+                "{t} tokens do not fit the model's {} positions",
+                self.positions.dim(0)? - self.offset
+            );
+        }
+        let pos = self.positions.narrow(0, self.offset, t)?;
+        let x = (tokens.forward(ids)? * self.scale)?.broadcast_add(&pos)?;
+        match &self.norm {
+            Some(n) => n.forward(&x),
+            None => Ok(x),
+        }
+    }
+}
+
+/// Marian's positions: `sin(p / 10000^(2k/d))` in the first half of the vector, `cos` in the second
+/// (not interleaved), computed in f64 as `transformers` does.
+fn marian_positions(n: usize, d: usize, device: &Device) -> Result<Tensor> {
+    let half = d.div_ceil(2);
+    let mut table = vec![0f32; n * d];
+    for pos in 0..n {
+        for j in 0..d {
+            let k = if j < half { j } else { j - half };
+            let angle = pos as f64 / 10000f64.powf(2.0 * k as f64 / d as f64);
+            table[pos * d + j] = if j < half { angle.sin() } else { angle.cos() } as f32;
+        }
+    }
+    Tensor::from_vec(table, (n, d), device)
+}
+
+/// What a forward pass returns.
+pub struct Seq2SeqOutput {
+    /// The embeddings then every encoder layer's output, `[batch, src, d_model]`.
+    pub encoder_hidden_states: Vec<Tensor>,
+    /// The same for the decoder, `[batch, tgt, d_model]`.
+    pub decoder_hidden_states: Vec<Tensor>,
+    /// `[batch, tgt, vocab]`.
+    pub logits: Tensor,
+}
+
+pub struct Bart {
+    pub flavour: Flavour,
+    pub config: BartConfig,
+    shared: Embedding,
+    encoder_embed: Embed,
+    decoder_embed: Embed,
+    encoder: Vec<Layer>,
+    decoder: Vec<Layer>,
+    final_logits_bias: Tensor,
+}
+
+impl Bart {
+    pub fn new(flavour: Flavour, config: BartConfig, p: &ParamPath) -> Result<Self> {
+        let c = &config;
+        if c.normalize_before {
+            bail!("pre-norm (mBART-style) models are not supported");
+        }
+        for (what, heads) in [
+            ("encoder_attention_heads", c.encoder_attention_heads),
+            ("decoder_attention_heads", c.decoder_attention_heads),
+        ] {
+            if heads == 0 || c.d_model % heads != 0 {
+                bail!("d_model {} is not a multiple of {what} {heads}", c.d_model);
+            }
+        }
+        let device = p.store().device();
+        let m = p.sub("model");
+        let shared = Embedding::new(
+            &m.sub("shared"),
+            c.vocab_size,
+            c.d_model,
+            Init::Normal(0.02),
+        )?;
+        let (enc, dec) = (m.sub("encoder"), m.sub("decoder"));
+        Ok(Bart {
+            flavour,
+            encoder_embed: Embed::new(&enc, flavour, c, &device)?,
+            decoder_embed: Embed::new(&dec, flavour, c, &device)?,
+            encoder: (0..c.encoder_layers)
+                .map(|i| Layer::new(&enc.sub(format!("layers.{i}")), c, false))
+                .collect::<Result<_>>()?,
+            decoder: (0..c.decoder_layers)
+                .map(|i| Layer::new(&dec.sub(format!("layers.{i}")), c, true))
+                .collect::<Result<_>>()?,
+            final_logits_bias: p.get("final_logits_bias", &[1, c.vocab_size], Init::Zeros)?,
+            shared,
+            config,
+        })
+    }
+
+    /// Encoder states for `ids: [batch, src]` with `attention_mask` (1 = real token): the embeddings
+    /// and every layer's output.
+    pub fn encode(&self, ids: &Tensor, attention_mask: Option<&Tensor>) -> Result<Vec<Tensor>> {
+        let mask = AttentionMask {
+            key_padding: attention_mask.map(|m| m.to_dtype(DType::U8)).transpose()?,
+            ..Default::default()
+        };
+        let mut x = self.encoder_embed.forward(&self.shared, ids)?;
+        let mut states = vec![x.clone()];
+        for layer in &self.encoder {
+            x = layer.forward(&x, &mask, None)?;
+            states.push(x.clone());
+        }
+        Ok(states)
+    }
+
+    /// Decoder states and logits for `decoder_ids: [batch, tgt]` over the encoder output `memory`
+    /// (whose padding `attention_mask` marks).
+    pub fn decode(
+        &self,
+        decoder_ids: &Tensor,
+        memory: &Tensor,
+        attention_mask: Option<&Tensor>,
+    ) -> Result<(Vec<Tensor>, Tensor)> {
+        let self_mask = AttentionMask {
+            causal: true,
+            ..Default::default()
+        };
+        let cross_mask = AttentionMask {
+            key_padding: attention_mask.map(|m| m.to_dtype(DType::U8)).transpose()?,
+            ..Default::default()
+        };
+        let mut x = self.decoder_embed.forward(&self.shared, decoder_ids)?;
+        let mut states = vec![x.clone()];
+        for layer in &self.decoder {
+            x = layer.forward(&x, &self_mask, Some((memory, &cross_mask)))?;
+            states.push(x.clone());
+        }
+        // The output layer is the shared embedding table.
+        let logits = lingo_kernels::linear(&x, &self.shared.weight, None)?
+            .broadcast_add(&self.final_logits_bias)?;
+        Ok((states, logits))
+    }
+
+    pub fn forward(
+        &self,
+        ids: &Tensor,
+        attention_mask: Option<&Tensor>,
+        decoder_ids: &Tensor,
+    ) -> Result<Seq2SeqOutput> {
+        let encoder_hidden_states = self.encode(ids, attention_mask)?;
+        let memory = encoder_hidden_states.last().expect("embeddings at least");
+        let (decoder_hidden_states, logits) = self.decode(decoder_ids, memory, attention_mask)?;
+        Ok(Seq2SeqOutput {
+            encoder_hidden_states,
+            decoder_hidden_states,
+            logits,
+        })
+    }
+
+    /// Loads a BART (`model_type` bart) or Marian (`marian`) folder.
+    pub fn load(
+        checkpoint: &Checkpoint,
+        device: &Device,
+    ) -> std::result::Result<(Bart, ParamStore), LoadError> {
+        let flavour = match checkpoint.model_type()? {
+            "bart" => Flavour::Bart,
+            "marian" => Flavour::Marian,
+            other => {
+                return Err(LoadError::Invalid {
+                    path: checkpoint.dir.join("config.json"),
+                    message: format!("model_type `{other}` is neither bart nor marian"),
+                })
+            }
+        };
+        let config: BartConfig = checkpoint.parse_config()?;
+        let store = ParamStore::new(0, device);
+        let model = Bart::new(flavour, config, &store.root())?;
+        // `BartModel` checkpoints hold the same tensors without the `model.` prefix.
+        checkpoint.load_into(&store, &["model."])?;
+        Ok((model, store))
+    }
+}
