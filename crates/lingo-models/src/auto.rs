@@ -4,6 +4,7 @@
 use crate::bart::Bart;
 use crate::bert::BertModel;
 use crate::hf::{Checkpoint, LoadError};
+use crate::t5::T5;
 use crate::Gpt;
 use candle_core::{bail, Device, Result, Tensor};
 use lingo_nn::ParamStore;
@@ -14,6 +15,7 @@ pub enum AutoModel {
     Encoder(BertModel),
     Gpt2(Gpt),
     EncoderDecoder(Bart),
+    T5(T5),
 }
 
 /// The inputs of one forward pass, as `transformers` names them (`[batch, time]` u32 each).
@@ -41,6 +43,10 @@ impl AutoModel {
                 let (m, store) = Gpt::load_gpt2(&checkpoint, device)?;
                 Ok((AutoModel::Gpt2(m), store))
             }
+            "t5" => {
+                let (m, store) = T5::load(&checkpoint, device)?;
+                Ok((AutoModel::T5(m), store))
+            }
             "bart" | "marian" => {
                 let (m, store) = Bart::load(&checkpoint, device)?;
                 Ok((AutoModel::EncoderDecoder(m), store))
@@ -48,7 +54,7 @@ impl AutoModel {
             other => Err(LoadError::Invalid {
                 path: dir.join("config.json"),
                 message: format!(
-                    "model_type `{other}` is not supported (supported: bert, roberta, xlm-roberta, electra, albert, distilbert, gpt2, bart, marian)"
+                    "model_type `{other}` is not supported (supported: bert, roberta, xlm-roberta, electra, albert, distilbert, gpt2, t5, bart, marian)"
                 ),
             }),
         }
@@ -61,7 +67,7 @@ impl AutoModel {
         if inputs.token_type_ids.is_some() && !takes_types {
             bail!("`token_type_ids` given, but this model takes none");
         }
-        let has_decoder = matches!(self, AutoModel::EncoderDecoder(_));
+        let has_decoder = matches!(self, AutoModel::EncoderDecoder(_) | AutoModel::T5(_));
         if inputs.decoder_input_ids.is_some() && !has_decoder {
             bail!("`decoder_input_ids` given, but this model has no decoder");
         }
@@ -72,6 +78,12 @@ impl AutoModel {
             }
             AutoModel::Gpt2(m) => Ok(m.forward_with_hidden_states(ids, mask)?.0),
             AutoModel::EncoderDecoder(m) => {
+                let Some(decoder_ids) = &inputs.decoder_input_ids else {
+                    bail!("an encoder-decoder model needs `decoder_input_ids`");
+                };
+                Ok(m.forward(ids, mask, decoder_ids)?.logits)
+            }
+            AutoModel::T5(m) => {
                 let Some(decoder_ids) = &inputs.decoder_input_ids else {
                     bail!("an encoder-decoder model needs `decoder_input_ids`");
                 };

@@ -205,19 +205,23 @@ fn gpt2_matches_transformers() {
 }
 
 #[test]
-fn bart_and_marian_match_transformers() {
-    for name in ["bart", "marian"] {
+fn encoder_decoders_match_transformers() {
+    use lingo_models::auto::AutoModel;
+    for name in ["bart", "marian", "t5", "t5-v1_1"] {
         let dir = fixture(name);
         let dev = Device::Cpu;
-        let checkpoint = Checkpoint::open(&dir, &dev).unwrap();
-        let (model, _) = lingo_models::bart::Bart::load(&checkpoint, &dev)
-            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        let (model, _) = AutoModel::load(&dir, &dev).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let forward = |ids: &Tensor, mask: Option<&Tensor>, dec: &Tensor| match &model {
+            AutoModel::EncoderDecoder(m) => m.forward(ids, mask, dec),
+            AutoModel::T5(m) => m.forward(ids, mask, dec),
+            _ => panic!("{name}: not an encoder-decoder"),
+        };
         let expected = read_safetensors(&dir.join("expected.safetensors"), &dev).unwrap();
         for case in ["single", "batch"] {
             let ids = input(&expected, case, "input_ids").unwrap();
             let mask = input(&expected, case, "attention_mask");
             let dec = input(&expected, case, "decoder_input_ids").unwrap();
-            let out = model.forward(&ids, mask.as_ref(), &dec).unwrap();
+            let out = forward(&ids, mask.as_ref(), &dec).unwrap();
             for (side, states) in [
                 ("hidden", &out.encoder_hidden_states),
                 ("decoder_hidden", &out.decoder_hidden_states),

@@ -1,0 +1,501 @@
+//! T5 (Raffel et al., 2020): a text-to-text encoder–decoder, as `transformers` implements it.
+//!
+//! - No position embeddings: the first layer's self-attention learns a scalar bias per head for each
+//!   bucket of relative distance (exact for near tokens, logarithmic up to `max_distance`), and every
+//!   layer of the stack adds that same bias to its scores. The encoder's buckets are bidirectional,
+//!   the decoder's only look back.
+//! - Pre-norm layers with RMS norm (a weight, no bias, no mean subtraction); attention scores are not
+//!   scaled by `1/√d` (the initialisation absorbs it).
+//! - Feed-forward: ReLU (v1.0) or a gated GELU, `gelu(x W₀) ⊙ (x W₁)` (v1.1, `feed_forward_proj:
+//!   "gated-gelu"`).
+//! - The output layer is the shared embedding or (v1.1) a weight of its own; the decoder output is
+//!   first scaled by `d_model^-0.5` where the config says so (`scale_decoder_outputs`, or, in older
+//!   configs, a tied head).
+
+use crate::hf::{Checkpoint, LoadError};
+use candle_core::{bail, DType, Device, Result, Tensor};
+use lingo_nn::{Activation, Embedding, Init, Linear, ParamPath, ParamStore, RmsNorm};
+use serde::Deserialize;
+
+/// The fields of a T5 `config.json` that shape the network.
+#[derive(Clone, Debug, Deserialize)]
+pub struct T5Config {
+    pub vocab_size: usize,
+    pub d_model: usize,
+    pub d_kv: usize,
+    pub d_ff: usize,
+    pub num_layers: usize,
+    #[serde(default)]
+    pub num_decoder_layers: Option<usize>,
+    pub num_heads: usize,
+    #[serde(default = "buckets")]
+    pub relative_attention_num_buckets: usize,
+    #[serde(default = "max_distance")]
+    pub relative_attention_max_distance: usize,
+    #[serde(default = "eps")]
+    pub layer_norm_epsilon: f64,
+    #[serde(default = "relu")]
+    pub feed_forward_proj: String,
+    #[serde(default = "yes")]
+    pub tie_word_embeddings: bool,
+    /// Multiply the decoder output by `d_model^-0.5` before the output layer. Written by
+    /// `transformers` 5; older configs imply it by `tie_word_embeddings`.
+    #[serde(default)]
+    pub scale_decoder_outputs: Option<bool>,
+    #[serde(default)]
+    pub decoder_start_token_id: Option<u32>,
+    #[serde(default)]
+    pub eos_token_id: Option<u32>,
+    #[serde(default)]
+    pub pad_token_id: Option<u32>,
+}
+
+fn buckets() -> usize {
+    32
+}
+fn max_distance() -> usize {
+    128
+}
+fn eps() -> f64 {
+    1e-6
+}
+fn relu() -> String {
+    "relu".into()
+}
+fn yes() -> bool {
+    true
+}
+
+impl T5Config {
+    /// The feed-forward activation and whether it is gated.
+    fn feed_forward(&self) -> Result<(Activation, bool)> {
+        let (gated, act) = match self.feed_forward_proj.strip_prefix("gated-") {
+            Some(act) => (true, act),
+            None => (false, self.feed_forward_proj.as_str()),
+        };
+        let act = match act {
+            "relu" => Activation::Relu,
+            // `transformers` maps T5's "gated-gelu" to the tanh approximation.
+            "gelu" | "gelu_new" => Activation::GeluTanh,
+            other => bail!("feed_forward_proj `{other}` is not supported (relu, gated-gelu)"),
+        };
+        Ok((act, gated))
+    }
+}
+
+/// The bucket of a relative distance `key − query` (T5's `_relative_position_bucket`, in f32 as
+/// `transformers` computes it, so the boundaries fall in the same places).
+fn bucket(relative: i64, bidirectional: bool, num_buckets: usize, max_distance: usize) -> usize {
+    let mut n = num_buckets as i64;
+    let mut bucket = 0;
+    let distance = if bidirectional {
+        n /= 2;
+        if relative > 0 {
+            bucket += n;
+        }
+        relative.abs()
+    } else {
+        (-relative).max(0)
+    };
+    let max_exact = n / 2;
+    if distance < max_exact {
+        return (bucket + distance) as usize;
+    }
+    let log_ratio = (distance as f32 / max_exact as f32).ln()
+        / (max_distance as f32 / max_exact as f32).ln()
+        * (n - max_exact) as f32;
+    (bucket + (max_exact + log_ratio as i64).min(n - 1)) as usize
+}
+
+/// T5 attention: no score scaling, an additive bias (relative positions and masking).
+struct Attention {
+    q: Linear,
+    k: Linear,
+    v: Linear,
+    o: Linear,
+    heads: usize,
+    d_kv: usize,
+    /// `[num_buckets, heads]`, in the first layer of each stack's self-attention only.
+    relative_bias: Option<Embedding>,
+}
+
+impl Attention {
+    fn new(p: &ParamPath, c: &T5Config, relative_bias: bool) -> Result<Self> {
+        let inner = c.num_heads * c.d_kv;
+        let init = Init::Normal(0.02);
+        Ok(Attention {
+            q: Linear::new(&p.sub("q"), c.d_model, inner, false, init)?,
+            k: Linear::new(&p.sub("k"), c.d_model, inner, false, init)?,
+            v: Linear::new(&p.sub("v"), c.d_model, inner, false, init)?,
+            o: Linear::new(&p.sub("o"), inner, c.d_model, false, init)?,
+            heads: c.num_heads,
+            d_kv: c.d_kv,
+            relative_bias: if relative_bias {
+                Some(Embedding::new(
+                    &p.sub("relative_attention_bias"),
+                    c.relative_attention_num_buckets,
+                    c.num_heads,
+                    init,
+                )?)
+            } else {
+                None
+            },
+        })
+    }
+
+    /// The relative-position bias `[1, heads, q_len, k_len]`.
+    fn position_bias(
+        &self,
+        q_len: usize,
+        k_len: usize,
+        bidirectional: bool,
+        c: &T5Config,
+    ) -> Result<Tensor> {
+        let Some(table) = &self.relative_bias else {
+            bail!("this attention layer has no relative position table");
+        };
+        let ids: Vec<u32> = (0..q_len as i64)
+            .flat_map(|i| {
+                (0..k_len as i64).map(move |j| {
+                    bucket(
+                        j - i,
+                        bidirectional,
+                        c.relative_attention_num_buckets,
+                        c.relative_attention_max_distance,
+                    ) as u32
+                })
+            })
+            .collect();
+        let ids = Tensor::from_vec(ids, (q_len, k_len), table.weight.device())?;
+        table.forward(&ids)?.permute((2, 0, 1))?.unsqueeze(0)
+    }
+
+    /// `x: [batch, q_len, d_model]` attending over `kv: [batch, k_len, d_model]`; `bias` broadcasts to
+    /// `[batch, heads, q_len, k_len]`.
+    fn forward(&self, x: &Tensor, kv: &Tensor, bias: &Tensor) -> Result<Tensor> {
+        let (b, t, _) = x.dims3()?;
+        let s = kv.dim(1)?;
+        let heads = |y: Tensor, len| -> Result<Tensor> {
+            y.reshape((b, len, self.heads, self.d_kv))?
+                .transpose(1, 2)?
+                .contiguous()
+        };
+        let q = heads(self.q.forward(x)?, t)?;
+        let k = heads(self.k.forward(kv)?, s)?;
+        let v = heads(self.v.forward(kv)?, s)?;
+        let scores = q.matmul(&k.t()?.contiguous()?)?.broadcast_add(bias)?;
+        let weights = lingo_kernels::softmax(&scores)?;
+        let context =
+            weights
+                .matmul(&v)?
+                .transpose(1, 2)?
+                .reshape((b, t, self.heads * self.d_kv))?;
+        self.o.forward(&context)
+    }
+}
+
+/// ReLU, or gated GELU, feed-forward.
+struct FeedForward {
+    wi: Linear,
+    /// The gate's second projection (`wi_1`) for gated variants.
+    wi_1: Option<Linear>,
+    wo: Linear,
+    act: Activation,
+}
+
+impl FeedForward {
+    fn new(p: &ParamPath, c: &T5Config) -> Result<Self> {
+        let (act, gated) = c.feed_forward()?;
+        let init = Init::Normal(0.02);
+        let (d, f) = (c.d_model, c.d_ff);
+        let (wi, wi_1) = if gated {
+            (
+                Linear::new(&p.sub("wi_0"), d, f, false, init)?,
+                Some(Linear::new(&p.sub("wi_1"), d, f, false, init)?),
+            )
+        } else {
+            (Linear::new(&p.sub("wi"), d, f, false, init)?, None)
+        };
+        Ok(FeedForward {
+            wi,
+            wi_1,
+            wo: Linear::new(&p.sub("wo"), f, d, false, init)?,
+            act,
+        })
+    }
+
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let mut h = self.act.apply(&self.wi.forward(x)?)?;
+        if let Some(wi_1) = &self.wi_1 {
+            h = (h * wi_1.forward(x)?)?;
+        }
+        self.wo.forward(&h)
+    }
+}
+
+/// One block: self-attention, (decoder) cross-attention, feed-forward, each pre-normed and residual.
+struct Block {
+    self_attn: Attention,
+    self_norm: RmsNorm,
+    cross: Option<(Attention, RmsNorm)>,
+    ff: FeedForward,
+    ff_norm: RmsNorm,
+}
+
+impl Block {
+    fn new(p: &ParamPath, c: &T5Config, decoder: bool, first: bool) -> Result<Self> {
+        let layer = |i: usize| p.sub(format!("layer.{i}"));
+        let norm =
+            |i: usize| RmsNorm::new(&layer(i).sub("layer_norm"), c.d_model, c.layer_norm_epsilon);
+        let ff_index = if decoder { 2 } else { 1 };
+        Ok(Block {
+            self_attn: Attention::new(&layer(0).sub("SelfAttention"), c, first)?,
+            self_norm: norm(0)?,
+            cross: if decoder {
+                Some((
+                    Attention::new(&layer(1).sub("EncDecAttention"), c, false)?,
+                    norm(1)?,
+                ))
+            } else {
+                None
+            },
+            ff: FeedForward::new(&layer(ff_index).sub("DenseReluDense"), c)?,
+            ff_norm: norm(ff_index)?,
+        })
+    }
+
+    fn forward(
+        &self,
+        x: &Tensor,
+        self_bias: &Tensor,
+        memory: Option<(&Tensor, &Tensor)>,
+    ) -> Result<Tensor> {
+        let h = self.self_norm.forward(x)?;
+        let mut x = (x + self.self_attn.forward(&h, &h, self_bias)?)?;
+        if let (Some((attn, norm)), Some((memory, bias))) = (&self.cross, memory) {
+            x = (&x + attn.forward(&norm.forward(&x)?, memory, bias)?)?;
+        }
+        &x + self.ff.forward(&self.ff_norm.forward(&x)?)?
+    }
+}
+
+/// An additive mask `[batch, 1, 1, k_len]`: 0 at real tokens, a large negative value at padding.
+fn padding_bias(mask: &Tensor) -> Result<Tensor> {
+    let (b, s) = mask.dims2()?;
+    ((mask.to_dtype(DType::F32)? - 1.0)? * f32::MAX as f64)?.reshape((b, 1, 1, s))
+}
+
+/// `[1, 1, t, t]`: 0 on and below the diagonal, a large negative value above it.
+fn causal_bias(t: usize, device: &Device) -> Result<Tensor> {
+    let v: Vec<f32> = (0..t)
+        .flat_map(|i| (0..t).map(move |j| if j > i { f32::MIN } else { 0.0 }))
+        .collect();
+    Tensor::from_vec(v, (1, 1, t, t), device)
+}
+
+pub struct T5 {
+    pub config: T5Config,
+    shared: Embedding,
+    /// The encoder's and the decoder's token embeddings: `shared` itself, unless the checkpoint stores
+    /// `encoder.embed_tokens` / `decoder.embed_tokens` as tensors of their own.
+    encoder_embed: Embedding,
+    decoder_embed: Embedding,
+    encoder: Vec<Block>,
+    encoder_norm: RmsNorm,
+    decoder: Vec<Block>,
+    decoder_norm: RmsNorm,
+    /// `None` when the head is the shared embedding (rescaled by `d_model^-0.5`).
+    lm_head: Option<Linear>,
+}
+
+impl T5 {
+    /// `own_embeddings`: whether the encoder and the decoder have token embeddings apart from
+    /// `shared`; `own_head`: whether the output layer has its own weight (`lm_head`).
+    pub fn new(
+        config: T5Config,
+        own_embeddings: (bool, bool),
+        own_head: bool,
+        p: &ParamPath,
+    ) -> Result<Self> {
+        let c = &config;
+        let stack = |name: &str, n: usize, decoder: bool| -> Result<Vec<Block>> {
+            (0..n)
+                .map(|i| Block::new(&p.sub(name).sub(format!("block.{i}")), c, decoder, i == 0))
+                .collect()
+        };
+        let init = Init::Normal(0.02);
+        let shared = Embedding::new(&p.sub("shared"), c.vocab_size, c.d_model, init)?;
+        let embed = |own: bool, name: &str| -> Result<Embedding> {
+            if own {
+                Embedding::new(
+                    &p.sub(name).sub("embed_tokens"),
+                    c.vocab_size,
+                    c.d_model,
+                    init,
+                )
+            } else {
+                Ok(shared.clone())
+            }
+        };
+        Ok(T5 {
+            encoder_embed: embed(own_embeddings.0, "encoder")?,
+            decoder_embed: embed(own_embeddings.1, "decoder")?,
+            shared,
+            encoder: stack("encoder", c.num_layers, false)?,
+            encoder_norm: RmsNorm::new(
+                &p.sub("encoder.final_layer_norm"),
+                c.d_model,
+                c.layer_norm_epsilon,
+            )?,
+            decoder: stack(
+                "decoder",
+                c.num_decoder_layers.unwrap_or(c.num_layers),
+                true,
+            )?,
+            decoder_norm: RmsNorm::new(
+                &p.sub("decoder.final_layer_norm"),
+                c.d_model,
+                c.layer_norm_epsilon,
+            )?,
+            lm_head: if own_head {
+                Some(Linear::new(
+                    &p.sub("lm_head"),
+                    c.d_model,
+                    c.vocab_size,
+                    false,
+                    init,
+                )?)
+            } else {
+                None
+            },
+            config,
+        })
+    }
+
+    /// Runs a stack: the input embeddings, then the input of every block after the first, then the
+    /// final norm of the last block's output — the states `transformers` reports.
+    fn run(
+        blocks: &[Block],
+        norm: &RmsNorm,
+        mut x: Tensor,
+        self_bias: &Tensor,
+        memory: Option<(&Tensor, &Tensor)>,
+    ) -> Result<Vec<Tensor>> {
+        let mut states = vec![x.clone()];
+        for (i, block) in blocks.iter().enumerate() {
+            x = block.forward(&x, self_bias, memory)?;
+            if i + 1 < blocks.len() {
+                states.push(x.clone());
+            }
+        }
+        states.push(norm.forward(&x)?);
+        Ok(states)
+    }
+
+    /// Encoder states for `ids: [batch, src]` (`attention_mask`: 1 = real token).
+    pub fn encode(&self, ids: &Tensor, attention_mask: Option<&Tensor>) -> Result<Vec<Tensor>> {
+        let t = ids.dim(1)?;
+        let mut bias = self.encoder[0]
+            .self_attn
+            .position_bias(t, t, true, &self.config)?;
+        if let Some(m) = attention_mask {
+            bias = bias.broadcast_add(&padding_bias(m)?)?;
+        }
+        Self::run(
+            &self.encoder,
+            &self.encoder_norm,
+            self.encoder_embed.forward(ids)?,
+            &bias,
+            None,
+        )
+    }
+
+    /// Decoder states and logits for `decoder_ids` over the encoder output `memory`.
+    pub fn decode(
+        &self,
+        decoder_ids: &Tensor,
+        memory: &Tensor,
+        attention_mask: Option<&Tensor>,
+    ) -> Result<(Vec<Tensor>, Tensor)> {
+        let t = decoder_ids.dim(1)?;
+        let self_bias = self.decoder[0]
+            .self_attn
+            .position_bias(t, t, false, &self.config)?
+            .broadcast_add(&causal_bias(t, decoder_ids.device())?)?;
+        let cross_bias = match attention_mask {
+            Some(m) => padding_bias(m)?,
+            None => Tensor::zeros((1, 1, 1, 1), DType::F32, memory.device())?,
+        };
+        let states = Self::run(
+            &self.decoder,
+            &self.decoder_norm,
+            self.decoder_embed.forward(decoder_ids)?,
+            &self_bias,
+            Some((memory, &cross_bias)),
+        )?;
+        let last = states.last().expect("final state");
+        let c = &self.config;
+        let last = if c.scale_decoder_outputs.unwrap_or(c.tie_word_embeddings) {
+            (last * (c.d_model as f64).powf(-0.5))?
+        } else {
+            last.clone()
+        };
+        let logits = match &self.lm_head {
+            Some(head) => head.forward(&last)?,
+            None => lingo_kernels::linear(&last, &self.shared.weight, None)?,
+        };
+        Ok((states, logits))
+    }
+
+    pub fn forward(
+        &self,
+        ids: &Tensor,
+        attention_mask: Option<&Tensor>,
+        decoder_ids: &Tensor,
+    ) -> Result<crate::bart::Seq2SeqOutput> {
+        let encoder_hidden_states = self.encode(ids, attention_mask)?;
+        let memory = encoder_hidden_states.last().expect("final state");
+        let (decoder_hidden_states, logits) = self.decode(decoder_ids, memory, attention_mask)?;
+        Ok(crate::bart::Seq2SeqOutput {
+            encoder_hidden_states,
+            decoder_hidden_states,
+            logits,
+        })
+    }
+
+    /// Loads a T5 folder (`T5ForConditionalGeneration` weights).
+    pub fn load(
+        checkpoint: &Checkpoint,
+        device: &Device,
+    ) -> std::result::Result<(T5, ParamStore), LoadError> {
+        let config: T5Config = checkpoint.parse_config()?;
+        let store = ParamStore::new(0, device);
+        let own = (
+            checkpoint.has("encoder.embed_tokens.weight"),
+            checkpoint.has("decoder.embed_tokens.weight"),
+        );
+        let own_head = checkpoint.has("lm_head.weight");
+        let model = T5::new(config, own, own_head, &store.root())?;
+        checkpoint.load_into(&store, &[])?;
+        Ok((model, store))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::bucket;
+
+    #[test]
+    fn buckets_follow_t5() {
+        // Bidirectional, 32 buckets, max distance 128 (T5's defaults): 16 per direction, 8 exact.
+        assert_eq!(bucket(0, true, 32, 128), 0);
+        assert_eq!(bucket(-7, true, 32, 128), 7);
+        assert_eq!(bucket(7, true, 32, 128), 16 + 7);
+        assert_eq!(bucket(-8, true, 32, 128), 8);
+        assert_eq!(bucket(-1000, true, 32, 128), 15);
+        // Causal: only the past counts.
+        assert_eq!(bucket(5, false, 32, 128), 0);
+        assert_eq!(bucket(-5, false, 32, 128), 5);
+        assert_eq!(bucket(-1000, false, 32, 128), 31);
+    }
+}
