@@ -3,7 +3,7 @@
 
 use crate::bart::Bart;
 use crate::bert::BertModel;
-use crate::hf::{Checkpoint, LoadError};
+use crate::hf::{Checkpoint, LoadError, StoredNames};
 use crate::t5::T5;
 use crate::Gpt;
 use candle_core::{bail, Device, Result, Tensor};
@@ -26,38 +26,64 @@ pub struct ModelInputs {
     pub decoder_input_ids: Option<Tensor>,
 }
 
+/// A model loaded from a folder, with what it takes to save it back in the same layout.
+pub struct Pretrained {
+    pub model: AutoModel,
+    pub store: ParamStore,
+    pub config: serde_json::Value,
+    names: StoredNames,
+}
+
+impl Pretrained {
+    /// Writes `config.json` and `model.safetensors` to `dir` so that `transformers` (or Lingo)
+    /// loads the same model from it.
+    pub fn save(&self, dir: &Path) -> std::result::Result<(), LoadError> {
+        std::fs::create_dir_all(dir).map_err(|e| LoadError::Io(dir.into(), e))?;
+        let convert = |name: &str, t: Tensor| match self.model {
+            AutoModel::Gpt2(_) => crate::gpt::gpt2_layout(name, t),
+            _ => Ok(t),
+        };
+        crate::hf::save_pretrained(dir, &self.config, &self.store, &self.names, convert)
+    }
+}
+
 impl AutoModel {
     /// Opens `dir` and builds the model its `config.json` describes.
-    pub fn load(
-        dir: &Path,
-        device: &Device,
-    ) -> std::result::Result<(AutoModel, ParamStore), LoadError> {
+    pub fn load(dir: &Path, device: &Device) -> std::result::Result<Pretrained, LoadError> {
         let checkpoint = Checkpoint::open(dir, device)?;
         let model_type = checkpoint.model_type()?.to_string();
-        match model_type.as_str() {
+        let (model, store, names) = match model_type.as_str() {
             "bert" | "roberta" | "xlm-roberta" | "electra" | "albert" | "distilbert" => {
-                let (m, store) = BertModel::load(&checkpoint, device)?;
-                Ok((AutoModel::Encoder(m), store))
+                let (m, store, names) = BertModel::load(&checkpoint, device)?;
+                (AutoModel::Encoder(m), store, names)
             }
             "gpt2" => {
-                let (m, store) = Gpt::load_gpt2(&checkpoint, device)?;
-                Ok((AutoModel::Gpt2(m), store))
+                let (m, store, names) = Gpt::load_gpt2(&checkpoint, device)?;
+                (AutoModel::Gpt2(m), store, names)
             }
             "t5" => {
-                let (m, store) = T5::load(&checkpoint, device)?;
-                Ok((AutoModel::T5(m), store))
+                let (m, store, names) = T5::load(&checkpoint, device)?;
+                (AutoModel::T5(m), store, names)
             }
             "bart" | "marian" => {
-                let (m, store) = Bart::load(&checkpoint, device)?;
-                Ok((AutoModel::EncoderDecoder(m), store))
+                let (m, store, names) = Bart::load(&checkpoint, device)?;
+                (AutoModel::EncoderDecoder(m), store, names)
             }
-            other => Err(LoadError::Invalid {
-                path: dir.join("config.json"),
-                message: format!(
-                    "model_type `{other}` is not supported (supported: bert, roberta, xlm-roberta, electra, albert, distilbert, gpt2, t5, bart, marian)"
-                ),
-            }),
-        }
+            other => {
+                return Err(LoadError::Invalid {
+                    path: dir.join("config.json"),
+                    message: format!(
+                        "model_type `{other}` is not supported (supported: bert, roberta, xlm-roberta, electra, albert, distilbert, gpt2, t5, bart, marian)"
+                    ),
+                })
+            }
+        };
+        Ok(Pretrained {
+            model,
+            store,
+            config: checkpoint.config.clone(),
+            names,
+        })
     }
 
     /// The model's main output: the head's logits (start/end stacked as `[batch, time, 2]` for

@@ -13,7 +13,7 @@
 //! | norm after the embeddings | `layernorm_embedding` | none |
 //! | activation | GELU | swish |
 
-use crate::hf::{Checkpoint, LoadError};
+use crate::hf::{Checkpoint, LoadError, StoredNames};
 use candle_core::{bail, DType, Device, Result, Tensor};
 use lingo_kernels::AttentionMask;
 use lingo_nn::{Activation, Embedding, Init, LayerNorm, Linear, ParamPath, ParamStore};
@@ -360,7 +360,7 @@ impl Bart {
     pub fn load(
         checkpoint: &Checkpoint,
         device: &Device,
-    ) -> std::result::Result<(Bart, ParamStore), LoadError> {
+    ) -> std::result::Result<(Bart, ParamStore, StoredNames), LoadError> {
         let flavour = match checkpoint.model_type()? {
             "bart" => Flavour::Bart,
             "marian" => Flavour::Marian,
@@ -375,7 +375,7 @@ impl Bart {
         let store = ParamStore::new(0, device);
         let model = Bart::new(flavour, config, &store.root())?;
         // `BartModel` checkpoints hold the same tensors without the `model.` prefix.
-        checkpoint.load_into(&store, &["model."])?;
-        Ok((model, store))
+        let names = checkpoint.load_into(&store, &["model."])?;
+        Ok((model, store, names))
     }
 }

@@ -15,7 +15,7 @@
 //! discriminator. Every layer's output is returned, as `transformers` does with
 //! `output_hidden_states=True`.
 
-use crate::hf::{Checkpoint, LoadError};
+use crate::hf::{Checkpoint, LoadError, StoredNames};
 use candle_core::{bail, DType, Device, Result, Tensor, D};
 use lingo_kernels::AttentionMask;
 use lingo_nn::{Activation, Embedding, Init, LayerNorm, Linear, ParamPath, ParamStore};
@@ -707,7 +707,7 @@ impl BertModel {
     pub fn load(
         checkpoint: &Checkpoint,
         device: &Device,
-    ) -> std::result::Result<(Self, ParamStore), LoadError> {
+    ) -> std::result::Result<(Self, ParamStore, StoredNames), LoadError> {
         let model_type = checkpoint.model_type()?;
         let config_path = checkpoint.dir.join("config.json");
         let family = Family::from_model_type(model_type).ok_or_else(|| LoadError::Invalid {
@@ -731,7 +731,7 @@ impl BertModel {
         .any(|n| checkpoint.has(n));
         let store = ParamStore::new(0, device);
         let model = BertModel::new(family, head, config, with_pooler, &store.root())?;
-        checkpoint.load_into(&store, &[&format!("{prefix}.")])?;
-        Ok((model, store))
+        let names = checkpoint.load_into(&store, &[&format!("{prefix}.")])?;
+        Ok((model, store, names))
     }
 }

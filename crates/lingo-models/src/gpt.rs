@@ -370,13 +370,25 @@ pub fn is_gpt2_conv1d(name: &str) -> bool {
             .any(|k| name.contains(k))
 }
 
+/// Converts a parameter between GPT-2's stored layout and Lingo's (a transpose, either way).
+pub fn gpt2_layout(name: &str, t: Tensor) -> Result<Tensor> {
+    if is_gpt2_conv1d(name) {
+        t.t()?.contiguous()
+    } else {
+        Ok(t)
+    }
+}
+
 impl Gpt {
     /// Loads a Hugging Face GPT-2 folder (`GPT2LMHeadModel` or `GPT2Model` weights, with or without
     /// the `transformer.` prefix).
     pub fn load_gpt2(
         checkpoint: &crate::hf::Checkpoint,
         device: &candle_core::Device,
-    ) -> std::result::Result<(Gpt, lingo_nn::ParamStore), crate::hf::LoadError> {
+    ) -> std::result::Result<
+        (Gpt, lingo_nn::ParamStore, crate::hf::StoredNames),
+        crate::hf::LoadError,
+    > {
         let hf: Gpt2Config = checkpoint.parse_config()?;
         let config = hf
             .to_gpt()
@@ -386,14 +398,8 @@ impl Gpt {
             })?;
         let store = lingo_nn::ParamStore::new(0, device);
         let model = Gpt::new(config, &store.root())?;
-        checkpoint.load_into_with(&store, &["transformer."], |name, t| {
-            if is_gpt2_conv1d(name) {
-                t.t()?.contiguous()
-            } else {
-                Ok(t)
-            }
-        })?;
-        Ok((model, store))
+        let names = checkpoint.load_into_with(&store, &["transformer."], gpt2_layout)?;
+        Ok((model, store, names))
     }
 }
 

@@ -88,7 +88,7 @@ impl Checkpoint {
     /// Sets every parameter of `store` from the weights. A parameter `p` is looked up as `p`, then
     /// with each of `prefixes` (e.g. `"bert."`) removed from its start or added to it. Each parameter
     /// must be found with its exact shape; a mismatch names the tensor and both shapes.
-    pub fn load_into(&self, store: &ParamStore, prefixes: &[&str]) -> Result<()> {
+    pub fn load_into(&self, store: &ParamStore, prefixes: &[&str]) -> Result<StoredNames> {
         self.load_into_with(store, prefixes, |_, t| Ok(t))
     }
 
@@ -99,13 +99,14 @@ impl Checkpoint {
         store: &ParamStore,
         prefixes: &[&str],
         convert: impl Fn(&str, Tensor) -> candle_core::Result<Tensor>,
-    ) -> Result<()> {
+    ) -> Result<StoredNames> {
+        let mut names = StoredNames::default();
         for (name, var) in store.named() {
-            let t = self
-                .find(&name, prefixes)
-                .cloned()
-                .map(|t| convert(&name, t))
-                .transpose()?;
+            let found = self.find(&name, prefixes);
+            if let Some((stored, _)) = &found {
+                names.0.insert(name.clone(), stored.clone());
+            }
+            let t = found.map(|(_, t)| convert(&name, t.clone())).transpose()?;
             let t = t.ok_or_else(|| {
                 LoadError::invalid(
                     Path::new(&self.weights_file),
@@ -124,18 +125,19 @@ impl Checkpoint {
             }
             var.set(&t.to_dtype(DType::F32)?)?;
         }
-        Ok(())
+        Ok(names)
     }
 
-    fn find(&self, name: &str, prefixes: &[&str]) -> Option<&Tensor> {
-        if let Some(t) = self.tensors.get(name) {
-            return Some(t);
-        }
-        prefixes.iter().find_map(|p| {
-            name.strip_prefix(p)
-                .and_then(|bare| self.tensors.get(bare))
-                .or_else(|| self.tensors.get(&format!("{p}{name}")))
-        })
+    /// The stored name and tensor for parameter `name` (see [`Checkpoint::load_into`]).
+    fn find(&self, name: &str, prefixes: &[&str]) -> Option<(String, &Tensor)> {
+        let candidates = std::iter::once(name.to_string()).chain(prefixes.iter().flat_map(|p| {
+            let bare = name.strip_prefix(p).map(str::to_string);
+            bare.into_iter()
+                .chain(std::iter::once(format!("{p}{name}")))
+        }));
+        candidates
+            .into_iter()
+            .find_map(|n| self.tensors.get(&n).map(|t| (n, t)))
     }
 }
 
@@ -184,4 +186,40 @@ fn read_weights(dir: &Path, device: &Device) -> Result<(HashMap<String, Tensor>,
         dir,
         "no model.safetensors or model.safetensors.index.json in this folder",
     ))
+}
+
+/// For each parameter, the name its tensor had in the checkpoint it was loaded from, so saving writes
+/// the layout `transformers` expects for that architecture (a bare `BertModel` without `bert.`).
+#[derive(Clone, Debug, Default)]
+pub struct StoredNames(HashMap<String, String>);
+
+/// Writes a model folder `transformers` can load: `config.json` and `model.safetensors`, each
+/// parameter under its stored name, passed through `convert(name, tensor)` (e.g. back to GPT-2's
+/// `[in, out]` layout). Tied parameters are one tensor in `store`, so they are written once. Both
+/// files are written atomically.
+pub fn save_pretrained(
+    dir: &Path,
+    config: &serde_json::Value,
+    store: &ParamStore,
+    names: &StoredNames,
+    convert: impl Fn(&str, Tensor) -> candle_core::Result<Tensor>,
+) -> Result<()> {
+    let mut tensors = Vec::new();
+    for (name, var) in store.named() {
+        let stored = names.0.get(&name).cloned().unwrap_or(name.clone());
+        tensors.push((
+            stored,
+            convert(&name, var.as_tensor().clone())?.contiguous()?,
+        ));
+    }
+    let metadata = HashMap::from([("format".to_string(), "pt".to_string())]);
+    let bytes = lingo_nn::params::tensors_to_safetensors(&tensors, Some(metadata))?;
+    let write = |file: &str, bytes: &[u8]| {
+        let path = dir.join(file);
+        lingo_nn::io::write_atomic(&path, bytes).map_err(|e| LoadError::Io(path, e))
+    };
+    write("model.safetensors", &bytes)?;
+    let json =
+        serde_json::to_string_pretty(config).map_err(|e| LoadError::invalid(dir, e.to_string()))?;
+    write("config.json", json.as_bytes())
 }

@@ -12,7 +12,7 @@
 //!   first scaled by `d_model^-0.5` where the config says so (`scale_decoder_outputs`, or, in older
 //!   configs, a tied head).
 
-use crate::hf::{Checkpoint, LoadError};
+use crate::hf::{Checkpoint, LoadError, StoredNames};
 use candle_core::{bail, DType, Device, Result, Tensor};
 use lingo_nn::{Activation, Embedding, Init, Linear, ParamPath, ParamStore, RmsNorm};
 use serde::Deserialize;
@@ -467,7 +467,7 @@ impl T5 {
     pub fn load(
         checkpoint: &Checkpoint,
         device: &Device,
-    ) -> std::result::Result<(T5, ParamStore), LoadError> {
+    ) -> std::result::Result<(T5, ParamStore, StoredNames), LoadError> {
         let config: T5Config = checkpoint.parse_config()?;
         let store = ParamStore::new(0, device);
         let own = (
@@ -476,8 +476,8 @@ impl T5 {
         );
         let own_head = checkpoint.has("lm_head.weight");
         let model = T5::new(config, own, own_head, &store.root())?;
-        checkpoint.load_into(&store, &[])?;
-        Ok((model, store))
+        let names = checkpoint.load_into(&store, &[])?;
+        Ok((model, store, names))
     }
 }
 

@@ -38,7 +38,8 @@ fn check_encoder(name: &str) {
     let dir = fixture(name);
     let dev = Device::Cpu;
     let checkpoint = Checkpoint::open(&dir, &dev).unwrap_or_else(|e| panic!("{name}: {e}"));
-    let (model, _) = BertModel::load(&checkpoint, &dev).unwrap_or_else(|e| panic!("{name}: {e}"));
+    let (model, _, _) =
+        BertModel::load(&checkpoint, &dev).unwrap_or_else(|e| panic!("{name}: {e}"));
     let expected = read_safetensors(&dir.join("expected.safetensors"), &dev).unwrap();
     for case in ["single", "batch"] {
         let ids = input(&expected, case, "input_ids").unwrap();
@@ -175,7 +176,7 @@ fn broken_folders_give_errors_that_name_the_problem() {
     // Too many tokens for the positions.
     let dev = Device::Cpu;
     let checkpoint = Checkpoint::open(&fixture("bert"), &dev).unwrap();
-    let (model, _) = BertModel::load(&checkpoint, &dev).unwrap();
+    let (model, _, _) = BertModel::load(&checkpoint, &dev).unwrap();
     let ids = Tensor::zeros((1, 65), DType::U32, &dev).unwrap();
     let err = model.forward(&ids, None, None).err().unwrap().to_string();
     assert!(err.contains("65") && err.contains("64"), "{err}");
@@ -186,7 +187,7 @@ fn gpt2_matches_transformers() {
     let dir = fixture("gpt2");
     let dev = Device::Cpu;
     let checkpoint = Checkpoint::open(&dir, &dev).unwrap();
-    let (model, _) = lingo_models::Gpt::load_gpt2(&checkpoint, &dev).unwrap();
+    let (model, _, _) = lingo_models::Gpt::load_gpt2(&checkpoint, &dev).unwrap();
     let expected = read_safetensors(&dir.join("expected.safetensors"), &dev).unwrap();
     for case in ["single", "batch"] {
         let ids = input(&expected, case, "input_ids").unwrap();
@@ -210,7 +211,9 @@ fn encoder_decoders_match_transformers() {
     for name in ["bart", "marian", "t5", "t5-v1_1"] {
         let dir = fixture(name);
         let dev = Device::Cpu;
-        let (model, _) = AutoModel::load(&dir, &dev).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let model = AutoModel::load(&dir, &dev)
+            .unwrap_or_else(|e| panic!("{name}: {e}"))
+            .model;
         let forward = |ids: &Tensor, mask: Option<&Tensor>, dec: &Tensor| match &model {
             AutoModel::EncoderDecoder(m) => m.forward(ids, mask, dec),
             AutoModel::T5(m) => m.forward(ids, mask, dec),
@@ -239,5 +242,56 @@ fn encoder_decoders_match_transformers() {
             let d = max_diff(&out.logits, &expected[&format!("{case}.output")]);
             assert!(d < 1e-4, "{name} {case}: logits differ by {d}");
         }
+    }
+}
+
+/// Every architecture saved by Lingo and loaded again gives the same output, and the saved folder has
+/// the original's tensor names and shapes (what `transformers` needs to load it).
+#[test]
+fn save_then_load_gives_the_same_model() {
+    use lingo_models::auto::{AutoModel, ModelInputs};
+    let dev = Device::Cpu;
+    for name in [
+        "bert",
+        "bert-mlm",
+        "albert-mlm",
+        "distilbert-qa",
+        "electra-generator",
+        "gpt2",
+        "t5",
+        "t5-v1_1",
+        "bart",
+        "marian",
+    ] {
+        let dir = fixture(name);
+        let expected = read_safetensors(&dir.join("expected.safetensors"), &dev).unwrap();
+        let inputs = ModelInputs {
+            input_ids: input(&expected, "batch", "input_ids").unwrap(),
+            attention_mask: input(&expected, "batch", "attention_mask"),
+            token_type_ids: input(&expected, "batch", "token_type_ids"),
+            decoder_input_ids: input(&expected, "batch", "decoder_input_ids"),
+        };
+        let original = AutoModel::load(&dir, &dev).unwrap();
+        let tmp = tempfile::tempdir().unwrap();
+        original.save(tmp.path()).unwrap();
+        let reloaded = AutoModel::load(tmp.path(), &dev).unwrap();
+        let d = max_diff(
+            &original.model.forward(&inputs).unwrap(),
+            &reloaded.model.forward(&inputs).unwrap(),
+        );
+        assert!(d == 0.0, "{name}: reloaded output differs by {d}");
+        let before = read_safetensors(&dir.join("model.safetensors"), &dev).unwrap();
+        let after = read_safetensors(&tmp.path().join("model.safetensors"), &dev).unwrap();
+        let mut a: Vec<_> = before
+            .iter()
+            .map(|(k, t)| (k.clone(), t.dims().to_vec()))
+            .collect();
+        let mut b: Vec<_> = after
+            .iter()
+            .map(|(k, t)| (k.clone(), t.dims().to_vec()))
+            .collect();
+        a.sort();
+        b.sort();
+        assert_eq!(a, b, "{name}: saved tensors differ from the original's");
     }
 }

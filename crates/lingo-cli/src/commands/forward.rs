@@ -84,8 +84,8 @@ impl Forward {
             decoder_input_ids: optional(&file.decoder_input_ids, "decoder_input_ids", None)?,
             input_ids: ids,
         };
-        let (model, _) = AutoModel::load(&self.model, &Device::Cpu)?;
-        let out = model.forward(&inputs)?.to_dtype(DType::F32)?;
+        let pretrained = AutoModel::load(&self.model, &Device::Cpu)?;
+        let out = pretrained.model.forward(&inputs)?.to_dtype(DType::F32)?;
         let data = out.flatten_all()?.to_vec1::<f32>()?;
         let bytes = lingo_nn::io::npy_f32(&data, out.dims());
         lingo_nn::io::write_atomic(&self.output, &bytes)
