@@ -2,10 +2,15 @@
 //! same run, one after the other (never concurrently), with the same thread count.
 //!
 //! - `gpt`: the decoder-only Transformer of tools/bench_gpt.py;
-//! - `seq2seq`: the attention LSTM encoder–decoder of tools/bench_seq2seq.py (Multi30k sizes).
+//! - `seq2seq`: the attention LSTM encoder–decoder of tools/bench_seq2seq.py (Multi30k sizes);
+//! - `bert`, `gpt2`: BERT-base forward and GPT-2 small generation against `transformers`
+//!   (tools/bench_hf.py).
 
 use candle_core::{Device, Tensor};
 use clap::{Args, ValueEnum};
+use lingo_generate::SamplingConfig;
+use lingo_models::bert::{BertConfig, BertModel, Family, Head};
+use lingo_models::gpt::Gpt2Config;
 use lingo_models::{Gpt, GptConfig, RnnSeq2Seq, RnnSeq2SeqConfig, Seq2SeqAttention};
 use lingo_nn::{CellKind, Ctx, LingoRng, ParamStore};
 use lingo_train::grads::{clip_scale, Gradients};
@@ -17,6 +22,7 @@ use std::time::Instant;
 
 const GPT_SCRIPT: &str = include_str!("../../../../tools/bench_gpt.py");
 const SEQ2SEQ_SCRIPT: &str = include_str!("../../../../tools/bench_seq2seq.py");
+const HF_SCRIPT: &str = include_str!("../../../../tools/bench_hf.py");
 
 #[derive(Clone, Copy, ValueEnum)]
 enum Model {
@@ -25,6 +31,10 @@ enum Model {
     /// Attention LSTM seq2seq: vocab 8000/8000, embed 256, hidden 256, bidirectional encoder,
     /// Bahdanau attention, dropout 0.3, batch 64 of 8–24-token sentences.
     Seq2seq,
+    /// BERT-base (random weights, default config): forward of 1 × 128 tokens.
+    Bert,
+    /// GPT-2 small (124M, random weights): greedy generation of 128 tokens after 32, KV-cached.
+    Gpt2,
 }
 
 #[derive(Args)]
@@ -46,12 +56,19 @@ pub struct Bench {
     json: Option<PathBuf>,
 }
 
+/// The reference side's output: its versions and per-iteration milliseconds under named keys.
 #[derive(Deserialize)]
 struct PyResult {
     torch: String,
     threads: usize,
-    train_ms: Vec<f64>,
-    forward_ms: Vec<f64>,
+    #[serde(flatten)]
+    timings: std::collections::HashMap<String, serde_json::Value>,
+}
+
+impl PyResult {
+    fn ms(&self, key: &str) -> Option<Vec<f64>> {
+        serde_json::from_value(self.timings.get(key)?.clone()).ok()
+    }
 }
 
 /// Per-iteration milliseconds of a training step and of a forward pass.
@@ -236,9 +253,98 @@ fn bench_seq2seq(iters: usize) -> anyhow::Result<Timings> {
     })
 }
 
+fn training_rows(t: Timings, tokens: usize) -> Vec<Row> {
+    vec![
+        Row {
+            label: "train step (fwd+bwd+clip+AdamW)",
+            lingo_ms: t.train_ms,
+            key: "train_ms",
+            per_iter: tokens,
+        },
+        Row {
+            label: "forward (logits + loss)",
+            lingo_ms: t.forward_ms,
+            key: "forward_ms",
+            per_iter: tokens,
+        },
+    ]
+}
+
+const BERT_TOKENS: usize = 128;
+
+/// BERT-base forward passes of one 128-token sequence.
+fn bench_bert(iters: usize) -> anyhow::Result<Vec<f64>> {
+    let config = BertConfig {
+        vocab_size: 30522,
+        hidden_size: 768,
+        num_hidden_layers: 12,
+        num_attention_heads: 12,
+        intermediate_size: 3072,
+        hidden_act: "gelu".into(),
+        max_position_embeddings: 512,
+        type_vocab_size: 2,
+        layer_norm_eps: 1e-12,
+        pad_token_id: Some(0),
+        embedding_size: None,
+        num_hidden_groups: 1,
+        id2label: None,
+        tie_word_embeddings: true,
+        sinusoidal_pos_embds: false,
+    };
+    let store = ParamStore::new(0, &Device::Cpu);
+    let model = BertModel::new(Family::Bert, Head::Base, config, true, &store.root())?;
+    let mut rng = LingoRng::new(0);
+    let ids: Vec<u32> = (0..BERT_TOKENS)
+        .map(|_| 1000 + rng.below(29000) as u32)
+        .collect();
+    let ids = Tensor::from_vec(ids, (1, BERT_TOKENS), &Device::Cpu)?;
+    time_ms(iters, 2, || {
+        model
+            .forward(&ids, None, None)?
+            .output
+            .sum_all()?
+            .to_scalar::<f32>()?;
+        Ok(())
+    })
+}
+
+const GPT2_PROMPT: usize = 32;
+const GPT2_NEW: usize = 128;
+
+/// GPT-2 small: greedy generation of 128 tokens after a 32-token prompt, with the KV cache.
+fn bench_gpt2(iters: usize) -> anyhow::Result<Vec<f64>> {
+    let hf = Gpt2Config {
+        vocab_size: 50257,
+        n_positions: 1024,
+        n_embd: 768,
+        n_layer: 12,
+        n_head: 12,
+        n_inner: None,
+        activation_function: "gelu_new".into(),
+        layer_norm_epsilon: 1e-5,
+        tie_word_embeddings: true,
+        scale_attn_weights: true,
+        scale_attn_by_inverse_layer_idx: false,
+        reorder_and_upcast_attn: false,
+    };
+    let store = ParamStore::new(0, &Device::Cpu);
+    let model = Gpt::new(hf.to_gpt().map_err(anyhow::Error::msg)?, &store.root())?;
+    let mut rng = LingoRng::new(0);
+    let prompt: Vec<u32> = (0..GPT2_PROMPT)
+        .map(|_| 1000 + rng.below(49000) as u32)
+        .collect();
+    let cfg = SamplingConfig::greedy(GPT2_NEW);
+    time_ms(iters, 2, || {
+        let out = lingo_generate::generate(&model, &prompt, &cfg, &mut rng, |_| {})?;
+        anyhow::ensure!(out.len() == GPT2_NEW, "generation stopped early");
+        Ok(())
+    })
+}
+
 fn bench_pytorch(
     python: &str,
     script: &str,
+    args: &[&str],
     iters: usize,
     threads: usize,
 ) -> anyhow::Result<PyResult> {
@@ -248,6 +354,7 @@ fn bench_pytorch(
     std::fs::write(&path, script)?;
     let out = Command::new(python)
         .arg(&path)
+        .args(args)
         .args([
             "--threads",
             &threads.to_string(),
@@ -270,26 +377,31 @@ fn bench_pytorch(
         .map_err(|e| anyhow::anyhow!("unexpected output from the PyTorch benchmark ({e}): {line}"))
 }
 
+/// One line of the report: what was timed, Lingo's milliseconds, the reference script's key for the
+/// same measurement, and the units of work per iteration for a rate column.
+struct Row {
+    label: &'static str,
+    lingo_ms: Vec<f64>,
+    key: &'static str,
+    per_iter: usize,
+}
+
 impl Bench {
     pub fn run(self) -> anyhow::Result<()> {
         let threads = rayon::current_num_threads();
-        // Target tokens per step turn milliseconds into the throughput the issue asks for.
-        let (lingo, script, tokens) = match self.model {
+        let iters = self.iters;
+        let timing = || println!("timing Lingo ({iters} iterations after warm-up) ...");
+        let (rows, script, args, unit): (Vec<Row>, &str, Vec<&str>, &str) = match self.model {
             Model::Gpt => {
                 let c = gpt_config();
                 println!(
                     "GPT benchmark: vocab {}, context {}, batch {GPT_BATCH}, d_model {}, {} heads, {} layers, d_ff {}, pre-norm, GELU, untied head, f32, {threads} threads",
                     c.vocab_size, c.context_length, c.d_model, c.n_heads, c.n_layers, c.d_ff()
                 );
-                println!(
-                    "timing Lingo ({} iterations after 3 warm-up) ...",
-                    self.iters
-                );
-                (
-                    bench_gpt(self.iters)?,
-                    GPT_SCRIPT,
-                    GPT_BATCH * c.context_length,
-                )
+                timing();
+                let t = bench_gpt(iters)?;
+                let tokens = GPT_BATCH * c.context_length;
+                (training_rows(t, tokens), GPT_SCRIPT, vec![], "tokens/s")
             }
             Model::Seq2seq => {
                 let c = seq2seq_config();
@@ -298,18 +410,43 @@ impl Bench {
                     "Seq2seq benchmark: LSTM, vocab {}/{}, embed {}, hidden {}, bidirectional encoder, Bahdanau attention, dropout {}, batch {SEQ2SEQ_BATCH} ({tokens} target tokens), f32, {threads} threads",
                     c.src_vocab_size, c.tgt_vocab_size, c.embed_dim, c.hidden_size, c.dropout
                 );
-                println!(
-                    "timing Lingo ({} iterations after 3 warm-up) ...",
-                    self.iters
-                );
-                (bench_seq2seq(self.iters)?, SEQ2SEQ_SCRIPT, tokens)
+                timing();
+                let t = bench_seq2seq(iters)?;
+                (
+                    training_rows(t, tokens),
+                    SEQ2SEQ_SCRIPT,
+                    vec![],
+                    "target tokens/s",
+                )
+            }
+            Model::Bert => {
+                println!("BERT-base forward: random weights, batch 1 × {BERT_TOKENS} tokens, f32, {threads} threads");
+                timing();
+                let row = Row {
+                    label: "forward, 1 × 128 tokens",
+                    lingo_ms: bench_bert(iters)?,
+                    key: "ms",
+                    per_iter: BERT_TOKENS,
+                };
+                (vec![row], HF_SCRIPT, vec!["bert"], "tokens/s")
+            }
+            Model::Gpt2 => {
+                println!("GPT-2 small greedy generation: random weights, {GPT2_NEW} new tokens after {GPT2_PROMPT}, KV cache, f32, {threads} threads");
+                timing();
+                let row = Row {
+                    label: "generate 128 tokens",
+                    lingo_ms: bench_gpt2(iters)?,
+                    key: "ms",
+                    per_iter: GPT2_NEW,
+                };
+                (vec![row], HF_SCRIPT, vec!["gpt2"], "new tokens/s")
             }
         };
         let torch = if self.no_python {
             None
         } else {
             println!("timing PyTorch with {} ...", self.python);
-            match bench_pytorch(&self.python, script, self.iters, threads) {
+            match bench_pytorch(&self.python, script, &args, iters, threads) {
                 Ok(r) => Some(r),
                 Err(e) => {
                     println!("PyTorch side unavailable ({e}); showing Lingo's figures only");
@@ -317,38 +454,30 @@ impl Bench {
                 }
             }
         };
-        let rows = [
-            (
-                "train step (fwd+bwd+clip+AdamW)",
-                &lingo.train_ms,
-                torch.as_ref().map(|t| &t.train_ms),
-            ),
-            (
-                "forward (logits + loss)",
-                &lingo.forward_ms,
-                torch.as_ref().map(|t| &t.forward_ms),
-            ),
-        ];
         println!();
         let torch_name = torch.as_ref().map(|t| format!("PyTorch {}", t.torch));
         println!(
-            "{:<34} {:>10} {:>16} {:>14}",
-            "median ms (target tokens/s)",
+            "{:<34} {:>16} {:>20} {:>14}",
+            format!("median ms ({unit})"),
             "Lingo",
             torch_name.as_deref().unwrap_or(""),
             if torch.is_some() { "PyTorch/Lingo" } else { "" }
         );
-        let rate = |ms: f64| tokens as f64 / ms * 1e3;
-        for (label, ours, theirs) in rows {
-            let ours = median(ours);
+        for row in &rows {
+            let ours = median(&row.lingo_ms);
+            let rate = |ms: f64| row.per_iter as f64 / ms * 1e3;
             let lingo_cell = format!("{ours:.1} ({:.0})", rate(ours));
-            match theirs.map(|t| median(t)) {
-                Some(t) => println!(
-                    "{label:<34} {lingo_cell:>10} {:>16} {:>13.2}×",
-                    format!("{t:.1} ({:.0})", rate(t)),
-                    t / ours
-                ),
-                None => println!("{label:<34} {lingo_cell:>10}"),
+            match torch.as_ref().and_then(|t| t.ms(row.key)) {
+                Some(t) => {
+                    let t = median(&t);
+                    println!(
+                        "{:<34} {lingo_cell:>16} {:>20} {:>13.2}×",
+                        row.label,
+                        format!("{t:.1} ({:.0})", rate(t)),
+                        t / ours
+                    )
+                }
+                None => println!("{:<34} {lingo_cell:>16}", row.label),
             }
         }
         if let Some(t) = &torch {
@@ -358,11 +487,14 @@ impl Bench {
             );
         }
         if let Some(path) = &self.json {
+            let lingo: serde_json::Map<String, serde_json::Value> = rows
+                .iter()
+                .map(|r| (r.key.to_string(), serde_json::json!(r.lingo_ms)))
+                .collect();
             let value = serde_json::json!({
                 "threads": threads,
-                "tokens_per_step": tokens,
-                "lingo": { "train_ms": lingo.train_ms, "forward_ms": lingo.forward_ms },
-                "pytorch": torch.as_ref().map(|t| serde_json::json!({ "version": t.torch, "train_ms": t.train_ms, "forward_ms": t.forward_ms })),
+                "lingo": lingo,
+                "pytorch": torch.as_ref().map(|t| serde_json::json!({ "version": t.torch, "timings": t.timings })),
             });
             std::fs::write(path, serde_json::to_string_pretty(&value)?)?;
         }

@@ -1,0 +1,60 @@
+"""PyTorch + transformers side of `lingo bench bert` and `lingo bench gpt2`: the same random-weight
+models from the default configs, timed the same way as Lingo's side.
+
+- bert: BertModel(BertConfig()) (BERT-base: 12 layers, 768 wide, 12 heads), forward of batch 1 x 128
+  token ids, no gradients.
+- gpt2: GPT2LMHeadModel(GPT2Config()) (GPT-2 small, 124M), greedy `generate` of 128 new tokens
+  after a 32-token prompt, with the KV cache.
+
+Prints one JSON object with per-iteration milliseconds (`ms`).
+
+    python3 tools/bench_hf.py bert --threads 2 --iters 10
+"""
+import argparse
+import json
+import time
+
+import torch
+import transformers as tf
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("model", choices=["bert", "gpt2"])
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--iters", type=int, default=10)
+    ap.add_argument("--warmup", type=int, default=2)
+    a = ap.parse_args()
+    torch.set_num_threads(a.threads)
+    torch.manual_seed(0)
+    g = torch.Generator().manual_seed(0)
+    if a.model == "bert":
+        model = tf.BertModel(tf.BertConfig()).eval()
+        ids = torch.randint(1000, 30000, (1, 128), generator=g)
+
+        def run():
+            with torch.no_grad():
+                model(input_ids=ids)
+    else:
+        model = tf.GPT2LMHeadModel(tf.GPT2Config()).eval()
+        ids = torch.randint(1000, 50000, (1, 32), generator=g)
+
+        def run():
+            with torch.no_grad():
+                out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=128,
+                                     min_new_tokens=128, do_sample=False, pad_token_id=0)
+            assert out.shape[1] == 32 + 128
+
+    for _ in range(a.warmup):
+        run()
+    times = []
+    for _ in range(a.iters):
+        t0 = time.perf_counter()
+        run()
+        times.append((time.perf_counter() - t0) * 1e3)
+    print(json.dumps({"torch": torch.__version__, "transformers": tf.__version__,
+                      "threads": torch.get_num_threads(), "ms": times}))
+
+
+if __name__ == "__main__":
+    main()
