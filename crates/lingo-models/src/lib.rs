@@ -13,6 +13,7 @@ pub mod bert;
 pub mod config;
 pub mod gpt;
 pub mod hf;
+pub mod hub;
 pub mod rnn_seq2seq;
 pub mod t5;
 

@@ -10,9 +10,13 @@ use std::path::{Path, PathBuf};
 
 #[derive(Args)]
 pub struct Forward {
-    /// Model folder: config.json and model.safetensors (or sharded safetensors).
+    /// Model folder (config.json and model.safetensors, or sharded safetensors), or a Hugging Face
+    /// Hub id (`org/name[@revision]`) looked up in, or downloaded to, the Hugging Face cache.
     #[arg(long)]
-    model: PathBuf,
+    model: String,
+    /// Never download: use the local folder or the cache only (also: HF_HUB_OFFLINE=1).
+    #[arg(long)]
+    offline: bool,
     /// JSON with `input_ids` (a batch: list of lists) and optionally `attention_mask`,
     /// `token_type_ids`, `decoder_input_ids`.
     #[arg(long)]
@@ -84,7 +88,9 @@ impl Forward {
             decoder_input_ids: optional(&file.decoder_input_ids, "decoder_input_ids", None)?,
             input_ids: ids,
         };
-        let pretrained = AutoModel::load(&self.model, &Device::Cpu)?;
+        let offline = self.offline || lingo_models::hub::offline_from_env();
+        let dir = lingo_models::hub::resolve(&self.model, None, offline)?;
+        let pretrained = AutoModel::load(&dir, &Device::Cpu)?;
         let out = pretrained.model.forward(&inputs)?.to_dtype(DType::F32)?;
         let data = out.flatten_all()?.to_vec1::<f32>()?;
         let bytes = lingo_nn::io::npy_f32(&data, out.dims());
