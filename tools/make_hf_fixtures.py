@@ -10,6 +10,8 @@ model has them). It writes `expected.safetensors` beside the checkpoint:
     {case}.hidden.{i}           hidden states after the embeddings (i = 0) and after every layer
                                 (encoder side for encoder-decoders),
     {case}.decoder_hidden.{i}   decoder hidden states (encoder-decoders),
+    {case}.attention.{i}        attention probabilities [batch, heads, q, k] of layer i (encoder side),
+    {case}.decoder_attention.{i}, {case}.cross_attention.{i}   the decoder's (encoder-decoders),
     {case}.output               the model's main output: logits of the head, [batch, seq, 2] start/end
                                 logits for extractive QA, or the last hidden state for a bare model,
 
@@ -141,15 +143,22 @@ def main():
         tensors = {}
         for case, d in inputs(config, enc_dec, has_tt, g).items():
             with torch.no_grad():
-                out = model(**d, output_hidden_states=True)
+                out = model(**d, output_hidden_states=True, output_attentions=True)
             for key, v in d.items():
                 tensors[f"{case}.{key}"] = v.to(torch.int64)
             hidden = out.encoder_hidden_states if enc_dec else out.hidden_states
             for i, h in enumerate(hidden):
                 tensors[f"{case}.hidden.{i}"] = h
+            attentions = out.encoder_attentions if enc_dec else out.attentions
+            for i, a in enumerate(attentions):
+                tensors[f"{case}.attention.{i}"] = a
             if enc_dec:
                 for i, h in enumerate(out.decoder_hidden_states):
                     tensors[f"{case}.decoder_hidden.{i}"] = h
+                for i, a in enumerate(out.decoder_attentions):
+                    tensors[f"{case}.decoder_attention.{i}"] = a
+                for i, a in enumerate(out.cross_attentions):
+                    tensors[f"{case}.cross_attention.{i}"] = a
             tensors[f"{case}.output"] = main_output(out)
         save_file({k: v.contiguous().clone() for k, v in tensors.items()}, os.path.join(folder, "expected.safetensors"),
                   metadata={"class": cls.__name__, "transformers": tf.__version__, "torch": torch.__version__})

@@ -102,7 +102,7 @@ impl AutoModel {
             AutoModel::Encoder(m) => {
                 Ok(m.forward(ids, mask, inputs.token_type_ids.as_ref())?.output)
             }
-            AutoModel::Gpt2(m) => Ok(m.forward_with_hidden_states(ids, mask)?.0),
+            AutoModel::Gpt2(m) => Ok(m.forward_with_hidden_states(ids, mask, false)?.0),
             AutoModel::EncoderDecoder(m) => {
                 let Some(decoder_ids) = &inputs.decoder_input_ids else {
                     bail!("an encoder-decoder model needs `decoder_input_ids`");

@@ -91,15 +91,17 @@ impl Attention {
         })
     }
 
-    fn forward(&self, x: &Tensor, kv: &Tensor, mask: &AttentionMask) -> Result<Tensor> {
+    /// The attended output and the attention probabilities `[batch, heads, q, k]`.
+    fn forward(&self, x: &Tensor, kv: &Tensor, mask: &AttentionMask) -> Result<(Tensor, Tensor)> {
         let (b, t, d) = x.dims3()?;
         let s = kv.dim(1)?;
         let hd = d / self.heads;
         let q = self.q.forward(x)?.reshape((b, t, self.heads, hd))?;
         let k = self.k.forward(kv)?.reshape((b, s, self.heads, hd))?;
         let v = self.v.forward(kv)?.reshape((b, s, self.heads, hd))?;
-        let context = lingo_kernels::attention(&q, &k, &v, mask)?.reshape((b, t, d))?;
-        self.out.forward(&context)
+        let (context, weights) = lingo_kernels::attention_with_weights(&q, &k, &v, mask, true)?;
+        let weights = weights.expect("asked for");
+        Ok((self.out.forward(&context.reshape((b, t, d))?)?, weights))
     }
 }
 
@@ -142,20 +144,26 @@ impl Layer {
         })
     }
 
+    /// The layer's output, recording its attention probabilities in `trace`.
     fn forward(
         &self,
         x: &Tensor,
         self_mask: &AttentionMask,
         memory: Option<(&Tensor, &AttentionMask)>,
+        trace: &mut Trace,
     ) -> Result<Tensor> {
-        let mut x = self
-            .self_norm
-            .forward(&(x + self.self_attn.forward(x, x, self_mask)?)?)?;
+        let (attended, weights) = self.self_attn.forward(x, x, self_mask)?;
+        trace.self_attentions.push(weights);
+        let mut x = self.self_norm.forward(&(x + attended)?)?;
         if let (Some((attn, norm)), Some((memory, mask))) = (&self.cross, memory) {
-            x = norm.forward(&(&x + attn.forward(&x, memory, mask)?)?)?;
+            let (attended, weights) = attn.forward(&x, memory, mask)?;
+            trace.cross_attentions.push(weights);
+            x = norm.forward(&(&x + attended)?)?;
         }
         let ffn = self.fc2.forward(&self.act.apply(&self.fc1.forward(&x)?)?)?;
-        self.final_norm.forward(&(x + ffn)?)
+        let x = self.final_norm.forward(&(x + ffn)?)?;
+        trace.states.push(x.clone());
+        Ok(x)
     }
 }
 
@@ -236,14 +244,41 @@ fn marian_positions(n: usize, d: usize, device: &Device) -> Result<Tensor> {
     Tensor::from_vec(table, (n, d), device)
 }
 
+/// What one stack (encoder or decoder) produced: the embeddings then every layer's output, and every
+/// layer's attention probabilities `[batch, heads, q, k]` (cross-attention in the decoder).
+#[derive(Default)]
+pub struct Trace {
+    pub states: Vec<Tensor>,
+    pub self_attentions: Vec<Tensor>,
+    pub cross_attentions: Vec<Tensor>,
+}
+
 /// What a forward pass returns.
 pub struct Seq2SeqOutput {
     /// The embeddings then every encoder layer's output, `[batch, src, d_model]`.
     pub encoder_hidden_states: Vec<Tensor>,
     /// The same for the decoder, `[batch, tgt, d_model]`.
     pub decoder_hidden_states: Vec<Tensor>,
+    /// Every layer's attention probabilities: the encoder's, the decoder's own, the decoder's over
+    /// the encoder.
+    pub encoder_attentions: Vec<Tensor>,
+    pub decoder_attentions: Vec<Tensor>,
+    pub cross_attentions: Vec<Tensor>,
     /// `[batch, tgt, vocab]`.
     pub logits: Tensor,
+}
+
+impl Seq2SeqOutput {
+    pub fn from_traces(encoder: Trace, decoder: Trace, logits: Tensor) -> Self {
+        Seq2SeqOutput {
+            encoder_hidden_states: encoder.states,
+            encoder_attentions: encoder.self_attentions,
+            decoder_hidden_states: decoder.states,
+            decoder_attentions: decoder.self_attentions,
+            cross_attentions: decoder.cross_attentions,
+            logits,
+        }
+    }
 }
 
 pub struct Bart {
@@ -296,30 +331,32 @@ impl Bart {
         })
     }
 
-    /// Encoder states for `ids: [batch, src]` with `attention_mask` (1 = real token): the embeddings
-    /// and every layer's output.
-    pub fn encode(&self, ids: &Tensor, attention_mask: Option<&Tensor>) -> Result<Vec<Tensor>> {
+    /// The encoder on `ids: [batch, src]` with `attention_mask` (1 = real token): the embeddings, every
+    /// layer's output (the last is the memory the decoder reads) and attention probabilities.
+    pub fn encode(&self, ids: &Tensor, attention_mask: Option<&Tensor>) -> Result<Trace> {
         let mask = AttentionMask {
             key_padding: attention_mask.map(|m| m.to_dtype(DType::U8)).transpose()?,
             ..Default::default()
         };
         let mut x = self.encoder_embed.forward(&self.shared, ids)?;
-        let mut states = vec![x.clone()];
+        let mut trace = Trace {
+            states: vec![x.clone()],
+            ..Default::default()
+        };
         for layer in &self.encoder {
-            x = layer.forward(&x, &mask, None)?;
-            states.push(x.clone());
+            x = layer.forward(&x, &mask, None, &mut trace)?;
         }
-        Ok(states)
+        Ok(trace)
     }
 
-    /// Decoder states and logits for `decoder_ids: [batch, tgt]` over the encoder output `memory`
-    /// (whose padding `attention_mask` marks).
+    /// The decoder on `decoder_ids: [batch, tgt]` over the encoder output `memory` (whose padding
+    /// `attention_mask` marks): its trace and the logits.
     pub fn decode(
         &self,
         decoder_ids: &Tensor,
         memory: &Tensor,
         attention_mask: Option<&Tensor>,
-    ) -> Result<(Vec<Tensor>, Tensor)> {
+    ) -> Result<(Trace, Tensor)> {
         let self_mask = AttentionMask {
             causal: true,
             ..Default::default()
@@ -329,15 +366,17 @@ impl Bart {
             ..Default::default()
         };
         let mut x = self.decoder_embed.forward(&self.shared, decoder_ids)?;
-        let mut states = vec![x.clone()];
+        let mut trace = Trace {
+            states: vec![x.clone()],
+            ..Default::default()
+        };
         for layer in &self.decoder {
-            x = layer.forward(&x, &self_mask, Some((memory, &cross_mask)))?;
-            states.push(x.clone());
+            x = layer.forward(&x, &self_mask, Some((memory, &cross_mask)), &mut trace)?;
         }
         // The output layer is the shared embedding table.
         let logits = lingo_kernels::linear(&x, &self.shared.weight, None)?
             .broadcast_add(&self.final_logits_bias)?;
-        Ok((states, logits))
+        Ok((trace, logits))
     }
 
     pub fn forward(
@@ -346,14 +385,10 @@ impl Bart {
         attention_mask: Option<&Tensor>,
         decoder_ids: &Tensor,
     ) -> Result<Seq2SeqOutput> {
-        let encoder_hidden_states = self.encode(ids, attention_mask)?;
-        let memory = encoder_hidden_states.last().expect("embeddings at least");
-        let (decoder_hidden_states, logits) = self.decode(decoder_ids, memory, attention_mask)?;
-        Ok(Seq2SeqOutput {
-            encoder_hidden_states,
-            decoder_hidden_states,
-            logits,
-        })
+        let encoder = self.encode(ids, attention_mask)?;
+        let memory = encoder.states.last().expect("embeddings at least");
+        let (decoder, logits) = self.decode(decoder_ids, memory, attention_mask)?;
+        Ok(Seq2SeqOutput::from_traces(encoder, decoder, logits))
     }
 
     /// Loads a BART (`model_type` bart) or Marian (`marian`) folder.

@@ -248,19 +248,27 @@ impl EncoderLayer {
         })
     }
 
-    /// `x: [batch, time, hidden]`; `mask` hides the padding keys.
-    fn forward(&self, x: &Tensor, mask: &AttentionMask) -> Result<Tensor> {
+    /// `x: [batch, time, hidden]`; `mask` hides the padding keys. Also returns the attention
+    /// probabilities `[batch, heads, time, time]` if asked.
+    fn forward(
+        &self,
+        x: &Tensor,
+        mask: &AttentionMask,
+        want_weights: bool,
+    ) -> Result<(Tensor, Option<Tensor>)> {
         let (b, t, h) = x.dims3()?;
         let split = |y: Tensor| y.reshape((b, t, self.heads, h / self.heads));
         let q = split(self.q.forward(x)?)?;
         let k = split(self.k.forward(x)?)?;
         let v = split(self.v.forward(x)?)?;
-        let context = lingo_kernels::attention(&q, &k, &v, mask)?.reshape((b, t, h))?;
+        let (context, weights) =
+            lingo_kernels::attention_with_weights(&q, &k, &v, mask, want_weights)?;
+        let context = context.reshape((b, t, h))?;
         let x = self
             .attn_norm
             .forward(&(x + self.out.forward(&context)?)?)?;
         let ffn = self.down.forward(&self.act.apply(&self.up.forward(&x)?)?)?;
-        self.ffn_norm.forward(&(x + ffn)?)
+        Ok((self.ffn_norm.forward(&(x + ffn)?)?, weights))
     }
 }
 
@@ -415,6 +423,8 @@ pub struct BertModel {
 pub struct EncoderOutput {
     /// The embeddings output then every layer's output, each `[batch, time, hidden]`.
     pub hidden_states: Vec<Tensor>,
+    /// Every layer's attention probabilities `[batch, heads, time, time]`, when asked for.
+    pub attentions: Vec<Tensor>,
     /// The head's output: logits (`[batch, time, vocab | labels]`, `[batch, labels]`, `[batch, time]`
     /// for ELECTRA's discriminator, `[batch, time, 2]` start/end for QA), or the last hidden state.
     pub output: Tensor,
@@ -616,6 +626,26 @@ impl BertModel {
         attention_mask: Option<&Tensor>,
         token_types: Option<&Tensor>,
     ) -> Result<EncoderOutput> {
+        self.run(ids, attention_mask, token_types, false)
+    }
+
+    /// [`BertModel::forward`] that also returns every layer's attention probabilities.
+    pub fn forward_with_attentions(
+        &self,
+        ids: &Tensor,
+        attention_mask: Option<&Tensor>,
+        token_types: Option<&Tensor>,
+    ) -> Result<EncoderOutput> {
+        self.run(ids, attention_mask, token_types, true)
+    }
+
+    fn run(
+        &self,
+        ids: &Tensor,
+        attention_mask: Option<&Tensor>,
+        token_types: Option<&Tensor>,
+        want_attentions: bool,
+    ) -> Result<EncoderOutput> {
         let (_, t) = ids.dims2()?;
         if t > self.config.max_position_embeddings {
             bail!(
@@ -654,13 +684,17 @@ impl BertModel {
         };
         let mut x = self.embeddings.forward(ids, token_types)?;
         let mut hidden_states = vec![x.clone()];
+        let mut attentions = Vec::new();
         for &layer in &self.schedule {
-            x = self.layers[layer].forward(&x, &mask)?;
+            let (y, w) = self.layers[layer].forward(&x, &mask, want_attentions)?;
+            x = y;
             hidden_states.push(x.clone());
+            attentions.extend(w);
         }
         let output = self.apply_head(&x)?;
         Ok(EncoderOutput {
             hidden_states,
+            attentions,
             output,
         })
     }

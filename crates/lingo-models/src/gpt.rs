@@ -256,24 +256,26 @@ impl Gpt {
         Ok((self.lm_head.forward(&h)?, w))
     }
 
-    /// Logits for a padded batch (`attention_mask`: 1 = real token) plus the hidden states after the
-    /// embeddings and after every block, the last one after the final norm.
+    /// Logits for a padded batch (`attention_mask`: 1 = real token), the hidden states after the
+    /// embeddings and after every block (the last one after the final norm), and, if asked, every
+    /// block's attention probabilities `[batch, heads, time, time]`.
     pub fn forward_with_hidden_states(
         &self,
         ids: &Tensor,
         attention_mask: Option<&Tensor>,
-    ) -> Result<(Tensor, Vec<Tensor>)> {
+        want_attentions: bool,
+    ) -> Result<(Tensor, Vec<Tensor>, Vec<Tensor>)> {
         self.check_ids(ids)?;
         let mut layers = Vec::new();
-        let (h, _) = self.hidden(
+        let (h, attentions) = self.hidden(
             ids,
             None,
-            false,
+            want_attentions,
             attention_mask,
             Some(&mut layers),
             &mut Ctx::eval(),
         )?;
-        Ok((self.lm_head.forward(&h)?, layers))
+        Ok((self.lm_head.forward(&h)?, layers, attentions))
     }
 
     /// Mean cross-entropy of predicting `targets` (`[batch, time]`) from `ids`.

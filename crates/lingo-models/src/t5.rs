@@ -12,6 +12,7 @@
 //!   first scaled by `d_model^-0.5` where the config says so (`scale_decoder_outputs`, or, in older
 //!   configs, a tied head).
 
+use crate::bart::{Seq2SeqOutput, Trace};
 use crate::hf::{Checkpoint, LoadError, StoredNames};
 use candle_core::{bail, DType, Device, Result, Tensor};
 use lingo_nn::{Activation, Embedding, Init, Linear, ParamPath, ParamStore, RmsNorm};
@@ -172,7 +173,8 @@ impl Attention {
 
     /// `x: [batch, q_len, d_model]` attending over `kv: [batch, k_len, d_model]`; `bias` broadcasts to
     /// `[batch, heads, q_len, k_len]`.
-    fn forward(&self, x: &Tensor, kv: &Tensor, bias: &Tensor) -> Result<Tensor> {
+    /// The attended output and the attention probabilities `[batch, heads, q_len, k_len]`.
+    fn forward(&self, x: &Tensor, kv: &Tensor, bias: &Tensor) -> Result<(Tensor, Tensor)> {
         let (b, t, _) = x.dims3()?;
         let s = kv.dim(1)?;
         let heads = |y: Tensor, len| -> Result<Tensor> {
@@ -190,7 +192,7 @@ impl Attention {
                 .matmul(&v)?
                 .transpose(1, 2)?
                 .reshape((b, t, self.heads * self.d_kv))?;
-        self.o.forward(&context)
+        Ok((self.o.forward(&context)?, weights))
     }
 }
 
@@ -264,16 +266,22 @@ impl Block {
         })
     }
 
+    /// The block's output, recording its attention probabilities in `trace`.
     fn forward(
         &self,
         x: &Tensor,
         self_bias: &Tensor,
         memory: Option<(&Tensor, &Tensor)>,
+        trace: &mut Trace,
     ) -> Result<Tensor> {
         let h = self.self_norm.forward(x)?;
-        let mut x = (x + self.self_attn.forward(&h, &h, self_bias)?)?;
+        let (attended, weights) = self.self_attn.forward(&h, &h, self_bias)?;
+        trace.self_attentions.push(weights);
+        let mut x = (x + attended)?;
         if let (Some((attn, norm)), Some((memory, bias))) = (&self.cross, memory) {
-            x = (&x + attn.forward(&norm.forward(&x)?, memory, bias)?)?;
+            let (attended, weights) = attn.forward(&norm.forward(&x)?, memory, bias)?;
+            trace.cross_attentions.push(weights);
+            x = (&x + attended)?;
         }
         &x + self.ff.forward(&self.ff_norm.forward(&x)?)?
     }
@@ -380,20 +388,24 @@ impl T5 {
         mut x: Tensor,
         self_bias: &Tensor,
         memory: Option<(&Tensor, &Tensor)>,
-    ) -> Result<Vec<Tensor>> {
-        let mut states = vec![x.clone()];
+    ) -> Result<Trace> {
+        let mut trace = Trace {
+            states: vec![x.clone()],
+            ..Default::default()
+        };
         for (i, block) in blocks.iter().enumerate() {
-            x = block.forward(&x, self_bias, memory)?;
+            x = block.forward(&x, self_bias, memory, &mut trace)?;
             if i + 1 < blocks.len() {
-                states.push(x.clone());
+                trace.states.push(x.clone());
             }
         }
-        states.push(norm.forward(&x)?);
-        Ok(states)
+        trace.states.push(norm.forward(&x)?);
+        Ok(trace)
     }
 
-    /// Encoder states for `ids: [batch, src]` (`attention_mask`: 1 = real token).
-    pub fn encode(&self, ids: &Tensor, attention_mask: Option<&Tensor>) -> Result<Vec<Tensor>> {
+    /// The encoder on `ids: [batch, src]` (`attention_mask`: 1 = real token); its last state is the
+    /// memory the decoder reads.
+    pub fn encode(&self, ids: &Tensor, attention_mask: Option<&Tensor>) -> Result<Trace> {
         let t = ids.dim(1)?;
         let mut bias = self.encoder[0]
             .self_attn
@@ -410,13 +422,13 @@ impl T5 {
         )
     }
 
-    /// Decoder states and logits for `decoder_ids` over the encoder output `memory`.
+    /// The decoder on `decoder_ids` over the encoder output `memory`: its trace and the logits.
     pub fn decode(
         &self,
         decoder_ids: &Tensor,
         memory: &Tensor,
         attention_mask: Option<&Tensor>,
-    ) -> Result<(Vec<Tensor>, Tensor)> {
+    ) -> Result<(Trace, Tensor)> {
         let t = decoder_ids.dim(1)?;
         let self_bias = self.decoder[0]
             .self_attn
@@ -426,14 +438,14 @@ impl T5 {
             Some(m) => padding_bias(m)?,
             None => Tensor::zeros((1, 1, 1, 1), DType::F32, memory.device())?,
         };
-        let states = Self::run(
+        let trace = Self::run(
             &self.decoder,
             &self.decoder_norm,
             self.decoder_embed.forward(decoder_ids)?,
             &self_bias,
             Some((memory, &cross_bias)),
         )?;
-        let last = states.last().expect("final state");
+        let last = trace.states.last().expect("final state");
         let c = &self.config;
         let last = if c.scale_decoder_outputs.unwrap_or(c.tie_word_embeddings) {
             (last * (c.d_model as f64).powf(-0.5))?
@@ -444,7 +456,7 @@ impl T5 {
             Some(head) => head.forward(&last)?,
             None => lingo_kernels::linear(&last, &self.shared.weight, None)?,
         };
-        Ok((states, logits))
+        Ok((trace, logits))
     }
 
     pub fn forward(
@@ -452,15 +464,11 @@ impl T5 {
         ids: &Tensor,
         attention_mask: Option<&Tensor>,
         decoder_ids: &Tensor,
-    ) -> Result<crate::bart::Seq2SeqOutput> {
-        let encoder_hidden_states = self.encode(ids, attention_mask)?;
-        let memory = encoder_hidden_states.last().expect("final state");
-        let (decoder_hidden_states, logits) = self.decode(decoder_ids, memory, attention_mask)?;
-        Ok(crate::bart::Seq2SeqOutput {
-            encoder_hidden_states,
-            decoder_hidden_states,
-            logits,
-        })
+    ) -> Result<Seq2SeqOutput> {
+        let encoder = self.encode(ids, attention_mask)?;
+        let memory = encoder.states.last().expect("final state");
+        let (decoder, logits) = self.decode(decoder_ids, memory, attention_mask)?;
+        Ok(Seq2SeqOutput::from_traces(encoder, decoder, logits))
     }
 
     /// Loads a T5 folder (`T5ForConditionalGeneration` weights).

@@ -46,7 +46,7 @@ fn check_encoder(name: &str) {
         let mask = input(&expected, case, "attention_mask");
         let types = input(&expected, case, "token_type_ids");
         let out = model
-            .forward(&ids, mask.as_ref(), types.as_ref())
+            .forward_with_attentions(&ids, mask.as_ref(), types.as_ref())
             .unwrap_or_else(|e| panic!("{name} {case}: {e}"));
         let layers = expected
             .keys()
@@ -61,6 +61,19 @@ fn check_encoder(name: &str) {
             let want = &expected[&format!("{case}.hidden.{i}")];
             let d = max_diff(h, want);
             assert!(d < 1e-4, "{name} {case}: hidden state {i} differs by {d}");
+        }
+        let heads = expected
+            .keys()
+            .filter(|k| k.starts_with(&format!("{case}.attention.")))
+            .count();
+        assert_eq!(
+            out.attentions.len(),
+            heads,
+            "{name}: number of attention maps"
+        );
+        for (i, a) in out.attentions.iter().enumerate() {
+            let d = max_diff(a, &expected[&format!("{case}.attention.{i}")]);
+            assert!(d < 1e-4, "{name} {case}: attention {i} differs by {d}");
         }
         let d = max_diff(&out.output, &expected[&format!("{case}.output")]);
         assert!(d < 1e-4, "{name} {case}: output differs by {d}");
@@ -192,9 +205,14 @@ fn gpt2_matches_transformers() {
     for case in ["single", "batch"] {
         let ids = input(&expected, case, "input_ids").unwrap();
         let mask = input(&expected, case, "attention_mask");
-        let (logits, hidden) = model
-            .forward_with_hidden_states(&ids, mask.as_ref())
+        let (logits, hidden, attentions) = model
+            .forward_with_hidden_states(&ids, mask.as_ref(), true)
             .unwrap();
+        assert_eq!(attentions.len(), 2, "gpt2: number of attention maps");
+        for (i, a) in attentions.iter().enumerate() {
+            let d = max_diff(a, &expected[&format!("{case}.attention.{i}")]);
+            assert!(d < 1e-4, "gpt2 {case}: attention {i} differs by {d}");
+        }
         for (i, h) in hidden.iter().enumerate() {
             let d = max_diff(h, &expected[&format!("{case}.hidden.{i}")]);
             assert!(d < 1e-4, "gpt2 {case}: hidden state {i} differs by {d}");
@@ -228,6 +246,9 @@ fn encoder_decoders_match_transformers() {
             for (side, states) in [
                 ("hidden", &out.encoder_hidden_states),
                 ("decoder_hidden", &out.decoder_hidden_states),
+                ("attention", &out.encoder_attentions),
+                ("decoder_attention", &out.decoder_attentions),
+                ("cross_attention", &out.cross_attentions),
             ] {
                 let n = expected
                     .keys()
