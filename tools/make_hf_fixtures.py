@@ -46,7 +46,9 @@ def cases():
     yield "bert", tf.BertModel, bert()
     yield "bert-mlm", tf.BertForMaskedLM, bert()
     yield "bert-cls", tf.BertForSequenceClassification, bert(num_labels=3)
-    yield "bert-ner", tf.BertForTokenClassification, bert(num_labels=5)
+    yield "bert-ner", tf.BertForTokenClassification, bert(
+        id2label={0: "O", 1: "B-PER", 2: "I-PER", 3: "B-LOC", 4: "I-LOC"},
+        label2id={"O": 0, "B-PER": 1, "I-PER": 2, "B-LOC": 3, "I-LOC": 4})
     yield "bert-qa", tf.BertForQuestionAnswering, bert()
     roberta = lambda **kw: bert_like(tf.RobertaConfig, type_vocab_size=1, pad_token_id=1, **kw)
     yield "roberta", tf.RobertaModel, roberta()
@@ -80,6 +82,81 @@ def cases():
     # As the Helsinki-NLP/opus-mt-* checkpoints: swish, embeddings scaled by √d_model, sinusoidal positions.
     yield "marian", tf.MarianMTModel, tf.MarianConfig(**dict(seq2seq, pad_token_id=98, decoder_start_token_id=98,
                                                               activation_function="swish", scale_embedding=True))
+
+
+# A tiny lower-cased corpus for the WordPiece tokenizers of the pipeline fixtures (written here, not
+# taken from any dataset).
+CORPUS = ["the cat sat on the mat", "a dog runs in the park", "paris is the capital of france",
+          "alice lives in london with bob", "the quick brown fox jumps over the lazy dog",
+          "rust makes models fast", "where does alice live ?", "bob works at the bank in paris",
+          "the weather is good today", "models learn from data"] * 3
+
+# Folders that get a tokenizer.json and the outputs of `transformers` pipelines (pipelines.json).
+PIPELINES = {"bert", "bert-mlm", "bert-cls", "bert-ner", "bert-qa"}
+
+
+def wordpiece_tokenizer():
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    tok.train_from_iterator(CORPUS, trainers.WordPieceTrainer(vocab_size=VOCAB, special_tokens=specials))
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+        special_tokens=[("[CLS]", 2), ("[SEP]", 3)])
+    tok.decoder = decoders.WordPiece()
+    return tf.BertTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]",
+                                cls_token="[CLS]", sep_token="[SEP]", mask_token="[MASK]")
+
+
+def pipeline_outputs(name, model, tokenizer):
+    """What the `transformers` pipeline (or, for embeddings, the usual pooling) gives on fixed inputs."""
+    if name == "bert-mlm":
+        p = tf.pipeline("fill-mask", model=model, tokenizer=tokenizer, top_k=5)
+        inputs = ["paris is the [MASK] of france", "alice lives in [MASK] ."]
+        return {"inputs": inputs, "outputs": [p(t) for t in inputs]}
+    if name == "bert-cls":
+        p = tf.pipeline("text-classification", model=model, tokenizer=tokenizer, top_k=None)
+        inputs = ["the cat sat on the mat", "bob works at the bank"]
+        return {"inputs": inputs, "outputs": [p(t) for t in inputs]}
+    if name == "bert-ner":
+        p = tf.pipeline("token-classification", model=model, tokenizer=tokenizer, aggregation_strategy="simple")
+        inputs = ["alice lives in paris with bob", "the quick brown fox jumps over the lazy dog"]
+        return {"inputs": inputs, "outputs": [[{k: (float(v) if k == "score" else v) for k, v in e.items()}
+                                               for e in p(t)] for t in inputs]}
+    if name == "bert-qa":
+        # transformers 5 has no question-answering pipeline; this is the rule Lingo implements: the
+        # span (start <= end, at most 15 tokens, both in the context) maximising P(start) P(end), with
+        # each distribution a softmax over the context tokens only.
+        inputs = [{"question": "where does alice live ?", "context": "alice lives in paris with bob ."},
+                  {"question": "what is fast ?", "context": "rust makes models fast ."}]
+        outputs = []
+        for q in inputs:
+            enc = tokenizer(q["question"], q["context"], return_offsets_mapping=True, return_tensors="pt")
+            offsets = enc.pop("offset_mapping")[0].tolist()
+            with torch.no_grad():
+                out = model(**enc)
+            ctx = [i for i, s in enumerate(enc.sequence_ids(0)) if s == 1]
+            ps = torch.softmax(out.start_logits[0, ctx], 0)
+            pe = torch.softmax(out.end_logits[0, ctx], 0)
+            best = max(((float(ps[a] * pe[b]), a, b) for a in range(len(ctx))
+                        for b in range(a, min(a + 15, len(ctx)))))
+            score, a, b = best
+            start, end = offsets[ctx[a]][0], offsets[ctx[b]][1]
+            outputs.append({"score": score, "start": start, "end": end, "answer": q["context"][start:end]})
+        return {"inputs": inputs, "outputs": outputs}
+    if name == "bert":
+        inputs = ["the cat sat on the mat", "models learn"]
+        enc = tokenizer(inputs, padding=True, return_tensors="pt")
+        with torch.no_grad():
+            h = model(**enc).last_hidden_state
+        m = enc["attention_mask"].unsqueeze(-1).float()
+        return {"inputs": inputs, "outputs": {
+            "mean": ((h * m).sum(1) / m.sum(1)).tolist(),
+            "cls": h[:, 0].tolist(),
+            "max": h.masked_fill(m == 0, float("-inf")).max(1).values.tolist()}}
+    raise ValueError(name)
 
 
 def perturb(model, generator):
@@ -160,6 +237,11 @@ def main():
                 for i, a in enumerate(out.cross_attentions):
                     tensors[f"{case}.cross_attention.{i}"] = a
             tensors[f"{case}.output"] = main_output(out)
+        if name in PIPELINES:
+            tokenizer = wordpiece_tokenizer()
+            tokenizer.save_pretrained(folder)
+            with open(os.path.join(folder, "pipelines.json"), "w") as f:
+                json.dump(pipeline_outputs(name, model, tokenizer), f, indent=1)
         save_file({k: v.contiguous().clone() for k, v in tensors.items()}, os.path.join(folder, "expected.safetensors"),
                   metadata={"class": cls.__name__, "transformers": tf.__version__, "torch": torch.__version__})
         print(f"{name:24s} {cls.__name__:36s} {sum(p.numel() for p in model.parameters()):7d} params")

@@ -61,6 +61,16 @@ enum Command {
     Bench(commands::bench::Bench),
     /// Run a Hugging Face model folder on token ids from JSON; write its output as .npy.
     Forward(commands::forward::Forward),
+    /// Fill in a [MASK] token with a masked-language model.
+    FillMask(commands::encoder::FillMask),
+    /// Classify texts with a sequence-classification model.
+    Classify(commands::encoder::Classify),
+    /// Tag named entities with a token-classification model.
+    Ner(commands::encoder::Ner),
+    /// Answer a question from a context with an extractive QA model.
+    Qa(commands::encoder::Qa),
+    /// Sentence embeddings from an encoder (mean, CLS or max pooling).
+    Embed(commands::encoder::Embed),
 }
 
 fn main() {
@@ -91,6 +101,11 @@ fn main() {
         Command::Demo(d) => d.run(),
         Command::Bench(b) => b.run(),
         Command::Forward(f) => f.run(),
+        Command::FillMask(c) => c.run(),
+        Command::Classify(c) => c.run(),
+        Command::Ner(c) => c.run(),
+        Command::Qa(c) => c.run(),
+        Command::Embed(c) => c.run(),
     });
     if let Err(e) = result {
         eprintln!("error: {e:#}");

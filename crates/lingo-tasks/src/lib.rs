@@ -1,8 +1,11 @@
 //! Task pipelines: each ties a dataset, a model, the trainer and decoding into something a user runs.
 //!
+//! - [`encoder`]: fill-mask, classification, NER, extractive QA and embeddings with a pretrained
+//!   BERT-family model.
 //! - [`language_model`]: train a GPT on a text file, then load it and generate.
 //! - [`translation`]: train a recurrent encoder–decoder on sentence pairs, then translate.
 
+pub mod encoder;
 pub mod language_model;
 pub mod translation;
 

@@ -1,5 +1,6 @@
 pub mod bench;
 pub mod demo;
+pub mod encoder;
 pub mod forward;
 pub mod generate;
 pub mod quickstart;

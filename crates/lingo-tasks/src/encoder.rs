@@ -1,0 +1,363 @@
+//! Pipelines over a pretrained BERT-family encoder and its own `tokenizer.json`: masked-word filling,
+//! text classification, named entities, extractive question answering and sentence embeddings. Each
+//! follows what the `transformers` pipeline of the same name returns (checked on fixtures).
+
+use anyhow::{bail, Context};
+use candle_core::{DType, Device, Tensor, D};
+use lingo_data::Tokenizer;
+use lingo_models::bert::{BertModel, Head};
+use lingo_models::hf::Checkpoint;
+use serde::Serialize;
+use std::path::Path;
+
+/// A loaded encoder with its tokenizer and label names.
+pub struct EncoderPipeline {
+    pub model: BertModel,
+    tokenizer: Tokenizer,
+    /// `id2label` in id order (`LABEL_i` where the config has none).
+    labels: Vec<String>,
+}
+
+/// One candidate for a masked position.
+#[derive(Clone, Debug, Serialize)]
+pub struct MaskFill {
+    pub token: u32,
+    pub token_str: String,
+    pub score: f32,
+    /// The input with the mask replaced by this token.
+    pub sequence: String,
+}
+
+/// A class and its probability.
+#[derive(Clone, Debug, Serialize)]
+pub struct LabelScore {
+    pub label: String,
+    pub score: f32,
+}
+
+/// A named entity: consecutive tokens of one type, merged as `aggregation_strategy="simple"` does.
+#[derive(Clone, Debug, Serialize)]
+pub struct Entity {
+    pub entity_group: String,
+    /// The mean of the tokens' probabilities for their label.
+    pub score: f32,
+    pub word: String,
+    /// Character offsets into the input.
+    pub start: usize,
+    pub end: usize,
+}
+
+/// The best answer span of extractive QA.
+#[derive(Clone, Debug, Serialize)]
+pub struct Answer {
+    pub answer: String,
+    /// `P(start) · P(end)`, each a softmax over the context tokens.
+    pub score: f32,
+    /// Character offsets into the context.
+    pub start: usize,
+    pub end: usize,
+}
+
+/// How token states become one sentence vector.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Pooling {
+    /// The mean over the real (non-padding) tokens.
+    Mean,
+    /// The first token's state (`[CLS]`).
+    Cls,
+    /// The element-wise maximum over the real tokens.
+    Max,
+}
+
+/// One token's likeliest label, split into its `B-`/`I-` part and entity type.
+struct TokenLabel {
+    begins: bool,
+    kind: String,
+    score: f32,
+    token: String,
+    start: usize,
+    end: usize,
+}
+
+/// Longest answer, in tokens, that extractive QA considers (as `transformers`' `max_answer_len`).
+pub const MAX_ANSWER_TOKENS: usize = 15;
+
+fn softmax(xs: &[f32]) -> Vec<f32> {
+    let max = xs.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
+    let exps: Vec<f32> = xs.iter().map(|x| (x - max).exp()).collect();
+    let sum: f32 = exps.iter().sum();
+    exps.iter().map(|e| e / sum).collect()
+}
+
+fn row(ids: &[u32]) -> candle_core::Result<Tensor> {
+    Tensor::from_slice(ids, (1, ids.len()), &Device::Cpu)
+}
+
+impl EncoderPipeline {
+    /// Loads a model folder (config.json, safetensors weights, tokenizer.json).
+    pub fn load(dir: &Path) -> anyhow::Result<Self> {
+        let checkpoint = Checkpoint::open(dir, &Device::Cpu)?;
+        let (model, _, _) = BertModel::load(&checkpoint, &Device::Cpu)?;
+        let tokenizer_path = dir.join("tokenizer.json");
+        if !tokenizer_path.exists() {
+            bail!("{}: the model folder has no tokenizer.json", dir.display());
+        }
+        let tokenizer = Tokenizer::load(&tokenizer_path)?;
+        let mut labels: Vec<(usize, String)> = model
+            .config
+            .id2label
+            .iter()
+            .flatten()
+            .filter_map(|(k, v)| Some((k.parse().ok()?, v.as_str()?.to_string())))
+            .collect();
+        labels.sort();
+        Ok(EncoderPipeline {
+            labels: labels.into_iter().map(|(_, l)| l).collect(),
+            model,
+            tokenizer,
+        })
+    }
+
+    fn label(&self, i: usize) -> String {
+        self.labels
+            .get(i)
+            .cloned()
+            .unwrap_or_else(|| format!("LABEL_{i}"))
+    }
+
+    fn require(&self, head: Head, task: &str) -> anyhow::Result<()> {
+        if self.model.head != head {
+            bail!(
+                "{task} needs a model with a {head:?} head; this one has {:?}",
+                self.model.head
+            );
+        }
+        Ok(())
+    }
+
+    fn encode(&self, text: &str) -> anyhow::Result<tokenizers::Encoding> {
+        let enc = self
+            .tokenizer
+            .inner()
+            .encode(text, true)
+            .map_err(|e| anyhow::anyhow!("tokenizing: {e}"))?;
+        self.check_length(enc.get_ids().len())?;
+        Ok(enc)
+    }
+
+    fn check_length(&self, n: usize) -> anyhow::Result<()> {
+        let max = self.model.config.max_position_embeddings;
+        if n > max {
+            bail!("the input is {n} tokens long; the model takes at most {max}");
+        }
+        Ok(())
+    }
+
+    /// Logits `[time, width]` for one encoded input.
+    fn logits(&self, enc: &tokenizers::Encoding) -> anyhow::Result<Vec<Vec<f32>>> {
+        let ids = row(enc.get_ids())?;
+        let types = row(enc.get_type_ids())?;
+        let out = self.model.forward(&ids, None, Some(&types))?.output;
+        Ok(out.squeeze(0)?.to_dtype(DType::F32)?.to_vec2()?)
+    }
+
+    /// The `top_k` likeliest tokens for each mask token in `text` (the first mask only if several).
+    pub fn fill_mask(&self, text: &str, top_k: usize) -> anyhow::Result<Vec<MaskFill>> {
+        self.require(Head::MaskedLm, "fill-mask")?;
+        let mask = ["[MASK]", "<mask>"]
+            .iter()
+            .find_map(|t| self.tokenizer.token_to_id(t))
+            .context("the tokenizer has no mask token ([MASK] or <mask>)")?;
+        let enc = self.encode(text)?;
+        let ids = enc.get_ids();
+        let Some(at) = ids.iter().position(|&id| id == mask) else {
+            bail!("the input has no mask token; write [MASK] (or <mask>) where a word is missing");
+        };
+        let probs = softmax(&self.logits(&enc)?[at]);
+        let mut order: Vec<usize> = (0..probs.len()).collect();
+        order.sort_by(|&a, &b| probs[b].total_cmp(&probs[a]));
+        order
+            .into_iter()
+            .take(top_k)
+            .map(|t| {
+                let mut filled = ids.to_vec();
+                filled[at] = t as u32;
+                Ok(MaskFill {
+                    token: t as u32,
+                    token_str: self.tokenizer.decode(&[t as u32])?,
+                    score: probs[t],
+                    sequence: self.tokenizer.decode_text(&filled)?,
+                })
+            })
+            .collect()
+    }
+
+    /// Every label with its probability, likeliest first.
+    pub fn classify(&self, text: &str) -> anyhow::Result<Vec<LabelScore>> {
+        self.require(Head::SequenceClassification, "classification")?;
+        let enc = self.encode(text)?;
+        let ids = row(enc.get_ids())?;
+        let types = row(enc.get_type_ids())?;
+        let logits: Vec<f32> = self
+            .model
+            .forward(&ids, None, Some(&types))?
+            .output
+            .squeeze(0)?
+            .to_vec1()?;
+        let mut out: Vec<LabelScore> = softmax(&logits)
+            .into_iter()
+            .enumerate()
+            .map(|(i, score)| LabelScore {
+                label: self.label(i),
+                score,
+            })
+            .collect();
+        out.sort_by(|a, b| b.score.total_cmp(&a.score));
+        Ok(out)
+    }
+
+    /// Named entities: each token's likeliest label, consecutive tokens of one type merged (a `B-`
+    /// label starts a new entity), `O` dropped.
+    pub fn ner(&self, text: &str) -> anyhow::Result<Vec<Entity>> {
+        self.require(Head::TokenClassification, "named-entity recognition")?;
+        let enc = self.encode(text)?;
+        let logits = self.logits(&enc)?;
+        let mut tokens: Vec<TokenLabel> = Vec::new();
+        for (i, l) in logits.iter().enumerate() {
+            if enc.get_special_tokens_mask()[i] == 1 {
+                continue;
+            }
+            let probs = softmax(l);
+            let best = (0..probs.len())
+                .max_by(|&a, &b| probs[a].total_cmp(&probs[b]))
+                .unwrap_or(0);
+            let label = self.label(best);
+            let (bio, kind) = match label.split_once('-') {
+                Some(("B", k)) => ('B', k.to_string()),
+                Some(("I", k)) => ('I', k.to_string()),
+                _ => ('I', label.clone()),
+            };
+            let (start, end) = enc.get_offsets()[i];
+            tokens.push(TokenLabel {
+                begins: bio == 'B',
+                kind,
+                score: probs[best],
+                token: enc.get_tokens()[i].clone(),
+                start,
+                end,
+            });
+        }
+        let mut groups: Vec<Vec<TokenLabel>> = Vec::new();
+        for t in tokens {
+            match groups.last_mut() {
+                Some(g) if g[0].kind == t.kind && !t.begins => g.push(t),
+                _ => groups.push(vec![t]),
+            }
+        }
+        Ok(groups
+            .into_iter()
+            .filter(|g| g[0].kind != "O")
+            .map(|g| {
+                let words: Vec<&str> = g.iter().map(|t| t.token.as_str()).collect();
+                Entity {
+                    entity_group: g[0].kind.clone(),
+                    score: g.iter().map(|t| t.score).sum::<f32>() / g.len() as f32,
+                    // WordPiece tokens back to text, as `convert_tokens_to_string` does.
+                    word: words.join(" ").replace(" ##", "").trim().to_string(),
+                    start: g[0].start,
+                    end: g[g.len() - 1].end,
+                }
+            })
+            .collect())
+    }
+
+    /// The best answer to `question` in `context`: the span of at most [`MAX_ANSWER_TOKENS`] context
+    /// tokens maximising `P(start) · P(end)`.
+    pub fn answer(&self, question: &str, context: &str) -> anyhow::Result<Answer> {
+        self.require(Head::QuestionAnswering, "question answering")?;
+        let enc = self
+            .tokenizer
+            .inner()
+            .encode((question, context), true)
+            .map_err(|e| anyhow::anyhow!("tokenizing: {e}"))?;
+        self.check_length(enc.get_ids().len())?;
+        let logits = self.logits(&enc)?;
+        let in_context: Vec<usize> = (0..enc.get_ids().len())
+            .filter(|&i| enc.get_sequence_ids()[i] == Some(1))
+            .collect();
+        if in_context.is_empty() {
+            bail!("the context is empty");
+        }
+        let starts = softmax(&in_context.iter().map(|&i| logits[i][0]).collect::<Vec<_>>());
+        let ends = softmax(&in_context.iter().map(|&i| logits[i][1]).collect::<Vec<_>>());
+        let mut best = (f32::NEG_INFINITY, 0, 0);
+        for (a, p_start) in starts.iter().enumerate() {
+            for (b, p_end) in ends.iter().enumerate().skip(a).take(MAX_ANSWER_TOKENS) {
+                if p_start * p_end > best.0 {
+                    best = (p_start * p_end, a, b);
+                }
+            }
+        }
+        let (score, a, b) = best;
+        let start = enc.get_offsets()[in_context[a]].0;
+        let end = enc.get_offsets()[in_context[b]].1;
+        Ok(Answer {
+            answer: context.get(start..end).unwrap_or_default().to_string(),
+            score,
+            start,
+            end,
+        })
+    }
+
+    /// One vector per text from the encoder's last hidden states.
+    pub fn embed(&self, texts: &[&str], pooling: Pooling) -> anyhow::Result<Vec<Vec<f32>>> {
+        if texts.is_empty() {
+            return Ok(Vec::new());
+        }
+        let encodings: Vec<_> = texts
+            .iter()
+            .map(|t| self.encode(t))
+            .collect::<anyhow::Result<_>>()?;
+        let width = encodings
+            .iter()
+            .map(|e| e.get_ids().len())
+            .max()
+            .unwrap_or(0);
+        let pad = |v: &[u32]| -> Vec<u32> {
+            let mut v = v.to_vec();
+            v.resize(width, 0);
+            v
+        };
+        let b = texts.len();
+        let ids: Vec<u32> = encodings.iter().flat_map(|e| pad(e.get_ids())).collect();
+        let types: Vec<u32> = encodings
+            .iter()
+            .flat_map(|e| pad(e.get_type_ids()))
+            .collect();
+        let mask: Vec<u32> = encodings
+            .iter()
+            .flat_map(|e| pad(e.get_attention_mask()))
+            .collect();
+        let dev = &Device::Cpu;
+        let ids = Tensor::from_vec(ids, (b, width), dev)?;
+        let types = Tensor::from_vec(types, (b, width), dev)?;
+        let mask = Tensor::from_vec(mask, (b, width), dev)?;
+        let h = self
+            .model
+            .forward(&ids, Some(&mask), Some(&types))?
+            .hidden_states
+            .pop()
+            .context("no hidden states")?;
+        let m = mask.to_dtype(DType::F32)?.unsqueeze(D::Minus1)?;
+        let pooled = match pooling {
+            Pooling::Cls => h.narrow(1, 0, 1)?.squeeze(1)?,
+            Pooling::Mean => h.broadcast_mul(&m)?.sum(1)?.broadcast_div(&m.sum(1)?)?,
+            Pooling::Max => {
+                // Padding set far below any real value so it never wins the maximum.
+                let hidden = ((m.ones_like()? - &m)? * -1e30)?;
+                h.broadcast_add(&hidden)?.max(1)?
+            }
+        };
+        Ok(pooled.to_vec2()?)
+    }
+}

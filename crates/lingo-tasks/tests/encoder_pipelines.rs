@@ -1,0 +1,178 @@
+//! The encoder pipelines against `transformers`' pipelines on tiny random-weight BERTs with a WordPiece
+//! tokenizer (tools/make_hf_fixtures.py writes both and the reference outputs, pipelines.json).
+
+use lingo_tasks::encoder::{EncoderPipeline, Pooling};
+use serde_json::Value;
+use std::path::PathBuf;
+
+fn fixture(name: &str) -> (EncoderPipeline, Value) {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../lingo-models/tests/fixtures/hf")
+        .join(name);
+    let pipeline = EncoderPipeline::load(&dir).unwrap_or_else(|e| panic!("{name}: {e:#}"));
+    let text = std::fs::read_to_string(dir.join("pipelines.json")).unwrap();
+    (pipeline, serde_json::from_str(&text).unwrap())
+}
+
+fn close(a: f32, b: &Value) -> bool {
+    (a as f64 - b.as_f64().unwrap()).abs() < 1e-4
+}
+
+#[test]
+fn fill_mask_matches() {
+    let (p, expected) = fixture("bert-mlm");
+    for (input, want) in expected["inputs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .zip(expected["outputs"].as_array().unwrap())
+    {
+        let got = p.fill_mask(input.as_str().unwrap(), 5).unwrap();
+        let want = want.as_array().unwrap();
+        assert_eq!(got.len(), want.len());
+        for (g, w) in got.iter().zip(want) {
+            assert_eq!(g.token as u64, w["token"].as_u64().unwrap(), "{input}");
+            assert!(
+                close(g.score, &w["score"]),
+                "{input}: {} vs {}",
+                g.score,
+                w["score"]
+            );
+            assert_eq!(g.token_str, w["token_str"].as_str().unwrap());
+            assert_eq!(g.sequence, w["sequence"].as_str().unwrap());
+        }
+    }
+}
+
+#[test]
+fn classification_matches() {
+    let (p, expected) = fixture("bert-cls");
+    for (input, want) in expected["inputs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .zip(expected["outputs"].as_array().unwrap())
+    {
+        // transformers 5 nests a single input's label list one level deeper.
+        let mut want = want;
+        while want[0].is_array() {
+            want = &want[0];
+        }
+        let got = p.classify(input.as_str().unwrap()).unwrap();
+        assert_eq!(got.len(), want.as_array().unwrap().len());
+        for (g, w) in got.iter().zip(want.as_array().unwrap()) {
+            assert_eq!(g.label, w["label"].as_str().unwrap());
+            assert!(
+                close(g.score, &w["score"]),
+                "{input}: {} {} vs {}",
+                g.label,
+                g.score,
+                w["score"]
+            );
+        }
+    }
+}
+
+#[test]
+fn entities_match() {
+    let (p, expected) = fixture("bert-ner");
+    for (input, want) in expected["inputs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .zip(expected["outputs"].as_array().unwrap())
+    {
+        let got = p.ner(input.as_str().unwrap()).unwrap();
+        let want = want.as_array().unwrap();
+        assert_eq!(got.len(), want.len(), "{input}: {got:?}");
+        for (g, w) in got.iter().zip(want) {
+            assert_eq!(g.entity_group, w["entity_group"].as_str().unwrap());
+            assert_eq!(g.word, w["word"].as_str().unwrap());
+            assert_eq!(
+                (g.start as u64, g.end as u64),
+                (w["start"].as_u64().unwrap(), w["end"].as_u64().unwrap())
+            );
+            assert!(
+                close(g.score, &w["score"]),
+                "{input}: {} vs {}",
+                g.score,
+                w["score"]
+            );
+        }
+    }
+}
+
+#[test]
+fn answers_match() {
+    let (p, expected) = fixture("bert-qa");
+    for (input, want) in expected["inputs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .zip(expected["outputs"].as_array().unwrap())
+    {
+        let got = p
+            .answer(
+                input["question"].as_str().unwrap(),
+                input["context"].as_str().unwrap(),
+            )
+            .unwrap();
+        assert_eq!(got.answer, want["answer"].as_str().unwrap());
+        assert_eq!(
+            (got.start as u64, got.end as u64),
+            (
+                want["start"].as_u64().unwrap(),
+                want["end"].as_u64().unwrap()
+            )
+        );
+        assert!(
+            close(got.score, &want["score"]),
+            "{} vs {}",
+            got.score,
+            want["score"]
+        );
+    }
+}
+
+#[test]
+fn embeddings_match() {
+    let (p, expected) = fixture("bert");
+    let inputs: Vec<&str> = expected["inputs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    for (pooling, key) in [
+        (Pooling::Mean, "mean"),
+        (Pooling::Cls, "cls"),
+        (Pooling::Max, "max"),
+    ] {
+        let got = p.embed(&inputs, pooling).unwrap();
+        let want = expected["outputs"][key].as_array().unwrap();
+        for (g, w) in got.iter().zip(want) {
+            for (a, b) in g.iter().zip(w.as_array().unwrap()) {
+                assert!(close(*a, b), "{key}: {a} vs {b}");
+            }
+        }
+    }
+}
+
+#[test]
+fn wrong_head_and_missing_mask_are_clear_errors() {
+    let (p, _) = fixture("bert-cls");
+    let err = p.fill_mask("the [MASK] sat", 5).unwrap_err().to_string();
+    assert!(
+        err.contains("fill-mask") && err.contains("MaskedLm"),
+        "{err}"
+    );
+    let (p, _) = fixture("bert-mlm");
+    let err = p.fill_mask("no mask here", 5).unwrap_err().to_string();
+    assert!(err.contains("mask"), "{err}");
+    let long = "word ".repeat(100);
+    let err = p
+        .fill_mask(&format!("{long} [MASK]"), 5)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("at most 64"), "{err}");
+}
