@@ -237,6 +237,18 @@ def main():
                 for i, a in enumerate(out.cross_attentions):
                     tensors[f"{case}.cross_attention.{i}"] = a
             tensors[f"{case}.output"] = main_output(out)
+        if name == "gpt2":
+            # Greedy continuations (KV cache), plain and with a repetition penalty.
+            prompt = torch.tensor([[5, 17, 33, 8, 40, 12]])
+            runs = {}
+            for key, penalty in (("greedy", 1.0), ("penalty_1.5", 1.5)):
+                with torch.no_grad():
+                    out = model.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=20,
+                                         min_new_tokens=20, do_sample=False, repetition_penalty=penalty,
+                                         pad_token_id=0)
+                runs[key] = out[0, prompt.shape[1]:].tolist()
+            with open(os.path.join(folder, "generate.json"), "w") as f:
+                json.dump({"prompt": prompt[0].tolist(), **runs}, f)
         if name in PIPELINES:
             tokenizer = wordpiece_tokenizer()
             tokenizer.save_pretrained(folder)

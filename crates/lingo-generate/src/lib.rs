@@ -26,6 +26,9 @@ pub struct SamplingConfig {
     pub max_new_tokens: usize,
     /// Generation ends after producing any of these.
     pub stop_tokens: Vec<u32>,
+    /// CTRL's repetition penalty (Keskar et al., 2019), as `transformers` applies it: the logit of
+    /// every token already in the text is divided by it if positive, multiplied if negative. 1 = off.
+    pub repetition_penalty: f32,
 }
 
 impl Default for SamplingConfig {
@@ -36,6 +39,7 @@ impl Default for SamplingConfig {
             top_p: None,
             max_new_tokens: 200,
             stop_tokens: Vec::new(),
+            repetition_penalty: 1.0,
         }
     }
 }
@@ -54,6 +58,12 @@ impl SamplingConfig {
             return Err(format!(
                 "temperature must be >= 0, got {}",
                 self.temperature
+            ));
+        }
+        if !(self.repetition_penalty > 0.0 && self.repetition_penalty.is_finite()) {
+            return Err(format!(
+                "repetition_penalty must be > 0, got {}",
+                self.repetition_penalty
             ));
         }
         if self.top_k == Some(0) {
@@ -77,6 +87,25 @@ pub fn argmax(xs: &[f32]) -> usize {
         }
     }
     best
+}
+
+/// Makes the tokens in `seen` less likely (see [`SamplingConfig::repetition_penalty`]).
+pub fn penalize_repetition(logits: &mut [f32], seen: &[u32], penalty: f32) {
+    if penalty == 1.0 {
+        return;
+    }
+    let mut done = vec![false; logits.len()];
+    for &t in seen {
+        let t = t as usize;
+        if t < logits.len() && !done[t] {
+            done[t] = true;
+            logits[t] = if logits[t] > 0.0 {
+                logits[t] / penalty
+            } else {
+                logits[t] * penalty
+            };
+        }
+    }
 }
 
 /// Picks the next token from one row of logits.
@@ -146,6 +175,7 @@ pub fn generate(
     let mut logits = last_logits(model, &tokens, &mut cache)?;
     let mut out = Vec::new();
     for _ in 0..cfg.max_new_tokens {
+        penalize_repetition(&mut logits, &tokens, cfg.repetition_penalty);
         let next = sample(&logits, cfg, rng);
         out.push(next);
         on_token(next);
@@ -181,6 +211,18 @@ fn last_logits(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn repetition_penalty_shrinks_seen_logits_toward_less_likely() {
+        let mut logits = [2.0, -1.0, 0.5];
+        penalize_repetition(&mut logits, &[0, 1, 1], 2.0);
+        assert_eq!(logits, [1.0, -2.0, 0.5]);
+        let cfg = SamplingConfig {
+            repetition_penalty: 0.0,
+            ..Default::default()
+        };
+        assert!(cfg.validate().is_err());
+    }
 
     #[test]
     fn greedy_is_argmax_and_top_k_1_is_greedy() {

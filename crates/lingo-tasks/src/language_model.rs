@@ -8,6 +8,7 @@ use anyhow::{bail, Context};
 use candle_core::{Device, Tensor};
 use lingo_data::{Split, TextDataset, Tokenizer, TokenizerKind};
 use lingo_generate::SamplingConfig;
+use lingo_models::hf::Checkpoint;
 use lingo_models::{config::read_json, Gpt, GptConfig, ModelConfig};
 use lingo_nn::{Ctx, LingoRng, ParamStore};
 use lingo_train::{TrainConfig, TrainTask};
@@ -168,12 +169,38 @@ impl TrainTask for LmTask {
 pub struct LanguageModel {
     pub model: Gpt,
     pub tokenizer: Tokenizer,
+    /// The end-of-text token of a Hugging Face checkpoint (`eos_token_id`), where generation stops.
+    pub eos: Option<u32>,
 }
 
 impl LanguageModel {
+    /// Loads a folder written by `lingo train lm`, or a Hugging Face GPT-2 folder (`model_type`
+    /// gpt2, with its tokenizer.json).
     pub fn load(dir: &Path) -> anyhow::Result<Self> {
         if !dir.is_dir() {
             bail!("{}: no such model folder", dir.display());
+        }
+        let config_path = dir.join("config.json");
+        let raw: serde_json::Value = read_json(&config_path)?;
+        if raw["model_type"] == "gpt2" {
+            let checkpoint = Checkpoint::open(dir, &Device::Cpu)?;
+            let (model, _, _) = Gpt::load_gpt2(&checkpoint, &Device::Cpu)?;
+            let tokenizer = Tokenizer::load(&dir.join("tokenizer.json")).with_context(|| {
+                format!("{}: a GPT-2 folder needs its tokenizer.json", dir.display())
+            })?;
+            // generation_config.json, where present, overrides config.json.
+            let generation: Option<serde_json::Value> =
+                read_json(&dir.join("generation_config.json")).ok();
+            let eos = generation
+                .as_ref()
+                .and_then(|g| g["eos_token_id"].as_u64())
+                .or_else(|| raw["eos_token_id"].as_u64())
+                .map(|e| e as u32);
+            return Ok(LanguageModel {
+                model,
+                tokenizer,
+                eos,
+            });
         }
         let config = match read_json::<ModelConfig>(&dir.join("config.json"))? {
             ModelConfig::Gpt(config) => config,
@@ -199,7 +226,11 @@ impl LanguageModel {
         params
             .load(&dir.join("model.safetensors"))
             .context("loading the model weights")?;
-        Ok(LanguageModel { model, tokenizer })
+        Ok(LanguageModel {
+            model,
+            tokenizer,
+            eos: None,
+        })
     }
 
     /// Continues `prompt`, passing each new piece of text to `on_text` as soon as it is decoded.

@@ -176,3 +176,46 @@ fn wrong_head_and_missing_mask_are_clear_errors() {
         .to_string();
     assert!(err.contains("at most 64"), "{err}");
 }
+
+/// A Hugging Face GPT-2 folder loads as a language model (weights, tokenizer.json, eos from
+/// generation_config.json) and generates; generation stops at the end-of-text token.
+#[test]
+fn gpt2_folders_generate() {
+    use lingo_data::{Tokenizer, TokenizerKind};
+    use lingo_generate::SamplingConfig;
+    use lingo_nn::LingoRng;
+    let src =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../lingo-models/tests/fixtures/hf/gpt2");
+    let tmp = tempfile::tempdir().unwrap();
+    for f in ["config.json", "model.safetensors"] {
+        std::fs::copy(src.join(f), tmp.path().join(f)).unwrap();
+    }
+    let alphabet: String = (0..90u8).map(|i| char::from(b'!' + i)).collect();
+    Tokenizer::train(TokenizerKind::Char, &alphabet)
+        .unwrap()
+        .save(&tmp.path().join("tokenizer.json"))
+        .unwrap();
+    // The fixture's greedy continuation of its prompt is token 84 over and over: make it the end.
+    std::fs::write(
+        tmp.path().join("generation_config.json"),
+        r#"{"eos_token_id": 84}"#,
+    )
+    .unwrap();
+    let lm = lingo_tasks::LanguageModel::load(tmp.path()).unwrap();
+    assert_eq!(lm.eos, Some(84));
+    let prompt: String = [5u32, 17, 33, 8, 40, 12]
+        .iter()
+        .map(|&i| char::from(b'!' + i as u8))
+        .collect();
+    let cfg = SamplingConfig {
+        stop_tokens: vec![84],
+        ..SamplingConfig::greedy(20)
+    };
+    let text = lm
+        .generate(&prompt, &cfg, &mut LingoRng::new(0), |_| {})
+        .unwrap();
+    assert!(
+        text.chars().count() <= 1,
+        "stopped at the end-of-text token: {text:?}"
+    );
+}

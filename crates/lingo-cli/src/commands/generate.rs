@@ -3,13 +3,15 @@ use lingo_generate::SamplingConfig;
 use lingo_nn::LingoRng;
 use lingo_tasks::LanguageModel;
 use std::io::Write;
-use std::path::PathBuf;
 
 #[derive(Args)]
 pub struct Generate {
-    /// A model folder written by `lingo train lm`.
+    /// A model folder written by `lingo train lm`, a Hugging Face GPT-2 folder, or a Hub id.
     #[arg(long)]
-    model: PathBuf,
+    model: String,
+    /// Never download (also: HF_HUB_OFFLINE=1).
+    #[arg(long)]
+    offline: bool,
     /// Text to continue.
     #[arg(long)]
     prompt: String,
@@ -28,19 +30,28 @@ pub struct Generate {
     /// Greedy decoding (same as --temperature 0).
     #[arg(long)]
     greedy: bool,
+    /// Divide the logits of tokens already in the text by this (1 = off; 1.2 is common).
+    #[arg(long, default_value_t = 1.0)]
+    repetition_penalty: f32,
+    /// Keep going past the model's end-of-text token.
+    #[arg(long)]
+    ignore_eos: bool,
     #[arg(long, default_value_t = 0)]
     seed: u64,
 }
 
 impl Generate {
     pub fn run(self) -> anyhow::Result<()> {
-        let lm = LanguageModel::load(&self.model)?;
+        let offline = self.offline || lingo_models::hub::offline_from_env();
+        let dir = lingo_models::hub::resolve(&self.model, None, offline)?;
+        let lm = LanguageModel::load(&dir)?;
         let cfg = SamplingConfig {
             temperature: if self.greedy { 0.0 } else { self.temperature },
             top_k: self.top_k,
             top_p: self.top_p,
             max_new_tokens: self.max_new_tokens,
-            stop_tokens: Vec::new(),
+            stop_tokens: lm.eos.filter(|_| !self.ignore_eos).into_iter().collect(),
+            repetition_penalty: self.repetition_penalty,
         };
         cfg.validate().map_err(anyhow::Error::msg)?;
         let mut out = std::io::stdout().lock();
