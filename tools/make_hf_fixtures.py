@@ -67,7 +67,9 @@ def cases():
     gpt2 = dict(vocab_size=VOCAB, n_embd=32, n_layer=2, n_head=4, n_positions=64, bos_token_id=98,
                 eos_token_id=98)
     yield "gpt2", tf.GPT2LMHeadModel, tf.GPT2Config(**gpt2)
-    t5 = dict(vocab_size=VOCAB, d_model=32, d_kv=8, d_ff=37, num_layers=2, num_heads=4,
+    # Encoder-decoders get a wider initialisation than the default so that greedy and beam decoding
+    # depend on the input instead of repeating one token.
+    t5 = dict(vocab_size=VOCAB, d_model=32, d_kv=8, d_ff=37, num_layers=2, num_heads=4, initializer_factor=3.0,
               relative_attention_num_buckets=8, relative_attention_max_distance=20,
               decoder_start_token_id=0, pad_token_id=0, eos_token_id=1)
     yield "t5", tf.T5ForConditionalGeneration, tf.T5Config(**t5, feed_forward_proj="relu")
@@ -77,7 +79,7 @@ def cases():
     seq2seq = dict(vocab_size=VOCAB, d_model=32, encoder_layers=2, decoder_layers=2,
                    encoder_attention_heads=4, decoder_attention_heads=4, encoder_ffn_dim=37,
                    decoder_ffn_dim=37, max_position_embeddings=64, pad_token_id=1,
-                   bos_token_id=0, eos_token_id=2, decoder_start_token_id=2)
+                   bos_token_id=0, eos_token_id=2, decoder_start_token_id=2, init_std=0.3)
     yield "bart", tf.BartForConditionalGeneration, tf.BartConfig(**seq2seq)
     # As the Helsinki-NLP/opus-mt-* checkpoints: swish, embeddings scaled by √d_model, sinusoidal positions.
     yield "marian", tf.MarianMTModel, tf.MarianConfig(**dict(seq2seq, pad_token_id=98, decoder_start_token_id=98,
@@ -249,6 +251,20 @@ def main():
                 runs[key] = out[0, prompt.shape[1]:].tolist()
             with open(os.path.join(folder, "generate.json"), "w") as f:
                 json.dump({"prompt": prompt[0].tolist(), **runs}, f)
+        if enc_dec:
+            # Greedy and beam-search outputs for the padded batch (no forced tokens, no n-gram rules).
+            d = inputs(config, enc_dec, has_tt, torch.Generator().manual_seed(7))["batch"]
+            runs = {}
+            for key, beams in (("greedy", 1), ("beam3", 3)):
+                with torch.no_grad():
+                    out = model.generate(input_ids=d["input_ids"], attention_mask=d["attention_mask"],
+                                         max_new_tokens=12, num_beams=beams, do_sample=False,
+                                         length_penalty=1.0, early_stopping=True, no_repeat_ngram_size=0,
+                                         forced_bos_token_id=None, forced_eos_token_id=None, min_length=0)
+                runs[key] = out[:, 1:].tolist()
+            with open(os.path.join(folder, "generate.json"), "w") as f:
+                json.dump({"input_ids": d["input_ids"].tolist(), "attention_mask": d["attention_mask"].tolist(),
+                           "pad": config.pad_token_id, "eos": config.eos_token_id, **runs}, f)
         if name in PIPELINES:
             tokenizer = wordpiece_tokenizer()
             tokenizer.save_pretrained(folder)

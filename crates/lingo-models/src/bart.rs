@@ -414,3 +414,111 @@ impl Bart {
         Ok((model, store, names))
     }
 }
+
+/// Step-by-step decoding for beam search and greedy ([`crate::Seq2SeqLm`]). The state is the target
+/// prefix; each step runs the decoder over it (no key/value cache yet) and scores the next token.
+pub(crate) mod decoding {
+    use crate::Batched;
+    use candle_core::{DType, Result, Tensor};
+
+    /// The encoder–decoder calls that step-by-step decoding needs.
+    pub trait EncoderDecoder {
+        /// The encoder's output `[batch, src, d_model]` for a padded batch with its mask.
+        fn memory(&self, ids: &Tensor, mask: &Tensor) -> Result<Tensor>;
+        /// Logits `[batch, tgt, vocab]` and the last layer's cross-attention `[batch, heads, tgt, src]`.
+        fn logits(
+            &self,
+            prefix: &Tensor,
+            memory: &Tensor,
+            mask: &Tensor,
+        ) -> Result<(Tensor, Tensor)>;
+    }
+
+    /// `[batch, src]` mask with 1 at the first `lengths[i]` positions of row `i`.
+    pub fn length_mask(lengths: &[usize], width: usize, src: &Tensor) -> Result<Tensor> {
+        let m: Vec<u32> = lengths
+            .iter()
+            .flat_map(|&l| (0..width).map(move |j| u32::from(j < l)))
+            .collect();
+        Tensor::from_vec(m, (lengths.len(), width), src.device())
+    }
+
+    pub fn encode(model: &dyn EncoderDecoder, src: &Tensor, lengths: &[usize]) -> Result<Batched> {
+        let mask = length_mask(lengths, src.dim(1)?, src)?;
+        Ok(Batched(vec![model.memory(src, &mask)?, mask]))
+    }
+
+    /// An empty prefix: the first step's `last` is the start token.
+    pub fn initial_state(memory: &Batched) -> Result<Batched> {
+        let rows = memory.0[0].dim(0)?;
+        Ok(Batched(vec![Tensor::zeros(
+            (rows, 0),
+            DType::U32,
+            memory.0[0].device(),
+        )?]))
+    }
+
+    pub fn step(
+        model: &dyn EncoderDecoder,
+        memory: &Batched,
+        state: &Batched,
+        last: &Tensor,
+    ) -> Result<(Tensor, Batched, Option<Tensor>)> {
+        // The state is the prefix before `last`.
+        let last = last.unsqueeze(1)?;
+        let prefix = if state.0[0].dim(1)? == 0 {
+            last
+        } else {
+            Tensor::cat(&[&state.0[0], &last], 1)?
+        };
+        let (logits, cross) = model.logits(&prefix, &memory.0[0], &memory.0[1])?;
+        let t = prefix.dim(1)?;
+        let next = logits.narrow(1, t - 1, 1)?.squeeze(1)?;
+        let weights = cross.narrow(2, t - 1, 1)?.squeeze(2)?.mean(1)?;
+        let log_probs = lingo_kernels::log_softmax(&next.to_dtype(DType::F32)?)?;
+        Ok((log_probs, Batched(vec![prefix]), Some(weights)))
+    }
+}
+
+impl decoding::EncoderDecoder for Bart {
+    fn memory(&self, ids: &Tensor, mask: &Tensor) -> Result<Tensor> {
+        Ok(self
+            .encode(ids, Some(mask))?
+            .states
+            .pop()
+            .expect("embeddings at least"))
+    }
+    fn logits(&self, prefix: &Tensor, memory: &Tensor, mask: &Tensor) -> Result<(Tensor, Tensor)> {
+        let (mut trace, logits) = self.decode(prefix, memory, Some(mask))?;
+        Ok((
+            logits,
+            trace.cross_attentions.pop().expect("a decoder layer"),
+        ))
+    }
+}
+
+impl crate::Seq2SeqLm for Bart {
+    fn bos_id(&self) -> u32 {
+        self.config.decoder_start_token_id.unwrap_or(2)
+    }
+    fn eos_id(&self) -> u32 {
+        self.config.eos_token_id.unwrap_or(2)
+    }
+    fn target_vocab_size(&self) -> usize {
+        self.config.vocab_size
+    }
+    fn encode(&self, src: &Tensor, lengths: &[usize]) -> Result<crate::Batched> {
+        decoding::encode(self, src, lengths)
+    }
+    fn initial_state(&self, memory: &crate::Batched) -> Result<crate::Batched> {
+        decoding::initial_state(memory)
+    }
+    fn decode_step(
+        &self,
+        memory: &crate::Batched,
+        state: &crate::Batched,
+        last: &Tensor,
+    ) -> Result<(Tensor, crate::Batched, Option<Tensor>)> {
+        decoding::step(self, memory, state, last)
+    }
+}
