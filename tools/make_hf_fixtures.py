@@ -112,6 +112,18 @@ def wordpiece_tokenizer():
                                 cls_token="[CLS]", sep_token="[SEP]", mask_token="[MASK]")
 
 
+def t5_tokenizer():
+    """A WordPiece tokenizer with T5's special ids (<pad> 0, </s> 1, <unk> 2) that appends </s>."""
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+    tok = Tokenizer(models.WordPiece(unk_token="<unk>"))
+    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tok.train_from_iterator(CORPUS, trainers.WordPieceTrainer(vocab_size=VOCAB, special_tokens=["<pad>", "</s>", "<unk>"]))
+    tok.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", 1)])
+    tok.decoder = decoders.WordPiece()
+    return tf.PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="</s>", unk_token="<unk>")
+
+
 def pipeline_outputs(name, model, tokenizer):
     """What the `transformers` pipeline (or, for embeddings, the usual pooling) gives on fixed inputs."""
     if name == "bert-mlm":
@@ -265,6 +277,17 @@ def main():
             with open(os.path.join(folder, "generate.json"), "w") as f:
                 json.dump({"input_ids": d["input_ids"].tolist(), "attention_mask": d["attention_mask"].tolist(),
                            "pad": config.pad_token_id, "eos": config.eos_token_id, **runs}, f)
+        if name == "t5":
+            # Text in, text out: what `lingo translate` must print for this folder.
+            tokenizer = t5_tokenizer()
+            tokenizer.save_pretrained(folder)
+            texts = ["the cat sat on the mat", "alice lives in paris"]
+            enc = tokenizer(texts, return_tensors="pt", padding=True)
+            with torch.no_grad():
+                out = model.generate(**enc, max_new_tokens=12, num_beams=3, do_sample=False, length_penalty=1.0,
+                                     early_stopping=True, no_repeat_ngram_size=0)
+            with open(os.path.join(folder, "translate.json"), "w") as f:
+                json.dump({"inputs": texts, "outputs": tokenizer.batch_decode(out, skip_special_tokens=True)}, f)
         if name in PIPELINES:
             tokenizer = wordpiece_tokenizer()
             tokenizer.save_pretrained(folder)

@@ -50,7 +50,9 @@ enum Command {
     Train(commands::train::Train),
     /// Continue a prompt with a trained language model.
     Generate(commands::generate::Generate),
-    /// Translate sentences with a trained sequence-to-sequence model (BLEU with --reference).
+    /// Translate (or summarize: same command) with a seq2seq model: Lingo-trained, T5, BART or
+    /// Marian; beam search; BLEU with --reference.
+    #[command(alias = "summarize")]
     Translate(commands::translate::Translate),
     /// Draw the attention of a sequence-to-sequence model over one sentence (PNG and HTML).
     Attention(commands::translate::Attention),

@@ -9,7 +9,10 @@ use anyhow::{bail, Context};
 use candle_core::{Device, Tensor};
 use lingo_data::{Tokenizer, TokenizerKind};
 use lingo_generate::{beam_search, BeamConfig};
-use lingo_models::{config::read_json, ModelConfig, RnnSeq2Seq, RnnSeq2SeqConfig};
+use lingo_models::auto::AutoModel;
+use lingo_models::bart::Bart;
+use lingo_models::t5::T5;
+use lingo_models::{config::read_json, ModelConfig, RnnSeq2Seq, RnnSeq2SeqConfig, Seq2SeqLm};
 use lingo_nn::{Ctx, ParamStore};
 use lingo_train::{TrainConfig, TrainTask};
 use serde::{Deserialize, Serialize};
@@ -281,20 +284,50 @@ pub struct Translation {
     pub score: f32,
 }
 
-/// A trained seq2seq model loaded from its folder.
+/// A sequence-to-sequence model Lingo can translate (or summarise) with.
+pub enum Seq2SeqModel {
+    /// Trained by `lingo train seq2seq`.
+    Rnn(RnnSeq2Seq),
+    /// Hugging Face BART or Marian.
+    Bart(Bart),
+    /// Hugging Face T5.
+    T5(T5),
+}
+
+impl Seq2SeqModel {
+    pub fn as_lm(&self) -> &dyn Seq2SeqLm {
+        match self {
+            Seq2SeqModel::Rnn(m) => m,
+            Seq2SeqModel::Bart(m) => m,
+            Seq2SeqModel::T5(m) => m,
+        }
+    }
+}
+
+/// A seq2seq model loaded from its folder, with its tokenizers and decoding settings.
 pub struct Translator {
-    pub model: RnnSeq2Seq,
+    pub model: Seq2SeqModel,
     pub source_tokenizer: Tokenizer,
     pub target_tokenizer: Tokenizer,
     pub beam: BeamConfig,
+    /// Padding id of the source side.
+    pad: u32,
+    /// Hugging Face tokenizers add the model's special tokens (T5's `</s>`) themselves.
+    add_special_tokens: bool,
 }
 
 impl Translator {
+    /// Loads a folder written by `lingo train seq2seq`, or a Hugging Face T5, BART or Marian folder
+    /// with its `tokenizer.json` (and `generation_config.json` for the beam settings, if present).
     pub fn load(dir: &Path) -> anyhow::Result<Self> {
         if !dir.is_dir() {
             bail!("{}: no such model folder", dir.display());
         }
         let config_path = dir.join("config.json");
+        let raw: serde_json::Value = read_json(&config_path)?;
+        if matches!(raw["model_type"].as_str(), Some("t5" | "bart" | "marian")) {
+            return Self::load_pretrained(dir, &raw);
+        }
         let config = match read_json::<ModelConfig>(&config_path)? {
             ModelConfig::RnnSeq2Seq(c) => c,
             other => bail!(
@@ -326,11 +359,65 @@ impl Translator {
             .load(&dir.join("model.safetensors"))
             .context("loading the model weights")?;
         Ok(Translator {
-            model,
+            model: Seq2SeqModel::Rnn(model),
             source_tokenizer,
             target_tokenizer,
             beam,
+            pad: PAD,
+            add_special_tokens: false,
         })
+    }
+
+    fn load_pretrained(dir: &Path, config: &serde_json::Value) -> anyhow::Result<Self> {
+        let loaded = AutoModel::load(dir, &Device::Cpu)?;
+        let model = match loaded.model {
+            AutoModel::T5(m) => Seq2SeqModel::T5(m),
+            AutoModel::EncoderDecoder(m) => Seq2SeqModel::Bart(m),
+            _ => bail!("{}: not an encoder-decoder", dir.display()),
+        };
+        let tokenizer = Tokenizer::load(&dir.join("tokenizer.json")).with_context(|| {
+            format!("{}: the model folder needs a tokenizer.json", dir.display())
+        })?;
+        // generation_config.json's beam settings, else config.json's, else Lingo's defaults.
+        let generation: serde_json::Value =
+            read_json(&dir.join("generation_config.json")).unwrap_or_default();
+        let setting = |key: &str| generation.get(key).or_else(|| config.get(key)).cloned();
+        let mut beam = BeamConfig {
+            beam_size: 4,
+            max_length: 200,
+            length_penalty: 1.0,
+            early_stopping: true,
+        };
+        if let Some(n) = setting("num_beams").and_then(|v| v.as_u64()) {
+            beam.beam_size = n.max(1) as usize;
+        }
+        if let Some(n) = setting("max_length").and_then(|v| v.as_u64()) {
+            beam.max_length = n.max(1) as usize;
+        }
+        if let Some(p) = setting("length_penalty").and_then(|v| v.as_f64()) {
+            beam.length_penalty = p as f32;
+        }
+        Ok(Translator {
+            pad: config["pad_token_id"].as_u64().unwrap_or(0) as u32,
+            model,
+            source_tokenizer: tokenizer.clone(),
+            target_tokenizer: tokenizer,
+            beam,
+            add_special_tokens: true,
+        })
+    }
+
+    fn encode_source(&self, text: &str) -> anyhow::Result<Vec<u32>> {
+        if self.add_special_tokens {
+            let enc = self
+                .source_tokenizer
+                .inner()
+                .encode(text, true)
+                .map_err(|e| anyhow::anyhow!("tokenizing {text:?}: {e}"))?;
+            Ok(enc.get_ids().to_vec())
+        } else {
+            Ok(self.source_tokenizer.encode(text)?)
+        }
     }
 
     /// Translates `sentences` in batches of `batch_size` with beam search.
@@ -344,22 +431,24 @@ impl Translator {
         for chunk in sentences.chunks(batch_size.max(1)) {
             let ids: Vec<Vec<u32>> = chunk
                 .iter()
-                .map(|s| self.source_tokenizer.encode(s))
-                .collect::<Result<_, _>>()?;
+                .map(|s| self.encode_source(s))
+                .collect::<anyhow::Result<_>>()?;
             if let Some(i) = ids.iter().position(|x| x.is_empty()) {
                 bail!("sentence {:?} has no tokens", chunk[i]);
             }
             let s = ids.iter().map(Vec::len).max().unwrap_or(1);
-            let mut flat = vec![PAD; ids.len() * s];
+            let mut flat = vec![self.pad; ids.len() * s];
             for (r, x) in ids.iter().enumerate() {
                 flat[r * s..r * s + x.len()].copy_from_slice(x);
             }
             let src = Tensor::from_vec(flat, (ids.len(), s), &Device::Cpu)?;
             let lengths: Vec<usize> = ids.iter().map(Vec::len).collect();
-            let hyps = beam_search(&self.model, &src, &lengths, beam)?;
+            let model = self.model.as_lm();
+            let hyps = beam_search(model, &src, &lengths, beam)?;
             for (x, mut h) in ids.iter().zip(hyps) {
                 let best = h.remove(0);
-                let target: Vec<u32> = best.tokens.iter().copied().filter(|&t| t != EOS).collect();
+                let eos = model.eos_id();
+                let target: Vec<u32> = best.tokens.iter().copied().filter(|&t| t != eos).collect();
                 out.push(Translation {
                     text: self.target_tokenizer.decode_text(&target)?,
                     source_tokens: self.source_tokenizer.tokens(x),

@@ -219,3 +219,31 @@ fn gpt2_folders_generate() {
         "stopped at the end-of-text token: {text:?}"
     );
 }
+
+/// `lingo translate` on a Hugging Face T5 folder: tokenizer.json in, beam search, text out, as
+/// `transformers` (generate + batch_decode) gives.
+#[test]
+fn t5_folders_translate() {
+    let dir =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../lingo-models/tests/fixtures/hf/t5");
+    let translator = lingo_tasks::Translator::load(&dir).unwrap();
+    let expected: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("translate.json")).unwrap())
+            .unwrap();
+    let inputs: Vec<String> = expected["inputs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_string())
+        .collect();
+    let beam = lingo_generate::BeamConfig {
+        beam_size: 3,
+        max_length: 12,
+        length_penalty: 1.0,
+        early_stopping: true,
+    };
+    let got = translator.translate(&inputs, &beam, 8).unwrap();
+    for (g, w) in got.iter().zip(expected["outputs"].as_array().unwrap()) {
+        assert_eq!(g.text, w.as_str().unwrap());
+    }
+}

@@ -6,9 +6,13 @@ use std::path::PathBuf;
 
 #[derive(Args)]
 pub struct Translate {
-    /// A model folder written by `lingo train seq2seq` or `lingo quickstart`.
+    /// A model folder written by `lingo train seq2seq` or `lingo quickstart`, a Hugging Face T5,
+    /// BART or Marian folder (with tokenizer.json), or a Hub id.
     #[arg(long)]
-    model: PathBuf,
+    model: String,
+    /// Never download (also: HF_HUB_OFFLINE=1).
+    #[arg(long)]
+    offline: bool,
     /// Sentences to translate; with none and no --input, lines are read from standard input.
     sentences: Vec<String>,
     /// A file of sentences, one per line (.gz allowed).
@@ -28,7 +32,9 @@ pub struct Translate {
 
 impl Translate {
     pub fn run(self) -> anyhow::Result<()> {
-        let translator = Translator::load(&self.model)?;
+        let offline = self.offline || lingo_models::hub::offline_from_env();
+        let dir = lingo_models::hub::resolve(&self.model, None, offline)?;
+        let translator = Translator::load(&dir)?;
         let sentences = match (&self.input, self.sentences.is_empty()) {
             (Some(path), _) => read_lines(path)?,
             (None, false) => self.sentences.clone(),
