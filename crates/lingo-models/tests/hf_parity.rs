@@ -101,6 +101,13 @@ fn bert_family_matches_transformers() {
         "distilbert-qa",
         "electra-discriminator",
         "electra-generator",
+        "roberta-ner",
+        "roberta-qa",
+        "albert-cls",
+        "distilbert-cls",
+        "distilbert-ner",
+        "electra-cls",
+        "electra-qa",
     ] {
         check_encoder(name);
     }

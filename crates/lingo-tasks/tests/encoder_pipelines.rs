@@ -195,20 +195,22 @@ fn gpt2_folders_generate() {
         .unwrap()
         .save(&tmp.path().join("tokenizer.json"))
         .unwrap();
-    // The fixture's greedy continuation of its prompt is token 84 over and over: make it the end.
-    std::fs::write(
-        tmp.path().join("generation_config.json"),
-        r#"{"eos_token_id": 84}"#,
-    )
-    .unwrap();
-    let lm = lingo_tasks::LanguageModel::load(tmp.path()).unwrap();
-    assert_eq!(lm.eos, Some(84));
-    let prompt: String = [5u32, 17, 33, 8, 40, 12]
+    // Make the first token of the fixture's greedy continuation the end-of-text token.
+    let generated: Value =
+        serde_json::from_str(&std::fs::read_to_string(src.join("generate.json")).unwrap()).unwrap();
+    let first = generated["greedy"][0].as_u64().unwrap() as u32;
+    let prompt: String = generated["prompt"]
+        .as_array()
+        .unwrap()
         .iter()
-        .map(|&i| char::from(b'!' + i as u8))
+        .map(|i| char::from(b'!' + i.as_u64().unwrap() as u8))
         .collect();
+    let generation = format!(r#"{{"eos_token_id": {first}}}"#);
+    std::fs::write(tmp.path().join("generation_config.json"), generation).unwrap();
+    let lm = lingo_tasks::LanguageModel::load(tmp.path()).unwrap();
+    assert_eq!(lm.eos, Some(first));
     let cfg = SamplingConfig {
-        stop_tokens: vec![84],
+        stop_tokens: vec![first],
         ..SamplingConfig::greedy(20)
     };
     let text = lm
