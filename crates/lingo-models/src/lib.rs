@@ -4,6 +4,7 @@
 //!   loaded from Hugging Face checkpoints ([`hf`]).
 //! - [`bart`]: BART and Marian encoder–decoders, loaded from Hugging Face checkpoints.
 //! - [`gpt`]: decoder-only Transformer language model (GPT-2 style).
+//! - [`transformer`]: the original encoder–decoder Transformer, trained from scratch.
 //! - [`t5`]: T5 v1.0 and v1.1, loaded from Hugging Face checkpoints.
 //! - [`rnn_seq2seq`]: recurrent encoder–decoder with Bahdanau or Luong attention.
 
@@ -16,6 +17,7 @@ pub mod hf;
 pub mod hub;
 pub mod rnn_seq2seq;
 pub mod t5;
+pub mod transformer;
 
 pub use config::ConfigError;
 pub use gpt::{Gpt, GptConfig};

@@ -1,0 +1,465 @@
+//! The Transformer of "Attention Is All You Need" (Vaswani et al., 2017), trained from scratch.
+//!
+//! Source and target tokens are embedded (scaled by `√d_model`) and added to sinusoidal positions.
+//! The encoder stacks `N` post-norm layers of self-attention and a ReLU feed-forward network, each
+//! sub-layer wrapped as `LayerNorm(x + Dropout(Sublayer(x)))`. The decoder's layers add, between the
+//! two, attention over the encoder output; its self-attention is causal. The output layer shares its
+//! weight with the target embedding, and with the source embedding too when both sides use one
+//! vocabulary (`share_embeddings`), as in the paper.
+
+use crate::{Batched, Seq2SeqLm};
+use candle_core::{bail, DType, Result, Tensor};
+use lingo_kernels::{AttentionMask, CrossEntropy};
+use lingo_nn::{sinusoidal_table, Ctx, Dropout, Embedding, Init, LayerNorm, Linear, ParamPath};
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TransformerConfig {
+    pub src_vocab_size: usize,
+    pub tgt_vocab_size: usize,
+    pub d_model: usize,
+    pub n_heads: usize,
+    pub encoder_layers: usize,
+    pub decoder_layers: usize,
+    pub d_ff: usize,
+    pub dropout: f32,
+    /// Longest source or target sequence (the sinusoid table's length).
+    pub max_len: usize,
+    /// One embedding for source, target and output (needs one vocabulary for both sides).
+    pub share_embeddings: bool,
+    pub pad_id: u32,
+    pub bos_id: u32,
+    pub eos_id: u32,
+}
+
+impl Default for TransformerConfig {
+    /// A small Transformer for Multi30k-sized data (the paper's base model is 512/8/6/2048).
+    fn default() -> Self {
+        TransformerConfig {
+            src_vocab_size: 0,
+            tgt_vocab_size: 0,
+            d_model: 256,
+            n_heads: 4,
+            encoder_layers: 3,
+            decoder_layers: 3,
+            d_ff: 1024,
+            dropout: 0.1,
+            max_len: 256,
+            share_embeddings: false,
+            pad_id: 0,
+            bos_id: 1,
+            eos_id: 2,
+        }
+    }
+}
+
+impl TransformerConfig {
+    pub fn validate(&self) -> std::result::Result<(), String> {
+        for (name, v) in [
+            ("src_vocab_size", self.src_vocab_size),
+            ("tgt_vocab_size", self.tgt_vocab_size),
+            ("d_model", self.d_model),
+            ("n_heads", self.n_heads),
+            ("encoder_layers", self.encoder_layers),
+            ("decoder_layers", self.decoder_layers),
+            ("d_ff", self.d_ff),
+            ("max_len", self.max_len),
+        ] {
+            if v == 0 {
+                return Err(format!("field `{name}` must be positive"));
+            }
+        }
+        if self.d_model % self.n_heads != 0 {
+            return Err(format!(
+                "field `d_model` ({}) must be divisible by `n_heads` ({})",
+                self.d_model, self.n_heads
+            ));
+        }
+        if self.share_embeddings && self.src_vocab_size != self.tgt_vocab_size {
+            return Err(format!(
+                "field `share_embeddings` needs one vocabulary, got {} source and {} target tokens",
+                self.src_vocab_size, self.tgt_vocab_size
+            ));
+        }
+        if !(0.0..1.0).contains(&self.dropout) {
+            return Err(format!(
+                "field `dropout` must be in [0, 1), got {}",
+                self.dropout
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Multi-head attention with its own q, k, v and output projections.
+struct Attention {
+    q: Linear,
+    k: Linear,
+    v: Linear,
+    out: Linear,
+    heads: usize,
+}
+
+impl Attention {
+    fn new(p: &ParamPath, d: usize, heads: usize) -> Result<Self> {
+        let init = Init::Uniform((6.0 / (2 * d) as f32).sqrt()); // Glorot, as the reference code
+        let linear = |name: &str| Linear::new(&p.sub(name), d, d, true, init);
+        Ok(Attention {
+            q: linear("q")?,
+            k: linear("k")?,
+            v: linear("v")?,
+            out: linear("out")?,
+            heads,
+        })
+    }
+
+    fn forward(&self, x: &Tensor, kv: &Tensor, mask: &AttentionMask) -> Result<(Tensor, Tensor)> {
+        let (b, t, d) = x.dims3()?;
+        let s = kv.dim(1)?;
+        let hd = d / self.heads;
+        let q = self.q.forward(x)?.reshape((b, t, self.heads, hd))?;
+        let k = self.k.forward(kv)?.reshape((b, s, self.heads, hd))?;
+        let v = self.v.forward(kv)?.reshape((b, s, self.heads, hd))?;
+        let (context, weights) = lingo_kernels::attention_with_weights(&q, &k, &v, mask, true)?;
+        let weights = weights.expect("asked for");
+        Ok((self.out.forward(&context.reshape((b, t, d))?)?, weights))
+    }
+}
+
+/// An encoder layer, or with `cross` a decoder layer.
+struct Layer {
+    self_attn: Attention,
+    self_norm: LayerNorm,
+    cross: Option<(Attention, LayerNorm)>,
+    up: Linear,
+    down: Linear,
+    ffn_norm: LayerNorm,
+    drop: Dropout,
+}
+
+impl Layer {
+    fn new(p: &ParamPath, c: &TransformerConfig, decoder: bool) -> Result<Self> {
+        let d = c.d_model;
+        let norm = |name: &str| LayerNorm::new(&p.sub(name), d, true, 1e-5);
+        let glorot = |i: usize, o: usize| Init::Uniform((6.0 / (i + o) as f32).sqrt());
+        Ok(Layer {
+            self_attn: Attention::new(&p.sub("self_attn"), d, c.n_heads)?,
+            self_norm: norm("self_attn_norm")?,
+            cross: if decoder {
+                Some((
+                    Attention::new(&p.sub("cross_attn"), d, c.n_heads)?,
+                    norm("cross_attn_norm")?,
+                ))
+            } else {
+                None
+            },
+            up: Linear::new(&p.sub("ffn.up"), d, c.d_ff, true, glorot(d, c.d_ff))?,
+            down: Linear::new(&p.sub("ffn.down"), c.d_ff, d, true, glorot(c.d_ff, d))?,
+            ffn_norm: norm("ffn_norm")?,
+            drop: Dropout::new(c.dropout),
+        })
+    }
+
+    /// The layer's output and the cross-attention probabilities (decoder layers).
+    fn forward(
+        &self,
+        x: &Tensor,
+        self_mask: &AttentionMask,
+        memory: Option<(&Tensor, &AttentionMask)>,
+        ctx: &mut Ctx,
+    ) -> Result<(Tensor, Option<Tensor>)> {
+        let (a, _) = self.self_attn.forward(x, x, self_mask)?;
+        let mut x = self
+            .self_norm
+            .forward(&(x + self.drop.forward(&a, ctx)?)?)?;
+        let mut cross_weights = None;
+        if let (Some((attn, norm)), Some((memory, mask))) = (&self.cross, memory) {
+            let (a, w) = attn.forward(&x, memory, mask)?;
+            x = norm.forward(&(&x + self.drop.forward(&a, ctx)?)?)?;
+            cross_weights = Some(w);
+        }
+        let ffn = self.down.forward(&self.up.forward(&x)?.relu()?)?;
+        let x = self
+            .ffn_norm
+            .forward(&(&x + self.drop.forward(&ffn, ctx)?)?)?;
+        Ok((x, cross_weights))
+    }
+}
+
+pub struct Transformer {
+    pub config: TransformerConfig,
+    src_embed: Embedding,
+    tgt_embed: Embedding,
+    positions: Tensor,
+    encoder: Vec<Layer>,
+    decoder: Vec<Layer>,
+    out_bias: Tensor,
+    drop: Dropout,
+}
+
+impl Transformer {
+    pub fn new(config: TransformerConfig, p: &ParamPath) -> Result<Self> {
+        config.validate().map_err(candle_core::Error::Msg)?;
+        let c = &config;
+        let init = Init::Normal((c.d_model as f32).powf(-0.5));
+        let tgt_embed = Embedding::new(&p.sub("tgt_embed"), c.tgt_vocab_size, c.d_model, init)?;
+        let src_embed = if c.share_embeddings {
+            tgt_embed.clone()
+        } else {
+            Embedding::new(&p.sub("src_embed"), c.src_vocab_size, c.d_model, init)?
+        };
+        let layers = |name: &str, n: usize, decoder: bool| -> Result<Vec<Layer>> {
+            (0..n)
+                .map(|i| Layer::new(&p.sub(name).sub(i), c, decoder))
+                .collect()
+        };
+        Ok(Transformer {
+            positions: sinusoidal_table(c.max_len, c.d_model, &p.store().device())?,
+            encoder: layers("encoder", c.encoder_layers, false)?,
+            decoder: layers("decoder", c.decoder_layers, true)?,
+            out_bias: p.get("out_bias", &[c.tgt_vocab_size], Init::Zeros)?,
+            drop: Dropout::new(c.dropout),
+            src_embed,
+            tgt_embed,
+            config,
+        })
+    }
+
+    /// `Dropout(√d · embedding + positions)` for `ids: [batch, len]`.
+    fn embed(&self, table: &Embedding, ids: &Tensor, ctx: &mut Ctx) -> Result<Tensor> {
+        let t = ids.dim(1)?;
+        if t > self.config.max_len {
+            bail!(
+                "{t} tokens exceed the model's max_len of {}",
+                self.config.max_len
+            );
+        }
+        let scale = (self.config.d_model as f64).sqrt();
+        let x = (table.forward(ids)? * scale)?.broadcast_add(&self.positions.narrow(0, 0, t)?)?;
+        self.drop.forward(&x, ctx)
+    }
+
+    /// The encoder output `[batch, src, d_model]`; `keep: [batch, src]` marks real tokens.
+    pub fn encode_with(&self, src: &Tensor, keep: &Tensor, ctx: &mut Ctx) -> Result<Tensor> {
+        let mask = AttentionMask {
+            key_padding: Some(keep.clone()),
+            ..Default::default()
+        };
+        let mut x = self.embed(&self.src_embed, src, ctx)?;
+        for layer in &self.encoder {
+            x = layer.forward(&x, &mask, None, ctx)?.0;
+        }
+        Ok(x)
+    }
+
+    /// Logits `[batch, tgt, vocab]` for the target prefix `tgt_in` over the encoder output, and the last
+    /// decoder layer's cross-attention `[batch, heads, tgt, src]`.
+    pub fn decode_with(
+        &self,
+        tgt_in: &Tensor,
+        memory: &Tensor,
+        keep: &Tensor,
+        ctx: &mut Ctx,
+    ) -> Result<(Tensor, Tensor)> {
+        let self_mask = AttentionMask {
+            causal: true,
+            ..Default::default()
+        };
+        let cross_mask = AttentionMask {
+            key_padding: Some(keep.clone()),
+            ..Default::default()
+        };
+        let mut x = self.embed(&self.tgt_embed, tgt_in, ctx)?;
+        let mut cross = None;
+        for layer in &self.decoder {
+            let (y, w) = layer.forward(&x, &self_mask, Some((memory, &cross_mask)), ctx)?;
+            x = y;
+            cross = w;
+        }
+        // The output layer is the target embedding, transposed.
+        let logits = lingo_kernels::linear(&x, &self.tgt_embed.weight, Some(&self.out_bias))?;
+        Ok((logits, cross.expect("at least one decoder layer")))
+    }
+
+    /// `[batch, src]` u8 mask of the real tokens, from the padded batch.
+    pub fn keep_mask(&self, src: &Tensor, lengths: &[usize]) -> Result<Tensor> {
+        let (b, s) = src.dims2()?;
+        if lengths.len() != b || lengths.iter().any(|&l| l == 0 || l > s) {
+            bail!("source lengths {lengths:?} do not fit a batch of {b} sequences of at most {s} tokens");
+        }
+        let keep: Vec<u8> = lengths
+            .iter()
+            .flat_map(|&l| (0..s).map(move |j| u8::from(j < l)))
+            .collect();
+        Tensor::from_vec(keep, (b, s), src.device())
+    }
+
+    /// Cross-entropy over the non-padding target positions, with `label_smoothing` (0.1 in the paper).
+    pub fn loss(
+        &self,
+        src: &Tensor,
+        src_lengths: &[usize],
+        tgt_in: &Tensor,
+        tgt_out: &Tensor,
+        label_smoothing: f32,
+        ctx: &mut Ctx,
+    ) -> Result<Tensor> {
+        let keep = self.keep_mask(src, src_lengths)?;
+        let memory = self.encode_with(src, &keep, ctx)?;
+        let (logits, _) = self.decode_with(tgt_in, &memory, &keep, ctx)?;
+        let opts = CrossEntropy {
+            ignore_index: Some(self.config.pad_id as i64),
+            label_smoothing,
+            ..Default::default()
+        };
+        lingo_kernels::cross_entropy(&logits, tgt_out, opts)
+    }
+}
+
+/// Step-by-step decoding: the state is the target prefix, re-run through the decoder each step.
+impl Seq2SeqLm for Transformer {
+    fn bos_id(&self) -> u32 {
+        self.config.bos_id
+    }
+    fn eos_id(&self) -> u32 {
+        self.config.eos_id
+    }
+    fn target_vocab_size(&self) -> usize {
+        self.config.tgt_vocab_size
+    }
+    fn encode(&self, src: &Tensor, lengths: &[usize]) -> Result<Batched> {
+        let keep = self.keep_mask(src, lengths)?;
+        let memory = self.encode_with(src, &keep, &mut Ctx::eval())?;
+        Ok(Batched(vec![memory, keep]))
+    }
+    fn initial_state(&self, memory: &Batched) -> Result<Batched> {
+        let rows = memory.0[0].dim(0)?;
+        Ok(Batched(vec![Tensor::zeros(
+            (rows, 0),
+            DType::U32,
+            memory.0[0].device(),
+        )?]))
+    }
+    fn decode_step(
+        &self,
+        memory: &Batched,
+        state: &Batched,
+        last: &Tensor,
+    ) -> Result<(Tensor, Batched, Option<Tensor>)> {
+        let last = last.unsqueeze(1)?;
+        let prefix = if state.0[0].dim(1)? == 0 {
+            last
+        } else {
+            Tensor::cat(&[&state.0[0], &last], 1)?
+        };
+        let (logits, cross) =
+            self.decode_with(&prefix, &memory.0[0], &memory.0[1], &mut Ctx::eval())?;
+        let t = prefix.dim(1)?;
+        let next = logits.narrow(1, t - 1, 1)?.squeeze(1)?;
+        let weights = cross.narrow(2, t - 1, 1)?.squeeze(2)?.mean(1)?;
+        Ok((
+            lingo_kernels::log_softmax(&next)?,
+            Batched(vec![prefix]),
+            Some(weights),
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+    use lingo_nn::ParamStore;
+
+    fn config(share: bool) -> TransformerConfig {
+        TransformerConfig {
+            src_vocab_size: 11,
+            tgt_vocab_size: if share { 11 } else { 9 },
+            d_model: 8,
+            n_heads: 2,
+            encoder_layers: 2,
+            decoder_layers: 2,
+            d_ff: 12,
+            max_len: 16,
+            share_embeddings: share,
+            ..Default::default()
+        }
+    }
+
+    fn batch() -> (Tensor, Vec<usize>, Tensor, Tensor) {
+        let d = &Device::Cpu;
+        let src = Tensor::from_vec(vec![3u32, 4, 5, 6, 7, 8, 3, 0, 0, 0], (2, 5), d).unwrap();
+        let tgt_in = Tensor::from_vec(vec![1u32, 3, 4, 5, 1, 6, 0, 0], (2, 4), d).unwrap();
+        let tgt_out = Tensor::from_vec(vec![3u32, 4, 5, 2, 6, 2, 0, 0], (2, 4), d).unwrap();
+        (src, vec![5, 2], tgt_in, tgt_out)
+    }
+
+    #[test]
+    fn every_parameter_receives_a_gradient() -> Result<()> {
+        for share in [false, true] {
+            let store = ParamStore::new(0, &Device::Cpu);
+            let model = Transformer::new(config(share), &store.root())?;
+            let (src, lengths, tgt_in, tgt_out) = batch();
+            let mut ctx = Ctx::train(lingo_nn::LingoRng::new(1));
+            let loss = model.loss(&src, &lengths, &tgt_in, &tgt_out, 0.1, &mut ctx)?;
+            let grads = loss.backward()?;
+            for (name, var) in store.named() {
+                let g = grads
+                    .get(var.as_tensor())
+                    .unwrap_or_else(|| panic!("{name}: no gradient"));
+                assert!(
+                    g.abs()?.sum_all()?.to_scalar::<f32>()? > 0.0,
+                    "{name}: zero gradient"
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// Decoding one token at a time gives the full forward pass's log-probabilities, and source
+    /// padding does not change a sentence's result.
+    #[test]
+    fn stepping_equals_the_full_pass_and_padding_is_ignored() -> Result<()> {
+        let store = ParamStore::new(3, &Device::Cpu);
+        let model = Transformer::new(config(false), &store.root())?;
+        let (src, lengths, tgt_in, _) = batch();
+        let keep = model.keep_mask(&src, &lengths)?;
+        let memory = model.encode_with(&src, &keep, &mut Ctx::eval())?;
+        let (full, _) = model.decode_with(&tgt_in, &memory, &keep, &mut Ctx::eval())?;
+        let full = lingo_kernels::log_softmax(&full)?;
+        let mem = model.encode(&src, &lengths)?;
+        let mut state = model.initial_state(&mem)?;
+        for t in 0..tgt_in.dim(1)? {
+            let last = tgt_in.narrow(1, t, 1)?.squeeze(1)?;
+            let (lp, next, _) = model.decode_step(&mem, &state, &last)?;
+            state = next;
+            let want = full.narrow(1, t, 1)?.squeeze(1)?;
+            let d = (lp - want)?.abs()?.max_all()?.to_scalar::<f32>()?;
+            assert!(d < 1e-5, "step {t} differs by {d}");
+        }
+        // Row 1 alone, unpadded, equals row 1 of the padded batch.
+        let alone = src.narrow(0, 1, 1)?.narrow(1, 0, 2)?;
+        let keep1 = model.keep_mask(&alone, &[2])?;
+        let mem1 = model.encode_with(&alone, &keep1, &mut Ctx::eval())?;
+        let (one, _) =
+            model.decode_with(&tgt_in.narrow(0, 1, 1)?, &mem1, &keep1, &mut Ctx::eval())?;
+        let (both, _) = model.decode_with(&tgt_in, &memory, &keep, &mut Ctx::eval())?;
+        let d = (one - both.narrow(0, 1, 1)?)?
+            .abs()?
+            .max_all()?
+            .to_scalar::<f32>()?;
+        assert!(d < 1e-5, "padding changed the result by {d}");
+        Ok(())
+    }
+
+    #[test]
+    fn bad_configs_are_rejected() {
+        let mut c = config(true);
+        c.tgt_vocab_size = 10;
+        assert!(c.validate().unwrap_err().contains("share_embeddings"));
+        let mut c = config(false);
+        c.n_heads = 3;
+        assert!(c.validate().unwrap_err().contains("n_heads"));
+    }
+}
