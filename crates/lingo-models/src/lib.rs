@@ -71,6 +71,8 @@ pub enum ModelConfig {
     Gpt(GptConfig),
     #[serde(rename = "lingo-rnn-seq2seq")]
     RnnSeq2Seq(RnnSeq2SeqConfig),
+    #[serde(rename = "lingo-transformer")]
+    Transformer(transformer::TransformerConfig),
 }
 
 /// A model that predicts the next token, for the decoding strategies in `lingo-generate`.

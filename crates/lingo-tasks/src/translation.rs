@@ -12,6 +12,7 @@ use lingo_generate::{beam_search, BeamConfig};
 use lingo_models::auto::AutoModel;
 use lingo_models::bart::Bart;
 use lingo_models::t5::T5;
+use lingo_models::transformer::{Transformer, TransformerConfig};
 use lingo_models::{config::read_json, ModelConfig, RnnSeq2Seq, RnnSeq2SeqConfig, Seq2SeqLm};
 use lingo_nn::{Ctx, ParamStore};
 use lingo_train::{TrainConfig, TrainTask};
@@ -24,12 +25,27 @@ const PAD: u32 = 0;
 const BOS: u32 = 1;
 const EOS: u32 = 2;
 
+/// The network a sequence-to-sequence recipe trains.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Arch {
+    #[default]
+    Rnn,
+    Transformer,
+}
+
 /// Everything that defines a translation training run.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Seq2SeqRecipe {
-    /// The model; vocabulary sizes and special ids are filled in from the tokenizers.
+    /// Which network: `rnn` (the `model` section) or `transformer` (the `transformer` section).
+    pub arch: Arch,
+    /// The recurrent model; vocabulary sizes and special ids are filled in from the tokenizers.
     pub model: RnnSeq2SeqConfig,
+    /// The Transformer, for `arch: transformer`.
+    pub transformer: TransformerConfig,
+    /// Label smoothing of the training loss (the Transformer paper uses 0.1).
+    pub label_smoothing: f32,
     pub source_tokenizer: TokenizerKind,
     pub target_tokenizer: TokenizerKind,
     pub train: TrainConfig,
@@ -44,7 +60,10 @@ pub struct Seq2SeqRecipe {
 impl Default for Seq2SeqRecipe {
     fn default() -> Self {
         Seq2SeqRecipe {
+            arch: Arch::Rnn,
             model: RnnSeq2SeqConfig::default(),
+            transformer: TransformerConfig::default(),
+            label_smoothing: 0.0,
             source_tokenizer: TokenizerKind::Char,
             target_tokenizer: TokenizerKind::Char,
             train: TrainConfig::default(),
@@ -71,7 +90,7 @@ pub struct Seq2SeqTask {
     pub target_tokenizer: Tokenizer,
     pub train: Vec<IdPair>,
     pub validation: Vec<IdPair>,
-    pub model: RnnSeq2Seq,
+    pub model: Seq2SeqModel,
     params: ParamStore,
 }
 
@@ -127,14 +146,18 @@ impl Seq2SeqTask {
         };
         check_specials(&source_tokenizer, "source")?;
         check_specials(&target_tokenizer, "target")?;
+        let (src_vocab, tgt_vocab) = (source_tokenizer.vocab_size(), target_tokenizer.vocab_size());
         let m = &mut recipe.model;
-        m.src_vocab_size = source_tokenizer.vocab_size();
-        m.tgt_vocab_size = target_tokenizer.vocab_size();
+        (m.src_vocab_size, m.tgt_vocab_size) = (src_vocab, tgt_vocab);
         (m.pad_id, m.bos_id, m.eos_id) = (PAD, BOS, EOS);
-        recipe
-            .model
-            .validate()
-            .map_err(|e| anyhow::anyhow!("model config: {e}"))?;
+        let t = &mut recipe.transformer;
+        (t.src_vocab_size, t.tgt_vocab_size) = (src_vocab, tgt_vocab);
+        (t.pad_id, t.bos_id, t.eos_id) = (PAD, BOS, EOS);
+        match recipe.arch {
+            Arch::Rnn => recipe.model.validate(),
+            Arch::Transformer => recipe.transformer.validate(),
+        }
+        .map_err(|e| anyhow::anyhow!("model config: {e}"))?;
         recipe
             .train
             .validate()
@@ -161,7 +184,13 @@ impl Seq2SeqTask {
             );
         }
         let params = ParamStore::new(recipe.train.seed, &Device::Cpu);
-        let model = RnnSeq2Seq::new(recipe.model.clone(), &params.root())?;
+        let model = match recipe.arch {
+            Arch::Rnn => Seq2SeqModel::Rnn(RnnSeq2Seq::new(recipe.model.clone(), &params.root())?),
+            Arch::Transformer => Seq2SeqModel::Transformer(Transformer::new(
+                recipe.transformer.clone(),
+                &params.root(),
+            )?),
+        };
         Ok(Seq2SeqTask {
             recipe,
             source_tokenizer,
@@ -171,6 +200,33 @@ impl Seq2SeqTask {
             model,
             params,
         })
+    }
+
+    /// The training loss of a batch: teacher forcing (or scheduled sampling) for the RNN,
+    /// label-smoothed cross-entropy for both.
+    fn loss(
+        &self,
+        src: &Tensor,
+        lengths: &[usize],
+        tin: &Tensor,
+        tout: &Tensor,
+        ctx: &mut Ctx,
+    ) -> candle_core::Result<Tensor> {
+        let teacher_forcing = if ctx.train {
+            self.recipe.teacher_forcing
+        } else {
+            1.0
+        };
+        let smoothing = if ctx.train {
+            self.recipe.label_smoothing
+        } else {
+            0.0
+        };
+        match &self.model {
+            Seq2SeqModel::Rnn(m) => m.loss(src, lengths, tin, tout, teacher_forcing, ctx),
+            Seq2SeqModel::Transformer(m) => m.loss(src, lengths, tin, tout, smoothing, ctx),
+            _ => candle_core::bail!("only Lingo's own seq2seq models train"),
+        }
     }
 
     /// Padded tensors for a batch: source, source lengths, target input (BOS first), target output
@@ -217,14 +273,7 @@ impl TrainTask for Seq2SeqTask {
             .map(|_| &self.train[ctx.rng.below(self.train.len())])
             .collect();
         let (src, lengths, tin, tout, tokens) = self.batch(&picks)?;
-        let loss = self.model.loss(
-            &src,
-            &lengths,
-            &tin,
-            &tout,
-            self.recipe.teacher_forcing,
-            ctx,
-        )?;
+        let loss = self.loss(&src, &lengths, &tin, &tout, ctx)?;
         Ok((loss, tokens))
     }
 
@@ -239,8 +288,7 @@ impl TrainTask for Seq2SeqTask {
         for chunk in refs.chunks(batch_size).take(take) {
             let (src, lengths, tin, tout, tokens) = self.batch(chunk)?;
             let loss = self
-                .model
-                .loss(&src, &lengths, &tin, &tout, 1.0, &mut Ctx::eval())?
+                .loss(&src, &lengths, &tin, &tout, &mut Ctx::eval())?
                 .to_scalar::<f32>()? as f64;
             total += loss * tokens as f64;
             count += tokens;
@@ -249,17 +297,24 @@ impl TrainTask for Seq2SeqTask {
     }
 
     fn describe(&self) -> serde_json::Value {
+        let model = match self.recipe.arch {
+            Arch::Rnn => serde_json::json!(self.recipe.model),
+            Arch::Transformer => serde_json::json!(self.recipe.transformer),
+        };
         serde_json::json!({
             "task": "seq2seq",
-            "model": self.recipe.model,
+            "arch": self.recipe.arch,
+            "model": model,
             "source_tokenizer": self.recipe.source_tokenizer,
             "target_tokenizer": self.recipe.target_tokenizer,
         })
     }
 
     fn save_artifacts(&self, dir: &Path) -> anyhow::Result<()> {
-        let config =
-            serde_json::to_string_pretty(&ModelConfig::RnnSeq2Seq(self.recipe.model.clone()))?;
+        let config = serde_json::to_string_pretty(&match self.recipe.arch {
+            Arch::Rnn => ModelConfig::RnnSeq2Seq(self.recipe.model.clone()),
+            Arch::Transformer => ModelConfig::Transformer(self.recipe.transformer.clone()),
+        })?;
         lingo_nn::io::write_atomic(&dir.join("config.json"), config.as_bytes())?;
         lingo_nn::io::write_atomic(
             &dir.join("recipe.json"),
@@ -288,6 +343,8 @@ pub struct Translation {
 pub enum Seq2SeqModel {
     /// Trained by `lingo train seq2seq`.
     Rnn(RnnSeq2Seq),
+    /// Trained by `lingo train seq2seq --arch transformer`.
+    Transformer(Transformer),
     /// Hugging Face BART or Marian.
     Bart(Bart),
     /// Hugging Face T5.
@@ -298,6 +355,7 @@ impl Seq2SeqModel {
     pub fn as_lm(&self) -> &dyn Seq2SeqLm {
         match self {
             Seq2SeqModel::Rnn(m) => m,
+            Seq2SeqModel::Transformer(m) => m,
             Seq2SeqModel::Bart(m) => m,
             Seq2SeqModel::T5(m) => m,
         }
@@ -328,8 +386,10 @@ impl Translator {
         if matches!(raw["model_type"].as_str(), Some("t5" | "bart" | "marian")) {
             return Self::load_pretrained(dir, &raw);
         }
-        let config = match read_json::<ModelConfig>(&config_path)? {
-            ModelConfig::RnnSeq2Seq(c) => c,
+        let config = read_json::<ModelConfig>(&config_path)?;
+        let (src_vocab, tgt_vocab) = match &config {
+            ModelConfig::RnnSeq2Seq(c) => (c.src_vocab_size, c.tgt_vocab_size),
+            ModelConfig::Transformer(c) => (c.src_vocab_size, c.tgt_vocab_size),
             other => bail!(
                 "{}: not a sequence-to-sequence model ({other:?})",
                 config_path.display()
@@ -338,8 +398,8 @@ impl Translator {
         let source_tokenizer = Tokenizer::load(&dir.join("source_tokenizer.json"))?;
         let target_tokenizer = Tokenizer::load(&dir.join("target_tokenizer.json"))?;
         for (tok, size, side) in [
-            (&source_tokenizer, config.src_vocab_size, "source"),
-            (&target_tokenizer, config.tgt_vocab_size, "target"),
+            (&source_tokenizer, src_vocab, "source"),
+            (&target_tokenizer, tgt_vocab, "target"),
         ] {
             if tok.vocab_size() != size {
                 bail!(
@@ -354,12 +414,18 @@ impl Translator {
             Err(_) => BeamConfig::default(),
         };
         let params = ParamStore::new(0, &Device::Cpu);
-        let model = RnnSeq2Seq::new(config, &params.root())?;
+        let model = match config {
+            ModelConfig::RnnSeq2Seq(c) => Seq2SeqModel::Rnn(RnnSeq2Seq::new(c, &params.root())?),
+            ModelConfig::Transformer(c) => {
+                Seq2SeqModel::Transformer(Transformer::new(c, &params.root())?)
+            }
+            _ => unreachable!("checked above"),
+        };
         params
             .load(&dir.join("model.safetensors"))
             .context("loading the model weights")?;
         Ok(Translator {
-            model: Seq2SeqModel::Rnn(model),
+            model,
             source_tokenizer,
             target_tokenizer,
             beam,
@@ -563,12 +629,76 @@ mod tests {
 
     #[test]
     fn shipped_recipes_parse() -> anyhow::Result<()> {
-        let path = concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../../configs/multi30k-lstm.json"
-        );
-        let recipe: Seq2SeqRecipe = lingo_models::config::read_json(std::path::Path::new(path))?;
-        assert_eq!(recipe.model.attention, Seq2SeqAttention::Bahdanau);
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../configs/");
+        let read = |name: &str| -> anyhow::Result<Seq2SeqRecipe> {
+            Ok(lingo_models::config::read_json(
+                &std::path::Path::new(dir).join(name),
+            )?)
+        };
+        let lstm = read("multi30k-lstm.json")?;
+        assert_eq!(lstm.model.attention, Seq2SeqAttention::Bahdanau);
+        assert_eq!(read("multi30k-transformer.json")?.arch, Arch::Transformer);
+        Ok(())
+    }
+
+    #[test]
+    fn a_transformer_learns_to_copy_and_its_folder_translates() -> anyhow::Result<()> {
+        let (train, test) = DateTask::split(3000, 40, 6);
+        let iso = |pairs: Vec<(String, String)>| -> Vec<(String, String)> {
+            pairs
+                .into_iter()
+                .map(|(_, t)| (t.replace('-', "/"), t))
+                .collect()
+        };
+        let (train, test) = (iso(train), iso(test));
+        let recipe = Seq2SeqRecipe {
+            arch: Arch::Transformer,
+            transformer: TransformerConfig {
+                d_model: 32,
+                n_heads: 4,
+                encoder_layers: 2,
+                decoder_layers: 2,
+                d_ff: 64,
+                dropout: 0.0,
+                max_len: 32,
+                ..Default::default()
+            },
+            label_smoothing: 0.1,
+            train: TrainConfig {
+                steps: 300,
+                batch_size: 32,
+                optimizer: OptimizerConfig::AdamW(AdamWConfig {
+                    lr: 3e-3,
+                    weight_decay: 0.0,
+                    ..Default::default()
+                }),
+                schedule: Schedule {
+                    kind: ScheduleKind::Constant,
+                    ..Default::default()
+                },
+                eval_every: 300,
+                ..Default::default()
+            },
+            beam: BeamConfig {
+                beam_size: 2,
+                max_length: 14,
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let mut task = Seq2SeqTask::new(recipe, &train, &test, None)?;
+        let dir = tempfile::tempdir()?;
+        let mut trainer = Trainer::new(task.recipe.train.clone(), dir.path());
+        trainer.progress = false;
+        trainer.run(&mut task, false)?;
+        let translator = Translator::load(dir.path())?;
+        assert!(matches!(translator.model, Seq2SeqModel::Transformer(_)));
+        let sources: Vec<String> = test.iter().map(|p| p.0.clone()).collect();
+        let refs: Vec<String> = test.iter().map(|p| p.1.clone()).collect();
+        let out = translator.translate(&sources, &translator.beam.clone(), 16)?;
+        let preds: Vec<String> = out.iter().map(|t| t.text.clone()).collect();
+        let acc = exact_match(&preds, &refs);
+        assert!(acc > 0.8, "exact match {acc}: {:?}", &preds[..4]);
         Ok(())
     }
 }

@@ -1,6 +1,7 @@
 use anyhow::Context;
 use clap::{Args, Subcommand};
 use lingo_data::{read_pairs, read_text, Tokenizer};
+use lingo_tasks::translation::Arch;
 use lingo_tasks::{LmRecipe, LmTask, Seq2SeqRecipe, Seq2SeqTask, Translator};
 use lingo_train::Trainer;
 use std::path::PathBuf;
@@ -40,9 +41,10 @@ pub struct TrainSeq2Seq {
     /// Recipe JSON: `model`, `source_tokenizer`, `target_tokenizer`, `train`, `teacher_forcing`, `beam`.
     #[arg(long)]
     config: Option<PathBuf>,
-    /// Architecture: `rnn` (recurrent encoder–decoder with attention).
-    #[arg(long, default_value = "rnn")]
-    arch: String,
+    /// Architecture: `rnn` (recurrent encoder–decoder with attention) or `transformer`; overrides the
+    /// recipe's `arch`.
+    #[arg(long)]
+    arch: Option<String>,
     #[command(flatten)]
     run: RunArgs,
 }
@@ -88,16 +90,17 @@ impl RunArgs {
 
 impl TrainSeq2Seq {
     pub fn run(self) -> anyhow::Result<()> {
-        if self.arch != "rnn" {
-            anyhow::bail!(
-                "--arch {}: this build trains `rnn` sequence-to-sequence models",
-                self.arch
-            );
-        }
         let mut recipe = match &self.config {
             Some(path) => Seq2SeqRecipe::load(path)?,
             None => Seq2SeqRecipe::default(),
         };
+        if let Some(arch) = &self.arch {
+            recipe.arch = match arch.as_str() {
+                "rnn" => Arch::Rnn,
+                "transformer" => Arch::Transformer,
+                other => anyhow::bail!("--arch {other}: expected rnn or transformer"),
+            };
+        }
         self.run.apply(&mut recipe.train);
         let mut train = read_pairs(&self.source, self.target.as_deref())?;
         let validation = match &self.valid_source {
@@ -130,16 +133,25 @@ impl TrainSeq2Seq {
         };
         let mut task = Seq2SeqTask::new(recipe, &train, &validation, tokenizers)?;
         let r = &task.recipe;
+        let network = match r.arch {
+            Arch::Rnn => format!(
+                "{:?} {}×{} with {:?} attention",
+                r.model.cell, r.model.encoder_layers, r.model.hidden_size, r.model.attention
+            ),
+            Arch::Transformer => {
+                let t = &r.transformer;
+                format!(
+                    "Transformer {}+{} layers, d_model {}, {} heads, d_ff {}",
+                    t.encoder_layers, t.decoder_layers, t.d_model, t.n_heads, t.d_ff
+                )
+            }
+        };
         eprintln!(
-            "{} training and {} validation pairs; vocab {} → {}; {:?} {}×{} with {:?} attention, {:.2}M parameters; {} steps × {}",
+            "{} training and {} validation pairs; vocab {} → {}; {network}, {:.2}M parameters; {} steps × {}",
             task.train.len(),
             task.validation.len(),
             r.model.src_vocab_size,
             r.model.tgt_vocab_size,
-            r.model.cell,
-            r.model.encoder_layers,
-            r.model.hidden_size,
-            r.model.attention,
             lingo_train::TrainTask::params(&task).num_params() as f64 / 1e6,
             r.train.steps,
             r.train.batch_size * r.train.grad_accum,
