@@ -16,7 +16,9 @@
 use crate::hf::{Checkpoint, LoadError, StoredNames};
 use candle_core::{bail, DType, Device, Result, Tensor};
 use lingo_kernels::AttentionMask;
-use lingo_nn::{Activation, Embedding, Init, LayerNorm, Linear, ParamPath, ParamStore};
+use lingo_nn::{
+    Activation, Embedding, Init, LayerNorm, Linear, MultiHeadAttention, ParamPath, ParamStore,
+};
 use serde::Deserialize;
 
 /// The fields of a BART or Marian `config.json` that shape the network.
@@ -68,48 +70,11 @@ fn activation(name: &str) -> Result<Activation> {
     })
 }
 
-/// Multi-head attention with separate q, k, v projections: self-attention when `kv` is the query's
-/// own input, cross-attention when it is the encoder output.
-struct Attention {
-    q: Linear,
-    k: Linear,
-    v: Linear,
-    out: Linear,
-    heads: usize,
-}
-
-impl Attention {
-    fn new(p: &ParamPath, d: usize, heads: usize) -> Result<Self> {
-        let init = Init::Normal(0.02);
-        let linear = |name: &str| Linear::new(&p.sub(name), d, d, true, init);
-        Ok(Attention {
-            q: linear("q_proj")?,
-            k: linear("k_proj")?,
-            v: linear("v_proj")?,
-            out: linear("out_proj")?,
-            heads,
-        })
-    }
-
-    /// The attended output and the attention probabilities `[batch, heads, q, k]`.
-    fn forward(&self, x: &Tensor, kv: &Tensor, mask: &AttentionMask) -> Result<(Tensor, Tensor)> {
-        let (b, t, d) = x.dims3()?;
-        let s = kv.dim(1)?;
-        let hd = d / self.heads;
-        let q = self.q.forward(x)?.reshape((b, t, self.heads, hd))?;
-        let k = self.k.forward(kv)?.reshape((b, s, self.heads, hd))?;
-        let v = self.v.forward(kv)?.reshape((b, s, self.heads, hd))?;
-        let (context, weights) = lingo_kernels::attention_with_weights(&q, &k, &v, mask, true)?;
-        let weights = weights.expect("asked for");
-        Ok((self.out.forward(&context.reshape((b, t, d))?)?, weights))
-    }
-}
-
 /// One post-norm layer; `cross` is present in decoder layers.
 struct Layer {
-    self_attn: Attention,
+    self_attn: MultiHeadAttention,
     self_norm: LayerNorm,
-    cross: Option<(Attention, LayerNorm)>,
+    cross: Option<(MultiHeadAttention, LayerNorm)>,
     fc1: Linear,
     fc2: Linear,
     final_norm: LayerNorm,
@@ -125,15 +90,16 @@ impl Layer {
             (c.encoder_attention_heads, c.encoder_ffn_dim)
         };
         let norm = |name: &str| LayerNorm::new(&p.sub(name), d, true, 1e-5);
+        let attention = |name: &str| {
+            let names = ["q_proj", "k_proj", "v_proj", "out_proj"];
+            MultiHeadAttention::new(&p.sub(name), names, d, heads, Init::Normal(0.02))
+        };
         let init = Init::Normal(0.02);
         Ok(Layer {
-            self_attn: Attention::new(&p.sub("self_attn"), d, heads)?,
+            self_attn: attention("self_attn")?,
             self_norm: norm("self_attn_layer_norm")?,
             cross: if decoder {
-                Some((
-                    Attention::new(&p.sub("encoder_attn"), d, heads)?,
-                    norm("encoder_attn_layer_norm")?,
-                ))
+                Some((attention("encoder_attn")?, norm("encoder_attn_layer_norm")?))
             } else {
                 None
             },
@@ -152,12 +118,12 @@ impl Layer {
         memory: Option<(&Tensor, &AttentionMask)>,
         trace: &mut Trace,
     ) -> Result<Tensor> {
-        let (attended, weights) = self.self_attn.forward(x, x, self_mask)?;
-        trace.self_attentions.push(weights);
+        let (attended, weights) = self.self_attn.forward(x, x, self_mask, true)?;
+        trace.self_attentions.extend(weights);
         let mut x = self.self_norm.forward(&(x + attended)?)?;
         if let (Some((attn, norm)), Some((memory, mask))) = (&self.cross, memory) {
-            let (attended, weights) = attn.forward(&x, memory, mask)?;
-            trace.cross_attentions.push(weights);
+            let (attended, weights) = attn.forward(&x, memory, mask, true)?;
+            trace.cross_attentions.extend(weights);
             x = norm.forward(&(&x + attended)?)?;
         }
         let ffn = self.fc2.forward(&self.act.apply(&self.fc1.forward(&x)?)?)?;
@@ -415,72 +381,16 @@ impl Bart {
     }
 }
 
-/// Step-by-step decoding for beam search and greedy ([`crate::Seq2SeqLm`]). The state is the target
-/// prefix; each step runs the decoder over it (no key/value cache yet) and scores the next token.
-pub(crate) mod decoding {
-    use crate::Batched;
-    use candle_core::{DType, Result, Tensor};
-
-    /// The encoder–decoder calls that step-by-step decoding needs.
-    pub trait EncoderDecoder {
-        /// The encoder's output `[batch, src, d_model]` for a padded batch with its mask.
-        fn memory(&self, ids: &Tensor, mask: &Tensor) -> Result<Tensor>;
-        /// Logits `[batch, tgt, vocab]` and the last layer's cross-attention `[batch, heads, tgt, src]`.
-        fn logits(
-            &self,
-            prefix: &Tensor,
-            memory: &Tensor,
-            mask: &Tensor,
-        ) -> Result<(Tensor, Tensor)>;
+impl crate::prefix_decoding::PrefixDecoder for Bart {
+    fn start_id(&self) -> u32 {
+        self.config.decoder_start_token_id.unwrap_or(2)
     }
-
-    /// `[batch, src]` mask with 1 at the first `lengths[i]` positions of row `i`.
-    pub fn length_mask(lengths: &[usize], width: usize, src: &Tensor) -> Result<Tensor> {
-        let m: Vec<u32> = lengths
-            .iter()
-            .flat_map(|&l| (0..width).map(move |j| u32::from(j < l)))
-            .collect();
-        Tensor::from_vec(m, (lengths.len(), width), src.device())
+    fn end_id(&self) -> u32 {
+        self.config.eos_token_id.unwrap_or(2)
     }
-
-    pub fn encode(model: &dyn EncoderDecoder, src: &Tensor, lengths: &[usize]) -> Result<Batched> {
-        let mask = length_mask(lengths, src.dim(1)?, src)?;
-        Ok(Batched(vec![model.memory(src, &mask)?, mask]))
+    fn vocab_size(&self) -> usize {
+        self.config.vocab_size
     }
-
-    /// An empty prefix: the first step's `last` is the start token.
-    pub fn initial_state(memory: &Batched) -> Result<Batched> {
-        let rows = memory.0[0].dim(0)?;
-        Ok(Batched(vec![Tensor::zeros(
-            (rows, 0),
-            DType::U32,
-            memory.0[0].device(),
-        )?]))
-    }
-
-    pub fn step(
-        model: &dyn EncoderDecoder,
-        memory: &Batched,
-        state: &Batched,
-        last: &Tensor,
-    ) -> Result<(Tensor, Batched, Option<Tensor>)> {
-        // The state is the prefix before `last`.
-        let last = last.unsqueeze(1)?;
-        let prefix = if state.0[0].dim(1)? == 0 {
-            last
-        } else {
-            Tensor::cat(&[&state.0[0], &last], 1)?
-        };
-        let (logits, cross) = model.logits(&prefix, &memory.0[0], &memory.0[1])?;
-        let t = prefix.dim(1)?;
-        let next = logits.narrow(1, t - 1, 1)?.squeeze(1)?;
-        let weights = cross.narrow(2, t - 1, 1)?.squeeze(2)?.mean(1)?;
-        let log_probs = lingo_kernels::log_softmax(&next.to_dtype(DType::F32)?)?;
-        Ok((log_probs, Batched(vec![prefix]), Some(weights)))
-    }
-}
-
-impl decoding::EncoderDecoder for Bart {
     fn memory(&self, ids: &Tensor, mask: &Tensor) -> Result<Tensor> {
         Ok(self
             .encode(ids, Some(mask))?
@@ -494,31 +404,5 @@ impl decoding::EncoderDecoder for Bart {
             logits,
             trace.cross_attentions.pop().expect("a decoder layer"),
         ))
-    }
-}
-
-impl crate::Seq2SeqLm for Bart {
-    fn bos_id(&self) -> u32 {
-        self.config.decoder_start_token_id.unwrap_or(2)
-    }
-    fn eos_id(&self) -> u32 {
-        self.config.eos_token_id.unwrap_or(2)
-    }
-    fn target_vocab_size(&self) -> usize {
-        self.config.vocab_size
-    }
-    fn encode(&self, src: &Tensor, lengths: &[usize]) -> Result<crate::Batched> {
-        decoding::encode(self, src, lengths)
-    }
-    fn initial_state(&self, memory: &crate::Batched) -> Result<crate::Batched> {
-        decoding::initial_state(memory)
-    }
-    fn decode_step(
-        &self,
-        memory: &crate::Batched,
-        state: &crate::Batched,
-        last: &Tensor,
-    ) -> Result<(Tensor, crate::Batched, Option<Tensor>)> {
-        decoding::step(self, memory, state, last)
     }
 }

@@ -18,7 +18,9 @@
 use crate::hf::{Checkpoint, LoadError, StoredNames};
 use candle_core::{bail, DType, Device, Result, Tensor, D};
 use lingo_kernels::AttentionMask;
-use lingo_nn::{Activation, Embedding, Init, LayerNorm, Linear, ParamPath, ParamStore};
+use lingo_nn::{
+    Activation, Embedding, Init, LayerNorm, Linear, MultiHeadAttention, ParamPath, ParamStore,
+};
 use serde::Deserialize;
 
 /// Which member of the family a checkpoint holds.
@@ -217,15 +219,11 @@ const DISTILBERT_LAYER: LayerNames = LayerNames {
 
 /// One post-norm Transformer encoder layer.
 struct EncoderLayer {
-    q: Linear,
-    k: Linear,
-    v: Linear,
-    out: Linear,
+    attention: MultiHeadAttention,
     attn_norm: LayerNorm,
     up: Linear,
     down: Linear,
     ffn_norm: LayerNorm,
-    heads: usize,
     act: Activation,
 }
 
@@ -235,15 +233,17 @@ impl EncoderLayer {
         let init = Init::Normal(0.02);
         let linear = |name: &str, i, o| Linear::new(&p.sub(name), i, o, true, init);
         Ok(EncoderLayer {
-            q: linear(names.q, h, h)?,
-            k: linear(names.k, h, h)?,
-            v: linear(names.v, h, h)?,
-            out: linear(names.out, h, h)?,
+            attention: MultiHeadAttention::new(
+                p,
+                [names.q, names.k, names.v, names.out],
+                h,
+                c.num_attention_heads,
+                init,
+            )?,
             attn_norm: LayerNorm::new(&p.sub(names.attn_norm), h, true, eps)?,
             up: linear(names.up, h, f)?,
             down: linear(names.down, f, h)?,
             ffn_norm: LayerNorm::new(&p.sub(names.ffn_norm), h, true, eps)?,
-            heads: c.num_attention_heads,
             act: activation(&c.hidden_act)?,
         })
     }
@@ -256,17 +256,8 @@ impl EncoderLayer {
         mask: &AttentionMask,
         want_weights: bool,
     ) -> Result<(Tensor, Option<Tensor>)> {
-        let (b, t, h) = x.dims3()?;
-        let split = |y: Tensor| y.reshape((b, t, self.heads, h / self.heads));
-        let q = split(self.q.forward(x)?)?;
-        let k = split(self.k.forward(x)?)?;
-        let v = split(self.v.forward(x)?)?;
-        let (context, weights) =
-            lingo_kernels::attention_with_weights(&q, &k, &v, mask, want_weights)?;
-        let context = context.reshape((b, t, h))?;
-        let x = self
-            .attn_norm
-            .forward(&(x + self.out.forward(&context)?)?)?;
+        let (attended, weights) = self.attention.forward(x, x, mask, want_weights)?;
+        let x = self.attn_norm.forward(&(x + attended)?)?;
         let ffn = self.down.forward(&self.act.apply(&self.up.forward(&x)?)?)?;
         Ok((self.ffn_norm.forward(&(x + ffn)?)?, weights))
     }

@@ -15,6 +15,7 @@ pub mod config;
 pub mod gpt;
 pub mod hf;
 pub mod hub;
+pub mod prefix_decoding;
 pub mod rnn_seq2seq;
 pub mod t5;
 pub mod transformer;

@@ -489,7 +489,16 @@ impl T5 {
     }
 }
 
-impl crate::bart::decoding::EncoderDecoder for T5 {
+impl crate::prefix_decoding::PrefixDecoder for T5 {
+    fn start_id(&self) -> u32 {
+        self.config.decoder_start_token_id.unwrap_or(0)
+    }
+    fn end_id(&self) -> u32 {
+        self.config.eos_token_id.unwrap_or(1)
+    }
+    fn vocab_size(&self) -> usize {
+        self.config.vocab_size
+    }
     fn memory(&self, ids: &Tensor, mask: &Tensor) -> Result<Tensor> {
         Ok(self
             .encode(ids, Some(mask))?
@@ -503,32 +512,6 @@ impl crate::bart::decoding::EncoderDecoder for T5 {
             logits,
             trace.cross_attentions.pop().expect("a decoder block"),
         ))
-    }
-}
-
-impl crate::Seq2SeqLm for T5 {
-    fn bos_id(&self) -> u32 {
-        self.config.decoder_start_token_id.unwrap_or(0)
-    }
-    fn eos_id(&self) -> u32 {
-        self.config.eos_token_id.unwrap_or(1)
-    }
-    fn target_vocab_size(&self) -> usize {
-        self.config.vocab_size
-    }
-    fn encode(&self, src: &Tensor, lengths: &[usize]) -> Result<crate::Batched> {
-        crate::bart::decoding::encode(self, src, lengths)
-    }
-    fn initial_state(&self, memory: &crate::Batched) -> Result<crate::Batched> {
-        crate::bart::decoding::initial_state(memory)
-    }
-    fn decode_step(
-        &self,
-        memory: &crate::Batched,
-        state: &crate::Batched,
-        last: &Tensor,
-    ) -> Result<(Tensor, crate::Batched, Option<Tensor>)> {
-        crate::bart::decoding::step(self, memory, state, last)
     }
 }
 

@@ -7,10 +7,13 @@
 //! weight with the target embedding, and with the source embedding too when both sides use one
 //! vocabulary (`share_embeddings`), as in the paper.
 
-use crate::{Batched, Seq2SeqLm};
+use crate::prefix_decoding::PrefixDecoder;
 use candle_core::{bail, DType, Result, Tensor};
 use lingo_kernels::{AttentionMask, CrossEntropy};
-use lingo_nn::{sinusoidal_table, Ctx, Dropout, Embedding, Init, LayerNorm, Linear, ParamPath};
+use lingo_nn::{
+    sinusoidal_table, Ctx, Dropout, Embedding, Init, LayerNorm, Linear, MultiHeadAttention,
+    ParamPath,
+};
 use serde::{Deserialize, Serialize};
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -92,46 +95,11 @@ impl TransformerConfig {
     }
 }
 
-/// Multi-head attention with its own q, k, v and output projections.
-struct Attention {
-    q: Linear,
-    k: Linear,
-    v: Linear,
-    out: Linear,
-    heads: usize,
-}
-
-impl Attention {
-    fn new(p: &ParamPath, d: usize, heads: usize) -> Result<Self> {
-        let init = Init::Uniform((6.0 / (2 * d) as f32).sqrt()); // Glorot, as the reference code
-        let linear = |name: &str| Linear::new(&p.sub(name), d, d, true, init);
-        Ok(Attention {
-            q: linear("q")?,
-            k: linear("k")?,
-            v: linear("v")?,
-            out: linear("out")?,
-            heads,
-        })
-    }
-
-    fn forward(&self, x: &Tensor, kv: &Tensor, mask: &AttentionMask) -> Result<(Tensor, Tensor)> {
-        let (b, t, d) = x.dims3()?;
-        let s = kv.dim(1)?;
-        let hd = d / self.heads;
-        let q = self.q.forward(x)?.reshape((b, t, self.heads, hd))?;
-        let k = self.k.forward(kv)?.reshape((b, s, self.heads, hd))?;
-        let v = self.v.forward(kv)?.reshape((b, s, self.heads, hd))?;
-        let (context, weights) = lingo_kernels::attention_with_weights(&q, &k, &v, mask, true)?;
-        let weights = weights.expect("asked for");
-        Ok((self.out.forward(&context.reshape((b, t, d))?)?, weights))
-    }
-}
-
 /// An encoder layer, or with `cross` a decoder layer.
 struct Layer {
-    self_attn: Attention,
+    self_attn: MultiHeadAttention,
     self_norm: LayerNorm,
-    cross: Option<(Attention, LayerNorm)>,
+    cross: Option<(MultiHeadAttention, LayerNorm)>,
     up: Linear,
     down: Linear,
     ffn_norm: LayerNorm,
@@ -142,15 +110,17 @@ impl Layer {
     fn new(p: &ParamPath, c: &TransformerConfig, decoder: bool) -> Result<Self> {
         let d = c.d_model;
         let norm = |name: &str| LayerNorm::new(&p.sub(name), d, true, 1e-5);
+        // Glorot-uniform initialisation, as the reference implementation.
         let glorot = |i: usize, o: usize| Init::Uniform((6.0 / (i + o) as f32).sqrt());
+        let attention = |name: &str| {
+            let names = ["q", "k", "v", "out"];
+            MultiHeadAttention::new(&p.sub(name), names, d, c.n_heads, glorot(d, d))
+        };
         Ok(Layer {
-            self_attn: Attention::new(&p.sub("self_attn"), d, c.n_heads)?,
+            self_attn: attention("self_attn")?,
             self_norm: norm("self_attn_norm")?,
             cross: if decoder {
-                Some((
-                    Attention::new(&p.sub("cross_attn"), d, c.n_heads)?,
-                    norm("cross_attn_norm")?,
-                ))
+                Some((attention("cross_attn")?, norm("cross_attn_norm")?))
             } else {
                 None
             },
@@ -169,15 +139,15 @@ impl Layer {
         memory: Option<(&Tensor, &AttentionMask)>,
         ctx: &mut Ctx,
     ) -> Result<(Tensor, Option<Tensor>)> {
-        let (a, _) = self.self_attn.forward(x, x, self_mask)?;
+        let (a, _) = self.self_attn.forward(x, x, self_mask, false)?;
         let mut x = self
             .self_norm
             .forward(&(x + self.drop.forward(&a, ctx)?)?)?;
         let mut cross_weights = None;
         if let (Some((attn, norm)), Some((memory, mask))) = (&self.cross, memory) {
-            let (a, w) = attn.forward(&x, memory, mask)?;
+            let (a, w) = attn.forward(&x, memory, mask, true)?;
             x = norm.forward(&(&x + self.drop.forward(&a, ctx)?)?)?;
-            cross_weights = Some(w);
+            cross_weights = w;
         }
         let ffn = self.down.forward(&self.up.forward(&x)?.relu()?)?;
         let x = self
@@ -317,58 +287,28 @@ impl Transformer {
     }
 }
 
-/// Step-by-step decoding: the state is the target prefix, re-run through the decoder each step.
-impl Seq2SeqLm for Transformer {
-    fn bos_id(&self) -> u32 {
+impl PrefixDecoder for Transformer {
+    fn start_id(&self) -> u32 {
         self.config.bos_id
     }
-    fn eos_id(&self) -> u32 {
+    fn end_id(&self) -> u32 {
         self.config.eos_id
     }
-    fn target_vocab_size(&self) -> usize {
+    fn vocab_size(&self) -> usize {
         self.config.tgt_vocab_size
     }
-    fn encode(&self, src: &Tensor, lengths: &[usize]) -> Result<Batched> {
-        let keep = self.keep_mask(src, lengths)?;
-        let memory = self.encode_with(src, &keep, &mut Ctx::eval())?;
-        Ok(Batched(vec![memory, keep]))
+    fn memory(&self, ids: &Tensor, mask: &Tensor) -> Result<Tensor> {
+        self.encode_with(ids, &mask.to_dtype(DType::U8)?, &mut Ctx::eval())
     }
-    fn initial_state(&self, memory: &Batched) -> Result<Batched> {
-        let rows = memory.0[0].dim(0)?;
-        Ok(Batched(vec![Tensor::zeros(
-            (rows, 0),
-            DType::U32,
-            memory.0[0].device(),
-        )?]))
-    }
-    fn decode_step(
-        &self,
-        memory: &Batched,
-        state: &Batched,
-        last: &Tensor,
-    ) -> Result<(Tensor, Batched, Option<Tensor>)> {
-        let last = last.unsqueeze(1)?;
-        let prefix = if state.0[0].dim(1)? == 0 {
-            last
-        } else {
-            Tensor::cat(&[&state.0[0], &last], 1)?
-        };
-        let (logits, cross) =
-            self.decode_with(&prefix, &memory.0[0], &memory.0[1], &mut Ctx::eval())?;
-        let t = prefix.dim(1)?;
-        let next = logits.narrow(1, t - 1, 1)?.squeeze(1)?;
-        let weights = cross.narrow(2, t - 1, 1)?.squeeze(2)?.mean(1)?;
-        Ok((
-            lingo_kernels::log_softmax(&next)?,
-            Batched(vec![prefix]),
-            Some(weights),
-        ))
+    fn logits(&self, prefix: &Tensor, memory: &Tensor, mask: &Tensor) -> Result<(Tensor, Tensor)> {
+        self.decode_with(prefix, memory, &mask.to_dtype(DType::U8)?, &mut Ctx::eval())
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::Seq2SeqLm;
     use candle_core::Device;
     use lingo_nn::ParamStore;
 

@@ -123,3 +123,55 @@ impl MultiHeadSelfAttention {
         Ok((self.out.forward(&y)?, weights))
     }
 }
+
+/// Multi-head attention with separate query, key, value and output projections (the layout of
+/// BERT, BART and the original Transformer): self-attention when the keys come from the queries'
+/// own input, cross-attention when they come from an encoder.
+#[derive(Clone, Debug)]
+pub struct MultiHeadAttention {
+    pub q: Linear,
+    pub k: Linear,
+    pub v: Linear,
+    pub out: Linear,
+    pub heads: usize,
+}
+
+impl MultiHeadAttention {
+    /// `names`: the four projections' parameter names under `p` (query, key, value, output).
+    pub fn new(
+        p: &ParamPath,
+        names: [&str; 4],
+        d_model: usize,
+        heads: usize,
+        init: crate::Init,
+    ) -> Result<Self> {
+        let linear = |name: &str| Linear::new(&p.sub(name), d_model, d_model, true, init);
+        Ok(MultiHeadAttention {
+            q: linear(names[0])?,
+            k: linear(names[1])?,
+            v: linear(names[2])?,
+            out: linear(names[3])?,
+            heads,
+        })
+    }
+
+    /// `x: [batch, q_len, d_model]` attending over `kv: [batch, k_len, d_model]`; also returns the
+    /// attention probabilities `[batch, heads, q_len, k_len]` if asked.
+    pub fn forward(
+        &self,
+        x: &Tensor,
+        kv: &Tensor,
+        mask: &AttentionMask,
+        want_weights: bool,
+    ) -> Result<(Tensor, Option<Tensor>)> {
+        let (b, t, d) = x.dims3()?;
+        let s = kv.dim(1)?;
+        let hd = d / self.heads;
+        let q = self.q.forward(x)?.reshape((b, t, self.heads, hd))?;
+        let k = self.k.forward(kv)?.reshape((b, s, self.heads, hd))?;
+        let v = self.v.forward(kv)?.reshape((b, s, self.heads, hd))?;
+        let (context, weights) =
+            lingo_kernels::attention_with_weights(&q, &k, &v, mask, want_weights)?;
+        Ok((self.out.forward(&context.reshape((b, t, d))?)?, weights))
+    }
+}
