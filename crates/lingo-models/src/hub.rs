@@ -20,6 +20,12 @@ pub fn offline_from_env() -> bool {
     std::env::var("HF_HUB_OFFLINE").is_ok_and(|v| !v.is_empty() && v != "0")
 }
 
+/// [`resolve`] in the default cache, offline if `offline` or the environment says so: what a command's
+/// `--model` and `--offline` arguments mean.
+pub fn resolve_model(model: &str, offline: bool) -> Result<PathBuf, LoadError> {
+    resolve(model, None, offline || offline_from_env())
+}
+
 /// The local folder holding `model`: the path itself if it is a directory, else the Hub repository's
 /// snapshot in `cache` (the default cache if `None`), downloading what is missing unless `offline`.
 pub fn resolve(model: &str, cache: Option<&Path>, offline: bool) -> Result<PathBuf, LoadError> {

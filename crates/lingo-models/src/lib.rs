@@ -24,7 +24,22 @@ pub use config::ConfigError;
 pub use gpt::{Gpt, GptConfig};
 pub use rnn_seq2seq::{RnnSeq2Seq, RnnSeq2SeqConfig, Seq2SeqAttention};
 
-use candle_core::{Result, Tensor};
+use candle_core::{DType, Result, Tensor};
+
+/// The padding mask of a padded batch: `[batch, width]` of `dtype`, 1 at the first `lengths[i]`
+/// positions of row `i`, 0 after.
+pub fn length_mask(
+    lengths: &[usize],
+    width: usize,
+    dtype: DType,
+    device: &candle_core::Device,
+) -> Result<Tensor> {
+    let keep: Vec<u8> = lengths
+        .iter()
+        .flat_map(|&l| (0..width).map(move |j| u8::from(j < l)))
+        .collect();
+    Tensor::from_vec(keep, (lengths.len(), width), device)?.to_dtype(dtype)
+}
 use lingo_nn::KvCache;
 use serde::{Deserialize, Serialize};
 

@@ -31,12 +31,7 @@ impl<M: PrefixDecoder> Seq2SeqLm for M {
     }
 
     fn encode(&self, src: &Tensor, lengths: &[usize]) -> Result<Batched> {
-        let width = src.dim(1)?;
-        let mask: Vec<u32> = lengths
-            .iter()
-            .flat_map(|&l| (0..width).map(move |j| u32::from(j < l)))
-            .collect();
-        let mask = Tensor::from_vec(mask, (lengths.len(), width), src.device())?;
+        let mask = crate::length_mask(lengths, src.dim(1)?, DType::U32, src.device())?;
         Ok(Batched(vec![self.memory(src, &mask)?, mask]))
     }
 

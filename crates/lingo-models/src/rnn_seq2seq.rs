@@ -292,11 +292,7 @@ impl RnnSeq2Seq {
             .narrow(0, (layers - 1) * dirs, dirs)?
             .transpose(0, 1)?
             .reshape((b, ()))?;
-        let keep: Vec<u8> = lengths
-            .iter()
-            .flat_map(|&l| (0..s).map(move |j| u8::from(j < l)))
-            .collect();
-        let keep = Tensor::from_vec(keep, (b, s), src.device())?;
+        let keep = crate::length_mask(lengths, s, DType::U8, src.device())?;
         let keys = match &self.attention {
             Some(a) => a.keys(&enc.output)?,
             // Unused without attention: a placeholder that keeps the memory layout fixed.

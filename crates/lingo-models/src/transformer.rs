@@ -258,11 +258,7 @@ impl Transformer {
         if lengths.len() != b || lengths.iter().any(|&l| l == 0 || l > s) {
             bail!("source lengths {lengths:?} do not fit a batch of {b} sequences of at most {s} tokens");
         }
-        let keep: Vec<u8> = lengths
-            .iter()
-            .flat_map(|&l| (0..s).map(move |j| u8::from(j < l)))
-            .collect();
-        Tensor::from_vec(keep, (b, s), src.device())
+        crate::length_mask(lengths, s, DType::U8, src.device())
     }
 
     /// Cross-entropy over the non-padding target positions, with `label_smoothing` (0.1 in the paper).

@@ -2,7 +2,6 @@
 
 use clap::{Args, ValueEnum};
 use lingo_tasks::encoder::{EncoderPipeline, Pooling};
-use std::path::PathBuf;
 
 /// Which model to load and how.
 #[derive(Args)]
@@ -20,8 +19,7 @@ pub struct ModelArg {
 
 impl ModelArg {
     fn load(&self) -> anyhow::Result<EncoderPipeline> {
-        let offline = self.offline || lingo_models::hub::offline_from_env();
-        let dir: PathBuf = lingo_models::hub::resolve(&self.model, None, offline)?;
+        let dir = lingo_models::hub::resolve_model(&self.model, self.offline)?;
         EncoderPipeline::load(&dir)
     }
 

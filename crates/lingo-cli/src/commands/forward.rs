@@ -88,8 +88,7 @@ impl Forward {
             decoder_input_ids: optional(&file.decoder_input_ids, "decoder_input_ids", None)?,
             input_ids: ids,
         };
-        let offline = self.offline || lingo_models::hub::offline_from_env();
-        let dir = lingo_models::hub::resolve(&self.model, None, offline)?;
+        let dir = lingo_models::hub::resolve_model(&self.model, self.offline)?;
         let pretrained = AutoModel::load(&dir, &Device::Cpu)?;
         let out = pretrained.model.forward(&inputs)?.to_dtype(DType::F32)?;
         let data = out.flatten_all()?.to_vec1::<f32>()?;

@@ -42,8 +42,7 @@ pub struct Generate {
 
 impl Generate {
     pub fn run(self) -> anyhow::Result<()> {
-        let offline = self.offline || lingo_models::hub::offline_from_env();
-        let dir = lingo_models::hub::resolve(&self.model, None, offline)?;
+        let dir = lingo_models::hub::resolve_model(&self.model, self.offline)?;
         let lm = LanguageModel::load(&dir)?;
         let cfg = SamplingConfig {
             temperature: if self.greedy { 0.0 } else { self.temperature },

@@ -32,8 +32,7 @@ pub struct Translate {
 
 impl Translate {
     pub fn run(self) -> anyhow::Result<()> {
-        let offline = self.offline || lingo_models::hub::offline_from_env();
-        let dir = lingo_models::hub::resolve(&self.model, None, offline)?;
+        let dir = lingo_models::hub::resolve_model(&self.model, self.offline)?;
         let translator = Translator::load(&dir)?;
         let sentences = match (&self.input, self.sentences.is_empty()) {
             (Some(path), _) => read_lines(path)?,
