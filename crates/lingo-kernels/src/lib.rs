@@ -44,7 +44,7 @@ pub use cross_entropy::{cross_entropy, CrossEntropy};
 pub use embedding::{embedding, embedding_shared};
 pub use gelu::{gelu, GeluForm};
 pub use layer_norm::layer_norm;
-pub use linear::{linear, linear_shared};
+pub use linear::{linear, linear_shared, linear_transposed, params_changed, params_version};
 pub use recurrent::{recurrent_step, recurrent_step_at, Cell};
 pub use rms_norm::rms_norm;
 pub use shared_grad::SharedGrad;

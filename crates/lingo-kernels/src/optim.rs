@@ -158,6 +158,7 @@ pub fn adamw_update(
     k: AdamWStep,
 ) -> Result<()> {
     check_state(param, &[m.len(), v.len()])?;
+    crate::params_changed();
     param.inplace_op2(
         &grad.contiguous()?,
         &Rule::AdamW {
@@ -178,6 +179,7 @@ pub fn sgd_update(param: &Tensor, grad: &Tensor, buf: &mut [f32], k: SgdStep) ->
             param.elem_count()
         }],
     )?;
+    crate::params_changed();
     param.inplace_op2(
         &grad.contiguous()?,
         &Rule::Sgd {

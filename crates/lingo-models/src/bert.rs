@@ -562,10 +562,10 @@ impl BertModel {
                     dense: linear(dense, h, width)?,
                     act,
                     norm: LayerNorm::new(&p.sub(norm), width, true, c.layer_norm_eps)?,
-                    decoder: Linear {
+                    decoder: Linear::from_parts(
                         weight,
-                        bias: Some(p.get(bias, &[c.vocab_size], Init::Zeros)?),
-                    },
+                        Some(p.get(bias, &[c.vocab_size], Init::Zeros)?),
+                    ),
                 }
             }
             Head::SequenceClassification => {

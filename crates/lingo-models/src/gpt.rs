@@ -178,10 +178,7 @@ impl Gpt {
             NormPlacement::Post => None,
         };
         let lm_head = if c.tied_embeddings {
-            Linear {
-                weight: wte.weight.clone(),
-                bias: None,
-            }
+            Linear::from_parts(wte.weight.clone(), None)
         } else {
             Linear::new(&p.sub("lm_head"), c.d_model, c.vocab_size, false, init)?
         };

@@ -6,7 +6,7 @@
 //! holds the base model under a prefix (`bert.`, `transformer.`) that a bare model's checkpoint does
 //! not, and tied weights are stored once. Every failure names the file and the tensor or field.
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::{Device, Tensor};
 use lingo_nn::params::read_safetensors;
 use lingo_nn::ParamStore;
 use serde::de::DeserializeOwned;
@@ -123,7 +123,7 @@ impl Checkpoint {
                     ),
                 ));
             }
-            var.set(&t.to_dtype(DType::F32)?)?;
+            lingo_nn::params::assign(&var, &t)?;
         }
         Ok(names)
     }

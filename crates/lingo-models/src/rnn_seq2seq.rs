@@ -249,10 +249,10 @@ impl RnnSeq2Seq {
             init,
         )?;
         let out = if c.tied_output {
-            Linear {
-                weight: tgt_embed.weight.clone(),
-                bias: Some(p.get("decoder.out.bias", &[c.tgt_vocab_size], Init::Zeros)?),
-            }
+            Linear::from_parts(
+                tgt_embed.weight.clone(),
+                Some(p.get("decoder.out.bias", &[c.tgt_vocab_size], Init::Zeros)?),
+            )
         } else {
             Linear::new(
                 &p.sub("decoder.out"),
@@ -582,11 +582,11 @@ mod tests {
                 let original = v.as_tensor().copy()?;
                 let eps = 1e-2;
                 let at = |sign: f64| -> Result<f64> {
-                    v.set(&(&original + (&d * (sign * eps))?)?)?;
+                    lingo_nn::params::assign(v, &(&original + (&d * (sign * eps))?)?)?;
                     loss()
                 };
                 let numeric = (at(1.0)? - at(-1.0)?) / (2.0 * eps);
-                v.set(&original)?;
+                lingo_nn::params::assign(v, &original)?;
                 assert!(
                     (numeric - analytic).abs() <= 1e-4 + 1e-2 * analytic.abs(),
                     "{attention:?} {cell:?} {name}: gradient · direction {analytic} vs finite difference {numeric}"

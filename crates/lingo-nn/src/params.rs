@@ -162,10 +162,17 @@ impl ParamStore {
                     var.dims()
                 );
             }
-            var.set(&t.to_dtype(DType::F32)?)?;
+            assign(&var, t)?;
         }
         Ok(())
     }
+}
+
+/// Overwrites a parameter in place (any dtype, converted to f32) and tells the copies derived from
+/// weights that they are stale (see [`lingo_kernels::params_changed`]). Use this, not `Var::set`.
+pub fn assign(var: &Var, value: &Tensor) -> Result<()> {
+    lingo_kernels::params_changed();
+    var.set(&value.to_dtype(DType::F32)?)
 }
 
 /// Serialises named tensors (f32) to safetensors bytes.
