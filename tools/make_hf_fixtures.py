@@ -268,6 +268,14 @@ def main():
                                          min_new_tokens=20, do_sample=False, repetition_penalty=penalty,
                                          pad_token_id=0)
                 runs[key] = out[0, prompt.shape[1]:].tolist()
+            # Beam search: with the config's EOS (never reached here) and with EOS = the token greedy
+            # repeats, so beams finish early.
+            for key, eos in (("beam3", config.eos_token_id), ("beam3_eos78", 78)):
+                with torch.no_grad():
+                    out = model.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=12,
+                                         num_beams=3, do_sample=False, length_penalty=1.0, early_stopping=True,
+                                         eos_token_id=eos, pad_token_id=0)
+                runs[key] = out[0, prompt.shape[1]:].tolist()
             with open(os.path.join(folder, "generate.json"), "w") as f:
                 json.dump({"prompt": prompt[0].tolist(), **runs}, f)
         if enc_dec:

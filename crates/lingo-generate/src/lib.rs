@@ -2,11 +2,14 @@
 //! - for decoder-only models ([`CausalLm`]): greedy decoding and sampling with temperature, top-k and
 //!   top-p (nucleus), stopping at stop tokens, using the model's KV cache so each new token costs one
 //!   position's work;
-//! - for encoder–decoders ([`lingo_models::Seq2SeqLm`]): batched [`beam::beam_search`] and greedy.
+//! - for encoder–decoders ([`lingo_models::Seq2SeqLm`]): batched [`beam::beam_search`] and greedy;
+//!   the same beam search continues a decoder-only model's prompt ([`beam_search_lm`]).
 
 pub mod beam;
+pub mod continuation;
 
 pub use beam::{beam_search, greedy, BeamConfig, Hypothesis};
+pub use continuation::beam_search_lm;
 
 use candle_core::{bail, DType, Device, Result, Tensor, D};
 use lingo_models::CausalLm;

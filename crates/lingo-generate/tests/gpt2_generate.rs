@@ -2,7 +2,7 @@
 //! `transformers`' `generate` gives for the same GPT-2 checkpoint (tools/make_hf_fixtures.py).
 
 use candle_core::Device;
-use lingo_generate::{generate, SamplingConfig};
+use lingo_generate::{beam_search_lm, generate, BeamConfig, SamplingConfig};
 use lingo_models::hf::Checkpoint;
 use lingo_models::Gpt;
 use lingo_nn::LingoRng;
@@ -32,4 +32,45 @@ fn greedy_generation_matches_transformers() {
         let got = generate(&model, &prompt, &cfg, &mut LingoRng::new(0), |_| {}).unwrap();
         assert_eq!(got, ids(&expected[key]), "{key}");
     }
+}
+
+/// Beam search over the KV cache picks transformers' `generate(num_beams=3)` continuation, both when
+/// no beam reaches EOS (12 tokens) and when EOS is the model's favourite next token.
+#[test]
+fn gpt2_beam_search_matches_transformers() {
+    let dir =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../lingo-models/tests/fixtures/hf/gpt2");
+    let checkpoint = Checkpoint::open(&dir, &Device::Cpu).unwrap();
+    let (model, _, _) = Gpt::load_gpt2(&checkpoint, &Device::Cpu).unwrap();
+    let expected: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("generate.json")).unwrap()).unwrap();
+    let ids = |v: &serde_json::Value| -> Vec<u32> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_u64().unwrap() as u32)
+            .collect()
+    };
+    let prompt = ids(&expected["prompt"]);
+    let cfg = BeamConfig {
+        beam_size: 3,
+        max_length: 12,
+        length_penalty: 1.0,
+        early_stopping: true,
+    };
+    for (key, eos) in [("beam3", 98), ("beam3_eos78", 78)] {
+        let best = beam_search_lm(&model, &prompt, Some(eos), &cfg).unwrap();
+        assert_eq!(best.len(), 3, "{key}: three finished hypotheses");
+        assert_eq!(best[0].tokens, ids(&expected[key]), "{key}");
+        assert!(best.windows(2).all(|w| w[0].score >= w[1].score));
+    }
+    // A prompt of one token (nothing cached before the first step) works too.
+    let one = beam_search_lm(&model, &prompt[..1], None, &cfg).unwrap();
+    assert_eq!(one[0].tokens.len(), 12);
+    // Asking for more positions than the model has is an error, not a panic.
+    let long = BeamConfig {
+        max_length: 100,
+        ..cfg
+    };
+    assert!(beam_search_lm(&model, &prompt, None, &long).is_err());
 }

@@ -30,6 +30,32 @@ impl KvCache {
         self.len == 0
     }
 
+    /// The cached keys and values `[batch, len, heads, head_dim]` (views), or `None` when empty.
+    pub fn tensors(&self) -> Result<Option<(Tensor, Tensor)>> {
+        match &self.buffers {
+            Some((k, v)) if self.len > 0 => {
+                Ok(Some((k.narrow(1, 0, self.len)?, v.narrow(1, 0, self.len)?)))
+            }
+            _ => Ok(None),
+        }
+    }
+
+    /// A cache holding the keys `k` and values `v` (`[batch, len, heads, head_dim]`), e.g. the rows
+    /// of another cache picked by a beam search.
+    pub fn from_tensors(k: &Tensor, v: &Tensor) -> Result<Self> {
+        if k.dims() != v.dims() || k.rank() != 4 {
+            candle_core::bail!(
+                "a key/value cache needs equal [batch, len, heads, head_dim] keys and values, got {:?} and {:?}",
+                k.dims(),
+                v.dims()
+            );
+        }
+        Ok(KvCache {
+            len: k.dim(1)?,
+            buffers: Some((k.contiguous()?, v.contiguous()?)),
+        })
+    }
+
     /// Appends `k`, `v` (`[batch, new, heads, head_dim]`) and returns views of every cached position.
     fn append(&mut self, k: &Tensor, v: &Tensor) -> Result<(Tensor, Tensor)> {
         let (b, n, h, d) = k.dims4()?;

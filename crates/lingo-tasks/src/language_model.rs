@@ -233,6 +233,28 @@ impl LanguageModel {
         })
     }
 
+    /// The most likely continuation of `prompt` by beam search (`cfg.max_length` new tokens at
+    /// most), stopping at the model's end-of-text token unless `ignore_eos`.
+    pub fn generate_beam(
+        &self,
+        prompt: &str,
+        cfg: &lingo_generate::BeamConfig,
+        ignore_eos: bool,
+    ) -> anyhow::Result<String> {
+        let ids = self.tokenizer.encode(prompt)?;
+        let eos = self.eos.filter(|_| !ignore_eos);
+        let best = lingo_generate::beam_search_lm(&self.model, &ids, eos, cfg)?;
+        let mut tokens = best
+            .into_iter()
+            .next()
+            .map(|h| h.tokens)
+            .unwrap_or_default();
+        if tokens.last().is_some_and(|&t| Some(t) == eos) {
+            tokens.pop();
+        }
+        Ok(self.tokenizer.decode(&tokens)?)
+    }
+
     /// Continues `prompt`, passing each new piece of text to `on_text` as soon as it is decoded.
     pub fn generate(
         &self,
@@ -370,6 +392,24 @@ mod tests {
         let two = lm.generate("the ", &cfg, &mut LingoRng::new(5), |_| {})?;
         assert_eq!(one, two);
         assert!(!one.is_empty());
+        // Beam search of one beam is greedy decoding.
+        let beam = lingo_generate::BeamConfig {
+            beam_size: 1,
+            max_length: 10,
+            ..Default::default()
+        };
+        let greedy = lm.generate(
+            "the ",
+            &SamplingConfig::greedy(10),
+            &mut LingoRng::new(0),
+            |_| {},
+        )?;
+        assert_eq!(lm.generate_beam("the ", &beam, false)?, greedy);
+        let wide = lingo_generate::BeamConfig {
+            beam_size: 4,
+            ..beam
+        };
+        assert_eq!(lm.generate_beam("the ", &wide, false)?.chars().count(), 10);
         Ok(())
     }
 

@@ -33,6 +33,13 @@ pub struct Generate {
     /// Divide the logits of tokens already in the text by this (1 = off; 1.2 is common).
     #[arg(long, default_value_t = 1.0)]
     repetition_penalty: f32,
+    /// Beam search with this many beams (deterministic: no sampling, no repetition penalty); the
+    /// best continuation is printed when the search ends.
+    #[arg(long, default_value_t = 1)]
+    num_beams: usize,
+    /// Beam ranking: log-probability / new tokens^this (with --num-beams).
+    #[arg(long, default_value_t = 1.0)]
+    length_penalty: f32,
     /// Keep going past the model's end-of-text token.
     #[arg(long)]
     ignore_eos: bool,
@@ -54,6 +61,21 @@ impl Generate {
         };
         cfg.validate().map_err(anyhow::Error::msg)?;
         let mut out = std::io::stdout().lock();
+        if self.num_beams > 1 {
+            if self.top_k.is_some() || self.top_p.is_some() || self.repetition_penalty != 1.0 {
+                anyhow::bail!("--num-beams searches deterministically: drop --top-k, --top-p and --repetition-penalty");
+            }
+            let beam = lingo_generate::BeamConfig {
+                beam_size: self.num_beams,
+                max_length: self.max_new_tokens,
+                length_penalty: self.length_penalty,
+                // As `transformers`' default: stop once no live beam can beat the finished ones.
+                early_stopping: false,
+            };
+            let text = lm.generate_beam(&self.prompt, &beam, self.ignore_eos)?;
+            writeln!(out, "{}{text}", self.prompt)?;
+            return Ok(());
+        }
         write!(out, "{}", self.prompt)?;
         lm.generate(&self.prompt, &cfg, &mut LingoRng::new(self.seed), |piece| {
             let _ = write!(out, "{piece}");
