@@ -17,7 +17,8 @@ use crate::hf::{Checkpoint, LoadError, StoredNames};
 use candle_core::{bail, DType, Device, Result, Tensor};
 use lingo_kernels::AttentionMask;
 use lingo_nn::{
-    Activation, Embedding, Init, LayerNorm, Linear, MultiHeadAttention, ParamPath, ParamStore,
+    Activation, DecoderLayerCache, Embedding, Init, LayerNorm, Linear, MultiHeadAttention,
+    ParamPath, ParamStore,
 };
 use serde::Deserialize;
 
@@ -126,10 +127,31 @@ impl Layer {
             trace.cross_attentions.extend(weights);
             x = norm.forward(&(&x + attended)?)?;
         }
-        let ffn = self.fc2.forward(&self.act.apply(&self.fc1.forward(&x)?)?)?;
-        let x = self.final_norm.forward(&(x + ffn)?)?;
+        let x = self.feed_forward(&x)?;
         trace.states.push(x.clone());
         Ok(x)
+    }
+
+    fn feed_forward(&self, x: &Tensor) -> Result<Tensor> {
+        let ffn = self.fc2.forward(&self.act.apply(&self.fc1.forward(x)?)?)?;
+        self.final_norm.forward(&(x + ffn)?)
+    }
+
+    /// A decoder layer on the next target positions `x` alone: the cache supplies the earlier
+    /// positions' and the source's keys and values, and gains the new positions'.
+    fn step(
+        &self,
+        x: &Tensor,
+        cross_mask: &AttentionMask,
+        cache: &mut DecoderLayerCache,
+    ) -> Result<(Tensor, Option<Tensor>)> {
+        let attended = self.self_attn.attend_cached(x, &mut cache.own)?;
+        let x = self.self_norm.forward(&(x + attended)?)?;
+        let (attn, norm) = self.cross.as_ref().expect("a decoder layer");
+        let (source_k, source_v) = &cache.source;
+        let (attended, weights) = attn.attend(&x, source_k, source_v, cross_mask, true)?;
+        let x = norm.forward(&(&x + attended)?)?;
+        Ok((self.feed_forward(&x)?, weights))
     }
 }
 
@@ -178,15 +200,17 @@ impl Embed {
         })
     }
 
-    fn forward(&self, tokens: &Embedding, ids: &Tensor) -> Result<Tensor> {
+    /// The embeddings of `ids: [batch, len]` at positions `start..`.
+    fn forward(&self, tokens: &Embedding, ids: &Tensor, start: usize) -> Result<Tensor> {
         let t = ids.dim(1)?;
-        if self.offset + t > self.positions.dim(0)? {
+        if self.offset + start + t > self.positions.dim(0)? {
             bail!(
-                "{t} tokens do not fit the model's {} positions",
+                "{} tokens do not fit the model's {} positions",
+                start + t,
                 self.positions.dim(0)? - self.offset
             );
         }
-        let pos = self.positions.narrow(0, self.offset, t)?;
+        let pos = self.positions.narrow(0, self.offset + start, t)?;
         let x = (tokens.forward(ids)? * self.scale)?.broadcast_add(&pos)?;
         match &self.norm {
             Some(n) => n.forward(&x),
@@ -304,7 +328,7 @@ impl Bart {
             key_padding: attention_mask.map(|m| m.to_dtype(DType::U8)).transpose()?,
             ..Default::default()
         };
-        let mut x = self.encoder_embed.forward(&self.shared, ids)?;
+        let mut x = self.encoder_embed.forward(&self.shared, ids, 0)?;
         let mut trace = Trace {
             states: vec![x.clone()],
             ..Default::default()
@@ -331,7 +355,7 @@ impl Bart {
             key_padding: attention_mask.map(|m| m.to_dtype(DType::U8)).transpose()?,
             ..Default::default()
         };
-        let mut x = self.decoder_embed.forward(&self.shared, decoder_ids)?;
+        let mut x = self.decoder_embed.forward(&self.shared, decoder_ids, 0)?;
         let mut trace = Trace {
             states: vec![x.clone()],
             ..Default::default()
@@ -339,10 +363,12 @@ impl Bart {
         for layer in &self.decoder {
             x = layer.forward(&x, &self_mask, Some((memory, &cross_mask)), &mut trace)?;
         }
-        // The output layer is the shared embedding table.
-        let logits = lingo_kernels::linear(&x, &self.shared.weight, None)?
-            .broadcast_add(&self.final_logits_bias)?;
-        Ok((trace, logits))
+        Ok((trace, self.logits(&x)?))
+    }
+
+    /// The output layer: the shared embedding table, plus `final_logits_bias`.
+    fn logits(&self, x: &Tensor) -> Result<Tensor> {
+        lingo_kernels::linear(x, &self.shared.weight, None)?.broadcast_add(&self.final_logits_bias)
     }
 
     pub fn forward(
@@ -381,7 +407,7 @@ impl Bart {
     }
 }
 
-impl crate::prefix_decoding::PrefixDecoder for Bart {
+impl crate::cached_decoding::CachedDecoder for Bart {
     fn start_id(&self) -> u32 {
         self.config.decoder_start_token_id.unwrap_or(2)
     }
@@ -398,11 +424,32 @@ impl crate::prefix_decoding::PrefixDecoder for Bart {
             .pop()
             .expect("embeddings at least"))
     }
-    fn logits(&self, prefix: &Tensor, memory: &Tensor, mask: &Tensor) -> Result<(Tensor, Tensor)> {
-        let (mut trace, logits) = self.decode(prefix, memory, Some(mask))?;
-        Ok((
-            logits,
-            trace.cross_attentions.pop().expect("a decoder layer"),
-        ))
+    fn source_keys_values(&self, memory: &Tensor) -> Result<Vec<(Tensor, Tensor)>> {
+        (self.decoder.iter())
+            .map(|l| match &l.cross {
+                Some((attention, _)) => attention.keys_values(memory),
+                None => bail!("a decoder layer without cross-attention"),
+            })
+            .collect()
+    }
+    fn step(
+        &self,
+        tokens: &Tensor,
+        position: usize,
+        mask: &Tensor,
+        caches: &mut [DecoderLayerCache],
+    ) -> Result<(Tensor, Tensor)> {
+        let cross_mask = AttentionMask {
+            key_padding: Some(mask.to_dtype(DType::U8)?),
+            ..Default::default()
+        };
+        let mut x = self.decoder_embed.forward(&self.shared, tokens, position)?;
+        let mut cross = None;
+        for (layer, cache) in self.decoder.iter().zip(caches) {
+            let (y, w) = layer.step(&x, &cross_mask, cache)?;
+            x = y;
+            cross = w;
+        }
+        Ok((self.logits(&x)?, cross.expect("at least one decoder layer")))
     }
 }

@@ -11,11 +11,11 @@
 pub mod auto;
 pub mod bart;
 pub mod bert;
+pub mod cached_decoding;
 pub mod config;
 pub mod gpt;
 pub mod hf;
 pub mod hub;
-pub mod prefix_decoding;
 pub mod rnn_seq2seq;
 pub mod t5;
 pub mod transformer;

@@ -15,7 +15,9 @@
 use crate::bart::{Seq2SeqOutput, Trace};
 use crate::hf::{Checkpoint, LoadError, StoredNames};
 use candle_core::{bail, DType, Device, Result, Tensor};
-use lingo_nn::{Activation, Embedding, Init, Linear, ParamPath, ParamStore, RmsNorm};
+use lingo_nn::{
+    Activation, DecoderLayerCache, Embedding, Init, Linear, ParamPath, ParamStore, RmsNorm,
+};
 use serde::Deserialize;
 
 /// The fields of a T5 `config.json` that shape the network.
@@ -144,9 +146,11 @@ impl Attention {
         })
     }
 
-    /// The relative-position bias `[1, heads, q_len, k_len]`.
+    /// The relative-position bias `[1, heads, q_len, k_len]` of queries at positions
+    /// `q_start..q_start + q_len` over keys at `0..k_len`.
     fn position_bias(
         &self,
+        q_start: usize,
         q_len: usize,
         k_len: usize,
         bidirectional: bool,
@@ -155,7 +159,8 @@ impl Attention {
         let Some(table) = &self.relative_bias else {
             bail!("this attention layer has no relative position table");
         };
-        let ids: Vec<u32> = (0..q_len as i64)
+        let queries = q_start as i64..(q_start + q_len) as i64;
+        let ids: Vec<u32> = queries
             .flat_map(|i| {
                 (0..k_len as i64).map(move |j| {
                     bucket(
@@ -175,16 +180,47 @@ impl Attention {
     /// `[batch, heads, q_len, k_len]`.
     /// The attended output and the attention probabilities `[batch, heads, q_len, k_len]`.
     fn forward(&self, x: &Tensor, kv: &Tensor, bias: &Tensor) -> Result<(Tensor, Tensor)> {
-        let (b, t, _) = x.dims3()?;
-        let s = kv.dim(1)?;
-        let heads = |y: Tensor, len| -> Result<Tensor> {
-            y.reshape((b, len, self.heads, self.d_kv))?
-                .transpose(1, 2)?
-                .contiguous()
+        let (k, v) = self.keys_values(kv)?;
+        self.attend(x, &k, &v, bias)
+    }
+
+    /// The keys and values `[batch, len, heads, d_kv]` of `kv: [batch, len, d_model]`.
+    fn keys_values(&self, kv: &Tensor) -> Result<(Tensor, Tensor)> {
+        let (b, s, _) = kv.dims3()?;
+        let split = |y: Tensor| y.reshape((b, s, self.heads, self.d_kv));
+        Ok((split(self.k.forward(kv)?)?, split(self.v.forward(kv)?)?))
+    }
+
+    /// Self-attention of the next positions `x` over the cached keys and values of the earlier
+    /// ones (extended with the new), `bias` covering all of them.
+    fn attend_cached(
+        &self,
+        x: &Tensor,
+        cache: &mut Option<(Tensor, Tensor)>,
+        bias: &Tensor,
+    ) -> Result<Tensor> {
+        let (k, v) = self.keys_values(x)?;
+        let (k, v) = match cache.take() {
+            Some((pk, pv)) => (Tensor::cat(&[&pk, &k], 1)?, Tensor::cat(&[&pv, &v], 1)?),
+            None => (k.contiguous()?, v.contiguous()?),
         };
-        let q = heads(self.q.forward(x)?, t)?;
-        let k = heads(self.k.forward(kv)?, s)?;
-        let v = heads(self.v.forward(kv)?, s)?;
+        let (y, _) = self.attend(x, &k, &v, bias)?;
+        *cache = Some((k, v));
+        Ok(y)
+    }
+
+    /// `x` attending over keys and values from [`Self::keys_values`].
+    fn attend(
+        &self,
+        x: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        bias: &Tensor,
+    ) -> Result<(Tensor, Tensor)> {
+        let (b, t, _) = x.dims3()?;
+        let heads_first = |y: &Tensor| y.transpose(1, 2)?.contiguous();
+        let q = heads_first(&self.q.forward(x)?.reshape((b, t, self.heads, self.d_kv))?)?;
+        let (k, v) = (heads_first(k)?, heads_first(v)?);
         let scores = q.matmul(&k.t()?.contiguous()?)?.broadcast_add(bias)?;
         let weights = lingo_kernels::softmax(&scores)?;
         let context =
@@ -284,6 +320,30 @@ impl Block {
             x = (&x + attended)?;
         }
         &x + self.ff.forward(&self.ff_norm.forward(&x)?)?
+    }
+
+    /// A decoder block on the next target positions `x` alone: the cache supplies the earlier
+    /// positions' and the source's keys and values, and gains the new positions'.
+    fn step(
+        &self,
+        x: &Tensor,
+        self_bias: &Tensor,
+        cross_bias: &Tensor,
+        cache: &mut DecoderLayerCache,
+    ) -> Result<(Tensor, Tensor)> {
+        let h = self.self_norm.forward(x)?;
+        let mut x = (x + self
+            .self_attn
+            .attend_cached(&h, &mut cache.own, self_bias)?)?;
+        let (attn, norm) = self.cross.as_ref().expect("a decoder block");
+        let (source_k, source_v) = &cache.source;
+        let (attended, weights) =
+            attn.attend(&norm.forward(&x)?, source_k, source_v, cross_bias)?;
+        x = (&x + attended)?;
+        Ok((
+            (&x + self.ff.forward(&self.ff_norm.forward(&x)?)?)?,
+            weights,
+        ))
     }
 }
 
@@ -409,7 +469,7 @@ impl T5 {
         let t = ids.dim(1)?;
         let mut bias = self.encoder[0]
             .self_attn
-            .position_bias(t, t, true, &self.config)?;
+            .position_bias(0, t, t, true, &self.config)?;
         if let Some(m) = attention_mask {
             bias = bias.broadcast_add(&padding_bias(m)?)?;
         }
@@ -432,7 +492,7 @@ impl T5 {
         let t = decoder_ids.dim(1)?;
         let self_bias = self.decoder[0]
             .self_attn
-            .position_bias(t, t, false, &self.config)?
+            .position_bias(0, t, t, false, &self.config)?
             .broadcast_add(&causal_bias(t, decoder_ids.device())?)?;
         let cross_bias = match attention_mask {
             Some(m) => padding_bias(m)?,
@@ -445,18 +505,23 @@ impl T5 {
             &self_bias,
             Some((memory, &cross_bias)),
         )?;
-        let last = trace.states.last().expect("final state");
+        let logits = self.logits(trace.states.last().expect("final state"))?;
+        Ok((trace, logits))
+    }
+
+    /// The output layer on the decoder's final (normed) states, rescaled by `d_model^-0.5` first
+    /// when the head is tied.
+    fn logits(&self, last: &Tensor) -> Result<Tensor> {
         let c = &self.config;
         let last = if c.scale_decoder_outputs.unwrap_or(c.tie_word_embeddings) {
             (last * (c.d_model as f64).powf(-0.5))?
         } else {
             last.clone()
         };
-        let logits = match &self.lm_head {
-            Some(head) => head.forward(&last)?,
-            None => lingo_kernels::linear(&last, &self.shared.weight, None)?,
-        };
-        Ok((trace, logits))
+        match &self.lm_head {
+            Some(head) => head.forward(&last),
+            None => lingo_kernels::linear(&last, &self.shared.weight, None),
+        }
     }
 
     pub fn forward(
@@ -489,7 +554,7 @@ impl T5 {
     }
 }
 
-impl crate::prefix_decoding::PrefixDecoder for T5 {
+impl crate::cached_decoding::CachedDecoder for T5 {
     fn start_id(&self) -> u32 {
         self.config.decoder_start_token_id.unwrap_or(0)
     }
@@ -506,12 +571,42 @@ impl crate::prefix_decoding::PrefixDecoder for T5 {
             .pop()
             .expect("final state"))
     }
-    fn logits(&self, prefix: &Tensor, memory: &Tensor, mask: &Tensor) -> Result<(Tensor, Tensor)> {
-        let (mut trace, logits) = self.decode(prefix, memory, Some(mask))?;
-        Ok((
-            logits,
-            trace.cross_attentions.pop().expect("a decoder block"),
-        ))
+    fn source_keys_values(&self, memory: &Tensor) -> Result<Vec<(Tensor, Tensor)>> {
+        (self.decoder.iter())
+            .map(|b| match &b.cross {
+                Some((attention, _)) => attention.keys_values(memory),
+                None => bail!("a decoder block without cross-attention"),
+            })
+            .collect()
+    }
+    fn step(
+        &self,
+        tokens: &Tensor,
+        position: usize,
+        mask: &Tensor,
+        caches: &mut [DecoderLayerCache],
+    ) -> Result<(Tensor, Tensor)> {
+        if tokens.dim(1)? != 1 {
+            bail!("T5 decodes one token per step, got {:?}", tokens.dims());
+        }
+        // The new token sees every cached position and itself.
+        let self_bias = self.decoder[0].self_attn.position_bias(
+            position,
+            1,
+            position + 1,
+            false,
+            &self.config,
+        )?;
+        let cross_bias = padding_bias(mask)?;
+        let mut x = self.decoder_embed.forward(tokens)?;
+        let mut cross = None;
+        for (block, cache) in self.decoder.iter().zip(caches) {
+            let (y, w) = block.step(&x, &self_bias, &cross_bias, cache)?;
+            x = y;
+            cross = Some(w);
+        }
+        let logits = self.logits(&self.decoder_norm.forward(&x)?)?;
+        Ok((logits, cross.expect("at least one decoder block")))
     }
 }
 

@@ -7,12 +7,12 @@
 //! weight with the target embedding, and with the source embedding too when both sides use one
 //! vocabulary (`share_embeddings`), as in the paper.
 
-use crate::prefix_decoding::PrefixDecoder;
+use crate::cached_decoding::CachedDecoder;
 use candle_core::{bail, DType, Result, Tensor};
 use lingo_kernels::{AttentionMask, CrossEntropy};
 use lingo_nn::{
-    sinusoidal_table, Ctx, Dropout, Embedding, Init, LayerNorm, Linear, MultiHeadAttention,
-    ParamPath,
+    sinusoidal_table, Ctx, DecoderLayerCache, Dropout, Embedding, Init, LayerNorm, Linear,
+    MultiHeadAttention, ParamPath,
 };
 use serde::{Deserialize, Serialize};
 
@@ -149,11 +149,30 @@ impl Layer {
             x = norm.forward(&(&x + self.drop.forward(&a, ctx)?)?)?;
             cross_weights = w;
         }
-        let ffn = self.down.forward(&self.up.forward(&x)?.relu()?)?;
-        let x = self
-            .ffn_norm
-            .forward(&(&x + self.drop.forward(&ffn, ctx)?)?)?;
-        Ok((x, cross_weights))
+        Ok((self.feed_forward(&x, ctx)?, cross_weights))
+    }
+
+    /// `x` after the feed-forward sub-layer.
+    fn feed_forward(&self, x: &Tensor, ctx: &mut Ctx) -> Result<Tensor> {
+        let ffn = self.down.forward(&self.up.forward(x)?.relu()?)?;
+        self.ffn_norm.forward(&(x + self.drop.forward(&ffn, ctx)?)?)
+    }
+
+    /// A decoder layer on the next target positions `x` alone (inference): the cache supplies the
+    /// earlier positions' and the source's keys and values, and gains the new positions'.
+    fn step(
+        &self,
+        x: &Tensor,
+        cross_mask: &AttentionMask,
+        cache: &mut DecoderLayerCache,
+    ) -> Result<(Tensor, Option<Tensor>)> {
+        let a = self.self_attn.attend_cached(x, &mut cache.own)?;
+        let x = self.self_norm.forward(&(x + a)?)?;
+        let (attn, norm) = self.cross.as_ref().expect("a decoder layer");
+        let (source_k, source_v) = &cache.source;
+        let (a, weights) = attn.attend(&x, source_k, source_v, cross_mask, true)?;
+        let x = norm.forward(&(&x + a)?)?;
+        Ok((self.feed_forward(&x, &mut Ctx::eval())?, weights))
     }
 }
 
@@ -196,18 +215,31 @@ impl Transformer {
         })
     }
 
-    /// `Dropout(√d · embedding + positions)` for `ids: [batch, len]`.
-    fn embed(&self, table: &Embedding, ids: &Tensor, ctx: &mut Ctx) -> Result<Tensor> {
+    /// `Dropout(√d · embedding + positions)` for `ids: [batch, len]` at positions `start..`.
+    fn embed(
+        &self,
+        table: &Embedding,
+        ids: &Tensor,
+        start: usize,
+        ctx: &mut Ctx,
+    ) -> Result<Tensor> {
         let t = ids.dim(1)?;
-        if t > self.config.max_len {
+        if start + t > self.config.max_len {
             bail!(
-                "{t} tokens exceed the model's max_len of {}",
+                "{} tokens exceed the model's max_len of {}",
+                start + t,
                 self.config.max_len
             );
         }
         let scale = (self.config.d_model as f64).sqrt();
-        let x = (table.forward(ids)? * scale)?.broadcast_add(&self.positions.narrow(0, 0, t)?)?;
+        let positions = self.positions.narrow(0, start, t)?;
+        let x = (table.forward(ids)? * scale)?.broadcast_add(&positions)?;
         self.drop.forward(&x, ctx)
+    }
+
+    /// The output layer: the target embedding, transposed, plus a bias.
+    fn logits(&self, x: &Tensor) -> Result<Tensor> {
+        lingo_kernels::linear(x, &self.tgt_embed.weight, Some(&self.out_bias))
     }
 
     /// The encoder output `[batch, src, d_model]`; `keep: [batch, src]` marks real tokens.
@@ -216,7 +248,7 @@ impl Transformer {
             key_padding: Some(keep.clone()),
             ..Default::default()
         };
-        let mut x = self.embed(&self.src_embed, src, ctx)?;
+        let mut x = self.embed(&self.src_embed, src, 0, ctx)?;
         for layer in &self.encoder {
             x = layer.forward(&x, &mask, None, ctx)?.0;
         }
@@ -240,15 +272,14 @@ impl Transformer {
             key_padding: Some(keep.clone()),
             ..Default::default()
         };
-        let mut x = self.embed(&self.tgt_embed, tgt_in, ctx)?;
+        let mut x = self.embed(&self.tgt_embed, tgt_in, 0, ctx)?;
         let mut cross = None;
         for layer in &self.decoder {
             let (y, w) = layer.forward(&x, &self_mask, Some((memory, &cross_mask)), ctx)?;
             x = y;
             cross = w;
         }
-        // The output layer is the target embedding, transposed.
-        let logits = lingo_kernels::linear(&x, &self.tgt_embed.weight, Some(&self.out_bias))?;
+        let logits = self.logits(&x)?;
         Ok((logits, cross.expect("at least one decoder layer")))
     }
 
@@ -283,7 +314,7 @@ impl Transformer {
     }
 }
 
-impl PrefixDecoder for Transformer {
+impl CachedDecoder for Transformer {
     fn start_id(&self) -> u32 {
         self.config.bos_id
     }
@@ -296,8 +327,33 @@ impl PrefixDecoder for Transformer {
     fn memory(&self, ids: &Tensor, mask: &Tensor) -> Result<Tensor> {
         self.encode_with(ids, &mask.to_dtype(DType::U8)?, &mut Ctx::eval())
     }
-    fn logits(&self, prefix: &Tensor, memory: &Tensor, mask: &Tensor) -> Result<(Tensor, Tensor)> {
-        self.decode_with(prefix, memory, &mask.to_dtype(DType::U8)?, &mut Ctx::eval())
+    fn source_keys_values(&self, memory: &Tensor) -> Result<Vec<(Tensor, Tensor)>> {
+        (self.decoder.iter())
+            .map(|l| match &l.cross {
+                Some((attention, _)) => attention.keys_values(memory),
+                None => bail!("a decoder layer without cross-attention"),
+            })
+            .collect()
+    }
+    fn step(
+        &self,
+        tokens: &Tensor,
+        position: usize,
+        mask: &Tensor,
+        caches: &mut [DecoderLayerCache],
+    ) -> Result<(Tensor, Tensor)> {
+        let cross_mask = AttentionMask {
+            key_padding: Some(mask.to_dtype(DType::U8)?),
+            ..Default::default()
+        };
+        let mut x = self.embed(&self.tgt_embed, tokens, position, &mut Ctx::eval())?;
+        let mut cross = None;
+        for (layer, cache) in self.decoder.iter().zip(caches) {
+            let (y, w) = layer.step(&x, &cross_mask, cache)?;
+            x = y;
+            cross = w;
+        }
+        Ok((self.logits(&x)?, cross.expect("at least one decoder layer")))
     }
 }
 

@@ -190,14 +190,65 @@ impl MultiHeadAttention {
         mask: &AttentionMask,
         want_weights: bool,
     ) -> Result<(Tensor, Option<Tensor>)> {
+        let (k, v) = self.keys_values(kv)?;
+        self.attend(x, &k, &v, mask, want_weights)
+    }
+
+    /// The keys and values `[batch, len, heads, head_dim]` of `kv: [batch, len, d_model]`: what
+    /// a decoder computes once per source for its cross-attention.
+    pub fn keys_values(&self, kv: &Tensor) -> Result<(Tensor, Tensor)> {
+        let (b, s, d) = kv.dims3()?;
+        let split = |y: Tensor| y.reshape((b, s, self.heads, d / self.heads));
+        Ok((split(self.k.forward(kv)?)?, split(self.v.forward(kv)?)?))
+    }
+
+    /// `x: [batch, q_len, d_model]` attending over keys and values from [`Self::keys_values`].
+    pub fn attend(
+        &self,
+        x: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        mask: &AttentionMask,
+        want_weights: bool,
+    ) -> Result<(Tensor, Option<Tensor>)> {
         let (b, t, d) = x.dims3()?;
-        let s = kv.dim(1)?;
-        let hd = d / self.heads;
-        let q = self.q.forward(x)?.reshape((b, t, self.heads, hd))?;
-        let k = self.k.forward(kv)?.reshape((b, s, self.heads, hd))?;
-        let v = self.v.forward(kv)?.reshape((b, s, self.heads, hd))?;
+        let q = self
+            .q
+            .forward(x)?
+            .reshape((b, t, self.heads, d / self.heads))?;
         let (context, weights) =
-            lingo_kernels::attention_with_weights(&q, &k, &v, mask, want_weights)?;
+            lingo_kernels::attention_with_weights(&q, k, v, mask, want_weights)?;
         Ok((self.out.forward(&context.reshape((b, t, d))?)?, weights))
     }
+
+    /// Causal self-attention of new positions `x: [batch, new, d_model]` that follow the positions
+    /// whose keys and values `cache` holds (`[batch, len, heads, head_dim]`, `None` at the start),
+    /// which it extends: a decoder step costs the new positions' work only.
+    pub fn attend_cached(
+        &self,
+        x: &Tensor,
+        cache: &mut Option<(Tensor, Tensor)>,
+    ) -> Result<Tensor> {
+        let (k, v) = self.keys_values(x)?;
+        let (k, v) = match cache.take() {
+            Some((pk, pv)) => (Tensor::cat(&[&pk, &k], 1)?, Tensor::cat(&[&pv, &v], 1)?),
+            None => (k.contiguous()?, v.contiguous()?),
+        };
+        let mask = AttentionMask {
+            causal: true,
+            query_offset: k.dim(1)? - x.dim(1)?,
+            ..Default::default()
+        };
+        let (y, _) = self.attend(x, &k, &v, &mask, false)?;
+        *cache = Some((k, v));
+        Ok(y)
+    }
+}
+
+/// What a decoder layer keeps between steps: its self-attention's keys and values of the positions
+/// decoded so far, and its cross-attention's keys and values of the source.
+#[derive(Clone, Debug)]
+pub struct DecoderLayerCache {
+    pub own: Option<(Tensor, Tensor)>,
+    pub source: (Tensor, Tensor),
 }
