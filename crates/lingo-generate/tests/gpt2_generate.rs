@@ -1,5 +1,6 @@
-//! Greedy generation with the KV cache, with and without a repetition penalty, gives the tokens
-//! `transformers`' `generate` gives for the same GPT-2 checkpoint (tools/make_hf_fixtures.py).
+//! Greedy generation with the KV cache (with and without a repetition penalty) and beam search give
+//! the tokens `transformers`' `generate` gives for the same GPT-2 checkpoint
+//! (tools/make_hf_fixtures.py).
 
 use candle_core::Device;
 use lingo_generate::{beam_search_lm, generate, BeamConfig, SamplingConfig};
@@ -8,21 +9,24 @@ use lingo_models::Gpt;
 use lingo_nn::LingoRng;
 use std::path::PathBuf;
 
-#[test]
-fn greedy_generation_matches_transformers() {
+/// The tiny GPT-2 checkpoint and what `transformers` generated with it.
+fn fixture() -> (Gpt, serde_json::Value) {
     let dir =
         PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../lingo-models/tests/fixtures/hf/gpt2");
     let checkpoint = Checkpoint::open(&dir, &Device::Cpu).unwrap();
     let (model, _, _) = Gpt::load_gpt2(&checkpoint, &Device::Cpu).unwrap();
-    let expected: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("generate.json")).unwrap()).unwrap();
-    let ids = |v: &serde_json::Value| -> Vec<u32> {
-        v.as_array()
-            .unwrap()
-            .iter()
-            .map(|x| x.as_u64().unwrap() as u32)
-            .collect()
-    };
+    let generated = std::fs::read_to_string(dir.join("generate.json")).unwrap();
+    (model, serde_json::from_str(&generated).unwrap())
+}
+
+fn ids(v: &serde_json::Value) -> Vec<u32> {
+    let values = v.as_array().unwrap().iter();
+    values.map(|x| x.as_u64().unwrap() as u32).collect()
+}
+
+#[test]
+fn greedy_generation_matches_transformers() {
+    let (model, expected) = fixture();
     let prompt = ids(&expected["prompt"]);
     for (key, penalty) in [("greedy", 1.0), ("penalty_1.5", 1.5)] {
         let cfg = SamplingConfig {
@@ -38,19 +42,7 @@ fn greedy_generation_matches_transformers() {
 /// no beam reaches EOS (12 tokens) and when EOS is the model's favourite next token.
 #[test]
 fn gpt2_beam_search_matches_transformers() {
-    let dir =
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../lingo-models/tests/fixtures/hf/gpt2");
-    let checkpoint = Checkpoint::open(&dir, &Device::Cpu).unwrap();
-    let (model, _, _) = Gpt::load_gpt2(&checkpoint, &Device::Cpu).unwrap();
-    let expected: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("generate.json")).unwrap()).unwrap();
-    let ids = |v: &serde_json::Value| -> Vec<u32> {
-        v.as_array()
-            .unwrap()
-            .iter()
-            .map(|x| x.as_u64().unwrap() as u32)
-            .collect()
-    };
+    let (model, expected) = fixture();
     let prompt = ids(&expected["prompt"]);
     let cfg = BeamConfig {
         beam_size: 3,
