@@ -289,9 +289,21 @@ def main():
                                          length_penalty=1.0, early_stopping=True, no_repeat_ngram_size=0,
                                          forced_bos_token_id=None, forced_eos_token_id=None, min_length=0)
                 runs[key] = out[:, 1:].tolist()
+            # Every generation constraint at once: a forced first and last token, a minimum length,
+            # no repeated bigram, and banned words (one token, and a pair) taken from greedy's output.
+            first = runs["greedy"][0]
+            constraints = {"num_beams": 3, "max_length": 13, "min_length": 6, "no_repeat_ngram_size": 2,
+                           "bad_words_ids": [[first[1]], [first[2], first[3]]], "forced_bos_token_id": 5,
+                           "forced_eos_token_id": config.eos_token_id, "early_stopping": False,
+                           "length_penalty": 1.0}
+            with torch.no_grad():
+                out = model.generate(input_ids=d["input_ids"], attention_mask=d["attention_mask"], do_sample=False,
+                                     **constraints)
+            runs["constrained"] = out[:, 1:].tolist()
             with open(os.path.join(folder, "generate.json"), "w") as f:
                 json.dump({"input_ids": d["input_ids"].tolist(), "attention_mask": d["attention_mask"].tolist(),
-                           "pad": config.pad_token_id, "eos": config.eos_token_id, **runs}, f)
+                           "pad": config.pad_token_id, "eos": config.eos_token_id, "constraints": constraints,
+                           **runs}, f)
         if name == "t5":
             # Text in, text out: what `lingo translate` must print for this folder.
             tokenizer = t5_tokenizer()

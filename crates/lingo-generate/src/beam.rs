@@ -19,6 +19,17 @@ pub struct BeamConfig {
     pub max_length: usize,
     pub length_penalty: f32,
     pub early_stopping: bool,
+    /// EOS may not come before this many tokens.
+    pub min_length: usize,
+    /// No n-gram of this many tokens (the start token counts) occurs twice in an output; 0 = off.
+    pub no_repeat_ngram_size: usize,
+    /// Token sequences never generated (`bad_words_ids`): the last token of each is banned after
+    /// the others.
+    pub banned: Vec<Vec<u32>>,
+    /// The token every output starts with (`forced_bos_token_id`).
+    pub forced_first: Option<u32>,
+    /// The token an output that reaches `max_length` ends with (`forced_eos_token_id`).
+    pub forced_last: Option<u32>,
 }
 
 impl Default for BeamConfig {
@@ -28,6 +39,11 @@ impl Default for BeamConfig {
             max_length: 100,
             length_penalty: 1.0,
             early_stopping: false,
+            min_length: 0,
+            no_repeat_ngram_size: 0,
+            banned: Vec::new(),
+            forced_first: None,
+            forced_last: None,
         }
     }
 }
@@ -39,6 +55,82 @@ impl BeamConfig {
             max_length,
             length_penalty: 0.0,
             early_stopping: true,
+            ..Default::default()
+        }
+    }
+
+    /// Settings from a Hugging Face generation config (`setting` looks a key up in
+    /// `generation_config.json`, then `config.json`). Its lengths count the decoder's start token,
+    /// Lingo's do not. Without `num_beams` the beam is 4 (transformers would be greedy), without
+    /// `max_length` 200 tokens (transformers: 19).
+    pub fn from_generation_config(
+        setting: impl Fn(&str) -> Option<serde_json::Value>,
+    ) -> Result<Self> {
+        let count = |key: &str| setting(key).and_then(|v| v.as_u64()).map(|n| n as usize);
+        let token = |key: &str| setting(key).and_then(|v| v.as_u64()).map(|n| n as u32);
+        let banned = match setting("bad_words_ids") {
+            Some(v) => serde_json::from_value(v).map_err(|e| {
+                candle_core::Error::Msg(format!("`bad_words_ids` must be lists of token ids: {e}"))
+            })?,
+            None => Vec::new(),
+        };
+        Ok(BeamConfig {
+            beam_size: count("num_beams").unwrap_or(4).max(1),
+            max_length: count("max_length").unwrap_or(201).saturating_sub(1).max(1),
+            length_penalty: (setting("length_penalty").and_then(|v| v.as_f64())).unwrap_or(1.0)
+                as f32,
+            early_stopping: setting("early_stopping").and_then(|v| v.as_bool()) == Some(true),
+            min_length: count("min_length").unwrap_or(0).saturating_sub(1),
+            no_repeat_ngram_size: count("no_repeat_ngram_size").unwrap_or(0),
+            banned,
+            forced_first: token("forced_bos_token_id"),
+            forced_last: token("forced_eos_token_id"),
+        })
+    }
+
+    /// Applies the constraints to the log-probabilities `lp` of the token after `tokens` (which
+    /// follow the start token), as `transformers`' logits processors do: banned tokens get −∞, a
+    /// forced token gets 0 and every other −∞.
+    fn constrain(&self, lp: &mut [f32], start: u32, tokens: &[u32], eos: u32) {
+        let step = tokens.len();
+        let forced = match (self.forced_first, self.forced_last) {
+            (Some(first), _) if step == 0 => Some(first),
+            (_, Some(last)) if step + 1 == self.max_length => Some(last),
+            _ => None,
+        };
+        if let Some(token) = forced {
+            lp.fill(f32::NEG_INFINITY);
+            if let Some(x) = lp.get_mut(token as usize) {
+                *x = 0.0;
+            }
+            return;
+        }
+        let mut ban = |token: u32| {
+            if let Some(x) = lp.get_mut(token as usize) {
+                *x = f32::NEG_INFINITY;
+            }
+        };
+        if step < self.min_length {
+            ban(eos);
+        }
+        let text: Vec<u32> = std::iter::once(start)
+            .chain(tokens.iter().copied())
+            .collect();
+        for words in &self.banned {
+            if let Some((&last, before)) = words.split_last() {
+                if text.ends_with(before) {
+                    ban(last);
+                }
+            }
+        }
+        let n = self.no_repeat_ngram_size;
+        if n > 0 && text.len() + 1 >= n {
+            let prefix = &text[text.len() + 1 - n..];
+            for gram in text.windows(n) {
+                if gram[..n - 1] == *prefix {
+                    ban(gram[n - 1]);
+                }
+            }
         }
     }
 }
@@ -129,11 +221,13 @@ pub fn beam_search(
             // Every (beam, token) candidate's total log-probability, best first.
             let mut candidates: Vec<(f32, usize, u32)> = Vec::new();
             for (b, h) in beams.iter().enumerate() {
-                let lp = &log_probs[first_row + b];
+                let mut lp = log_probs[first_row + b].clone();
+                cfg.constrain(&mut lp, model.bos_id(), &h.tokens, eos);
                 let mut order: Vec<usize> = (0..vocab).collect();
                 let take = (2 * k).min(vocab);
                 order.select_nth_unstable_by(take - 1, |&x, &y| lp[y].total_cmp(&lp[x]));
-                for &tok in &order[..take] {
+                // Banned tokens (−∞) are never candidates.
+                for &tok in order[..take].iter().filter(|&&t| lp[t].is_finite()) {
                     candidates.push((h.log_prob + lp[tok], b, tok as u32));
                 }
             }
@@ -333,6 +427,7 @@ mod tests {
                 max_length: 4,
                 length_penalty: penalty,
                 early_stopping: false,
+                ..Default::default()
             };
             let out = beam_search(&oracle, &src, &[1, 1, 1], &cfg)?;
             for (i, &seed) in seeds.iter().enumerate() {
@@ -375,11 +470,51 @@ mod tests {
                 max_length: 6,
                 length_penalty: 0.0,
                 early_stopping: false,
+                ..Default::default()
             },
         )?;
         for (g, b) in greedy_out.iter().zip(&beam) {
             assert!(b[0].log_prob >= g.log_prob - 1e-6);
         }
         Ok(())
+    }
+
+    /// Each constraint bans (or forces) exactly the tokens it names. Start token 0, EOS 1.
+    #[test]
+    fn constraints_ban_and_force_tokens() {
+        let banned = |cfg: &BeamConfig, tokens: &[u32]| -> Vec<u32> {
+            let mut lp = vec![-1.0f32; 8];
+            cfg.constrain(&mut lp, 0, tokens, 1);
+            (0..8).filter(|&t| lp[t as usize].is_infinite()).collect()
+        };
+        let min = BeamConfig {
+            min_length: 2,
+            ..Default::default()
+        };
+        assert_eq!(banned(&min, &[4]), vec![1]);
+        assert!(banned(&min, &[4, 5]).is_empty());
+        // Bigram (5, 6) was seen, and (0, 5) through the start token.
+        let ngram = BeamConfig {
+            no_repeat_ngram_size: 2,
+            ..Default::default()
+        };
+        assert_eq!(banned(&ngram, &[5, 6, 5]), vec![6]);
+        assert_eq!(banned(&ngram, &[]), Vec::<u32>::new());
+        let words = BeamConfig {
+            banned: vec![vec![7], vec![3, 4]],
+            ..Default::default()
+        };
+        assert_eq!(banned(&words, &[2, 3]), vec![4, 7]);
+        assert_eq!(banned(&words, &[3, 2]), vec![7]);
+        let forced = BeamConfig {
+            max_length: 4,
+            forced_first: Some(6),
+            forced_last: Some(1),
+            ..Default::default()
+        };
+        let all_but = |t: u32| (0..8).filter(|&x| x != t).collect::<Vec<_>>();
+        assert_eq!(banned(&forced, &[]), all_but(6));
+        assert_eq!(banned(&forced, &[6, 2, 3]), all_but(1));
+        assert!(banned(&forced, &[6, 2]).is_empty());
     }
 }

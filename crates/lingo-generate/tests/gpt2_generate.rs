@@ -49,6 +49,7 @@ fn gpt2_beam_search_matches_transformers() {
         max_length: 12,
         length_penalty: 1.0,
         early_stopping: true,
+        ..Default::default()
     };
     for (key, eos) in [("beam3", 98), ("beam3_eos78", 78)] {
         let best = beam_search_lm(&model, &prompt, Some(eos), &cfg).unwrap();

@@ -43,12 +43,20 @@ fn encoder_decoders_decode_like_transformers() {
             .collect();
         let src = Tensor::from_vec(ids.concat(), (ids.len(), ids[0].len()), &Device::Cpu).unwrap();
         let eos = expected["eos"].as_u64().unwrap() as u32;
-        for (key, beams) in [("greedy", 1), ("beam3", 3)] {
-            let cfg = BeamConfig {
-                beam_size: beams,
-                max_length: 12,
-                length_penalty: 1.0,
-                early_stopping: true,
+        let constrained =
+            BeamConfig::from_generation_config(|key| expected["constraints"].get(key).cloned())
+                .unwrap();
+        assert_eq!(constrained.min_length, 5);
+        for (key, beams) in [("greedy", 1), ("beam3", 3), ("constrained", 3)] {
+            let cfg = match key {
+                "constrained" => constrained.clone(),
+                _ => BeamConfig {
+                    beam_size: beams,
+                    max_length: 12,
+                    length_penalty: 1.0,
+                    early_stopping: true,
+                    ..Default::default()
+                },
             };
             let got = beam_search(model, &src, &lengths, &cfg).unwrap();
             for (row, want) in rows(&expected[key]).iter().enumerate() {

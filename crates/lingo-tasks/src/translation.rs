@@ -481,25 +481,14 @@ impl Translator {
         let tokenizer = Tokenizer::load(&dir.join("tokenizer.json")).with_context(|| {
             format!("{}: the model folder needs a tokenizer.json", dir.display())
         })?;
-        // generation_config.json's beam settings, else config.json's, else Lingo's defaults.
+        // generation_config.json's settings, else config.json's, else transformers' defaults.
         let generation: serde_json::Value =
             read_json(&dir.join("generation_config.json")).unwrap_or_default();
-        let setting = |key: &str| generation.get(key).or_else(|| config.get(key)).cloned();
-        let mut beam = BeamConfig {
-            beam_size: 4,
-            max_length: 200,
-            length_penalty: 1.0,
-            early_stopping: true,
-        };
-        if let Some(n) = setting("num_beams").and_then(|v| v.as_u64()) {
-            beam.beam_size = n.max(1) as usize;
-        }
-        if let Some(n) = setting("max_length").and_then(|v| v.as_u64()) {
-            beam.max_length = n.max(1) as usize;
-        }
-        if let Some(p) = setting("length_penalty").and_then(|v| v.as_f64()) {
-            beam.length_penalty = p as f32;
-        }
+        let beam = BeamConfig::from_generation_config(|key| {
+            let value = generation.get(key).or_else(|| config.get(key));
+            value.filter(|v| !v.is_null()).cloned()
+        })
+        .with_context(|| format!("{}: generation settings", dir.display()))?;
         Ok(Translator {
             pad: config["pad_token_id"].as_u64().unwrap_or(0) as u32,
             model,

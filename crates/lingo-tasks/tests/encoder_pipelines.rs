@@ -243,6 +243,7 @@ fn t5_folders_translate() {
         max_length: 12,
         length_penalty: 1.0,
         early_stopping: true,
+        ..Default::default()
     };
     let got = translator.translate(&inputs, &beam, 8).unwrap();
     for (g, w) in got.iter().zip(expected["outputs"].as_array().unwrap()) {

@@ -71,6 +71,7 @@ impl Generate {
                 length_penalty: self.length_penalty,
                 // As `transformers`' default: stop once no live beam can beat the finished ones.
                 early_stopping: false,
+                ..Default::default()
             };
             let text = lm.generate_beam(&self.prompt, &beam, self.ignore_eos)?;
             writeln!(out, "{}{text}", self.prompt)?;
