@@ -8,8 +8,9 @@ use std::sync::{Arc, Mutex};
 /// For inputs of several rows the layer keeps a copy of its weight laid out `[in, out]`, which
 /// `gemm` multiplies 2–20× faster at the row counts of inference (see
 /// [`lingo_kernels::linear_transposed`]). The copy is made the second time the layer runs at one
-/// [`lingo_kernels::params_version`], so a training step (one forward per update) never pays for it,
-/// and it is dropped as soon as any parameter is written.
+/// [`lingo_kernels::params_version`], so a training step (one forward per update) never pays for it;
+/// once any parameter is written the copy is stale and the next call drops it. Inference thus holds
+/// each weight twice.
 #[derive(Clone, Debug)]
 pub struct Linear {
     pub weight: Tensor,
