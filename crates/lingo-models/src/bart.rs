@@ -280,6 +280,8 @@ pub struct Bart {
     encoder: Vec<Layer>,
     decoder: Vec<Layer>,
     final_logits_bias: Tensor,
+    /// The output layer's product: the shared table, transposed.
+    head: Linear,
 }
 
 impl Bart {
@@ -316,6 +318,7 @@ impl Bart {
                 .map(|i| Layer::new(&dec.sub(format!("layers.{i}")), c, true))
                 .collect::<Result<_>>()?,
             final_logits_bias: p.get("final_logits_bias", &[1, c.vocab_size], Init::Zeros)?,
+            head: Linear::from_parts(shared.weight.clone(), None),
             shared,
             config,
         })
@@ -368,7 +371,7 @@ impl Bart {
 
     /// The output layer: the shared embedding table, plus `final_logits_bias`.
     fn logits(&self, x: &Tensor) -> Result<Tensor> {
-        lingo_kernels::linear(x, &self.shared.weight, None)?.broadcast_add(&self.final_logits_bias)
+        self.head.forward(x)?.broadcast_add(&self.final_logits_bias)
     }
 
     pub fn forward(

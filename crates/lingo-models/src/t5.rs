@@ -363,7 +363,6 @@ fn causal_bias(t: usize, device: &Device) -> Result<Tensor> {
 
 pub struct T5 {
     pub config: T5Config,
-    shared: Embedding,
     /// The encoder's and the decoder's token embeddings: `shared` itself, unless the checkpoint stores
     /// `encoder.embed_tokens` / `decoder.embed_tokens` as tensors of their own.
     encoder_embed: Embedding,
@@ -372,8 +371,8 @@ pub struct T5 {
     encoder_norm: RmsNorm,
     decoder: Vec<Block>,
     decoder_norm: RmsNorm,
-    /// `None` when the head is the shared embedding (rescaled by `d_model^-0.5`).
-    lm_head: Option<Linear>,
+    /// `lm_head`, or the shared embedding table.
+    lm_head: Linear,
 }
 
 impl T5 {
@@ -393,6 +392,11 @@ impl T5 {
         };
         let init = Init::Normal(0.02);
         let shared = Embedding::new(&p.sub("shared"), c.vocab_size, c.d_model, init)?;
+        let lm_head = if own_head {
+            Linear::new(&p.sub("lm_head"), c.d_model, c.vocab_size, false, init)?
+        } else {
+            Linear::from_parts(shared.weight.clone(), None)
+        };
         let embed = |own: bool, name: &str| -> Result<Embedding> {
             if own {
                 Embedding::new(
@@ -408,7 +412,6 @@ impl T5 {
         Ok(T5 {
             encoder_embed: embed(own_embeddings.0, "encoder")?,
             decoder_embed: embed(own_embeddings.1, "decoder")?,
-            shared,
             encoder: stack("encoder", c.num_layers, false)?,
             encoder_norm: RmsNorm::new(
                 &p.sub("encoder.final_layer_norm"),
@@ -425,17 +428,7 @@ impl T5 {
                 c.d_model,
                 c.layer_norm_epsilon,
             )?,
-            lm_head: if own_head {
-                Some(Linear::new(
-                    &p.sub("lm_head"),
-                    c.d_model,
-                    c.vocab_size,
-                    false,
-                    init,
-                )?)
-            } else {
-                None
-            },
+            lm_head,
             config,
         })
     }
@@ -518,10 +511,7 @@ impl T5 {
         } else {
             last.clone()
         };
-        match &self.lm_head {
-            Some(head) => head.forward(&last),
-            None => lingo_kernels::linear(&last, &self.shared.weight, None),
-        }
+        self.lm_head.forward(&last)
     }
 
     pub fn forward(

@@ -183,7 +183,8 @@ pub struct Transformer {
     positions: Tensor,
     encoder: Vec<Layer>,
     decoder: Vec<Layer>,
-    out_bias: Tensor,
+    /// The output layer: the target embedding, transposed, plus a bias.
+    head: Linear,
     drop: Dropout,
 }
 
@@ -207,7 +208,10 @@ impl Transformer {
             positions: sinusoidal_table(c.max_len, c.d_model, &p.store().device())?,
             encoder: layers("encoder", c.encoder_layers, false)?,
             decoder: layers("decoder", c.decoder_layers, true)?,
-            out_bias: p.get("out_bias", &[c.tgt_vocab_size], Init::Zeros)?,
+            head: Linear::from_parts(
+                tgt_embed.weight.clone(),
+                Some(p.get("out_bias", &[c.tgt_vocab_size], Init::Zeros)?),
+            ),
             drop: Dropout::new(c.dropout),
             src_embed,
             tgt_embed,
@@ -235,11 +239,6 @@ impl Transformer {
         let positions = self.positions.narrow(0, start, t)?;
         let x = (table.forward(ids)? * scale)?.broadcast_add(&positions)?;
         self.drop.forward(&x, ctx)
-    }
-
-    /// The output layer: the target embedding, transposed, plus a bias.
-    fn logits(&self, x: &Tensor) -> Result<Tensor> {
-        lingo_kernels::linear(x, &self.tgt_embed.weight, Some(&self.out_bias))
     }
 
     /// The encoder output `[batch, src, d_model]`; `keep: [batch, src]` marks real tokens.
@@ -279,7 +278,7 @@ impl Transformer {
             x = y;
             cross = w;
         }
-        let logits = self.logits(&x)?;
+        let logits = self.head.forward(&x)?;
         Ok((logits, cross.expect("at least one decoder layer")))
     }
 
@@ -353,7 +352,10 @@ impl CachedDecoder for Transformer {
             x = y;
             cross = w;
         }
-        Ok((self.logits(&x)?, cross.expect("at least one decoder layer")))
+        Ok((
+            self.head.forward(&x)?,
+            cross.expect("at least one decoder layer"),
+        ))
     }
 }
 
