@@ -92,6 +92,26 @@ impl ParamStore {
         inner.by_name.get(name).map(|&i| inner.params[i].1.clone())
     }
 
+    /// Names of the parameters (in creation order) that `grads` gives no gradient or an all-zero one:
+    /// those the loss does not reach — or a kernel that silently drops a path, which is why every
+    /// model's tests ask this of a loss over its output.
+    pub fn without_gradient(
+        &self,
+        grads: &candle_core::backprop::GradStore,
+    ) -> Result<Vec<String>> {
+        let mut missing = Vec::new();
+        for (name, var) in self.named() {
+            let reached = match grads.get(var.as_tensor()) {
+                Some(g) => g.abs()?.sum_all()?.to_scalar::<f32>()? > 0.0,
+                None => false,
+            };
+            if !reached {
+                missing.push(name);
+            }
+        }
+        Ok(missing)
+    }
+
     /// Total number of scalar parameters.
     pub fn num_params(&self) -> usize {
         self.lock().params.iter().map(|(_, v)| v.elem_count()).sum()
