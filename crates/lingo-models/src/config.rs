@@ -27,6 +27,32 @@ pub fn read_json<T: DeserializeOwned>(path: &Path) -> Result<T, ConfigError> {
     })
 }
 
+/// Checks that every named size is non-zero; the error names the first that is not.
+pub fn check_positive(fields: &[(&str, usize)]) -> Result<(), String> {
+    match fields.iter().find(|(_, v)| *v == 0) {
+        Some((name, _)) => Err(format!("field `{name}` must be positive")),
+        None => Ok(()),
+    }
+}
+
+/// Checks that `d_model` splits into `n_heads` equal heads.
+pub fn check_heads(d_model: usize, n_heads: usize) -> Result<(), String> {
+    if d_model % n_heads != 0 {
+        return Err(format!(
+            "field `d_model` ({d_model}) must be divisible by `n_heads` ({n_heads})"
+        ));
+    }
+    Ok(())
+}
+
+/// Checks that a dropout probability is in [0, 1).
+pub fn check_dropout(p: f32) -> Result<(), String> {
+    if !(0.0..1.0).contains(&p) {
+        return Err(format!("field `dropout` must be in [0, 1), got {p}"));
+    }
+    Ok(())
+}
+
 /// Parses JSON text into `T`; the error says which field and where.
 pub fn parse_json<T: DeserializeOwned>(text: &str) -> Result<T, String> {
     serde_json::from_str(text).map_err(|e| format!("{e}"))

@@ -81,31 +81,16 @@ impl GptConfig {
 
     /// Checks the numbers fit together; the message names the field.
     pub fn validate(&self) -> std::result::Result<(), String> {
-        let positive = [
+        use crate::config::{check_dropout, check_heads, check_positive};
+        check_positive(&[
             ("vocab_size", self.vocab_size),
             ("context_length", self.context_length),
             ("d_model", self.d_model),
             ("n_heads", self.n_heads),
             ("n_layers", self.n_layers),
-        ];
-        for (name, v) in positive {
-            if v == 0 {
-                return Err(format!("field `{name}` must be positive"));
-            }
-        }
-        if self.d_model % self.n_heads != 0 {
-            return Err(format!(
-                "field `d_model` ({}) must be divisible by `n_heads` ({})",
-                self.d_model, self.n_heads
-            ));
-        }
-        if !(0.0..1.0).contains(&self.dropout) {
-            return Err(format!(
-                "field `dropout` must be in [0, 1), got {}",
-                self.dropout
-            ));
-        }
-        Ok(())
+        ])?;
+        check_heads(self.d_model, self.n_heads)?;
+        check_dropout(self.dropout)
     }
 }
 

@@ -103,18 +103,14 @@ impl RnnSeq2SeqConfig {
     }
 
     pub fn validate(&self) -> std::result::Result<(), String> {
-        for (name, v) in [
+        crate::config::check_positive(&[
             ("src_vocab_size", self.src_vocab_size),
             ("tgt_vocab_size", self.tgt_vocab_size),
             ("embed_dim", self.embed_dim),
             ("hidden_size", self.hidden_size),
             ("encoder_layers", self.encoder_layers),
             ("decoder_layers", self.decoder_layers),
-        ] {
-            if v == 0 {
-                return Err(format!("field `{name}` must be positive"));
-            }
-        }
+        ])?;
         if self.tied_output && self.embed_dim != self.hidden_size {
             return Err(format!(
                 "field `tied_output` needs `embed_dim` ({}) == `hidden_size` ({})",
@@ -133,13 +129,7 @@ impl RnnSeq2SeqConfig {
                 self.hidden_size
             ));
         }
-        if !(0.0..1.0).contains(&self.dropout) {
-            return Err(format!(
-                "field `dropout` must be in [0, 1), got {}",
-                self.dropout
-            ));
-        }
-        Ok(())
+        crate::config::check_dropout(self.dropout)
     }
 
     /// Width of the decoder RNN's input.

@@ -8,6 +8,7 @@
 //! vocabulary (`share_embeddings`), as in the paper.
 
 use crate::cached_decoding::CachedDecoder;
+use crate::config::{check_dropout, check_heads, check_positive};
 use candle_core::{bail, DType, Result, Tensor};
 use lingo_kernels::{AttentionMask, CrossEntropy};
 use lingo_nn::{
@@ -59,7 +60,7 @@ impl Default for TransformerConfig {
 
 impl TransformerConfig {
     pub fn validate(&self) -> std::result::Result<(), String> {
-        for (name, v) in [
+        check_positive(&[
             ("src_vocab_size", self.src_vocab_size),
             ("tgt_vocab_size", self.tgt_vocab_size),
             ("d_model", self.d_model),
@@ -68,30 +69,15 @@ impl TransformerConfig {
             ("decoder_layers", self.decoder_layers),
             ("d_ff", self.d_ff),
             ("max_len", self.max_len),
-        ] {
-            if v == 0 {
-                return Err(format!("field `{name}` must be positive"));
-            }
-        }
-        if self.d_model % self.n_heads != 0 {
-            return Err(format!(
-                "field `d_model` ({}) must be divisible by `n_heads` ({})",
-                self.d_model, self.n_heads
-            ));
-        }
+        ])?;
+        check_heads(self.d_model, self.n_heads)?;
         if self.share_embeddings && self.src_vocab_size != self.tgt_vocab_size {
             return Err(format!(
                 "field `share_embeddings` needs one vocabulary, got {} source and {} target tokens",
                 self.src_vocab_size, self.tgt_vocab_size
             ));
         }
-        if !(0.0..1.0).contains(&self.dropout) {
-            return Err(format!(
-                "field `dropout` must be in [0, 1), got {}",
-                self.dropout
-            ));
-        }
-        Ok(())
+        check_dropout(self.dropout)
     }
 }
 
