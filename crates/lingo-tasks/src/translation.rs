@@ -616,47 +616,47 @@ mod tests {
         Ok(())
     }
 
-    #[test]
-    fn learns_to_copy_dates_and_the_folder_translates() -> anyhow::Result<()> {
-        let (train, test) = DateTask::split(3000, 40, 5);
-        // A quick task for a test: only the ISO-like format, which is nearly a copy.
-        let iso = |pairs: Vec<(String, String)>| -> Vec<(String, String)> {
+    type Pairs = Vec<(String, String)>;
+
+    /// A quick task for a test: dates in the ISO-like format only, which is nearly a copy.
+    fn copy_task(seed: u64) -> (Pairs, Pairs) {
+        let (train, test) = DateTask::split(3000, 40, seed);
+        let iso = |pairs: Pairs| -> Pairs {
             pairs
                 .into_iter()
                 .map(|(_, t)| (t.replace('-', "/"), t))
                 .collect()
         };
-        let (train, test) = (iso(train), iso(test));
-        let recipe = Seq2SeqRecipe {
-            model: RnnSeq2SeqConfig {
-                embed_dim: 16,
-                hidden_size: 32,
-                attention: Seq2SeqAttention::Bahdanau,
+        (iso(train), iso(test))
+    }
+
+    /// `steps` of AdamW at a constant `lr`, batch 32, evaluated once at the end.
+    fn quick_training(steps: usize, lr: f32) -> TrainConfig {
+        TrainConfig {
+            steps,
+            batch_size: 32,
+            optimizer: OptimizerConfig::AdamW(AdamWConfig {
+                lr,
+                weight_decay: 0.0,
+                ..Default::default()
+            }),
+            schedule: Schedule {
+                kind: ScheduleKind::Constant,
                 ..Default::default()
             },
-            train: TrainConfig {
-                steps: 400,
-                batch_size: 32,
-                optimizer: OptimizerConfig::AdamW(AdamWConfig {
-                    lr: 1e-2,
-                    weight_decay: 0.0,
-                    ..Default::default()
-                }),
-                schedule: Schedule {
-                    kind: ScheduleKind::Constant,
-                    ..Default::default()
-                },
-                eval_every: 400,
-                ..Default::default()
-            },
-            beam: BeamConfig {
-                beam_size: 3,
-                max_length: 14,
-                ..Default::default()
-            },
+            eval_every: steps,
             ..Default::default()
-        };
-        let mut task = Seq2SeqTask::new(recipe, &train, &test, None)?;
+        }
+    }
+
+    /// Trains `recipe` on `train`, loads the folder it wrote, and translates the sources of `test`:
+    /// the translator, its translations and their exact-match rate.
+    fn train_and_translate(
+        recipe: Seq2SeqRecipe,
+        train: &[(String, String)],
+        test: &[(String, String)],
+    ) -> anyhow::Result<(Translator, Vec<Translation>, f64)> {
+        let mut task = Seq2SeqTask::new(recipe, train, test, None)?;
         let dir = tempfile::tempdir()?;
         let mut trainer = Trainer::new(task.recipe.train.clone(), dir.path());
         trainer.progress = false;
@@ -667,7 +667,33 @@ mod tests {
         let out = translator.translate(&sources, &translator.beam.clone(), 16)?;
         let preds: Vec<String> = out.iter().map(|t| t.text.clone()).collect();
         let acc = exact_match(&preds, &refs);
-        assert!(acc > 0.8, "exact match {acc}: {:?}", &preds[..4]);
+        Ok((translator, out, acc))
+    }
+
+    fn texts(out: &[Translation]) -> Vec<&str> {
+        out.iter().map(|t| t.text.as_str()).collect()
+    }
+
+    #[test]
+    fn learns_to_copy_dates_and_the_folder_translates() -> anyhow::Result<()> {
+        let (train, test) = copy_task(5);
+        let recipe = Seq2SeqRecipe {
+            model: RnnSeq2SeqConfig {
+                embed_dim: 16,
+                hidden_size: 32,
+                attention: Seq2SeqAttention::Bahdanau,
+                ..Default::default()
+            },
+            train: quick_training(400, 1e-2),
+            beam: BeamConfig {
+                beam_size: 3,
+                max_length: 14,
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let (_, out, acc) = train_and_translate(recipe, &train, &test)?;
+        assert!(acc > 0.8, "exact match {acc}: {:?}", texts(&out[..4]));
         let t = &out[0];
         assert_eq!(t.attention.len(), t.target_tokens.len());
         assert_eq!(t.attention[0].len(), t.source_tokens.len());
@@ -714,14 +740,7 @@ mod tests {
 
     #[test]
     fn a_transformer_learns_to_copy_and_its_folder_translates() -> anyhow::Result<()> {
-        let (train, test) = DateTask::split(3000, 40, 6);
-        let iso = |pairs: Vec<(String, String)>| -> Vec<(String, String)> {
-            pairs
-                .into_iter()
-                .map(|(_, t)| (t.replace('-', "/"), t))
-                .collect()
-        };
-        let (train, test) = (iso(train), iso(test));
+        let (train, test) = copy_task(6);
         let recipe = Seq2SeqRecipe {
             arch: Arch::Transformer,
             transformer: TransformerConfig {
@@ -735,21 +754,7 @@ mod tests {
                 ..Default::default()
             },
             label_smoothing: 0.1,
-            train: TrainConfig {
-                steps: 300,
-                batch_size: 32,
-                optimizer: OptimizerConfig::AdamW(AdamWConfig {
-                    lr: 3e-3,
-                    weight_decay: 0.0,
-                    ..Default::default()
-                }),
-                schedule: Schedule {
-                    kind: ScheduleKind::Constant,
-                    ..Default::default()
-                },
-                eval_every: 300,
-                ..Default::default()
-            },
+            train: quick_training(300, 3e-3),
             beam: BeamConfig {
                 beam_size: 2,
                 max_length: 14,
@@ -757,19 +762,9 @@ mod tests {
             },
             ..Default::default()
         };
-        let mut task = Seq2SeqTask::new(recipe, &train, &test, None)?;
-        let dir = tempfile::tempdir()?;
-        let mut trainer = Trainer::new(task.recipe.train.clone(), dir.path());
-        trainer.progress = false;
-        trainer.run(&mut task, false)?;
-        let translator = Translator::load(dir.path())?;
+        let (translator, out, acc) = train_and_translate(recipe, &train, &test)?;
         assert!(matches!(translator.model, Seq2SeqModel::Transformer(_)));
-        let sources: Vec<String> = test.iter().map(|p| p.0.clone()).collect();
-        let refs: Vec<String> = test.iter().map(|p| p.1.clone()).collect();
-        let out = translator.translate(&sources, &translator.beam.clone(), 16)?;
-        let preds: Vec<String> = out.iter().map(|t| t.text.clone()).collect();
-        let acc = exact_match(&preds, &refs);
-        assert!(acc > 0.8, "exact match {acc}: {:?}", &preds[..4]);
+        assert!(acc > 0.8, "exact match {acc}: {:?}", texts(&out[..4]));
         Ok(())
     }
 }
