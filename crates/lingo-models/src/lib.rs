@@ -102,3 +102,14 @@ pub trait CausalLm {
     /// which is extended with them.
     fn forward_cached(&self, ids: &Tensor, cache: &mut [KvCache]) -> Result<Tensor>;
 }
+
+/// A padded toy batch for the seq2seq models' tests: source `[2, 5]` (lengths 5 and 2), target
+/// input (BOS first) and output (EOS last) `[2, 4]`, pad 0, tokens below 9.
+#[cfg(test)]
+pub(crate) fn toy_seq2seq_batch() -> (Tensor, Vec<usize>, Tensor, Tensor) {
+    let d = &candle_core::Device::Cpu;
+    let src = Tensor::from_vec(vec![3u32, 4, 5, 6, 7, 8, 3, 0, 0, 0], (2, 5), d).unwrap();
+    let tgt_in = Tensor::from_vec(vec![1u32, 3, 4, 5, 1, 6, 0, 0], (2, 4), d).unwrap();
+    let tgt_out = Tensor::from_vec(vec![3u32, 4, 5, 2, 6, 2, 0, 0], (2, 4), d).unwrap();
+    (src, vec![5, 2], tgt_in, tgt_out)
+}

@@ -501,14 +501,6 @@ mod tests {
         }
     }
 
-    fn batch() -> (Tensor, Vec<usize>, Tensor, Tensor) {
-        let d = &Device::Cpu;
-        let src = Tensor::from_vec(vec![3u32, 4, 5, 6, 7, 8, 3, 0, 0, 0], (2, 5), d).unwrap();
-        let tgt_in = Tensor::from_vec(vec![1u32, 3, 4, 5, 1, 6, 0, 0], (2, 4), d).unwrap();
-        let tgt_out = Tensor::from_vec(vec![3u32, 4, 5, 2, 6, 2, 0, 0], (2, 4), d).unwrap();
-        (src, vec![5, 2], tgt_in, tgt_out)
-    }
-
     #[test]
     fn every_parameter_receives_a_gradient_for_every_attention() -> Result<()> {
         use Seq2SeqAttention::*;
@@ -523,7 +515,7 @@ mod tests {
             for cell in [CellKind::Lstm, CellKind::Gru] {
                 let store = ParamStore::new(0, &Device::Cpu);
                 let model = RnnSeq2Seq::new(config(attention, cell, bidirectional), &store.root())?;
-                let (src, lengths, tgt_in, tgt_out) = batch();
+                let (src, lengths, tgt_in, tgt_out) = crate::toy_seq2seq_batch();
                 let loss = model.loss(&src, &lengths, &tgt_in, &tgt_out, 1.0, &mut Ctx::eval())?;
                 let missing = store.without_gradient(&loss.backward()?)?;
                 assert!(
@@ -552,7 +544,7 @@ mod tests {
         {
             let store = ParamStore::new(k as u64, &Device::Cpu);
             let model = RnnSeq2Seq::new(config(attention, cell, bidirectional), &store.root())?;
-            let (src, lengths, tgt_in, tgt_out) = batch();
+            let (src, lengths, tgt_in, tgt_out) = crate::toy_seq2seq_batch();
             let loss = || -> Result<f64> {
                 let l = model.loss(&src, &lengths, &tgt_in, &tgt_out, 1.0, &mut Ctx::eval())?;
                 Ok(l.to_scalar::<f32>()? as f64)
@@ -588,7 +580,7 @@ mod tests {
             config(Seq2SeqAttention::Bahdanau, CellKind::Lstm, true),
             &store.root(),
         )?;
-        let (src, lengths, _, _) = batch();
+        let (src, lengths, _, _) = crate::toy_seq2seq_batch();
         let memory = model.encode(&src, &lengths)?;
         let state = model.initial_state(&memory)?;
         let last = Tensor::from_vec(vec![1u32, 1], 2, &Device::Cpu)?;
@@ -616,7 +608,7 @@ mod tests {
             config(Seq2SeqAttention::LuongGeneral, CellKind::Gru, true),
             &store.root(),
         )?;
-        let (src, lengths, tgt_in, tgt_out) = batch();
+        let (src, lengths, tgt_in, tgt_out) = crate::toy_seq2seq_batch();
         let loss = model.loss(
             &src,
             &lengths,

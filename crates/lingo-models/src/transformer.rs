@@ -367,20 +367,12 @@ mod tests {
         }
     }
 
-    fn batch() -> (Tensor, Vec<usize>, Tensor, Tensor) {
-        let d = &Device::Cpu;
-        let src = Tensor::from_vec(vec![3u32, 4, 5, 6, 7, 8, 3, 0, 0, 0], (2, 5), d).unwrap();
-        let tgt_in = Tensor::from_vec(vec![1u32, 3, 4, 5, 1, 6, 0, 0], (2, 4), d).unwrap();
-        let tgt_out = Tensor::from_vec(vec![3u32, 4, 5, 2, 6, 2, 0, 0], (2, 4), d).unwrap();
-        (src, vec![5, 2], tgt_in, tgt_out)
-    }
-
     #[test]
     fn every_parameter_receives_a_gradient() -> Result<()> {
         for share in [false, true] {
             let store = ParamStore::new(0, &Device::Cpu);
             let model = Transformer::new(config(share), &store.root())?;
-            let (src, lengths, tgt_in, tgt_out) = batch();
+            let (src, lengths, tgt_in, tgt_out) = crate::toy_seq2seq_batch();
             let mut ctx = Ctx::train(lingo_nn::LingoRng::new(1));
             let loss = model.loss(&src, &lengths, &tgt_in, &tgt_out, 0.1, &mut ctx)?;
             let missing = store.without_gradient(&loss.backward()?)?;
@@ -398,7 +390,7 @@ mod tests {
     fn stepping_equals_the_full_pass_and_padding_is_ignored() -> Result<()> {
         let store = ParamStore::new(3, &Device::Cpu);
         let model = Transformer::new(config(false), &store.root())?;
-        let (src, lengths, tgt_in, _) = batch();
+        let (src, lengths, tgt_in, _) = crate::toy_seq2seq_batch();
         let keep = model.keep_mask(&src, &lengths)?;
         let memory = model.encode_with(&src, &keep, &mut Ctx::eval())?;
         let (full, _) = model.decode_with(&tgt_in, &memory, &keep, &mut Ctx::eval())?;
