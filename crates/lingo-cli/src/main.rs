@@ -73,6 +73,8 @@ enum Command {
     Qa(commands::encoder::Qa),
     /// Sentence embeddings from an encoder (mean, CLS or max pooling).
     Embed(commands::encoder::Embed),
+    /// Score predictions against references: classification, seqeval, squad, rouge, bleu.
+    Metric(commands::metric::Metric),
 }
 
 fn main() {
@@ -108,6 +110,7 @@ fn main() {
         Command::Ner(c) => c.run(),
         Command::Qa(c) => c.run(),
         Command::Embed(c) => c.run(),
+        Command::Metric(m) => m.run(),
     });
     if let Err(e) = result {
         eprintln!("error: {e:#}");

@@ -3,6 +3,7 @@ pub mod demo;
 pub mod encoder;
 pub mod forward;
 pub mod generate;
+pub mod metric;
 pub mod quickstart;
 pub mod train;
 pub mod translate;
