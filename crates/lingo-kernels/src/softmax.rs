@@ -38,15 +38,19 @@ fn softmax_row(kind: Kind, x: &[f32], keep: Option<&[u8]>, y: &mut [f32]) {
         });
         return;
     }
-    let mut s = math::exp_shifted(y, x, m);
-    if let Some(keep) = keep {
-        for (v, &k) in y.iter_mut().zip(keep) {
-            if k == 0 {
-                s -= *v;
-                *v = 0.0;
+    let s = match keep {
+        None => math::exp_shifted(y, x, m),
+        // Masked scores take no part at all: one far above the kept maximum would overflow
+        // `exp` and turn the sum into inf − inf = NaN (padding keys of a trained model do that).
+        Some(keep) => {
+            let mut s = 0.0;
+            for ((v, &xi), &k) in y.iter_mut().zip(x).zip(keep) {
+                *v = if k != 0 { math::exp(xi - m) } else { 0.0 };
+                s += *v;
             }
+            s
         }
-    }
+    };
     match kind {
         Kind::Softmax => math::scale(y, 1.0 / s),
         Kind::LogSoftmax => {
@@ -239,6 +243,23 @@ pub fn log_softmax_composed(x: &Tensor) -> Result<Tensor> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A masked score far above every kept one must not reach `exp` (it overflowed to inf and the
+    /// row became NaN).
+    #[test]
+    fn masked_scores_of_any_size_are_ignored() -> Result<()> {
+        let d = &candle_core::Device::Cpu;
+        let x = Tensor::from_vec(vec![1.0f32, 2.0, 500.0, -3.0], (1, 4), d)?;
+        let keep = Tensor::from_vec(vec![1u8, 1, 0, 1], (1, 4), d)?;
+        let y = softmax_masked(&x, &keep)?.to_vec2::<f32>()?;
+        let e = [1f32.exp(), 2f32.exp(), (-3f32).exp()];
+        let z: f32 = e.iter().sum();
+        let want = [e[0] / z, e[1] / z, 0.0, e[2] / z];
+        for (g, w) in y[0].iter().zip(want) {
+            assert!((g - w).abs() < 1e-6, "{:?}", y);
+        }
+        Ok(())
+    }
     use crate::gradcheck::{check_gradients, check_parity, random_tensor, GradCheck};
     use candle_core::Device;
 
