@@ -5,6 +5,10 @@ models from the default configs, timed the same way as Lingo's side.
   token ids, no gradients.
 - gpt2: GPT2LMHeadModel(GPT2Config()) (GPT-2 small, 124M), greedy `generate` of 128 new tokens
   after a 32-token prompt, with the KV cache.
+- finetune: BertForSequenceClassification with all-MiniLM-L6-v2's shape (6 layers, 384 wide, 12
+  heads, 1536 feed-forward, dropout 0.1), a fine-tuning step on 32 × 64 tokens: forward in training
+  mode, cross-entropy, backward, global-norm clipping at 1.0, AdamW (lr 5e-5, weight decay 0.01 on
+  everything but biases and LayerNorm weights, as Trainer groups them); `train_ms` and `forward_ms`.
 
 Prints one JSON object with per-iteration milliseconds (`ms`).
 
@@ -20,7 +24,7 @@ import transformers as tf
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("model", choices=["bert", "gpt2"])
+    ap.add_argument("model", choices=["bert", "gpt2", "finetune"])
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--iters", type=int, default=10)
     ap.add_argument("--warmup", type=int, default=2)
@@ -28,6 +32,41 @@ def main():
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
     g = torch.Generator().manual_seed(0)
+    if a.model == "finetune":
+        cfg = tf.BertConfig(hidden_size=384, num_hidden_layers=6, num_attention_heads=12,
+                            intermediate_size=1536, num_labels=2)
+        model = tf.BertForSequenceClassification(cfg).train()
+        ids = torch.randint(1000, 30000, (32, 64), generator=g)
+        labels = torch.randint(0, 2, (32,), generator=g)
+        decay = [p for n, p in model.named_parameters() if not ("bias" in n or "LayerNorm" in n)]
+        rest = [p for n, p in model.named_parameters() if "bias" in n or "LayerNorm" in n]
+        opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.01},
+                                 {"params": rest, "weight_decay": 0.0}], lr=5e-5)
+
+        def step():
+            loss = model(input_ids=ids, labels=labels).loss
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+
+        def forward():
+            with torch.no_grad():
+                model(input_ids=ids, labels=labels).loss.item()
+
+        out = {"torch": torch.__version__, "transformers": tf.__version__,
+               "threads": torch.get_num_threads()}
+        for key, fn in [("train_ms", step), ("forward_ms", forward)]:
+            for _ in range(a.warmup):
+                fn()
+            times = []
+            for _ in range(a.iters):
+                t0 = time.perf_counter()
+                fn()
+                times.append((time.perf_counter() - t0) * 1e3)
+            out[key] = times
+        print(json.dumps(out))
+        return
     if a.model == "bert":
         model = tf.BertModel(tf.BertConfig()).eval()
         ids = torch.randint(1000, 30000, (1, 128), generator=g)

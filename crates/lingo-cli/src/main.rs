@@ -73,6 +73,12 @@ enum Command {
     Qa(commands::encoder::Qa),
     /// Sentence embeddings from an encoder (mean, CLS or max pooling).
     Embed(commands::encoder::Embed),
+    /// Fine-tune a pretrained checkpoint on labelled data; writes a Hugging Face folder.
+    #[command(subcommand)]
+    Finetune(commands::finetune::Finetune),
+    /// Score a fine-tuned model on labelled data.
+    #[command(subcommand)]
+    Evaluate(commands::finetune::Evaluate),
     /// Score predictions against references: classification, seqeval, squad, rouge, bleu.
     Metric(commands::metric::Metric),
 }
@@ -111,6 +117,8 @@ fn main() {
         Command::Qa(c) => c.run(),
         Command::Embed(c) => c.run(),
         Command::Metric(m) => m.run(),
+        Command::Finetune(f) => f.run(),
+        Command::Evaluate(e) => e.run(),
     });
     if let Err(e) = result {
         eprintln!("error: {e:#}");

@@ -1,11 +1,15 @@
 //! Text in, token batches out: tokenizers built on the `tokenizers` crate (so `tokenizer.json` files
 //! interoperate with Hugging Face) and datasets that cut token streams into training windows.
 
+pub mod collate;
+pub mod labelled;
 pub mod parallel;
 pub mod synthetic;
 pub mod text;
 pub mod tokenizer;
 
+pub use collate::{collate, Batch, Encoded, TaskTokenizer};
+pub use labelled::{read_labelled, LabelledText};
 pub use parallel::{read_lines, read_pairs};
 pub use synthetic::{Date, DateTask, Grammar, Pair};
 pub use text::{read_text, Split, TextDataset};

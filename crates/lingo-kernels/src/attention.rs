@@ -546,12 +546,20 @@ pub fn attention_composed(
     mask: &AttentionMask,
     with_weights: bool,
 ) -> Result<(Tensor, Option<Tensor>)> {
+    let p = attention_probs(q, k, mask)?;
+    let out = weighted_values(&p, v)?;
+    Ok((out, if with_weights { Some(p) } else { None }))
+}
+
+/// The attention probabilities `[B, H, Tq, Tk]` of `q: [B, Tq, H, D]` over `k: [B, Tk, H, D]`,
+/// composed and differentiable: for what must touch them before they weigh the values (dropout on
+/// attention probabilities in training).
+pub fn attention_probs(q: &Tensor, k: &Tensor, mask: &AttentionMask) -> Result<Tensor> {
     let (b, tq, _, d) = q.dims4()?;
     let tk = k.dim(1)?;
     let scale = mask.scale.unwrap_or(1.0 / (d as f64).sqrt());
     let q = q.transpose(1, 2)?.contiguous()?;
     let k = k.transpose(1, 2)?.contiguous()?;
-    let v = v.transpose(1, 2)?.contiguous()?;
     let scores = (q.matmul(&k.t()?)? * scale)?;
     let mut keep = Tensor::ones((b, 1, tq, tk), DType::U8, q.device())?;
     if mask.causal {
@@ -563,9 +571,12 @@ pub fn attention_composed(
     if let Some(kp) = &mask.key_padding {
         keep = keep.broadcast_mul(&kp.ne(0.0)?.reshape((b, 1, 1, tk))?)?;
     }
-    let p = crate::softmax::softmax_masked(&scores, &keep)?;
-    let out = p.matmul(&v)?.transpose(1, 2)?;
-    Ok((out, if with_weights { Some(p) } else { None }))
+    crate::softmax::softmax_masked(&scores, &keep)
+}
+
+/// `p v` for probabilities `p: [B, H, Tq, Tk]` and values `v: [B, Tk, H, D]`, as `[B, Tq, H, D]`.
+pub fn weighted_values(p: &Tensor, v: &Tensor) -> Result<Tensor> {
+    p.matmul(&v.transpose(1, 2)?.contiguous()?)?.transpose(1, 2)
 }
 
 #[cfg(test)]

@@ -17,7 +17,7 @@ use crate::hf::{Checkpoint, LoadError, StoredNames};
 use candle_core::{bail, DType, Device, Result, Tensor};
 use lingo_kernels::AttentionMask;
 use lingo_nn::{
-    Activation, DecoderLayerCache, Embedding, Init, LayerNorm, Linear, MultiHeadAttention,
+    Activation, Ctx, DecoderLayerCache, Embedding, Init, LayerNorm, Linear, MultiHeadAttention,
     ParamPath, ParamStore,
 };
 use serde::Deserialize;
@@ -119,11 +119,13 @@ impl Layer {
         memory: Option<(&Tensor, &AttentionMask)>,
         trace: &mut Trace,
     ) -> Result<Tensor> {
-        let (attended, weights) = self.self_attn.forward(x, x, self_mask, true)?;
+        let (attended, weights) =
+            self.self_attn
+                .forward(x, x, self_mask, true, &mut Ctx::eval())?;
         trace.self_attentions.extend(weights);
         let mut x = self.self_norm.forward(&(x + attended)?)?;
         if let (Some((attn, norm)), Some((memory, mask))) = (&self.cross, memory) {
-            let (attended, weights) = attn.forward(&x, memory, mask, true)?;
+            let (attended, weights) = attn.forward(&x, memory, mask, true, &mut Ctx::eval())?;
             trace.cross_attentions.extend(weights);
             x = norm.forward(&(&x + attended)?)?;
         }
@@ -149,7 +151,8 @@ impl Layer {
         let x = self.self_norm.forward(&(x + attended)?)?;
         let (attn, norm) = self.cross.as_ref().expect("a decoder layer");
         let (source_k, source_v) = &cache.source;
-        let (attended, weights) = attn.attend(&x, source_k, source_v, cross_mask, true)?;
+        let (attended, weights) =
+            attn.attend(&x, source_k, source_v, cross_mask, true, &mut Ctx::eval())?;
         let x = norm.forward(&(&x + attended)?)?;
         Ok((self.feed_forward(&x)?, weights))
     }

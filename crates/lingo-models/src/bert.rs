@@ -15,11 +15,12 @@
 //! discriminator. Every layer's output is returned, as `transformers` does with
 //! `output_hidden_states=True`.
 
-use crate::hf::{Checkpoint, LoadError, StoredNames};
+use crate::hf::{Checkpoint, LoadError, LoadReport, StoredNames};
 use candle_core::{bail, DType, Device, Result, Tensor, D};
 use lingo_kernels::AttentionMask;
 use lingo_nn::{
-    Activation, Embedding, Init, LayerNorm, Linear, MultiHeadAttention, ParamPath, ParamStore,
+    Activation, Ctx, Dropout, Embedding, Init, LayerNorm, Linear, MultiHeadAttention, ParamPath,
+    ParamStore,
 };
 use serde::Deserialize;
 
@@ -43,6 +44,18 @@ impl Family {
             "distilbert" => Family::DistilBert,
             _ => return None,
         })
+    }
+
+    /// The `transformers` class of this family with `head` (`BertForSequenceClassification`).
+    fn architecture(self, head: Head) -> String {
+        let class = match self {
+            Family::Bert => "Bert",
+            Family::Roberta => "Roberta",
+            Family::Electra => "Electra",
+            Family::Albert => "Albert",
+            Family::DistilBert => "DistilBert",
+        };
+        format!("{class}{}", head.suffix())
     }
 
     /// The name the base model's parameters sit under in a checkpoint with a head.
@@ -85,9 +98,23 @@ impl Head {
             "ForSequenceClassification" => Head::SequenceClassification,
             "ForTokenClassification" => Head::TokenClassification,
             "ForQuestionAnswering" => Head::QuestionAnswering,
-            "ForPreTraining" => Head::ReplacedToken,
+            // ELECTRA's pre-training head is the discriminator; BERT's (masked LM + next-sentence
+            // prediction) is not built yet, so it is refused rather than mistaken for ELECTRA's.
+            "ForPreTraining" if arch.starts_with("Electra") => Head::ReplacedToken,
             _ => return None,
         })
+    }
+
+    /// The `transformers` class-name suffix of this head.
+    fn suffix(self) -> &'static str {
+        match self {
+            Head::Base => "Model",
+            Head::MaskedLm => "ForMaskedLM",
+            Head::SequenceClassification => "ForSequenceClassification",
+            Head::TokenClassification => "ForTokenClassification",
+            Head::QuestionAnswering => "ForQuestionAnswering",
+            Head::ReplacedToken => "ForPreTraining",
+        }
     }
 }
 
@@ -125,6 +152,26 @@ pub struct BertConfig {
     pub tie_word_embeddings: bool,
     #[serde(default)]
     pub sinusoidal_pos_embds: bool,
+    /// Dropout on embeddings and sub-layer outputs (DistilBERT: `dropout`).
+    #[serde(alias = "dropout", default = "tenth")]
+    pub hidden_dropout_prob: f32,
+    /// Dropout on attention probabilities (DistilBERT: `attention_dropout`).
+    #[serde(alias = "attention_dropout", default = "tenth")]
+    pub attention_probs_dropout_prob: f32,
+    /// Dropout before a classification head; `None` means `hidden_dropout_prob` (ALBERT:
+    /// `classifier_dropout_prob`, DistilBERT: `seq_classif_dropout`).
+    #[serde(
+        alias = "classifier_dropout_prob",
+        alias = "seq_classif_dropout",
+        default
+    )]
+    pub classifier_dropout: Option<f32>,
+    /// DistilBERT: dropout before the QA head.
+    #[serde(default)]
+    pub qa_dropout: Option<f32>,
+    /// The standard deviation of new weights (a newly added head).
+    #[serde(default = "default_init_range")]
+    pub initializer_range: f32,
 }
 
 fn default_act() -> String {
@@ -136,6 +183,12 @@ fn default_eps() -> f64 {
 fn one() -> usize {
     1
 }
+fn tenth() -> f32 {
+    0.1
+}
+fn default_init_range() -> f32 {
+    0.02
+}
 fn yes() -> bool {
     true
 }
@@ -146,6 +199,12 @@ impl BertConfig {
     }
     fn num_labels(&self) -> usize {
         self.id2label.as_ref().map_or(2, |m| m.len())
+    }
+    fn init(&self) -> Init {
+        Init::Normal(self.initializer_range)
+    }
+    fn classifier_dropout(&self) -> Dropout {
+        Dropout::new(self.classifier_dropout.unwrap_or(self.hidden_dropout_prob))
     }
 }
 
@@ -225,26 +284,44 @@ struct EncoderLayer {
     down: Linear,
     ffn_norm: LayerNorm,
     act: Activation,
+    /// Dropout on the attention and feed-forward outputs before each residual sum (DistilBERT
+    /// drops only the feed-forward output, ALBERT only the attention output).
+    attn_dropout: Dropout,
+    ffn_dropout: Dropout,
 }
 
 impl EncoderLayer {
-    fn new(p: &ParamPath, names: &LayerNames, c: &BertConfig) -> Result<Self> {
+    fn new(p: &ParamPath, names: &LayerNames, family: Family, c: &BertConfig) -> Result<Self> {
         let (h, f, eps) = (c.hidden_size, c.intermediate_size, c.layer_norm_eps);
-        let init = Init::Normal(0.02);
+        let init = c.init();
         let linear = |name: &str, i, o| Linear::new(&p.sub(name), i, o, true, init);
+        let mut attention = MultiHeadAttention::new(
+            p,
+            [names.q, names.k, names.v, names.out],
+            h,
+            c.num_attention_heads,
+            init,
+        )?;
+        attention.dropout = Dropout::new(c.attention_probs_dropout_prob);
+        let hidden = Dropout::new(c.hidden_dropout_prob);
+        let none = Dropout::new(0.0);
         Ok(EncoderLayer {
-            attention: MultiHeadAttention::new(
-                p,
-                [names.q, names.k, names.v, names.out],
-                h,
-                c.num_attention_heads,
-                init,
-            )?,
+            attention,
             attn_norm: LayerNorm::new(&p.sub(names.attn_norm), h, true, eps)?,
             up: linear(names.up, h, f)?,
             down: linear(names.down, f, h)?,
             ffn_norm: LayerNorm::new(&p.sub(names.ffn_norm), h, true, eps)?,
             act: activation(&c.hidden_act)?,
+            attn_dropout: if family == Family::DistilBert {
+                none
+            } else {
+                hidden
+            },
+            ffn_dropout: if family == Family::Albert {
+                none
+            } else {
+                hidden
+            },
         })
     }
 
@@ -255,10 +332,13 @@ impl EncoderLayer {
         x: &Tensor,
         mask: &AttentionMask,
         want_weights: bool,
+        ctx: &mut Ctx,
     ) -> Result<(Tensor, Option<Tensor>)> {
-        let (attended, weights) = self.attention.forward(x, x, mask, want_weights)?;
+        let (attended, weights) = self.attention.forward(x, x, mask, want_weights, ctx)?;
+        let attended = self.attn_dropout.forward(&attended, ctx)?;
         let x = self.attn_norm.forward(&(x + attended)?)?;
         let ffn = self.down.forward(&self.act.apply(&self.up.forward(&x)?)?)?;
+        let ffn = self.ffn_dropout.forward(&ffn, ctx)?;
         Ok((self.ffn_norm.forward(&(x + ffn)?)?, weights))
     }
 }
@@ -273,12 +353,13 @@ struct Embeddings {
     project: Option<Linear>,
     /// RoBERTa: positions start after the padding id and skip padding.
     roberta_pad: Option<u32>,
+    dropout: Dropout,
 }
 
 impl Embeddings {
     fn new(p: &ParamPath, family: Family, c: &BertConfig) -> Result<Self> {
         let e = c.embedding_width();
-        let init = Init::Normal(0.02);
+        let init = c.init();
         let emb = p.sub("embeddings");
         let segments = if family != Family::DistilBert && c.type_vocab_size > 0 {
             Some(Embedding::new(
@@ -325,6 +406,7 @@ impl Embeddings {
                 Family::Roberta => Some(c.pad_token_id.unwrap_or(1)),
                 _ => None,
             },
+            dropout: Dropout::new(c.hidden_dropout_prob),
         })
     }
 
@@ -354,7 +436,7 @@ impl Embeddings {
         Tensor::from_vec(positions, (b, t), ids.device())
     }
 
-    fn forward(&self, ids: &Tensor, token_types: Option<&Tensor>) -> Result<Tensor> {
+    fn forward(&self, ids: &Tensor, token_types: Option<&Tensor>, ctx: &mut Ctx) -> Result<Tensor> {
         let mut x =
             (self.words.forward(ids)? + self.positions.forward(&self.position_ids(ids)?)?)?;
         if let Some(segments) = &self.segments {
@@ -364,7 +446,7 @@ impl Embeddings {
             };
             x = (x + segments.forward(&types)?)?;
         }
-        let x = self.norm.forward(&x)?;
+        let x = self.dropout.forward(&self.norm.forward(&x)?, ctx)?;
         match &self.project {
             Some(p) => p.forward(&x),
             None => Ok(x),
@@ -383,13 +465,18 @@ enum HeadLayers {
         norm: LayerNorm,
         decoder: Linear,
     },
-    /// Classification over the first token: an optional dense + activation, then the projection.
+    /// Classification over the first token: an optional dense + activation, then the projection;
+    /// dropout before each (RoBERTa, ELECTRA), or before the projection only (BERT, ALBERT,
+    /// DistilBERT).
     Sequence {
         pre: Option<(Linear, Activation)>,
         out: Linear,
+        dropout: Dropout,
+        /// Dropout before `pre` too.
+        drop_first: bool,
     },
-    Token(Linear),
-    Span(Linear),
+    Token(Linear, Dropout),
+    Span(Linear, Dropout),
     ReplacedToken {
         dense: Linear,
         act: Activation,
@@ -447,7 +534,7 @@ impl BertModel {
                     .map(|g| {
                         let lp =
                             base.sub(format!("encoder.albert_layer_groups.{g}.albert_layers.0"));
-                        EncoderLayer::new(&lp, &ALBERT_LAYER, c)
+                        EncoderLayer::new(&lp, &ALBERT_LAYER, family, c)
                     })
                     .collect::<Result<Vec<_>>>()?;
                 let per_group = c.num_hidden_layers.div_ceil(groups);
@@ -460,6 +547,7 @@ impl BertModel {
                         EncoderLayer::new(
                             &base.sub(format!("transformer.layer.{i}")),
                             &DISTILBERT_LAYER,
+                            family,
                             c,
                         )
                     })
@@ -469,13 +557,18 @@ impl BertModel {
             _ => {
                 let layers = (0..c.num_hidden_layers)
                     .map(|i| {
-                        EncoderLayer::new(&base.sub(format!("encoder.layer.{i}")), &BERT_LAYER, c)
+                        EncoderLayer::new(
+                            &base.sub(format!("encoder.layer.{i}")),
+                            &BERT_LAYER,
+                            family,
+                            c,
+                        )
                     })
                     .collect::<Result<Vec<_>>>()?;
                 (layers, (0..c.num_hidden_layers).collect())
             }
         };
-        let (h, init) = (c.hidden_size, Init::Normal(0.02));
+        let (h, init) = (c.hidden_size, c.init());
         let pooler = match (with_pooler, family) {
             (false, _) => None,
             (true, Family::Albert) => Some(Linear::new(&base.sub("pooler"), h, h, true, init)?),
@@ -501,7 +594,7 @@ impl BertModel {
         p: &ParamPath,
         embeddings: &Embeddings,
     ) -> Result<HeadLayers> {
-        let (h, e, init) = (c.hidden_size, c.embedding_width(), Init::Normal(0.02));
+        let (h, e, init) = (c.hidden_size, c.embedding_width(), c.init());
         let linear = |name: &str, i, o| Linear::new(&p.sub(name), i, o, true, init);
         let act = activation(&c.hidden_act)?;
         Ok(match head {
@@ -570,10 +663,13 @@ impl BertModel {
             }
             Head::SequenceClassification => {
                 let labels = c.num_labels();
+                let dropout = c.classifier_dropout();
                 match family {
                     Family::Bert | Family::Albert => HeadLayers::Sequence {
                         pre: None,
                         out: linear("classifier", h, labels)?,
+                        dropout,
+                        drop_first: false,
                     },
                     Family::Roberta | Family::Electra => HeadLayers::Sequence {
                         pre: Some((
@@ -585,17 +681,31 @@ impl BertModel {
                             },
                         )),
                         out: linear("classifier.out_proj", h, labels)?,
+                        dropout,
+                        drop_first: true,
                     },
                     Family::DistilBert => HeadLayers::Sequence {
                         pre: Some((linear("pre_classifier", h, h)?, Activation::Relu)),
                         out: linear("classifier", h, labels)?,
+                        dropout,
+                        drop_first: false,
                     },
                 }
             }
             Head::TokenClassification => {
-                HeadLayers::Token(linear("classifier", h, c.num_labels())?)
+                let dropout = match family {
+                    Family::DistilBert => Dropout::new(c.hidden_dropout_prob),
+                    _ => c.classifier_dropout(),
+                };
+                HeadLayers::Token(linear("classifier", h, c.num_labels())?, dropout)
             }
-            Head::QuestionAnswering => HeadLayers::Span(linear("qa_outputs", h, 2)?),
+            Head::QuestionAnswering => {
+                let dropout = match family {
+                    Family::DistilBert => Dropout::new(c.qa_dropout.unwrap_or(0.1)),
+                    _ => Dropout::new(0.0),
+                };
+                HeadLayers::Span(linear("qa_outputs", h, 2)?, dropout)
+            }
             Head::ReplacedToken => {
                 if family != Family::Electra {
                     bail!("the replaced-token head belongs to ELECTRA");
@@ -610,14 +720,14 @@ impl BertModel {
     }
 
     /// Runs `ids: [batch, time]` with `attention_mask` (1 = real token; all real if `None`) and
-    /// `token_types` (all 0 if `None`).
+    /// `token_types` (all 0 if `None`), in evaluation mode.
     pub fn forward(
         &self,
         ids: &Tensor,
         attention_mask: Option<&Tensor>,
         token_types: Option<&Tensor>,
     ) -> Result<EncoderOutput> {
-        self.run(ids, attention_mask, token_types, false)
+        self.run(ids, attention_mask, token_types, false, &mut Ctx::eval())
     }
 
     /// [`BertModel::forward`] that also returns every layer's attention probabilities.
@@ -627,7 +737,19 @@ impl BertModel {
         attention_mask: Option<&Tensor>,
         token_types: Option<&Tensor>,
     ) -> Result<EncoderOutput> {
-        self.run(ids, attention_mask, token_types, true)
+        self.run(ids, attention_mask, token_types, true, &mut Ctx::eval())
+    }
+
+    /// [`BertModel::forward`] in `ctx`'s mode: in training, dropout as the checkpoint's config sets
+    /// it (embeddings, attention probabilities, sub-layer outputs, before the head).
+    pub fn forward_in(
+        &self,
+        ids: &Tensor,
+        attention_mask: Option<&Tensor>,
+        token_types: Option<&Tensor>,
+        ctx: &mut Ctx,
+    ) -> Result<EncoderOutput> {
+        self.run(ids, attention_mask, token_types, false, ctx)
     }
 
     fn run(
@@ -636,6 +758,7 @@ impl BertModel {
         attention_mask: Option<&Tensor>,
         token_types: Option<&Tensor>,
         want_attentions: bool,
+        ctx: &mut Ctx,
     ) -> Result<EncoderOutput> {
         let (_, t) = ids.dims2()?;
         if t > self.config.max_position_embeddings {
@@ -673,16 +796,16 @@ impl BertModel {
             key_padding: attention_mask.map(|m| m.to_dtype(DType::U8)).transpose()?,
             ..Default::default()
         };
-        let mut x = self.embeddings.forward(ids, token_types)?;
+        let mut x = self.embeddings.forward(ids, token_types, ctx)?;
         let mut hidden_states = vec![x.clone()];
         let mut attentions = Vec::new();
         for &layer in &self.schedule {
-            let (y, w) = self.layers[layer].forward(&x, &mask, want_attentions)?;
+            let (y, w) = self.layers[layer].forward(&x, &mask, want_attentions, ctx)?;
             x = y;
             hidden_states.push(x.clone());
             attentions.extend(w);
         }
-        let output = self.apply_head(&x)?;
+        let output = self.apply_head(&x, ctx)?;
         Ok(EncoderOutput {
             hidden_states,
             attentions,
@@ -690,7 +813,7 @@ impl BertModel {
         })
     }
 
-    fn apply_head(&self, x: &Tensor) -> Result<Tensor> {
+    fn apply_head(&self, x: &Tensor, ctx: &mut Ctx) -> Result<Tensor> {
         Ok(match &self.head_layers {
             HeadLayers::Base => x.clone(),
             HeadLayers::MaskedLm {
@@ -699,17 +822,27 @@ impl BertModel {
                 norm,
                 decoder,
             } => decoder.forward(&norm.forward(&act.apply(&dense.forward(x)?)?)?)?,
-            HeadLayers::Sequence { pre, out } => {
-                let first = x.narrow(1, 0, 1)?.squeeze(1)?;
+            HeadLayers::Sequence {
+                pre,
+                out,
+                dropout,
+                drop_first,
+            } => {
+                let mut first = x.narrow(1, 0, 1)?.squeeze(1)?;
+                if *drop_first {
+                    first = dropout.forward(&first, ctx)?;
+                }
                 let features = match (&self.pooler, pre) {
                     (_, Some((dense, act))) => act.apply(&dense.forward(&first)?)?,
                     (Some(pooler), None) => pooler.forward(&first)?.tanh()?,
                     (None, None) => bail!("sequence classification needs the pooler's weights"),
                 };
-                out.forward(&features)?
+                out.forward(&dropout.forward(&features, ctx)?)?
             }
-            HeadLayers::Token(classifier) => classifier.forward(x)?,
-            HeadLayers::Span(qa) => qa.forward(x)?,
+            HeadLayers::Token(classifier, dropout) => {
+                classifier.forward(&dropout.forward(x, ctx)?)?
+            }
+            HeadLayers::Span(qa, dropout) => qa.forward(&dropout.forward(x, ctx)?)?,
             HeadLayers::ReplacedToken { dense, act, out } => out
                 .forward(&act.apply(&dense.forward(x)?)?)?
                 .squeeze(D::Minus1)?,
@@ -733,20 +866,68 @@ impl BertModel {
         checkpoint: &Checkpoint,
         device: &Device,
     ) -> std::result::Result<(Self, ParamStore, StoredNames), LoadError> {
+        let loaded = Self::load_with(checkpoint, device, &LoadOptions::default())?;
+        Ok((loaded.model, loaded.store, loaded.names))
+    }
+
+    /// Loads a model folder with `options`: another head than the checkpoint's (newly initialised
+    /// from `options.seed` with the config's `initializer_range`, as `transformers` does), new
+    /// labels. Also returns the config as the model now is (labels, architecture) and what loading
+    /// left out.
+    pub fn load_with(
+        checkpoint: &Checkpoint,
+        device: &Device,
+        options: &LoadOptions,
+    ) -> std::result::Result<LoadedBert, LoadError> {
         let model_type = checkpoint.model_type()?;
         let config_path = checkpoint.dir.join("config.json");
-        let family = Family::from_model_type(model_type).ok_or_else(|| LoadError::Invalid {
+        let invalid = |message: String| LoadError::Invalid {
             path: config_path.clone(),
-            message: format!("model_type `{model_type}` is not in the BERT family"),
+            message,
+        };
+        let family = Family::from_model_type(model_type).ok_or_else(|| {
+            invalid(format!(
+                "model_type `{model_type}` is not in the BERT family"
+            ))
         })?;
         let arch = checkpoint.architecture().unwrap_or("BertModel");
-        let head = Head::from_architecture(arch).ok_or_else(|| LoadError::Invalid {
-            path: config_path.clone(),
-            message: format!("architecture `{arch}` is not supported"),
-        })?;
-        let config: BertConfig = checkpoint.parse_config()?;
+        let stored_head = Head::from_architecture(arch)
+            .ok_or_else(|| invalid(format!("architecture `{arch}` is not supported")))?;
+        let head = options.head.unwrap_or(stored_head);
+        let mut config_json = checkpoint.config.clone();
+        if head != stored_head {
+            config_json["architectures"] = serde_json::json!([family.architecture(head)]);
+        }
+        if let Some(labels) = &options.labels {
+            if labels.is_empty() {
+                return Err(invalid(
+                    "a classification head needs at least one label".into(),
+                ));
+            }
+            let stored = checkpoint.config["id2label"]
+                .as_object()
+                .map_or(0, |m| m.len());
+            let has_classifier = matches!(
+                head,
+                Head::SequenceClassification | Head::TokenClassification
+            );
+            if head == stored_head && has_classifier && stored > 0 && stored != labels.len() {
+                return Err(invalid(format!(
+                    "field `id2label`: the checkpoint's classifier has {stored} labels, the data has {} ({}); fine-tune from the base model to get a new head",
+                    labels.len(),
+                    labels.join(", ")
+                )));
+            }
+            set_labels(&mut config_json, labels);
+        }
+        let mut config: BertConfig =
+            serde_json::from_value(config_json.clone()).map_err(|e| invalid(e.to_string()))?;
+        if let Some(p) = options.dropout {
+            config.hidden_dropout_prob = p;
+            config.attention_probs_dropout_prob = p;
+        }
         let prefix = family.prefix();
-        let with_pooler = [
+        let has_pooler = [
             format!("{prefix}.pooler.dense.weight"),
             "pooler.dense.weight".into(),
             format!("{prefix}.pooler.weight"),
@@ -754,9 +935,80 @@ impl BertModel {
         ]
         .iter()
         .any(|n| checkpoint.has(n));
-        let store = ParamStore::new(0, device);
-        let model = BertModel::new(family, head, config, with_pooler, &store.root())?;
-        let names = checkpoint.load_into(&store, &[&format!("{prefix}.")])?;
-        Ok((model, store, names))
+        // transformers' BERT and ALBERT classifiers read the pooler, so it is built (and new) where
+        // a checkpoint without one gets that head.
+        let needs_pooler =
+            head == Head::SequenceClassification && matches!(family, Family::Bert | Family::Albert);
+        let store = ParamStore::new(options.seed, device);
+        let model = BertModel::new(
+            family,
+            head,
+            config,
+            has_pooler || needs_pooler,
+            &store.root(),
+        )?;
+        let base = format!("{prefix}.");
+        let pooler = format!("{prefix}.pooler");
+        let new_head = head != stored_head;
+        let may_be_new =
+            |name: &str| new_head && (!name.starts_with(&base) || name.starts_with(&pooler));
+        let (names, report) =
+            checkpoint.load_into_with(&store, &[&base], |_, t| Ok(t), &may_be_new)?;
+        Ok(LoadedBert {
+            model,
+            store,
+            // A new head saves in its own architecture's layout (base under `bert.`), not the
+            // checkpoint's.
+            names: if new_head {
+                StoredNames::default()
+            } else {
+                names
+            },
+            config: config_json,
+            report,
+        })
+    }
+}
+
+/// How to load a checkpoint.
+#[derive(Clone, Debug, Default)]
+pub struct LoadOptions {
+    /// The head to build (default: the one `architectures` names); a head the checkpoint lacks is
+    /// newly initialised.
+    pub head: Option<Head>,
+    /// Label names in id order, replacing the checkpoint's `id2label`; one label means regression.
+    pub labels: Option<Vec<String>>,
+    /// Seed of a new head's initialisation.
+    pub seed: u64,
+    /// Replaces the checkpoint's hidden and attention dropout probabilities.
+    pub dropout: Option<f32>,
+}
+
+/// A loaded BERT-family model with its parameters, the config describing it and the load report.
+pub struct LoadedBert {
+    pub model: BertModel,
+    pub store: ParamStore,
+    pub names: StoredNames,
+    pub config: serde_json::Value,
+    pub report: LoadReport,
+}
+
+/// Writes `labels` into a `config.json` as transformers keeps them: `id2label`, `label2id`, and
+/// `problem_type: regression` for a single label.
+pub fn set_labels(config: &mut serde_json::Value, labels: &[String]) {
+    let id2label: serde_json::Map<String, serde_json::Value> = labels
+        .iter()
+        .enumerate()
+        .map(|(i, l)| (i.to_string(), l.clone().into()))
+        .collect();
+    let label2id: serde_json::Map<String, serde_json::Value> = labels
+        .iter()
+        .enumerate()
+        .map(|(i, l)| (l.clone(), i.into()))
+        .collect();
+    config["id2label"] = id2label.into();
+    config["label2id"] = label2id.into();
+    if labels.len() == 1 {
+        config["problem_type"] = "regression".into();
     }
 }

@@ -382,7 +382,8 @@ impl Gpt {
             })?;
         let store = lingo_nn::ParamStore::new(0, device);
         let model = Gpt::new(config, &store.root())?;
-        let names = checkpoint.load_into_with(&store, &["transformer."], gpt2_layout)?;
+        let (names, _) =
+            checkpoint.load_into_with(&store, &["transformer."], gpt2_layout, &|_| false)?;
         Ok((model, store, names))
     }
 }

@@ -89,30 +89,37 @@ impl Checkpoint {
     /// with each of `prefixes` (e.g. `"bert."`) removed from its start or added to it. Each parameter
     /// must be found with its exact shape; a mismatch names the tensor and both shapes.
     pub fn load_into(&self, store: &ParamStore, prefixes: &[&str]) -> Result<StoredNames> {
-        self.load_into_with(store, prefixes, |_, t| Ok(t))
+        Ok(self
+            .load_into_with(store, prefixes, |_, t| Ok(t), &|_| false)?
+            .0)
     }
 
     /// [`Checkpoint::load_into`], passing each stored tensor through `convert(name, tensor)` first
-    /// (e.g. to transpose a layout that differs from Lingo's).
+    /// (e.g. to transpose a layout that differs from Lingo's). A parameter for which `may_be_new`
+    /// holds (a head the checkpoint does not have) keeps its fresh initialisation when it is
+    /// missing; the report lists those and the stored tensors no parameter read.
     pub fn load_into_with(
         &self,
         store: &ParamStore,
         prefixes: &[&str],
         convert: impl Fn(&str, Tensor) -> candle_core::Result<Tensor>,
-    ) -> Result<StoredNames> {
+        may_be_new: &dyn Fn(&str) -> bool,
+    ) -> Result<(StoredNames, LoadReport)> {
         let mut names = StoredNames::default();
+        let mut report = LoadReport::default();
         for (name, var) in store.named() {
             let found = self.find(&name, prefixes);
-            if let Some((stored, _)) = &found {
-                names.0.insert(name.clone(), stored.clone());
-            }
-            let t = found.map(|(_, t)| convert(&name, t.clone())).transpose()?;
-            let t = t.ok_or_else(|| {
-                LoadError::invalid(
+            let Some((stored, t)) = found else {
+                if may_be_new(&name) {
+                    report.newly_initialized.push(name);
+                    continue;
+                }
+                return Err(LoadError::invalid(
                     Path::new(&self.weights_file),
                     format!("tensor `{name}` (shape {:?}) is missing", var.dims()),
-                )
-            })?;
+                ));
+            };
+            let t = convert(&name, t.clone())?;
             if t.dims() != var.dims() {
                 return Err(LoadError::invalid(
                     Path::new(&self.weights_file),
@@ -124,8 +131,17 @@ impl Checkpoint {
                 ));
             }
             lingo_nn::params::assign(&var, &t)?;
+            names.0.insert(name.clone(), stored);
         }
-        Ok(names)
+        let read: std::collections::HashSet<&String> = names.0.values().collect();
+        report.unused = self
+            .tensors
+            .keys()
+            .filter(|k| !read.contains(k) && !k.ends_with("position_ids"))
+            .cloned()
+            .collect();
+        report.unused.sort();
+        Ok((names, report))
     }
 
     /// The stored name and tensor for parameter `name` (see [`Checkpoint::load_into`]).
@@ -186,6 +202,34 @@ fn read_weights(dir: &Path, device: &Device) -> Result<(HashMap<String, Tensor>,
         dir,
         "no model.safetensors or model.safetensors.index.json in this folder",
     ))
+}
+
+/// What loading left out: parameters the checkpoint had no tensor for (a new head, freshly
+/// initialised) and stored tensors no parameter read (the checkpoint's old head).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct LoadReport {
+    pub newly_initialized: Vec<String>,
+    pub unused: Vec<String>,
+}
+
+impl LoadReport {
+    /// The warning `transformers` prints, in Lingo's words; `None` when everything matched.
+    pub fn warning(&self) -> Option<String> {
+        let mut lines = Vec::new();
+        if !self.newly_initialized.is_empty() {
+            lines.push(format!(
+                "newly initialised (not in the checkpoint; train before use): {}",
+                self.newly_initialized.join(", ")
+            ));
+        }
+        if !self.unused.is_empty() {
+            lines.push(format!(
+                "checkpoint tensors not used by this architecture: {}",
+                self.unused.join(", ")
+            ));
+        }
+        (!lines.is_empty()).then(|| lines.join("\n"))
+    }
 }
 
 /// For each parameter, the name its tensor had in the checkpoint it was loaded from, so saving writes

@@ -125,13 +125,13 @@ impl Layer {
         memory: Option<(&Tensor, &AttentionMask)>,
         ctx: &mut Ctx,
     ) -> Result<(Tensor, Option<Tensor>)> {
-        let (a, _) = self.self_attn.forward(x, x, self_mask, false)?;
+        let (a, _) = self.self_attn.forward(x, x, self_mask, false, ctx)?;
         let mut x = self
             .self_norm
             .forward(&(x + self.drop.forward(&a, ctx)?)?)?;
         let mut cross_weights = None;
         if let (Some((attn, norm)), Some((memory, mask))) = (&self.cross, memory) {
-            let (a, w) = attn.forward(&x, memory, mask, true)?;
+            let (a, w) = attn.forward(&x, memory, mask, true, ctx)?;
             x = norm.forward(&(&x + self.drop.forward(&a, ctx)?)?)?;
             cross_weights = w;
         }
@@ -156,7 +156,8 @@ impl Layer {
         let x = self.self_norm.forward(&(x + a)?)?;
         let (attn, norm) = self.cross.as_ref().expect("a decoder layer");
         let (source_k, source_v) = &cache.source;
-        let (a, weights) = attn.attend(&x, source_k, source_v, cross_mask, true)?;
+        let (a, weights) =
+            attn.attend(&x, source_k, source_v, cross_mask, true, &mut Ctx::eval())?;
         let x = norm.forward(&(&x + a)?)?;
         Ok((self.feed_forward(&x, &mut Ctx::eval())?, weights))
     }

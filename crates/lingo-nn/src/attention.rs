@@ -160,6 +160,8 @@ pub struct MultiHeadAttention {
     pub v: Linear,
     pub out: Linear,
     pub heads: usize,
+    /// Dropout on the attention probabilities while training (BERT's `attention_probs_dropout_prob`).
+    pub dropout: Dropout,
 }
 
 impl MultiHeadAttention {
@@ -178,6 +180,7 @@ impl MultiHeadAttention {
             v: linear(names[2])?,
             out: linear(names[3])?,
             heads,
+            dropout: Dropout::new(0.0),
         })
     }
 
@@ -189,9 +192,10 @@ impl MultiHeadAttention {
         kv: &Tensor,
         mask: &AttentionMask,
         want_weights: bool,
+        ctx: &mut Ctx,
     ) -> Result<(Tensor, Option<Tensor>)> {
         let (k, v) = self.keys_values(kv)?;
-        self.attend(x, &k, &v, mask, want_weights)
+        self.attend(x, &k, &v, mask, want_weights, ctx)
     }
 
     /// The keys and values `[batch, len, heads, head_dim]` of `kv: [batch, len, d_model]`: what
@@ -210,14 +214,23 @@ impl MultiHeadAttention {
         v: &Tensor,
         mask: &AttentionMask,
         want_weights: bool,
+        ctx: &mut Ctx,
     ) -> Result<(Tensor, Option<Tensor>)> {
         let (b, t, d) = x.dims3()?;
         let q = self
             .q
             .forward(x)?
             .reshape((b, t, self.heads, d / self.heads))?;
-        let (context, weights) =
-            lingo_kernels::attention_with_weights(&q, k, v, mask, want_weights)?;
+        let (context, weights) = if ctx.train && self.dropout.p > 0.0 {
+            // The fused kernel keeps its probabilities inside; dropping some of them takes the
+            // composed path (differentiable through Lingo's masked softmax).
+            let p = lingo_kernels::attention::attention_probs(&q, k, mask)?;
+            let dropped = self.dropout.forward(&p, ctx)?;
+            let context = lingo_kernels::attention::weighted_values(&dropped, v)?;
+            (context, want_weights.then_some(p.detach()))
+        } else {
+            lingo_kernels::attention_with_weights(&q, k, v, mask, want_weights)?
+        };
         Ok((self.out.forward(&context.reshape((b, t, d))?)?, weights))
     }
 
@@ -239,7 +252,7 @@ impl MultiHeadAttention {
             query_offset: k.dim(1)? - x.dim(1)?,
             ..Default::default()
         };
-        let (y, _) = self.attend(x, &k, &v, &mask, false)?;
+        let (y, _) = self.attend(x, &k, &v, &mask, false, &mut Ctx::eval())?;
         *cache = Some((k, v));
         Ok(y)
     }

@@ -5,9 +5,11 @@
 //! - [`language_model`]: train a GPT on a text file, then load it and generate.
 //! - [`translation`]: train a recurrent encoder–decoder on sentence pairs, then translate.
 
+pub mod classification;
 pub mod encoder;
 pub mod language_model;
 pub mod translation;
 
+pub use classification::{ClassifyRecipe, ClassifyTask};
 pub use language_model::{LanguageModel, LmRecipe, LmTask};
 pub use translation::{exact_match, Seq2SeqRecipe, Seq2SeqTask, Translation, Translator};

@@ -2,6 +2,7 @@
 //! loss-curve PNG drawn from it.
 
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -19,6 +20,9 @@ pub struct Record {
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub tokens_per_sec: Option<f64>,
     pub elapsed_s: f64,
+    /// A task's validation metrics (accuracy, f1, …), named as `lingo metric` names them.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty", default)]
+    pub metrics: BTreeMap<String, f64>,
 }
 
 pub struct MetricsLog {

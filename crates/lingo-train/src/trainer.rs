@@ -13,6 +13,7 @@ use candle_core::Tensor;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use lingo_nn::{Ctx, LingoRng, ParamStore};
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -30,6 +31,13 @@ pub trait TrainTask {
     ) -> candle_core::Result<(Tensor, usize)>;
     /// Mean validation loss over at most `max_batches` batches (0 = the whole split).
     fn eval_loss(&mut self, batch_size: usize, max_batches: usize) -> candle_core::Result<f64>;
+    /// The task's own validation metrics (accuracy, F1, …), computed after each evaluation.
+    fn evaluate(&mut self, _batch_size: usize) -> candle_core::Result<BTreeMap<String, f64>> {
+        Ok(BTreeMap::new())
+    }
+    /// Called before each micro-batch with its index in the whole run (`step · grad_accum +
+    /// micro-batch`), so a task that walks its data in epochs knows where it is — also after a resume.
+    fn start_micro_batch(&mut self, _index: u64) {}
     /// The task's description for the checkpoint (model config, tokenizer, …).
     fn describe(&self) -> serde_json::Value;
     /// Writes what a user needs to run the model (e.g. `config.json`, `tokenizer.json`) into `dir`.
@@ -197,11 +205,12 @@ impl Trainer {
         let (mut run_tokens, mut train_secs) = (0u64, 0f64);
         let (mut last_loss, mut last_val) = (None, None);
         let mut interrupted = false;
+        let mut last_shown = String::new();
 
         while meta.step < cfg.steps {
             let step_start = Instant::now();
             let lr = cfg.schedule.lr(cfg.optimizer.lr(), meta.step, cfg.steps);
-            let (loss, tokens, grads) = self.accumulate(task, &params, &mut ctx)?;
+            let (loss, tokens, grads) = self.accumulate(task, &params, meta.step, &mut ctx)?;
             if !loss.is_finite() {
                 bail!(
                     "training diverged at step {}: loss is {loss}",
@@ -230,31 +239,38 @@ impl Trainer {
                 ..Default::default()
             })?;
             bar.set_position(meta.step as u64);
-            bar.set_message(format!("loss {loss:.4} | {} tok/s", human(tps)));
+            bar.set_message(format!("loss {loss:.4}{last_shown} | {} tok/s", human(tps)));
 
             let last = meta.step == cfg.steps;
             let stopping = self.stop_after.is_some_and(|s| meta.step >= s)
                 || self.interrupt.load(Ordering::SeqCst);
             if (cfg.eval_every > 0 && meta.step % cfg.eval_every == 0) || last {
                 let val = task.eval_loss(cfg.batch_size, cfg.eval_batches)?;
+                let metrics = task.evaluate(cfg.batch_size)?;
                 last_val = Some(val);
                 meta.best_val_loss = Some(meta.best_val_loss.map_or(val, |b: f64| b.min(val)));
+                let shown: String = metrics
+                    .iter()
+                    .map(|(k, v)| format!(", {k} {v:.4}"))
+                    .collect();
                 log.append(Record {
                     step: meta.step,
                     val_loss: Some(val),
                     elapsed_s: elapsed,
+                    metrics,
                     ..Default::default()
                 })?;
                 self.say(
                     &bar,
                     format!(
-                        "step {:>6}/{}: train loss {loss:.4}, val loss {val:.4}, {} tok/s, {:.0}s",
+                        "step {:>6}/{}: train loss {loss:.4}, val loss {val:.4}{shown}, {} tok/s, {:.0}s",
                         meta.step,
                         cfg.steps,
                         human(tps),
                         elapsed
                     ),
                 );
+                last_shown = shown;
                 plot_losses(
                     log.records(),
                     &self.out_dir.join("loss.png"),
@@ -304,12 +320,14 @@ impl Trainer {
         &self,
         task: &mut dyn TrainTask,
         params: &ParamStore,
+        step: usize,
         ctx: &mut Ctx,
     ) -> anyhow::Result<(f64, usize, Gradients)> {
         let named = params.named();
         let mut total: Option<Gradients> = None;
         let (mut loss_sum, mut tokens) = (0.0, 0);
-        for _ in 0..self.config.grad_accum {
+        for micro in 0..self.config.grad_accum {
+            task.start_micro_batch((step * self.config.grad_accum + micro) as u64);
             let (loss, n) = task.train_loss(self.config.batch_size, ctx)?;
             loss_sum += loss.to_scalar::<f32>()? as f64;
             tokens += n;

@@ -4,7 +4,8 @@
 //! - `gpt`: the decoder-only Transformer of tools/bench_gpt.py;
 //! - `seq2seq`: the attention LSTM encoder–decoder of tools/bench_seq2seq.py (Multi30k sizes);
 //! - `bert`, `gpt2`: BERT-base forward and GPT-2 small generation against `transformers`
-//!   (tools/bench_hf.py).
+//!   (tools/bench_hf.py);
+//! - `finetune`: a fine-tuning step of a MiniLM-shaped BERT classifier against `transformers`.
 
 use candle_core::{Device, Tensor};
 use clap::{Args, ValueEnum};
@@ -35,6 +36,9 @@ enum Model {
     Bert,
     /// GPT-2 small (124M, random weights): greedy generation of 128 tokens after 32, KV-cached.
     Gpt2,
+    /// Fine-tuning step of a MiniLM-shaped BERT classifier (6 layers, 384 wide): batch 32 × 64
+    /// tokens, dropout 0.1, AdamW.
+    Finetune,
 }
 
 #[derive(Args)]
@@ -274,23 +278,12 @@ const BERT_TOKENS: usize = 128;
 
 /// BERT-base forward passes of one 128-token sequence.
 fn bench_bert(iters: usize) -> anyhow::Result<Vec<f64>> {
-    let config = BertConfig {
-        vocab_size: 30522,
-        hidden_size: 768,
-        num_hidden_layers: 12,
-        num_attention_heads: 12,
-        intermediate_size: 3072,
-        hidden_act: "gelu".into(),
-        max_position_embeddings: 512,
-        type_vocab_size: 2,
-        layer_norm_eps: 1e-12,
-        pad_token_id: Some(0),
-        embedding_size: None,
-        num_hidden_groups: 1,
-        id2label: None,
-        tie_word_embeddings: true,
-        sinusoidal_pos_embds: false,
-    };
+    // BertConfig()'s defaults, as tools/bench_hf.py builds them.
+    let config: BertConfig = serde_json::from_value(serde_json::json!({
+        "vocab_size": 30522, "hidden_size": 768, "num_hidden_layers": 12,
+        "num_attention_heads": 12, "intermediate_size": 3072, "max_position_embeddings": 512,
+        "type_vocab_size": 2, "pad_token_id": 0,
+    }))?;
     let store = ParamStore::new(0, &Device::Cpu);
     let model = BertModel::new(Family::Bert, Head::Base, config, true, &store.root())?;
     let mut rng = LingoRng::new(0);
@@ -305,6 +298,47 @@ fn bench_bert(iters: usize) -> anyhow::Result<Vec<f64>> {
             .sum_all()?
             .to_scalar::<f32>()?;
         Ok(())
+    })
+}
+
+const FINETUNE_BATCH: (usize, usize) = (32, 64);
+
+/// A MiniLM-shaped BertForSequenceClassification: training steps (dropout on) and forward passes.
+fn bench_finetune(iters: usize) -> anyhow::Result<Timings> {
+    let config: BertConfig = serde_json::from_value(serde_json::json!({
+        "vocab_size": 30522, "hidden_size": 384, "num_hidden_layers": 6,
+        "num_attention_heads": 12, "intermediate_size": 1536, "max_position_embeddings": 512,
+        "type_vocab_size": 2, "pad_token_id": 0,
+    }))?;
+    let store = ParamStore::new(0, &Device::Cpu);
+    let model = BertModel::new(
+        Family::Bert,
+        Head::SequenceClassification,
+        config,
+        true,
+        &store.root(),
+    )?;
+    let (b, t) = FINETUNE_BATCH;
+    let mut rng = LingoRng::new(0);
+    let ids: Vec<u32> = (0..b * t).map(|_| 1000 + rng.below(29000) as u32).collect();
+    let labels: Vec<u32> = (0..b).map(|_| rng.below(2) as u32).collect();
+    let ids = Tensor::from_vec(ids, (b, t), &Device::Cpu)?;
+    let labels = Tensor::from_vec(labels, b, &Device::Cpu)?;
+    let adamw = AdamWConfig {
+        lr: 5e-5,
+        weight_decay: 0.01,
+        ..Default::default()
+    };
+    let mut steps = 0;
+    time_training(iters, &store, adamw, |train| {
+        steps += 1;
+        let mut ctx = if train {
+            Ctx::train(LingoRng::new(steps))
+        } else {
+            Ctx::eval()
+        };
+        let logits = model.forward_in(&ids, None, None, &mut ctx)?.output;
+        lingo_kernels::cross_entropy(&logits, &labels, Default::default())
     })
 }
 
@@ -429,6 +463,18 @@ impl Bench {
                     per_iter: BERT_TOKENS,
                 };
                 (vec![row], HF_SCRIPT, vec!["bert"], "tokens/s")
+            }
+            Model::Finetune => {
+                let (b, t) = FINETUNE_BATCH;
+                println!("Fine-tuning step: MiniLM-shaped BERT classifier (6 layers, 384 wide, 12 heads), random weights, batch {b} × {t} tokens, dropout 0.1, AdamW, f32, {threads} threads");
+                timing();
+                let timings = bench_finetune(iters)?;
+                (
+                    training_rows(timings, b * t),
+                    HF_SCRIPT,
+                    vec!["finetune"],
+                    "tokens/s",
+                )
             }
             Model::Gpt2 => {
                 println!("GPT-2 small greedy generation: random weights, {GPT2_NEW} new tokens after {GPT2_PROMPT}, KV cache, f32, {threads} threads");

@@ -195,7 +195,7 @@ fn seqeval(p: &Path, r: &Path) -> anyhow::Result<Value> {
 }
 
 /// One JSON object, or `key: value` lines (nested objects indented).
-fn print_metrics(v: &Value, as_json: bool) -> anyhow::Result<()> {
+pub fn print_metrics(v: &Value, as_json: bool) -> anyhow::Result<()> {
     fn show(v: &Value, indent: usize, out: &mut String) {
         let Some(obj) = v.as_object() else { return };
         for (k, x) in obj {

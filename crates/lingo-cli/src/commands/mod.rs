@@ -1,6 +1,7 @@
 pub mod bench;
 pub mod demo;
 pub mod encoder;
+pub mod finetune;
 pub mod forward;
 pub mod generate;
 pub mod metric;

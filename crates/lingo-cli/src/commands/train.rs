@@ -54,24 +54,24 @@ pub struct TrainSeq2Seq {
 pub struct RunArgs {
     /// Output folder: model, tokenizer(s), checkpoint, metrics.jsonl, loss.png.
     #[arg(long)]
-    out: PathBuf,
+    pub out: PathBuf,
     /// Continue from the checkpoint in --out.
     #[arg(long)]
-    resume: bool,
+    pub resume: bool,
     /// Override the recipe's number of optimizer steps.
     #[arg(long)]
-    steps: Option<usize>,
+    pub steps: Option<usize>,
     /// Override the recipe's seed.
     #[arg(long)]
-    seed: Option<u64>,
+    pub seed: Option<u64>,
     /// No progress bar (evaluation lines are still printed).
     #[arg(long)]
-    quiet: bool,
+    pub quiet: bool,
 }
 
 impl RunArgs {
     /// Applies the overrides to `train`.
-    fn apply(&self, train: &mut lingo_train::TrainConfig) {
+    pub fn apply(&self, train: &mut lingo_train::TrainConfig) {
         if let Some(steps) = self.steps {
             train.steps = steps;
         }
@@ -80,7 +80,7 @@ impl RunArgs {
         }
     }
 
-    fn trainer(&self, config: lingo_train::TrainConfig) -> Trainer {
+    pub fn trainer(&self, config: lingo_train::TrainConfig) -> Trainer {
         let mut trainer = Trainer::new(config, &self.out);
         trainer.progress = !self.quiet;
         trainer.interrupt = super::interrupt_flag();

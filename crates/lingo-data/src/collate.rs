@@ -1,0 +1,147 @@
+//! From texts to model inputs for fine-tuning: a checkpoint's own tokenizer encodes single texts or
+//! pairs (`[CLS] a [SEP] b [SEP]` with token type ids, as its post-processor says), truncated to the
+//! model's length (longest-first, as `transformers` truncates pairs), keeping character offsets and
+//! word ids; [`collate`] pads a batch to its longest member only (dynamic padding).
+
+use crate::{DataError, Result, Tokenizer};
+use candle_core::{Device, Tensor};
+use tokenizers::{TruncationDirection, TruncationParams, TruncationStrategy};
+
+/// One encoded input.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Encoded {
+    pub ids: Vec<u32>,
+    pub type_ids: Vec<u32>,
+    /// Character span of each token in its text (`(0, 0)` for special tokens).
+    pub offsets: Vec<(usize, usize)>,
+    /// For each token, the index of the word it came from (`None` for special tokens).
+    pub word_ids: Vec<Option<u32>>,
+    /// For each token, which text it came from: 0 (first), 1 (pair), `None` for special tokens.
+    pub sequence_ids: Vec<Option<usize>>,
+}
+
+/// A checkpoint's tokenizer set up for a task: special tokens added, truncation to `max_length`,
+/// no padding (the collator pads).
+#[derive(Clone)]
+pub struct TaskTokenizer {
+    inner: tokenizers::Tokenizer,
+    pub max_length: usize,
+    pub pad_id: u32,
+}
+
+fn tok_err(e: impl std::fmt::Display) -> DataError {
+    DataError::Tokenizer(e.to_string())
+}
+
+impl TaskTokenizer {
+    pub fn new(tokenizer: &Tokenizer, max_length: usize) -> Result<Self> {
+        if max_length < 4 {
+            return Err(DataError::Invalid(format!(
+                "max_length {max_length} leaves no room for text between the special tokens"
+            )));
+        }
+        let mut inner = tokenizer.inner().clone();
+        let pad_id = inner
+            .get_padding()
+            .map(|p| p.pad_id)
+            .or_else(|| ["[PAD]", "<pad>"].iter().find_map(|t| inner.token_to_id(t)))
+            .unwrap_or(0);
+        inner.with_padding(None);
+        inner
+            .with_truncation(Some(TruncationParams {
+                max_length,
+                strategy: TruncationStrategy::LongestFirst,
+                stride: 0,
+                direction: TruncationDirection::Right,
+            }))
+            .map_err(tok_err)?;
+        Ok(TaskTokenizer {
+            inner,
+            max_length,
+            pad_id,
+        })
+    }
+
+    /// Encodes `text`, or the pair (`text`, `pair`), with the tokenizer's special tokens.
+    pub fn encode(&self, text: &str, pair: Option<&str>) -> Result<Encoded> {
+        let enc = match pair {
+            Some(p) => self.inner.encode((text, p), true),
+            None => self.inner.encode(text, true),
+        }
+        .map_err(tok_err)?;
+        Ok(Encoded {
+            ids: enc.get_ids().to_vec(),
+            type_ids: enc.get_type_ids().to_vec(),
+            offsets: enc.get_offsets().to_vec(),
+            word_ids: enc.get_word_ids().to_vec(),
+            sequence_ids: enc.get_sequence_ids(),
+        })
+    }
+
+    /// Encodes many inputs in parallel.
+    pub fn encode_all(&self, inputs: &[(&str, Option<&str>)]) -> Result<Vec<Encoded>> {
+        use rayon::prelude::*;
+        inputs.par_iter().map(|(t, p)| self.encode(t, *p)).collect()
+    }
+
+    /// Encodes pre-split words (for token classification), one word id per word.
+    pub fn encode_words(&self, words: &[String]) -> Result<Encoded> {
+        let enc = self.inner.encode(words.to_vec(), true).map_err(tok_err)?;
+        Ok(Encoded {
+            ids: enc.get_ids().to_vec(),
+            type_ids: enc.get_type_ids().to_vec(),
+            offsets: enc.get_offsets().to_vec(),
+            word_ids: enc.get_word_ids().to_vec(),
+            sequence_ids: enc.get_sequence_ids(),
+        })
+    }
+}
+
+/// A padded batch: `[batch, longest]` token ids, token type ids and attention mask (1 = token).
+pub struct Batch {
+    pub input_ids: Tensor,
+    pub token_type_ids: Tensor,
+    pub attention_mask: Tensor,
+    /// Tokens per row before padding.
+    pub lengths: Vec<usize>,
+}
+
+impl Batch {
+    /// Real (non-padding) tokens in the batch.
+    pub fn tokens(&self) -> usize {
+        self.lengths.iter().sum()
+    }
+}
+
+/// Pads `examples` to the longest among them with `pad_id` (type 0, mask 0).
+pub fn collate(examples: &[&Encoded], pad_id: u32, device: &Device) -> candle_core::Result<Batch> {
+    let width = examples.iter().map(|e| e.ids.len()).max().unwrap_or(0);
+    let n = examples.len();
+    let (mut ids, mut types, mut mask) = (
+        Vec::with_capacity(n * width),
+        Vec::with_capacity(n * width),
+        Vec::with_capacity(n * width),
+    );
+    for e in examples {
+        let pad = width - e.ids.len();
+        ids.extend(
+            e.ids
+                .iter()
+                .copied()
+                .chain(std::iter::repeat_n(pad_id, pad)),
+        );
+        types.extend(
+            e.type_ids
+                .iter()
+                .copied()
+                .chain(std::iter::repeat_n(0, pad)),
+        );
+        mask.extend(std::iter::repeat_n(1u32, e.ids.len()).chain(std::iter::repeat_n(0, pad)));
+    }
+    Ok(Batch {
+        input_ids: Tensor::from_vec(ids, (n, width), device)?,
+        token_type_ids: Tensor::from_vec(types, (n, width), device)?,
+        attention_mask: Tensor::from_vec(mask, (n, width), device)?,
+        lengths: examples.iter().map(|e| e.ids.len()).collect(),
+    })
+}
