@@ -84,8 +84,7 @@ fn a_new_head_learns_and_saves_a_folder_the_pipelines_load() {
     let log = std::fs::read_to_string(out.join("metrics.jsonl")).expect("metrics");
     let last: serde_json::Value = log
         .lines()
-        .filter(|l| l.contains("accuracy"))
-        .last()
+        .rfind(|l| l.contains("accuracy"))
         .map(|l| serde_json::from_str(l).expect("record"))
         .expect("an evaluation record");
     let accuracy = last["metrics"]["accuracy"].as_f64().expect("accuracy");
