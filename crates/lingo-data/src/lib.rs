@@ -2,6 +2,7 @@
 //! interoperate with Hugging Face) and datasets that cut token streams into training windows.
 
 pub mod collate;
+pub mod conll;
 pub mod labelled;
 pub mod parallel;
 pub mod synthetic;
@@ -9,6 +10,7 @@ pub mod text;
 pub mod tokenizer;
 
 pub use collate::{collate, Batch, Encoded, TaskTokenizer};
+pub use conll::{read_tagged, TaggedSentence};
 pub use labelled::{read_labelled, LabelledText};
 pub use parallel::{read_lines, read_pairs};
 pub use synthetic::{Date, DateTask, Grammar, Pair};

@@ -5,6 +5,7 @@
 //! shuffled pass over the data per epoch, dynamic padding. The output folder is a Hugging Face
 //! folder (`config.json` with `id2label`, `model.safetensors`, `tokenizer.json`).
 
+use crate::finetune::{hold_out, id2label, EpochOrder, FinetuneRecipe};
 use anyhow::{bail, Context};
 use candle_core::{DType, Device, Tensor, D};
 use lingo_data::{collate, read_labelled, Encoded, LabelledText, TaskTokenizer, Tokenizer};
@@ -12,67 +13,10 @@ use lingo_eval::classification::sorted_labels;
 use lingo_kernels::{cross_entropy, CrossEntropy};
 use lingo_models::bert::{BertModel, Head, LoadOptions};
 use lingo_models::hf::{Checkpoint, LoadReport};
-use lingo_nn::{Ctx, LingoRng, ParamStore};
-use lingo_train::{ScheduleKind, TrainConfig, TrainTask};
-use serde::{Deserialize, Serialize};
+use lingo_nn::{Ctx, ParamStore};
+use lingo_train::TrainTask;
 use std::collections::BTreeMap;
 use std::path::Path;
-
-/// The recipe of `lingo finetune classify` (`configs/sst2-minilm.json`).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct ClassifyRecipe {
-    /// Tokens per input, special tokens included; longer inputs are truncated (longest text first).
-    pub max_length: usize,
-    /// Passes over the training data; when set, `train.steps` is derived from it.
-    pub epochs: Option<usize>,
-    /// Linear warm-up over this fraction of the steps (`transformers`' `warmup_ratio`); overrides
-    /// `train.schedule.warmup_steps`.
-    pub warmup_ratio: Option<f32>,
-    /// Replaces the checkpoint's dropout probabilities (hidden and attention) when set.
-    pub dropout: Option<f32>,
-    /// Label smoothing of the cross-entropy (classification only).
-    pub label_smoothing: f32,
-    pub train: TrainConfig,
-}
-
-impl Default for ClassifyRecipe {
-    fn default() -> Self {
-        let mut train = TrainConfig {
-            batch_size: 32,
-            eval_every: 500,
-            checkpoint_every: 500,
-            ..TrainConfig::default()
-        };
-        train.schedule.kind = ScheduleKind::Linear;
-        ClassifyRecipe {
-            max_length: 128,
-            epochs: Some(3),
-            warmup_ratio: Some(0.06),
-            dropout: None,
-            label_smoothing: 0.0,
-            train,
-        }
-    }
-}
-
-impl ClassifyRecipe {
-    pub fn load(path: &Path) -> anyhow::Result<Self> {
-        Ok(lingo_models::config::read_json(path)?)
-    }
-
-    /// Fills in the steps and warm-up that follow from `epochs` and `warmup_ratio` for
-    /// `examples` training examples.
-    pub fn resolve(&mut self, examples: usize) {
-        if let Some(epochs) = self.epochs {
-            let per_step = self.train.batch_size * self.train.grad_accum;
-            self.train.steps = (epochs * examples.div_ceil(per_step.max(1))).max(1);
-        }
-        if let Some(ratio) = self.warmup_ratio {
-            self.train.schedule.warmup_steps = (ratio * self.train.steps as f32).ceil() as usize;
-        }
-    }
-}
 
 /// What a model predicts: a class among `labels`, or a score (one label: regression).
 #[derive(Clone, Debug, PartialEq)]
@@ -88,7 +32,7 @@ struct Example {
 
 /// A model, its tokenizer and its encoded data, ready for the trainer.
 pub struct ClassifyTask {
-    pub recipe: ClassifyRecipe,
+    pub recipe: FinetuneRecipe,
     model: BertModel,
     store: ParamStore,
     config: serde_json::Value,
@@ -99,29 +43,10 @@ pub struct ClassifyTask {
     valid: Vec<Example>,
     /// Index of the next micro-batch in the run, set by the trainer.
     micro_batch: u64,
-    /// The current epoch's example order.
-    order: (u64, Vec<usize>),
+    order: EpochOrder,
     /// The load report (new head weights, unused checkpoint tensors).
     pub report: LoadReport,
     source: String,
-}
-
-/// Moves 5% of `data` (at least one example), drawn with `seed`, into a validation split.
-fn hold_out(
-    data: &mut Vec<LabelledText>,
-    seed: u64,
-    path: &Path,
-) -> anyhow::Result<Vec<LabelledText>> {
-    let n = data.len().div_ceil(20);
-    if n >= data.len() {
-        bail!(
-            "{}: {} examples are too few to hold out a validation part; give --valid",
-            path.display(),
-            data.len()
-        );
-    }
-    LingoRng::new(seed).fork(0x7A11D).shuffle(data);
-    Ok(data.split_off(data.len() - n))
 }
 
 /// Whether the labels are scores: every one a number and at least one with a fraction.
@@ -169,7 +94,7 @@ impl ClassifyTask {
         model_dir: &Path,
         train_path: &Path,
         valid_path: Option<&Path>,
-        mut recipe: ClassifyRecipe,
+        mut recipe: FinetuneRecipe,
     ) -> anyhow::Result<Self> {
         let mut train_data = read_labelled(train_path)?;
         let valid_data = match valid_path {
@@ -234,6 +159,7 @@ impl ClassifyTask {
         let train = encode(&train_data, train_targets)?;
         let valid = encode(&valid_data, valid_targets)?;
         recipe.resolve(train.len());
+        let recipe_seed = recipe.train.seed;
         Ok(ClassifyTask {
             recipe,
             model: loaded.model,
@@ -245,7 +171,7 @@ impl ClassifyTask {
             train,
             valid,
             micro_batch: 0,
-            order: (u64::MAX, Vec::new()),
+            order: EpochOrder::new(recipe_seed),
             report: loaded.report,
             source: model_dir.display().to_string(),
         })
@@ -257,23 +183,6 @@ impl ClassifyTask {
 
     fn regression(&self) -> bool {
         self.labels.len() == 1
-    }
-
-    /// The training examples of micro-batch `index`: epoch `e` walks a permutation drawn from
-    /// `(seed, e)`, so the order depends only on the position in the run (resumes continue it).
-    fn batch_indices(&mut self, index: u64, batch_size: usize) -> Vec<usize> {
-        let n = self.train.len();
-        let per_epoch = n.div_ceil(batch_size) as u64;
-        let (epoch, within) = (index / per_epoch, (index % per_epoch) as usize);
-        if self.order.0 != epoch {
-            let mut order: Vec<usize> = (0..n).collect();
-            LingoRng::new(self.recipe.train.seed)
-                .fork(0x5EED_0000 + epoch)
-                .shuffle(&mut order);
-            self.order = (epoch, order);
-        }
-        let start = within * batch_size;
-        self.order.1[start..(start + batch_size).min(n)].to_vec()
     }
 
     /// The model's outputs for `examples`: `[batch, labels]`.
@@ -406,7 +315,9 @@ impl TrainTask for ClassifyTask {
         batch_size: usize,
         ctx: &mut Ctx,
     ) -> candle_core::Result<(Tensor, usize)> {
-        let picks = self.batch_indices(self.micro_batch, batch_size);
+        let picks = self
+            .order
+            .batch(self.micro_batch, batch_size, self.train.len());
         let examples: Vec<&Example> = picks.iter().map(|&i| &self.train[i]).collect();
         let tokens = examples.iter().map(|e| e.input.ids.len()).sum();
         let loss = self.loss(&examples, ctx)?;
@@ -518,16 +429,4 @@ pub fn evaluate_classifier(
         &predictions,
         &references,
     )?)?)
-}
-
-/// `id2label` of a config in id order.
-fn id2label(config: &serde_json::Value) -> Vec<String> {
-    let mut labels: Vec<(usize, String)> = config["id2label"]
-        .as_object()
-        .into_iter()
-        .flatten()
-        .filter_map(|(k, v)| Some((k.parse().ok()?, v.as_str()?.to_string())))
-        .collect();
-    labels.sort();
-    labels.into_iter().map(|(_, l)| l).collect()
 }

@@ -7,9 +7,13 @@
 
 pub mod classification;
 pub mod encoder;
+pub mod finetune;
 pub mod language_model;
+pub mod token_classification;
 pub mod translation;
 
-pub use classification::{ClassifyRecipe, ClassifyTask};
+pub use classification::ClassifyTask;
+pub use finetune::FinetuneRecipe;
 pub use language_model::{LanguageModel, LmRecipe, LmTask};
+pub use token_classification::TokenClassifyTask;
 pub use translation::{exact_match, Seq2SeqRecipe, Seq2SeqTask, Translation, Translator};

@@ -5,7 +5,7 @@
 use lingo_data::Tokenizer;
 use lingo_tasks::classification::evaluate_classifier;
 use lingo_tasks::encoder::EncoderPipeline;
-use lingo_tasks::{ClassifyRecipe, ClassifyTask};
+use lingo_tasks::{ClassifyTask, FinetuneRecipe};
 use lingo_train::Trainer;
 use std::path::{Path, PathBuf};
 
@@ -34,12 +34,12 @@ fn toy_data(dir: &Path, name: &str, n: usize, seed: u64) -> PathBuf {
     path
 }
 
-fn recipe(steps: usize) -> ClassifyRecipe {
-    let mut r = ClassifyRecipe {
+fn recipe(steps: usize) -> FinetuneRecipe {
+    let mut r = FinetuneRecipe {
         max_length: 16,
         epochs: None,
         warmup_ratio: Some(0.1),
-        ..ClassifyRecipe::default()
+        ..FinetuneRecipe::default()
     };
     r.train.steps = steps;
     r.train.batch_size = 16;
@@ -53,7 +53,7 @@ fn recipe(steps: usize) -> ClassifyRecipe {
     r
 }
 
-fn quiet(recipe: &ClassifyRecipe, out: &Path) -> Trainer {
+fn quiet(recipe: &FinetuneRecipe, out: &Path) -> Trainer {
     let mut t = Trainer::new(recipe.train.clone(), out);
     t.progress = false;
     t

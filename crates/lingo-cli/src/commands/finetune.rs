@@ -1,26 +1,71 @@
 use super::train::RunArgs;
 use clap::{Args, Subcommand};
 use lingo_tasks::classification::evaluate_classifier;
-use lingo_tasks::{ClassifyRecipe, ClassifyTask};
+use lingo_tasks::token_classification::evaluate_tagger;
+use lingo_tasks::{ClassifyTask, FinetuneRecipe, TokenClassifyTask};
+use lingo_train::TrainTask;
 use std::path::PathBuf;
 
 #[derive(Subcommand)]
 pub enum Finetune {
     /// Sequence classification (single texts or pairs; a float label column means regression)
     /// from TSV/CSV with a header or JSONL (`text`, optional `text_pair`, `label`).
-    Classify(FinetuneClassify),
+    Classify(FinetuneArgs),
+    /// Token classification (named entities) from CoNLL column files (word first, tag last;
+    /// -DOCSTART- and blank lines handled) or JSONL (`tokens`, `tags`); IOB1, IOB2 or BIOES tags.
+    Ner(FinetuneArgs),
 }
 
 impl Finetune {
     pub fn run(self) -> anyhow::Result<()> {
         match self {
-            Finetune::Classify(c) => c.run(),
+            Finetune::Classify(a) => a.run(|dir, train, valid, recipe| {
+                let task = ClassifyTask::new(dir, train, valid, recipe)?;
+                let labels = task.labels().to_vec();
+                Ok((Box::new(task) as Box<dyn FinetuneTask>, labels))
+            }),
+            Finetune::Ner(a) => a.run(|dir, train, valid, recipe| {
+                let task = TokenClassifyTask::new(dir, train, valid, recipe)?;
+                let labels = task.labels().to_vec();
+                Ok((Box::new(task) as Box<dyn FinetuneTask>, labels))
+            }),
         }
     }
 }
 
+/// A fine-tuning task as the command drives it.
+pub trait FinetuneTask: TrainTask {
+    fn recipe(&self) -> &FinetuneRecipe;
+    fn load_warning(&self) -> Option<String>;
+}
+
+impl FinetuneTask for ClassifyTask {
+    fn recipe(&self) -> &FinetuneRecipe {
+        &self.recipe
+    }
+    fn load_warning(&self) -> Option<String> {
+        self.report.warning()
+    }
+}
+
+impl FinetuneTask for TokenClassifyTask {
+    fn recipe(&self) -> &FinetuneRecipe {
+        &self.recipe
+    }
+    fn load_warning(&self) -> Option<String> {
+        self.report.warning()
+    }
+}
+
+type MakeTask = fn(
+    &std::path::Path,
+    &std::path::Path,
+    Option<&std::path::Path>,
+    FinetuneRecipe,
+) -> anyhow::Result<(Box<dyn FinetuneTask>, Vec<String>)>;
+
 #[derive(Args)]
-pub struct FinetuneClassify {
+pub struct FinetuneArgs {
     /// A pretrained model folder (config.json, safetensors, tokenizer.json) or a Hub id.
     #[arg(long)]
     model: String,
@@ -40,30 +85,31 @@ pub struct FinetuneClassify {
     run: RunArgs,
 }
 
-impl FinetuneClassify {
-    pub fn run(self) -> anyhow::Result<()> {
+impl FinetuneArgs {
+    fn run(self, make: MakeTask) -> anyhow::Result<()> {
         let mut recipe = match &self.config {
-            Some(path) => ClassifyRecipe::load(path)?,
-            None => ClassifyRecipe::default(),
+            Some(path) => FinetuneRecipe::load(path)?,
+            None => FinetuneRecipe::default(),
         };
         if self.run.steps.is_some() {
             recipe.epochs = None;
         }
         self.run.apply(&mut recipe.train);
         let dir = lingo_models::hub::resolve_model(&self.model, self.offline)?;
-        let mut task = ClassifyTask::new(&dir, &self.train, self.valid.as_deref(), recipe)?;
-        if let Some(w) = task.report.warning() {
+        let (mut task, labels) = make(&dir, &self.train, self.valid.as_deref(), recipe)?;
+        if let Some(w) = task.load_warning() {
             eprintln!("{w}");
         }
+        let train = task.recipe().train.clone();
         eprintln!(
             "fine-tuning {} for {} labels ({}) over {} steps",
             dir.display(),
-            task.labels().len(),
-            task.labels().join(", "),
-            task.recipe.train.steps
+            labels.len(),
+            labels.join(", "),
+            train.steps
         );
-        let trainer = self.run.trainer(task.recipe.train.clone());
-        let report = trainer.run(&mut task, self.run.resume)?;
+        let trainer = self.run.trainer(train);
+        let report = trainer.run(task.as_mut(), self.run.resume)?;
         eprintln!(
             "{} steps in {:.0}s; model, tokenizer and metrics in {}",
             report.steps,
@@ -77,19 +123,34 @@ impl FinetuneClassify {
 #[derive(Subcommand)]
 pub enum Evaluate {
     /// A sequence-classification folder on labelled data: the metrics of `lingo metric classification`.
-    Classify(EvaluateClassify),
+    Classify(EvaluateArgs),
+    /// A token-classification folder on tagged data: the metrics of `lingo metric seqeval`.
+    Ner(EvaluateArgs),
 }
 
 impl Evaluate {
     pub fn run(self) -> anyhow::Result<()> {
-        match self {
-            Evaluate::Classify(c) => c.run(),
-        }
+        let (args, ner) = match self {
+            Evaluate::Classify(a) => (a, false),
+            Evaluate::Ner(a) => (a, true),
+        };
+        let dir = lingo_models::hub::resolve_model(&args.model, args.offline)?;
+        let metrics = if ner {
+            serde_json::to_value(evaluate_tagger(
+                &dir,
+                &args.data,
+                args.max_length,
+                args.batch_size,
+            )?)?
+        } else {
+            evaluate_classifier(&dir, &args.data, args.max_length, args.batch_size)?
+        };
+        super::metric::print_metrics(&metrics, args.json)
     }
 }
 
 #[derive(Args)]
-pub struct EvaluateClassify {
+pub struct EvaluateArgs {
     #[arg(long)]
     model: String,
     #[arg(long)]
@@ -104,12 +165,4 @@ pub struct EvaluateClassify {
     max_length: usize,
     #[arg(long, default_value_t = 64)]
     batch_size: usize,
-}
-
-impl EvaluateClassify {
-    pub fn run(self) -> anyhow::Result<()> {
-        let dir = lingo_models::hub::resolve_model(&self.model, self.offline)?;
-        let metrics = evaluate_classifier(&dir, &self.data, self.max_length, self.batch_size)?;
-        super::metric::print_metrics(&metrics, self.json)
-    }
 }
