@@ -1,8 +1,17 @@
-//! What every fine-tuning task shares: the recipe, the epoch-wise data order and label names.
+//! What every fine-tuning task shares: the recipe, the pretrained encoder with its new head and
+//! tokenizer, the epoch-wise data order, the trainer's side of the loop and the output folder.
+//! A task ([`crate::classification`], [`crate::token_classification`]) adds only its
+//! [`Objective`]: how its examples are scored.
 
-use lingo_nn::LingoRng;
-use lingo_train::{ScheduleKind, TrainConfig};
+use anyhow::{bail, Context};
+use candle_core::{Device, Tensor};
+use lingo_data::{collate, Encoded, TaskTokenizer, Tokenizer};
+use lingo_models::bert::{BertModel, Head, LoadOptions};
+use lingo_models::hf::{Checkpoint, LoadReport};
+use lingo_nn::{Ctx, LingoRng, ParamStore};
+use lingo_train::{ScheduleKind, TrainConfig, TrainTask};
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::path::Path;
 
 /// The recipe of `lingo finetune classify|ner` (`configs/sst2-minilm.json`, `configs/conll2003-minilm.json`).
@@ -58,6 +67,250 @@ impl FinetuneRecipe {
         if let Some(ratio) = self.warmup_ratio {
             self.train.schedule.warmup_steps = (ratio * self.train.steps as f32).ceil() as usize;
         }
+    }
+}
+
+/// An example: its encoded input and whatever its objective scores it against.
+pub trait Encodable {
+    fn input(&self) -> &Encoded;
+}
+
+/// What one kind of fine-tuning adds to [`Finetune`].
+pub trait Objective {
+    type Example: Encodable;
+    /// One example's prediction (a label, a score, a tag per word).
+    type Prediction;
+    /// The task's name in checkpoints (`classify`, `ner`).
+    const TASK: &'static str;
+    /// The mean loss of `examples` from the head's output for their padded batch.
+    fn loss(
+        &self,
+        output: &Tensor,
+        examples: &[&Self::Example],
+        recipe: &FinetuneRecipe,
+    ) -> candle_core::Result<Tensor>;
+    /// Each example's prediction from the head's output for their padded batch.
+    fn predict(
+        &self,
+        output: &Tensor,
+        examples: &[&Self::Example],
+        labels: &[String],
+    ) -> candle_core::Result<Vec<Self::Prediction>>;
+    /// The validation metrics (the keys of `lingo metric`).
+    fn score(
+        &self,
+        predictions: &[Self::Prediction],
+        examples: &[Self::Example],
+        labels: &[String],
+    ) -> anyhow::Result<BTreeMap<String, f64>>;
+}
+
+/// A pretrained encoder with a new head, its tokenizer and encoded data, ready for the trainer.
+pub struct Finetune<O: Objective> {
+    pub recipe: FinetuneRecipe,
+    /// What loading left out: the new head's weights, unused checkpoint tensors.
+    pub report: LoadReport,
+    objective: O,
+    encoder: TaskModel,
+    config: serde_json::Value,
+    store: ParamStore,
+    labels: Vec<String>,
+    train: Vec<O::Example>,
+    valid: Vec<O::Example>,
+    order: EpochOrder,
+    micro_batch: u64,
+    source: String,
+}
+
+/// A BERT-family model with the tokenizer set up for its task.
+pub struct TaskModel {
+    pub model: BertModel,
+    pub tokenizer: Tokenizer,
+    pub encoder: TaskTokenizer,
+}
+
+impl TaskModel {
+    /// The head's output for `inputs`, padded into one batch, in `ctx`'s mode.
+    pub fn output(&self, inputs: &[&Encoded], ctx: &mut Ctx) -> candle_core::Result<Tensor> {
+        let batch = collate(inputs, self.encoder.pad_id, &Device::Cpu)?;
+        Ok(self
+            .model
+            .forward_in(
+                &batch.input_ids,
+                Some(&batch.attention_mask),
+                Some(&batch.token_type_ids),
+                ctx,
+            )?
+            .output)
+    }
+
+    /// A folder `lingo finetune` wrote (or any checkpoint with `head`), with its labels.
+    pub fn load_trained(
+        dir: &Path,
+        head: Head,
+        max_length: usize,
+    ) -> anyhow::Result<(TaskModel, Vec<String>)> {
+        let checkpoint = Checkpoint::open(dir, &Device::Cpu)?;
+        let loaded = BertModel::load_with(&checkpoint, &Device::Cpu, &LoadOptions::default())?;
+        if loaded.model.head != head {
+            bail!(
+                "{}: a {head:?} model is needed; this one has a {:?} head",
+                dir.display(),
+                loaded.model.head
+            );
+        }
+        let max_length = max_length.min(loaded.model.config.max_position_embeddings);
+        let model = TaskModel::new(dir, loaded.model, max_length)?;
+        Ok((model, id2label(&loaded.config)))
+    }
+
+    fn new(dir: &Path, model: BertModel, max_length: usize) -> anyhow::Result<TaskModel> {
+        let positions = model.config.max_position_embeddings;
+        if max_length > positions {
+            bail!("max_length {max_length} is longer than the model's {positions} positions");
+        }
+        let tokenizer = Tokenizer::load(&dir.join("tokenizer.json"))
+            .with_context(|| format!("{}: the model folder needs tokenizer.json", dir.display()))?;
+        let encoder = TaskTokenizer::new(&tokenizer, max_length)?;
+        Ok(TaskModel {
+            model,
+            tokenizer,
+            encoder,
+        })
+    }
+
+    /// Predictions for `examples`, in batches, in evaluation mode.
+    pub fn predict<O: Objective>(
+        &self,
+        objective: &O,
+        examples: &[O::Example],
+        labels: &[String],
+        batch_size: usize,
+    ) -> candle_core::Result<Vec<O::Prediction>> {
+        let all: Vec<&O::Example> = examples.iter().collect();
+        let mut out = Vec::with_capacity(all.len());
+        for chunk in all.chunks(batch_size.max(1)) {
+            let inputs: Vec<&Encoded> = chunk.iter().map(|e| e.input()).collect();
+            let output = self.output(&inputs, &mut Ctx::eval())?;
+            out.extend(objective.predict(&output, chunk, labels)?);
+        }
+        Ok(out)
+    }
+}
+
+impl<O: Objective> Finetune<O> {
+    /// Loads `model_dir` with a new `head` for `labels`; `prepare` encodes the data with the
+    /// task tokenizer and returns the objective with the training and validation examples.
+    pub fn load(
+        model_dir: &Path,
+        head: Head,
+        labels: Vec<String>,
+        mut recipe: FinetuneRecipe,
+        prepare: impl FnOnce(&TaskTokenizer) -> anyhow::Result<(O, Vec<O::Example>, Vec<O::Example>)>,
+    ) -> anyhow::Result<Self> {
+        let checkpoint = Checkpoint::open(model_dir, &Device::Cpu)?;
+        let options = LoadOptions {
+            head: Some(head),
+            labels: Some(labels.clone()),
+            seed: recipe.train.seed,
+            dropout: recipe.dropout,
+        };
+        let loaded = BertModel::load_with(&checkpoint, &Device::Cpu, &options)?;
+        let encoder = TaskModel::new(model_dir, loaded.model, recipe.max_length)?;
+        let (objective, train, valid) = prepare(&encoder.encoder)?;
+        recipe.resolve(train.len());
+        Ok(Finetune {
+            order: EpochOrder::new(recipe.train.seed),
+            recipe,
+            report: loaded.report,
+            objective,
+            encoder,
+            config: loaded.config,
+            store: loaded.store,
+            labels,
+            train,
+            valid,
+            micro_batch: 0,
+            source: model_dir.display().to_string(),
+        })
+    }
+
+    /// The label names in id order.
+    pub fn labels(&self) -> &[String] {
+        &self.labels
+    }
+
+    fn loss(&self, examples: &[&O::Example], ctx: &mut Ctx) -> candle_core::Result<Tensor> {
+        let inputs: Vec<&Encoded> = examples.iter().map(|e| e.input()).collect();
+        let output = self.encoder.output(&inputs, ctx)?;
+        self.objective.loss(&output, examples, &self.recipe)
+    }
+}
+
+impl<O: Objective> TrainTask for Finetune<O> {
+    fn params(&self) -> &ParamStore {
+        &self.store
+    }
+
+    fn start_micro_batch(&mut self, index: u64) {
+        self.micro_batch = index;
+    }
+
+    fn train_loss(
+        &mut self,
+        batch_size: usize,
+        ctx: &mut Ctx,
+    ) -> candle_core::Result<(Tensor, usize)> {
+        let picks = self
+            .order
+            .batch(self.micro_batch, batch_size, self.train.len());
+        let examples: Vec<&O::Example> = picks.iter().map(|&i| &self.train[i]).collect();
+        let tokens = examples.iter().map(|e| e.input().ids.len()).sum();
+        Ok((self.loss(&examples, ctx)?, tokens))
+    }
+
+    fn eval_loss(&mut self, batch_size: usize, max_batches: usize) -> candle_core::Result<f64> {
+        let take = if max_batches == 0 {
+            usize::MAX
+        } else {
+            max_batches
+        };
+        let all: Vec<&O::Example> = self.valid.iter().collect();
+        let (mut total, mut count) = (0.0, 0usize);
+        for chunk in all.chunks(batch_size.max(1)).take(take) {
+            let loss = self.loss(chunk, &mut Ctx::eval())?.to_scalar::<f32>()? as f64;
+            total += loss * chunk.len() as f64;
+            count += chunk.len();
+        }
+        Ok(total / count.max(1) as f64)
+    }
+
+    fn evaluate(&mut self, batch_size: usize) -> candle_core::Result<BTreeMap<String, f64>> {
+        let predictions =
+            self.encoder
+                .predict(&self.objective, &self.valid, &self.labels, batch_size)?;
+        self.objective
+            .score(&predictions, &self.valid, &self.labels)
+            .map_err(|e| candle_core::Error::Msg(e.to_string()))
+    }
+
+    fn describe(&self) -> serde_json::Value {
+        serde_json::json!({
+            "task": O::TASK,
+            "model": self.source,
+            "labels": self.labels,
+            "max_length": self.recipe.max_length,
+            "train_examples": self.train.len(),
+        })
+    }
+
+    /// The Hugging Face folder's config (new architecture and labels) and tokenizer; the trainer
+    /// writes `model.safetensors`.
+    fn save_artifacts(&self, dir: &Path) -> anyhow::Result<()> {
+        let json = serde_json::to_string_pretty(&self.config)?;
+        lingo_nn::io::write_atomic(&dir.join("config.json"), json.as_bytes())?;
+        self.encoder.tokenizer.save(&dir.join("tokenizer.json"))?;
+        Ok(())
     }
 }
 

@@ -1,10 +1,10 @@
 use super::train::RunArgs;
 use clap::{Args, Subcommand};
 use lingo_tasks::classification::evaluate_classifier;
+use lingo_tasks::finetune::{self, Objective};
 use lingo_tasks::token_classification::evaluate_tagger;
 use lingo_tasks::{ClassifyTask, FinetuneRecipe, TokenClassifyTask};
-use lingo_train::TrainTask;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 #[derive(Subcommand)]
 pub enum Finetune {
@@ -19,50 +19,11 @@ pub enum Finetune {
 impl Finetune {
     pub fn run(self) -> anyhow::Result<()> {
         match self {
-            Finetune::Classify(a) => a.run(|dir, train, valid, recipe| {
-                let task = ClassifyTask::new(dir, train, valid, recipe)?;
-                let labels = task.labels().to_vec();
-                Ok((Box::new(task) as Box<dyn FinetuneTask>, labels))
-            }),
-            Finetune::Ner(a) => a.run(|dir, train, valid, recipe| {
-                let task = TokenClassifyTask::new(dir, train, valid, recipe)?;
-                let labels = task.labels().to_vec();
-                Ok((Box::new(task) as Box<dyn FinetuneTask>, labels))
-            }),
+            Finetune::Classify(a) => a.run(ClassifyTask::new),
+            Finetune::Ner(a) => a.run(TokenClassifyTask::new),
         }
     }
 }
-
-/// A fine-tuning task as the command drives it.
-pub trait FinetuneTask: TrainTask {
-    fn recipe(&self) -> &FinetuneRecipe;
-    fn load_warning(&self) -> Option<String>;
-}
-
-impl FinetuneTask for ClassifyTask {
-    fn recipe(&self) -> &FinetuneRecipe {
-        &self.recipe
-    }
-    fn load_warning(&self) -> Option<String> {
-        self.report.warning()
-    }
-}
-
-impl FinetuneTask for TokenClassifyTask {
-    fn recipe(&self) -> &FinetuneRecipe {
-        &self.recipe
-    }
-    fn load_warning(&self) -> Option<String> {
-        self.report.warning()
-    }
-}
-
-type MakeTask = fn(
-    &std::path::Path,
-    &std::path::Path,
-    Option<&std::path::Path>,
-    FinetuneRecipe,
-) -> anyhow::Result<(Box<dyn FinetuneTask>, Vec<String>)>;
 
 #[derive(Args)]
 pub struct FinetuneArgs {
@@ -86,7 +47,15 @@ pub struct FinetuneArgs {
 }
 
 impl FinetuneArgs {
-    fn run(self, make: MakeTask) -> anyhow::Result<()> {
+    fn run<O: Objective>(
+        self,
+        make: impl FnOnce(
+            &Path,
+            &Path,
+            Option<&Path>,
+            FinetuneRecipe,
+        ) -> anyhow::Result<finetune::Finetune<O>>,
+    ) -> anyhow::Result<()> {
         let mut recipe = match &self.config {
             Some(path) => FinetuneRecipe::load(path)?,
             None => FinetuneRecipe::default(),
@@ -96,20 +65,19 @@ impl FinetuneArgs {
         }
         self.run.apply(&mut recipe.train);
         let dir = lingo_models::hub::resolve_model(&self.model, self.offline)?;
-        let (mut task, labels) = make(&dir, &self.train, self.valid.as_deref(), recipe)?;
-        if let Some(w) = task.load_warning() {
+        let mut task = make(&dir, &self.train, self.valid.as_deref(), recipe)?;
+        if let Some(w) = task.report.warning() {
             eprintln!("{w}");
         }
-        let train = task.recipe().train.clone();
         eprintln!(
             "fine-tuning {} for {} labels ({}) over {} steps",
             dir.display(),
-            labels.len(),
-            labels.join(", "),
-            train.steps
+            task.labels().len(),
+            task.labels().join(", "),
+            task.recipe.train.steps
         );
-        let trainer = self.run.trainer(train);
-        let report = trainer.run(task.as_mut(), self.run.resume)?;
+        let trainer = self.run.trainer(task.recipe.train.clone());
+        let report = trainer.run(&mut task, self.run.resume)?;
         eprintln!(
             "{} steps in {:.0}s; model, tokenizer and metrics in {}",
             report.steps,
