@@ -20,6 +20,18 @@ pub struct Encoded {
     pub sequence_ids: Vec<Option<usize>>,
 }
 
+impl From<&tokenizers::Encoding> for Encoded {
+    fn from(enc: &tokenizers::Encoding) -> Self {
+        Encoded {
+            ids: enc.get_ids().to_vec(),
+            type_ids: enc.get_type_ids().to_vec(),
+            offsets: enc.get_offsets().to_vec(),
+            word_ids: enc.get_word_ids().to_vec(),
+            sequence_ids: enc.get_sequence_ids(),
+        }
+    }
+}
+
 /// A checkpoint's tokenizer set up for a task: special tokens added, truncation to `max_length`,
 /// no padding (the collator pads).
 #[derive(Clone)]
@@ -69,13 +81,7 @@ impl TaskTokenizer {
             None => self.inner.encode(text, true),
         }
         .map_err(tok_err)?;
-        Ok(Encoded {
-            ids: enc.get_ids().to_vec(),
-            type_ids: enc.get_type_ids().to_vec(),
-            offsets: enc.get_offsets().to_vec(),
-            word_ids: enc.get_word_ids().to_vec(),
-            sequence_ids: enc.get_sequence_ids(),
-        })
+        Ok(Encoded::from(&enc))
     }
 
     /// Encodes many inputs in parallel.
@@ -87,13 +93,7 @@ impl TaskTokenizer {
     /// Encodes pre-split words (for token classification), one word id per word.
     pub fn encode_words(&self, words: &[String]) -> Result<Encoded> {
         let enc = self.inner.encode(words.to_vec(), true).map_err(tok_err)?;
-        Ok(Encoded {
-            ids: enc.get_ids().to_vec(),
-            type_ids: enc.get_type_ids().to_vec(),
-            offsets: enc.get_offsets().to_vec(),
-            word_ids: enc.get_word_ids().to_vec(),
-            sequence_ids: enc.get_sequence_ids(),
-        })
+        Ok(Encoded::from(&enc))
     }
 }
 
@@ -102,15 +102,6 @@ pub struct Batch {
     pub input_ids: Tensor,
     pub token_type_ids: Tensor,
     pub attention_mask: Tensor,
-    /// Tokens per row before padding.
-    pub lengths: Vec<usize>,
-}
-
-impl Batch {
-    /// Real (non-padding) tokens in the batch.
-    pub fn tokens(&self) -> usize {
-        self.lengths.iter().sum()
-    }
 }
 
 /// Pads `examples` to the longest among them with `pad_id` (type 0, mask 0).
@@ -142,6 +133,5 @@ pub fn collate(examples: &[&Encoded], pad_id: u32, device: &Device) -> candle_co
         input_ids: Tensor::from_vec(ids, (n, width), device)?,
         token_type_ids: Tensor::from_vec(types, (n, width), device)?,
         attention_mask: Tensor::from_vec(mask, (n, width), device)?,
-        lengths: examples.iter().map(|e| e.ids.len()).collect(),
     })
 }

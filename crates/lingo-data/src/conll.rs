@@ -3,8 +3,8 @@
 //! skipped; CoNLL-2003's `word POS chunk NER` reads as it is), or JSON lines with `tokens` and
 //! `tags` lists. `.gz` allowed. Errors name the file and line.
 
-use crate::parallel::read_lines;
-use crate::{DataError, Result};
+use crate::parallel::{file_err, read_lines};
+use crate::Result;
 use std::path::Path;
 
 /// One sentence: its words and their tags, and the line it starts on.
@@ -13,13 +13,6 @@ pub struct TaggedSentence {
     pub words: Vec<String>,
     pub tags: Vec<String>,
     pub line: usize,
-}
-
-fn err(path: &Path, message: String) -> DataError {
-    DataError::File {
-        path: path.into(),
-        message,
-    }
 }
 
 /// Reads every sentence of `path` (`.jsonl` for JSON lines, anything else as CoNLL columns).
@@ -35,7 +28,7 @@ pub fn read_tagged(path: &Path) -> Result<Vec<TaggedSentence>> {
         read_columns(path, &lines)?
     };
     if sentences.is_empty() {
-        return Err(err(path, "no tagged sentences".into()));
+        return Err(file_err(path, "no tagged sentences".into()));
     }
     Ok(sentences)
 }
@@ -70,7 +63,7 @@ fn read_columns(path: &Path, lines: &[String]) -> Result<Vec<TaggedSentence>> {
         }
         let n = *columns.get_or_insert(fields.len());
         if fields.len() != n || n < 2 {
-            return Err(err(
+            return Err(file_err(
                 path,
                 format!(
                     "line {}: {} columns, expected {} (the word first, the tag last)",
@@ -93,7 +86,7 @@ fn read_jsonl(path: &Path, lines: &[String]) -> Result<Vec<TaggedSentence>> {
         if line.trim().is_empty() {
             continue;
         }
-        let at = |m: String| err(path, format!("line {}: {m}", i + 1));
+        let at = |m: String| file_err(path, format!("line {}: {m}", i + 1));
         let v: serde_json::Value =
             serde_json::from_str(line).map_err(|e| at(format!("not valid JSON ({e})")))?;
         let list = |key: &str| -> Result<Vec<String>> {

@@ -4,8 +4,8 @@
 //! `text_pair`, `sentence2` or `context`, the label in `label` — so GLUE's files read as they are
 //! (SST-2's `sentence<TAB>label`). Errors name the file and line.
 
-use crate::parallel::read_lines;
-use crate::{DataError, Result};
+use crate::parallel::{file_err, read_lines};
+use crate::Result;
 use std::path::Path;
 
 /// One example: a text (or a pair) and its label as written in the file.
@@ -22,13 +22,6 @@ const TEXT: [&str; 4] = ["text", "sentence", "sentence1", "question"];
 const PAIR: [&str; 4] = ["text_pair", "sentence2", "context", "question2"];
 const LABEL: [&str; 1] = ["label"];
 
-fn err(path: &Path, message: String) -> DataError {
-    DataError::File {
-        path: path.into(),
-        message,
-    }
-}
-
 /// Reads every example of `path`; an empty file, a missing column or a malformed line is an error.
 pub fn read_labelled(path: &Path) -> Result<Vec<LabelledText>> {
     let name = path
@@ -41,13 +34,13 @@ pub fn read_labelled(path: &Path) -> Result<Vec<LabelledText>> {
     } else if name.ends_with(".tsv") || name.ends_with(".csv") {
         read_table(path, &lines, name.ends_with(".csv"))?
     } else {
-        return Err(err(
+        return Err(file_err(
             path,
             "expected a .tsv, .csv or .jsonl file (optionally .gz)".into(),
         ));
     };
     if examples.is_empty() {
-        return Err(err(path, "no examples after the header".into()));
+        return Err(file_err(path, "no examples after the header".into()));
     }
     Ok(examples)
 }
@@ -58,7 +51,7 @@ fn read_jsonl(path: &Path, lines: &[String]) -> Result<Vec<LabelledText>> {
         if line.trim().is_empty() {
             continue;
         }
-        let at = |m: String| err(path, format!("line {}: {m}", i + 1));
+        let at = |m: String| file_err(path, format!("line {}: {m}", i + 1));
         let v: serde_json::Value =
             serde_json::from_str(line).map_err(|e| at(format!("not valid JSON ({e})")))?;
         let field = |names: &[&str]| names.iter().find_map(|n| v.get(*n)).cloned();
@@ -109,14 +102,14 @@ fn read_table(path: &Path, lines: &[String], csv: bool) -> Result<Vec<LabelledTe
             Some(line.split('\t').map(str::to_string).collect())
         }
     };
-    let header = split(&lines[0]).ok_or_else(|| err(path, "line 1: unclosed quote".into()))?;
+    let header = split(&lines[0]).ok_or_else(|| file_err(path, "line 1: unclosed quote".into()))?;
     let column = |names: &[&str]| {
         header
             .iter()
             .position(|h| names.contains(&h.trim().to_lowercase().as_str()))
     };
     let text = column(&TEXT).ok_or_else(|| {
-        err(
+        file_err(
             path,
             format!(
                 "line 1: no text column (one of {}) in the header {header:?}",
@@ -125,7 +118,7 @@ fn read_table(path: &Path, lines: &[String], csv: bool) -> Result<Vec<LabelledTe
         )
     })?;
     let label = column(&LABEL).ok_or_else(|| {
-        err(
+        file_err(
             path,
             format!("line 1: no `label` column in the header {header:?}"),
         )
@@ -137,9 +130,9 @@ fn read_table(path: &Path, lines: &[String], csv: bool) -> Result<Vec<LabelledTe
             continue;
         }
         let fields =
-            split(line).ok_or_else(|| err(path, format!("line {}: unclosed quote", i + 1)))?;
+            split(line).ok_or_else(|| file_err(path, format!("line {}: unclosed quote", i + 1)))?;
         if fields.len() != header.len() {
-            return Err(err(
+            return Err(file_err(
                 path,
                 format!(
                     "line {}: {} columns, the header has {}",

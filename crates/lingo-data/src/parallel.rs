@@ -7,7 +7,7 @@ use crate::{DataError, Result};
 use std::io::Read;
 use std::path::Path;
 
-fn file_err(path: &Path, message: String) -> DataError {
+pub(crate) fn file_err(path: &Path, message: String) -> DataError {
     DataError::File {
         path: path.into(),
         message,

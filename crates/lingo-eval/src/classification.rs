@@ -4,7 +4,7 @@
 //! classes), log loss; MSE, MAE, RMSE and R². Tested against scikit-learn's output
 //! (`tools/make_metric_fixtures.py`).
 
-use crate::MetricError;
+use crate::{check_pairs, MetricError};
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap};
 
@@ -75,25 +75,12 @@ pub fn sorted_labels<'a>(labels: impl IntoIterator<Item = &'a str>) -> Vec<Strin
     set
 }
 
-fn same_length(predictions: usize, references: usize) -> Result<(), MetricError> {
-    if predictions != references {
-        return Err(MetricError::LengthMismatch {
-            predictions,
-            references,
-        });
-    }
-    if predictions == 0 {
-        return Err(MetricError::Empty);
-    }
-    Ok(())
-}
-
 /// Accuracy, precision/recall/F1 in every averaging, MCC and the confusion matrix.
 pub fn classification_report<S: AsRef<str>>(
     predictions: &[S],
     references: &[S],
 ) -> Result<ClassificationReport, MetricError> {
-    same_length(predictions.len(), references.len())?;
+    check_pairs(predictions.len(), references.len())?;
     let labels = sorted_labels(
         predictions
             .iter()
@@ -188,7 +175,7 @@ pub fn classification_report<S: AsRef<str>>(
 /// Area under the ROC curve of binary `scores` (higher = more likely `1`) against 0/1 `references`:
 /// the trapezoidal area, with tied scores as one step, as scikit-learn's `roc_auc_score`.
 pub fn roc_auc_binary(scores: &[f64], positive: &[bool]) -> Result<f64, MetricError> {
-    same_length(scores.len(), positive.len())?;
+    check_pairs(scores.len(), positive.len())?;
     let pos = positive.iter().filter(|&&p| p).count() as f64;
     let neg = positive.len() as f64 - pos;
     if pos == 0.0 || neg == 0.0 {
@@ -221,7 +208,7 @@ pub fn roc_auc<S: AsRef<str>>(
     references: &[S],
     labels: &[String],
 ) -> Result<f64, MetricError> {
-    same_length(probabilities.len(), references.len())?;
+    check_pairs(probabilities.len(), references.len())?;
     check_width(probabilities, labels.len())?;
     let column = |c: usize| probabilities.iter().map(|row| row[c]).collect::<Vec<_>>();
     let is = |c: usize| {
@@ -258,7 +245,7 @@ pub fn log_loss<S: AsRef<str>>(
     references: &[S],
     labels: &[String],
 ) -> Result<f64, MetricError> {
-    same_length(probabilities.len(), references.len())?;
+    check_pairs(probabilities.len(), references.len())?;
     check_width(probabilities, labels.len())?;
     let eps = f64::EPSILON;
     let mut total = 0.0;
@@ -285,7 +272,7 @@ pub fn regression_report(
     predictions: &[f64],
     references: &[f64],
 ) -> Result<RegressionReport, MetricError> {
-    same_length(predictions.len(), references.len())?;
+    check_pairs(predictions.len(), references.len())?;
     let n = predictions.len() as f64;
     let mse = predictions
         .iter()

@@ -41,6 +41,20 @@ pub enum MetricError {
     Invalid(String),
 }
 
+/// Predictions and references must pair up one to one, and there must be some.
+pub(crate) fn check_pairs(predictions: usize, references: usize) -> Result<(), MetricError> {
+    if predictions != references {
+        return Err(MetricError::LengthMismatch {
+            predictions,
+            references,
+        });
+    }
+    if predictions == 0 {
+        return Err(MetricError::Empty);
+    }
+    Ok(())
+}
+
 /// Perplexity from a mean negative log-likelihood in nats per token.
 pub fn perplexity(mean_nll: f64) -> f64 {
     mean_nll.exp()

@@ -4,7 +4,7 @@
 //! counts; LCS for ROUGE-L; for ROUGE-Lsum, sentences are lines and each reference sentence takes
 //! the union of its LCS with every predicted sentence, without double counting.
 
-use crate::MetricError;
+use crate::{check_pairs, MetricError};
 use serde::Serialize;
 use std::collections::HashMap;
 
@@ -192,15 +192,7 @@ pub fn corpus_rouge<S: AsRef<str>>(
     references: &[S],
     stem: bool,
 ) -> Result<CorpusRouge, MetricError> {
-    if predictions.len() != references.len() {
-        return Err(MetricError::LengthMismatch {
-            predictions: predictions.len(),
-            references: references.len(),
-        });
-    }
-    if predictions.is_empty() {
-        return Err(MetricError::Empty);
-    }
+    check_pairs(predictions.len(), references.len())?;
     let mut total = CorpusRouge::default();
     for (p, r) in predictions.iter().zip(references) {
         let s = rouge(p.as_ref(), r.as_ref(), stem);

@@ -8,7 +8,7 @@
 //! - [`Mode::Strict`]: `mode="strict", scheme=IOB2` — only `B-` starts an entity, `I-` of the same
 //!   type continues it; a stray `I-` is no entity; any prefix other than B/I/O is an error.
 
-use crate::MetricError;
+use crate::{check_pairs, MetricError};
 use serde::Serialize;
 use std::collections::{BTreeMap, HashSet};
 
@@ -163,15 +163,7 @@ pub fn seqeval<S: AsRef<str>>(
     references: &[Vec<S>],
     mode: Mode,
 ) -> Result<SeqevalReport, MetricError> {
-    if predictions.len() != references.len() {
-        return Err(MetricError::LengthMismatch {
-            predictions: predictions.len(),
-            references: references.len(),
-        });
-    }
-    if predictions.is_empty() {
-        return Err(MetricError::Empty);
-    }
+    check_pairs(predictions.len(), references.len())?;
     let (mut truth, mut guess) = (HashSet::new(), HashSet::new());
     for (s, (p, r)) in predictions.iter().zip(references).enumerate() {
         if p.len() != r.len() {

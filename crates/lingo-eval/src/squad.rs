@@ -2,7 +2,7 @@
 //! lower-cased, stripped of ASCII punctuation and of the articles a/an/the, and whitespace-joined;
 //! each question takes its best score over the reference answers; totals are percentages.
 
-use crate::MetricError;
+use crate::{check_pairs, MetricError};
 use serde::Serialize;
 use std::collections::HashMap;
 
@@ -85,15 +85,7 @@ pub fn squad<S: AsRef<str>>(
     predictions: &[S],
     answers: &[Vec<String>],
 ) -> Result<SquadScores, MetricError> {
-    if predictions.len() != answers.len() {
-        return Err(MetricError::LengthMismatch {
-            predictions: predictions.len(),
-            references: answers.len(),
-        });
-    }
-    if predictions.is_empty() {
-        return Err(MetricError::Empty);
-    }
+    check_pairs(predictions.len(), answers.len())?;
     let (mut em, mut f1) = (0.0, 0.0);
     for (p, truths) in predictions.iter().zip(answers) {
         let p = p.as_ref();
