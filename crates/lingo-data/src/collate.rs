@@ -5,7 +5,7 @@
 
 use crate::{DataError, Result, Tokenizer};
 use candle_core::{Device, Tensor};
-use tokenizers::{TruncationDirection, TruncationParams, TruncationStrategy};
+use tokenizers::{PostProcessor, TruncationDirection, TruncationParams, TruncationStrategy};
 
 /// One encoded input.
 #[derive(Clone, Debug, PartialEq)]
@@ -84,6 +84,22 @@ impl TaskTokenizer {
         Ok(Encoded::from(&enc))
     }
 
+    /// This tokenizer cutting only the second text of a pair into windows that overlap by `stride`
+    /// tokens (the context of extractive QA; the question is kept whole).
+    pub fn windows(&self, stride: usize) -> Result<Windows> {
+        let mut plain = self.inner.clone();
+        plain.with_truncation(None).map_err(tok_err)?;
+        let added = plain
+            .get_post_processor()
+            .map_or(0, |p| p.added_tokens(true));
+        Ok(Windows {
+            plain,
+            max_length: self.max_length,
+            stride,
+            added,
+        })
+    }
+
     /// Encodes many inputs in parallel.
     pub fn encode_all(&self, inputs: &[(&str, Option<&str>)]) -> Result<Vec<Encoded>> {
         use rayon::prelude::*;
@@ -94,6 +110,51 @@ impl TaskTokenizer {
     pub fn encode_words(&self, words: &[String]) -> Result<Encoded> {
         let enc = self.inner.encode(words.to_vec(), true).map_err(tok_err)?;
         Ok(Encoded::from(&enc))
+    }
+}
+
+/// A tokenizer cutting long contexts into overlapping windows, from [`TaskTokenizer::windows`].
+///
+/// The windows are cut here rather than by the `tokenizers` crate's own overflow handling, which
+/// (in 0.23.2) keeps only the first two windows of a truncated pair; the cut is the crate's
+/// `Encoding::truncate`, so windows equal what `transformers` returns.
+pub struct Windows {
+    plain: tokenizers::Tokenizer,
+    max_length: usize,
+    stride: usize,
+    /// Special tokens a pair gains (`[CLS] a [SEP] b [SEP]`: 3).
+    added: usize,
+}
+
+impl Windows {
+    /// Every window of the pair (`question`, `context`), in order, as `transformers` returns them
+    /// with `truncation="only_second"` and `return_overflowing_tokens=True`; offsets of context
+    /// tokens are bytes of `context`.
+    pub fn encode_windows(&self, question: &str, context: &str) -> Result<Vec<Encoded>> {
+        let q = self.plain.encode(question, false).map_err(tok_err)?;
+        let mut c = self.plain.encode(context, false).map_err(tok_err)?;
+        let budget = self.max_length.saturating_sub(q.len() + self.added);
+        if budget <= self.stride {
+            return Err(DataError::Invalid(format!(
+                "the question takes {} of the {} tokens, leaving {budget} for the context: \
+                 not more than the stride of {}",
+                q.len(),
+                self.max_length,
+                self.stride
+            )));
+        }
+        c.truncate(budget, self.stride, TruncationDirection::Right);
+        let rest = c.take_overflowing();
+        std::iter::once(c)
+            .chain(rest)
+            .map(|window| {
+                let enc = self
+                    .plain
+                    .post_process(q.clone(), Some(window), true)
+                    .map_err(tok_err)?;
+                Ok(Encoded::from(&enc))
+            })
+            .collect()
     }
 }
 

@@ -14,8 +14,8 @@ pub(crate) fn file_err(path: &Path, message: String) -> DataError {
     }
 }
 
-/// The lines of a UTF-8 text file (gzip-compressed if its name ends in `.gz`), without line endings.
-pub fn read_lines(path: &Path) -> Result<Vec<String>> {
+/// The text of a UTF-8 file (gzip-compressed if its name ends in `.gz`); an empty file is an error.
+pub fn read_file(path: &Path) -> Result<String> {
     let raw = std::fs::read(path).map_err(|e| file_err(path, format!("cannot read ({e})")))?;
     let bytes = if path.extension().is_some_and(|e| e == "gz") {
         let mut out = Vec::new();
@@ -38,7 +38,12 @@ pub fn read_lines(path: &Path) -> Result<Vec<String>> {
     if text.trim().is_empty() {
         return Err(file_err(path, "the file is empty".into()));
     }
-    Ok(text
+    Ok(text)
+}
+
+/// The lines of a UTF-8 text file (gzip-compressed if its name ends in `.gz`), without line endings.
+pub fn read_lines(path: &Path) -> Result<Vec<String>> {
+    Ok(read_file(path)?
         .lines()
         .map(|l| l.trim_end_matches('\r').to_string())
         .collect())

@@ -1,5 +1,6 @@
 //! Embedding lookup `table[ids]`. The backward adds each output row's gradient into the row of the
-//! table it came from, in token order (deterministic), instead of candle's generic `index_add` path.
+//! table it came from, in token order (deterministic), instead of candle's generic `index_add` path;
+//! the row of a padding id gets no gradient, as PyTorch's `nn.Embedding(padding_idx=…)` gives it none.
 
 use crate::shared_grad::{self, Reader, SharedGrad};
 use crate::{cpu, math};
@@ -10,6 +11,7 @@ use candle_core::{bail, CpuStorage, DType, Layout, Result, Shape, Tensor};
 #[derive(Default)]
 struct EmbeddingOp {
     dtable: Option<Reader>,
+    padding_idx: Option<usize>,
 }
 
 fn ids_of(s: &CpuStorage, l: &Layout, rows: usize) -> Result<Vec<usize>> {
@@ -68,6 +70,9 @@ impl candle_core::CustomOp2 for EmbeddingOp {
             cpu::with_data(grad, "embedding", |g| {
                 for (k, &id) in ids.iter().enumerate() {
                     let id = id as usize;
+                    if Some(id) == self.padding_idx {
+                        continue;
+                    }
                     math::add_assign(
                         &mut dt[id * dim..(id + 1) * dim],
                         &g[k * dim..(k + 1) * dim],
@@ -84,12 +89,29 @@ pub fn embedding(table: &Tensor, ids: &Tensor) -> Result<Tensor> {
     apply(table, ids, EmbeddingOp::default())
 }
 
+/// [`embedding`] whose `padding_idx` row receives no gradient (it stays as loaded or initialised).
+pub fn embedding_padded(
+    table: &Tensor,
+    ids: &Tensor,
+    padding_idx: Option<usize>,
+) -> Result<Tensor> {
+    apply(
+        table,
+        ids,
+        EmbeddingOp {
+            dtable: None,
+            padding_idx,
+        },
+    )
+}
+
 /// [`embedding`] for a table looked up at every step of a loop: the table gradients of all steps are
 /// summed in place into `dtable` (see [`SharedGrad`]).
 pub fn embedding_shared(table: &Tensor, ids: &Tensor, dtable: &SharedGrad) -> Result<Tensor> {
     shared_grad::check_input(table, "embedding table")?;
     let op = EmbeddingOp {
         dtable: Some(dtable.reader()),
+        padding_idx: None,
     };
     apply(table, ids, op)
 }
@@ -128,6 +150,20 @@ mod tests {
             &[table],
             GradCheck::default(),
         )
+    }
+
+    #[test]
+    fn the_padding_row_gets_no_gradient() -> Result<()> {
+        let table = candle_core::Var::from_tensor(&random_tensor(&[5, 3], 1)?)?;
+        let out = embedding_padded(table.as_tensor(), &ids(), Some(4))?;
+        let grads = out.sum_all()?.backward()?;
+        let g = grads
+            .get(table.as_tensor())
+            .expect("gradient")
+            .to_vec2::<f32>()?;
+        // Ids 1, 4, 1, 0, 4, 4: row 1 twice, row 0 once, row 4 (padding) never.
+        assert_eq!((g[1][0], g[0][0], g[4][0], g[2][0]), (2.0, 1.0, 0.0, 0.0));
+        Ok(())
     }
 
     #[test]

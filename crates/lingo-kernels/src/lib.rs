@@ -41,7 +41,7 @@ pub mod weighted_sum;
 pub use additive_attention::{additive_scores, additive_scores_shared};
 pub use attention::{attention, attention_with_weights, self_attention, AttentionMask};
 pub use cross_entropy::{cross_entropy, CrossEntropy};
-pub use embedding::{embedding, embedding_shared};
+pub use embedding::{embedding, embedding_padded, embedding_shared};
 pub use gelu::{gelu, GeluForm};
 pub use layer_norm::layer_norm;
 pub use linear::{linear, linear_shared, linear_transposed, params_changed, params_version};

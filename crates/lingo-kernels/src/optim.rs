@@ -86,7 +86,12 @@ enum Rule<'a> {
         buf: Mutex<&'a mut [f32]>,
         k: SgdStep,
     },
+    /// Any other rule, given the whole parameter and gradient once.
+    Custom(Mutex<Option<CustomUpdate<'a>>>),
 }
+
+/// An update rule written as plain code over the parameter's values and its gradient.
+pub type CustomUpdate<'a> = Box<dyn FnOnce(&mut [f32], &[f32]) -> Result<()> + Send + 'a>;
 
 impl InplaceOp2 for Rule<'_> {
     fn name(&self) -> &'static str {
@@ -131,6 +136,10 @@ impl InplaceOp2 for Rule<'_> {
                     .zip(buf.par_chunks_mut(CHUNK))
                     .for_each(|((p, g), b)| sgd_chunk(p, g, b, k));
             }
+            Rule::Custom(update) => match update.lock().expect("lock").take() {
+                Some(update) => update(p, g)?,
+                None => bail!("optimizer: a custom update ran twice"),
+            },
         }
         Ok(())
     }
@@ -187,6 +196,14 @@ pub fn sgd_update(param: &Tensor, grad: &Tensor, buf: &mut [f32], k: SgdStep) ->
             k,
         },
     )
+}
+
+/// Runs `update` on `param`'s values in place with `grad`'s (for rules without a fused kernel:
+/// Adam with L2, AdaGrad, RMSProp, Adafactor).
+pub fn custom_update(param: &Tensor, grad: &Tensor, update: CustomUpdate<'_>) -> Result<()> {
+    check_state(param, &[])?;
+    crate::params_changed();
+    param.inplace_op2(&grad.contiguous()?, &Rule::Custom(Mutex::new(Some(update))))
 }
 
 /// `Σ x²` over a tensor, in f64, summed in a fixed order.

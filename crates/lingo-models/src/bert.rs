@@ -391,14 +391,24 @@ impl Embeddings {
         if family == Family::DistilBert && c.sinusoidal_pos_embds {
             bail!("DistilBERT with sinusoidal_pos_embds is not supported");
         }
+        // transformers builds these tables with `padding_idx = pad_token_id`: the padding row
+        // never trains (RoBERTa's position table likewise).
+        let pad = c
+            .pad_token_id
+            .unwrap_or(u32::from(family == Family::Roberta)) as usize;
+        let positions = Embedding::new(
+            &emb.sub("position_embeddings"),
+            c.max_position_embeddings,
+            e,
+            init,
+        )?;
         Ok(Embeddings {
-            words: Embedding::new(&emb.sub("word_embeddings"), c.vocab_size, e, init)?,
-            positions: Embedding::new(
-                &emb.sub("position_embeddings"),
-                c.max_position_embeddings,
-                e,
-                init,
-            )?,
+            words: Embedding::new(&emb.sub("word_embeddings"), c.vocab_size, e, init)?
+                .with_padding_idx(pad),
+            positions: match family {
+                Family::Roberta => positions.with_padding_idx(pad),
+                _ => positions,
+            },
             segments,
             norm: LayerNorm::new(&emb.sub("LayerNorm"), e, true, c.layer_norm_eps)?,
             project,

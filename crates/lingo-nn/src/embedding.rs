@@ -6,18 +6,29 @@ use lingo_kernels::SharedGrad;
 #[derive(Clone, Debug)]
 pub struct Embedding {
     pub weight: Tensor,
+    /// The row of this id gets no gradient (PyTorch's `padding_idx`).
+    pub padding_idx: Option<usize>,
 }
 
 impl Embedding {
     pub fn new(p: &ParamPath, rows: usize, dim: usize, init: Init) -> Result<Self> {
         Ok(Embedding {
             weight: p.get("weight", &[rows, dim], init)?,
+            padding_idx: None,
         })
+    }
+
+    /// This table with `padding_idx`'s row kept out of training.
+    pub fn with_padding_idx(self, padding_idx: usize) -> Self {
+        Embedding {
+            padding_idx: Some(padding_idx),
+            ..self
+        }
     }
 
     /// `ids` of any shape → `[ids..., dim]`.
     pub fn forward(&self, ids: &Tensor) -> Result<Tensor> {
-        lingo_kernels::embedding(&self.weight, ids)
+        lingo_kernels::embedding_padded(&self.weight, ids, self.padding_idx)
     }
 }
 

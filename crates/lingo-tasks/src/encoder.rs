@@ -4,7 +4,7 @@
 
 use anyhow::{bail, Context};
 use candle_core::{DType, Device, Tensor, D};
-use lingo_data::Tokenizer;
+use lingo_data::{TaskTokenizer, Tokenizer};
 use lingo_models::bert::{BertModel, Head};
 use lingo_models::hf::Checkpoint;
 use serde::Serialize;
@@ -51,9 +51,9 @@ pub struct Entity {
 #[derive(Clone, Debug, Serialize)]
 pub struct Answer {
     pub answer: String,
-    /// `P(start) · P(end)`, each a softmax over the context tokens.
+    /// `P(start) · P(end)`, each a softmax over the context tokens of the window.
     pub score: f32,
-    /// Character offsets into the context.
+    /// Byte offsets into the context.
     pub start: usize,
     pub end: usize,
 }
@@ -81,6 +81,11 @@ struct TokenLabel {
 
 /// Longest answer, in tokens, that extractive QA considers (as `transformers`' `max_answer_len`).
 pub const MAX_ANSWER_TOKENS: usize = 15;
+
+/// The QA pipeline's window over long contexts and the overlap of consecutive windows (the
+/// `transformers` pipeline's `max_seq_len` and `doc_stride`).
+pub const QA_WINDOW: usize = 384;
+pub const QA_STRIDE: usize = 128;
 
 fn softmax(xs: &[f32]) -> Vec<f32> {
     let max = xs.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
@@ -154,9 +159,9 @@ impl EncoderPipeline {
     }
 
     /// Logits `[time, width]` for one encoded input.
-    fn logits(&self, enc: &tokenizers::Encoding) -> anyhow::Result<Vec<Vec<f32>>> {
-        let ids = row(enc.get_ids())?;
-        let types = row(enc.get_type_ids())?;
+    fn logits(&self, ids: &[u32], types: &[u32]) -> anyhow::Result<Vec<Vec<f32>>> {
+        let ids = row(ids)?;
+        let types = row(types)?;
         let out = self.model.forward(&ids, None, Some(&types))?.output;
         Ok(out.squeeze(0)?.to_dtype(DType::F32)?.to_vec2()?)
     }
@@ -173,7 +178,7 @@ impl EncoderPipeline {
         let Some(at) = ids.iter().position(|&id| id == mask) else {
             bail!("the input has no mask token; write [MASK] (or <mask>) where a word is missing");
         };
-        let probs = softmax(&self.logits(&enc)?[at]);
+        let probs = softmax(&self.logits(enc.get_ids(), enc.get_type_ids())?[at]);
         let mut order: Vec<usize> = (0..probs.len()).collect();
         order.sort_by(|&a, &b| probs[b].total_cmp(&probs[a]));
         order
@@ -221,7 +226,7 @@ impl EncoderPipeline {
     pub fn ner(&self, text: &str) -> anyhow::Result<Vec<Entity>> {
         self.require(Head::TokenClassification, "named-entity recognition")?;
         let enc = self.encode(text)?;
-        let logits = self.logits(&enc)?;
+        let logits = self.logits(enc.get_ids(), enc.get_type_ids())?;
         let mut tokens: Vec<TokenLabel> = Vec::new();
         for (i, l) in logits.iter().enumerate() {
             if enc.get_special_tokens_mask()[i] == 1 {
@@ -272,35 +277,40 @@ impl EncoderPipeline {
     }
 
     /// The best answer to `question` in `context`: the span of at most [`MAX_ANSWER_TOKENS`] context
-    /// tokens maximising `P(start) · P(end)`.
+    /// tokens maximising `P(start) · P(end)`. A context too long for the model is cut into windows
+    /// (overlapping by [`QA_STRIDE`] tokens) and the best span of any window wins, as the
+    /// `transformers` pipeline does.
     pub fn answer(&self, question: &str, context: &str) -> anyhow::Result<Answer> {
         self.require(Head::QuestionAnswering, "question answering")?;
-        let enc = self
-            .tokenizer
-            .inner()
-            .encode((question, context), true)
-            .map_err(|e| anyhow::anyhow!("tokenizing: {e}"))?;
-        self.check_length(enc.get_ids().len())?;
-        let logits = self.logits(&enc)?;
-        let in_context: Vec<usize> = (0..enc.get_ids().len())
-            .filter(|&i| enc.get_sequence_ids()[i] == Some(1))
-            .collect();
-        if in_context.is_empty() {
+        if context.trim().is_empty() {
             bail!("the context is empty");
         }
-        let starts = softmax(&in_context.iter().map(|&i| logits[i][0]).collect::<Vec<_>>());
-        let ends = softmax(&in_context.iter().map(|&i| logits[i][1]).collect::<Vec<_>>());
+        let window = self.model.config.max_position_embeddings.min(QA_WINDOW);
+        let windows = TaskTokenizer::new(&self.tokenizer, window)?
+            .windows(QA_STRIDE.min(window / 2))?
+            .encode_windows(question.trim_start(), context)
+            .context("the question leaves no room for the context in the model's window")?;
         let mut best = (f32::NEG_INFINITY, 0, 0);
-        for (a, p_start) in starts.iter().enumerate() {
-            for (b, p_end) in ends.iter().enumerate().skip(a).take(MAX_ANSWER_TOKENS) {
-                if p_start * p_end > best.0 {
-                    best = (p_start * p_end, a, b);
+        for enc in &windows {
+            let logits = self.logits(&enc.ids, &enc.type_ids)?;
+            let in_context: Vec<usize> = (0..enc.ids.len())
+                .filter(|&i| enc.sequence_ids[i] == Some(1))
+                .collect();
+            let starts = softmax(&in_context.iter().map(|&i| logits[i][0]).collect::<Vec<_>>());
+            let ends = softmax(&in_context.iter().map(|&i| logits[i][1]).collect::<Vec<_>>());
+            for (a, p_start) in starts.iter().enumerate() {
+                for (b, p_end) in ends.iter().enumerate().skip(a).take(MAX_ANSWER_TOKENS) {
+                    if p_start * p_end > best.0 {
+                        best = (
+                            p_start * p_end,
+                            enc.offsets[in_context[a]].0,
+                            enc.offsets[in_context[b]].1,
+                        );
+                    }
                 }
             }
         }
-        let (score, a, b) = best;
-        let start = enc.get_offsets()[in_context[a]].0;
-        let end = enc.get_offsets()[in_context[b]].1;
+        let (score, start, end) = best;
         Ok(Answer {
             answer: context.get(start..end).unwrap_or_default().to_string(),
             score,

@@ -9,7 +9,7 @@ use lingo_data::{collate, Encoded, TaskTokenizer, Tokenizer};
 use lingo_models::bert::{BertModel, Head, LoadOptions};
 use lingo_models::hf::{Checkpoint, LoadReport};
 use lingo_nn::{Ctx, LingoRng, ParamStore};
-use lingo_train::{ScheduleKind, TrainConfig, TrainTask};
+use lingo_train::{ParamGroup, ScheduleKind, TrainConfig, TrainTask};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -29,7 +29,64 @@ pub struct FinetuneRecipe {
     pub dropout: Option<f32>,
     /// Label smoothing of the cross-entropy (not for regression).
     pub label_smoothing: f32,
+    /// Extractive QA: context tokens shared by consecutive windows of a long context.
+    pub doc_stride: usize,
+    /// Extractive QA: the longest answer decoded, in tokens.
+    pub max_answer_length: usize,
+    /// Layer-wise learning-rate decay (ELECTRA, Clark et al. 2020): the head trains at the full
+    /// rate, encoder layer `i` of `n` at `decay^(n − i)`, the embeddings at `decay^(n + 1)`.
+    pub layer_lr_decay: Option<f32>,
+    /// Parts of the pretrained model that never train.
+    pub freeze: Vec<Freeze>,
+    /// Gradual unfreezing (ULMFiT, Howard & Ruder 2018): at first only the head trains; every
+    /// this many steps one more encoder layer, from the top, joins it, then the embeddings.
+    pub unfreeze_every: Option<usize>,
     pub train: TrainConfig,
+}
+
+/// What `freeze` can name.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum Freeze {
+    /// The token, position and type embeddings (and ALBERT/ELECTRA's projection out of them).
+    Embeddings,
+    /// The first N encoder layers.
+    FirstLayers(usize),
+    /// The whole pretrained encoder: only the task head trains (feature extraction).
+    AllButHead,
+}
+
+/// Where a parameter sits in a BERT-family model, by its checkpoint name.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Depth {
+    Embeddings,
+    Layer(usize),
+    /// The pooler, ALBERT's shared layer and anything else of the encoder.
+    Encoder,
+    Head,
+}
+
+/// The base-model prefixes of `*For*` checkpoints; what lies outside them is the task head.
+const BASE_PREFIXES: [&str; 5] = ["bert.", "roberta.", "distilbert.", "albert.", "electra."];
+
+fn depth(name: &str) -> Depth {
+    if !BASE_PREFIXES.iter().any(|p| name.starts_with(p)) {
+        return Depth::Head;
+    }
+    if let Some(at) = name.find(".layer.") {
+        let digits: String = name[at + 7..]
+            .chars()
+            .take_while(char::is_ascii_digit)
+            .collect();
+        if let Ok(i) = digits.parse() {
+            return Depth::Layer(i);
+        }
+    }
+    if name.contains("embedding") {
+        Depth::Embeddings
+    } else {
+        Depth::Encoder
+    }
 }
 
 impl Default for FinetuneRecipe {
@@ -47,6 +104,11 @@ impl Default for FinetuneRecipe {
             warmup_ratio: Some(0.06),
             dropout: None,
             label_smoothing: 0.0,
+            doc_stride: 128,
+            max_answer_length: 30,
+            layer_lr_decay: None,
+            freeze: Vec::new(),
+            unfreeze_every: None,
             train,
         }
     }
@@ -67,6 +129,57 @@ impl FinetuneRecipe {
         if let Some(ratio) = self.warmup_ratio {
             self.train.schedule.warmup_steps = (ratio * self.train.steps as f32).ceil() as usize;
         }
+    }
+}
+
+impl FinetuneRecipe {
+    /// The optimizer rules that layer-wise decay, freezing and gradual unfreezing give the
+    /// parameters `names` of an encoder of `layers` layers, one rule per affected parameter.
+    pub fn layer_rules(&self, names: &[String], layers: usize) -> anyhow::Result<Vec<ParamGroup>> {
+        for f in &self.freeze {
+            if let Freeze::FirstLayers(k) = f {
+                if *k > layers {
+                    bail!("freeze: first_layers {k} but the model has {layers} layers");
+                }
+            }
+        }
+        let mut rules = Vec::new();
+        for name in names {
+            let d = depth(name);
+            let decay = self.layer_lr_decay.map(|rate| match d {
+                Depth::Embeddings => rate.powi(layers as i32 + 1),
+                Depth::Layer(i) => rate.powi(layers.saturating_sub(i) as i32),
+                Depth::Encoder | Depth::Head => 1.0,
+            });
+            let frozen = self.freeze.iter().any(|f| match (f, d) {
+                (_, Depth::Head) => false,
+                (Freeze::AllButHead, _) | (Freeze::Embeddings, Depth::Embeddings) => true,
+                (Freeze::FirstLayers(k), Depth::Layer(i)) => i < *k,
+                _ => false,
+            });
+            let from_step = self.unfreeze_every.map(|every| {
+                every
+                    * match d {
+                        Depth::Head | Depth::Encoder => 0,
+                        Depth::Layer(i) => layers.saturating_sub(i),
+                        Depth::Embeddings => layers + 1,
+                    }
+            });
+            let lr_scale = if frozen {
+                Some(0.0)
+            } else {
+                decay.filter(|&d| d != 1.0)
+            };
+            if lr_scale.is_some() || from_step.is_some_and(|s| s > 0) {
+                rules.push(ParamGroup {
+                    pattern: name.clone(),
+                    weight_decay: None,
+                    lr_scale,
+                    from_step: from_step.filter(|&s| s > 0),
+                });
+            }
+        }
+        Ok(rules)
     }
 }
 
@@ -199,7 +312,7 @@ impl TaskModel {
 }
 
 impl<O: Objective> Finetune<O> {
-    /// Loads `model_dir` with a new `head` for `labels`; `prepare` encodes the data with the
+    /// Loads `model_dir` with a new `head` for `labels` (none for a span head); `prepare` encodes the data with the
     /// task tokenizer and returns the objective with the training and validation examples.
     pub fn load(
         model_dir: &Path,
@@ -211,7 +324,7 @@ impl<O: Objective> Finetune<O> {
         let checkpoint = Checkpoint::open(model_dir, &Device::Cpu)?;
         let options = LoadOptions {
             head: Some(head),
-            labels: Some(labels.clone()),
+            labels: (!labels.is_empty()).then(|| labels.clone()),
             seed: recipe.train.seed,
             dropout: recipe.dropout,
         };
@@ -219,6 +332,9 @@ impl<O: Objective> Finetune<O> {
         let encoder = TaskModel::new(model_dir, loaded.model, recipe.max_length)?;
         let (objective, train, valid) = prepare(&encoder.encoder)?;
         recipe.resolve(train.len());
+        let names: Vec<String> = loaded.store.named().into_iter().map(|(n, _)| n).collect();
+        let rules = recipe.layer_rules(&names, encoder.model.config.num_hidden_layers)?;
+        recipe.train.param_groups.extend(rules);
         Ok(Finetune {
             order: EpochOrder::new(recipe.train.seed),
             recipe,
@@ -408,5 +524,59 @@ mod tests {
         assert_ne!(first, second);
         // A fresh order (a resumed run) gives the same batch for the same index.
         assert_eq!(EpochOrder::new(3).batch(5, 3, 10), order.batch(5, 3, 10));
+    }
+
+    #[test]
+    fn layer_decay_freezing_and_unfreezing_become_rules() -> anyhow::Result<()> {
+        let names: Vec<String> = [
+            "bert.embeddings.word_embeddings.weight",
+            "bert.encoder.layer.0.attention.self.query.weight",
+            "bert.encoder.layer.1.output.LayerNorm.weight",
+            "bert.pooler.dense.weight",
+            "classifier.weight",
+        ]
+        .map(String::from)
+        .to_vec();
+        let scale = |rules: &[ParamGroup], n: &str| {
+            rules
+                .iter()
+                .find(|r| r.pattern == n)
+                .and_then(|r| r.lr_scale)
+        };
+        let recipe = FinetuneRecipe {
+            layer_lr_decay: Some(0.5),
+            ..FinetuneRecipe::default()
+        };
+        let rules = recipe.layer_rules(&names, 2)?;
+        let scales: Vec<Option<f32>> = names.iter().map(|n| scale(&rules, n)).collect();
+        assert_eq!(
+            scales,
+            [Some(0.125), Some(0.25), Some(0.5), None, None],
+            "embeddings deepest, the head at the full rate"
+        );
+        let frozen = FinetuneRecipe {
+            freeze: vec![Freeze::Embeddings, Freeze::FirstLayers(1)],
+            unfreeze_every: Some(10),
+            ..FinetuneRecipe::default()
+        };
+        let rules = frozen.layer_rules(&names, 2)?;
+        assert_eq!(scale(&rules, &names[0]), Some(0.0));
+        assert_eq!(scale(&rules, &names[1]), Some(0.0));
+        let from: Vec<Option<usize>> = names
+            .iter()
+            .map(|n| {
+                rules
+                    .iter()
+                    .find(|r| &r.pattern == n)
+                    .and_then(|r| r.from_step)
+            })
+            .collect();
+        assert_eq!(from, [Some(30), Some(20), Some(10), None, None]);
+        let parsed: FinetuneRecipe = serde_json::from_str(
+            r#"{"freeze": ["all_but_head", {"first_layers": 3}], "layer_lr_decay": 0.9}"#,
+        )?;
+        assert_eq!(parsed.freeze, [Freeze::AllButHead, Freeze::FirstLayers(3)]);
+        assert!(parsed.layer_rules(&names, 2).is_err(), "3 of 2 layers");
+        Ok(())
     }
 }

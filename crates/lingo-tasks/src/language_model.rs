@@ -324,7 +324,7 @@ mod tests {
                     kind: ScheduleKind::Cosine,
                     warmup_steps: 2,
                     min_lr: 1e-4,
-                    decay_steps: 0,
+                    ..Default::default()
                 },
                 eval_every: 3,
                 eval_batches: 2,

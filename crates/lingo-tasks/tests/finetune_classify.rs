@@ -192,3 +192,94 @@ fn pair_inputs_get_segment_ids() {
     assert_eq!(e.sequence_ids[0], None);
     assert_eq!(e.sequence_ids[1], Some(0));
 }
+
+/// Early stopping ends the run once accuracy stops improving and leaves the best evaluation's
+/// weights in `model.safetensors`; frozen parameters never move; another optimizer and a layer-wise
+/// schedule train too.
+#[test]
+fn early_stopping_keeps_the_best_weights_and_frozen_layers_stay_put() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let train = toy_data(tmp.path(), "train.tsv", 256, 1);
+    let valid = toy_data(tmp.path(), "valid.tsv", 64, 2);
+    let mut r = recipe(400);
+    r.train.eval_every = 10;
+    // No later evaluation can beat the first by 2 accuracy points of 1: it stops at the second.
+    r.train.early_stopping = Some(
+        serde_json::from_value(
+            serde_json::json!({"metric": "accuracy", "patience": 1, "threshold": 2.0}),
+        )
+        .expect("early stopping"),
+    );
+    r.freeze = vec![lingo_tasks::finetune::Freeze::Embeddings];
+    r.layer_lr_decay = Some(0.8);
+    let mut task =
+        ClassifyTask::new(&fixture("bert"), &train, Some(&valid), r.clone()).expect("task");
+    let out = tmp.path().join("out");
+    let report = quiet(&task.recipe, &out)
+        .run(&mut task, false)
+        .expect("train");
+    assert!(report.stopped_early, "{report:?}");
+    assert_eq!((report.steps, report.best_step), (20, Some(10)));
+    let saved = lingo_nn::params::read_safetensors(
+        &out.join("model.safetensors"),
+        &candle_core::Device::Cpu,
+    )
+    .expect("model");
+    let best = lingo_nn::params::read_safetensors(
+        &out.join("best.safetensors"),
+        &candle_core::Device::Cpu,
+    )
+    .expect("best");
+    let initial = lingo_nn::params::read_safetensors(
+        &fixture("bert").join("model.safetensors"),
+        &candle_core::Device::Cpu,
+    )
+    .expect("initial");
+    let same = |a: &candle_core::Tensor, b: &candle_core::Tensor| {
+        a.flatten_all().unwrap().to_vec1::<f32>().unwrap()
+            == b.flatten_all().unwrap().to_vec1::<f32>().unwrap()
+    };
+    for (name, t) in &saved {
+        assert!(
+            same(t, &best[name]),
+            "{name}: model.safetensors is not the best step's"
+        );
+    }
+    let embedding = "bert.embeddings.word_embeddings.weight";
+    let original = initial
+        .get(embedding)
+        .or_else(|| initial.get("embeddings.word_embeddings.weight"))
+        .expect("embedding in the fixture");
+    assert!(same(&saved[embedding], original), "frozen embeddings moved");
+    let layer = saved
+        .keys()
+        .find(|k| k.contains("layer.0.attention"))
+        .expect("a layer");
+    let base_name = layer.trim_start_matches("bert.");
+    let before = initial
+        .get(layer)
+        .or_else(|| initial.get(base_name))
+        .expect("layer in the fixture");
+    assert!(
+        !same(&saved[layer], before),
+        "layer 0 trains at a decayed rate"
+    );
+
+    // Adafactor as transformers recommends it for fine-tuning (a scheduled rate, no parameter
+    // scaling) learns the task as well.
+    let mut r = recipe(60);
+    r.train.optimizer = serde_json::from_value(
+        serde_json::json!({"type": "adafactor", "lr": 3e-3, "scale_parameter": false}),
+    )
+    .expect("adafactor");
+    let mut task = ClassifyTask::new(&fixture("bert"), &train, Some(&valid), r).expect("task");
+    let out = tmp.path().join("adafactor");
+    quiet(&task.recipe, &out)
+        .run(&mut task, false)
+        .expect("train");
+    let scores = evaluate_classifier(&out, &valid, 16, 32).expect("evaluate");
+    assert!(
+        scores["accuracy"].as_f64().expect("accuracy") > 0.9,
+        "{scores}"
+    );
+}

@@ -26,6 +26,14 @@ pub struct CheckpointMeta {
     pub tokens_seen: u64,
     pub elapsed_secs: f64,
     pub best_val_loss: Option<f64>,
+    /// Early stopping: the best value of its metric so far, at which step, and the evaluations
+    /// since then.
+    #[serde(default)]
+    pub best_metric: Option<f64>,
+    #[serde(default)]
+    pub best_step: Option<usize>,
+    #[serde(default)]
+    pub evals_since_best: usize,
     pub train_config: serde_json::Value,
     /// The task's own description (model config, tokenizer, …).
     pub task: serde_json::Value,
@@ -46,6 +54,9 @@ impl CheckpointMeta {
             tokens_seen: 0,
             elapsed_secs: 0.0,
             best_val_loss: None,
+            best_metric: None,
+            best_step: None,
+            evals_since_best: 0,
             train_config,
             task,
         }

@@ -1,12 +1,14 @@
-//! Optimizers with PyTorch's semantics: AdamW (decoupled weight decay) and SGD (momentum, Nesterov).
+//! Optimizers with PyTorch's semantics: AdamW (decoupled weight decay), Adam (L2), SGD (momentum,
+//! Nesterov), AdaGrad, RMSProp, and `transformers`' Adafactor.
 //!
 //! Parameters fall into groups: by default only matrices (rank ≥ 2: linear weights, embeddings) are
 //! decayed, never biases or norm weights; [`ParamGroup`] rules matched on parameter names override the
 //! decay and scale the learning rate (layer-wise rates, freezing with `lr_scale: 0`).
 
 use crate::grads::Gradients;
+use crate::rules::{self, AdafactorConfig, AdagradConfig, AdamConfig, RmspropConfig};
 use candle_core::{bail, Result, Tensor, Var};
-use lingo_kernels::optim::{adamw_update, sgd_update, AdamWStep, SgdStep};
+use lingo_kernels::optim::{adamw_update, custom_update, sgd_update, AdamWStep, SgdStep};
 use lingo_nn::ParamStore;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -60,7 +62,11 @@ impl Default for SgdConfig {
 pub enum OptimizerConfig {
     #[serde(rename = "adamw")]
     AdamW(AdamWConfig),
+    Adam(AdamConfig),
     Sgd(SgdConfig),
+    Adagrad(AdagradConfig),
+    Rmsprop(RmspropConfig),
+    Adafactor(AdafactorConfig),
 }
 
 impl Default for OptimizerConfig {
@@ -70,22 +76,51 @@ impl Default for OptimizerConfig {
 }
 
 impl OptimizerConfig {
+    /// The peak learning rate the schedule scales (1 for Adafactor's relative steps, which
+    /// ignore it).
     pub fn lr(&self) -> f32 {
         match self {
             OptimizerConfig::AdamW(c) => c.lr,
+            OptimizerConfig::Adam(c) => c.lr,
             OptimizerConfig::Sgd(c) => c.lr,
+            OptimizerConfig::Adagrad(c) => c.lr,
+            OptimizerConfig::Rmsprop(c) => c.lr,
+            OptimizerConfig::Adafactor(c) => c.lr.unwrap_or(1.0),
         }
     }
     fn weight_decay(&self) -> f32 {
         match self {
             OptimizerConfig::AdamW(c) => c.weight_decay,
+            OptimizerConfig::Adam(c) => c.weight_decay,
             OptimizerConfig::Sgd(c) => c.weight_decay,
+            OptimizerConfig::Adagrad(c) => c.weight_decay,
+            OptimizerConfig::Rmsprop(c) => c.weight_decay,
+            OptimizerConfig::Adafactor(c) => c.weight_decay,
         }
     }
     fn name(&self) -> &'static str {
         match self {
             OptimizerConfig::AdamW(_) => "adamw",
+            OptimizerConfig::Adam(_) => "adam",
             OptimizerConfig::Sgd(_) => "sgd",
+            OptimizerConfig::Adagrad(_) => "adagrad",
+            OptimizerConfig::Rmsprop(_) => "rmsprop",
+            OptimizerConfig::Adafactor(_) => "adafactor",
+        }
+    }
+
+    /// The per-parameter state of a parameter of `shape`.
+    fn state(&self, shape: &[usize]) -> Vec<Vec<f32>> {
+        let n = shape.iter().product();
+        match self {
+            OptimizerConfig::AdamW(_) | OptimizerConfig::Adam(_) => vec![vec![0f32; n]; 2],
+            OptimizerConfig::Sgd(c) if c.momentum != 0.0 => vec![vec![0f32; n]],
+            OptimizerConfig::Sgd(_) => vec![],
+            OptimizerConfig::Adagrad(c) => vec![vec![c.initial_accumulator_value; n]],
+            OptimizerConfig::Rmsprop(c) => {
+                vec![vec![0f32; n]; 1 + (c.momentum > 0.0) as usize + c.centered as usize]
+            }
+            OptimizerConfig::Adafactor(c) => rules::adafactor_state(c, shape),
         }
     }
 }
@@ -101,7 +136,9 @@ pub enum DecayPolicy {
     None,
 }
 
-/// A rule for the parameters whose name contains `pattern`; the first matching rule applies.
+/// A rule for the parameters whose name contains `pattern`. Each setting comes from the first
+/// matching rule that gives it, so a rule about weight decay and one about the learning rate
+/// combine.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ParamGroup {
@@ -111,6 +148,9 @@ pub struct ParamGroup {
     /// Multiplies the scheduled learning rate (0 freezes the group).
     #[serde(default)]
     pub lr_scale: Option<f32>,
+    /// The group stays frozen before this (0-based) optimizer step: gradual unfreezing.
+    #[serde(default)]
+    pub from_step: Option<usize>,
 }
 
 struct Slot {
@@ -118,10 +158,22 @@ struct Slot {
     var: Var,
     weight_decay: f32,
     lr_scale: f32,
+    /// Frozen before this optimizer step.
+    from_step: usize,
     /// Updates applied to this parameter (PyTorch keeps a per-parameter step).
     steps: u64,
     /// AdamW: `[m, v]`; SGD with momentum: `[buffer]`.
     state: Vec<Vec<f32>>,
+}
+
+impl Slot {
+    fn scale_at(&self, step: usize) -> f32 {
+        if step < self.from_step {
+            0.0
+        } else {
+            self.lr_scale
+        }
+    }
 }
 
 /// What a checkpoint keeps of an optimizer.
@@ -148,21 +200,19 @@ impl Optimizer {
             .named()
             .into_iter()
             .map(|(name, var)| {
-                let rule = groups.iter().find(|g| name.contains(&g.pattern));
+                let matching = || groups.iter().filter(|g| name.contains(&g.pattern));
                 let default_decay = match decay {
                     DecayPolicy::Matrices if var.rank() >= 2 => config.weight_decay(),
                     DecayPolicy::All => config.weight_decay(),
                     _ => 0.0,
                 };
-                let n = var.elem_count();
-                let state = match &config {
-                    OptimizerConfig::AdamW(_) => vec![vec![0f32; n], vec![0f32; n]],
-                    OptimizerConfig::Sgd(c) if c.momentum != 0.0 => vec![vec![0f32; n]],
-                    OptimizerConfig::Sgd(_) => vec![],
-                };
+                let state = config.state(var.dims());
                 Slot {
-                    weight_decay: rule.and_then(|r| r.weight_decay).unwrap_or(default_decay),
-                    lr_scale: rule.and_then(|r| r.lr_scale).unwrap_or(1.0),
+                    weight_decay: matching()
+                        .find_map(|r| r.weight_decay)
+                        .unwrap_or(default_decay),
+                    lr_scale: matching().find_map(|r| r.lr_scale).unwrap_or(1.0),
+                    from_step: matching().find_map(|r| r.from_step).unwrap_or(0),
                     name,
                     var,
                     steps: 0,
@@ -189,12 +239,21 @@ impl Optimizer {
             .collect()
     }
 
-    /// Applies one update with learning rate `lr`, gradients multiplied by `grad_scale` first.
-    /// Parameters without a gradient are left alone, as PyTorch does.
-    pub fn step(&mut self, grads: &Gradients, lr: f32, grad_scale: f32) -> Result<()> {
+    /// The learning-rate multiplier of each parameter at optimizer step `step` (0 while frozen).
+    pub fn lr_scales(&self, step: usize) -> Vec<(&str, f32)> {
+        self.slots
+            .iter()
+            .map(|s| (s.name.as_str(), s.scale_at(step)))
+            .collect()
+    }
+
+    /// Applies optimizer step `step` (0-based) with learning rate `lr`, gradients multiplied by
+    /// `grad_scale` first. Parameters without a gradient, or frozen, are left alone, as PyTorch
+    /// leaves parameters without `grad`.
+    pub fn step(&mut self, step: usize, grads: &Gradients, lr: f32, grad_scale: f32) -> Result<()> {
         for (slot, grad) in self.slots.iter_mut().zip(&grads.grads) {
             let Some(grad) = grad else { continue };
-            if slot.lr_scale == 0.0 {
+            if slot.scale_at(step) == 0.0 {
                 continue;
             }
             slot.steps += 1;
@@ -229,6 +288,38 @@ impl Optimizer {
                     let mut empty = Vec::new();
                     let buf = slot.state.first_mut().unwrap_or(&mut empty);
                     sgd_update(param, grad, buf, k)?;
+                }
+                config => {
+                    let (wd, step, state) = (slot.weight_decay, slot.steps, &mut slot.state);
+                    let shape = param.dims().to_vec();
+                    let rule: lingo_kernels::optim::CustomUpdate<'_> = match config {
+                        OptimizerConfig::Adam(c) => Box::new(move |p, g| {
+                            let [m, v] = state.as_mut_slice() else {
+                                bail!("adam state is corrupt")
+                            };
+                            rules::adam(c, lr, wd, step, p, g, m, v, grad_scale);
+                            Ok(())
+                        }),
+                        OptimizerConfig::Adagrad(c) => Box::new(move |p, g| {
+                            let [sum] = state.as_mut_slice() else {
+                                bail!("adagrad state is corrupt")
+                            };
+                            rules::adagrad(c, lr, wd, step, p, g, sum, grad_scale);
+                            Ok(())
+                        }),
+                        OptimizerConfig::Rmsprop(c) => Box::new(move |p, g| {
+                            rules::rmsprop(c, lr, wd, p, g, state, grad_scale);
+                            Ok(())
+                        }),
+                        OptimizerConfig::Adafactor(c) => Box::new(move |p, g| {
+                            rules::adafactor(c, lr, wd, step, &shape, p, g, state, grad_scale);
+                            Ok(())
+                        }),
+                        OptimizerConfig::AdamW(_) | OptimizerConfig::Sgd(_) => {
+                            unreachable!("fused above")
+                        }
+                    };
+                    custom_update(param, grad, rule)?;
                 }
             }
         }
@@ -302,18 +393,31 @@ mod tests {
             &[],
         );
         assert_eq!(opt.decayed(), vec!["fc.weight", "head.weight"]);
-        let rule = ParamGroup {
-            pattern: "head".into(),
-            weight_decay: Some(0.0),
-            lr_scale: None,
-        };
+        let rules = [
+            ParamGroup {
+                pattern: "head".into(),
+                weight_decay: Some(0.0),
+                lr_scale: None,
+                from_step: None,
+            },
+            ParamGroup {
+                pattern: "head.w".into(),
+                weight_decay: None,
+                lr_scale: Some(0.5),
+                from_step: Some(3),
+            },
+        ];
         let opt = Optimizer::new(
             OptimizerConfig::default(),
             &store,
             DecayPolicy::Matrices,
-            &[rule],
+            &rules,
         );
         assert_eq!(opt.decayed(), vec!["fc.weight"]);
+        // The head's rate comes from the second rule although the first matched it.
+        let at = |step| -> Vec<f32> { opt.lr_scales(step).iter().map(|s| s.1).collect() };
+        assert_eq!(at(0), vec![1.0, 1.0, 1.0, 0.0]);
+        assert_eq!(at(3), vec![1.0, 1.0, 1.0, 0.5]);
         Ok(())
     }
 
@@ -331,7 +435,7 @@ mod tests {
         for _ in 0..400 {
             let loss = (&x - &target)?.sqr()?.sum_all()?;
             let grads = Gradients::from_store(&opt.params(), &loss.backward()?);
-            opt.step(&grads, 0.05, 1.0)?;
+            opt.step(0, &grads, 0.05, 1.0)?;
         }
         let err = (&x - &target)?.abs()?.max(0)?.to_scalar::<f32>()?;
         assert!(err < 1e-2, "{err}");

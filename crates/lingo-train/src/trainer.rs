@@ -66,7 +66,56 @@ pub struct TrainConfig {
     pub eval_batches: usize,
     /// Write a checkpoint every this many steps (and after the last).
     pub checkpoint_every: usize,
+    /// Stop when a validation metric stops improving, and keep the best weights.
+    pub early_stopping: Option<EarlyStopping>,
 }
+
+/// Early stopping as `transformers`' `EarlyStoppingCallback` with `load_best_model_at_end`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EarlyStopping {
+    /// `val_loss`, or a key of the task's metrics (`accuracy`, `f1`, `exact_match`, …).
+    pub metric: String,
+    /// Whether larger is better; by default false for losses, true for anything else.
+    #[serde(default)]
+    pub greater_is_better: Option<bool>,
+    /// Evaluations without improvement before the run stops.
+    #[serde(default = "default_patience")]
+    pub patience: usize,
+    /// The least change that counts as an improvement.
+    #[serde(default)]
+    pub threshold: f64,
+    /// At the end, `model.safetensors` holds the best evaluation's weights (kept meanwhile in
+    /// `best.safetensors`).
+    #[serde(default = "default_true")]
+    pub restore_best: bool,
+}
+
+fn default_patience() -> usize {
+    3
+}
+
+fn default_true() -> bool {
+    true
+}
+
+impl EarlyStopping {
+    fn greater_is_better(&self) -> bool {
+        self.greater_is_better
+            .unwrap_or(!self.metric.contains("loss"))
+    }
+
+    fn improves(&self, value: f64, best: Option<f64>) -> bool {
+        match best {
+            None => true,
+            Some(b) if self.greater_is_better() => value > b + self.threshold,
+            Some(b) => value < b - self.threshold,
+        }
+    }
+}
+
+/// Where early stopping keeps the best weights.
+pub const BEST_FILE: &str = "best.safetensors";
 
 impl Default for TrainConfig {
     fn default() -> Self {
@@ -83,6 +132,7 @@ impl Default for TrainConfig {
             eval_every: 250,
             eval_batches: 0,
             checkpoint_every: 500,
+            early_stopping: None,
         }
     }
 }
@@ -119,6 +169,9 @@ pub struct TrainReport {
     pub tokens_per_sec: f64,
     /// True when the run stopped early (interrupt or `stop_after`) and can be resumed.
     pub interrupted: bool,
+    /// Early stopping: the step whose weights the run ended with, if it stopped or restored them.
+    pub best_step: Option<usize>,
+    pub stopped_early: bool,
 }
 
 pub struct Trainer {
@@ -205,6 +258,7 @@ impl Trainer {
         let (mut run_tokens, mut train_secs) = (0u64, 0f64);
         let (mut last_loss, mut last_val) = (None, None);
         let mut interrupted = false;
+        let mut stopped_early = false;
         let mut last_shown = String::new();
 
         while meta.step < cfg.steps {
@@ -220,7 +274,7 @@ impl Trainer {
             // Gradients were summed over micro-batches: their mean is grads / grad_accum.
             let norm = grads.global_norm()? / cfg.grad_accum as f64;
             let scale = clip_scale(norm, cfg.clip_norm) / cfg.grad_accum as f32;
-            optimizer.step(&grads, lr, scale)?;
+            optimizer.step(meta.step, &grads, lr, scale)?;
             drop(grads);
             meta.step += 1;
             meta.tokens_seen += tokens as u64;
@@ -247,6 +301,30 @@ impl Trainer {
             if (cfg.eval_every > 0 && meta.step % cfg.eval_every == 0) || last {
                 let val = task.eval_loss(cfg.batch_size, cfg.eval_batches)?;
                 let metrics = task.evaluate(cfg.batch_size)?;
+                if let Some(es) = &cfg.early_stopping {
+                    let value = if es.metric == "val_loss" {
+                        val
+                    } else {
+                        *metrics.get(&es.metric).with_context(|| {
+                            format!(
+                                "early_stopping: metric `{}` is not among the evaluation's (val_loss, {})",
+                                es.metric,
+                                metrics.keys().cloned().collect::<Vec<_>>().join(", ")
+                            )
+                        })?
+                    };
+                    if es.improves(value, meta.best_metric) {
+                        meta.best_metric = Some(value);
+                        meta.best_step = Some(meta.step);
+                        meta.evals_since_best = 0;
+                        if es.restore_best {
+                            params.save(&self.out_dir.join(BEST_FILE))?;
+                        }
+                    } else {
+                        meta.evals_since_best += 1;
+                        stopped_early = meta.evals_since_best >= es.patience;
+                    }
+                }
                 last_val = Some(val);
                 meta.best_val_loss = Some(meta.best_val_loss.map_or(val, |b: f64| b.min(val)));
                 let shown: String = metrics
@@ -280,12 +358,28 @@ impl Trainer {
             if (cfg.checkpoint_every > 0 && meta.step % cfg.checkpoint_every == 0)
                 || last
                 || stopping
+                || stopped_early
             {
                 meta.rng = ctx.rng.state();
                 meta.elapsed_secs = elapsed_before + start.elapsed().as_secs_f64();
                 checkpoint::save(&ckpt_path, &params, &optimizer, &meta)?;
                 params.save(&self.out_dir.join("model.safetensors"))?;
             }
+            if stopped_early && !last {
+                self.say(
+                    &bar,
+                    format!(
+                        "early stopping after step {}: {} has not improved for {} evaluations",
+                        meta.step,
+                        cfg.early_stopping
+                            .as_ref()
+                            .map_or("", |e| e.metric.as_str()),
+                        meta.evals_since_best
+                    ),
+                );
+                break;
+            }
+            stopped_early = false;
             if stopping && !last {
                 interrupted = true;
                 self.say(
@@ -296,6 +390,19 @@ impl Trainer {
             }
         }
         bar.finish_and_clear();
+        let mut best_step = None;
+        if let (Some(es), Some(step), false) = (&cfg.early_stopping, meta.best_step, interrupted) {
+            if es.restore_best && step != meta.step {
+                params.load(&self.out_dir.join(BEST_FILE))?;
+                params.save(&self.out_dir.join("model.safetensors"))?;
+                eprintln!(
+                    "kept the weights of step {step} ({} {:.4}) in model.safetensors",
+                    es.metric,
+                    meta.best_metric.unwrap_or(f64::NAN)
+                );
+            }
+            best_step = Some(step);
+        }
         // A completed run plotted at its last evaluation; a stopped one still shows its latest steps.
         if interrupted {
             plot_losses(
@@ -312,6 +419,8 @@ impl Trainer {
             elapsed_secs: elapsed_before + start.elapsed().as_secs_f64(),
             tokens_per_sec: run_tokens as f64 / train_secs.max(1e-9),
             interrupted,
+            best_step,
+            stopped_early,
         })
     }
 

@@ -127,7 +127,7 @@ fn time_training(
         let loss = loss(true)?;
         let grads = Gradients::from_store(&named, &loss.backward()?);
         let scale = clip_scale(grads.global_norm()?, Some(1.0));
-        opt.step(&grads, lr, scale)?;
+        opt.step(0, &grads, lr, scale)?;
         loss.to_scalar::<f32>()?;
         Ok(())
     })?;

@@ -69,7 +69,7 @@ impl DemoLm {
                     kind: ScheduleKind::Cosine,
                     warmup_steps: 100,
                     min_lr: 2e-4,
-                    decay_steps: 0,
+                    ..Default::default()
                 },
                 eval_every: 500,
                 eval_batches: 50,

@@ -2,8 +2,9 @@ use super::train::RunArgs;
 use clap::{Args, Subcommand};
 use lingo_tasks::classification::evaluate_classifier;
 use lingo_tasks::finetune::{self, Objective};
+use lingo_tasks::question_answering::evaluate_qa;
 use lingo_tasks::token_classification::evaluate_tagger;
-use lingo_tasks::{ClassifyTask, FinetuneRecipe, TokenClassifyTask};
+use lingo_tasks::{ClassifyTask, FinetuneRecipe, QaTask, TokenClassifyTask};
 use std::path::{Path, PathBuf};
 
 #[derive(Subcommand)]
@@ -14,6 +15,9 @@ pub enum Finetune {
     /// Token classification (named entities) from CoNLL column files (word first, tag last;
     /// -DOCSTART- and blank lines handled) or JSONL (`tokens`, `tags`); IOB1, IOB2 or BIOES tags.
     Ner(FinetuneArgs),
+    /// Extractive question answering from SQuAD v1.1 JSON; long contexts are cut into windows
+    /// of `max_length` tokens overlapping by `doc_stride` (recipe fields).
+    Qa(FinetuneArgs),
 }
 
 impl Finetune {
@@ -21,6 +25,7 @@ impl Finetune {
         match self {
             Finetune::Classify(a) => a.run(ClassifyTask::new),
             Finetune::Ner(a) => a.run(TokenClassifyTask::new),
+            Finetune::Qa(a) => a.run(QaTask::new),
         }
     }
 }
@@ -69,11 +74,13 @@ impl FinetuneArgs {
         if let Some(w) = task.report.warning() {
             eprintln!("{w}");
         }
+        let labels = match task.labels() {
+            [] => String::new(),
+            l => format!(" for {} labels ({})", l.len(), l.join(", ")),
+        };
         eprintln!(
-            "fine-tuning {} for {} labels ({}) over {} steps",
+            "fine-tuning {}{labels} over {} steps",
             dir.display(),
-            task.labels().len(),
-            task.labels().join(", "),
             task.recipe.train.steps
         );
         let trainer = self.run.trainer(task.recipe.train.clone());
@@ -94,24 +101,40 @@ pub enum Evaluate {
     Classify(EvaluateArgs),
     /// A token-classification folder on tagged data: the metrics of `lingo metric seqeval`.
     Ner(EvaluateArgs),
+    /// An extractive-QA folder on SQuAD v1.1 JSON: `exact_match` and `f1`, as the official script.
+    Qa(EvaluateArgs),
 }
 
 impl Evaluate {
     pub fn run(self) -> anyhow::Result<()> {
-        let (args, ner) = match self {
-            Evaluate::Classify(a) => (a, false),
-            Evaluate::Ner(a) => (a, true),
+        let (args, task) = match self {
+            Evaluate::Classify(a) => (a, "classify"),
+            Evaluate::Ner(a) => (a, "ner"),
+            Evaluate::Qa(a) => (a, "qa"),
         };
         let dir = lingo_models::hub::resolve_model(&args.model, args.offline)?;
-        let metrics = if ner {
-            serde_json::to_value(evaluate_tagger(
+        let metrics = match task {
+            "ner" => serde_json::to_value(evaluate_tagger(
                 &dir,
                 &args.data,
                 args.max_length,
                 args.batch_size,
-            )?)?
-        } else {
-            evaluate_classifier(&dir, &args.data, args.max_length, args.batch_size)?
+            )?)?,
+            "qa" => {
+                let recipe = FinetuneRecipe {
+                    max_length: args.max_length,
+                    doc_stride: args.doc_stride,
+                    max_answer_length: args.max_answer_length,
+                    ..FinetuneRecipe::default()
+                };
+                let (scores, answers) = evaluate_qa(&dir, &args.data, &recipe, args.batch_size)?;
+                if let Some(path) = &args.predictions {
+                    let json = serde_json::to_string_pretty(&answers)?;
+                    lingo_nn::io::write_atomic(path, json.as_bytes())?;
+                }
+                serde_json::to_value(scores)?
+            }
+            _ => evaluate_classifier(&dir, &args.data, args.max_length, args.batch_size)?,
         };
         super::metric::print_metrics(&metrics, args.json)
     }
@@ -123,7 +146,7 @@ pub struct EvaluateArgs {
     model: String,
     #[arg(long)]
     offline: bool,
-    /// Labelled data (TSV/CSV with a header, or JSONL; .gz allowed).
+    /// Labelled data (TSV/CSV with a header, or JSONL; CoNLL for ner; SQuAD JSON for qa; .gz allowed).
     #[arg(long)]
     data: PathBuf,
     /// Print one JSON object.
@@ -133,4 +156,13 @@ pub struct EvaluateArgs {
     max_length: usize,
     #[arg(long, default_value_t = 64)]
     batch_size: usize,
+    /// qa: context tokens shared by consecutive windows.
+    #[arg(long, default_value_t = 128)]
+    doc_stride: usize,
+    /// qa: the longest answer, in tokens.
+    #[arg(long, default_value_t = 30)]
+    max_answer_length: usize,
+    /// qa: also write each question's answer as `{id: answer}` JSON (for `lingo metric squad`).
+    #[arg(long)]
+    predictions: Option<PathBuf>,
 }

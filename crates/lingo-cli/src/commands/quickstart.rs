@@ -67,7 +67,7 @@ impl Quickstart {
                     kind: ScheduleKind::Cosine,
                     warmup_steps: 50,
                     min_lr: 1e-4,
-                    decay_steps: 0,
+                    ..Default::default()
                 },
                 clip_norm: Some(1.0),
                 eval_every: 200,

@@ -1,0 +1,176 @@
+//! Fine-tuning is right for every BERT family and head: on the tiny random checkpoints, the task
+//! loss, every parameter's gradient, and the weights after one AdamW step and after one Adafactor
+//! step equal PyTorch's (dropout off; fixtures by `tools/make_train_parity_fixtures.py`).
+
+use candle_core::{DType, Device, IndexOp, Tensor};
+use lingo_kernels::{cross_entropy, CrossEntropy};
+use lingo_models::bert::{BertModel, LoadOptions};
+use lingo_models::hf::Checkpoint;
+use lingo_nn::params::read_safetensors;
+use lingo_nn::Ctx;
+use lingo_train::grads::Gradients;
+use lingo_train::{AdafactorConfig, AdamWConfig, DecayPolicy, Optimizer, OptimizerConfig};
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+const CASES: [&str; 12] = [
+    "bert-cls",
+    "roberta-cls",
+    "albert-cls",
+    "distilbert-cls",
+    "electra-cls",
+    "bert-ner",
+    "roberta-ner",
+    "distilbert-ner",
+    "bert-qa",
+    "roberta-qa",
+    "distilbert-qa",
+    "electra-qa",
+];
+
+fn folder(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../lingo-models/tests/fixtures/hf")
+        .join(name)
+}
+
+/// `max |a − b| / max(max |b|, floor)` over a tensor: relative, except for tensors that are zero
+/// up to rounding (the last layer's norm bias under a QA loss, whose position gradients sum to 0),
+/// which are held to `floor` absolutely.
+fn relative_error(a: &Tensor, b: &Tensor, floor: f32) -> f32 {
+    let a = a.flatten_all().and_then(|t| t.to_vec1::<f32>()).expect("a");
+    let b = b.flatten_all().and_then(|t| t.to_vec1::<f32>()).expect("b");
+    assert_eq!(a.len(), b.len());
+    let scale = b.iter().fold(floor, |m, x| m.max(x.abs()));
+    a.iter()
+        .zip(&b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+        / scale
+}
+
+/// The head's loss as `transformers` computes it for `case`.
+fn task_loss(
+    case: &str,
+    output: &Tensor,
+    f: &HashMap<String, Tensor>,
+) -> candle_core::Result<Tensor> {
+    let ce = |logits: &Tensor, targets: &Tensor| {
+        let opts = CrossEntropy {
+            ignore_index: Some(-100),
+            ..CrossEntropy::default()
+        };
+        cross_entropy(logits, &targets.to_dtype(DType::I64)?, opts)
+    };
+    if case.ends_with("-qa") {
+        let start = ce(&output.i((.., .., 0))?.contiguous()?, &f["start_positions"])?;
+        let end = ce(&output.i((.., .., 1))?.contiguous()?, &f["end_positions"])?;
+        (start + end)? / 2.0
+    } else {
+        ce(output, &f["labels"])
+    }
+}
+
+/// Loads `case` fresh, runs the fixture batch and returns its loss and the model's parameters.
+fn run(case: &str, f: &HashMap<String, Tensor>) -> anyhow::Result<(Tensor, lingo_nn::ParamStore)> {
+    let dev = Device::Cpu;
+    let checkpoint = Checkpoint::open(&folder(case), &dev)?;
+    let loaded = BertModel::load_with(&checkpoint, &dev, &LoadOptions::default())?;
+    let ids = f["input_ids"].to_dtype(DType::U32)?;
+    let mask = f["attention_mask"].to_dtype(DType::U32)?;
+    let types = f
+        .get("token_type_ids")
+        .map(|t| t.to_dtype(DType::U32))
+        .transpose()?;
+    let output = loaded
+        .model
+        .forward_in(&ids, Some(&mask), types.as_ref(), &mut Ctx::eval())?
+        .output;
+    Ok((task_loss(case, &output, f)?, loaded.store))
+}
+
+fn step_and_compare(
+    case: &str,
+    f: &HashMap<String, Tensor>,
+    config: OptimizerConfig,
+    prefix: &str,
+) -> anyhow::Result<()> {
+    let (loss, store) = run(case, f)?;
+    let mut opt = Optimizer::new(config.clone(), &store, DecayPolicy::All, &[]);
+    let grads = Gradients::from_store(&opt.params(), &loss.backward()?);
+    opt.step(0, &grads, config.lr(), 1.0)?;
+    for (name, var) in store.named() {
+        // Both rules divide by the gradient's own size (Adam's first step is lr·g/(|g| + eps)),
+        // so where a gradient is zero up to rounding — an attention key bias, which softmax
+        // ignores, the last norm's bias under a QA loss, single entries near 0 — the step is
+        // rounding noise on either side. Those entries are left out (the gradients themselves were
+        // compared above); everywhere else the step must agree.
+        let grad = f[&format!("grad.{name}")].flatten_all()?.to_vec1::<f32>()?;
+        let g_max = grad.iter().fold(0f32, |m, x| m.max(x.abs()));
+        let got = var.as_tensor().flatten_all()?.to_vec1::<f32>()?;
+        let want = f[&format!("{prefix}.{name}")]
+            .flatten_all()?
+            .to_vec1::<f32>()?;
+        let scale = want.iter().fold(1e-6f32, |m, x| m.max(x.abs()));
+        for (i, ((a, b), g)) in got.iter().zip(&want).zip(&grad).enumerate() {
+            if g_max < 1e-6 || g.abs() < 1e-3 * g_max {
+                continue;
+            }
+            let err = (a - b).abs() / scale;
+            assert!(
+                err < 2e-5,
+                "{case}: {name}[{i}] after one {prefix} step is off by {err:e}"
+            );
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn loss_gradients_and_one_optimizer_step_match_pytorch() -> anyhow::Result<()> {
+    for case in CASES {
+        let f = read_safetensors(&folder(case).join("train.safetensors"), &Device::Cpu)?;
+        let (loss, store) = run(case, &f)?;
+        let (got, want) = (
+            loss.to_scalar::<f32>()?,
+            f["loss"].flatten_all()?.to_vec1::<f32>()?[0],
+        );
+        assert!(
+            (got - want).abs() < 1e-5 * want.abs(),
+            "{case}: loss {got} vs {want}"
+        );
+        let grads = loss.backward()?;
+        let named = store.named();
+        let fixture_params = f.keys().filter(|k| k.starts_with("grad.")).count();
+        assert_eq!(
+            named.len(),
+            fixture_params,
+            "{case}: the same parameters as PyTorch"
+        );
+        for (name, var) in &named {
+            let want = f
+                .get(&format!("grad.{name}"))
+                .unwrap_or_else(|| panic!("{case}: PyTorch has no parameter {name}"));
+            let got = grads
+                .get(var.as_tensor())
+                .unwrap_or_else(|| panic!("{case}: {name} got no gradient"));
+            let err = relative_error(got, want, 1e-3);
+            assert!(err < 1e-4, "{case}: gradient of {name} is off by {err:e}");
+        }
+        let adamw = AdamWConfig {
+            lr: 1e-3,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay: 0.01,
+        };
+        step_and_compare(case, &f, OptimizerConfig::AdamW(adamw), "adamw")?;
+        step_and_compare(
+            case,
+            &f,
+            OptimizerConfig::Adafactor(AdafactorConfig::default()),
+            "adafactor",
+        )?;
+    }
+    Ok(())
+}

@@ -1,0 +1,84 @@
+"""Training parity fixtures: for the tiny random checkpoints of `tools/make_hf_fixtures.py` with a task
+head, PyTorch computes the task loss on a fixed padded batch (dropout off: `model.eval()`), every
+parameter's gradient, and the weights after one `torch.optim.AdamW` step and, from the same start,
+after one `transformers` `Adafactor` step. Written beside each checkpoint as `train.safetensors`:
+
+    input_ids, attention_mask, [token_type_ids], labels | start_positions, end_positions,
+    loss, grad.<name>, adamw.<name>, adafactor.<name>
+
+Run from the repository root after make_hf_fixtures.py:
+
+    python3 tools/make_train_parity_fixtures.py
+"""
+import os
+
+import torch
+import transformers as tf
+from safetensors.torch import save_file
+from transformers.optimization import Adafactor
+
+ROOT = os.path.join("crates", "lingo-models", "tests", "fixtures", "hf")
+CASES = ["bert-cls", "roberta-cls", "albert-cls", "distilbert-cls", "electra-cls",
+         "bert-ner", "roberta-ner", "distilbert-ner", "bert-qa", "roberta-qa", "distilbert-qa", "electra-qa"]
+ADAMW = dict(lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01)
+
+
+def batch(model, name, g):
+    config = model.config
+    b, t = 3, 9
+    ids = torch.randint(5, config.vocab_size, (b, t), generator=g)
+    mask = torch.ones(b, t, dtype=torch.long)
+    mask[1, 6:] = 0
+    mask[2, 4:] = 0
+    pad = config.pad_token_id if config.pad_token_id is not None else 0
+    ids[mask == 0] = pad
+    out = {"input_ids": ids, "attention_mask": mask}
+    if getattr(config, "type_vocab_size", 0) and config.type_vocab_size > 1:
+        types = torch.zeros(b, t, dtype=torch.long)
+        types[:, 5:] = 1
+        out["token_type_ids"] = types * mask
+    if name.endswith("-cls"):
+        out["labels"] = torch.randint(0, config.num_labels, (b,), generator=g)
+    elif name.endswith("-ner"):
+        labels = torch.randint(0, config.num_labels, (b, t), generator=g)
+        labels[mask == 0] = -100
+        labels[:, 0] = -100
+        out["labels"] = labels
+    else:
+        out["start_positions"] = torch.tensor([2, 3, 0])
+        out["end_positions"] = torch.tensor([4, 3, 1])
+    return out
+
+
+def main():
+    for name in CASES:
+        folder = os.path.join(ROOT, name)
+        g = torch.Generator().manual_seed(7)
+        model = tf.AutoModelForSequenceClassification if name.endswith("-cls") else (
+            tf.AutoModelForTokenClassification if name.endswith("-ner") else tf.AutoModelForQuestionAnswering)
+        model = model.from_pretrained(folder)
+        model.eval()
+        inputs = batch(model, name, g)
+        loss = model(**inputs).loss
+        loss.backward()
+        params = dict(model.named_parameters())
+        out = {k: v.contiguous() for k, v in inputs.items()}
+        out["loss"] = loss.detach().reshape(1)
+        for k, p in params.items():
+            out[f"grad.{k}"] = p.grad.detach().clone().contiguous()
+        start = {k: p.detach().clone() for k, p in params.items()}
+        torch.optim.AdamW(params.values(), **ADAMW).step()
+        for k, p in params.items():
+            out[f"adamw.{k}"] = p.detach().clone().contiguous()
+        with torch.no_grad():
+            for k, p in params.items():
+                p.copy_(start[k])
+        Adafactor(params.values(), lr=None, relative_step=True, scale_parameter=True).step()
+        for k, p in params.items():
+            out[f"adafactor.{k}"] = p.detach().clone().contiguous()
+        save_file(out, os.path.join(folder, "train.safetensors"))
+        print(name, f"loss {loss.item():.5f}", len(params), "parameters")
+
+
+if __name__ == "__main__":
+    main()
