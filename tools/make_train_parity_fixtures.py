@@ -50,7 +50,35 @@ def batch(model, name, g):
     return out
 
 
+def gpt2():
+    """The causal-LM loss of GPT2LMHeadModel on an unpadded batch (labels = inputs, shifted inside)."""
+    folder = os.path.join(ROOT, "gpt2")
+    g = torch.Generator().manual_seed(7)
+    model = tf.GPT2LMHeadModel.from_pretrained(folder)
+    model.eval()
+    ids = torch.randint(0, model.config.vocab_size, (2, 10), generator=g)
+    loss = model(input_ids=ids, labels=ids).loss
+    loss.backward()
+    params = dict(model.named_parameters())
+    out = {"input_ids": ids, "loss": loss.detach().reshape(1)}
+    for k, p in params.items():
+        out[f"grad.{k}"] = p.grad.detach().clone().contiguous()
+    start = {k: p.detach().clone() for k, p in params.items()}
+    torch.optim.AdamW(params.values(), **ADAMW).step()
+    for k, p in params.items():
+        out[f"adamw.{k}"] = p.detach().clone().contiguous()
+    with torch.no_grad():
+        for k, p in params.items():
+            p.copy_(start[k])
+    Adafactor(params.values(), lr=None, relative_step=True, scale_parameter=True).step()
+    for k, p in params.items():
+        out[f"adafactor.{k}"] = p.detach().clone().contiguous()
+    save_file(out, os.path.join(folder, "train.safetensors"))
+    print("gpt2", f"loss {loss.item():.5f}", len(params), "parameters")
+
+
 def main():
+    gpt2()
     for name in CASES:
         folder = os.path.join(ROOT, name)
         g = torch.Generator().manual_seed(7)

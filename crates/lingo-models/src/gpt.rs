@@ -303,6 +303,13 @@ pub struct Gpt2Config {
     pub scale_attn_by_inverse_layer_idx: bool,
     #[serde(default)]
     pub reorder_and_upcast_attn: bool,
+    /// Dropout after each sub-layer (Lingo's GPT applies this one probability everywhere).
+    #[serde(default = "gpt2_dropout")]
+    pub resid_pdrop: f32,
+}
+
+fn gpt2_dropout() -> f32 {
+    0.1
 }
 
 fn gelu_new() -> String {
@@ -341,6 +348,7 @@ impl Gpt2Config {
             activation,
             tied_embeddings: self.tie_word_embeddings,
             layer_norm_eps: self.layer_norm_epsilon,
+            dropout: self.resid_pdrop,
             ..Default::default()
         })
     }

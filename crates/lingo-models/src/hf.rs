@@ -237,6 +237,18 @@ impl LoadReport {
 #[derive(Clone, Debug, Default)]
 pub struct StoredNames(HashMap<String, String>);
 
+impl StoredNames {
+    /// The checkpoint's name of parameter `name`.
+    pub fn stored<'a>(&'a self, name: &'a str) -> &'a str {
+        self.0.get(name).map_or(name, String::as_str)
+    }
+
+    /// Names given as (parameter, checkpoint name) pairs.
+    pub fn from_pairs(pairs: impl IntoIterator<Item = (String, String)>) -> Self {
+        StoredNames(pairs.into_iter().collect())
+    }
+}
+
 /// Writes a model folder `transformers` can load: `config.json` and `model.safetensors`, each
 /// parameter under its stored name, passed through `convert(name, tensor)` (e.g. back to GPT-2's
 /// `[in, out]` layout). Tied parameters are one tensor in `store`, so they are written once. Both

@@ -2,13 +2,16 @@
 //!
 //! Training writes a model folder: `config.json` (architecture), `tokenizer.json`, `model.safetensors`,
 //! `recipe.json` (how it was trained), `checkpoint.safetensors` (to resume), `metrics.jsonl` and
-//! `loss.png`. [`LanguageModel::load`] reads the folder back for generation.
+//! `loss.png`. [`LanguageModel::load`] reads the folder back for generation. [`LmTask::finetune`]
+//! continues training a pretrained causal LM (a Hugging Face GPT-2 folder or a Lingo one) on new
+//! text, and saves it in the layout it came in.
 
 use anyhow::{bail, Context};
 use candle_core::{Device, Tensor};
 use lingo_data::{Split, TextDataset, Tokenizer, TokenizerKind};
 use lingo_generate::SamplingConfig;
-use lingo_models::hf::Checkpoint;
+use lingo_models::gpt::gpt2_layout;
+use lingo_models::hf::{save_pretrained, Checkpoint, StoredNames};
 use lingo_models::{config::read_json, Gpt, GptConfig, ModelConfig};
 use lingo_nn::{Ctx, LingoRng, ParamStore};
 use lingo_train::{TrainConfig, TrainTask};
@@ -58,6 +61,11 @@ pub struct LmTask {
     pub data: TextDataset,
     pub model: Gpt,
     params: ParamStore,
+    /// Tokens per training window (the model's context when training from scratch).
+    block: usize,
+    /// A fine-tuned Hugging Face GPT-2 saves back as one: its config and checkpoint names.
+    gpt2: Option<(serde_json::Value, StoredNames)>,
+    source: Option<String>,
 }
 
 impl LmTask {
@@ -86,11 +94,77 @@ impl LmTask {
         let params = ParamStore::new(recipe.train.seed, &Device::Cpu);
         let model = Gpt::new(recipe.model.clone(), &params.root())?;
         Ok(LmTask {
+            block: recipe.model.context_length,
             recipe,
             tokenizer,
             data,
             model,
             params,
+            gpt2: None,
+            source: None,
+        })
+    }
+
+    /// Continues training the causal LM in `model_dir` (a Hugging Face GPT-2 folder or one `lingo
+    /// train lm` wrote) on `train` text, validating on `valid` (or the last 5% of `train`), in
+    /// windows of `recipe.max_length` tokens; `recipe.epochs` passes over the training tokens set
+    /// the steps. The output folder has the layout of the input.
+    pub fn finetune(
+        model_dir: &Path,
+        train: &str,
+        valid: Option<&str>,
+        recipe: &mut crate::FinetuneRecipe,
+    ) -> anyhow::Result<Self> {
+        let raw: serde_json::Value = read_json(&model_dir.join("config.json"))?;
+        let (mut model_config, params, gpt2, tokenizer) = if raw["model_type"] == "gpt2" {
+            let checkpoint = Checkpoint::open(model_dir, &Device::Cpu)?;
+            let (model, store, names) = Gpt::load_gpt2(&checkpoint, &Device::Cpu)?;
+            let tokenizer =
+                Tokenizer::load(&model_dir.join("tokenizer.json")).with_context(|| {
+                    format!(
+                        "{}: a GPT-2 folder needs its tokenizer.json",
+                        model_dir.display()
+                    )
+                })?;
+            (model.config, store, Some((raw, names)), tokenizer)
+        } else {
+            let lm = LanguageModel::load(model_dir)?;
+            let params = ParamStore::new(recipe.train.seed, &Device::Cpu);
+            let config = lm.model.config.clone();
+            Gpt::new(config.clone(), &params.root())?;
+            params.load(&model_dir.join("model.safetensors"))?;
+            (config, params, None, lm.tokenizer)
+        };
+        if let Some(p) = recipe.dropout {
+            model_config.dropout = p;
+        }
+        let block = recipe.max_length.min(model_config.context_length);
+        let data = match valid {
+            Some(valid) => TextDataset {
+                train: tokenizer.encode(train)?,
+                validation: tokenizer.encode(valid)?,
+            },
+            None => TextDataset::new(train, &tokenizer, 0.05)?,
+        };
+        data.check_context(block)?;
+        let windows = data.train.len().saturating_sub(1) / block;
+        recipe.resolve(windows.max(1));
+        // The same parameters, now with the recipe's dropout.
+        let model = Gpt::new(model_config.clone(), &params.root())?;
+        Ok(LmTask {
+            recipe: LmRecipe {
+                model: model_config,
+                tokenizer: TokenizerKind::Char,
+                train: recipe.train.clone(),
+                validation_fraction: 0.05,
+            },
+            tokenizer,
+            data,
+            model,
+            params,
+            block,
+            gpt2,
+            source: Some(model_dir.display().to_string()),
         })
     }
 
@@ -100,7 +174,7 @@ impl LmTask {
         y: Vec<u32>,
         rows: usize,
     ) -> candle_core::Result<(Tensor, Tensor)> {
-        let t = self.recipe.model.context_length;
+        let t = self.block;
         Ok((
             Tensor::from_vec(x, (rows, t), &Device::Cpu)?,
             Tensor::from_vec(y, (rows, t), &Device::Cpu)?,
@@ -118,7 +192,7 @@ impl TrainTask for LmTask {
         batch_size: usize,
         ctx: &mut Ctx,
     ) -> candle_core::Result<(Tensor, usize)> {
-        let t = self.recipe.model.context_length;
+        let t = self.block;
         let (x, y) = self
             .data
             .random_batch(Split::Train, batch_size, t, &mut ctx.rng);
@@ -127,7 +201,7 @@ impl TrainTask for LmTask {
     }
 
     fn eval_loss(&mut self, batch_size: usize, max_batches: usize) -> candle_core::Result<f64> {
-        let t = self.recipe.model.context_length;
+        let t = self.block;
         let starts = self.data.window_starts(Split::Validation, t);
         let batches = starts.chunks(batch_size);
         let take = if max_batches == 0 {
@@ -150,10 +224,54 @@ impl TrainTask for LmTask {
     }
 
     fn describe(&self) -> serde_json::Value {
-        serde_json::json!({ "task": "language_model", "model": self.recipe.model, "tokenizer": self.recipe.tokenizer })
+        match &self.source {
+            Some(source) => serde_json::json!({ "task": "lm_finetune", "model": source,
+                "config": self.recipe.model, "block": self.block }),
+            None => serde_json::json!({ "task": "language_model", "model": self.recipe.model,
+                "tokenizer": self.recipe.tokenizer }),
+        }
+    }
+
+    /// A fine-tuned GPT-2 is written as transformers' `GPT2LMHeadModel` (names, `[in, out]` layout).
+    fn save_weights(&self, path: &Path) -> anyhow::Result<()> {
+        match &self.gpt2 {
+            Some((config, names)) => {
+                let dir = path.parent().unwrap_or(Path::new("."));
+                let prefixed = |n: &str| {
+                    let stored = names.stored(n);
+                    if stored.starts_with("transformer.") || stored == "lm_head.weight" {
+                        stored.to_string()
+                    } else {
+                        format!("transformer.{stored}")
+                    }
+                };
+                let renamed = StoredNames::from_pairs(
+                    self.params
+                        .named()
+                        .into_iter()
+                        .map(|(n, _)| (n.clone(), prefixed(&n))),
+                );
+                let mut config = config.clone();
+                config["architectures"] = serde_json::json!(["GPT2LMHeadModel"]);
+                Ok(save_pretrained(
+                    dir,
+                    &config,
+                    &self.params,
+                    &renamed,
+                    |n, t| gpt2_layout(renamed.stored(n), t),
+                )?)
+            }
+            None => Ok(self.params.save(path)?),
+        }
     }
 
     fn save_artifacts(&self, dir: &Path) -> anyhow::Result<()> {
+        if let Some((config, _)) = &self.gpt2 {
+            let json = serde_json::to_string_pretty(config)?;
+            lingo_nn::io::write_atomic(&dir.join("config.json"), json.as_bytes())?;
+            self.tokenizer.save(&dir.join("tokenizer.json"))?;
+            return Ok(());
+        }
         let config = serde_json::to_string_pretty(&ModelConfig::Gpt(self.recipe.model.clone()))?;
         lingo_nn::io::write_atomic(&dir.join("config.json"), config.as_bytes())?;
         lingo_nn::io::write_atomic(

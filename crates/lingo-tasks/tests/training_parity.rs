@@ -49,6 +49,34 @@ fn relative_error(a: &Tensor, b: &Tensor, floor: f32) -> f32 {
         / scale
 }
 
+/// Weights after one step equal PyTorch's, `reference_grad` being PyTorch's gradient.
+///
+/// Both AdamW and Adafactor divide by the gradient's own size (Adam's first step is
+/// lr·g/(|g| + eps)), so where a gradient is zero up to rounding — an attention key bias, which
+/// softmax ignores, the last norm's bias under a QA loss, single entries near 0 — the step is
+/// rounding noise on either side. Those entries are left out (the gradients themselves are compared
+/// on their own); everywhere else the step must agree.
+fn assert_step(
+    label: &str,
+    got: &Tensor,
+    want: &Tensor,
+    reference_grad: &Tensor,
+) -> anyhow::Result<()> {
+    let grad = reference_grad.flatten_all()?.to_vec1::<f32>()?;
+    let g_max = grad.iter().fold(0f32, |m, x| m.max(x.abs()));
+    let got = got.flatten_all()?.to_vec1::<f32>()?;
+    let want = want.flatten_all()?.to_vec1::<f32>()?;
+    let scale = want.iter().fold(1e-6f32, |m, x| m.max(x.abs()));
+    for (i, ((a, b), g)) in got.iter().zip(&want).zip(&grad).enumerate() {
+        if g_max < 1e-6 || g.abs() < 1e-3 * g_max {
+            continue;
+        }
+        let err = (a - b).abs() / scale;
+        assert!(err < 2e-5, "{label}: entry {i} is off by {err:e}");
+    }
+    Ok(())
+}
+
 /// The head's loss as `transformers` computes it for `case`.
 fn task_loss(
     case: &str,
@@ -100,28 +128,9 @@ fn step_and_compare(
     let grads = Gradients::from_store(&opt.params(), &loss.backward()?);
     opt.step(0, &grads, config.lr(), 1.0)?;
     for (name, var) in store.named() {
-        // Both rules divide by the gradient's own size (Adam's first step is lr·g/(|g| + eps)),
-        // so where a gradient is zero up to rounding — an attention key bias, which softmax
-        // ignores, the last norm's bias under a QA loss, single entries near 0 — the step is
-        // rounding noise on either side. Those entries are left out (the gradients themselves were
-        // compared above); everywhere else the step must agree.
-        let grad = f[&format!("grad.{name}")].flatten_all()?.to_vec1::<f32>()?;
-        let g_max = grad.iter().fold(0f32, |m, x| m.max(x.abs()));
-        let got = var.as_tensor().flatten_all()?.to_vec1::<f32>()?;
-        let want = f[&format!("{prefix}.{name}")]
-            .flatten_all()?
-            .to_vec1::<f32>()?;
-        let scale = want.iter().fold(1e-6f32, |m, x| m.max(x.abs()));
-        for (i, ((a, b), g)) in got.iter().zip(&want).zip(&grad).enumerate() {
-            if g_max < 1e-6 || g.abs() < 1e-3 * g_max {
-                continue;
-            }
-            let err = (a - b).abs() / scale;
-            assert!(
-                err < 2e-5,
-                "{case}: {name}[{i}] after one {prefix} step is off by {err:e}"
-            );
-        }
+        let label = format!("{case}: {name} after one {prefix} step");
+        let (grad, want) = (&f[&format!("grad.{name}")], &f[&format!("{prefix}.{name}")]);
+        assert_step(&label, var.as_tensor(), want, grad)?;
     }
     Ok(())
 }
@@ -170,6 +179,71 @@ fn loss_gradients_and_one_optimizer_step_match_pytorch() -> anyhow::Result<()> {
             &f,
             OptimizerConfig::Adafactor(AdafactorConfig::default()),
             "adafactor",
+        )?;
+    }
+    Ok(())
+}
+
+/// GPT-2's causal-LM loss, its gradients (Lingo keeps Conv1D weights as `[out, in]`, so they are
+/// compared transposed) and one AdamW step equal PyTorch's `GPT2LMHeadModel` with `labels`.
+#[test]
+fn gpt2_loss_gradients_and_one_adamw_step_match_pytorch() -> anyhow::Result<()> {
+    use lingo_models::gpt::gpt2_layout;
+    use lingo_models::Gpt;
+    let dev = Device::Cpu;
+    let f = read_safetensors(&folder("gpt2").join("train.safetensors"), &dev)?;
+    let ids = f["input_ids"].to_dtype(DType::U32)?;
+    let t = ids.dim(1)?;
+    let run = || -> anyhow::Result<_> {
+        let (model, store, names) =
+            Gpt::load_gpt2(&Checkpoint::open(&folder("gpt2"), &dev)?, &dev)?;
+        let loss = model.loss(
+            &ids.narrow(1, 0, t - 1)?,
+            &ids.narrow(1, 1, t - 1)?,
+            &mut Ctx::eval(),
+        )?;
+        Ok((loss, store, names))
+    };
+    let (loss, store, names) = run()?;
+    let want = f["loss"].flatten_all()?.to_vec1::<f32>()?[0];
+    assert!(
+        (loss.to_scalar::<f32>()? - want).abs() < 1e-5 * want,
+        "loss"
+    );
+    let grads = loss.backward()?;
+    for (name, var) in store.named() {
+        let stored = names.stored(&name);
+        let got = gpt2_layout(
+            stored,
+            grads.get(var.as_tensor()).expect("gradient").clone(),
+        )?;
+        let err = relative_error(&got, &f[&format!("grad.{stored}")], 1e-3);
+        assert!(err < 1e-4, "gpt2: gradient of {stored} is off by {err:e}");
+    }
+    let (loss, store, names) = run()?;
+    let adamw = OptimizerConfig::AdamW(AdamWConfig {
+        lr: 1e-3,
+        beta1: 0.9,
+        beta2: 0.999,
+        eps: 1e-8,
+        weight_decay: 0.01,
+    });
+    let mut opt = Optimizer::new(adamw, &store, DecayPolicy::All, &[]);
+    opt.step(
+        0,
+        &Gradients::from_store(&opt.params(), &loss.backward()?),
+        1e-3,
+        1.0,
+    )?;
+    for (name, var) in store.named() {
+        let stored = names.stored(&name);
+        let got = gpt2_layout(stored, var.as_tensor().clone())?;
+        let label = format!("gpt2: {stored} after one AdamW step");
+        assert_step(
+            &label,
+            &got,
+            &f[&format!("adamw.{stored}")],
+            &f[&format!("grad.{stored}")],
         )?;
     }
     Ok(())

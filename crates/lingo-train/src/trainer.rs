@@ -42,6 +42,11 @@ pub trait TrainTask {
     fn describe(&self) -> serde_json::Value;
     /// Writes what a user needs to run the model (e.g. `config.json`, `tokenizer.json`) into `dir`.
     fn save_artifacts(&self, dir: &Path) -> anyhow::Result<()>;
+    /// Writes the weights a user loads (`model.safetensors`); by default under the parameters' own
+    /// names. A task whose checkpoint layout differs (GPT-2's) converts here.
+    fn save_weights(&self, path: &Path) -> anyhow::Result<()> {
+        Ok(self.params().save(path)?)
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -363,7 +368,7 @@ impl Trainer {
                 meta.rng = ctx.rng.state();
                 meta.elapsed_secs = elapsed_before + start.elapsed().as_secs_f64();
                 checkpoint::save(&ckpt_path, &params, &optimizer, &meta)?;
-                params.save(&self.out_dir.join("model.safetensors"))?;
+                task.save_weights(&self.out_dir.join("model.safetensors"))?;
             }
             if stopped_early && !last {
                 self.say(
@@ -394,7 +399,7 @@ impl Trainer {
         if let (Some(es), Some(step), false) = (&cfg.early_stopping, meta.best_step, interrupted) {
             if es.restore_best && step != meta.step {
                 params.load(&self.out_dir.join(BEST_FILE))?;
-                params.save(&self.out_dir.join("model.safetensors"))?;
+                task.save_weights(&self.out_dir.join("model.safetensors"))?;
                 eprintln!(
                     "kept the weights of step {step} ({} {:.4}) in model.safetensors",
                     es.metric,

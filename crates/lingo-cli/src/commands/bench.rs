@@ -360,6 +360,7 @@ fn bench_gpt2(iters: usize) -> anyhow::Result<Vec<f64>> {
         scale_attn_weights: true,
         scale_attn_by_inverse_layer_idx: false,
         reorder_and_upcast_attn: false,
+        resid_pdrop: 0.1,
     };
     let store = ParamStore::new(0, &Device::Cpu);
     let model = Gpt::new(hf.to_gpt().map_err(anyhow::Error::msg)?, &store.root())?;

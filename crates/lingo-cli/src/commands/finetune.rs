@@ -4,7 +4,7 @@ use lingo_tasks::classification::evaluate_classifier;
 use lingo_tasks::finetune::{self, Objective};
 use lingo_tasks::question_answering::evaluate_qa;
 use lingo_tasks::token_classification::evaluate_tagger;
-use lingo_tasks::{ClassifyTask, FinetuneRecipe, QaTask, TokenClassifyTask};
+use lingo_tasks::{ClassifyTask, FinetuneRecipe, LmTask, QaTask, TokenClassifyTask};
 use std::path::{Path, PathBuf};
 
 #[derive(Subcommand)]
@@ -18,6 +18,9 @@ pub enum Finetune {
     /// Extractive question answering from SQuAD v1.1 JSON; long contexts are cut into windows
     /// of `max_length` tokens overlapping by `doc_stride` (recipe fields).
     Qa(FinetuneArgs),
+    /// Causal language modelling: continue training a GPT-2 (or Lingo GPT) folder on a text file,
+    /// in windows of `max_length` tokens; the output folder keeps the input's layout.
+    Lm(FinetuneArgs),
 }
 
 impl Finetune {
@@ -26,6 +29,7 @@ impl Finetune {
             Finetune::Classify(a) => a.run(ClassifyTask::new),
             Finetune::Ner(a) => a.run(TokenClassifyTask::new),
             Finetune::Qa(a) => a.run(QaTask::new),
+            Finetune::Lm(a) => a.run_lm(),
         }
     }
 }
@@ -52,6 +56,47 @@ pub struct FinetuneArgs {
 }
 
 impl FinetuneArgs {
+    fn recipe(&self) -> anyhow::Result<FinetuneRecipe> {
+        let mut recipe = match &self.config {
+            Some(path) => FinetuneRecipe::load(path)?,
+            None => FinetuneRecipe::default(),
+        };
+        if self.run.steps.is_some() {
+            recipe.epochs = None;
+        }
+        self.run.apply(&mut recipe.train);
+        Ok(recipe)
+    }
+
+    fn run_lm(self) -> anyhow::Result<()> {
+        let mut recipe = self.recipe()?;
+        let dir = lingo_models::hub::resolve_model(&self.model, self.offline)?;
+        let train = lingo_data::read_text(&self.train)?;
+        let valid = self
+            .valid
+            .as_deref()
+            .map(lingo_data::read_text)
+            .transpose()?;
+        let mut task = LmTask::finetune(&dir, &train, valid.as_deref(), &mut recipe)?;
+        eprintln!(
+            "fine-tuning {} on {} training tokens over {} steps",
+            dir.display(),
+            task.data.train.len(),
+            task.recipe.train.steps
+        );
+        let report = self
+            .run
+            .trainer(task.recipe.train.clone())
+            .run(&mut task, self.run.resume)?;
+        eprintln!(
+            "{} steps in {:.0}s; model and metrics in {}",
+            report.steps,
+            report.elapsed_secs,
+            self.run.out.display()
+        );
+        Ok(())
+    }
+
     fn run<O: Objective>(
         self,
         make: impl FnOnce(
@@ -61,14 +106,7 @@ impl FinetuneArgs {
             FinetuneRecipe,
         ) -> anyhow::Result<finetune::Finetune<O>>,
     ) -> anyhow::Result<()> {
-        let mut recipe = match &self.config {
-            Some(path) => FinetuneRecipe::load(path)?,
-            None => FinetuneRecipe::default(),
-        };
-        if self.run.steps.is_some() {
-            recipe.epochs = None;
-        }
-        self.run.apply(&mut recipe.train);
+        let recipe = self.recipe()?;
         let dir = lingo_models::hub::resolve_model(&self.model, self.offline)?;
         let mut task = make(&dir, &self.train, self.valid.as_deref(), recipe)?;
         if let Some(w) = task.report.warning() {
