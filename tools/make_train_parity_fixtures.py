@@ -77,8 +77,43 @@ def gpt2():
     print("gpt2", f"loss {loss.item():.5f}", len(params), "parameters")
 
 
+def seq2seq(name, cls):
+    """The sequence-to-sequence loss with `labels` (decoder inputs: the labels shifted right behind
+    the decoder start token), as transformers trains T5, BART and Marian."""
+    folder = os.path.join(ROOT, name)
+    g = torch.Generator().manual_seed(7)
+    model = cls.from_pretrained(folder)
+    model.eval()
+    vocab = model.config.vocab_size
+    ids = torch.randint(5, vocab, (2, 7), generator=g)
+    mask = torch.ones(2, 7, dtype=torch.long)
+    mask[1, 5:] = 0
+    ids[mask == 0] = model.config.pad_token_id
+    labels = torch.randint(5, vocab, (2, 5), generator=g)
+    out = model(input_ids=ids, attention_mask=mask, labels=labels)
+    out.loss.backward()
+    params = dict(model.named_parameters())
+    start = model.config.decoder_start_token_id
+    decoder_ids = torch.cat([torch.full((2, 1), start), labels[:, :-1]], dim=1)
+    res = {"input_ids": ids, "attention_mask": mask, "labels": labels, "decoder_input_ids": decoder_ids,
+           "loss": out.loss.detach().reshape(1)}
+    for k, p in params.items():
+        # A parameter nothing reads (t5-v1_1's `shared`, beside its own embeddings) has none.
+        grad = p.grad if p.grad is not None else torch.zeros_like(p)
+        res[f"grad.{k}"] = grad.detach().clone().contiguous()
+    torch.optim.AdamW(params.values(), **ADAMW).step()
+    for k, p in params.items():
+        res[f"adamw.{k}"] = p.detach().clone().contiguous()
+    save_file(res, os.path.join(folder, "train.safetensors"))
+    print(name, f"loss {out.loss.item():.5f}", len(params), "parameters")
+
+
 def main():
     gpt2()
+    seq2seq("t5", tf.T5ForConditionalGeneration)
+    seq2seq("t5-v1_1", tf.T5ForConditionalGeneration)
+    seq2seq("bart", tf.BartForConditionalGeneration)
+    seq2seq("marian", tf.MarianMTModel)
     for name in CASES:
         folder = os.path.join(ROOT, name)
         g = torch.Generator().manual_seed(7)

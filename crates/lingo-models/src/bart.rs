@@ -303,12 +303,15 @@ impl Bart {
         }
         let device = p.store().device();
         let m = p.sub("model");
+        // `nn.Embedding(vocab, d, padding_idx=pad_token_id)`: the padding row never trains — it
+        // matters for Marian, whose decoder starts from the padding id.
         let shared = Embedding::new(
             &m.sub("shared"),
             c.vocab_size,
             c.d_model,
             Init::Normal(0.02),
-        )?;
+        )?
+        .with_padding_idx(c.pad_token_id.unwrap_or(1) as usize);
         let (enc, dec) = (m.sub("encoder"), m.sub("decoder"));
         Ok(Bart {
             flavour,
