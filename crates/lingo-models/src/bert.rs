@@ -935,6 +935,8 @@ impl BertModel {
         if let Some(p) = options.dropout {
             config.hidden_dropout_prob = p;
             config.attention_probs_dropout_prob = p;
+            config.classifier_dropout = Some(p);
+            config.qa_dropout = Some(p);
         }
         let prefix = family.prefix();
         let has_pooler = [
@@ -990,7 +992,8 @@ pub struct LoadOptions {
     pub labels: Option<Vec<String>>,
     /// Seed of a new head's initialisation.
     pub seed: u64,
-    /// Replaces the checkpoint's hidden and attention dropout probabilities.
+    /// Replaces every dropout probability of the checkpoint: hidden, attention, and the head's
+    /// (`classifier_dropout`, DistilBERT's `seq_classif_dropout` and `qa_dropout`).
     pub dropout: Option<f32>,
 }
 

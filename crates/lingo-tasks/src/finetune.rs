@@ -25,7 +25,7 @@ pub struct FinetuneRecipe {
     /// Linear warm-up over this fraction of the steps (`transformers`' `warmup_ratio`); overrides
     /// `train.schedule.warmup_steps`.
     pub warmup_ratio: Option<f32>,
-    /// Replaces the checkpoint's dropout probabilities (hidden and attention) when set.
+    /// Replaces every dropout probability of the checkpoint (hidden, attention, head) when set.
     pub dropout: Option<f32>,
     /// Label smoothing of the cross-entropy (not for regression).
     pub label_smoothing: f32,

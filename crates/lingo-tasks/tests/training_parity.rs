@@ -354,3 +354,47 @@ fn seq2seq_loss_gradients_and_one_adamw_step_match_pytorch() -> anyhow::Result<(
     }
     Ok(())
 }
+
+/// The training path — attention probabilities through the composed softmax, dropout layers —
+/// computes what the evaluation path does when dropout keeps everything (p = 1e-9), padding and
+/// all, so the parity above (taken in evaluation mode) holds for training too.
+#[test]
+fn the_training_path_equals_the_evaluation_path_without_dropout() -> anyhow::Result<()> {
+    let dev = Device::Cpu;
+    for case in [
+        "bert-qa",
+        "roberta-cls",
+        "distilbert-qa",
+        "albert-cls",
+        "electra-qa",
+    ] {
+        let f = read_safetensors(&folder(case).join("train.safetensors"), &dev)?;
+        let checkpoint = Checkpoint::open(&folder(case), &dev)?;
+        let options = LoadOptions {
+            dropout: Some(1e-9),
+            ..LoadOptions::default()
+        };
+        let loaded = BertModel::load_with(&checkpoint, &dev, &options)?;
+        let ids = f["input_ids"].to_dtype(DType::U32)?;
+        let mask = f["attention_mask"].to_dtype(DType::U32)?;
+        let types = f
+            .get("token_type_ids")
+            .map(|t| t.to_dtype(DType::U32))
+            .transpose()?;
+        let mut train = Ctx::train(lingo_nn::LingoRng::new(1));
+        let a = loaded
+            .model
+            .forward_in(&ids, Some(&mask), types.as_ref(), &mut train)?
+            .output;
+        let b = loaded
+            .model
+            .forward_in(&ids, Some(&mask), types.as_ref(), &mut Ctx::eval())?
+            .output;
+        let err = relative_error(&a, &b, 1e-3);
+        assert!(
+            err < 1e-5,
+            "{case}: training and evaluation outputs differ by {err:e}"
+        );
+    }
+    Ok(())
+}
