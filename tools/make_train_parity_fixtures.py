@@ -50,6 +50,28 @@ def batch(model, name, g):
     return out
 
 
+def record(model, out, adafactor=True):
+    """After `loss.backward()`: every parameter's gradient (zeros where nothing reads it, as for
+    t5-v1_1's `shared`), the weights after one AdamW step and, from the same start, after one
+    Adafactor step, into `out` as `grad.*`, `adamw.*`, `adafactor.*`."""
+    params = dict(model.named_parameters())
+    for k, p in params.items():
+        grad = p.grad if p.grad is not None else torch.zeros_like(p)
+        out[f"grad.{k}"] = grad.detach().clone().contiguous()
+    start = {k: p.detach().clone() for k, p in params.items()}
+    torch.optim.AdamW(params.values(), **ADAMW).step()
+    for k, p in params.items():
+        out[f"adamw.{k}"] = p.detach().clone().contiguous()
+    if adafactor:
+        with torch.no_grad():
+            for k, p in params.items():
+                p.copy_(start[k])
+        Adafactor(params.values(), lr=None, relative_step=True, scale_parameter=True).step()
+        for k, p in params.items():
+            out[f"adafactor.{k}"] = p.detach().clone().contiguous()
+    return len(params)
+
+
 def gpt2():
     """The causal-LM loss of GPT2LMHeadModel on an unpadded batch (labels = inputs, shifted inside)."""
     folder = os.path.join(ROOT, "gpt2")
@@ -59,22 +81,10 @@ def gpt2():
     ids = torch.randint(0, model.config.vocab_size, (2, 10), generator=g)
     loss = model(input_ids=ids, labels=ids).loss
     loss.backward()
-    params = dict(model.named_parameters())
     out = {"input_ids": ids, "loss": loss.detach().reshape(1)}
-    for k, p in params.items():
-        out[f"grad.{k}"] = p.grad.detach().clone().contiguous()
-    start = {k: p.detach().clone() for k, p in params.items()}
-    torch.optim.AdamW(params.values(), **ADAMW).step()
-    for k, p in params.items():
-        out[f"adamw.{k}"] = p.detach().clone().contiguous()
-    with torch.no_grad():
-        for k, p in params.items():
-            p.copy_(start[k])
-    Adafactor(params.values(), lr=None, relative_step=True, scale_parameter=True).step()
-    for k, p in params.items():
-        out[f"adafactor.{k}"] = p.detach().clone().contiguous()
+    n = record(model, out)
     save_file(out, os.path.join(folder, "train.safetensors"))
-    print("gpt2", f"loss {loss.item():.5f}", len(params), "parameters")
+    print("gpt2", f"loss {loss.item():.5f}", n, "parameters")
 
 
 def seq2seq(name, cls):
@@ -92,20 +102,13 @@ def seq2seq(name, cls):
     labels = torch.randint(5, vocab, (2, 5), generator=g)
     out = model(input_ids=ids, attention_mask=mask, labels=labels)
     out.loss.backward()
-    params = dict(model.named_parameters())
     start = model.config.decoder_start_token_id
     decoder_ids = torch.cat([torch.full((2, 1), start), labels[:, :-1]], dim=1)
     res = {"input_ids": ids, "attention_mask": mask, "labels": labels, "decoder_input_ids": decoder_ids,
            "loss": out.loss.detach().reshape(1)}
-    for k, p in params.items():
-        # A parameter nothing reads (t5-v1_1's `shared`, beside its own embeddings) has none.
-        grad = p.grad if p.grad is not None else torch.zeros_like(p)
-        res[f"grad.{k}"] = grad.detach().clone().contiguous()
-    torch.optim.AdamW(params.values(), **ADAMW).step()
-    for k, p in params.items():
-        res[f"adamw.{k}"] = p.detach().clone().contiguous()
+    n = record(model, res, adafactor=False)
     save_file(res, os.path.join(folder, "train.safetensors"))
-    print(name, f"loss {out.loss.item():.5f}", len(params), "parameters")
+    print(name, f"loss {out.loss.item():.5f}", n, "parameters")
 
 
 def main():
@@ -124,23 +127,11 @@ def main():
         inputs = batch(model, name, g)
         loss = model(**inputs).loss
         loss.backward()
-        params = dict(model.named_parameters())
         out = {k: v.contiguous() for k, v in inputs.items()}
         out["loss"] = loss.detach().reshape(1)
-        for k, p in params.items():
-            out[f"grad.{k}"] = p.grad.detach().clone().contiguous()
-        start = {k: p.detach().clone() for k, p in params.items()}
-        torch.optim.AdamW(params.values(), **ADAMW).step()
-        for k, p in params.items():
-            out[f"adamw.{k}"] = p.detach().clone().contiguous()
-        with torch.no_grad():
-            for k, p in params.items():
-                p.copy_(start[k])
-        Adafactor(params.values(), lr=None, relative_step=True, scale_parameter=True).step()
-        for k, p in params.items():
-            out[f"adafactor.{k}"] = p.detach().clone().contiguous()
+        n = record(model, out)
         save_file(out, os.path.join(folder, "train.safetensors"))
-        print(name, f"loss {loss.item():.5f}", len(params), "parameters")
+        print(name, f"loss {loss.item():.5f}", n, "parameters")
 
 
 if __name__ == "__main__":

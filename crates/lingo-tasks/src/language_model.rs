@@ -63,7 +63,8 @@ pub struct LmTask {
     params: ParamStore,
     /// Tokens per training window (the model's context when training from scratch).
     block: usize,
-    /// A fine-tuned Hugging Face GPT-2 saves back as one: its config and checkpoint names.
+    /// A fine-tuned Hugging Face GPT-2 saves back as `GPT2LMHeadModel`: that config and the
+    /// parameters' names in it.
     gpt2: Option<(serde_json::Value, StoredNames)>,
     source: Option<String>,
 }
@@ -116,25 +117,15 @@ impl LmTask {
         recipe: &mut crate::FinetuneRecipe,
     ) -> anyhow::Result<Self> {
         let raw: serde_json::Value = read_json(&model_dir.join("config.json"))?;
-        let (mut model_config, params, gpt2, tokenizer) = if raw["model_type"] == "gpt2" {
-            let checkpoint = Checkpoint::open(model_dir, &Device::Cpu)?;
-            let (model, store, names) = Gpt::load_gpt2(&checkpoint, &Device::Cpu)?;
-            let tokenizer =
-                Tokenizer::load(&model_dir.join("tokenizer.json")).with_context(|| {
-                    format!(
-                        "{}: a GPT-2 folder needs its tokenizer.json",
-                        model_dir.display()
-                    )
-                })?;
-            (model.config, store, Some((raw, names)), tokenizer)
+        let (model, params, gpt2, tokenizer) = if raw["model_type"] == "gpt2" {
+            let (model, params, names, tokenizer) = open_gpt2(model_dir)?;
+            let export = gpt2_export(raw, &names, &params);
+            (model, params, Some(export), tokenizer)
         } else {
-            let lm = LanguageModel::load(model_dir)?;
-            let params = ParamStore::new(recipe.train.seed, &Device::Cpu);
-            let config = lm.model.config.clone();
-            Gpt::new(config.clone(), &params.root())?;
-            params.load(&model_dir.join("model.safetensors"))?;
-            (config, params, None, lm.tokenizer)
+            let (model, params, tokenizer) = open_lingo(model_dir)?;
+            (model, params, None, tokenizer)
         };
+        let mut model_config = model.config;
         if let Some(p) = recipe.dropout {
             model_config.dropout = p;
         }
@@ -237,28 +228,12 @@ impl TrainTask for LmTask {
         match &self.gpt2 {
             Some((config, names)) => {
                 let dir = path.parent().unwrap_or(Path::new("."));
-                let prefixed = |n: &str| {
-                    let stored = names.stored(n);
-                    if stored.starts_with("transformer.") || stored == "lm_head.weight" {
-                        stored.to_string()
-                    } else {
-                        format!("transformer.{stored}")
-                    }
-                };
-                let renamed = StoredNames::from_pairs(
-                    self.params
-                        .named()
-                        .into_iter()
-                        .map(|(n, _)| (n.clone(), prefixed(&n))),
-                );
-                let mut config = config.clone();
-                config["architectures"] = serde_json::json!(["GPT2LMHeadModel"]);
                 Ok(save_pretrained(
                     dir,
-                    &config,
+                    config,
                     &self.params,
-                    &renamed,
-                    |n, t| gpt2_layout(renamed.stored(n), t),
+                    names,
+                    |n, t| gpt2_layout(names.stored(n), t),
                 )?)
             }
             None => Ok(self.params.save(path)?),
@@ -283,6 +258,64 @@ impl TrainTask for LmTask {
     }
 }
 
+/// A Hugging Face GPT-2 folder: the model, its parameters, their checkpoint names, its tokenizer.
+fn open_gpt2(dir: &Path) -> anyhow::Result<(Gpt, ParamStore, StoredNames, Tokenizer)> {
+    let checkpoint = Checkpoint::open(dir, &Device::Cpu)?;
+    let (model, store, names) = Gpt::load_gpt2(&checkpoint, &Device::Cpu)?;
+    let tokenizer = Tokenizer::load(&dir.join("tokenizer.json"))
+        .with_context(|| format!("{}: a GPT-2 folder needs its tokenizer.json", dir.display()))?;
+    Ok((model, store, names, tokenizer))
+}
+
+/// A folder `lingo train lm` wrote: the model, its parameters and its tokenizer.
+fn open_lingo(dir: &Path) -> anyhow::Result<(Gpt, ParamStore, Tokenizer)> {
+    let config = match read_json::<ModelConfig>(&dir.join("config.json"))? {
+        ModelConfig::Gpt(config) => config,
+        other => bail!(
+            "{}: not a language model ({other:?})",
+            dir.join("config.json").display()
+        ),
+    };
+    config
+        .validate()
+        .map_err(|e| anyhow::anyhow!("{}: {e}", dir.join("config.json").display()))?;
+    let tokenizer = Tokenizer::load(&dir.join("tokenizer.json"))?;
+    if tokenizer.vocab_size() != config.vocab_size {
+        bail!(
+            "{}: tokenizer has {} tokens but config.json says vocab_size {}",
+            dir.display(),
+            tokenizer.vocab_size(),
+            config.vocab_size
+        );
+    }
+    let params = ParamStore::new(0, &Device::Cpu);
+    let model = Gpt::new(config, &params.root())?;
+    params
+        .load(&dir.join("model.safetensors"))
+        .context("loading the model weights")?;
+    Ok((model, params, tokenizer))
+}
+
+/// How a GPT-2 loaded from `config` saves back: as `GPT2LMHeadModel`, every parameter under
+/// `transformer.` (a bare `GPT2Model` checkpoint has no prefix) except the tied head.
+fn gpt2_export(
+    mut config: serde_json::Value,
+    names: &StoredNames,
+    params: &ParamStore,
+) -> (serde_json::Value, StoredNames) {
+    config["architectures"] = serde_json::json!(["GPT2LMHeadModel"]);
+    let renamed = StoredNames::from_pairs(params.named().into_iter().map(|(n, _)| {
+        let stored = names.stored(&n);
+        let name = if stored.starts_with("transformer.") || stored == "lm_head.weight" {
+            stored.to_string()
+        } else {
+            format!("transformer.{stored}")
+        };
+        (n, name)
+    }));
+    (config, renamed)
+}
+
 /// A trained language model loaded from its folder.
 pub struct LanguageModel {
     pub model: Gpt,
@@ -301,11 +334,7 @@ impl LanguageModel {
         let config_path = dir.join("config.json");
         let raw: serde_json::Value = read_json(&config_path)?;
         if raw["model_type"] == "gpt2" {
-            let checkpoint = Checkpoint::open(dir, &Device::Cpu)?;
-            let (model, _, _) = Gpt::load_gpt2(&checkpoint, &Device::Cpu)?;
-            let tokenizer = Tokenizer::load(&dir.join("tokenizer.json")).with_context(|| {
-                format!("{}: a GPT-2 folder needs its tokenizer.json", dir.display())
-            })?;
+            let (model, _, _, tokenizer) = open_gpt2(dir)?;
             // generation_config.json, where present, overrides config.json.
             let generation: Option<serde_json::Value> =
                 read_json(&dir.join("generation_config.json")).ok();
@@ -320,30 +349,7 @@ impl LanguageModel {
                 eos,
             });
         }
-        let config = match read_json::<ModelConfig>(&dir.join("config.json"))? {
-            ModelConfig::Gpt(config) => config,
-            other => bail!(
-                "{}: not a language model ({other:?})",
-                dir.join("config.json").display()
-            ),
-        };
-        config
-            .validate()
-            .map_err(|e| anyhow::anyhow!("{}: {e}", dir.join("config.json").display()))?;
-        let tokenizer = Tokenizer::load(&dir.join("tokenizer.json"))?;
-        if tokenizer.vocab_size() != config.vocab_size {
-            bail!(
-                "{}: tokenizer has {} tokens but config.json says vocab_size {}",
-                dir.display(),
-                tokenizer.vocab_size(),
-                config.vocab_size
-            );
-        }
-        let params = ParamStore::new(0, &Device::Cpu);
-        let model = Gpt::new(config, &params.root())?;
-        params
-            .load(&dir.join("model.safetensors"))
-            .context("loading the model weights")?;
+        let (model, _, tokenizer) = open_lingo(dir)?;
         Ok(LanguageModel {
             model,
             tokenizer,

@@ -401,35 +401,3 @@ mod tests {
         Ok(())
     }
 }
-
-#[cfg(test)]
-mod real_data_dump {
-    use super::*;
-    use lingo_data::Tokenizer;
-
-    /// Writes the training windows of `LINGO_QA_DUMP_DATA` (tokenizer `LINGO_QA_DUMP_MODEL`) as
-    /// JSON for comparison with `run_qa.py`'s features; run by hand.
-    #[test]
-    #[ignore]
-    fn dump_windows() -> anyhow::Result<()> {
-        let (Ok(model), Ok(data)) = (
-            std::env::var("LINGO_QA_DUMP_MODEL"),
-            std::env::var("LINGO_QA_DUMP_DATA"),
-        ) else {
-            return Ok(());
-        };
-        let tok = Tokenizer::load(&Path::new(&model).join("tokenizer.json"))?;
-        let encoder = TaskTokenizer::new(&tok, 256)?;
-        let questions: Vec<Arc<SquadQuestion>> = read_squad(Path::new(&data), true)?
-            .into_iter()
-            .map(Arc::new)
-            .collect();
-        let windows = encode_windows(&encoder, &questions, 128, Path::new(&data))?;
-        let out: Vec<_> = windows
-            .iter()
-            .map(|w| serde_json::json!([w.index, w.input.ids, w.input.type_ids, w.start, w.end]))
-            .collect();
-        std::fs::write("/tmp/lingo_windows.json", serde_json::to_string(&out)?)?;
-        Ok(())
-    }
-}

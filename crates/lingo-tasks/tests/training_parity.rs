@@ -34,6 +34,17 @@ fn folder(name: &str) -> PathBuf {
         .join(name)
 }
 
+/// The AdamW step of the fixtures (`tools/make_train_parity_fixtures.py`'s `ADAMW`).
+fn adamw() -> OptimizerConfig {
+    OptimizerConfig::AdamW(AdamWConfig {
+        lr: 1e-3,
+        beta1: 0.9,
+        beta2: 0.999,
+        eps: 1e-8,
+        weight_decay: 0.01,
+    })
+}
+
 /// `max |a − b| / max(max |b|, floor)` over a tensor: relative, except for tensors that are zero
 /// up to rounding (the last layer's norm bias under a QA loss, whose position gradients sum to 0),
 /// which are held to `floor` absolutely.
@@ -166,14 +177,7 @@ fn loss_gradients_and_one_optimizer_step_match_pytorch() -> anyhow::Result<()> {
             let err = relative_error(got, want, 1e-3);
             assert!(err < 1e-4, "{case}: gradient of {name} is off by {err:e}");
         }
-        let adamw = AdamWConfig {
-            lr: 1e-3,
-            beta1: 0.9,
-            beta2: 0.999,
-            eps: 1e-8,
-            weight_decay: 0.01,
-        };
-        step_and_compare(case, &f, OptimizerConfig::AdamW(adamw), "adamw")?;
+        step_and_compare(case, &f, adamw(), "adamw")?;
         step_and_compare(
             case,
             &f,
@@ -221,14 +225,7 @@ fn gpt2_loss_gradients_and_one_adamw_step_match_pytorch() -> anyhow::Result<()> 
         assert!(err < 1e-4, "gpt2: gradient of {stored} is off by {err:e}");
     }
     let (loss, store, names) = run()?;
-    let adamw = OptimizerConfig::AdamW(AdamWConfig {
-        lr: 1e-3,
-        beta1: 0.9,
-        beta2: 0.999,
-        eps: 1e-8,
-        weight_decay: 0.01,
-    });
-    let mut opt = Optimizer::new(adamw, &store, DecayPolicy::All, &[]);
+    let mut opt = Optimizer::new(adamw(), &store, DecayPolicy::All, &[]);
     opt.step(
         0,
         &Gradients::from_store(&opt.params(), &loss.backward()?),
@@ -324,14 +321,7 @@ fn seq2seq_loss_gradients_and_one_adamw_step_match_pytorch() -> anyhow::Result<(
             }
         }
         let (loss, store, names) = run()?;
-        let adamw = OptimizerConfig::AdamW(AdamWConfig {
-            lr: 1e-3,
-            beta1: 0.9,
-            beta2: 0.999,
-            eps: 1e-8,
-            weight_decay: 0.01,
-        });
-        let mut opt = Optimizer::new(adamw, &store, DecayPolicy::All, &[]);
+        let mut opt = Optimizer::new(adamw(), &store, DecayPolicy::All, &[]);
         opt.step(
             0,
             &Gradients::from_store(&opt.params(), &loss.backward()?),

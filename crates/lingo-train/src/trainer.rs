@@ -117,6 +117,36 @@ impl EarlyStopping {
             Some(b) => value < b - self.threshold,
         }
     }
+
+    /// Records one evaluation (`val` and the task's `metrics`) in the run's counters; true when it
+    /// is the best so far.
+    fn observe(
+        &self,
+        val: f64,
+        metrics: &BTreeMap<String, f64>,
+        meta: &mut CheckpointMeta,
+    ) -> anyhow::Result<bool> {
+        let value = if self.metric == "val_loss" {
+            val
+        } else {
+            *metrics.get(&self.metric).with_context(|| {
+                format!(
+                    "early_stopping: metric `{}` is not among the evaluation's (val_loss, {})",
+                    self.metric,
+                    metrics.keys().cloned().collect::<Vec<_>>().join(", ")
+                )
+            })?
+        };
+        if self.improves(value, meta.best_metric) {
+            meta.best_metric = Some(value);
+            meta.best_step = Some(meta.step);
+            meta.evals_since_best = 0;
+            Ok(true)
+        } else {
+            meta.evals_since_best += 1;
+            Ok(false)
+        }
+    }
 }
 
 /// Where early stopping keeps the best weights.
@@ -268,6 +298,7 @@ impl Trainer {
 
         while meta.step < cfg.steps {
             let step_start = Instant::now();
+            let mut out_of_patience = false;
             let lr = cfg.schedule.lr(cfg.optimizer.lr(), meta.step, cfg.steps);
             let (loss, tokens, grads) = self.accumulate(task, &params, meta.step, &mut ctx)?;
             if !loss.is_finite() {
@@ -307,28 +338,11 @@ impl Trainer {
                 let val = task.eval_loss(cfg.batch_size, cfg.eval_batches)?;
                 let metrics = task.evaluate(cfg.batch_size)?;
                 if let Some(es) = &cfg.early_stopping {
-                    let value = if es.metric == "val_loss" {
-                        val
-                    } else {
-                        *metrics.get(&es.metric).with_context(|| {
-                            format!(
-                                "early_stopping: metric `{}` is not among the evaluation's (val_loss, {})",
-                                es.metric,
-                                metrics.keys().cloned().collect::<Vec<_>>().join(", ")
-                            )
-                        })?
-                    };
-                    if es.improves(value, meta.best_metric) {
-                        meta.best_metric = Some(value);
-                        meta.best_step = Some(meta.step);
-                        meta.evals_since_best = 0;
-                        if es.restore_best {
-                            params.save(&self.out_dir.join(BEST_FILE))?;
-                        }
-                    } else {
-                        meta.evals_since_best += 1;
-                        stopped_early = meta.evals_since_best >= es.patience;
+                    let improved = es.observe(val, &metrics, &mut meta)?;
+                    if improved && es.restore_best {
+                        params.save(&self.out_dir.join(BEST_FILE))?;
                     }
+                    out_of_patience = !improved && meta.evals_since_best >= es.patience;
                 }
                 last_val = Some(val);
                 meta.best_val_loss = Some(meta.best_val_loss.map_or(val, |b: f64| b.min(val)));
@@ -363,14 +377,15 @@ impl Trainer {
             if (cfg.checkpoint_every > 0 && meta.step % cfg.checkpoint_every == 0)
                 || last
                 || stopping
-                || stopped_early
+                || out_of_patience
             {
                 meta.rng = ctx.rng.state();
                 meta.elapsed_secs = elapsed_before + start.elapsed().as_secs_f64();
                 checkpoint::save(&ckpt_path, &params, &optimizer, &meta)?;
                 task.save_weights(&self.out_dir.join("model.safetensors"))?;
             }
-            if stopped_early && !last {
+            if out_of_patience && !last {
+                stopped_early = true;
                 self.say(
                     &bar,
                     format!(
@@ -384,7 +399,6 @@ impl Trainer {
                 );
                 break;
             }
-            stopped_early = false;
             if stopping && !last {
                 interrupted = true;
                 self.say(
