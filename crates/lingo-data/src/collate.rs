@@ -53,11 +53,7 @@ impl TaskTokenizer {
             )));
         }
         let mut inner = tokenizer.inner().clone();
-        let pad_id = inner
-            .get_padding()
-            .map(|p| p.pad_id)
-            .or_else(|| ["[PAD]", "<pad>"].iter().find_map(|t| inner.token_to_id(t)))
-            .unwrap_or(0);
+        let pad_id = tokenizer.pad_id();
         inner.with_padding(None);
         inner
             .with_truncation(Some(TruncationParams {
@@ -159,10 +155,20 @@ impl Windows {
 }
 
 /// A padded batch: `[batch, longest]` token ids, token type ids and attention mask (1 = token).
+#[derive(Clone, Debug)]
 pub struct Batch {
     pub input_ids: Tensor,
     pub token_type_ids: Tensor,
     pub attention_mask: Tensor,
+}
+
+impl Batch {
+    /// The batch as a model's inputs (ids, attention mask, token types).
+    pub fn inputs(&self) -> lingo_models::ModelInputs {
+        lingo_models::ModelInputs::new(self.input_ids.clone())
+            .with_attention_mask(self.attention_mask.clone())
+            .with_token_type_ids(self.token_type_ids.clone())
+    }
 }
 
 /// Pads `examples` to the longest among them with `pad_id` (type 0, mask 0).

@@ -13,7 +13,7 @@ pub mod tokenizer;
 pub use collate::{collate, Batch, Encoded, TaskTokenizer};
 pub use conll::{read_tagged, TaggedSentence};
 pub use labelled::{read_labelled, LabelledText};
-pub use parallel::{read_file, read_lines, read_pairs};
+pub use parallel::{is_json, read_file, read_json_pairs, read_lines, read_pairs};
 pub use squad::{read_squad, SquadAnswer, SquadQuestion};
 pub use synthetic::{Date, DateTask, Grammar, Pair};
 pub use text::{read_text, Split, TextDataset};

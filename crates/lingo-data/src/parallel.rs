@@ -1,6 +1,8 @@
-//! Reading sentence pairs for translation: two line-aligned files (line *i* of one translates line *i*
-//! of the other), one tab-separated file (`source<TAB>target`), or JSON lines
-//! (`{"source": …, "target": …}`). Files ending in `.gz` are decompressed. Errors name the file and line.
+//! Reading sentence pairs for translation and summarisation: two line-aligned files (line *i* of one
+//! translates line *i* of the other), one tab-separated file (`source<TAB>target`), or JSON — lines
+//! of objects, or one array of them (SAMSum's layout) — with the two sides under given field names
+//! (`source` and `target` unless told). Files ending in `.gz` are decompressed. Errors name the file
+//! and line (or record).
 
 use crate::synthetic::Pair;
 use crate::{DataError, Result};
@@ -62,6 +64,73 @@ fn check_nonempty(path: &Path, line: usize, side: &str, text: &str) -> Result<()
 /// Sentence pairs from `source` and, if given, the line-aligned `target` file; with no `target`,
 /// `source` must be `.tsv` or `.jsonl` (optionally `.gz`).
 pub fn read_pairs(source: &Path, target: Option<&Path>) -> Result<Vec<Pair>> {
+    let fields = ("source", "target");
+    if target.is_none() && is_json(source) {
+        let (pairs, empty) = read_json_pairs(source, fields)?;
+        if let Some(record) = empty.first() {
+            return Err(file_err(
+                source,
+                format!("record {record}: the source or target is empty"),
+            ));
+        }
+        return Ok(pairs);
+    }
+    read_text_pairs(source, target)
+}
+
+/// Whether `path` names a JSON or JSON-lines file (optionally `.gz`).
+pub fn is_json(path: &Path) -> bool {
+    let name = path.to_string_lossy();
+    let name = name.trim_end_matches(".gz");
+    name.ends_with(".jsonl") || name.ends_with(".json")
+}
+
+/// Pairs from a JSON file — one object per line, or one array of objects — with the source under
+/// `fields.0` and the target under `fields.1`. Records with an empty source or target are left
+/// out; their numbers (1-based) are returned beside the pairs (SAMSum's training split holds one
+/// empty dialogue).
+pub fn read_json_pairs(path: &Path, fields: (&str, &str)) -> Result<(Vec<Pair>, Vec<usize>)> {
+    let text = read_file(path)?;
+    let records: Vec<(usize, serde_json::Value)> = if text.trim_start().starts_with('[') {
+        let all: Vec<serde_json::Value> = serde_json::from_str(&text)
+            .map_err(|e| file_err(path, format!("not a valid JSON array ({e})")))?;
+        all.into_iter()
+            .enumerate()
+            .map(|(i, v)| (i + 1, v))
+            .collect()
+    } else {
+        (text.lines().enumerate())
+            .filter(|(_, l)| !l.trim().is_empty())
+            .map(|(i, line)| {
+                serde_json::from_str(line)
+                    .map(|v| (i + 1, v))
+                    .map_err(|e| file_err(path, format!("line {}: not valid JSON ({e})", i + 1)))
+            })
+            .collect::<Result<_>>()?
+    };
+    let (mut pairs, mut empty) = (Vec::with_capacity(records.len()), Vec::new());
+    for (n, v) in records {
+        let field = |k: &str| {
+            v.get(k)
+                .and_then(|x| x.as_str())
+                .map(String::from)
+                .ok_or_else(|| file_err(path, format!("record {n}: missing string field `{k}`")))
+        };
+        let (s, t) = (field(fields.0)?, field(fields.1)?);
+        if s.trim().is_empty() || t.trim().is_empty() {
+            empty.push(n);
+        } else {
+            pairs.push((s, t));
+        }
+    }
+    if pairs.is_empty() {
+        return Err(file_err(path, "no pairs with a source and a target".into()));
+    }
+    Ok((pairs, empty))
+}
+
+/// Pairs from line-aligned files or a `.tsv` file.
+fn read_text_pairs(source: &Path, target: Option<&Path>) -> Result<Vec<Pair>> {
     let lines = read_lines(source)?;
     let mut pairs = Vec::with_capacity(lines.len());
     match target {
@@ -84,8 +153,7 @@ pub fn read_pairs(source: &Path, target: Option<&Path>) -> Result<Vec<Pair>> {
         }
         None => {
             let name = source.to_string_lossy().trim_end_matches(".gz").to_string();
-            let jsonl = name.ends_with(".jsonl") || name.ends_with(".json");
-            if !jsonl && !name.ends_with(".tsv") {
+            if !name.ends_with(".tsv") {
                 return Err(file_err(
                     source,
                     "give a target file too, or use a .tsv or .jsonl file of pairs".into(),
@@ -97,30 +165,14 @@ pub fn read_pairs(source: &Path, target: Option<&Path>) -> Result<Vec<Pair>> {
                 .filter(|(_, l)| !l.trim().is_empty())
             {
                 let n = i + 1;
-                let (s, t) = if jsonl {
-                    let v: serde_json::Value = serde_json::from_str(&line)
-                        .map_err(|e| file_err(source, format!("line {n}: not valid JSON ({e})")))?;
-                    let field = |k: &str| {
-                        v.get(k)
-                            .and_then(|x| x.as_str())
-                            .map(String::from)
-                            .ok_or_else(|| {
-                                file_err(source, format!("line {n}: missing string field `{k}`"))
-                            })
-                    };
-                    (field("source")?, field("target")?)
-                } else {
-                    let mut parts = line.split('\t');
-                    match (parts.next(), parts.next(), parts.next()) {
-                        (Some(s), Some(t), None) => (s.to_string(), t.to_string()),
-                        _ => {
-                            return Err(file_err(
-                                source,
-                                format!(
-                                    "line {n}: expected exactly one tab between source and target"
-                                ),
-                            ))
-                        }
+                let mut parts = line.split('\t');
+                let (s, t) = match (parts.next(), parts.next(), parts.next()) {
+                    (Some(s), Some(t), None) => (s.to_string(), t.to_string()),
+                    _ => {
+                        return Err(file_err(
+                            source,
+                            format!("line {n}: expected exactly one tab between source and target"),
+                        ))
                     }
                 };
                 check_nonempty(source, n, "source", &s)?;
@@ -193,10 +245,20 @@ mod tests {
         let err = read_pairs(&tsv, None).unwrap_err().to_string();
         assert!(err.contains("line 2") && err.contains("tab"), "{err}");
         let jsonl = p("e.jsonl", "{\"source\": \"x\"}\n");
-        assert!(read_pairs(&jsonl, None)
-            .unwrap_err()
-            .to_string()
-            .contains("`target`"));
+        let err = read_pairs(&jsonl, None).unwrap_err().to_string();
+        assert!(
+            err.contains("`target`") && err.contains("record 1"),
+            "{err}"
+        );
+        // A JSON array under other field names, one record with an empty source left out.
+        let array = p(
+            "g.json",
+            r#"[{"dialogue": "a: hi", "summary": "a greets"}, {"dialogue": "", "summary": "x"}]"#,
+        );
+        let (pairs, empty) = read_json_pairs(&array, ("dialogue", "summary")).unwrap();
+        assert_eq!((pairs.len(), empty), (1, vec![2]));
+        let err = read_pairs(&array, None).unwrap_err().to_string();
+        assert!(err.contains("`source`"), "{err}");
         let txt = p("f.txt", "x\n");
         assert!(read_pairs(&txt, None)
             .unwrap_err()

@@ -223,6 +223,37 @@ impl Tokenizer {
         self.inner.token_to_id(token)
     }
 
+    /// The padding id: the tokenizer's padding setting, else its `[PAD]` or `<pad>` token, else 0.
+    pub fn pad_id(&self) -> u32 {
+        (self.inner.get_padding().map(|p| p.pad_id))
+            .or_else(|| ["[PAD]", "<pad>"].iter().find_map(|t| self.token_to_id(t)))
+            .unwrap_or(0)
+    }
+
+    /// `text` encoded as a model takes it: with the special tokens the tokenizer's post-processor
+    /// adds (`[CLS] … [SEP]`, `… </s>`), offsets and word ids.
+    pub fn encode_input(&self, text: &str) -> Result<crate::Encoded> {
+        let enc = self.inner.encode(text, true).map_err(tok_err)?;
+        Ok(crate::Encoded::from(&enc))
+    }
+
+    /// `texts` encoded as model inputs and padded to the longest (ids, attention mask, token
+    /// types), on the CPU.
+    pub fn batch(&self, texts: &[&str]) -> Result<crate::Batch> {
+        if texts.is_empty() {
+            return Err(DataError::Invalid(
+                "an empty batch: give at least one text".into(),
+            ));
+        }
+        let encoded = texts
+            .iter()
+            .map(|t| self.encode_input(t))
+            .collect::<Result<Vec<_>>>()?;
+        let refs: Vec<&crate::Encoded> = encoded.iter().collect();
+        crate::collate(&refs, self.pad_id(), &candle_core::Device::Cpu)
+            .map_err(|e| DataError::Invalid(e.to_string()))
+    }
+
     pub fn inner(&self) -> &tokenizers::Tokenizer {
         &self.inner
     }

@@ -2,9 +2,8 @@
 //! the tokens `transformers`' `generate` gives for the same GPT-2 checkpoint
 //! (tools/make_hf_fixtures.py).
 
-use candle_core::Device;
 use lingo_generate::{beam_search_lm, generate, BeamConfig, SamplingConfig};
-use lingo_models::hf::Checkpoint;
+use lingo_models::auto::{AutoModel, LoadOptions};
 use lingo_models::Gpt;
 use lingo_nn::LingoRng;
 use std::path::PathBuf;
@@ -13,8 +12,12 @@ use std::path::PathBuf;
 fn fixture() -> (Gpt, serde_json::Value) {
     let dir =
         PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../lingo-models/tests/fixtures/hf/gpt2");
-    let checkpoint = Checkpoint::open(&dir, &Device::Cpu).unwrap();
-    let (model, _, _) = Gpt::load_gpt2(&checkpoint, &Device::Cpu).unwrap();
+    let AutoModel::Gpt(model) = AutoModel::load(&dir, &LoadOptions::default())
+        .unwrap()
+        .model
+    else {
+        panic!("gpt2 is a GPT");
+    };
     let generated = std::fs::read_to_string(dir.join("generate.json")).unwrap();
     (model, serde_json::from_str(&generated).unwrap())
 }

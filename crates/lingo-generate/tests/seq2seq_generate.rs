@@ -3,7 +3,7 @@
 
 use candle_core::{Device, Tensor};
 use lingo_generate::{beam_search, BeamConfig};
-use lingo_models::auto::AutoModel;
+use lingo_models::auto::{AutoModel, LoadOptions};
 use lingo_models::Seq2SeqLm;
 use std::path::PathBuf;
 
@@ -27,10 +27,10 @@ fn encoder_decoders_decode_like_transformers() {
         let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
             .join("../lingo-models/tests/fixtures/hf")
             .join(name);
-        let loaded = AutoModel::load(&dir, &Device::Cpu).unwrap();
+        let loaded = AutoModel::load(&dir, &LoadOptions::default()).unwrap();
         let model: &dyn Seq2SeqLm = match &loaded.model {
             AutoModel::T5(m) => m,
-            AutoModel::EncoderDecoder(m) => m,
+            AutoModel::Bart(m) => m,
             _ => panic!("{name}: not an encoder-decoder"),
         };
         let expected: serde_json::Value =

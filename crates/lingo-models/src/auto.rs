@@ -1,120 +1,208 @@
-//! Any supported Hugging Face model folder, picked by its `config.json` (`model_type`, then
-//! `architectures` for the head), behind one forward pass.
+//! One way into a model folder: [`AutoModel::load`] reads `config.json` once, picks the family from
+//! `model_type` (and the head from `architectures`, or [`LoadOptions::head`]), builds the model with
+//! its parameters taken straight from the weights, and returns it with the config as the model now
+//! is and a report of what loading left out — for Hugging Face folders (BERT, RoBERTa, ALBERT,
+//! DistilBERT, ELECTRA, GPT-2, T5, BART, Marian) and Lingo's own (`lingo-gpt`,
+//! `lingo-transformer`, `lingo-rnn-seq2seq`) alike. [`Loaded::save`] writes it back in its layout.
 
 use crate::bart::Bart;
-use crate::bert::BertModel;
-use crate::hf::{Checkpoint, LoadError, StoredNames};
+use crate::bert::{BertModel, Head};
+use crate::config::ModelConfig;
+use crate::contracts::{CausalLm, Seq2SeqTrain};
+use crate::hf::{Checkpoint, LoadError, LoadReport, Lookup, StoredNames};
+use crate::outputs::{ModelInputs, ModelOutput};
 use crate::t5::T5;
-use crate::Gpt;
-use candle_core::{bail, Device, Result, Tensor};
-use lingo_nn::ParamStore;
+use crate::transformer::Transformer;
+use crate::{Gpt, RnnSeq2Seq};
+use candle_core::{bail, Device, Result};
+use lingo_nn::{Ctx, ParamStore};
 use std::path::Path;
 
 /// A loaded model of one of the supported families.
 pub enum AutoModel {
+    /// The BERT family with its head.
     Encoder(BertModel),
-    Gpt2(Gpt),
-    EncoderDecoder(Bart),
+    /// GPT-2, or a Lingo GPT.
+    Gpt(Gpt),
+    /// BART or Marian.
+    Bart(Bart),
     T5(T5),
+    /// Lingo's original Transformer encoder–decoder.
+    Transformer(Transformer),
+    /// Lingo's recurrent encoder–decoder.
+    Rnn(RnnSeq2Seq),
 }
 
-/// The inputs of one forward pass, as `transformers` names them (`[batch, time]` u32 each).
-pub struct ModelInputs {
-    pub input_ids: Tensor,
-    pub attention_mask: Option<Tensor>,
-    pub token_type_ids: Option<Tensor>,
-    pub decoder_input_ids: Option<Tensor>,
+/// How to load a model folder.
+#[derive(Clone, Debug)]
+pub struct LoadOptions {
+    /// The head to build on a BERT-family encoder (default: the one `architectures` names); a head
+    /// the checkpoint lacks is newly initialised from `seed` with the config's
+    /// `initializer_range`, as `transformers` does.
+    pub head: Option<Head>,
+    /// Label names in id order, replacing the checkpoint's `id2label`; one label means regression.
+    pub labels: Option<Vec<String>>,
+    /// Seed of new weights' initialisation.
+    pub seed: u64,
+    /// Replaces every dropout probability of the checkpoint (hidden, attention, activation, the
+    /// head's): what fine-tuning recipes call `dropout`.
+    pub dropout: Option<f32>,
+    /// Where the parameters live. Weights stored as f16 or bf16 are converted to f32, in which Lingo
+    /// computes.
+    pub device: Device,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        LoadOptions {
+            head: None,
+            labels: None,
+            seed: 0,
+            dropout: None,
+            device: Device::Cpu,
+        }
+    }
 }
 
 /// A model loaded from a folder, with what it takes to save it back in the same layout.
-pub struct Pretrained {
+pub struct Loaded {
     pub model: AutoModel,
     pub store: ParamStore,
+    /// `config.json` as the model now is: a new head's architecture, new labels, overridden
+    /// dropout.
     pub config: serde_json::Value,
-    names: StoredNames,
-}
-
-impl Pretrained {
-    /// Writes `config.json` and `model.safetensors` to `dir` so that `transformers` (or Lingo)
-    /// loads the same model from it.
-    pub fn save(&self, dir: &Path) -> std::result::Result<(), LoadError> {
-        std::fs::create_dir_all(dir).map_err(|e| LoadError::Io(dir.into(), e))?;
-        let convert = |name: &str, t: Tensor| match self.model {
-            AutoModel::Gpt2(_) => crate::gpt::gpt2_layout(name, t),
-            _ => Ok(t),
-        };
-        crate::hf::save_pretrained(dir, &self.config, &self.store, &self.names, convert)
-    }
+    /// The weights newly initialised and the checkpoint tensors no parameter read, which
+    /// [`LoadReport::warning`] words as `transformers` warns.
+    pub report: LoadReport,
+    /// Each parameter's name in the saved layout.
+    pub names: StoredNames,
 }
 
 impl AutoModel {
-    /// Opens `dir` and builds the model its `config.json` describes.
-    pub fn load(dir: &Path, device: &Device) -> std::result::Result<Pretrained, LoadError> {
-        let checkpoint = Checkpoint::open(dir, device)?;
+    /// Opens the model folder `dir` and builds the model its `config.json` describes.
+    pub fn load(dir: &Path, options: &LoadOptions) -> std::result::Result<Loaded, LoadError> {
+        let checkpoint = Checkpoint::open(dir, &options.device)?;
         let model_type = checkpoint.model_type()?.to_string();
-        let (model, store, names) = match model_type.as_str() {
-            "bert" | "roberta" | "xlm-roberta" | "electra" | "albert" | "distilbert" => {
-                let (m, store, names) = BertModel::load(&checkpoint, device)?;
-                (AutoModel::Encoder(m), store, names)
-            }
-            "gpt2" => {
-                let (m, store, names) = Gpt::load_gpt2(&checkpoint, device)?;
-                (AutoModel::Gpt2(m), store, names)
-            }
-            "t5" => {
-                let (m, store, names) = T5::load(&checkpoint, device)?;
-                (AutoModel::T5(m), store, names)
-            }
-            "bart" | "marian" => {
-                let (m, store, names) = Bart::load(&checkpoint, device)?;
-                (AutoModel::EncoderDecoder(m), store, names)
-            }
+        if options.head.is_some() && !crate::bert::is_bert_family(&model_type) {
+            return Err(checkpoint.invalid_config(format!(
+                "a {model_type} model has one head; choosing a head is for BERT-family encoders"
+            )));
+        }
+        let loaded = match model_type.as_str() {
+            t if crate::bert::is_bert_family(t) => BertModel::load(&checkpoint, options)?,
+            "gpt2" => Gpt::load_gpt2(&checkpoint, options)?,
+            "t5" => T5::load(&checkpoint, options)?,
+            "bart" | "marian" => Bart::load(&checkpoint, options)?,
+            t if t.starts_with("lingo-") => load_lingo(&checkpoint, options)?,
             other => {
-                return Err(LoadError::Invalid {
-                    path: dir.join("config.json"),
-                    message: format!(
-                        "model_type `{other}` is not supported (supported: bert, roberta, xlm-roberta, electra, albert, distilbert, gpt2, t5, bart, marian)"
-                    ),
-                })
+                return Err(checkpoint.invalid_config(format!(
+                    "model_type `{other}` is not supported (supported: bert, roberta, xlm-roberta, electra, albert, distilbert, gpt2, t5, bart, marian, lingo-gpt, lingo-transformer, lingo-rnn-seq2seq)"
+                )))
             }
         };
-        Ok(Pretrained {
-            model,
-            store,
-            config: checkpoint.config.clone(),
-            names,
-        })
+        Ok(loaded)
     }
 
-    /// The model's main output: the head's logits (start/end stacked as `[batch, time, 2]` for
-    /// extractive QA), or the last hidden state of a bare encoder.
-    pub fn forward(&self, inputs: &ModelInputs) -> Result<Tensor> {
-        let takes_types = matches!(self, AutoModel::Encoder(_));
-        if inputs.token_type_ids.is_some() && !takes_types {
-            bail!("`token_type_ids` given, but this model takes none");
-        }
-        let has_decoder = matches!(self, AutoModel::EncoderDecoder(_) | AutoModel::T5(_));
-        if inputs.decoder_input_ids.is_some() && !has_decoder {
-            bail!("`decoder_input_ids` given, but this model has no decoder");
-        }
-        let (ids, mask) = (&inputs.input_ids, inputs.attention_mask.as_ref());
+    /// The one forward pass: the head's output (or a bare encoder's last hidden state) with every
+    /// layer's states, in `ctx`'s mode.
+    pub fn forward(&self, inputs: &ModelInputs, ctx: &mut Ctx) -> Result<ModelOutput> {
         match self {
-            AutoModel::Encoder(m) => {
-                Ok(m.forward(ids, mask, inputs.token_type_ids.as_ref())?.output)
-            }
-            AutoModel::Gpt2(m) => Ok(m.forward_with_hidden_states(ids, mask, false)?.0),
-            AutoModel::EncoderDecoder(m) => {
-                let Some(decoder_ids) = &inputs.decoder_input_ids else {
-                    bail!("an encoder-decoder model needs `decoder_input_ids`");
-                };
-                Ok(m.forward(ids, mask, decoder_ids)?.logits)
-            }
-            AutoModel::T5(m) => {
-                let Some(decoder_ids) = &inputs.decoder_input_ids else {
-                    bail!("an encoder-decoder model needs `decoder_input_ids`");
-                };
-                Ok(m.forward(ids, mask, decoder_ids)?.logits)
-            }
+            AutoModel::Encoder(m) => m.forward(inputs, ctx),
+            AutoModel::Gpt(m) => m.forward(inputs, ctx),
+            AutoModel::Bart(m) => m.forward(inputs, ctx),
+            AutoModel::T5(m) => m.forward(inputs, ctx),
+            AutoModel::Transformer(m) => m.forward(inputs, ctx),
+            AutoModel::Rnn(m) => m.forward(inputs, ctx),
         }
     }
+
+    /// The model as a next-token predictor, if it is a decoder-only model.
+    pub fn as_causal_lm(&self) -> Option<&dyn CausalLm> {
+        match self {
+            AutoModel::Gpt(m) => Some(m),
+            _ => None,
+        }
+    }
+
+    /// The model as a trainable encoder–decoder, if it is one.
+    pub fn as_seq2seq(&self) -> Option<&dyn Seq2SeqTrain> {
+        match self {
+            AutoModel::Bart(m) => Some(m),
+            AutoModel::T5(m) => Some(m),
+            AutoModel::Transformer(m) => Some(m),
+            AutoModel::Rnn(m) => Some(m),
+            AutoModel::Encoder(_) | AutoModel::Gpt(_) => None,
+        }
+    }
+
+    /// The family, for messages (`bert`, `gpt2`, …).
+    pub fn family(&self) -> &'static str {
+        match self {
+            AutoModel::Encoder(_) => "BERT-family encoder",
+            AutoModel::Gpt(_) => "GPT",
+            AutoModel::Bart(_) => "BART/Marian",
+            AutoModel::T5(_) => "T5",
+            AutoModel::Transformer(_) => "Lingo Transformer",
+            AutoModel::Rnn(_) => "Lingo recurrent seq2seq",
+        }
+    }
+}
+
+impl Loaded {
+    /// Writes `config.json` and `model.safetensors` to `dir` (both atomically) so that
+    /// `transformers` (or Lingo) loads the same model from it: Hugging Face folders under their
+    /// checkpoint names (GPT-2's Conv1D weights transposed back), Lingo's under its own.
+    pub fn save(&self, dir: &Path) -> std::result::Result<(), LoadError> {
+        crate::hf::save_folder(dir, &self.config, &self.store, &self.names)
+    }
+}
+
+/// A folder Lingo trained (`lingo-gpt`, `lingo-transformer`, `lingo-rnn-seq2seq`): the config
+/// Lingo wrote, the parameters under their own names.
+fn load_lingo(
+    checkpoint: &Checkpoint,
+    options: &LoadOptions,
+) -> std::result::Result<Loaded, LoadError> {
+    let mut config: ModelConfig = checkpoint.parse_config()?;
+    if let Some(p) = options.dropout {
+        match &mut config {
+            ModelConfig::Gpt(c) => c.dropout = p,
+            ModelConfig::Transformer(c) => c.dropout = p,
+            ModelConfig::RnnSeq2Seq(c) => c.dropout = p,
+        }
+    }
+    let valid = match &config {
+        ModelConfig::Gpt(c) => c.validate(),
+        ModelConfig::Transformer(c) => c.validate(),
+        ModelConfig::RnnSeq2Seq(c) => c.validate(),
+    };
+    valid.map_err(|e| checkpoint.invalid_config(e))?;
+    let json =
+        serde_json::to_value(&config).map_err(|e| checkpoint.invalid_config(e.to_string()))?;
+    let lookup = Lookup {
+        seed: options.seed,
+        ..Lookup::default()
+    };
+    let built = checkpoint.build(&lookup, |p| {
+        Ok(match config {
+            ModelConfig::Gpt(c) => AutoModel::Gpt(Gpt::new(c, p)?),
+            ModelConfig::Transformer(c) => AutoModel::Transformer(Transformer::new(c, p)?),
+            ModelConfig::RnnSeq2Seq(c) => AutoModel::Rnn(RnnSeq2Seq::new(c, p)?),
+        })
+    })?;
+    Ok(Loaded {
+        model: built.model,
+        store: built.store,
+        config: json,
+        report: built.report,
+        names: built.names,
+    })
+}
+
+/// Refuses a forward input the model does not take.
+pub(crate) fn refuse(what: &str, given: bool, model: &str) -> Result<()> {
+    if given {
+        bail!("`{what}` given, but a {model} takes none");
+    }
+    Ok(())
 }

@@ -12,13 +12,21 @@
 //! | embedding scale | 1 (`scale_embedding: false`) | √d_model |
 //! | norm after the embeddings | `layernorm_embedding` | none |
 //! | activation | GELU | swish |
+//!
+//! In training, dropout falls where `transformers` puts it: `dropout` after the embeddings and on
+//! every sub-layer's output before its residual sum, `attention_dropout` on the attention
+//! probabilities, `activation_dropout` inside the feed-forward; `encoder_layerdrop` /
+//! `decoder_layerdrop` skip whole layers (LayerDrop, Fan et al. 2019).
 
-use crate::hf::{Checkpoint, LoadError, StoredNames};
+use crate::auto::{AutoModel, LoadOptions, Loaded};
+use crate::contracts::{seq2seq_cross_entropy, Seq2SeqBatch, Seq2SeqLoss, Seq2SeqTrain};
+use crate::hf::{Checkpoint, LoadError, Lookup};
+use crate::outputs::{ModelInputs, ModelOutput, Trace};
 use candle_core::{bail, DType, Device, Result, Tensor};
 use lingo_kernels::AttentionMask;
 use lingo_nn::{
-    Activation, Ctx, DecoderLayerCache, Embedding, Init, LayerNorm, Linear, MultiHeadAttention,
-    ParamPath, ParamStore,
+    Activation, Ctx, DecoderLayerCache, Dropout, Embedding, Init, LayerNorm, Linear,
+    MultiHeadAttention, ParamPath,
 };
 use serde::Deserialize;
 
@@ -46,10 +54,42 @@ pub struct BartConfig {
     pub eos_token_id: Option<u32>,
     #[serde(default)]
     pub normalize_before: bool,
+    /// Dropout after the embeddings and on each sub-layer's output.
+    #[serde(default = "tenth")]
+    pub dropout: f32,
+    /// Dropout on the attention probabilities.
+    #[serde(default)]
+    pub attention_dropout: f32,
+    /// Dropout after the feed-forward activation.
+    #[serde(default)]
+    pub activation_dropout: f32,
+    /// The probability of skipping a whole encoder (decoder) layer in training.
+    #[serde(default)]
+    pub encoder_layerdrop: f32,
+    #[serde(default)]
+    pub decoder_layerdrop: f32,
+    /// The standard deviation of new weights.
+    #[serde(default = "init_std")]
+    pub init_std: f32,
 }
 
 fn gelu() -> String {
     "gelu".into()
+}
+fn tenth() -> f32 {
+    0.1
+}
+fn init_std() -> f32 {
+    0.02
+}
+
+impl BartConfig {
+    /// Sets every dropout probability (hidden, attention, activation) to `p`; LayerDrop is kept.
+    pub fn set_dropout(&mut self, p: f32) {
+        self.dropout = p;
+        self.attention_dropout = p;
+        self.activation_dropout = p;
+    }
 }
 
 /// Which of the two flavours a checkpoint is.
@@ -80,6 +120,9 @@ struct Layer {
     fc2: Linear,
     final_norm: LayerNorm,
     act: Activation,
+    /// `dropout` on each sub-layer's output, `activation_dropout` inside the feed-forward.
+    dropout: Dropout,
+    act_dropout: Dropout,
 }
 
 impl Layer {
@@ -90,12 +133,14 @@ impl Layer {
         } else {
             (c.encoder_attention_heads, c.encoder_ffn_dim)
         };
+        let init = Init::Normal(c.init_std);
         let norm = |name: &str| LayerNorm::new(&p.sub(name), d, true, 1e-5);
-        let attention = |name: &str| {
+        let attention = |name: &str| -> Result<MultiHeadAttention> {
             let names = ["q_proj", "k_proj", "v_proj", "out_proj"];
-            MultiHeadAttention::new(&p.sub(name), names, d, heads, Init::Normal(0.02))
+            let mut a = MultiHeadAttention::new(&p.sub(name), names, d, heads, init)?;
+            a.dropout = Dropout::new(c.attention_dropout);
+            Ok(a)
         };
-        let init = Init::Normal(0.02);
         Ok(Layer {
             self_attn: attention("self_attn")?,
             self_norm: norm("self_attn_layer_norm")?,
@@ -108,34 +153,38 @@ impl Layer {
             fc2: Linear::new(&p.sub("fc2"), ffn, d, true, init)?,
             final_norm: norm("final_layer_norm")?,
             act: activation(&c.activation_function)?,
+            dropout: Dropout::new(c.dropout),
+            act_dropout: Dropout::new(c.activation_dropout),
         })
     }
 
-    /// The layer's output, recording its attention probabilities in `trace`.
+    /// The layer's output; records its attention probabilities in `trace` when `want_weights`.
     fn forward(
         &self,
         x: &Tensor,
         self_mask: &AttentionMask,
         memory: Option<(&Tensor, &AttentionMask)>,
+        want_weights: bool,
         trace: &mut Trace,
+        ctx: &mut Ctx,
     ) -> Result<Tensor> {
-        let (attended, weights) =
-            self.self_attn
-                .forward(x, x, self_mask, true, &mut Ctx::eval())?;
+        let (attended, weights) = self.self_attn.forward(x, x, self_mask, want_weights, ctx)?;
         trace.self_attentions.extend(weights);
+        let attended = self.dropout.forward(&attended, ctx)?;
         let mut x = self.self_norm.forward(&(x + attended)?)?;
         if let (Some((attn, norm)), Some((memory, mask))) = (&self.cross, memory) {
-            let (attended, weights) = attn.forward(&x, memory, mask, true, &mut Ctx::eval())?;
+            let (attended, weights) = attn.forward(&x, memory, mask, want_weights, ctx)?;
             trace.cross_attentions.extend(weights);
+            let attended = self.dropout.forward(&attended, ctx)?;
             x = norm.forward(&(&x + attended)?)?;
         }
-        let x = self.feed_forward(&x)?;
-        trace.states.push(x.clone());
-        Ok(x)
+        self.feed_forward(&x, ctx)
     }
 
-    fn feed_forward(&self, x: &Tensor) -> Result<Tensor> {
-        let ffn = self.fc2.forward(&self.act.apply(&self.fc1.forward(x)?)?)?;
+    fn feed_forward(&self, x: &Tensor, ctx: &mut Ctx) -> Result<Tensor> {
+        let h = self.act.apply(&self.fc1.forward(x)?)?;
+        let h = self.act_dropout.forward(&h, ctx)?;
+        let ffn = self.dropout.forward(&self.fc2.forward(&h)?, ctx)?;
         self.final_norm.forward(&(x + ffn)?)
     }
 
@@ -154,7 +203,7 @@ impl Layer {
         let (attended, weights) =
             attn.attend(&x, source_k, source_v, cross_mask, true, &mut Ctx::eval())?;
         let x = norm.forward(&(&x + attended)?)?;
-        Ok((self.feed_forward(&x)?, weights))
+        Ok((self.feed_forward(&x, &mut Ctx::eval())?, weights))
     }
 }
 
@@ -165,6 +214,7 @@ struct Embed {
     positions: Tensor,
     offset: usize,
     norm: Option<LayerNorm>,
+    dropout: Dropout,
 }
 
 impl Embed {
@@ -175,7 +225,7 @@ impl Embed {
                 p.get(
                     "embed_positions.weight",
                     &[c.max_position_embeddings + 2, d],
-                    Init::Normal(0.02),
+                    Init::Normal(c.init_std),
                 )?,
                 2,
                 Some(LayerNorm::new(
@@ -200,11 +250,18 @@ impl Embed {
             positions,
             offset,
             norm,
+            dropout: Dropout::new(c.dropout),
         })
     }
 
     /// The embeddings of `ids: [batch, len]` at positions `start..`.
-    fn forward(&self, tokens: &Embedding, ids: &Tensor, start: usize) -> Result<Tensor> {
+    fn forward(
+        &self,
+        tokens: &Embedding,
+        ids: &Tensor,
+        start: usize,
+        ctx: &mut Ctx,
+    ) -> Result<Tensor> {
         let t = ids.dim(1)?;
         if self.offset + start + t > self.positions.dim(0)? {
             bail!(
@@ -215,10 +272,11 @@ impl Embed {
         }
         let pos = self.positions.narrow(0, self.offset + start, t)?;
         let x = (tokens.forward(ids)? * self.scale)?.broadcast_add(&pos)?;
-        match &self.norm {
-            Some(n) => n.forward(&x),
-            None => Ok(x),
-        }
+        let x = match &self.norm {
+            Some(n) => n.forward(&x)?,
+            None => x,
+        };
+        self.dropout.forward(&x, ctx)
     }
 }
 
@@ -235,43 +293,6 @@ fn marian_positions(n: usize, d: usize, device: &Device) -> Result<Tensor> {
         }
     }
     Tensor::from_vec(table, (n, d), device)
-}
-
-/// What one stack (encoder or decoder) produced: the embeddings then every layer's output, and every
-/// layer's attention probabilities `[batch, heads, q, k]` (cross-attention in the decoder).
-#[derive(Default)]
-pub struct Trace {
-    pub states: Vec<Tensor>,
-    pub self_attentions: Vec<Tensor>,
-    pub cross_attentions: Vec<Tensor>,
-}
-
-/// What a forward pass returns.
-pub struct Seq2SeqOutput {
-    /// The embeddings then every encoder layer's output, `[batch, src, d_model]`.
-    pub encoder_hidden_states: Vec<Tensor>,
-    /// The same for the decoder, `[batch, tgt, d_model]`.
-    pub decoder_hidden_states: Vec<Tensor>,
-    /// Every layer's attention probabilities: the encoder's, the decoder's own, the decoder's over
-    /// the encoder.
-    pub encoder_attentions: Vec<Tensor>,
-    pub decoder_attentions: Vec<Tensor>,
-    pub cross_attentions: Vec<Tensor>,
-    /// `[batch, tgt, vocab]`.
-    pub logits: Tensor,
-}
-
-impl Seq2SeqOutput {
-    pub fn from_traces(encoder: Trace, decoder: Trace, logits: Tensor) -> Self {
-        Seq2SeqOutput {
-            encoder_hidden_states: encoder.states,
-            encoder_attentions: encoder.self_attentions,
-            decoder_hidden_states: decoder.states,
-            decoder_attentions: decoder.self_attentions,
-            cross_attentions: decoder.cross_attentions,
-            logits,
-        }
-    }
 }
 
 pub struct Bart {
@@ -309,7 +330,7 @@ impl Bart {
             &m.sub("shared"),
             c.vocab_size,
             c.d_model,
-            Init::Normal(0.02),
+            Init::Normal(c.init_std),
         )?
         .with_padding_idx(c.pad_token_id.unwrap_or(1) as usize);
         let (enc, dec) = (m.sub("encoder"), m.sub("decoder"));
@@ -330,20 +351,27 @@ impl Bart {
         })
     }
 
-    /// The encoder on `ids: [batch, src]` with `attention_mask` (1 = real token): the embeddings, every
-    /// layer's output (the last is the memory the decoder reads) and attention probabilities.
-    pub fn encode(&self, ids: &Tensor, attention_mask: Option<&Tensor>) -> Result<Trace> {
+    /// The encoder on `ids: [batch, src]` with `attention_mask` (1 = real token): the embeddings,
+    /// every layer's output (the last is the memory the decoder reads) and, when `want_weights`,
+    /// attention probabilities.
+    pub fn encode(
+        &self,
+        ids: &Tensor,
+        attention_mask: Option<&Tensor>,
+        want_weights: bool,
+        ctx: &mut Ctx,
+    ) -> Result<Trace> {
         let mask = AttentionMask {
             key_padding: attention_mask.map(|m| m.to_dtype(DType::U8)).transpose()?,
             ..Default::default()
         };
-        let mut x = self.encoder_embed.forward(&self.shared, ids, 0)?;
-        let mut trace = Trace {
-            states: vec![x.clone()],
-            ..Default::default()
-        };
+        let mut x = self.encoder_embed.forward(&self.shared, ids, 0, ctx)?;
+        let mut trace = Trace::starting(&x);
         for layer in &self.encoder {
-            x = layer.forward(&x, &mask, None, &mut trace)?;
+            if !skipped(self.config.encoder_layerdrop, ctx) {
+                x = layer.forward(&x, &mask, None, want_weights, &mut trace, ctx)?;
+            }
+            trace.states.push(x.clone());
         }
         Ok(trace)
     }
@@ -355,6 +383,8 @@ impl Bart {
         decoder_ids: &Tensor,
         memory: &Tensor,
         attention_mask: Option<&Tensor>,
+        want_weights: bool,
+        ctx: &mut Ctx,
     ) -> Result<(Trace, Tensor)> {
         let self_mask = AttentionMask {
             causal: true,
@@ -364,13 +394,16 @@ impl Bart {
             key_padding: attention_mask.map(|m| m.to_dtype(DType::U8)).transpose()?,
             ..Default::default()
         };
-        let mut x = self.decoder_embed.forward(&self.shared, decoder_ids, 0)?;
-        let mut trace = Trace {
-            states: vec![x.clone()],
-            ..Default::default()
-        };
+        let mut x = self
+            .decoder_embed
+            .forward(&self.shared, decoder_ids, 0, ctx)?;
+        let mut trace = Trace::starting(&x);
         for layer in &self.decoder {
-            x = layer.forward(&x, &self_mask, Some((memory, &cross_mask)), &mut trace)?;
+            if !skipped(self.config.decoder_layerdrop, ctx) {
+                let memory = Some((memory, &cross_mask));
+                x = layer.forward(&x, &self_mask, memory, want_weights, &mut trace, ctx)?;
+            }
+            trace.states.push(x.clone());
         }
         Ok((trace, self.logits(&x)?))
     }
@@ -380,39 +413,54 @@ impl Bart {
         self.head.forward(x)?.broadcast_add(&self.final_logits_bias)
     }
 
-    pub fn forward(
-        &self,
-        ids: &Tensor,
-        attention_mask: Option<&Tensor>,
-        decoder_ids: &Tensor,
-    ) -> Result<Seq2SeqOutput> {
-        let encoder = self.encode(ids, attention_mask)?;
+    /// Logits `[batch, tgt, vocab]` for `input_ids` and `decoder_input_ids`, with every state.
+    pub fn forward(&self, inputs: &ModelInputs, ctx: &mut Ctx) -> Result<ModelOutput> {
+        let Some(decoder_ids) = &inputs.decoder_input_ids else {
+            bail!("an encoder-decoder model needs `decoder_input_ids`");
+        };
+        let (mask, want) = (inputs.attention_mask.as_ref(), inputs.output_attentions);
+        let encoder = self.encode(&inputs.input_ids, mask, want, ctx)?;
         let memory = encoder.states.last().expect("embeddings at least");
-        let (decoder, logits) = self.decode(decoder_ids, memory, attention_mask)?;
-        Ok(Seq2SeqOutput::from_traces(encoder, decoder, logits))
+        let (decoder, logits) = self.decode(decoder_ids, memory, mask, want, ctx)?;
+        Ok(ModelOutput::seq2seq(encoder, decoder, logits))
     }
 
-    /// Loads a BART (`model_type` bart) or Marian (`marian`) folder.
+    /// Loads a BART (`model_type` bart) or Marian (`marian`) folder (`*ForConditionalGeneration`
+    /// weights, or a bare `BartModel`'s without the `model.` prefix).
     pub fn load(
         checkpoint: &Checkpoint,
-        device: &Device,
-    ) -> std::result::Result<(Bart, ParamStore, StoredNames), LoadError> {
+        options: &LoadOptions,
+    ) -> std::result::Result<Loaded, LoadError> {
         let flavour = match checkpoint.model_type()? {
             "bart" => Flavour::Bart,
             "marian" => Flavour::Marian,
             other => {
-                return Err(LoadError::Invalid {
-                    path: checkpoint.dir.join("config.json"),
-                    message: format!("model_type `{other}` is neither bart nor marian"),
-                })
+                return Err(checkpoint
+                    .invalid_config(format!("model_type `{other}` is neither bart nor marian")))
             }
         };
-        let config: BartConfig = checkpoint.parse_config()?;
-        let store = ParamStore::new(0, device);
-        let model = Bart::new(flavour, config, &store.root())?;
-        // `BartModel` checkpoints hold the same tensors without the `model.` prefix.
-        let names = checkpoint.load_into(&store, &["model."])?;
-        Ok((model, store, names))
+        let mut json = checkpoint.config.clone();
+        if let Some(p) = options.dropout {
+            for key in ["dropout", "attention_dropout", "activation_dropout"] {
+                json[key] = p.into();
+            }
+        }
+        let config: BartConfig = checkpoint.parse(json.clone())?;
+        let lookup = Lookup {
+            prefixes: &["model."],
+            // transformers keeps `final_logits_bias` as a buffer: a checkpoint may leave it out.
+            may_be_new: &|name| name == "final_logits_bias",
+            seed: options.seed,
+            ..Lookup::default()
+        };
+        let built = checkpoint.build(&lookup, |p| Bart::new(flavour, config, p))?;
+        Ok(Loaded {
+            model: AutoModel::Bart(built.model),
+            store: built.store,
+            config: json,
+            report: built.report,
+            names: built.names,
+        })
     }
 }
 
@@ -428,7 +476,7 @@ impl crate::cached_decoding::CachedDecoder for Bart {
     }
     fn memory(&self, ids: &Tensor, mask: &Tensor) -> Result<Tensor> {
         Ok(self
-            .encode(ids, Some(mask))?
+            .encode(ids, Some(mask), false, &mut Ctx::eval())?
             .states
             .pop()
             .expect("embeddings at least"))
@@ -452,7 +500,9 @@ impl crate::cached_decoding::CachedDecoder for Bart {
             key_padding: Some(mask.to_dtype(DType::U8)?),
             ..Default::default()
         };
-        let mut x = self.decoder_embed.forward(&self.shared, tokens, position)?;
+        let mut x = self
+            .decoder_embed
+            .forward(&self.shared, tokens, position, &mut Ctx::eval())?;
         let mut cross = None;
         for (layer, cache) in self.decoder.iter().zip(caches) {
             let (y, w) = layer.step(&x, &cross_mask, cache)?;
@@ -461,4 +511,29 @@ impl crate::cached_decoding::CachedDecoder for Bart {
         }
         Ok((self.logits(&x)?, cross.expect("at least one decoder layer")))
     }
+}
+
+impl Seq2SeqTrain for Bart {
+    fn pad_id(&self) -> u32 {
+        self.config.pad_token_id.unwrap_or(1)
+    }
+
+    fn loss(&self, batch: &Seq2SeqBatch, options: &Seq2SeqLoss, ctx: &mut Ctx) -> Result<Tensor> {
+        let mask = crate::length_mask(
+            &batch.source_lengths,
+            batch.source.dim(1)?,
+            DType::U32,
+            batch.source.device(),
+        )?;
+        let inputs = ModelInputs::new(batch.source.clone())
+            .with_attention_mask(mask)
+            .with_decoder_input_ids(batch.decoder_input.clone());
+        let logits = self.forward(&inputs, ctx)?.output;
+        seq2seq_cross_entropy(&logits, batch, options)
+    }
+}
+
+/// LayerDrop: whether training skips this layer (one draw per layer, as `transformers`).
+fn skipped(p: f32, ctx: &mut Ctx) -> bool {
+    ctx.train && p > 0.0 && ctx.rng.uniform() < p
 }

@@ -15,12 +15,13 @@
 //! discriminator. Every layer's output is returned, as `transformers` does with
 //! `output_hidden_states=True`.
 
-use crate::hf::{Checkpoint, LoadError, LoadReport, StoredNames};
-use candle_core::{bail, DType, Device, Result, Tensor, D};
+use crate::auto::{AutoModel, LoadOptions, Loaded};
+use crate::hf::{Checkpoint, LoadError, Lookup, StoredNames};
+use crate::outputs::{ModelInputs, ModelOutput, Trace};
+use candle_core::{bail, DType, Result, Tensor, D};
 use lingo_kernels::AttentionMask;
 use lingo_nn::{
     Activation, Ctx, Dropout, Embedding, Init, LayerNorm, Linear, MultiHeadAttention, ParamPath,
-    ParamStore,
 };
 use serde::Deserialize;
 
@@ -507,17 +508,6 @@ pub struct BertModel {
     head_layers: HeadLayers,
 }
 
-/// What a forward pass returns.
-pub struct EncoderOutput {
-    /// The embeddings output then every layer's output, each `[batch, time, hidden]`.
-    pub hidden_states: Vec<Tensor>,
-    /// Every layer's attention probabilities `[batch, heads, time, time]`, when asked for.
-    pub attentions: Vec<Tensor>,
-    /// The head's output: logits (`[batch, time, vocab | labels]`, `[batch, labels]`, `[batch, time]`
-    /// for ELECTRA's discriminator, `[batch, time, 2]` start/end for QA), or the last hidden state.
-    pub output: Tensor,
-}
-
 impl BertModel {
     /// Builds the architecture with parameter names matching a checkpoint of this family and head.
     pub fn new(
@@ -729,37 +719,21 @@ impl BertModel {
         })
     }
 
-    /// Runs `ids: [batch, time]` with `attention_mask` (1 = real token; all real if `None`) and
-    /// `token_types` (all 0 if `None`), in evaluation mode.
-    pub fn forward(
-        &self,
-        ids: &Tensor,
-        attention_mask: Option<&Tensor>,
-        token_types: Option<&Tensor>,
-    ) -> Result<EncoderOutput> {
-        self.run(ids, attention_mask, token_types, false, &mut Ctx::eval())
-    }
-
-    /// [`BertModel::forward`] that also returns every layer's attention probabilities.
-    pub fn forward_with_attentions(
-        &self,
-        ids: &Tensor,
-        attention_mask: Option<&Tensor>,
-        token_types: Option<&Tensor>,
-    ) -> Result<EncoderOutput> {
-        self.run(ids, attention_mask, token_types, true, &mut Ctx::eval())
-    }
-
-    /// [`BertModel::forward`] in `ctx`'s mode: in training, dropout as the checkpoint's config sets
-    /// it (embeddings, attention probabilities, sub-layer outputs, before the head).
-    pub fn forward_in(
-        &self,
-        ids: &Tensor,
-        attention_mask: Option<&Tensor>,
-        token_types: Option<&Tensor>,
-        ctx: &mut Ctx,
-    ) -> Result<EncoderOutput> {
-        self.run(ids, attention_mask, token_types, false, ctx)
+    /// The head's output for `input_ids` (with `attention_mask` and `token_type_ids` where given),
+    /// every layer's output and, if asked, attention probabilities. In training (`ctx`), dropout
+    /// as the checkpoint's config sets it: embeddings, attention probabilities, sub-layer outputs,
+    /// before the head.
+    pub fn forward(&self, inputs: &ModelInputs, ctx: &mut Ctx) -> Result<ModelOutput> {
+        if inputs.decoder_input_ids.is_some() {
+            bail!("`decoder_input_ids` given, but this model has no decoder");
+        }
+        self.run(
+            &inputs.input_ids,
+            inputs.attention_mask.as_ref(),
+            inputs.token_type_ids.as_ref(),
+            inputs.output_attentions,
+            ctx,
+        )
     }
 
     fn run(
@@ -769,7 +743,7 @@ impl BertModel {
         token_types: Option<&Tensor>,
         want_attentions: bool,
         ctx: &mut Ctx,
-    ) -> Result<EncoderOutput> {
+    ) -> Result<ModelOutput> {
         let (_, t) = ids.dims2()?;
         if t > self.config.max_position_embeddings {
             bail!(
@@ -807,20 +781,14 @@ impl BertModel {
             ..Default::default()
         };
         let mut x = self.embeddings.forward(ids, token_types, ctx)?;
-        let mut hidden_states = vec![x.clone()];
-        let mut attentions = Vec::new();
+        let mut trace = Trace::starting(&x);
         for &layer in &self.schedule {
             let (y, w) = self.layers[layer].forward(&x, &mask, want_attentions, ctx)?;
             x = y;
-            hidden_states.push(x.clone());
-            attentions.extend(w);
+            trace.states.push(x.clone());
+            trace.self_attentions.extend(w);
         }
-        let output = self.apply_head(&x, ctx)?;
-        Ok(EncoderOutput {
-            hidden_states,
-            attentions,
-            output,
-        })
+        Ok(ModelOutput::new(self.apply_head(&x, ctx)?, trace))
     }
 
     fn apply_head(&self, x: &Tensor, ctx: &mut Ctx) -> Result<Tensor> {
@@ -870,39 +838,24 @@ impl BertModel {
         }
     }
 
-    /// Loads a model folder of this family (`model_type` bert, roberta, electra, albert or
-    /// distilbert), with the head its `architectures` names.
+    /// Loads a BERT-family folder with `options`: the head `architectures` names or another
+    /// (newly initialised from `options.seed` with the config's `initializer_range`, as
+    /// `transformers` does), new labels, a dropout override. The returned config names the
+    /// architecture and labels the model now has.
     pub fn load(
         checkpoint: &Checkpoint,
-        device: &Device,
-    ) -> std::result::Result<(Self, ParamStore, StoredNames), LoadError> {
-        let loaded = Self::load_with(checkpoint, device, &LoadOptions::default())?;
-        Ok((loaded.model, loaded.store, loaded.names))
-    }
-
-    /// Loads a model folder with `options`: another head than the checkpoint's (newly initialised
-    /// from `options.seed` with the config's `initializer_range`, as `transformers` does), new
-    /// labels. Also returns the config as the model now is (labels, architecture) and what loading
-    /// left out.
-    pub fn load_with(
-        checkpoint: &Checkpoint,
-        device: &Device,
         options: &LoadOptions,
-    ) -> std::result::Result<LoadedBert, LoadError> {
+    ) -> std::result::Result<Loaded, LoadError> {
         let model_type = checkpoint.model_type()?;
-        let config_path = checkpoint.dir.join("config.json");
-        let invalid = |message: String| LoadError::Invalid {
-            path: config_path.clone(),
-            message,
-        };
         let family = Family::from_model_type(model_type).ok_or_else(|| {
-            invalid(format!(
+            checkpoint.invalid_config(format!(
                 "model_type `{model_type}` is not in the BERT family"
             ))
         })?;
         let arch = checkpoint.architecture().unwrap_or("BertModel");
-        let stored_head = Head::from_architecture(arch)
-            .ok_or_else(|| invalid(format!("architecture `{arch}` is not supported")))?;
+        let stored_head = Head::from_architecture(arch).ok_or_else(|| {
+            checkpoint.invalid_config(format!("architecture `{arch}` is not supported"))
+        })?;
         let head = options.head.unwrap_or(stored_head);
         let mut config_json = checkpoint.config.clone();
         if head != stored_head {
@@ -910,9 +863,9 @@ impl BertModel {
         }
         if let Some(labels) = &options.labels {
             if labels.is_empty() {
-                return Err(invalid(
-                    "a classification head needs at least one label".into(),
-                ));
+                return Err(
+                    checkpoint.invalid_config("a classification head needs at least one label")
+                );
             }
             let stored = checkpoint.config["id2label"]
                 .as_object()
@@ -922,7 +875,7 @@ impl BertModel {
                 Head::SequenceClassification | Head::TokenClassification
             );
             if head == stored_head && has_classifier && stored > 0 && stored != labels.len() {
-                return Err(invalid(format!(
+                return Err(checkpoint.invalid_config(format!(
                     "field `id2label`: the checkpoint's classifier has {stored} labels, the data has {} ({}); fine-tune from the base model to get a new head",
                     labels.len(),
                     labels.join(", ")
@@ -930,80 +883,80 @@ impl BertModel {
             }
             set_labels(&mut config_json, labels);
         }
-        let mut config: BertConfig =
-            serde_json::from_value(config_json.clone()).map_err(|e| invalid(e.to_string()))?;
         if let Some(p) = options.dropout {
-            config.hidden_dropout_prob = p;
-            config.attention_probs_dropout_prob = p;
-            config.classifier_dropout = Some(p);
-            config.qa_dropout = Some(p);
+            // Each family's own names (serde reads the others as aliases of the same fields).
+            let keys: &[&str] = match family {
+                Family::DistilBert => &[
+                    "dropout",
+                    "attention_dropout",
+                    "seq_classif_dropout",
+                    "qa_dropout",
+                ],
+                Family::Albert => &[
+                    "hidden_dropout_prob",
+                    "attention_probs_dropout_prob",
+                    "classifier_dropout_prob",
+                ],
+                _ => &[
+                    "hidden_dropout_prob",
+                    "attention_probs_dropout_prob",
+                    "classifier_dropout",
+                ],
+            };
+            for key in keys {
+                config_json[*key] = p.into();
+            }
         }
+        let config: BertConfig = checkpoint.parse(config_json.clone())?;
         let prefix = family.prefix();
-        let has_pooler = [
-            format!("{prefix}.pooler.dense.weight"),
-            "pooler.dense.weight".into(),
-            format!("{prefix}.pooler.weight"),
-            "pooler.weight".into(),
-        ]
-        .iter()
-        .any(|n| checkpoint.has(n));
-        // transformers' BERT and ALBERT classifiers read the pooler, so it is built (and new) where
-        // a checkpoint without one gets that head.
-        let needs_pooler =
-            head == Head::SequenceClassification && matches!(family, Family::Bert | Family::Albert);
-        let store = ParamStore::new(options.seed, device);
-        let model = BertModel::new(
-            family,
-            head,
-            config,
-            has_pooler || needs_pooler,
-            &store.root(),
-        )?;
+        // transformers builds the pooler for the bare model and for BERT's and ALBERT's
+        // classifiers (which read it); the other heads leave it out, so a checkpoint's pooler is
+        // reported unused there.
+        let with_pooler = match head {
+            Head::Base => [
+                format!("{prefix}.pooler.dense.weight"),
+                "pooler.dense.weight".into(),
+                format!("{prefix}.pooler.weight"),
+                "pooler.weight".into(),
+            ]
+            .iter()
+            .any(|n| checkpoint.has(n)),
+            Head::SequenceClassification => matches!(family, Family::Bert | Family::Albert),
+            _ => false,
+        };
         let base = format!("{prefix}.");
         let pooler = format!("{prefix}.pooler");
         let new_head = head != stored_head;
         let may_be_new =
             |name: &str| new_head && (!name.starts_with(&base) || name.starts_with(&pooler));
-        let (names, report) =
-            checkpoint.load_into_with(&store, &[&base], |_, t| Ok(t), &may_be_new)?;
-        Ok(LoadedBert {
-            model,
-            store,
+        let lookup = Lookup {
+            prefixes: &[&base],
+            may_be_new: &may_be_new,
+            seed: options.seed,
+            ..Lookup::default()
+        };
+        let built = checkpoint.build(&lookup, |p| {
+            BertModel::new(family, head, config, with_pooler, p)
+        })?;
+        Ok(Loaded {
+            model: AutoModel::Encoder(built.model),
+            store: built.store,
             // A new head saves in its own architecture's layout (base under `bert.`), not the
             // checkpoint's.
             names: if new_head {
                 StoredNames::default()
             } else {
-                names
+                built.names
             },
             config: config_json,
-            report,
+            report: built.report,
         })
     }
 }
 
-/// How to load a checkpoint.
-#[derive(Clone, Debug, Default)]
-pub struct LoadOptions {
-    /// The head to build (default: the one `architectures` names); a head the checkpoint lacks is
-    /// newly initialised.
-    pub head: Option<Head>,
-    /// Label names in id order, replacing the checkpoint's `id2label`; one label means regression.
-    pub labels: Option<Vec<String>>,
-    /// Seed of a new head's initialisation.
-    pub seed: u64,
-    /// Replaces every dropout probability of the checkpoint: hidden, attention, and the head's
-    /// (`classifier_dropout`, DistilBERT's `seq_classif_dropout` and `qa_dropout`).
-    pub dropout: Option<f32>,
-}
-
-/// A loaded BERT-family model with its parameters, the config describing it and the load report.
-pub struct LoadedBert {
-    pub model: BertModel,
-    pub store: ParamStore,
-    pub names: StoredNames,
-    pub config: serde_json::Value,
-    pub report: LoadReport,
+/// Whether `model_type` names a member of the BERT family.
+pub fn is_bert_family(model_type: &str) -> bool {
+    Family::from_model_type(model_type).is_some()
 }
 
 /// Writes `labels` into a `config.json` as transformers keeps them: `id2label`, `label2id`, and

@@ -57,3 +57,15 @@ pub fn check_dropout(p: f32) -> Result<(), String> {
 pub fn parse_json<T: DeserializeOwned>(text: &str) -> Result<T, String> {
     serde_json::from_str(text).map_err(|e| format!("{e}"))
 }
+
+/// The `config.json` of a Lingo model folder: the architecture named by `model_type`, then its fields.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "model_type")]
+pub enum ModelConfig {
+    #[serde(rename = "lingo-gpt")]
+    Gpt(crate::GptConfig),
+    #[serde(rename = "lingo-rnn-seq2seq")]
+    RnnSeq2Seq(crate::RnnSeq2SeqConfig),
+    #[serde(rename = "lingo-transformer")]
+    Transformer(crate::transformer::TransformerConfig),
+}

@@ -5,6 +5,9 @@
 //! Parameter names follow nanoGPT / GPT-2 (`transformer.h.0.attn.c_attn.weight`, …) with PyTorch's
 //! `[out, in]` linear layout.
 
+use crate::auto::{AutoModel, LoadOptions, Loaded};
+use crate::hf::{Checkpoint, LoadError, Lookup, StoredNames};
+use crate::outputs::{ModelInputs, ModelOutput, Trace};
 use crate::CausalLm;
 use candle_core::{bail, DType, Result, Tensor};
 use lingo_kernels::{AttentionMask, CrossEntropy};
@@ -138,7 +141,8 @@ impl Gpt {
                     c.n_heads,
                     c.bias,
                     sublayer,
-                )?,
+                )?
+                .with_attention_dropout(c.dropout),
                 norm2: LayerNorm::new(&b.sub("ln_2"), c.d_model, c.bias, c.layer_norm_eps)?,
                 mlp: FeedForward::new(
                     &b.sub("mlp"),
@@ -224,45 +228,42 @@ impl Gpt {
         Ok((x, weights))
     }
 
-    /// Next-token logits `[batch, time, vocab]` for `ids: [batch, time]`.
-    pub fn forward(&self, ids: &Tensor, ctx: &mut Ctx) -> Result<Tensor> {
+    /// Next-token logits `[batch, time, vocab]` for `ids: [batch, time]`: what training needs.
+    pub fn logits(&self, ids: &Tensor, ctx: &mut Ctx) -> Result<Tensor> {
         self.check_ids(ids)?;
         let (h, _) = self.hidden(ids, None, false, None, None, ctx)?;
         self.lm_head.forward(&h)
     }
 
-    /// Logits plus the attention weights of every layer (`[batch, heads, time, time]` each).
-    pub fn forward_with_attention(&self, ids: &Tensor) -> Result<(Tensor, Vec<Tensor>)> {
-        self.check_ids(ids)?;
-        let (h, w) = self.hidden(ids, None, true, None, None, &mut Ctx::eval())?;
-        Ok((self.lm_head.forward(&h)?, w))
-    }
-
     /// Logits for a padded batch (`attention_mask`: 1 = real token), the hidden states after the
     /// embeddings and after every block (the last one after the final norm), and, if asked, every
     /// block's attention probabilities `[batch, heads, time, time]`.
-    pub fn forward_with_hidden_states(
-        &self,
-        ids: &Tensor,
-        attention_mask: Option<&Tensor>,
-        want_attentions: bool,
-    ) -> Result<(Tensor, Vec<Tensor>, Vec<Tensor>)> {
+    pub fn forward(&self, inputs: &ModelInputs, ctx: &mut Ctx) -> Result<ModelOutput> {
+        if inputs.token_type_ids.is_some() || inputs.decoder_input_ids.is_some() {
+            bail!("a GPT takes `input_ids` and `attention_mask` only");
+        }
+        let ids = &inputs.input_ids;
         self.check_ids(ids)?;
-        let mut layers = Vec::new();
+        let mut states = Vec::new();
         let (h, attentions) = self.hidden(
             ids,
             None,
-            want_attentions,
-            attention_mask,
-            Some(&mut layers),
-            &mut Ctx::eval(),
+            inputs.output_attentions,
+            inputs.attention_mask.as_ref(),
+            Some(&mut states),
+            ctx,
         )?;
-        Ok((self.lm_head.forward(&h)?, layers, attentions))
+        let trace = Trace {
+            states,
+            self_attentions: attentions,
+            cross_attentions: Vec::new(),
+        };
+        Ok(ModelOutput::new(self.lm_head.forward(&h)?, trace))
     }
 
     /// Mean cross-entropy of predicting `targets` (`[batch, time]`) from `ids`.
     pub fn loss(&self, ids: &Tensor, targets: &Tensor, ctx: &mut Ctx) -> Result<Tensor> {
-        let logits = self.forward(ids, ctx)?;
+        let logits = self.logits(ids, ctx)?;
         lingo_kernels::cross_entropy(&logits, targets, CrossEntropy::default())
     }
 
@@ -303,9 +304,15 @@ pub struct Gpt2Config {
     pub scale_attn_by_inverse_layer_idx: bool,
     #[serde(default)]
     pub reorder_and_upcast_attn: bool,
-    /// Dropout after each sub-layer (Lingo's GPT applies this one probability everywhere).
+    /// Dropout after each sub-layer, on the embeddings and on the attention probabilities; Lingo's
+    /// GPT applies one probability everywhere, so the three must agree (they do in every GPT-2
+    /// release: 0.1).
     #[serde(default = "gpt2_dropout")]
     pub resid_pdrop: f32,
+    #[serde(default = "gpt2_dropout")]
+    pub embd_pdrop: f32,
+    #[serde(default = "gpt2_dropout")]
+    pub attn_pdrop: f32,
 }
 
 fn gpt2_dropout() -> f32 {
@@ -335,6 +342,12 @@ impl Gpt2Config {
                 ))
             }
         };
+        if self.embd_pdrop != self.resid_pdrop || self.attn_pdrop != self.resid_pdrop {
+            return Err(format!(
+                "fields `resid_pdrop` ({}), `embd_pdrop` ({}), `attn_pdrop` ({}): Lingo's GPT applies one dropout probability everywhere",
+                self.resid_pdrop, self.embd_pdrop, self.attn_pdrop
+            ));
+        }
         if !self.scale_attn_weights || self.scale_attn_by_inverse_layer_idx {
             return Err("fields `scale_attn_weights` / `scale_attn_by_inverse_layer_idx`: only the standard 1/√d scaling is supported".into());
         }
@@ -373,26 +386,44 @@ pub fn gpt2_layout(name: &str, t: Tensor) -> Result<Tensor> {
 
 impl Gpt {
     /// Loads a Hugging Face GPT-2 folder (`GPT2LMHeadModel` or `GPT2Model` weights, with or without
-    /// the `transformer.` prefix).
+    /// the `transformer.` prefix); it saves back as `GPT2LMHeadModel`, every parameter under
+    /// `transformer.` but the tied head.
     pub fn load_gpt2(
-        checkpoint: &crate::hf::Checkpoint,
-        device: &candle_core::Device,
-    ) -> std::result::Result<
-        (Gpt, lingo_nn::ParamStore, crate::hf::StoredNames),
-        crate::hf::LoadError,
-    > {
-        let hf: Gpt2Config = checkpoint.parse_config()?;
-        let config = hf
-            .to_gpt()
-            .map_err(|message| crate::hf::LoadError::Invalid {
-                path: checkpoint.dir.join("config.json"),
-                message,
-            })?;
-        let store = lingo_nn::ParamStore::new(0, device);
-        let model = Gpt::new(config, &store.root())?;
-        let (names, _) =
-            checkpoint.load_into_with(&store, &["transformer."], gpt2_layout, &|_| false)?;
-        Ok((model, store, names))
+        checkpoint: &Checkpoint,
+        options: &LoadOptions,
+    ) -> std::result::Result<Loaded, LoadError> {
+        let mut json = checkpoint.config.clone();
+        if let Some(p) = options.dropout {
+            for key in ["resid_pdrop", "embd_pdrop", "attn_pdrop"] {
+                json[key] = p.into();
+            }
+        }
+        json["architectures"] = serde_json::json!(["GPT2LMHeadModel"]);
+        let hf: Gpt2Config = checkpoint.parse(json.clone())?;
+        let config = hf.to_gpt().map_err(|m| checkpoint.invalid_config(m))?;
+        let lookup = Lookup {
+            prefixes: &["transformer."],
+            convert: gpt2_layout,
+            seed: options.seed,
+            ..Lookup::default()
+        };
+        let built = checkpoint.build(&lookup, |p| Gpt::new(config, p))?;
+        let names = StoredNames::from_pairs(built.store.named().into_iter().map(|(n, _)| {
+            let stored = built.names.stored(&n);
+            let name = if stored.starts_with("transformer.") || stored == "lm_head.weight" {
+                stored.to_string()
+            } else {
+                format!("transformer.{stored}")
+            };
+            (n, name)
+        }));
+        Ok(Loaded {
+            model: AutoModel::Gpt(built.model),
+            store: built.store,
+            config: json,
+            report: built.report,
+            names,
+        })
     }
 }
 
@@ -488,7 +519,7 @@ mod tests {
         };
         let model = Gpt::new(config, &store.root())?;
         let x = ids(2, 37, 5);
-        let full = model.forward(&x, &mut Ctx::eval())?;
+        let full = model.logits(&x, &mut Ctx::eval())?;
         let mut cache = model.new_cache();
         let first = model.forward_cached(&x.narrow(1, 0, 4)?, &mut cache)?;
         let mut steps = vec![first];
@@ -503,7 +534,7 @@ mod tests {
         let store = ParamStore::new(0, &Device::Cpu);
         let model = Gpt::new(tiny(NormPlacement::Pre, false), &store.root()).unwrap();
         let err = model
-            .forward(&ids(1, 9, 0), &mut Ctx::eval())
+            .logits(&ids(1, 9, 0), &mut Ctx::eval())
             .unwrap_err()
             .to_string();
         assert!(err.contains("longer than the model's context"), "{err}");

@@ -8,10 +8,11 @@
 
 use candle_core::{Device, Tensor};
 use lingo_nn::params::read_safetensors;
-use lingo_nn::ParamStore;
+use lingo_nn::{ParamPath, ParamStore};
 use serde::de::DeserializeOwned;
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
@@ -34,13 +35,62 @@ impl LoadError {
 
 pub type Result<T> = std::result::Result<T, LoadError>;
 
-/// An opened model folder: its parsed `config.json` and every tensor of its weights.
+/// An opened model folder: its parsed `config.json` and every tensor of its weights, which a model
+/// takes as it is built ([`Checkpoint::build`]).
 pub struct Checkpoint {
     pub dir: PathBuf,
     pub config: serde_json::Value,
-    tensors: HashMap<String, Tensor>,
-    /// The file each tensor came from, for error messages.
+    pub device: Device,
+    /// The tensors no parameter has taken yet.
+    tensors: Arc<Mutex<HashMap<String, Tensor>>>,
+    /// Every stored name.
+    stored: BTreeSet<String>,
+    /// Parameter name → the stored name its value came from.
+    taken: Arc<Mutex<HashMap<String, String>>>,
+    /// The file the tensors came from, for error messages.
     weights_file: String,
+}
+
+/// A conversion of a stored tensor into Lingo's layout (GPT-2's `[in, out]` Conv1D weights).
+pub type Convert = fn(&str, Tensor) -> candle_core::Result<Tensor>;
+
+/// Stored tensors as they are.
+pub fn as_stored(_: &str, t: Tensor) -> candle_core::Result<Tensor> {
+    Ok(t)
+}
+
+/// How a family's parameters are found in a checkpoint.
+pub struct Lookup<'a> {
+    /// A parameter `p` is looked up as `p`, then with each prefix (e.g. `"bert."`) removed from its
+    /// start or added to it: a head's checkpoint holds the base model under a prefix that a bare
+    /// model's checkpoint does not.
+    pub prefixes: &'a [&'a str],
+    pub convert: Convert,
+    /// Parameters that may be missing (a new head): they keep their seeded initialisation and are
+    /// reported as newly initialised. Any other missing parameter is an error.
+    pub may_be_new: &'a dyn Fn(&str) -> bool,
+    /// The seed of those initialisations.
+    pub seed: u64,
+}
+
+impl Default for Lookup<'_> {
+    fn default() -> Self {
+        Lookup {
+            prefixes: &[],
+            convert: as_stored,
+            may_be_new: &|_| false,
+            seed: 0,
+        }
+    }
+}
+
+/// A model built from a checkpoint, with its parameters, their stored names and what loading left
+/// out.
+pub struct Built<M> {
+    pub model: M,
+    pub store: ParamStore,
+    pub names: StoredNames,
+    pub report: LoadReport,
 }
 
 impl Checkpoint {
@@ -54,7 +104,10 @@ impl Checkpoint {
         Ok(Checkpoint {
             dir: dir.into(),
             config,
-            tensors,
+            device: device.clone(),
+            stored: tensors.keys().cloned().collect(),
+            tensors: Arc::new(Mutex::new(tensors)),
+            taken: Arc::default(),
             weights_file,
         })
     }
@@ -76,85 +129,112 @@ impl Checkpoint {
 
     /// `config.json` parsed as `T`; errors name the file and the field.
     pub fn parse_config<T: DeserializeOwned>(&self) -> Result<T> {
-        serde_json::from_value(self.config.clone())
+        self.parse(self.config.clone())
+    }
+
+    /// `config` (this folder's `config.json`, edited) parsed as `T`; errors name the file.
+    pub fn parse<T: DeserializeOwned>(&self, config: serde_json::Value) -> Result<T> {
+        serde_json::from_value(config)
             .map_err(|e| LoadError::invalid(&self.dir.join("config.json"), e.to_string()))
+    }
+
+    /// An error about `config.json`.
+    pub fn invalid_config(&self, message: impl Into<String>) -> LoadError {
+        LoadError::invalid(&self.dir.join("config.json"), message)
     }
 
     /// Whether the weights hold a tensor called `name`.
     pub fn has(&self, name: &str) -> bool {
-        self.tensors.contains_key(name)
+        self.stored.contains(name)
     }
 
-    /// Sets every parameter of `store` from the weights. A parameter `p` is looked up as `p`, then
-    /// with each of `prefixes` (e.g. `"bert."`) removed from its start or added to it. Each parameter
-    /// must be found with its exact shape; a mismatch names the tensor and both shapes.
-    pub fn load_into(&self, store: &ParamStore, prefixes: &[&str]) -> Result<StoredNames> {
-        Ok(self
-            .load_into_with(store, prefixes, |_, t| Ok(t), &|_| false)?
-            .0)
-    }
-
-    /// [`Checkpoint::load_into`], passing each stored tensor through `convert(name, tensor)` first
-    /// (e.g. to transpose a layout that differs from Lingo's). A parameter for which `may_be_new`
-    /// holds (a head the checkpoint does not have) keeps its fresh initialisation when it is
-    /// missing; the report lists those and the stored tensors no parameter read.
-    pub fn load_into_with(
+    /// Builds a model with `make`, each parameter taking its value from the tensor `lookup` finds
+    /// for it (which must have the parameter's shape) — nothing is initialised only to be
+    /// overwritten, and each stored tensor leaves the checkpoint as its parameter takes it. A
+    /// parameter with no tensor is an error unless `lookup.may_be_new` allows it.
+    pub fn build<M>(
         &self,
-        store: &ParamStore,
-        prefixes: &[&str],
-        convert: impl Fn(&str, Tensor) -> candle_core::Result<Tensor>,
-        may_be_new: &dyn Fn(&str) -> bool,
-    ) -> Result<(StoredNames, LoadReport)> {
+        lookup: &Lookup,
+        make: impl FnOnce(&ParamPath) -> candle_core::Result<M>,
+    ) -> Result<Built<M>> {
+        let source = self.source(lookup);
+        let store = ParamStore::reading(lookup.seed, &self.device, source);
+        let model = make(&store.root());
+        store.end_source();
+        let model = model?;
         let mut names = StoredNames::default();
         let mut report = LoadReport::default();
+        let taken = self.taken.lock().expect("checkpoint lock poisoned").clone();
         for (name, var) in store.named() {
-            let found = self.find(&name, prefixes);
-            let Some((stored, t)) = found else {
-                if may_be_new(&name) {
-                    report.newly_initialized.push(name);
-                    continue;
+            match taken.get(&name) {
+                Some(stored) => {
+                    names.0.insert(name, stored.clone());
                 }
-                return Err(LoadError::invalid(
-                    Path::new(&self.weights_file),
-                    format!("tensor `{name}` (shape {:?}) is missing", var.dims()),
-                ));
-            };
-            let t = convert(&name, t.clone())?;
-            if t.dims() != var.dims() {
-                return Err(LoadError::invalid(
-                    Path::new(&self.weights_file),
-                    format!(
-                        "tensor `{name}` has shape {:?}, the model expects {:?}",
-                        t.dims(),
-                        var.dims()
-                    ),
-                ));
+                None if (lookup.may_be_new)(&name) => report.newly_initialized.push(name),
+                None => {
+                    return Err(LoadError::invalid(
+                        Path::new(&self.weights_file),
+                        format!("tensor `{name}` (shape {:?}) is missing", var.dims()),
+                    ))
+                }
             }
-            lingo_nn::params::assign(&var, &t)?;
-            names.0.insert(name.clone(), stored);
         }
-        let read: std::collections::HashSet<&String> = names.0.values().collect();
-        report.unused = self
-            .tensors
-            .keys()
-            .filter(|k| !read.contains(k) && !k.ends_with("position_ids"))
+        let read: HashSet<&String> = taken.values().collect();
+        report.unused = (self.stored.iter())
+            .filter(|k| !read.contains(k) && !is_buffer(k))
             .cloned()
             .collect();
-        report.unused.sort();
-        Ok((names, report))
+        Ok(Built {
+            model,
+            store,
+            names,
+            report,
+        })
     }
 
-    /// The stored name and tensor for parameter `name` (see [`Checkpoint::load_into`]).
-    fn find(&self, name: &str, prefixes: &[&str]) -> Option<(String, &Tensor)> {
-        let candidates = std::iter::once(name.to_string()).chain(prefixes.iter().flat_map(|p| {
-            let bare = name.strip_prefix(p).map(str::to_string);
-            bare.into_iter()
-                .chain(std::iter::once(format!("{p}{name}")))
-        }));
-        candidates
-            .into_iter()
-            .find_map(|n| self.tensors.get(&n).map(|t| (n, t)))
+    /// What a [`ParamStore`] reads from while `build` runs.
+    fn source(&self, lookup: &Lookup) -> lingo_nn::ParamSource {
+        let tensors = self.tensors.clone();
+        let taken = self.taken.clone();
+        let prefixes: Vec<String> = lookup.prefixes.iter().map(|p| p.to_string()).collect();
+        let convert = lookup.convert;
+        let file = self.weights_file.clone();
+        Box::new(move |name: &str, shape: &[usize]| {
+            let mut tensors = tensors.lock().expect("checkpoint lock poisoned");
+            let Some(stored) = candidates(name, &prefixes).find(|n| tensors.contains_key(n)) else {
+                return Ok(None);
+            };
+            let t = convert(name, tensors.remove(&stored).expect("found above"))?;
+            if t.dims() != shape {
+                candle_core::bail!(
+                    "{file}: tensor `{name}` has shape {:?}, the model expects {shape:?}",
+                    t.dims()
+                );
+            }
+            taken
+                .lock()
+                .expect("checkpoint lock poisoned")
+                .insert(name.to_string(), stored);
+            Ok(Some(t))
+        })
     }
+}
+
+/// Buffers some checkpoints store that are no parameters (and that `transformers` ignores too):
+/// position ids, GPT-2's causal mask.
+fn is_buffer(name: &str) -> bool {
+    name.ends_with("position_ids")
+        || name.ends_with(".attn.bias")
+        || name.ends_with(".attn.masked_bias")
+}
+
+/// The names parameter `name` may be stored under (see [`Lookup::prefixes`]), most likely first.
+fn candidates<'a>(name: &'a str, prefixes: &'a [String]) -> impl Iterator<Item = String> + 'a {
+    std::iter::once(name.to_string()).chain(prefixes.iter().flat_map(move |p| {
+        let bare = name.strip_prefix(p.as_str()).map(str::to_string);
+        bare.into_iter()
+            .chain(std::iter::once(format!("{p}{name}")))
+    }))
 }
 
 /// Every tensor of the folder's safetensors weights (one file, or the shards of an index).
@@ -235,7 +315,7 @@ impl LoadReport {
 /// For each parameter, the name its tensor had in the checkpoint it was loaded from, so saving writes
 /// the layout `transformers` expects for that architecture (a bare `BertModel` without `bert.`).
 #[derive(Clone, Debug, Default)]
-pub struct StoredNames(HashMap<String, String>);
+pub struct StoredNames(pub(crate) HashMap<String, String>);
 
 impl StoredNames {
     /// The checkpoint's name of parameter `name`.
@@ -247,6 +327,23 @@ impl StoredNames {
     pub fn from_pairs(pairs: impl IntoIterator<Item = (String, String)>) -> Self {
         StoredNames(pairs.into_iter().collect())
     }
+}
+
+/// Writes a model's `config.json` and `model.safetensors` into `dir` (created if need be), each
+/// parameter under its stored name — GPT-2's Conv1D weights back in their `[in, out]` layout.
+pub fn save_folder(
+    dir: &Path,
+    config: &serde_json::Value,
+    store: &ParamStore,
+    names: &StoredNames,
+) -> Result<()> {
+    std::fs::create_dir_all(dir).map_err(|e| LoadError::Io(dir.into(), e))?;
+    let gpt2 = config["model_type"] == "gpt2";
+    let convert = |name: &str, t: Tensor| match gpt2 {
+        true => crate::gpt::gpt2_layout(names.stored(name), t),
+        false => Ok(t),
+    };
+    save_pretrained(dir, config, store, names, convert)
 }
 
 /// Writes a model folder `transformers` can load: `config.json` and `model.safetensors`, each

@@ -11,9 +11,10 @@
 //!
 //! Then `h̃ = tanh(W_c [s; context])` and `logits = W_out h̃` (optionally tied to the target embedding).
 
+use crate::contracts::{seq2seq_cross_entropy, Seq2SeqBatch, Seq2SeqLoss, Seq2SeqTrain};
+use crate::outputs::{ModelInputs, ModelOutput, Trace};
 use crate::{Batched, Seq2SeqLm};
 use candle_core::{bail, DType, Device, Result, Tensor};
-use lingo_kernels::CrossEntropy;
 use lingo_nn::{
     AttentionLoop, CellKind, Ctx, Dropout, Embedding, Init, Linear, LoopEmbedding, LoopLinear,
     ParamPath, Recurrent, RecurrentConfig, RnnAttention, Score, Stepper,
@@ -379,27 +380,21 @@ impl RnnSeq2Seq {
         self.out.forward(&self.drop.forward(h_tilde, ctx)?)
     }
 
-    /// Mean cross-entropy over the non-padding target positions. `tgt_in` starts with BOS, `tgt_out`
-    /// is the same sequence shifted left (ending in EOS, padded with `pad_id`). With
-    /// `teacher_forcing < 1`, each next input is, with probability `1 − teacher_forcing`, the model's
-    /// own previous prediction instead of the reference token (scheduled sampling).
-    pub fn loss(
+    /// Logits `[batch, tgt, vocab]` for the decoder inputs `tgt_in` (BOS first) over a source
+    /// batch, with every step's h̃ and, when `want_weights`, attention over the source
+    /// `[batch, tgt, src]`. With `teacher_forcing < 1`, each next input is, with probability
+    /// `1 − teacher_forcing`, the model's own previous prediction instead of the reference token
+    /// (scheduled sampling).
+    fn teacher_forced(
         &self,
         src: &Tensor,
         src_lengths: &[usize],
         tgt_in: &Tensor,
-        tgt_out: &Tensor,
         teacher_forcing: f32,
+        want_weights: bool,
         ctx: &mut Ctx,
-    ) -> Result<Tensor> {
+    ) -> Result<(Tensor, Tensor, Batched, Option<Tensor>)> {
         let (b, t) = tgt_in.dims2()?;
-        if tgt_out.dims() != [b, t] {
-            bail!(
-                "target input {:?} and output {:?} differ in shape",
-                tgt_in.dims(),
-                tgt_out.dims()
-            );
-        }
         let memory = self.encode_with(src, src_lengths, ctx)?;
         let mut state = self.start(&memory)?;
         let dl = self.decoder_loop(&memory);
@@ -408,9 +403,13 @@ impl RnnSeq2Seq {
         // The output layer runs once over every step's h̃: one large matrix product instead of one per
         // step (it is most of the model's arithmetic with a large target vocabulary).
         let mut all = Vec::with_capacity(t);
+        let mut weights = Vec::new();
         for step in 0..t {
-            let (h_tilde, next, _) = self.step(&dl, &memory, &state, &tokens, ctx)?;
+            let (h_tilde, next, w) = self.step(&dl, &memory, &state, &tokens, ctx)?;
             state = next;
+            if want_weights {
+                weights.extend(w);
+            }
             if step + 1 < t {
                 tokens = if teacher_forcing >= 1.0 {
                     tgt_in.narrow(1, step + 1, 1)?.squeeze(1)?
@@ -431,16 +430,77 @@ impl RnnSeq2Seq {
             }
             all.push(h_tilde);
         }
-        let logits = self.logits(&Tensor::stack(&all, 1)?, ctx)?;
-        let opts = CrossEntropy {
-            ignore_index: Some(self.config.pad_id as i64),
+        let h_tilde = Tensor::stack(&all, 1)?;
+        let logits = self.logits(&h_tilde, ctx)?;
+        let weights = match weights.is_empty() {
+            true => None,
+            false => Some(Tensor::stack(&weights, 1)?),
+        };
+        Ok((logits, h_tilde, memory, weights))
+    }
+
+    /// Logits `[batch, tgt, vocab]` for `input_ids` (the source; `attention_mask` gives each row's
+    /// length) and `decoder_input_ids` (BOS first), the reference fed at every step. The encoder's
+    /// output is the one encoder state, every step's h̃ the one decoder state, and the attention
+    /// over the source `[batch, tgt, src]` the one cross-attention.
+    pub fn forward(&self, inputs: &ModelInputs, ctx: &mut Ctx) -> Result<ModelOutput> {
+        crate::auto::refuse(
+            "token_type_ids",
+            inputs.token_type_ids.is_some(),
+            "recurrent seq2seq",
+        )?;
+        let Some(tgt_in) = &inputs.decoder_input_ids else {
+            bail!("an encoder-decoder model needs `decoder_input_ids`");
+        };
+        let src = &inputs.input_ids;
+        let (b, s) = src.dims2()?;
+        let lengths: Vec<usize> = match &inputs.attention_mask {
+            Some(m) => m
+                .to_dtype(DType::U32)?
+                .sum(1)?
+                .to_vec1::<u32>()?
+                .into_iter()
+                .map(|l| l as usize)
+                .collect(),
+            None => vec![s; b],
+        };
+        let want = inputs.output_attentions;
+        let (logits, h_tilde, memory, weights) =
+            self.teacher_forced(src, &lengths, tgt_in, 1.0, want, ctx)?;
+        let encoder = Trace {
+            states: vec![memory.0[MEM_OUTPUT].clone()],
             ..Default::default()
         };
-        lingo_kernels::cross_entropy(&logits, tgt_out, opts)
+        let decoder = Trace {
+            states: vec![h_tilde],
+            self_attentions: Vec::new(),
+            cross_attentions: weights.into_iter().collect(),
+        };
+        Ok(ModelOutput::seq2seq(encoder, decoder, logits))
     }
 
     pub fn device(&self) -> Device {
         self.out.weight.device().clone()
+    }
+}
+
+impl Seq2SeqTrain for RnnSeq2Seq {
+    fn pad_id(&self) -> u32 {
+        self.config.pad_id
+    }
+
+    /// Mean cross-entropy over the real target positions, the decoder fed the reference (or, with
+    /// `options.teacher_forcing < 1`, sometimes its own prediction).
+    fn loss(&self, batch: &Seq2SeqBatch, options: &Seq2SeqLoss, ctx: &mut Ctx) -> Result<Tensor> {
+        let (logits, ..) = self.teacher_forced(
+            &batch.source,
+            &batch.source_lengths,
+            &batch.decoder_input,
+            options.teacher_forcing,
+            false,
+            ctx,
+        )?;
+        seq2seq_cross_entropy(&logits, batch, options)
     }
 }
 
@@ -515,8 +575,8 @@ mod tests {
             for cell in [CellKind::Lstm, CellKind::Gru] {
                 let store = ParamStore::new(0, &Device::Cpu);
                 let model = RnnSeq2Seq::new(config(attention, cell, bidirectional), &store.root())?;
-                let (src, lengths, tgt_in, tgt_out) = crate::toy_seq2seq_batch();
-                let loss = model.loss(&src, &lengths, &tgt_in, &tgt_out, 1.0, &mut Ctx::eval())?;
+                let batch = crate::toy_seq2seq_batch();
+                let loss = model.loss(&batch, &Seq2SeqLoss::default(), &mut Ctx::eval())?;
                 let missing = store.without_gradient(&loss.backward()?)?;
                 assert!(
                     missing.is_empty(),
@@ -544,12 +604,12 @@ mod tests {
         {
             let store = ParamStore::new(k as u64, &Device::Cpu);
             let model = RnnSeq2Seq::new(config(attention, cell, bidirectional), &store.root())?;
-            let (src, lengths, tgt_in, tgt_out) = crate::toy_seq2seq_batch();
+            let batch = crate::toy_seq2seq_batch();
             let loss = || -> Result<f64> {
-                let l = model.loss(&src, &lengths, &tgt_in, &tgt_out, 1.0, &mut Ctx::eval())?;
+                let l = model.loss(&batch, &Seq2SeqLoss::default(), &mut Ctx::eval())?;
                 Ok(l.to_scalar::<f32>()? as f64)
             };
-            let l = model.loss(&src, &lengths, &tgt_in, &tgt_out, 1.0, &mut Ctx::eval())?;
+            let l = model.loss(&batch, &Seq2SeqLoss::default(), &mut Ctx::eval())?;
             let grads = l.backward()?;
             // One random direction per parameter tensor, so an error in any one gradient shows.
             for (i, (name, v)) in store.named().iter().enumerate() {
@@ -580,8 +640,9 @@ mod tests {
             config(Seq2SeqAttention::Bahdanau, CellKind::Lstm, true),
             &store.root(),
         )?;
-        let (src, lengths, _, _) = crate::toy_seq2seq_batch();
-        let memory = model.encode(&src, &lengths)?;
+        let batch = crate::toy_seq2seq_batch();
+        let (src, lengths) = (&batch.source, &batch.source_lengths);
+        let memory = model.encode(src, lengths)?;
         let state = model.initial_state(&memory)?;
         let last = Tensor::from_vec(vec![1u32, 1], 2, &Device::Cpu)?;
         let (lp, _, w) = model.decode_step(&memory, &state, &last)?;
@@ -608,13 +669,14 @@ mod tests {
             config(Seq2SeqAttention::LuongGeneral, CellKind::Gru, true),
             &store.root(),
         )?;
-        let (src, lengths, tgt_in, tgt_out) = crate::toy_seq2seq_batch();
+        let batch = crate::toy_seq2seq_batch();
+        let sampled = Seq2SeqLoss {
+            teacher_forcing: 0.5,
+            ..Default::default()
+        };
         let loss = model.loss(
-            &src,
-            &lengths,
-            &tgt_in,
-            &tgt_out,
-            0.5,
+            &batch,
+            &sampled,
             &mut Ctx::train(lingo_nn::LingoRng::new(3)),
         )?;
         assert!(loss.to_scalar::<f32>()?.is_finite());

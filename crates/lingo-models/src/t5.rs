@@ -11,12 +11,17 @@
 //! - The output layer is the shared embedding or (v1.1) a weight of its own; the decoder output is
 //!   first scaled by `d_model^-0.5` where the config says so (`scale_decoder_outputs`, or, in older
 //!   configs, a tied head).
+//! - In training, `dropout_rate` applies after the embeddings, on the attention probabilities,
+//!   after the feed-forward activation, on every sub-layer's output before its residual sum, and
+//!   after each stack's final norm.
 
-use crate::bart::{Seq2SeqOutput, Trace};
-use crate::hf::{Checkpoint, LoadError, StoredNames};
+use crate::auto::{AutoModel, LoadOptions, Loaded};
+use crate::contracts::{seq2seq_cross_entropy, Seq2SeqBatch, Seq2SeqLoss, Seq2SeqTrain};
+use crate::hf::{Checkpoint, LoadError, Lookup};
+use crate::outputs::{ModelInputs, ModelOutput, Trace};
 use candle_core::{bail, DType, Device, Result, Tensor};
 use lingo_nn::{
-    Activation, DecoderLayerCache, Embedding, Init, Linear, ParamPath, ParamStore, RmsNorm,
+    Activation, Ctx, DecoderLayerCache, Dropout, Embedding, Init, Linear, ParamPath, RmsNorm,
 };
 use serde::Deserialize;
 
@@ -51,8 +56,14 @@ pub struct T5Config {
     pub eos_token_id: Option<u32>,
     #[serde(default)]
     pub pad_token_id: Option<u32>,
+    /// Dropout everywhere it applies in training.
+    #[serde(default = "tenth")]
+    pub dropout_rate: f32,
 }
 
+fn tenth() -> f32 {
+    0.1
+}
 fn buckets() -> usize {
     32
 }
@@ -120,6 +131,8 @@ struct Attention {
     d_kv: usize,
     /// `[num_buckets, heads]`, in the first layer of each stack's self-attention only.
     relative_bias: Option<Embedding>,
+    /// On the attention probabilities.
+    dropout: Dropout,
 }
 
 impl Attention {
@@ -143,6 +156,7 @@ impl Attention {
             } else {
                 None
             },
+            dropout: Dropout::new(c.dropout_rate),
         })
     }
 
@@ -179,9 +193,15 @@ impl Attention {
     /// `x: [batch, q_len, d_model]` attending over `kv: [batch, k_len, d_model]`; `bias` broadcasts to
     /// `[batch, heads, q_len, k_len]`.
     /// The attended output and the attention probabilities `[batch, heads, q_len, k_len]`.
-    fn forward(&self, x: &Tensor, kv: &Tensor, bias: &Tensor) -> Result<(Tensor, Tensor)> {
+    fn forward(
+        &self,
+        x: &Tensor,
+        kv: &Tensor,
+        bias: &Tensor,
+        ctx: &mut Ctx,
+    ) -> Result<(Tensor, Tensor)> {
         let (k, v) = self.keys_values(kv)?;
-        self.attend(x, &k, &v, bias)
+        self.attend(x, &k, &v, bias, ctx)
     }
 
     /// The keys and values `[batch, len, heads, d_kv]` of `kv: [batch, len, d_model]`.
@@ -204,7 +224,7 @@ impl Attention {
             Some((pk, pv)) => (Tensor::cat(&[&pk, &k], 1)?, Tensor::cat(&[&pv, &v], 1)?),
             None => (k.contiguous()?, v.contiguous()?),
         };
-        let (y, _) = self.attend(x, &k, &v, bias)?;
+        let (y, _) = self.attend(x, &k, &v, bias, &mut Ctx::eval())?;
         *cache = Some((k, v));
         Ok(y)
     }
@@ -216,6 +236,7 @@ impl Attention {
         k: &Tensor,
         v: &Tensor,
         bias: &Tensor,
+        ctx: &mut Ctx,
     ) -> Result<(Tensor, Tensor)> {
         let (b, t, _) = x.dims3()?;
         let heads_first = |y: &Tensor| y.transpose(1, 2)?.contiguous();
@@ -223,11 +244,12 @@ impl Attention {
         let (k, v) = (heads_first(k)?, heads_first(v)?);
         let scores = q.matmul(&k.t()?.contiguous()?)?.broadcast_add(bias)?;
         let weights = lingo_kernels::softmax(&scores)?;
-        let context =
-            weights
-                .matmul(&v)?
-                .transpose(1, 2)?
-                .reshape((b, t, self.heads * self.d_kv))?;
+        let context = self
+            .dropout
+            .forward(&weights, ctx)?
+            .matmul(&v)?
+            .transpose(1, 2)?
+            .reshape((b, t, self.heads * self.d_kv))?;
         Ok((self.o.forward(&context)?, weights))
     }
 }
@@ -239,6 +261,8 @@ struct FeedForward {
     wi_1: Option<Linear>,
     wo: Linear,
     act: Activation,
+    /// After the activation (and the gate).
+    dropout: Dropout,
 }
 
 impl FeedForward {
@@ -259,15 +283,16 @@ impl FeedForward {
             wi_1,
             wo: Linear::new(&p.sub("wo"), f, d, false, init)?,
             act,
+            dropout: Dropout::new(c.dropout_rate),
         })
     }
 
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+    fn forward(&self, x: &Tensor, ctx: &mut Ctx) -> Result<Tensor> {
         let mut h = self.act.apply(&self.wi.forward(x)?)?;
         if let Some(wi_1) = &self.wi_1 {
             h = (h * wi_1.forward(x)?)?;
         }
-        self.wo.forward(&h)
+        self.wo.forward(&self.dropout.forward(&h, ctx)?)
     }
 }
 
@@ -278,6 +303,8 @@ struct Block {
     cross: Option<(Attention, RmsNorm)>,
     ff: FeedForward,
     ff_norm: RmsNorm,
+    /// On each sub-layer's output before its residual sum.
+    dropout: Dropout,
 }
 
 impl Block {
@@ -299,27 +326,35 @@ impl Block {
             },
             ff: FeedForward::new(&layer(ff_index).sub("DenseReluDense"), c)?,
             ff_norm: norm(ff_index)?,
+            dropout: Dropout::new(c.dropout_rate),
         })
     }
 
-    /// The block's output, recording its attention probabilities in `trace`.
+    /// The block's output; records its attention probabilities in `trace` when `want_weights`.
     fn forward(
         &self,
         x: &Tensor,
         self_bias: &Tensor,
         memory: Option<(&Tensor, &Tensor)>,
+        want_weights: bool,
         trace: &mut Trace,
+        ctx: &mut Ctx,
     ) -> Result<Tensor> {
         let h = self.self_norm.forward(x)?;
-        let (attended, weights) = self.self_attn.forward(&h, &h, self_bias)?;
-        trace.self_attentions.push(weights);
-        let mut x = (x + attended)?;
-        if let (Some((attn, norm)), Some((memory, bias))) = (&self.cross, memory) {
-            let (attended, weights) = attn.forward(&norm.forward(&x)?, memory, bias)?;
-            trace.cross_attentions.push(weights);
-            x = (&x + attended)?;
+        let (attended, weights) = self.self_attn.forward(&h, &h, self_bias, ctx)?;
+        if want_weights {
+            trace.self_attentions.push(weights);
         }
-        &x + self.ff.forward(&self.ff_norm.forward(&x)?)?
+        let mut x = (x + self.dropout.forward(&attended, ctx)?)?;
+        if let (Some((attn, norm)), Some((memory, bias))) = (&self.cross, memory) {
+            let (attended, weights) = attn.forward(&norm.forward(&x)?, memory, bias, ctx)?;
+            if want_weights {
+                trace.cross_attentions.push(weights);
+            }
+            x = (&x + self.dropout.forward(&attended, ctx)?)?;
+        }
+        let ff = self.ff.forward(&self.ff_norm.forward(&x)?, ctx)?;
+        &x + self.dropout.forward(&ff, ctx)?
     }
 
     /// A decoder block on the next target positions `x` alone: the cache supplies the earlier
@@ -337,11 +372,12 @@ impl Block {
             .attend_cached(&h, &mut cache.own, self_bias)?)?;
         let (attn, norm) = self.cross.as_ref().expect("a decoder block");
         let (source_k, source_v) = &cache.source;
+        let eval = &mut Ctx::eval();
         let (attended, weights) =
-            attn.attend(&norm.forward(&x)?, source_k, source_v, cross_bias)?;
+            attn.attend(&norm.forward(&x)?, source_k, source_v, cross_bias, eval)?;
         x = (&x + attended)?;
         Ok((
-            (&x + self.ff.forward(&self.ff_norm.forward(&x)?)?)?,
+            (&x + self.ff.forward(&self.ff_norm.forward(&x)?, eval)?)?,
             weights,
         ))
     }
@@ -373,6 +409,8 @@ pub struct T5 {
     decoder_norm: RmsNorm,
     /// `lm_head`, or the shared embedding table.
     lm_head: Linear,
+    /// After the embeddings and after each stack's final norm.
+    dropout: Dropout,
 }
 
 impl T5 {
@@ -429,6 +467,7 @@ impl T5 {
                 c.layer_norm_epsilon,
             )?,
             lm_head,
+            dropout: Dropout::new(c.dropout_rate),
             config,
         })
     }
@@ -436,29 +475,40 @@ impl T5 {
     /// Runs a stack: the input embeddings, then the input of every block after the first, then the
     /// final norm of the last block's output — the states `transformers` reports.
     fn run(
-        blocks: &[Block],
-        norm: &RmsNorm,
-        mut x: Tensor,
+        &self,
+        decoder: bool,
+        embedded: Tensor,
         self_bias: &Tensor,
         memory: Option<(&Tensor, &Tensor)>,
+        want_weights: bool,
+        ctx: &mut Ctx,
     ) -> Result<Trace> {
-        let mut trace = Trace {
-            states: vec![x.clone()],
-            ..Default::default()
+        let (blocks, norm) = match decoder {
+            true => (&self.decoder, &self.decoder_norm),
+            false => (&self.encoder, &self.encoder_norm),
         };
+        let mut trace = Trace::starting(&embedded);
+        let mut x = self.dropout.forward(&embedded, ctx)?;
         for (i, block) in blocks.iter().enumerate() {
-            x = block.forward(&x, self_bias, memory, &mut trace)?;
+            x = block.forward(&x, self_bias, memory, want_weights, &mut trace, ctx)?;
             if i + 1 < blocks.len() {
                 trace.states.push(x.clone());
             }
         }
-        trace.states.push(norm.forward(&x)?);
+        let last = self.dropout.forward(&norm.forward(&x)?, ctx)?;
+        trace.states.push(last);
         Ok(trace)
     }
 
     /// The encoder on `ids: [batch, src]` (`attention_mask`: 1 = real token); its last state is the
     /// memory the decoder reads.
-    pub fn encode(&self, ids: &Tensor, attention_mask: Option<&Tensor>) -> Result<Trace> {
+    pub fn encode(
+        &self,
+        ids: &Tensor,
+        attention_mask: Option<&Tensor>,
+        want_weights: bool,
+        ctx: &mut Ctx,
+    ) -> Result<Trace> {
         let t = ids.dim(1)?;
         let mut bias = self.encoder[0]
             .self_attn
@@ -466,13 +516,8 @@ impl T5 {
         if let Some(m) = attention_mask {
             bias = bias.broadcast_add(&padding_bias(m)?)?;
         }
-        Self::run(
-            &self.encoder,
-            &self.encoder_norm,
-            self.encoder_embed.forward(ids)?,
-            &bias,
-            None,
-        )
+        let embedded = self.encoder_embed.forward(ids)?;
+        self.run(false, embedded, &bias, None, want_weights, ctx)
     }
 
     /// The decoder on `decoder_ids` over the encoder output `memory`: its trace and the logits.
@@ -481,6 +526,8 @@ impl T5 {
         decoder_ids: &Tensor,
         memory: &Tensor,
         attention_mask: Option<&Tensor>,
+        want_weights: bool,
+        ctx: &mut Ctx,
     ) -> Result<(Trace, Tensor)> {
         let t = decoder_ids.dim(1)?;
         let self_bias = self.decoder[0]
@@ -491,12 +538,13 @@ impl T5 {
             Some(m) => padding_bias(m)?,
             None => Tensor::zeros((1, 1, 1, 1), DType::F32, memory.device())?,
         };
-        let trace = Self::run(
-            &self.decoder,
-            &self.decoder_norm,
+        let trace = self.run(
+            true,
             self.decoder_embed.forward(decoder_ids)?,
             &self_bias,
             Some((memory, &cross_bias)),
+            want_weights,
+            ctx,
         )?;
         let logits = self.logits(trace.states.last().expect("final state"))?;
         Ok((trace, logits))
@@ -514,33 +562,45 @@ impl T5 {
         self.lm_head.forward(&last)
     }
 
-    pub fn forward(
-        &self,
-        ids: &Tensor,
-        attention_mask: Option<&Tensor>,
-        decoder_ids: &Tensor,
-    ) -> Result<Seq2SeqOutput> {
-        let encoder = self.encode(ids, attention_mask)?;
+    /// Logits `[batch, tgt, vocab]` for `input_ids` and `decoder_input_ids`, with every state.
+    pub fn forward(&self, inputs: &ModelInputs, ctx: &mut Ctx) -> Result<ModelOutput> {
+        let Some(decoder_ids) = &inputs.decoder_input_ids else {
+            bail!("an encoder-decoder model needs `decoder_input_ids`");
+        };
+        let (mask, want) = (inputs.attention_mask.as_ref(), inputs.output_attentions);
+        let encoder = self.encode(&inputs.input_ids, mask, want, ctx)?;
         let memory = encoder.states.last().expect("final state");
-        let (decoder, logits) = self.decode(decoder_ids, memory, attention_mask)?;
-        Ok(Seq2SeqOutput::from_traces(encoder, decoder, logits))
+        let (decoder, logits) = self.decode(decoder_ids, memory, mask, want, ctx)?;
+        Ok(ModelOutput::seq2seq(encoder, decoder, logits))
     }
 
     /// Loads a T5 folder (`T5ForConditionalGeneration` weights).
     pub fn load(
         checkpoint: &Checkpoint,
-        device: &Device,
-    ) -> std::result::Result<(T5, ParamStore, StoredNames), LoadError> {
-        let config: T5Config = checkpoint.parse_config()?;
-        let store = ParamStore::new(0, device);
+        options: &LoadOptions,
+    ) -> std::result::Result<Loaded, LoadError> {
+        let mut json = checkpoint.config.clone();
+        if let Some(p) = options.dropout {
+            json["dropout_rate"] = p.into();
+        }
+        let config: T5Config = checkpoint.parse(json.clone())?;
         let own = (
             checkpoint.has("encoder.embed_tokens.weight"),
             checkpoint.has("decoder.embed_tokens.weight"),
         );
         let own_head = checkpoint.has("lm_head.weight");
-        let model = T5::new(config, own, own_head, &store.root())?;
-        let names = checkpoint.load_into(&store, &[])?;
-        Ok((model, store, names))
+        let lookup = Lookup {
+            seed: options.seed,
+            ..Lookup::default()
+        };
+        let built = checkpoint.build(&lookup, |p| T5::new(config, own, own_head, p))?;
+        Ok(Loaded {
+            model: AutoModel::T5(built.model),
+            store: built.store,
+            config: json,
+            report: built.report,
+            names: built.names,
+        })
     }
 }
 
@@ -556,7 +616,7 @@ impl crate::cached_decoding::CachedDecoder for T5 {
     }
     fn memory(&self, ids: &Tensor, mask: &Tensor) -> Result<Tensor> {
         Ok(self
-            .encode(ids, Some(mask))?
+            .encode(ids, Some(mask), false, &mut Ctx::eval())?
             .states
             .pop()
             .expect("final state"))
@@ -597,6 +657,26 @@ impl crate::cached_decoding::CachedDecoder for T5 {
         }
         let logits = self.logits(&self.decoder_norm.forward(&x)?)?;
         Ok((logits, cross.expect("at least one decoder block")))
+    }
+}
+
+impl Seq2SeqTrain for T5 {
+    fn pad_id(&self) -> u32 {
+        self.config.pad_token_id.unwrap_or(0)
+    }
+
+    fn loss(&self, batch: &Seq2SeqBatch, options: &Seq2SeqLoss, ctx: &mut Ctx) -> Result<Tensor> {
+        let mask = crate::length_mask(
+            &batch.source_lengths,
+            batch.source.dim(1)?,
+            DType::U32,
+            batch.source.device(),
+        )?;
+        let inputs = ModelInputs::new(batch.source.clone())
+            .with_attention_mask(mask)
+            .with_decoder_input_ids(batch.decoder_input.clone());
+        let logits = self.forward(&inputs, ctx)?.output;
+        seq2seq_cross_entropy(&logits, batch, options)
     }
 }
 

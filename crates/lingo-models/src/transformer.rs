@@ -9,8 +9,10 @@
 
 use crate::cached_decoding::CachedDecoder;
 use crate::config::{check_dropout, check_heads, check_positive};
+use crate::contracts::{seq2seq_cross_entropy, Seq2SeqBatch, Seq2SeqLoss, Seq2SeqTrain};
+use crate::outputs::{ModelInputs, ModelOutput, Trace};
 use candle_core::{bail, DType, Result, Tensor};
-use lingo_kernels::{AttentionMask, CrossEntropy};
+use lingo_kernels::AttentionMask;
 use lingo_nn::{
     sinusoidal_table, Ctx, DecoderLayerCache, Dropout, Embedding, Init, LayerNorm, Linear,
     MultiHeadAttention, ParamPath,
@@ -117,25 +119,27 @@ impl Layer {
         })
     }
 
-    /// The layer's output and the cross-attention probabilities (decoder layers).
+    /// The layer's output; records its attention probabilities in `trace` when `want_weights`.
     fn forward(
         &self,
         x: &Tensor,
         self_mask: &AttentionMask,
         memory: Option<(&Tensor, &AttentionMask)>,
+        want_weights: bool,
+        trace: &mut Trace,
         ctx: &mut Ctx,
-    ) -> Result<(Tensor, Option<Tensor>)> {
-        let (a, _) = self.self_attn.forward(x, x, self_mask, false, ctx)?;
+    ) -> Result<Tensor> {
+        let (a, w) = self.self_attn.forward(x, x, self_mask, want_weights, ctx)?;
+        trace.self_attentions.extend(w);
         let mut x = self
             .self_norm
             .forward(&(x + self.drop.forward(&a, ctx)?)?)?;
-        let mut cross_weights = None;
         if let (Some((attn, norm)), Some((memory, mask))) = (&self.cross, memory) {
-            let (a, w) = attn.forward(&x, memory, mask, true, ctx)?;
+            let (a, w) = attn.forward(&x, memory, mask, want_weights, ctx)?;
+            trace.cross_attentions.extend(w);
             x = norm.forward(&(&x + self.drop.forward(&a, ctx)?)?)?;
-            cross_weights = w;
         }
-        Ok((self.feed_forward(&x, ctx)?, cross_weights))
+        self.feed_forward(&x, ctx)
     }
 
     /// `x` after the feed-forward sub-layer.
@@ -228,28 +232,38 @@ impl Transformer {
         self.drop.forward(&x, ctx)
     }
 
-    /// The encoder output `[batch, src, d_model]`; `keep: [batch, src]` marks real tokens.
-    pub fn encode_with(&self, src: &Tensor, keep: &Tensor, ctx: &mut Ctx) -> Result<Tensor> {
+    /// The encoder on `src: [batch, src]`; `keep: [batch, src]` (u8) marks real tokens. Its last
+    /// state is the memory the decoder reads.
+    pub fn encode(
+        &self,
+        src: &Tensor,
+        keep: &Tensor,
+        want_weights: bool,
+        ctx: &mut Ctx,
+    ) -> Result<Trace> {
         let mask = AttentionMask {
             key_padding: Some(keep.clone()),
             ..Default::default()
         };
         let mut x = self.embed(&self.src_embed, src, 0, ctx)?;
+        let mut trace = Trace::starting(&x);
         for layer in &self.encoder {
-            x = layer.forward(&x, &mask, None, ctx)?.0;
+            x = layer.forward(&x, &mask, None, want_weights, &mut trace, ctx)?;
+            trace.states.push(x.clone());
         }
-        Ok(x)
+        Ok(trace)
     }
 
-    /// Logits `[batch, tgt, vocab]` for the target prefix `tgt_in` over the encoder output, and the last
-    /// decoder layer's cross-attention `[batch, heads, tgt, src]`.
-    pub fn decode_with(
+    /// The decoder on the target prefix `tgt_in` over the encoder output `memory`: its trace and
+    /// the logits `[batch, tgt, vocab]`.
+    pub fn decode(
         &self,
         tgt_in: &Tensor,
         memory: &Tensor,
         keep: &Tensor,
+        want_weights: bool,
         ctx: &mut Ctx,
-    ) -> Result<(Tensor, Tensor)> {
+    ) -> Result<(Trace, Tensor)> {
         let self_mask = AttentionMask {
             causal: true,
             ..Default::default()
@@ -259,14 +273,36 @@ impl Transformer {
             ..Default::default()
         };
         let mut x = self.embed(&self.tgt_embed, tgt_in, 0, ctx)?;
-        let mut cross = None;
+        let mut trace = Trace::starting(&x);
         for layer in &self.decoder {
-            let (y, w) = layer.forward(&x, &self_mask, Some((memory, &cross_mask)), ctx)?;
-            x = y;
-            cross = w;
+            let memory = Some((memory, &cross_mask));
+            x = layer.forward(&x, &self_mask, memory, want_weights, &mut trace, ctx)?;
+            trace.states.push(x.clone());
         }
-        let logits = self.head.forward(&x)?;
-        Ok((logits, cross.expect("at least one decoder layer")))
+        Ok((trace, self.head.forward(&x)?))
+    }
+
+    /// Logits `[batch, tgt, vocab]` for `input_ids` (the source, `attention_mask` marking its real
+    /// tokens) and `decoder_input_ids`, with every state.
+    pub fn forward(&self, inputs: &ModelInputs, ctx: &mut Ctx) -> Result<ModelOutput> {
+        crate::auto::refuse(
+            "token_type_ids",
+            inputs.token_type_ids.is_some(),
+            "Transformer",
+        )?;
+        let Some(tgt_in) = &inputs.decoder_input_ids else {
+            bail!("an encoder-decoder model needs `decoder_input_ids`");
+        };
+        let src = &inputs.input_ids;
+        let keep = match &inputs.attention_mask {
+            Some(m) => m.to_dtype(DType::U8)?,
+            None => Tensor::ones(src.dims(), DType::U8, src.device())?,
+        };
+        let want = inputs.output_attentions;
+        let encoder = self.encode(src, &keep, want, ctx)?;
+        let memory = encoder.states.last().expect("embeddings at least");
+        let (decoder, logits) = self.decode(tgt_in, memory, &keep, want, ctx)?;
+        Ok(ModelOutput::seq2seq(encoder, decoder, logits))
     }
 
     /// `[batch, src]` u8 mask of the real tokens, from the padded batch.
@@ -277,26 +313,21 @@ impl Transformer {
         }
         crate::length_mask(lengths, s, DType::U8, src.device())
     }
+}
 
-    /// Cross-entropy over the non-padding target positions, with `label_smoothing` (0.1 in the paper).
-    pub fn loss(
-        &self,
-        src: &Tensor,
-        src_lengths: &[usize],
-        tgt_in: &Tensor,
-        tgt_out: &Tensor,
-        label_smoothing: f32,
-        ctx: &mut Ctx,
-    ) -> Result<Tensor> {
-        let keep = self.keep_mask(src, src_lengths)?;
-        let memory = self.encode_with(src, &keep, ctx)?;
-        let (logits, _) = self.decode_with(tgt_in, &memory, &keep, ctx)?;
-        let opts = CrossEntropy {
-            ignore_index: Some(self.config.pad_id as i64),
-            label_smoothing,
-            ..Default::default()
-        };
-        lingo_kernels::cross_entropy(&logits, tgt_out, opts)
+impl Seq2SeqTrain for Transformer {
+    fn pad_id(&self) -> u32 {
+        self.config.pad_id
+    }
+
+    /// Cross-entropy over the real target positions, label-smoothed as `options` says (0.1 in the
+    /// paper).
+    fn loss(&self, batch: &Seq2SeqBatch, options: &Seq2SeqLoss, ctx: &mut Ctx) -> Result<Tensor> {
+        let keep = self.keep_mask(&batch.source, &batch.source_lengths)?;
+        let encoder = self.encode(&batch.source, &keep, false, ctx)?;
+        let memory = encoder.states.last().expect("embeddings at least");
+        let (_, logits) = self.decode(&batch.decoder_input, memory, &keep, false, ctx)?;
+        seq2seq_cross_entropy(&logits, batch, options)
     }
 }
 
@@ -311,7 +342,9 @@ impl CachedDecoder for Transformer {
         self.config.tgt_vocab_size
     }
     fn memory(&self, ids: &Tensor, mask: &Tensor) -> Result<Tensor> {
-        self.encode_with(ids, &mask.to_dtype(DType::U8)?, &mut Ctx::eval())
+        let keep = mask.to_dtype(DType::U8)?;
+        let mut trace = self.encode(ids, &keep, false, &mut Ctx::eval())?;
+        Ok(trace.states.pop().expect("embeddings at least"))
     }
     fn source_keys_values(&self, memory: &Tensor) -> Result<Vec<(Tensor, Tensor)>> {
         (self.decoder.iter())
@@ -373,9 +406,13 @@ mod tests {
         for share in [false, true] {
             let store = ParamStore::new(0, &Device::Cpu);
             let model = Transformer::new(config(share), &store.root())?;
-            let (src, lengths, tgt_in, tgt_out) = crate::toy_seq2seq_batch();
+            let batch = crate::toy_seq2seq_batch();
             let mut ctx = Ctx::train(lingo_nn::LingoRng::new(1));
-            let loss = model.loss(&src, &lengths, &tgt_in, &tgt_out, 0.1, &mut ctx)?;
+            let smoothed = Seq2SeqLoss {
+                label_smoothing: 0.1,
+                ..Default::default()
+            };
+            let loss = model.loss(&batch, &smoothed, &mut ctx)?;
             let missing = store.without_gradient(&loss.backward()?)?;
             assert!(
                 missing.is_empty(),
@@ -391,12 +428,17 @@ mod tests {
     fn stepping_equals_the_full_pass_and_padding_is_ignored() -> Result<()> {
         let store = ParamStore::new(3, &Device::Cpu);
         let model = Transformer::new(config(false), &store.root())?;
-        let (src, lengths, tgt_in, _) = crate::toy_seq2seq_batch();
-        let keep = model.keep_mask(&src, &lengths)?;
-        let memory = model.encode_with(&src, &keep, &mut Ctx::eval())?;
-        let (full, _) = model.decode_with(&tgt_in, &memory, &keep, &mut Ctx::eval())?;
-        let full = lingo_kernels::log_softmax(&full)?;
-        let mem = model.encode(&src, &lengths)?;
+        let batch = crate::toy_seq2seq_batch();
+        let (src, lengths, tgt_in) = (&batch.source, &batch.source_lengths, &batch.decoder_input);
+        let keep = model.keep_mask(src, lengths)?;
+        let run = |src: &Tensor, keep: &Tensor, tgt_in: &Tensor| -> Result<Tensor> {
+            let inputs = ModelInputs::new(src.clone())
+                .with_attention_mask(keep.clone())
+                .with_decoder_input_ids(tgt_in.clone());
+            Ok(model.forward(&inputs, &mut Ctx::eval())?.output)
+        };
+        let full = lingo_kernels::log_softmax(&run(src, &keep, tgt_in)?)?;
+        let mem = Seq2SeqLm::encode(&model, src, lengths)?;
         let mut state = model.initial_state(&mem)?;
         for t in 0..tgt_in.dim(1)? {
             let last = tgt_in.narrow(1, t, 1)?.squeeze(1)?;
@@ -409,10 +451,8 @@ mod tests {
         // Row 1 alone, unpadded, equals row 1 of the padded batch.
         let alone = src.narrow(0, 1, 1)?.narrow(1, 0, 2)?;
         let keep1 = model.keep_mask(&alone, &[2])?;
-        let mem1 = model.encode_with(&alone, &keep1, &mut Ctx::eval())?;
-        let (one, _) =
-            model.decode_with(&tgt_in.narrow(0, 1, 1)?, &mem1, &keep1, &mut Ctx::eval())?;
-        let (both, _) = model.decode_with(&tgt_in, &memory, &keep, &mut Ctx::eval())?;
+        let one = run(&alone, &keep1, &tgt_in.narrow(0, 1, 1)?)?;
+        let both = run(src, &keep, tgt_in)?;
         let d = (one - both.narrow(0, 1, 1)?)?
             .abs()?
             .max_all()?

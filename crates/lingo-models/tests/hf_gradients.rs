@@ -4,8 +4,10 @@
 //! softmax and norms would, silently).
 
 use candle_core::{DType, Device, Tensor};
-use lingo_models::auto::{AutoModel, ModelInputs};
+use lingo_models::auto::{AutoModel, LoadOptions};
+use lingo_models::ModelInputs;
 use lingo_nn::params::read_safetensors;
+use lingo_nn::Ctx;
 use std::path::PathBuf;
 
 /// Parameters a checkpoint holds that its main output does not read, with why.
@@ -32,7 +34,8 @@ fn every_parameter_receives_a_gradient() {
     let dev = Device::Cpu;
     for dir in dirs {
         let name = dir.file_name().unwrap().to_string_lossy().to_string();
-        let model = AutoModel::load(&dir, &dev).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let model = AutoModel::load(&dir, &LoadOptions::default())
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
         let expected = read_safetensors(&dir.join("expected.safetensors"), &dev).unwrap();
         let input = |key: &str| {
             (expected.get(&format!("batch.{key}"))).map(|t| t.to_dtype(DType::U32).unwrap())
@@ -42,8 +45,13 @@ fn every_parameter_receives_a_gradient() {
             attention_mask: input("attention_mask"),
             token_type_ids: input("token_type_ids"),
             decoder_input_ids: input("decoder_input_ids"),
+            output_attentions: false,
         };
-        let output = model.model.forward(&inputs).unwrap();
+        let output = model
+            .model
+            .forward(&inputs, &mut Ctx::eval())
+            .unwrap()
+            .output;
         // A random projection of the output, so no gradient cancels by symmetry.
         let direction = Tensor::randn(0f32, 1.0, output.shape(), &dev).unwrap();
         let loss = (output * direction).unwrap().sum_all().unwrap();

@@ -2,9 +2,10 @@
 //! hidden state and the head's output, on one sequence and on a padded batch, to 1e-4.
 
 use candle_core::{DType, Device, Tensor};
-use lingo_models::bert::BertModel;
-use lingo_models::hf::Checkpoint;
+use lingo_models::auto::{AutoModel, LoadOptions};
+use lingo_models::ModelInputs;
 use lingo_nn::params::read_safetensors;
+use lingo_nn::Ctx;
 use std::collections::HashMap;
 use std::path::PathBuf;
 
@@ -37,19 +38,30 @@ fn input(expected: &HashMap<String, Tensor>, case: &str, key: &str) -> Option<Te
         .map(|t| t.to_dtype(DType::U32).unwrap())
 }
 
+/// The fixture's inputs for `case` (`single` or `batch`), asking for attention probabilities.
+fn inputs(expected: &HashMap<String, Tensor>, case: &str) -> ModelInputs {
+    ModelInputs {
+        input_ids: input(expected, case, "input_ids").unwrap(),
+        attention_mask: input(expected, case, "attention_mask"),
+        token_type_ids: input(expected, case, "token_type_ids"),
+        decoder_input_ids: input(expected, case, "decoder_input_ids"),
+        output_attentions: true,
+    }
+}
+
+fn load(dir: &std::path::Path) -> lingo_models::auto::Loaded {
+    AutoModel::load(dir, &LoadOptions::default())
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+}
+
 fn check_encoder(name: &str) {
     let dir = fixture(name);
     let dev = Device::Cpu;
-    let checkpoint = Checkpoint::open(&dir, &dev).unwrap_or_else(|e| panic!("{name}: {e}"));
-    let (model, _, _) =
-        BertModel::load(&checkpoint, &dev).unwrap_or_else(|e| panic!("{name}: {e}"));
+    let model = load(&dir).model;
     let expected = read_safetensors(&dir.join("expected.safetensors"), &dev).unwrap();
     for case in ["single", "batch"] {
-        let ids = input(&expected, case, "input_ids").unwrap();
-        let mask = input(&expected, case, "attention_mask");
-        let types = input(&expected, case, "token_type_ids");
         let out = model
-            .forward_with_attentions(&ids, mask.as_ref(), types.as_ref())
+            .forward(&inputs(&expected, case), &mut Ctx::eval())
             .unwrap_or_else(|e| panic!("{name} {case}: {e}"));
         let layers = expected
             .keys()
@@ -124,9 +136,8 @@ fn scratch_copy(name: &str) -> tempfile::TempDir {
 }
 
 fn load_error(dir: &std::path::Path) -> String {
-    let dev = Device::Cpu;
-    match Checkpoint::open(dir, &dev).and_then(|c| BertModel::load(&c, &dev).map(|_| ())) {
-        Ok(()) => panic!("{} loaded", dir.display()),
+    match AutoModel::load(dir, &LoadOptions::default()) {
+        Ok(_) => panic!("{} loaded", dir.display()),
         Err(e) => e.to_string(),
     }
 }
@@ -198,10 +209,12 @@ fn broken_folders_give_errors_that_name_the_problem() {
 
     // Too many tokens for the positions.
     let dev = Device::Cpu;
-    let checkpoint = Checkpoint::open(&fixture("bert"), &dev).unwrap();
-    let (model, _, _) = BertModel::load(&checkpoint, &dev).unwrap();
+    let model = load(&fixture("bert")).model;
     let ids = Tensor::zeros((1, 65), DType::U32, &dev).unwrap();
-    let err = model.forward(&ids, None, None).err().unwrap().to_string();
+    let err = (model.forward(&ModelInputs::new(ids), &mut Ctx::eval()))
+        .err()
+        .unwrap()
+        .to_string();
     assert!(err.contains("65") && err.contains("64"), "{err}");
 }
 
@@ -209,15 +222,13 @@ fn broken_folders_give_errors_that_name_the_problem() {
 fn gpt2_matches_transformers() {
     let dir = fixture("gpt2");
     let dev = Device::Cpu;
-    let checkpoint = Checkpoint::open(&dir, &dev).unwrap();
-    let (model, _, _) = lingo_models::Gpt::load_gpt2(&checkpoint, &dev).unwrap();
+    let model = load(&dir).model;
     let expected = read_safetensors(&dir.join("expected.safetensors"), &dev).unwrap();
     for case in ["single", "batch"] {
-        let ids = input(&expected, case, "input_ids").unwrap();
-        let mask = input(&expected, case, "attention_mask");
-        let (logits, hidden, attentions) = model
-            .forward_with_hidden_states(&ids, mask.as_ref(), true)
+        let out = model
+            .forward(&inputs(&expected, case), &mut Ctx::eval())
             .unwrap();
+        let (logits, hidden, attentions) = (out.output, out.hidden_states, out.attentions);
         assert_eq!(attentions.len(), 2, "gpt2: number of attention maps");
         for (i, a) in attentions.iter().enumerate() {
             let d = max_diff(a, &expected[&format!("{case}.attention.{i}")]);
@@ -235,29 +246,20 @@ fn gpt2_matches_transformers() {
 
 #[test]
 fn encoder_decoders_match_transformers() {
-    use lingo_models::auto::AutoModel;
     for name in ["bart", "marian", "t5", "t5-v1_1"] {
         let dir = fixture(name);
         let dev = Device::Cpu;
-        let model = AutoModel::load(&dir, &dev)
-            .unwrap_or_else(|e| panic!("{name}: {e}"))
-            .model;
-        let forward = |ids: &Tensor, mask: Option<&Tensor>, dec: &Tensor| match &model {
-            AutoModel::EncoderDecoder(m) => m.forward(ids, mask, dec),
-            AutoModel::T5(m) => m.forward(ids, mask, dec),
-            _ => panic!("{name}: not an encoder-decoder"),
-        };
+        let model = load(&dir).model;
         let expected = read_safetensors(&dir.join("expected.safetensors"), &dev).unwrap();
         for case in ["single", "batch"] {
-            let ids = input(&expected, case, "input_ids").unwrap();
-            let mask = input(&expected, case, "attention_mask");
-            let dec = input(&expected, case, "decoder_input_ids").unwrap();
-            let out = forward(&ids, mask.as_ref(), &dec).unwrap();
+            let out = model
+                .forward(&inputs(&expected, case), &mut Ctx::eval())
+                .unwrap();
             for (side, states) in [
                 ("hidden", &out.encoder_hidden_states),
-                ("decoder_hidden", &out.decoder_hidden_states),
+                ("decoder_hidden", &out.hidden_states),
                 ("attention", &out.encoder_attentions),
-                ("decoder_attention", &out.decoder_attentions),
+                ("decoder_attention", &out.attentions),
                 ("cross_attention", &out.cross_attentions),
             ] {
                 let n = expected
@@ -270,7 +272,7 @@ fn encoder_decoders_match_transformers() {
                     assert!(d < 1e-4, "{name} {case}: {side} state {i} differs by {d}");
                 }
             }
-            let d = max_diff(&out.logits, &expected[&format!("{case}.output")]);
+            let d = max_diff(&out.output, &expected[&format!("{case}.output")]);
             assert!(d < 1e-4, "{name} {case}: logits differ by {d}");
         }
     }
@@ -280,7 +282,6 @@ fn encoder_decoders_match_transformers() {
 /// the original's tensor names and shapes (what `transformers` needs to load it).
 #[test]
 fn save_then_load_gives_the_same_model() {
-    use lingo_models::auto::{AutoModel, ModelInputs};
     let dev = Device::Cpu;
     for name in [
         "bert",
@@ -296,20 +297,13 @@ fn save_then_load_gives_the_same_model() {
     ] {
         let dir = fixture(name);
         let expected = read_safetensors(&dir.join("expected.safetensors"), &dev).unwrap();
-        let inputs = ModelInputs {
-            input_ids: input(&expected, "batch", "input_ids").unwrap(),
-            attention_mask: input(&expected, "batch", "attention_mask"),
-            token_type_ids: input(&expected, "batch", "token_type_ids"),
-            decoder_input_ids: input(&expected, "batch", "decoder_input_ids"),
-        };
-        let original = AutoModel::load(&dir, &dev).unwrap();
+        let inputs = inputs(&expected, "batch");
+        let original = load(&dir);
         let tmp = tempfile::tempdir().unwrap();
         original.save(tmp.path()).unwrap();
-        let reloaded = AutoModel::load(tmp.path(), &dev).unwrap();
-        let d = max_diff(
-            &original.model.forward(&inputs).unwrap(),
-            &reloaded.model.forward(&inputs).unwrap(),
-        );
+        let reloaded = load(tmp.path());
+        let run = |m: &AutoModel| m.forward(&inputs, &mut Ctx::eval()).unwrap().output;
+        let d = max_diff(&run(&original.model), &run(&reloaded.model));
         assert!(d == 0.0, "{name}: reloaded output differs by {d}");
         let before = read_safetensors(&dir.join("model.safetensors"), &dev).unwrap();
         let after = read_safetensors(&tmp.path().join("model.safetensors"), &dev).unwrap();

@@ -118,6 +118,12 @@ impl MultiHeadSelfAttention {
         })
     }
 
+    /// The same layer dropping attention probabilities with probability `p` in training.
+    pub fn with_attention_dropout(mut self, p: f32) -> Self {
+        self.attn_dropout = Dropout::new(p);
+        self
+    }
+
     /// `x: [batch, time, d_model]`. With a cache, `x` holds only the new positions and the cache
     /// supplies the earlier keys and values. Returns the output and, if asked, the attention weights.
     pub fn forward(
@@ -126,10 +132,24 @@ impl MultiHeadSelfAttention {
         mask: &AttentionMask,
         cache: Option<&mut KvCache>,
         want_weights: bool,
-        _ctx: &mut Ctx,
+        ctx: &mut Ctx,
     ) -> Result<(Tensor, Option<Tensor>)> {
         let qkv = self.qkv.forward(x)?;
         let (y, weights) = match cache {
+            None if ctx.train && self.attn_dropout.p > 0.0 => {
+                // As in MultiHeadAttention::attend: dropping probabilities takes the composed path.
+                let (b, t, c3) = qkv.dims3()?;
+                let d = c3 / 3 / self.heads;
+                let qkv = qkv.reshape((b, t, 3, self.heads, d))?;
+                let part = |i: usize| qkv.narrow(2, i, 1)?.squeeze(2);
+                let p = lingo_kernels::attention::attention_probs(&part(0)?, &part(1)?, mask)?;
+                let dropped = self.attn_dropout.forward(&p, ctx)?;
+                let y = lingo_kernels::attention::weighted_values(&dropped, &part(2)?)?;
+                (
+                    y.reshape((b, t, self.heads * d))?,
+                    want_weights.then_some(p.detach()),
+                )
+            }
             None => lingo_kernels::self_attention(&qkv, self.heads, mask, want_weights)?,
             Some(cache) => {
                 let (b, t, c3) = qkv.dims3()?;

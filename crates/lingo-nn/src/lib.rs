@@ -23,7 +23,7 @@ pub use embedding::{Embedding, LoopEmbedding};
 pub use feed_forward::{Activation, FeedForward};
 pub use linear::{Linear, LoopLinear};
 pub use norm::{LayerNorm, RmsNorm};
-pub use params::{Init, ParamPath, ParamStore, SublayerInit};
+pub use params::{Init, ParamPath, ParamSource, ParamStore, SublayerInit};
 pub use position::{sinusoidal_table, PositionalEncoding};
 pub use recurrent::{CellKind, Recurrent, RecurrentConfig, RecurrentOutput, Stepper};
 pub use rng::{LingoRng, RngState};

@@ -40,11 +40,17 @@ impl SublayerInit {
     }
 }
 
+/// Supplies stored values for parameters while a model is built (a checkpoint's tensors, looked up
+/// by parameter name and expected shape), so loading a model never initialises what it would then
+/// overwrite. `Ok(None)`: the source has no such tensor, and the initialiser fills it.
+pub type ParamSource = Box<dyn FnMut(&str, &[usize]) -> Result<Option<Tensor>> + Send>;
+
 struct Inner {
     params: Vec<(String, Var)>,
     by_name: HashMap<String, usize>,
     rng: LingoRng,
     device: Device,
+    source: Option<ParamSource>,
 }
 
 /// A model's parameters. Cheap to clone (shared).
@@ -61,10 +67,25 @@ impl ParamStore {
             by_name: HashMap::new(),
             rng: LingoRng::new(seed),
             device: device.clone(),
+            source: None,
         };
         ParamStore {
             inner: Arc::new(Mutex::new(inner)),
         }
+    }
+
+    /// A store whose parameters come from `source` where it has them, and from initialisers drawing
+    /// on a stream seeded with `seed` where it does not (a new head). Call [`Self::end_source`] once
+    /// the model is built.
+    pub fn reading(seed: u64, device: &Device, source: ParamSource) -> Self {
+        let store = Self::new(seed, device);
+        store.lock().source = Some(source);
+        store
+    }
+
+    /// Stops reading from the source (and releases it).
+    pub fn end_source(&self) {
+        self.lock().source = None;
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -128,6 +149,23 @@ impl ParamStore {
                 );
             }
             return Ok(existing.as_tensor().clone());
+        }
+        let stored = match inner.source.as_mut() {
+            Some(source) => source(name, shape)?,
+            None => None,
+        };
+        if let Some(t) = stored {
+            if t.dims() != shape {
+                bail!(
+                    "parameter {name}: the source gives shape {:?}, the model expects {shape:?}",
+                    t.dims()
+                );
+            }
+            let var = Var::from_tensor(&t.to_dtype(DType::F32)?.to_device(&inner.device)?)?;
+            let index = inner.params.len();
+            inner.params.push((name.to_string(), var.clone()));
+            inner.by_name.insert(name.to_string(), index);
+            return Ok(var.as_tensor().clone());
         }
         let n: usize = shape.iter().product();
         let data: Vec<f32> = match init {

@@ -5,8 +5,8 @@
 //! shuffled pass over the data per epoch, dynamic padding. The output folder is a Hugging Face
 //! folder (`config.json` with `id2label`, `model.safetensors`, `tokenizer.json`).
 
+use crate::error::{bad_input, Result};
 use crate::finetune::{hold_out, Encodable, Finetune, FinetuneRecipe, Objective, TaskModel};
-use anyhow::{bail, Context};
 use candle_core::{DType, Tensor, D};
 use lingo_data::{read_labelled, Encoded, LabelledText, TaskTokenizer};
 use lingo_eval::classification::sorted_labels;
@@ -46,15 +46,10 @@ fn is_regression(labels: &[&str]) -> bool {
     labels.iter().all(|l| l.parse::<f64>().is_ok()) && labels.iter().any(|l| l.contains('.'))
 }
 
-fn target(
-    x: &LabelledText,
-    labels: &[String],
-    regression: bool,
-    path: &Path,
-) -> anyhow::Result<Target> {
+fn target(x: &LabelledText, labels: &[String], regression: bool, path: &Path) -> Result<Target> {
     if regression {
-        let v = x.label.parse::<f32>().with_context(|| {
-            format!(
+        let v = x.label.parse::<f32>().map_err(|_| {
+            bad_input!(
                 "{}:{}: label `{}` is not a number",
                 path.display(),
                 x.line,
@@ -65,13 +60,13 @@ fn target(
     }
     match labels.iter().position(|l| *l == x.label) {
         Some(i) => Ok(Target::Class(i as u32)),
-        None => bail!(
+        None => Err(bad_input!(
             "{}:{}: label `{}` is not among the training labels ({})",
             path.display(),
             x.line,
             x.label,
             labels.join(", ")
-        ),
+        )),
     }
 }
 
@@ -82,11 +77,11 @@ fn encode(
     labels: &[String],
     regression: bool,
     path: &Path,
-) -> anyhow::Result<Vec<Example>> {
+) -> Result<Vec<Example>> {
     let targets = data
         .iter()
         .map(|x| target(x, labels, regression, path))
-        .collect::<anyhow::Result<Vec<_>>>()?;
+        .collect::<Result<Vec<_>>>()?;
     let inputs: Vec<(&str, Option<&str>)> = data
         .iter()
         .map(|x| (x.text.as_str(), x.text_pair.as_deref()))
@@ -108,7 +103,7 @@ impl Finetune<Classification> {
         train_path: &Path,
         valid_path: Option<&Path>,
         recipe: FinetuneRecipe,
-    ) -> anyhow::Result<Self> {
+    ) -> Result<Self> {
         let mut train_data = read_labelled(train_path)?;
         let valid_data = match valid_path {
             Some(path) => read_labelled(path)?,
@@ -123,11 +118,11 @@ impl Finetune<Classification> {
             sorted_labels(raw.iter().copied())
         };
         if !regression && labels.len() < 2 {
-            bail!(
+            return Err(bad_input!(
                 "{}: every example has the label `{}`; classification needs two or more",
                 train_path.display(),
                 labels[0]
-            );
+            ));
         }
         let for_head = labels.clone();
         Finetune::load(
@@ -209,7 +204,7 @@ impl Objective for Classification {
         predictions: &[String],
         examples: &[Example],
         labels: &[String],
-    ) -> anyhow::Result<BTreeMap<String, f64>> {
+    ) -> Result<BTreeMap<String, f64>> {
         let references = references(examples, labels);
         let mut m = BTreeMap::new();
         if self.regression {
@@ -253,7 +248,7 @@ pub fn evaluate_classifier(
     data_path: &Path,
     max_length: usize,
     batch_size: usize,
-) -> anyhow::Result<serde_json::Value> {
+) -> Result<serde_json::Value> {
     let (model, labels) =
         TaskModel::load_trained(model_dir, Head::SequenceClassification, max_length)?;
     let regression = labels.len() == 1;

@@ -2,11 +2,15 @@
 //! text classification, named entities, extractive question answering and sentence embeddings. Each
 //! follows what the `transformers` pipeline of the same name returns (checked on fixtures).
 
-use anyhow::{bail, Context};
+use crate::error::{bad_input, Result};
+use crate::finetune::id2label;
+use crate::Pretrained;
 use candle_core::{DType, Device, Tensor, D};
 use lingo_data::{TaskTokenizer, Tokenizer};
+use lingo_models::auto::{AutoModel, LoadOptions};
 use lingo_models::bert::{BertModel, Head};
-use lingo_models::hf::Checkpoint;
+use lingo_models::ModelInputs;
+use lingo_nn::Ctx;
 use serde::Serialize;
 use std::path::Path;
 
@@ -100,27 +104,25 @@ fn row(ids: &[u32]) -> candle_core::Result<Tensor> {
 
 impl EncoderPipeline {
     /// Loads a model folder (config.json, safetensors weights, tokenizer.json).
-    pub fn load(dir: &Path) -> anyhow::Result<Self> {
-        let checkpoint = Checkpoint::open(dir, &Device::Cpu)?;
-        let (model, _, _) = BertModel::load(&checkpoint, &Device::Cpu)?;
-        let tokenizer_path = dir.join("tokenizer.json");
-        if !tokenizer_path.exists() {
-            bail!("{}: the model folder has no tokenizer.json", dir.display());
+    pub fn load(dir: &Path) -> Result<Self> {
+        Self::from_pretrained(Pretrained::open(dir, &LoadOptions::default())?)
+    }
+
+    /// The pipelines over a loaded BERT-family model.
+    pub fn from_pretrained(pretrained: Pretrained) -> Result<Self> {
+        let labels = id2label(&pretrained.config);
+        match pretrained.model {
+            AutoModel::Encoder(model) => Ok(EncoderPipeline {
+                labels,
+                model,
+                tokenizer: pretrained.tokenizer,
+            }),
+            other => Err(bad_input!(
+                "{}: these pipelines need a BERT-family encoder, not a {}",
+                pretrained.dir.display(),
+                other.family()
+            )),
         }
-        let tokenizer = Tokenizer::load(&tokenizer_path)?;
-        let mut labels: Vec<(usize, String)> = model
-            .config
-            .id2label
-            .iter()
-            .flatten()
-            .filter_map(|(k, v)| Some((k.parse().ok()?, v.as_str()?.to_string())))
-            .collect();
-        labels.sort();
-        Ok(EncoderPipeline {
-            labels: labels.into_iter().map(|(_, l)| l).collect(),
-            model,
-            tokenizer,
-        })
     }
 
     fn label(&self, i: usize) -> String {
@@ -130,53 +132,56 @@ impl EncoderPipeline {
             .unwrap_or_else(|| format!("LABEL_{i}"))
     }
 
-    fn require(&self, head: Head, task: &str) -> anyhow::Result<()> {
+    fn require(&self, head: Head, task: &str) -> Result<()> {
         if self.model.head != head {
-            bail!(
+            return Err(bad_input!(
                 "{task} needs a model with a {head:?} head; this one has {:?}",
                 self.model.head
-            );
+            ));
         }
         Ok(())
     }
 
-    fn encode(&self, text: &str) -> anyhow::Result<tokenizers::Encoding> {
+    fn encode(&self, text: &str) -> Result<tokenizers::Encoding> {
         let enc = self
             .tokenizer
             .inner()
             .encode(text, true)
-            .map_err(|e| anyhow::anyhow!("tokenizing: {e}"))?;
+            .map_err(|e| bad_input!("tokenizing: {e}"))?;
         self.check_length(enc.get_ids().len())?;
         Ok(enc)
     }
 
-    fn check_length(&self, n: usize) -> anyhow::Result<()> {
+    fn check_length(&self, n: usize) -> Result<()> {
         let max = self.model.config.max_position_embeddings;
         if n > max {
-            bail!("the input is {n} tokens long; the model takes at most {max}");
+            return Err(bad_input!(
+                "the input is {n} tokens long; the model takes at most {max}"
+            ));
         }
         Ok(())
     }
 
     /// Logits `[time, width]` for one encoded input.
-    fn logits(&self, ids: &[u32], types: &[u32]) -> anyhow::Result<Vec<Vec<f32>>> {
-        let ids = row(ids)?;
-        let types = row(types)?;
-        let out = self.model.forward(&ids, None, Some(&types))?.output;
+    fn logits(&self, ids: &[u32], types: &[u32]) -> Result<Vec<Vec<f32>>> {
+        let inputs = ModelInputs::new(row(ids)?).with_token_type_ids(row(types)?);
+        let out = self.model.forward(&inputs, &mut Ctx::eval())?.output;
         Ok(out.squeeze(0)?.to_dtype(DType::F32)?.to_vec2()?)
     }
 
     /// The `top_k` likeliest tokens for each mask token in `text` (the first mask only if several).
-    pub fn fill_mask(&self, text: &str, top_k: usize) -> anyhow::Result<Vec<MaskFill>> {
+    pub fn fill_mask(&self, text: &str, top_k: usize) -> Result<Vec<MaskFill>> {
         self.require(Head::MaskedLm, "fill-mask")?;
         let mask = ["[MASK]", "<mask>"]
             .iter()
             .find_map(|t| self.tokenizer.token_to_id(t))
-            .context("the tokenizer has no mask token ([MASK] or <mask>)")?;
+            .ok_or_else(|| bad_input!("the tokenizer has no mask token ([MASK] or <mask>)"))?;
         let enc = self.encode(text)?;
         let ids = enc.get_ids();
         let Some(at) = ids.iter().position(|&id| id == mask) else {
-            bail!("the input has no mask token; write [MASK] (or <mask>) where a word is missing");
+            return Err(bad_input!(
+                "the input has no mask token; write [MASK] (or <mask>) where a word is missing"
+            ));
         };
         let probs = softmax(&self.logits(enc.get_ids(), enc.get_type_ids())?[at]);
         let mut order: Vec<usize> = (0..probs.len()).collect();
@@ -198,14 +203,14 @@ impl EncoderPipeline {
     }
 
     /// Every label with its probability, likeliest first.
-    pub fn classify(&self, text: &str) -> anyhow::Result<Vec<LabelScore>> {
+    pub fn classify(&self, text: &str) -> Result<Vec<LabelScore>> {
         self.require(Head::SequenceClassification, "classification")?;
         let enc = self.encode(text)?;
-        let ids = row(enc.get_ids())?;
-        let types = row(enc.get_type_ids())?;
+        let inputs =
+            ModelInputs::new(row(enc.get_ids())?).with_token_type_ids(row(enc.get_type_ids())?);
         let logits: Vec<f32> = self
             .model
-            .forward(&ids, None, Some(&types))?
+            .forward(&inputs, &mut Ctx::eval())?
             .output
             .squeeze(0)?
             .to_vec1()?;
@@ -223,7 +228,7 @@ impl EncoderPipeline {
 
     /// Named entities: each token's likeliest label, consecutive tokens of one type merged (a `B-`
     /// label starts a new entity), `O` dropped.
-    pub fn ner(&self, text: &str) -> anyhow::Result<Vec<Entity>> {
+    pub fn ner(&self, text: &str) -> Result<Vec<Entity>> {
         self.require(Head::TokenClassification, "named-entity recognition")?;
         let enc = self.encode(text)?;
         let logits = self.logits(enc.get_ids(), enc.get_type_ids())?;
@@ -280,16 +285,20 @@ impl EncoderPipeline {
     /// tokens maximising `P(start) · P(end)`. A context too long for the model is cut into windows
     /// (overlapping by [`QA_STRIDE`] tokens) and the best span of any window wins, as the
     /// `transformers` pipeline does.
-    pub fn answer(&self, question: &str, context: &str) -> anyhow::Result<Answer> {
+    pub fn answer(&self, question: &str, context: &str) -> Result<Answer> {
         self.require(Head::QuestionAnswering, "question answering")?;
         if context.trim().is_empty() {
-            bail!("the context is empty");
+            return Err(bad_input!("the context is empty"));
         }
         let window = self.model.config.max_position_embeddings.min(QA_WINDOW);
         let windows = TaskTokenizer::new(&self.tokenizer, window)?
             .windows(QA_STRIDE.min(window / 2))?
             .encode_windows(question.trim_start(), context)
-            .context("the question leaves no room for the context in the model's window")?;
+            .map_err(|e| {
+                bad_input!(
+                    "the question leaves no room for the context in the model's window ({e})"
+                )
+            })?;
         let mut best = (f32::NEG_INFINITY, 0, 0);
         for enc in &windows {
             let logits = self.logits(&enc.ids, &enc.type_ids)?;
@@ -320,14 +329,14 @@ impl EncoderPipeline {
     }
 
     /// One vector per text from the encoder's last hidden states.
-    pub fn embed(&self, texts: &[&str], pooling: Pooling) -> anyhow::Result<Vec<Vec<f32>>> {
+    pub fn embed(&self, texts: &[&str], pooling: Pooling) -> Result<Vec<Vec<f32>>> {
         if texts.is_empty() {
             return Ok(Vec::new());
         }
         let encodings: Vec<_> = texts
             .iter()
             .map(|t| self.encode(t))
-            .collect::<anyhow::Result<_>>()?;
+            .collect::<Result<_>>()?;
         let width = encodings
             .iter()
             .map(|e| e.get_ids().len())
@@ -352,12 +361,14 @@ impl EncoderPipeline {
         let ids = Tensor::from_vec(ids, (b, width), dev)?;
         let types = Tensor::from_vec(types, (b, width), dev)?;
         let mask = Tensor::from_vec(mask, (b, width), dev)?;
+        let inputs = ModelInputs::new(ids)
+            .with_attention_mask(mask.clone())
+            .with_token_type_ids(types);
         let h = self
             .model
-            .forward(&ids, Some(&mask), Some(&types))?
-            .hidden_states
-            .pop()
-            .context("no hidden states")?;
+            .forward(&inputs, &mut Ctx::eval())?
+            .last_hidden_state()?
+            .clone();
         let m = mask.to_dtype(DType::F32)?.unsqueeze(D::Minus1)?;
         let pooled = match pooling {
             Pooling::Cls => h.narrow(1, 0, 1)?.squeeze(1)?,

@@ -3,11 +3,13 @@
 //! A task ([`crate::classification`], [`crate::token_classification`]) adds only its
 //! [`Objective`]: how its examples are scored.
 
-use anyhow::{bail, Context};
+use crate::error::{bad_input, io, to_candle, to_train, Result};
+use crate::Pretrained;
 use candle_core::{Device, Tensor};
 use lingo_data::{collate, Encoded, TaskTokenizer, Tokenizer};
-use lingo_models::bert::{BertModel, Head, LoadOptions};
-use lingo_models::hf::{Checkpoint, LoadReport};
+use lingo_models::auto::{AutoModel, LoadOptions};
+use lingo_models::bert::{BertModel, Head};
+use lingo_models::hf::LoadReport;
 use lingo_nn::{Ctx, LingoRng, ParamStore};
 use lingo_train::{ParamGroup, ScheduleKind, TrainConfig, TrainTask};
 use serde::{Deserialize, Serialize};
@@ -41,6 +43,17 @@ pub struct FinetuneRecipe {
     /// Gradual unfreezing (ULMFiT, Howard & Ruder 2018): at first only the head trains; every
     /// this many steps one more encoder layer, from the top, joins it, then the embeddings.
     pub unfreeze_every: Option<usize>,
+    /// Sequence to sequence: target tokens (the end token included); longer targets are cut.
+    pub max_target_length: usize,
+    /// Sequence to sequence: text put before every source (T5's task prefixes, such as
+    /// `"summarize: "` or `"translate English to German: "`).
+    pub source_prefix: String,
+    /// Sequence to sequence, JSON data: the fields holding the source and the target.
+    pub source_field: String,
+    pub target_field: String,
+    /// Sequence to sequence: beam search for validation (default: the model's own generation
+    /// settings, at most `max_target_length` tokens).
+    pub beam: Option<lingo_generate::BeamConfig>,
     pub train: TrainConfig,
 }
 
@@ -109,13 +122,18 @@ impl Default for FinetuneRecipe {
             layer_lr_decay: None,
             freeze: Vec::new(),
             unfreeze_every: None,
+            max_target_length: 128,
+            source_prefix: String::new(),
+            source_field: "source".into(),
+            target_field: "target".into(),
+            beam: None,
             train,
         }
     }
 }
 
 impl FinetuneRecipe {
-    pub fn load(path: &Path) -> anyhow::Result<Self> {
+    pub fn load(path: &Path) -> Result<Self> {
         Ok(lingo_models::config::read_json(path)?)
     }
 
@@ -135,11 +153,13 @@ impl FinetuneRecipe {
 impl FinetuneRecipe {
     /// The optimizer rules that layer-wise decay, freezing and gradual unfreezing give the
     /// parameters `names` of an encoder of `layers` layers, one rule per affected parameter.
-    pub fn layer_rules(&self, names: &[String], layers: usize) -> anyhow::Result<Vec<ParamGroup>> {
+    pub fn layer_rules(&self, names: &[String], layers: usize) -> Result<Vec<ParamGroup>> {
         for f in &self.freeze {
             if let Freeze::FirstLayers(k) = f {
                 if *k > layers {
-                    bail!("freeze: first_layers {k} but the model has {layers} layers");
+                    return Err(bad_input!(
+                        "freeze: first_layers {k} but the model has {layers} layers"
+                    ));
                 }
             }
         }
@@ -215,7 +235,7 @@ pub trait Objective {
         predictions: &[Self::Prediction],
         examples: &[Self::Example],
         labels: &[String],
-    ) -> anyhow::Result<BTreeMap<String, f64>>;
+    ) -> Result<BTreeMap<String, f64>>;
 }
 
 /// A pretrained encoder with a new head, its tokenizer and encoded data, ready for the trainer.
@@ -246,15 +266,7 @@ impl TaskModel {
     /// The head's output for `inputs`, padded into one batch, in `ctx`'s mode.
     pub fn output(&self, inputs: &[&Encoded], ctx: &mut Ctx) -> candle_core::Result<Tensor> {
         let batch = collate(inputs, self.encoder.pad_id, &Device::Cpu)?;
-        Ok(self
-            .model
-            .forward_in(
-                &batch.input_ids,
-                Some(&batch.attention_mask),
-                Some(&batch.token_type_ids),
-                ctx,
-            )?
-            .output)
+        Ok(self.model.forward(&batch.inputs(), ctx)?.output)
     }
 
     /// A folder `lingo finetune` wrote (or any checkpoint with `head`), with its labels.
@@ -262,32 +274,45 @@ impl TaskModel {
         dir: &Path,
         head: Head,
         max_length: usize,
-    ) -> anyhow::Result<(TaskModel, Vec<String>)> {
-        let checkpoint = Checkpoint::open(dir, &Device::Cpu)?;
-        let loaded = BertModel::load_with(&checkpoint, &Device::Cpu, &LoadOptions::default())?;
-        if loaded.model.head != head {
-            bail!(
+    ) -> Result<(TaskModel, Vec<String>)> {
+        let pretrained = Pretrained::open(dir, &LoadOptions::default())?;
+        let labels = id2label(&pretrained.config);
+        let model = TaskModel::new(pretrained, max_length, true)?;
+        if model.model.head != head {
+            return Err(bad_input!(
                 "{}: a {head:?} model is needed; this one has a {:?} head",
                 dir.display(),
-                loaded.model.head
-            );
+                model.model.head
+            ));
         }
-        let max_length = max_length.min(loaded.model.config.max_position_embeddings);
-        let model = TaskModel::new(dir, loaded.model, max_length)?;
-        Ok((model, id2label(&loaded.config)))
+        Ok((model, labels))
     }
 
-    fn new(dir: &Path, model: BertModel, max_length: usize) -> anyhow::Result<TaskModel> {
+    /// The encoder of `pretrained` with its tokenizer set to `max_length` tokens (cut to the
+    /// model's positions when `fit`, refused beyond them otherwise).
+    fn new(pretrained: Pretrained, max_length: usize, fit: bool) -> Result<TaskModel> {
+        let AutoModel::Encoder(model) = pretrained.model else {
+            return Err(bad_input!(
+                "{}: fine-tuning this task needs a BERT-family encoder, not a {}",
+                pretrained.dir.display(),
+                pretrained.model.family()
+            ));
+        };
         let positions = model.config.max_position_embeddings;
+        let max_length = if fit {
+            max_length.min(positions)
+        } else {
+            max_length
+        };
         if max_length > positions {
-            bail!("max_length {max_length} is longer than the model's {positions} positions");
+            return Err(bad_input!(
+                "max_length {max_length} is longer than the model's {positions} positions"
+            ));
         }
-        let tokenizer = Tokenizer::load(&dir.join("tokenizer.json"))
-            .with_context(|| format!("{}: the model folder needs tokenizer.json", dir.display()))?;
-        let encoder = TaskTokenizer::new(&tokenizer, max_length)?;
+        let encoder = TaskTokenizer::new(&pretrained.tokenizer, max_length)?;
         Ok(TaskModel {
             model,
-            tokenizer,
+            tokenizer: pretrained.tokenizer,
             encoder,
         })
     }
@@ -319,30 +344,38 @@ impl<O: Objective> Finetune<O> {
         head: Head,
         labels: Vec<String>,
         mut recipe: FinetuneRecipe,
-        prepare: impl FnOnce(&TaskTokenizer) -> anyhow::Result<(O, Vec<O::Example>, Vec<O::Example>)>,
-    ) -> anyhow::Result<Self> {
-        let checkpoint = Checkpoint::open(model_dir, &Device::Cpu)?;
+        prepare: impl FnOnce(&TaskTokenizer) -> Result<(O, Vec<O::Example>, Vec<O::Example>)>,
+    ) -> Result<Self> {
         let options = LoadOptions {
             head: Some(head),
             labels: (!labels.is_empty()).then(|| labels.clone()),
             seed: recipe.train.seed,
             dropout: recipe.dropout,
+            ..LoadOptions::default()
         };
-        let loaded = BertModel::load_with(&checkpoint, &Device::Cpu, &options)?;
-        let encoder = TaskModel::new(model_dir, loaded.model, recipe.max_length)?;
+        let pretrained = Pretrained::open(model_dir, &options)?;
+        let (config, store, report) = (
+            pretrained.config.clone(),
+            pretrained.store.clone(),
+            pretrained.report.clone(),
+        );
+        let encoder = TaskModel::new(pretrained, recipe.max_length, false)?;
         let (objective, train, valid) = prepare(&encoder.encoder)?;
+        if train.is_empty() {
+            return Err(bad_input!("{}: no training examples", model_dir.display()));
+        }
         recipe.resolve(train.len());
-        let names: Vec<String> = loaded.store.named().into_iter().map(|(n, _)| n).collect();
+        let names: Vec<String> = store.named().into_iter().map(|(n, _)| n).collect();
         let rules = recipe.layer_rules(&names, encoder.model.config.num_hidden_layers)?;
         recipe.train.param_groups.extend(rules);
         Ok(Finetune {
             order: EpochOrder::new(recipe.train.seed),
             recipe,
-            report: loaded.report,
+            report,
             objective,
             encoder,
-            config: loaded.config,
-            store: loaded.store,
+            config,
+            store,
             labels,
             train,
             valid,
@@ -407,7 +440,7 @@ impl<O: Objective> TrainTask for Finetune<O> {
                 .predict(&self.objective, &self.valid, &self.labels, batch_size)?;
         self.objective
             .score(&predictions, &self.valid, &self.labels)
-            .map_err(|e| candle_core::Error::Msg(e.to_string()))
+            .map_err(to_candle)
     }
 
     fn describe(&self) -> serde_json::Value {
@@ -422,11 +455,11 @@ impl<O: Objective> TrainTask for Finetune<O> {
 
     /// The Hugging Face folder's config (new architecture and labels) and tokenizer; the trainer
     /// writes `model.safetensors`.
-    fn save_artifacts(&self, dir: &Path) -> anyhow::Result<()> {
+    fn save_artifacts(&self, dir: &Path) -> lingo_train::Result<()> {
         let json = serde_json::to_string_pretty(&self.config)?;
-        lingo_nn::io::write_atomic(&dir.join("config.json"), json.as_bytes())?;
-        self.encoder.tokenizer.save(&dir.join("tokenizer.json"))?;
-        Ok(())
+        let path = dir.join("config.json");
+        lingo_nn::io::write_atomic(&path, json.as_bytes()).map_err(|e| to_train(io(&path)(e)))?;
+        (self.encoder.tokenizer.save(&dir.join("tokenizer.json"))).map_err(|e| to_train(e.into()))
     }
 }
 
@@ -461,14 +494,14 @@ impl EpochOrder {
 }
 
 /// Moves 5% of `data` (at least one example), drawn with `seed`, into a validation split.
-pub fn hold_out<T>(data: &mut Vec<T>, seed: u64, path: &Path) -> anyhow::Result<Vec<T>> {
+pub fn hold_out<T>(data: &mut Vec<T>, seed: u64, path: &Path) -> Result<Vec<T>> {
     let n = data.len().div_ceil(20);
     if n >= data.len() {
-        anyhow::bail!(
+        return Err(bad_input!(
             "{}: {} examples are too few to hold out a validation part; give --valid",
             path.display(),
             data.len()
-        );
+        ));
     }
     LingoRng::new(seed).fork(0x7A11D).shuffle(data);
     Ok(data.split_off(data.len() - n))

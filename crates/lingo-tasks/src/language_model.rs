@@ -6,12 +6,13 @@
 //! continues training a pretrained causal LM (a Hugging Face GPT-2 folder or a Lingo one) on new
 //! text, and saves it in the layout it came in.
 
-use anyhow::{bail, Context};
+use crate::error::{bad_input, io, to_train, Result};
+use crate::Pretrained;
 use candle_core::{Device, Tensor};
 use lingo_data::{Split, TextDataset, Tokenizer, TokenizerKind};
 use lingo_generate::SamplingConfig;
-use lingo_models::gpt::gpt2_layout;
-use lingo_models::hf::{save_pretrained, Checkpoint, StoredNames};
+use lingo_models::auto::{AutoModel, LoadOptions};
+use lingo_models::hf::StoredNames;
 use lingo_models::{config::read_json, Gpt, GptConfig, ModelConfig};
 use lingo_nn::{Ctx, LingoRng, ParamStore};
 use lingo_train::{TrainConfig, TrainTask};
@@ -49,7 +50,7 @@ impl Default for LmRecipe {
 
 impl LmRecipe {
     /// Reads a recipe file; errors name the file and the field.
-    pub fn load(path: &Path) -> anyhow::Result<Self> {
+    pub fn load(path: &Path) -> Result<Self> {
         Ok(read_json(path)?)
     }
 }
@@ -63,20 +64,16 @@ pub struct LmTask {
     params: ParamStore,
     /// Tokens per training window (the model's context when training from scratch).
     block: usize,
-    /// A fine-tuned Hugging Face GPT-2 saves back as `GPT2LMHeadModel`: that config and the
-    /// parameters' names in it.
-    gpt2: Option<(serde_json::Value, StoredNames)>,
+    /// A fine-tuned model saves back in the layout it came in (a Hugging Face GPT-2 as
+    /// `GPT2LMHeadModel`): its config and the parameters' names there.
+    pretrained: Option<(serde_json::Value, StoredNames)>,
     source: Option<String>,
 }
 
 impl LmTask {
     /// Tokenises `text` (training a tokenizer on it unless one is given), splits it, and builds a
     /// freshly initialised model.
-    pub fn new(
-        mut recipe: LmRecipe,
-        text: &str,
-        tokenizer: Option<Tokenizer>,
-    ) -> anyhow::Result<Self> {
+    pub fn new(mut recipe: LmRecipe, text: &str, tokenizer: Option<Tokenizer>) -> Result<Self> {
         let tokenizer = match tokenizer {
             Some(t) => t,
             None => Tokenizer::train(recipe.tokenizer, text)?,
@@ -85,11 +82,11 @@ impl LmTask {
         recipe
             .model
             .validate()
-            .map_err(|e| anyhow::anyhow!("model config: {e}"))?;
+            .map_err(|e| bad_input!("model config: {e}"))?;
         recipe
             .train
             .validate()
-            .map_err(|e| anyhow::anyhow!("training config: {e}"))?;
+            .map_err(|e| bad_input!("training config: {e}"))?;
         let data = TextDataset::new(text, &tokenizer, recipe.validation_fraction)?;
         data.check_context(recipe.model.context_length)?;
         let params = ParamStore::new(recipe.train.seed, &Device::Cpu);
@@ -101,7 +98,7 @@ impl LmTask {
             data,
             model,
             params,
-            gpt2: None,
+            pretrained: None,
             source: None,
         })
     }
@@ -115,20 +112,23 @@ impl LmTask {
         train: &str,
         valid: Option<&str>,
         recipe: &mut crate::FinetuneRecipe,
-    ) -> anyhow::Result<Self> {
-        let raw: serde_json::Value = read_json(&model_dir.join("config.json"))?;
-        let (model, params, gpt2, tokenizer) = if raw["model_type"] == "gpt2" {
-            let (model, params, names, tokenizer) = open_gpt2(model_dir)?;
-            let export = gpt2_export(raw, &names, &params);
-            (model, params, Some(export), tokenizer)
-        } else {
-            let (model, params, tokenizer) = open_lingo(model_dir)?;
-            (model, params, None, tokenizer)
+    ) -> Result<Self> {
+        let options = LoadOptions {
+            dropout: recipe.dropout,
+            seed: recipe.train.seed,
+            ..LoadOptions::default()
         };
-        let mut model_config = model.config;
-        if let Some(p) = recipe.dropout {
-            model_config.dropout = p;
-        }
+        let pretrained = Pretrained::open(model_dir, &options)?;
+        let names = pretrained.names();
+        let AutoModel::Gpt(model) = pretrained.model else {
+            return Err(bad_input!(
+                "{}: `finetune lm` needs a causal language model (GPT-2 or a Lingo GPT), not a {}",
+                model_dir.display(),
+                pretrained.model.family()
+            ));
+        };
+        let (params, tokenizer) = (pretrained.store, pretrained.tokenizer);
+        let model_config = model.config.clone();
         let block = recipe.max_length.min(model_config.context_length);
         let data = match valid {
             Some(valid) => TextDataset {
@@ -140,8 +140,6 @@ impl LmTask {
         data.check_context(block)?;
         let windows = data.train.len().saturating_sub(1) / block;
         recipe.resolve(windows.max(1));
-        // The same parameters, now with the recipe's dropout.
-        let model = Gpt::new(model_config.clone(), &params.root())?;
         Ok(LmTask {
             recipe: LmRecipe {
                 model: model_config,
@@ -154,7 +152,7 @@ impl LmTask {
             model,
             params,
             block,
-            gpt2,
+            pretrained: Some((pretrained.config, names)),
             source: Some(model_dir.display().to_string()),
         })
     }
@@ -223,97 +221,42 @@ impl TrainTask for LmTask {
         }
     }
 
-    /// A fine-tuned GPT-2 is written as transformers' `GPT2LMHeadModel` (names, `[in, out]` layout).
-    fn save_weights(&self, path: &Path) -> anyhow::Result<()> {
-        match &self.gpt2 {
+    /// A fine-tuned model is written in the layout it came in (a GPT-2 as transformers'
+    /// `GPT2LMHeadModel`: names, `[in, out]` Conv1D weights), with its config.
+    fn save_weights(&self, path: &Path) -> lingo_train::Result<()> {
+        match &self.pretrained {
             Some((config, names)) => {
                 let dir = path.parent().unwrap_or(Path::new("."));
-                Ok(save_pretrained(
-                    dir,
-                    config,
-                    &self.params,
-                    names,
-                    |n, t| gpt2_layout(names.stored(n), t),
-                )?)
+                lingo_models::hf::save_folder(dir, config, &self.params, names)
+                    .map_err(|e| to_train(e.into()))
             }
             None => Ok(self.params.save(path)?),
         }
     }
 
-    fn save_artifacts(&self, dir: &Path) -> anyhow::Result<()> {
-        if let Some((config, _)) = &self.gpt2 {
-            let json = serde_json::to_string_pretty(config)?;
-            lingo_nn::io::write_atomic(&dir.join("config.json"), json.as_bytes())?;
-            self.tokenizer.save(&dir.join("tokenizer.json"))?;
-            return Ok(());
+    fn save_artifacts(&self, dir: &Path) -> lingo_train::Result<()> {
+        self.write_artifacts(dir).map_err(to_train)
+    }
+}
+
+impl LmTask {
+    fn write_artifacts(&self, dir: &Path) -> Result<()> {
+        let write = |file: &str, text: String| {
+            let path = dir.join(file);
+            lingo_nn::io::write_atomic(&path, text.as_bytes()).map_err(io(&path))
+        };
+        if let Some((config, _)) = &self.pretrained {
+            write("config.json", serde_json::to_string_pretty(config)?)?;
+        } else {
+            write(
+                "config.json",
+                serde_json::to_string_pretty(&ModelConfig::Gpt(self.recipe.model.clone()))?,
+            )?;
+            write("recipe.json", serde_json::to_string_pretty(&self.recipe)?)?;
         }
-        let config = serde_json::to_string_pretty(&ModelConfig::Gpt(self.recipe.model.clone()))?;
-        lingo_nn::io::write_atomic(&dir.join("config.json"), config.as_bytes())?;
-        lingo_nn::io::write_atomic(
-            &dir.join("recipe.json"),
-            serde_json::to_string_pretty(&self.recipe)?.as_bytes(),
-        )?;
         self.tokenizer.save(&dir.join("tokenizer.json"))?;
         Ok(())
     }
-}
-
-/// A Hugging Face GPT-2 folder: the model, its parameters, their checkpoint names, its tokenizer.
-fn open_gpt2(dir: &Path) -> anyhow::Result<(Gpt, ParamStore, StoredNames, Tokenizer)> {
-    let checkpoint = Checkpoint::open(dir, &Device::Cpu)?;
-    let (model, store, names) = Gpt::load_gpt2(&checkpoint, &Device::Cpu)?;
-    let tokenizer = Tokenizer::load(&dir.join("tokenizer.json"))
-        .with_context(|| format!("{}: a GPT-2 folder needs its tokenizer.json", dir.display()))?;
-    Ok((model, store, names, tokenizer))
-}
-
-/// A folder `lingo train lm` wrote: the model, its parameters and its tokenizer.
-fn open_lingo(dir: &Path) -> anyhow::Result<(Gpt, ParamStore, Tokenizer)> {
-    let config = match read_json::<ModelConfig>(&dir.join("config.json"))? {
-        ModelConfig::Gpt(config) => config,
-        other => bail!(
-            "{}: not a language model ({other:?})",
-            dir.join("config.json").display()
-        ),
-    };
-    config
-        .validate()
-        .map_err(|e| anyhow::anyhow!("{}: {e}", dir.join("config.json").display()))?;
-    let tokenizer = Tokenizer::load(&dir.join("tokenizer.json"))?;
-    if tokenizer.vocab_size() != config.vocab_size {
-        bail!(
-            "{}: tokenizer has {} tokens but config.json says vocab_size {}",
-            dir.display(),
-            tokenizer.vocab_size(),
-            config.vocab_size
-        );
-    }
-    let params = ParamStore::new(0, &Device::Cpu);
-    let model = Gpt::new(config, &params.root())?;
-    params
-        .load(&dir.join("model.safetensors"))
-        .context("loading the model weights")?;
-    Ok((model, params, tokenizer))
-}
-
-/// How a GPT-2 loaded from `config` saves back: as `GPT2LMHeadModel`, every parameter under
-/// `transformer.` (a bare `GPT2Model` checkpoint has no prefix) except the tied head.
-fn gpt2_export(
-    mut config: serde_json::Value,
-    names: &StoredNames,
-    params: &ParamStore,
-) -> (serde_json::Value, StoredNames) {
-    config["architectures"] = serde_json::json!(["GPT2LMHeadModel"]);
-    let renamed = StoredNames::from_pairs(params.named().into_iter().map(|(n, _)| {
-        let stored = names.stored(&n);
-        let name = if stored.starts_with("transformer.") || stored == "lm_head.weight" {
-            stored.to_string()
-        } else {
-            format!("transformer.{stored}")
-        };
-        (n, name)
-    }));
-    (config, renamed)
 }
 
 /// A trained language model loaded from its folder.
@@ -325,36 +268,30 @@ pub struct LanguageModel {
 }
 
 impl LanguageModel {
-    /// Loads a folder written by `lingo train lm`, or a Hugging Face GPT-2 folder (`model_type`
-    /// gpt2, with its tokenizer.json).
-    pub fn load(dir: &Path) -> anyhow::Result<Self> {
-        if !dir.is_dir() {
-            bail!("{}: no such model folder", dir.display());
-        }
-        let config_path = dir.join("config.json");
-        let raw: serde_json::Value = read_json(&config_path)?;
-        if raw["model_type"] == "gpt2" {
-            let (model, _, _, tokenizer) = open_gpt2(dir)?;
-            // generation_config.json, where present, overrides config.json.
-            let generation: Option<serde_json::Value> =
-                read_json(&dir.join("generation_config.json")).ok();
-            let eos = generation
-                .as_ref()
-                .and_then(|g| g["eos_token_id"].as_u64())
-                .or_else(|| raw["eos_token_id"].as_u64())
-                .map(|e| e as u32);
-            return Ok(LanguageModel {
+    /// Loads a folder written by `lingo train lm` (or `lingo finetune lm`), or a Hugging Face
+    /// GPT-2 folder with its tokenizer.json.
+    pub fn load(dir: &Path) -> Result<Self> {
+        Self::from_pretrained(Pretrained::open(dir, &LoadOptions::default())?)
+    }
+
+    /// The causal LM of a loaded model folder.
+    pub fn from_pretrained(pretrained: Pretrained) -> Result<Self> {
+        let eos = pretrained
+            .generation_setting("eos_token_id")
+            .and_then(|v| v.as_u64())
+            .map(|e| e as u32);
+        match pretrained.model {
+            AutoModel::Gpt(model) => Ok(LanguageModel {
                 model,
-                tokenizer,
+                tokenizer: pretrained.tokenizer,
                 eos,
-            });
+            }),
+            other => Err(bad_input!(
+                "{}: not a causal language model but a {}",
+                pretrained.dir.display(),
+                other.family()
+            )),
         }
-        let (model, _, tokenizer) = open_lingo(dir)?;
-        Ok(LanguageModel {
-            model,
-            tokenizer,
-            eos: None,
-        })
     }
 
     /// The most likely continuation of `prompt` by beam search (`cfg.max_length` new tokens at
@@ -364,7 +301,7 @@ impl LanguageModel {
         prompt: &str,
         cfg: &lingo_generate::BeamConfig,
         ignore_eos: bool,
-    ) -> anyhow::Result<String> {
+    ) -> Result<String> {
         let ids = self.tokenizer.encode(prompt)?;
         let eos = self.eos.filter(|_| !ignore_eos);
         let best = lingo_generate::beam_search_lm(&self.model, &ids, eos, cfg)?;
@@ -386,10 +323,12 @@ impl LanguageModel {
         cfg: &SamplingConfig,
         rng: &mut LingoRng,
         mut on_text: impl FnMut(&str),
-    ) -> anyhow::Result<String> {
+    ) -> Result<String> {
         let ids = self.tokenizer.encode(prompt)?;
         if ids.is_empty() {
-            bail!("the prompt is empty: give at least one character");
+            return Err(bad_input!(
+                "the prompt is empty: give at least one character"
+            ));
         }
         let mut generated: Vec<u32> = Vec::new();
         let mut shown = 0;

@@ -1,23 +1,35 @@
 //! Task pipelines: each ties a dataset, a model, the trainer and decoding into something a user runs.
 //!
+//! - [`pretrained`]: the one way into a model folder or Hub id — model, tokenizer(s), generation
+//!   settings.
 //! - [`encoder`]: fill-mask, classification, NER, extractive QA and embeddings with a pretrained
 //!   BERT-family model.
 //! - [`finetune`]: fine-tuning such a model for [`classification`], [`token_classification`] and
-//!   [`question_answering`].
-//! - [`language_model`]: train a GPT on a text file, then load it and generate.
-//! - [`translation`]: train a recurrent encoder–decoder on sentence pairs, then translate.
+//!   [`question_answering`]; [`seq2seq`] fine-tunes any encoder–decoder; [`language_model`] trains
+//!   or fine-tunes a GPT.
+//! - [`translation`]: train an encoder–decoder from scratch on sentence pairs; [`translator`]
+//!   decodes with any encoder–decoder.
+//! - [`error`]: the one error type, telling bad input from internal failure.
 
 pub mod classification;
 pub mod encoder;
+pub mod error;
 pub mod finetune;
 pub mod language_model;
+pub mod pretrained;
 pub mod question_answering;
+pub mod seq2seq;
 pub mod token_classification;
 pub mod translation;
+pub mod translator;
 
 pub use classification::ClassifyTask;
+pub use error::{Result, TaskError};
 pub use finetune::FinetuneRecipe;
 pub use language_model::{LanguageModel, LmRecipe, LmTask};
+pub use pretrained::Pretrained;
 pub use question_answering::QaTask;
+pub use seq2seq::Seq2SeqFinetune;
 pub use token_classification::TokenClassifyTask;
-pub use translation::{exact_match, Seq2SeqRecipe, Seq2SeqTask, Translation, Translator};
+pub use translation::{exact_match, Seq2SeqRecipe, Seq2SeqTask};
+pub use translator::{Translation, Translator};

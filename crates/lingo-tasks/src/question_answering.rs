@@ -6,8 +6,8 @@
 //! cross-entropies. An answer is decoded as the span of at most `max_answer_length` context tokens
 //! with the best start + end logit over the 20 best starts and ends of every window of its question.
 
+use crate::error::{bad_input, Result};
 use crate::finetune::{hold_out, Encodable, Finetune, FinetuneRecipe, Objective, TaskModel};
-use anyhow::Context;
 use candle_core::{IndexOp, Tensor};
 use lingo_data::{read_squad, Encoded, SquadQuestion, TaskTokenizer};
 use lingo_kernels::{cross_entropy, CrossEntropy};
@@ -80,16 +80,16 @@ pub fn encode_windows(
     questions: &[Arc<SquadQuestion>],
     stride: usize,
     path: &Path,
-) -> anyhow::Result<Vec<Window>> {
+) -> Result<Vec<Window>> {
     let windows = encoder.windows(stride)?;
     let mut out = Vec::new();
     for (index, q) in questions.iter().enumerate() {
         let inputs = windows
             .encode_windows(&q.question, &q.context)
-            .with_context(|| {
-                format!(
+            .map_err(|e| {
+                bad_input!(
                     "{}: question {}: cannot cut windows of {} tokens with a stride of {stride} \
-                     (is the question longer than the window?)",
+                     (is the question longer than the window?): {e}",
                     path.display(),
                     q.id,
                     encoder.max_length
@@ -197,7 +197,7 @@ impl Finetune<SpanExtraction> {
         train_path: &Path,
         valid_path: Option<&Path>,
         recipe: FinetuneRecipe,
-    ) -> anyhow::Result<Self> {
+    ) -> Result<Self> {
         let mut train_data = by_paragraph(read_squad(train_path, true)?);
         let valid_data: Vec<Arc<SquadQuestion>> = match valid_path {
             Some(path) => read_squad(path, false)?.into_iter().map(Arc::new).collect(),
@@ -279,7 +279,7 @@ impl Objective for SpanExtraction {
         predictions: &[Option<Span>],
         examples: &[Window],
         _labels: &[String],
-    ) -> anyhow::Result<BTreeMap<String, f64>> {
+    ) -> Result<BTreeMap<String, f64>> {
         let (predicted, references): (Vec<String>, Vec<Vec<String>>) =
             answers(examples, predictions)
                 .into_iter()
@@ -303,7 +303,7 @@ pub fn evaluate_qa(
     data_path: &Path,
     recipe: &FinetuneRecipe,
     batch_size: usize,
-) -> anyhow::Result<(BTreeMap<String, f64>, BTreeMap<String, String>)> {
+) -> Result<(BTreeMap<String, f64>, BTreeMap<String, String>)> {
     let (model, labels) =
         TaskModel::load_trained(model_dir, Head::QuestionAnswering, recipe.max_length)?;
     let questions: Vec<Arc<SquadQuestion>> = read_squad(data_path, false)?

@@ -5,8 +5,8 @@
 //! first sub-token's prediction for every word and scores entities with seqeval. Tags may be IOB1,
 //! IOB2 or BIOES: they are labels to the model, and seqeval's default mode reads all three.
 
+use crate::error::{bad_input, Result};
 use crate::finetune::{hold_out, Encodable, Finetune, FinetuneRecipe, Objective, TaskModel};
-use anyhow::bail;
 use candle_core::{DType, Tensor, D};
 use lingo_data::{read_tagged, Encoded, TaggedSentence, TaskTokenizer};
 use lingo_eval::seqeval::Mode;
@@ -50,7 +50,7 @@ fn encode(
     sentences: &[TaggedSentence],
     labels: &[String],
     path: &Path,
-) -> anyhow::Result<Vec<Example>> {
+) -> Result<Vec<Example>> {
     sentences
         .iter()
         .map(|s| {
@@ -61,12 +61,12 @@ fn encode(
                 let w = input.word_ids[j].unwrap_or(0) as usize;
                 let tag = &s.tags[w];
                 let Some(id) = labels.iter().position(|l| l == tag) else {
-                    bail!(
+                    return Err(bad_input!(
                         "{}: sentence at line {}: tag `{tag}` is not among the training tags ({})",
                         path.display(),
                         s.line,
                         labels.join(", ")
-                    );
+                    ));
                 };
                 targets[j] = id as i64;
             }
@@ -97,7 +97,7 @@ impl Finetune<Tagging> {
         train_path: &Path,
         valid_path: Option<&Path>,
         recipe: FinetuneRecipe,
-    ) -> anyhow::Result<Self> {
+    ) -> Result<Self> {
         let mut train_data = read_tagged(train_path)?;
         let valid_data = match valid_path {
             Some(path) => read_tagged(path)?,
@@ -175,7 +175,7 @@ impl Objective for Tagging {
         predictions: &[Tags],
         examples: &[Example],
         _labels: &[String],
-    ) -> anyhow::Result<BTreeMap<String, f64>> {
+    ) -> Result<BTreeMap<String, f64>> {
         let references: Vec<Tags> = examples.iter().map(|e| e.tags.clone()).collect();
         entity_metrics(predictions, &references)
     }
@@ -186,7 +186,7 @@ impl Objective for Tagging {
 pub fn entity_metrics(
     predicted: &[Vec<String>],
     references: &[Vec<String>],
-) -> anyhow::Result<BTreeMap<String, f64>> {
+) -> Result<BTreeMap<String, f64>> {
     let rep = lingo_eval::seqeval(predicted, references, Mode::Default)?;
     let mut m = BTreeMap::from([
         ("precision".to_string(), rep.precision),
@@ -208,7 +208,7 @@ pub fn evaluate_tagger(
     data_path: &Path,
     max_length: usize,
     batch_size: usize,
-) -> anyhow::Result<BTreeMap<String, f64>> {
+) -> Result<BTreeMap<String, f64>> {
     let (model, labels) =
         TaskModel::load_trained(model_dir, Head::TokenClassification, max_length)?;
     let examples = encode(&model.encoder, &read_tagged(data_path)?, &labels, data_path)?;

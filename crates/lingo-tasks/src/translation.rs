@@ -1,19 +1,19 @@
-//! Sequence-to-sequence translation with the recurrent encoder–decoder: pairs of sentences in, a model
-//! folder out, and a [`Translator`] that loads the folder and decodes with beam search.
+//! Training a sequence-to-sequence model from scratch — Lingo's recurrent encoder–decoder or the
+//! original Transformer — on pairs of sentences, with tokenizers trained on them: pairs in, a model
+//! folder out, which [`crate::Translator`] loads and decodes with beam search.
 //!
-//! A model folder holds `config.json` (`"model_type": "lingo-rnn-seq2seq"`), `source_tokenizer.json`,
-//! `target_tokenizer.json`, `model.safetensors`, `recipe.json`, `checkpoint.safetensors`,
-//! `metrics.jsonl` and `loss.png`.
+//! A model folder holds `config.json` (`"model_type": "lingo-rnn-seq2seq"` or
+//! `"lingo-transformer"`), `source_tokenizer.json`, `target_tokenizer.json`, `model.safetensors`,
+//! `recipe.json`, `checkpoint.safetensors`, `metrics.jsonl` and `loss.png`.
 
-use anyhow::{bail, Context};
+use crate::error::{bad_input, io, to_train, Result};
 use candle_core::{Device, Tensor};
 use lingo_data::{Tokenizer, TokenizerKind};
-use lingo_generate::{beam_search, BeamConfig};
+use lingo_generate::BeamConfig;
 use lingo_models::auto::AutoModel;
-use lingo_models::bart::Bart;
-use lingo_models::t5::T5;
 use lingo_models::transformer::{Transformer, TransformerConfig};
-use lingo_models::{config::read_json, ModelConfig, RnnSeq2Seq, RnnSeq2SeqConfig, Seq2SeqLm};
+use lingo_models::{config::read_json, ModelConfig, RnnSeq2Seq, RnnSeq2SeqConfig};
+use lingo_models::{Seq2SeqBatch, Seq2SeqLoss};
 use lingo_nn::{Ctx, LingoRng, ParamStore};
 use lingo_train::{TrainConfig, TrainTask};
 use serde::{Deserialize, Serialize};
@@ -66,7 +66,8 @@ pub struct Seq2SeqRecipe {
     pub train: TrainConfig,
     /// Probability of feeding the reference token (rather than the model's own prediction) at each step.
     pub teacher_forcing: f32,
-    /// Training pairs with more tokens than this on either side are skipped.
+    /// Training pairs with more tokens than this on either side (the target with its end token)
+    /// are skipped.
     pub max_length: usize,
     /// Decoding settings used for evaluation and by `lingo translate`.
     pub beam: BeamConfig,
@@ -92,30 +93,32 @@ impl Default for Seq2SeqRecipe {
 
 impl Seq2SeqRecipe {
     /// Reads a recipe file; errors name the file and the field.
-    pub fn load(path: &Path) -> anyhow::Result<Self> {
+    pub fn load(path: &Path) -> Result<Self> {
         Ok(read_json(path)?)
     }
 }
 
+/// Source ids, and the target's ids followed by the end token (the labels).
 type IdPair = (Vec<u32>, Vec<u32>);
 
-/// A recurrent seq2seq model, its tokenizers and its tokenised data, ready for the trainer.
+/// A seq2seq model, its tokenizers and its tokenised data, ready for the trainer.
 pub struct Seq2SeqTask {
     pub recipe: Seq2SeqRecipe,
     pub source_tokenizer: Tokenizer,
     pub target_tokenizer: Tokenizer,
     pub train: Vec<IdPair>,
     pub validation: Vec<IdPair>,
-    pub model: Seq2SeqModel,
+    /// The recurrent model or the Transformer.
+    pub model: AutoModel,
     params: ParamStore,
     /// Indices of `train` by (target length, source length), ties shuffled: for `by_length` batches.
     by_length: Vec<usize>,
 }
 
-fn check_specials(tok: &Tokenizer, side: &str) -> anyhow::Result<()> {
+fn check_specials(tok: &Tokenizer, side: &str) -> Result<()> {
     for (i, s) in SPECIALS.iter().enumerate() {
         if tok.token_to_id(s) != Some(i as u32) {
-            bail!("the {side} tokenizer must have {s} at id {i}");
+            return Err(bad_input!("the {side} tokenizer must have {s} at id {i}"));
         }
     }
     Ok(())
@@ -129,13 +132,13 @@ impl Seq2SeqTask {
         train: &[(String, String)],
         validation: &[(String, String)],
         tokenizers: Option<(Tokenizer, Tokenizer)>,
-    ) -> anyhow::Result<Self> {
+    ) -> Result<Self> {
         if train.is_empty() || validation.is_empty() {
-            bail!(
+            return Err(bad_input!(
                 "need at least one training and one validation pair (got {} and {})",
                 train.len(),
                 validation.len()
-            );
+            ));
         }
         let (source_tokenizer, target_tokenizer) = match tokenizers {
             Some(t) => t,
@@ -175,19 +178,20 @@ impl Seq2SeqTask {
             Arch::Rnn => recipe.model.validate(),
             Arch::Transformer => recipe.transformer.validate(),
         }
-        .map_err(|e| anyhow::anyhow!("model config: {e}"))?;
+        .map_err(|e| bad_input!("model config: {e}"))?;
         recipe
             .train
             .validate()
-            .map_err(|e| anyhow::anyhow!("training config: {e}"))?;
-        let encode = |pairs: &[(String, String)]| -> anyhow::Result<Vec<IdPair>> {
+            .map_err(|e| bad_input!("training config: {e}"))?;
+        let encode = |pairs: &[(String, String)]| -> Result<Vec<IdPair>> {
             let mut out = Vec::with_capacity(pairs.len());
             for (i, (s, t)) in pairs.iter().enumerate() {
-                let (s, t) = (source_tokenizer.encode(s)?, target_tokenizer.encode(t)?);
+                let (s, mut t) = (source_tokenizer.encode(s)?, target_tokenizer.encode(t)?);
                 if s.is_empty() {
-                    bail!("pair {}: the source is empty", i + 1);
+                    return Err(bad_input!("pair {}: the source is empty", i + 1));
                 }
-                if s.len() <= recipe.max_length && t.len() < recipe.max_length {
+                t.push(EOS);
+                if s.len() <= recipe.max_length && t.len() <= recipe.max_length {
                     out.push((s, t));
                 }
             }
@@ -196,10 +200,10 @@ impl Seq2SeqTask {
         let train_ids = encode(train)?;
         let validation_ids = encode(validation)?;
         if train_ids.is_empty() {
-            bail!(
+            return Err(bad_input!(
                 "every training pair is longer than max_length {}",
                 recipe.max_length
-            );
+            ));
         }
         let mut tie_break = LingoRng::new(recipe.train.seed).fork(0xba7c);
         let mut by_length: Vec<(usize, usize, u64, usize)> = (train_ids.iter().enumerate())
@@ -209,8 +213,8 @@ impl Seq2SeqTask {
         let by_length = by_length.into_iter().map(|k| k.3).collect();
         let params = ParamStore::new(recipe.train.seed, &Device::Cpu);
         let model = match recipe.arch {
-            Arch::Rnn => Seq2SeqModel::Rnn(RnnSeq2Seq::new(recipe.model.clone(), &params.root())?),
-            Arch::Transformer => Seq2SeqModel::Transformer(Transformer::new(
+            Arch::Rnn => AutoModel::Rnn(RnnSeq2Seq::new(recipe.model.clone(), &params.root())?),
+            Arch::Transformer => AutoModel::Transformer(Transformer::new(
                 recipe.transformer.clone(),
                 &params.root(),
             )?),
@@ -227,31 +231,22 @@ impl Seq2SeqTask {
         })
     }
 
-    /// The training loss of a batch: teacher forcing (or scheduled sampling) for the RNN,
-    /// label-smoothed cross-entropy for both.
-    fn loss(
-        &self,
-        src: &Tensor,
-        lengths: &[usize],
-        tin: &Tensor,
-        tout: &Tensor,
-        ctx: &mut Ctx,
-    ) -> candle_core::Result<Tensor> {
-        let teacher_forcing = if ctx.train {
-            self.recipe.teacher_forcing
-        } else {
-            1.0
+    /// The loss of a batch: teacher forcing (or scheduled sampling) for the RNN, label-smoothed
+    /// cross-entropy for both — in training; plain cross-entropy with the reference fed in
+    /// evaluation.
+    fn loss(&self, batch: &Seq2SeqBatch, ctx: &mut Ctx) -> candle_core::Result<Tensor> {
+        let options = match ctx.train {
+            true => Seq2SeqLoss {
+                label_smoothing: self.recipe.label_smoothing,
+                teacher_forcing: self.recipe.teacher_forcing,
+            },
+            false => Seq2SeqLoss::default(),
         };
-        let smoothing = if ctx.train {
-            self.recipe.label_smoothing
-        } else {
-            0.0
-        };
-        match &self.model {
-            Seq2SeqModel::Rnn(m) => m.loss(src, lengths, tin, tout, teacher_forcing, ctx),
-            Seq2SeqModel::Transformer(m) => m.loss(src, lengths, tin, tout, smoothing, ctx),
-            _ => candle_core::bail!("only Lingo's own seq2seq models train"),
-        }
+        let model = self
+            .model
+            .as_seq2seq()
+            .expect("built as an encoder-decoder");
+        model.loss(batch, &options, ctx)
     }
 
     /// The training pairs of one batch, as the recipe's `batching` says.
@@ -268,33 +263,10 @@ impl Seq2SeqTask {
         }
     }
 
-    /// Padded tensors for a batch: source, source lengths, target input (BOS first), target output
-    /// (EOS last), and the number of target tokens.
-    fn batch(
-        &self,
-        pairs: &[&IdPair],
-    ) -> candle_core::Result<(Tensor, Vec<usize>, Tensor, Tensor, usize)> {
-        let b = pairs.len();
-        let s = pairs.iter().map(|p| p.0.len()).max().unwrap_or(1);
-        let t = pairs.iter().map(|p| p.1.len() + 1).max().unwrap_or(1);
-        let (mut src, mut tin, mut tout) = (vec![PAD; b * s], vec![PAD; b * t], vec![PAD; b * t]);
-        for (r, (x, y)) in pairs.iter().map(|p| (&p.0, &p.1)).enumerate() {
-            src[r * s..r * s + x.len()].copy_from_slice(x);
-            tin[r * t] = BOS;
-            tin[r * t + 1..r * t + 1 + y.len()].copy_from_slice(y);
-            tout[r * t..r * t + y.len()].copy_from_slice(y);
-            tout[r * t + y.len()] = EOS;
-        }
-        let lengths = pairs.iter().map(|p| p.0.len()).collect();
-        let tokens = pairs.iter().map(|p| p.1.len() + 1).sum();
-        let d = &Device::Cpu;
-        Ok((
-            Tensor::from_vec(src, (b, s), d)?,
-            lengths,
-            Tensor::from_vec(tin, (b, t), d)?,
-            Tensor::from_vec(tout, (b, t), d)?,
-            tokens,
-        ))
+    /// A padded batch of `pairs`.
+    fn batch(&self, pairs: &[&IdPair]) -> candle_core::Result<Seq2SeqBatch> {
+        let pairs: Vec<(&[u32], &[u32])> = pairs.iter().map(|p| (&p.0[..], &p.1[..])).collect();
+        Seq2SeqBatch::new(&pairs, PAD, BOS, &Device::Cpu)
     }
 }
 
@@ -309,9 +281,8 @@ impl TrainTask for Seq2SeqTask {
         ctx: &mut Ctx,
     ) -> candle_core::Result<(Tensor, usize)> {
         let picks = self.draw(batch_size, &mut ctx.rng);
-        let (src, lengths, tin, tout, tokens) = self.batch(&picks)?;
-        let loss = self.loss(&src, &lengths, &tin, &tout, ctx)?;
-        Ok((loss, tokens))
+        let batch = self.batch(&picks)?;
+        Ok((self.loss(&batch, ctx)?, batch.target_tokens))
     }
 
     fn eval_loss(&mut self, batch_size: usize, max_batches: usize) -> candle_core::Result<f64> {
@@ -323,12 +294,10 @@ impl TrainTask for Seq2SeqTask {
         let (mut total, mut count) = (0.0, 0usize);
         let refs: Vec<&IdPair> = self.validation.iter().collect();
         for chunk in refs.chunks(batch_size).take(take) {
-            let (src, lengths, tin, tout, tokens) = self.batch(chunk)?;
-            let loss = self
-                .loss(&src, &lengths, &tin, &tout, &mut Ctx::eval())?
-                .to_scalar::<f32>()? as f64;
-            total += loss * tokens as f64;
-            count += tokens;
+            let batch = self.batch(chunk)?;
+            let loss = self.loss(&batch, &mut Ctx::eval())?.to_scalar::<f32>()? as f64;
+            total += loss * batch.target_tokens as f64;
+            count += batch.target_tokens;
         }
         Ok(total / count.max(1) as f64)
     }
@@ -347,210 +316,28 @@ impl TrainTask for Seq2SeqTask {
         })
     }
 
-    fn save_artifacts(&self, dir: &Path) -> anyhow::Result<()> {
-        let config = serde_json::to_string_pretty(&match self.recipe.arch {
+    fn save_artifacts(&self, dir: &Path) -> lingo_train::Result<()> {
+        self.write_artifacts(dir).map_err(to_train)
+    }
+}
+
+impl Seq2SeqTask {
+    fn write_artifacts(&self, dir: &Path) -> Result<()> {
+        let write = |file: &str, text: String| {
+            let path = dir.join(file);
+            lingo_nn::io::write_atomic(&path, text.as_bytes()).map_err(io(&path))
+        };
+        let config = match self.recipe.arch {
             Arch::Rnn => ModelConfig::RnnSeq2Seq(self.recipe.model.clone()),
             Arch::Transformer => ModelConfig::Transformer(self.recipe.transformer.clone()),
-        })?;
-        lingo_nn::io::write_atomic(&dir.join("config.json"), config.as_bytes())?;
-        lingo_nn::io::write_atomic(
-            &dir.join("recipe.json"),
-            serde_json::to_string_pretty(&self.recipe)?.as_bytes(),
-        )?;
+        };
+        write("config.json", serde_json::to_string_pretty(&config)?)?;
+        write("recipe.json", serde_json::to_string_pretty(&self.recipe)?)?;
         self.source_tokenizer
             .save(&dir.join("source_tokenizer.json"))?;
         self.target_tokenizer
             .save(&dir.join("target_tokenizer.json"))?;
         Ok(())
-    }
-}
-
-/// One decoded sentence.
-#[derive(Clone, Debug)]
-pub struct Translation {
-    pub text: String,
-    pub source_tokens: Vec<String>,
-    pub target_tokens: Vec<String>,
-    /// `attention[i][j]`: weight of source token `j` when producing target token `i`.
-    pub attention: Vec<Vec<f32>>,
-    pub score: f32,
-}
-
-/// A sequence-to-sequence model Lingo can translate (or summarise) with.
-pub enum Seq2SeqModel {
-    /// Trained by `lingo train seq2seq`.
-    Rnn(RnnSeq2Seq),
-    /// Trained by `lingo train seq2seq --arch transformer`.
-    Transformer(Transformer),
-    /// Hugging Face BART or Marian.
-    Bart(Bart),
-    /// Hugging Face T5.
-    T5(T5),
-}
-
-impl Seq2SeqModel {
-    pub fn as_lm(&self) -> &dyn Seq2SeqLm {
-        match self {
-            Seq2SeqModel::Rnn(m) => m,
-            Seq2SeqModel::Transformer(m) => m,
-            Seq2SeqModel::Bart(m) => m,
-            Seq2SeqModel::T5(m) => m,
-        }
-    }
-}
-
-/// A seq2seq model loaded from its folder, with its tokenizers and decoding settings.
-pub struct Translator {
-    pub model: Seq2SeqModel,
-    pub source_tokenizer: Tokenizer,
-    pub target_tokenizer: Tokenizer,
-    pub beam: BeamConfig,
-    /// Padding id of the source side.
-    pad: u32,
-    /// Hugging Face tokenizers add the model's special tokens (T5's `</s>`) themselves.
-    add_special_tokens: bool,
-}
-
-impl Translator {
-    /// Loads a folder written by `lingo train seq2seq`, or a Hugging Face T5, BART or Marian folder
-    /// with its `tokenizer.json` (and `generation_config.json` for the beam settings, if present).
-    pub fn load(dir: &Path) -> anyhow::Result<Self> {
-        if !dir.is_dir() {
-            bail!("{}: no such model folder", dir.display());
-        }
-        let config_path = dir.join("config.json");
-        let raw: serde_json::Value = read_json(&config_path)?;
-        if matches!(raw["model_type"].as_str(), Some("t5" | "bart" | "marian")) {
-            return Self::load_pretrained(dir, &raw);
-        }
-        let config = read_json::<ModelConfig>(&config_path)?;
-        let (src_vocab, tgt_vocab) = match &config {
-            ModelConfig::RnnSeq2Seq(c) => (c.src_vocab_size, c.tgt_vocab_size),
-            ModelConfig::Transformer(c) => (c.src_vocab_size, c.tgt_vocab_size),
-            other => bail!(
-                "{}: not a sequence-to-sequence model ({other:?})",
-                config_path.display()
-            ),
-        };
-        let source_tokenizer = Tokenizer::load(&dir.join("source_tokenizer.json"))?;
-        let target_tokenizer = Tokenizer::load(&dir.join("target_tokenizer.json"))?;
-        for (tok, size, side) in [
-            (&source_tokenizer, src_vocab, "source"),
-            (&target_tokenizer, tgt_vocab, "target"),
-        ] {
-            if tok.vocab_size() != size {
-                bail!(
-                    "{}: {side} tokenizer has {} tokens but config.json says {size}",
-                    dir.display(),
-                    tok.vocab_size()
-                );
-            }
-        }
-        let beam = match read_json::<Seq2SeqRecipe>(&dir.join("recipe.json")) {
-            Ok(r) => r.beam,
-            Err(_) => BeamConfig::default(),
-        };
-        let params = ParamStore::new(0, &Device::Cpu);
-        let model = match config {
-            ModelConfig::RnnSeq2Seq(c) => Seq2SeqModel::Rnn(RnnSeq2Seq::new(c, &params.root())?),
-            ModelConfig::Transformer(c) => {
-                Seq2SeqModel::Transformer(Transformer::new(c, &params.root())?)
-            }
-            _ => unreachable!("checked above"),
-        };
-        params
-            .load(&dir.join("model.safetensors"))
-            .context("loading the model weights")?;
-        Ok(Translator {
-            model,
-            source_tokenizer,
-            target_tokenizer,
-            beam,
-            pad: PAD,
-            add_special_tokens: false,
-        })
-    }
-
-    fn load_pretrained(dir: &Path, config: &serde_json::Value) -> anyhow::Result<Self> {
-        let loaded = AutoModel::load(dir, &Device::Cpu)?;
-        let model = match loaded.model {
-            AutoModel::T5(m) => Seq2SeqModel::T5(m),
-            AutoModel::EncoderDecoder(m) => Seq2SeqModel::Bart(m),
-            _ => bail!("{}: not an encoder-decoder", dir.display()),
-        };
-        let tokenizer = Tokenizer::load(&dir.join("tokenizer.json")).with_context(|| {
-            format!("{}: the model folder needs a tokenizer.json", dir.display())
-        })?;
-        // generation_config.json's settings, else config.json's, else transformers' defaults.
-        let generation: serde_json::Value =
-            read_json(&dir.join("generation_config.json")).unwrap_or_default();
-        let beam = BeamConfig::from_generation_config(|key| {
-            let value = generation.get(key).or_else(|| config.get(key));
-            value.filter(|v| !v.is_null()).cloned()
-        })
-        .with_context(|| format!("{}: generation settings", dir.display()))?;
-        Ok(Translator {
-            pad: config["pad_token_id"].as_u64().unwrap_or(0) as u32,
-            model,
-            source_tokenizer: tokenizer.clone(),
-            target_tokenizer: tokenizer,
-            beam,
-            add_special_tokens: true,
-        })
-    }
-
-    fn encode_source(&self, text: &str) -> anyhow::Result<Vec<u32>> {
-        if self.add_special_tokens {
-            let enc = self
-                .source_tokenizer
-                .inner()
-                .encode(text, true)
-                .map_err(|e| anyhow::anyhow!("tokenizing {text:?}: {e}"))?;
-            Ok(enc.get_ids().to_vec())
-        } else {
-            Ok(self.source_tokenizer.encode(text)?)
-        }
-    }
-
-    /// Translates `sentences` in batches of `batch_size` with beam search.
-    pub fn translate(
-        &self,
-        sentences: &[String],
-        beam: &BeamConfig,
-        batch_size: usize,
-    ) -> anyhow::Result<Vec<Translation>> {
-        let mut out = Vec::with_capacity(sentences.len());
-        for chunk in sentences.chunks(batch_size.max(1)) {
-            let ids: Vec<Vec<u32>> = chunk
-                .iter()
-                .map(|s| self.encode_source(s))
-                .collect::<anyhow::Result<_>>()?;
-            if let Some(i) = ids.iter().position(|x| x.is_empty()) {
-                bail!("sentence {:?} has no tokens", chunk[i]);
-            }
-            let s = ids.iter().map(Vec::len).max().unwrap_or(1);
-            let mut flat = vec![self.pad; ids.len() * s];
-            for (r, x) in ids.iter().enumerate() {
-                flat[r * s..r * s + x.len()].copy_from_slice(x);
-            }
-            let src = Tensor::from_vec(flat, (ids.len(), s), &Device::Cpu)?;
-            let lengths: Vec<usize> = ids.iter().map(Vec::len).collect();
-            let model = self.model.as_lm();
-            let hyps = beam_search(model, &src, &lengths, beam)?;
-            for (x, mut h) in ids.iter().zip(hyps) {
-                let best = h.remove(0);
-                let eos = model.eos_id();
-                let target: Vec<u32> = best.tokens.iter().copied().filter(|&t| t != eos).collect();
-                out.push(Translation {
-                    text: self.target_tokenizer.decode_text(&target)?,
-                    source_tokens: self.source_tokenizer.tokens(x),
-                    target_tokens: self.target_tokenizer.tokens(&best.tokens),
-                    attention: best.attention,
-                    score: best.score,
-                });
-            }
-        }
-        Ok(out)
     }
 }
 
@@ -567,6 +354,7 @@ pub fn exact_match(predictions: &[String], references: &[String]) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::{Translation, Translator};
     use lingo_data::DateTask;
     use lingo_models::Seq2SeqAttention;
     use lingo_train::{AdamWConfig, OptimizerConfig, Schedule, ScheduleKind, Trainer};
@@ -763,7 +551,7 @@ mod tests {
             ..Default::default()
         };
         let (translator, out, acc) = train_and_translate(recipe, &train, &test)?;
-        assert!(matches!(translator.model, Seq2SeqModel::Transformer(_)));
+        assert!(matches!(translator.model, AutoModel::Transformer(_)));
         assert!(acc > 0.8, "exact match {acc}: {:?}", texts(&out[..4]));
         Ok(())
     }

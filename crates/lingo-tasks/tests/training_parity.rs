@@ -4,8 +4,8 @@
 
 use candle_core::{DType, Device, IndexOp, Tensor};
 use lingo_kernels::{cross_entropy, CrossEntropy};
-use lingo_models::bert::{BertModel, LoadOptions};
-use lingo_models::hf::Checkpoint;
+use lingo_models::auto::{AutoModel, LoadOptions, Loaded};
+use lingo_models::{ModelInputs, Seq2SeqBatch, Seq2SeqLoss};
 use lingo_nn::params::read_safetensors;
 use lingo_nn::Ctx;
 use lingo_train::grads::Gradients;
@@ -110,20 +110,28 @@ fn task_loss(
     }
 }
 
+fn load(case: &str, options: &LoadOptions) -> anyhow::Result<Loaded> {
+    Ok(AutoModel::load(&folder(case), options)?)
+}
+
+/// The fixture batch's encoder inputs.
+fn encoder_inputs(f: &HashMap<String, Tensor>) -> anyhow::Result<ModelInputs> {
+    Ok(ModelInputs {
+        input_ids: f["input_ids"].to_dtype(DType::U32)?,
+        attention_mask: Some(f["attention_mask"].to_dtype(DType::U32)?),
+        token_type_ids: (f.get("token_type_ids"))
+            .map(|t| t.to_dtype(DType::U32))
+            .transpose()?,
+        decoder_input_ids: None,
+        output_attentions: false,
+    })
+}
+
 /// Loads `case` fresh, runs the fixture batch and returns its loss and the model's parameters.
 fn run(case: &str, f: &HashMap<String, Tensor>) -> anyhow::Result<(Tensor, lingo_nn::ParamStore)> {
-    let dev = Device::Cpu;
-    let checkpoint = Checkpoint::open(&folder(case), &dev)?;
-    let loaded = BertModel::load_with(&checkpoint, &dev, &LoadOptions::default())?;
-    let ids = f["input_ids"].to_dtype(DType::U32)?;
-    let mask = f["attention_mask"].to_dtype(DType::U32)?;
-    let types = f
-        .get("token_type_ids")
-        .map(|t| t.to_dtype(DType::U32))
-        .transpose()?;
-    let output = loaded
-        .model
-        .forward_in(&ids, Some(&mask), types.as_ref(), &mut Ctx::eval())?
+    let loaded = load(case, &LoadOptions::default())?;
+    let output = (loaded.model)
+        .forward(&encoder_inputs(f)?, &mut Ctx::eval())?
         .output;
     Ok((task_loss(case, &output, f)?, loaded.store))
 }
@@ -193,20 +201,21 @@ fn loss_gradients_and_one_optimizer_step_match_pytorch() -> anyhow::Result<()> {
 #[test]
 fn gpt2_loss_gradients_and_one_adamw_step_match_pytorch() -> anyhow::Result<()> {
     use lingo_models::gpt::gpt2_layout;
-    use lingo_models::Gpt;
     let dev = Device::Cpu;
     let f = read_safetensors(&folder("gpt2").join("train.safetensors"), &dev)?;
     let ids = f["input_ids"].to_dtype(DType::U32)?;
     let t = ids.dim(1)?;
     let run = || -> anyhow::Result<_> {
-        let (model, store, names) =
-            Gpt::load_gpt2(&Checkpoint::open(&folder("gpt2"), &dev)?, &dev)?;
+        let loaded = load("gpt2", &LoadOptions::default())?;
+        let AutoModel::Gpt(model) = &loaded.model else {
+            anyhow::bail!("gpt2 loaded as a {}", loaded.model.family());
+        };
         let loss = model.loss(
             &ids.narrow(1, 0, t - 1)?,
             &ids.narrow(1, 1, t - 1)?,
             &mut Ctx::eval(),
         )?;
-        Ok((loss, store, names))
+        Ok((loss, loaded.store, loaded.names))
     };
     let (loss, store, names) = run()?;
     let want = f["loss"].flatten_all()?.to_vec1::<f32>()?[0];
@@ -246,41 +255,42 @@ fn gpt2_loss_gradients_and_one_adamw_step_match_pytorch() -> anyhow::Result<()> 
     Ok(())
 }
 
-/// T5 (tied and v1.1), BART and Marian: the sequence-to-sequence loss with `labels`, every gradient
-/// and one AdamW step equal PyTorch's `*ForConditionalGeneration` / `MarianMTModel`.
+/// The fixture's sequence-to-sequence batch as the training contract takes it.
+fn seq2seq_batch(f: &HashMap<String, Tensor>) -> anyhow::Result<Seq2SeqBatch> {
+    let lengths = f["attention_mask"]
+        .to_dtype(DType::U32)?
+        .sum(1)?
+        .to_vec1::<u32>()?;
+    let labels = f["labels"].to_dtype(DType::I64)?;
+    let target_tokens = labels
+        .flatten_all()?
+        .to_vec1::<i64>()?
+        .iter()
+        .filter(|&&l| l >= 0)
+        .count();
+    Ok(Seq2SeqBatch {
+        source: f["input_ids"].to_dtype(DType::U32)?,
+        source_lengths: lengths.into_iter().map(|l| l as usize).collect(),
+        decoder_input: f["decoder_input_ids"].to_dtype(DType::U32)?,
+        labels,
+        target_tokens,
+    })
+}
+
+/// T5 (tied and v1.1), BART and Marian: the sequence-to-sequence loss with `labels` (through the
+/// training contract fine-tuning uses), every gradient and one AdamW step equal PyTorch's
+/// `*ForConditionalGeneration` / `MarianMTModel`.
 #[test]
 fn seq2seq_loss_gradients_and_one_adamw_step_match_pytorch() -> anyhow::Result<()> {
-    use lingo_models::bart::Bart;
-    use lingo_models::t5::T5;
     let dev = Device::Cpu;
     for case in ["t5", "t5-v1_1", "bart", "marian"] {
         let f = read_safetensors(&folder(case).join("train.safetensors"), &dev)?;
-        let u32s = |k: &str| f[k].to_dtype(DType::U32);
-        let (ids, mask, decoder_ids) = (
-            u32s("input_ids")?,
-            u32s("attention_mask")?,
-            u32s("decoder_input_ids")?,
-        );
+        let batch = seq2seq_batch(&f)?;
         let run = || -> anyhow::Result<_> {
-            let checkpoint = Checkpoint::open(&folder(case), &dev)?;
-            let (logits, store, names) = if case.starts_with("t5") {
-                let (model, store, names) = T5::load(&checkpoint, &dev)?;
-                (
-                    model.forward(&ids, Some(&mask), &decoder_ids)?.logits,
-                    store,
-                    names,
-                )
-            } else {
-                let (model, store, names) = Bart::load(&checkpoint, &dev)?;
-                (
-                    model.forward(&ids, Some(&mask), &decoder_ids)?.logits,
-                    store,
-                    names,
-                )
-            };
-            let targets = f["labels"].to_dtype(DType::I64)?;
-            let loss = cross_entropy(&logits, &targets, CrossEntropy::default())?;
-            Ok((loss, store, names))
+            let loaded = load(case, &LoadOptions::default())?;
+            let model = (loaded.model.as_seq2seq()).expect("an encoder-decoder");
+            let loss = model.loss(&batch, &Seq2SeqLoss::default(), &mut Ctx::eval())?;
+            Ok((loss, loaded.store, loaded.names))
         };
         let (loss, store, names) = run()?;
         let want = f["loss"].flatten_all()?.to_vec1::<f32>()?[0];
@@ -345,41 +355,43 @@ fn seq2seq_loss_gradients_and_one_adamw_step_match_pytorch() -> anyhow::Result<(
     Ok(())
 }
 
-/// The training path — attention probabilities through the composed softmax, dropout layers —
-/// computes what the evaluation path does when dropout keeps everything (p = 1e-9), padding and
-/// all, so the parity above (taken in evaluation mode) holds for training too.
+/// The training path — attention probabilities through the composed softmax, dropout layers,
+/// LayerDrop draws — computes what the evaluation path does when dropout keeps everything
+/// (p = 1e-9), padding and all, so the parity above (taken in evaluation mode) holds for training
+/// too: for every family with dropout.
 #[test]
 fn the_training_path_equals_the_evaluation_path_without_dropout() -> anyhow::Result<()> {
     let dev = Device::Cpu;
+    let options = LoadOptions {
+        dropout: Some(1e-9),
+        ..LoadOptions::default()
+    };
     for case in [
         "bert-qa",
         "roberta-cls",
         "distilbert-qa",
         "albert-cls",
         "electra-qa",
+        "gpt2",
+        "t5",
+        "t5-v1_1",
+        "bart",
+        "marian",
     ] {
         let f = read_safetensors(&folder(case).join("train.safetensors"), &dev)?;
-        let checkpoint = Checkpoint::open(&folder(case), &dev)?;
-        let options = LoadOptions {
-            dropout: Some(1e-9),
-            ..LoadOptions::default()
+        let loaded = load(case, &options)?;
+        let outputs = |ctx: &mut Ctx| -> anyhow::Result<Tensor> {
+            Ok(match loaded.model.as_seq2seq() {
+                Some(m) => m.loss(&seq2seq_batch(&f)?, &Seq2SeqLoss::default(), ctx)?,
+                None if case == "gpt2" => {
+                    let ids = ModelInputs::new(f["input_ids"].to_dtype(DType::U32)?);
+                    loaded.model.forward(&ids, ctx)?.output
+                }
+                None => loaded.model.forward(&encoder_inputs(&f)?, ctx)?.output,
+            })
         };
-        let loaded = BertModel::load_with(&checkpoint, &dev, &options)?;
-        let ids = f["input_ids"].to_dtype(DType::U32)?;
-        let mask = f["attention_mask"].to_dtype(DType::U32)?;
-        let types = f
-            .get("token_type_ids")
-            .map(|t| t.to_dtype(DType::U32))
-            .transpose()?;
-        let mut train = Ctx::train(lingo_nn::LingoRng::new(1));
-        let a = loaded
-            .model
-            .forward_in(&ids, Some(&mask), types.as_ref(), &mut train)?
-            .output;
-        let b = loaded
-            .model
-            .forward_in(&ids, Some(&mask), types.as_ref(), &mut Ctx::eval())?
-            .output;
+        let a = outputs(&mut Ctx::train(lingo_nn::LingoRng::new(1)))?;
+        let b = outputs(&mut Ctx::eval())?;
         let err = relative_error(&a, &b, 1e-3);
         assert!(
             err < 1e-5,

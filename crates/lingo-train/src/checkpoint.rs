@@ -3,6 +3,7 @@
 //! atomic: a crash leaves either the old checkpoint or the new one, never a mix.
 
 use crate::optim::Optimizer;
+use crate::TrainError;
 use candle_core::{Device, Tensor};
 use lingo_nn::params::{read_safetensors, read_safetensors_metadata, tensors_to_safetensors};
 use lingo_nn::{ParamStore, RngState};
@@ -69,7 +70,7 @@ pub fn save(
     params: &ParamStore,
     optimizer: &Optimizer,
     meta: &CheckpointMeta,
-) -> anyhow::Result<()> {
+) -> crate::Result<()> {
     let state = optimizer.state()?;
     let mut meta = meta.clone();
     meta.optimizer_steps = state.steps;
@@ -86,27 +87,30 @@ pub fn save(
     );
     let metadata = HashMap::from([(META_KEY.to_string(), serde_json::to_string(&meta)?)]);
     let bytes = tensors_to_safetensors(&tensors, Some(metadata))?;
-    lingo_nn::io::write_atomic(path, &bytes)
-        .map_err(|e| anyhow::anyhow!("writing checkpoint {}: {e}", path.display()))
+    lingo_nn::io::write_atomic(path, &bytes).map_err(crate::io(path))
 }
 
 /// Reads only the metadata of a checkpoint.
-pub fn read_meta(path: &Path) -> anyhow::Result<CheckpointMeta> {
+pub fn read_meta(path: &Path) -> crate::Result<CheckpointMeta> {
     let meta = read_safetensors_metadata(path)?;
     let text = meta.get(META_KEY).ok_or_else(|| {
-        anyhow::anyhow!(
+        TrainError::Input(format!(
             "{}: not a Lingo checkpoint (no `{META_KEY}` metadata)",
             path.display()
-        )
+        ))
     })?;
-    let meta: CheckpointMeta = serde_json::from_str(text)
-        .map_err(|e| anyhow::anyhow!("{}: malformed checkpoint metadata ({e})", path.display()))?;
+    let meta: CheckpointMeta = serde_json::from_str(text).map_err(|e| {
+        TrainError::Input(format!(
+            "{}: malformed checkpoint metadata ({e})",
+            path.display()
+        ))
+    })?;
     if meta.format != FORMAT {
-        anyhow::bail!(
+        return Err(TrainError::Input(format!(
             "{}: checkpoint format {} is not supported (expected {FORMAT})",
             path.display(),
             meta.format
-        );
+        )));
     }
     Ok(meta)
 }
@@ -116,7 +120,7 @@ pub fn load(
     path: &Path,
     params: &ParamStore,
     optimizer: &mut Optimizer,
-) -> anyhow::Result<CheckpointMeta> {
+) -> crate::Result<CheckpointMeta> {
     let meta = read_meta(path)?;
     let tensors = read_safetensors(path, &Device::Cpu)?;
     let source = path.display().to_string();

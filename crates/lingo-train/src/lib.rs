@@ -21,3 +21,46 @@ pub use optim::{AdamWConfig, DecayPolicy, Optimizer, OptimizerConfig, ParamGroup
 pub use rules::{AdafactorConfig, AdagradConfig, AdamConfig, RmspropConfig};
 pub use schedule::{Schedule, ScheduleKind};
 pub use trainer::{EarlyStopping, TrainConfig, TrainReport, TrainTask, Trainer};
+
+use std::path::{Path, PathBuf};
+
+/// What can go wrong in a training run.
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    /// The run's configuration, or a file it resumes from, is wrong.
+    #[error("{0}")]
+    Input(String),
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("training diverged at step {step}: loss is {loss}")]
+    Diverged { step: usize, loss: f64 },
+    #[error(transparent)]
+    Model(#[from] candle_core::Error),
+    #[error(transparent)]
+    Json(#[from] serde_json::Error),
+    #[error(transparent)]
+    Plot(#[from] lingo_viz::VizError),
+    /// What a task reported, in its own error type.
+    #[error(transparent)]
+    Task(Box<dyn std::error::Error + Send + Sync>),
+}
+
+impl TrainError {
+    /// A task's own error.
+    pub fn task(e: impl std::error::Error + Send + Sync + 'static) -> Self {
+        TrainError::Task(Box::new(e))
+    }
+}
+
+pub type Result<T> = std::result::Result<T, TrainError>;
+
+/// The error of an I/O operation on `path`.
+pub(crate) fn io(path: &Path) -> impl FnOnce(std::io::Error) -> TrainError + '_ {
+    move |source| TrainError::Io {
+        path: path.into(),
+        source,
+    }
+}

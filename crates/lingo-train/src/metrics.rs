@@ -33,7 +33,7 @@ pub struct MetricsLog {
 impl MetricsLog {
     /// Starts a new log at `path`, or — when resuming from step `resume_step` — keeps the records up to
     /// that step and drops any written after it by the interrupted run.
-    pub fn open(path: &Path, resume_step: Option<usize>) -> anyhow::Result<Self> {
+    pub fn open(path: &Path, resume_step: Option<usize>) -> crate::Result<Self> {
         let mut records = Vec::new();
         if let (Some(step), Ok(text)) = (resume_step, std::fs::read_to_string(path)) {
             for (i, line) in text
@@ -42,11 +42,11 @@ impl MetricsLog {
                 .filter(|(_, l)| !l.trim().is_empty())
             {
                 let r: Record = serde_json::from_str(line).map_err(|e| {
-                    anyhow::anyhow!(
+                    crate::TrainError::Input(format!(
                         "{}:{}: malformed metrics record ({e})",
                         path.display(),
                         i + 1
-                    )
+                    ))
                 })?;
                 if r.step <= step {
                     records.push(r);
@@ -58,19 +58,20 @@ impl MetricsLog {
             text.push_str(&serde_json::to_string(r)?);
             text.push('\n');
         }
-        lingo_nn::io::write_atomic(path, text.as_bytes())?;
+        lingo_nn::io::write_atomic(path, text.as_bytes()).map_err(crate::io(path))?;
         Ok(MetricsLog {
             path: path.into(),
             records,
         })
     }
 
-    pub fn append(&mut self, record: Record) -> anyhow::Result<()> {
+    pub fn append(&mut self, record: Record) -> crate::Result<()> {
         let mut f = std::fs::OpenOptions::new()
             .append(true)
             .create(true)
-            .open(&self.path)?;
-        writeln!(f, "{}", serde_json::to_string(&record)?)?;
+            .open(&self.path)
+            .map_err(crate::io(&self.path))?;
+        writeln!(f, "{}", serde_json::to_string(&record)?).map_err(crate::io(&self.path))?;
         self.records.push(record);
         Ok(())
     }
@@ -81,7 +82,7 @@ impl MetricsLog {
 }
 
 /// Draws training loss (light: per step; dark: moving average) and validation loss against steps.
-pub fn plot_losses(records: &[Record], path: &Path, title: &str) -> anyhow::Result<()> {
+pub fn plot_losses(records: &[Record], path: &Path, title: &str) -> crate::Result<()> {
     let train: Vec<(f64, f64)> = records
         .iter()
         .filter_map(|r| r.loss.map(|l| (r.step as f64, l)))
@@ -90,7 +91,7 @@ pub fn plot_losses(records: &[Record], path: &Path, title: &str) -> anyhow::Resu
         .iter()
         .filter_map(|r| r.val_loss.map(|l| (r.step as f64, l)))
         .collect();
-    lingo_viz::loss_curve(&train, &val, path, title)
+    Ok(lingo_viz::loss_curve(&train, &val, path, title)?)
 }
 
 #[cfg(test)]
@@ -98,7 +99,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn resume_drops_records_after_the_checkpoint() -> anyhow::Result<()> {
+    fn resume_drops_records_after_the_checkpoint() -> Result<(), Box<dyn std::error::Error>> {
         let dir = tempfile::tempdir()?;
         let path = dir.path().join("metrics.jsonl");
         let mut log = MetricsLog::open(&path, None)?;
@@ -119,7 +120,7 @@ mod tests {
     }
 
     #[test]
-    fn plot_writes_a_png() -> anyhow::Result<()> {
+    fn plot_writes_a_png() -> Result<(), Box<dyn std::error::Error>> {
         let dir = tempfile::tempdir()?;
         let path = dir.path().join("loss.png");
         let records: Vec<Record> = (1..=30)

@@ -8,7 +8,7 @@ use crate::grads::{clip_scale, Gradients};
 use crate::metrics::{plot_losses, MetricsLog, Record};
 use crate::optim::{DecayPolicy, Optimizer, OptimizerConfig, ParamGroup};
 use crate::schedule::Schedule;
-use anyhow::{bail, Context};
+use crate::TrainError;
 use candle_core::Tensor;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use lingo_nn::{Ctx, LingoRng, ParamStore};
@@ -41,10 +41,10 @@ pub trait TrainTask {
     /// The task's description for the checkpoint (model config, tokenizer, …).
     fn describe(&self) -> serde_json::Value;
     /// Writes what a user needs to run the model (e.g. `config.json`, `tokenizer.json`) into `dir`.
-    fn save_artifacts(&self, dir: &Path) -> anyhow::Result<()>;
+    fn save_artifacts(&self, dir: &Path) -> crate::Result<()>;
     /// Writes the weights a user loads (`model.safetensors`); by default under the parameters' own
     /// names. A task whose checkpoint layout differs (GPT-2's) converts here.
-    fn save_weights(&self, path: &Path) -> anyhow::Result<()> {
+    fn save_weights(&self, path: &Path) -> crate::Result<()> {
         Ok(self.params().save(path)?)
     }
 }
@@ -125,16 +125,16 @@ impl EarlyStopping {
         val: f64,
         metrics: &BTreeMap<String, f64>,
         meta: &mut CheckpointMeta,
-    ) -> anyhow::Result<bool> {
+    ) -> crate::Result<bool> {
         let value = if self.metric == "val_loss" {
             val
         } else {
-            *metrics.get(&self.metric).with_context(|| {
-                format!(
+            *metrics.get(&self.metric).ok_or_else(|| {
+                TrainError::Input(format!(
                     "early_stopping: metric `{}` is not among the evaluation's (val_loss, {})",
                     self.metric,
                     metrics.keys().cloned().collect::<Vec<_>>().join(", ")
-                )
+                ))
             })?
         };
         if self.improves(value, meta.best_metric) {
@@ -239,12 +239,11 @@ impl Trainer {
     }
 
     /// Trains `task`, from its checkpoint in `out_dir` if `resume`.
-    pub fn run(&self, task: &mut dyn TrainTask, resume: bool) -> anyhow::Result<TrainReport> {
+    pub fn run(&self, task: &mut dyn TrainTask, resume: bool) -> crate::Result<TrainReport> {
         let cfg = &self.config;
         cfg.validate()
-            .map_err(|e| anyhow::anyhow!("training config: {e}"))?;
-        std::fs::create_dir_all(&self.out_dir)
-            .with_context(|| format!("creating {}", self.out_dir.display()))?;
+            .map_err(|e| TrainError::Input(format!("training config: {e}")))?;
+        std::fs::create_dir_all(&self.out_dir).map_err(crate::io(&self.out_dir))?;
         let params = task.params().clone();
         let mut optimizer =
             Optimizer::new(cfg.optimizer.clone(), &params, cfg.decay, &cfg.param_groups);
@@ -254,16 +253,19 @@ impl Trainer {
         let ckpt_path = self.checkpoint_path();
         let mut meta = if resume {
             if !ckpt_path.exists() {
-                bail!("cannot resume: no checkpoint at {}", ckpt_path.display());
+                return Err(TrainError::Input(format!(
+                    "cannot resume: no checkpoint at {}",
+                    ckpt_path.display()
+                )));
             }
             let saved = checkpoint::read_meta(&ckpt_path)?;
             if saved.task != task_json {
-                bail!(
+                return Err(TrainError::Input(format!(
                     "cannot resume from {}: it was trained for a different model/task\n  checkpoint: {}\n  now:        {}",
                     ckpt_path.display(),
                     saved.task,
                     task_json
-                );
+                )));
             }
             if saved.train_config != train_json {
                 eprintln!("warning: the training config differs from the checkpoint's; continuing with the new one");
@@ -279,7 +281,7 @@ impl Trainer {
         };
         meta.train_config = train_json;
         let rng = LingoRng::from_state(&meta.rng)
-            .map_err(|e| anyhow::anyhow!("{}: {e}", ckpt_path.display()))?;
+            .map_err(|e| TrainError::Input(format!("{}: {e}", ckpt_path.display())))?;
         let mut ctx = Ctx::train(rng);
         let mut log = MetricsLog::open(
             &self.out_dir.join("metrics.jsonl"),
@@ -302,10 +304,10 @@ impl Trainer {
             let lr = cfg.schedule.lr(cfg.optimizer.lr(), meta.step, cfg.steps);
             let (loss, tokens, grads) = self.accumulate(task, &params, meta.step, &mut ctx)?;
             if !loss.is_finite() {
-                bail!(
-                    "training diverged at step {}: loss is {loss}",
-                    meta.step + 1
-                );
+                return Err(TrainError::Diverged {
+                    step: meta.step + 1,
+                    loss,
+                });
             }
             // Gradients were summed over micro-batches: their mean is grads / grad_accum.
             let norm = grads.global_norm()? / cfg.grad_accum as f64;
@@ -450,7 +452,7 @@ impl Trainer {
         params: &ParamStore,
         step: usize,
         ctx: &mut Ctx,
-    ) -> anyhow::Result<(f64, usize, Gradients)> {
+    ) -> crate::Result<(f64, usize, Gradients)> {
         let named = params.named();
         let mut total: Option<Gradients> = None;
         let (mut loss_sum, mut tokens) = (0.0, 0);

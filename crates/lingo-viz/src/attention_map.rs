@@ -39,23 +39,23 @@ pub fn attention_map(
     weights: &[Vec<f32>],
     base: &Path,
     title: &str,
-) -> anyhow::Result<()> {
+) -> crate::Result<()> {
     if weights.len() != target.len() || weights.iter().any(|row| row.len() != source.len()) {
-        anyhow::bail!(
+        return Err(crate::VizError::Input(format!(
             "attention map: {} target tokens and {} source tokens, but weights are {}×{}",
             target.len(),
             source.len(),
             weights.len(),
             weights.first().map_or(0, Vec::len)
-        );
+        )));
     }
     let png = base.with_extension("png");
     let html = base.with_extension("html");
     if let Some(dir) = base.parent() {
-        std::fs::create_dir_all(dir)?;
+        std::fs::create_dir_all(dir).map_err(crate::io(dir))?;
     }
     draw_png(source, target, weights, &png, title)?;
-    std::fs::write(&html, render_html(source, target, weights, title))?;
+    std::fs::write(&html, render_html(source, target, weights, title)).map_err(crate::io(&html))?;
     Ok(())
 }
 
@@ -65,7 +65,7 @@ fn draw_png(
     weights: &[Vec<f32>],
     path: &Path,
     title: &str,
-) -> anyhow::Result<()> {
+) -> crate::Result<()> {
     crate::register_font();
     let (ns, nt) = (source.len().max(1), target.len().max(1));
     let cell = (900 / ns.max(nt)).clamp(12, 40) as i32;
@@ -138,7 +138,7 @@ fn draw_png(
         root.draw(&Text::new("0", (bx + 18, top + span - 12), small))?;
         root.present()?;
     }
-    std::fs::rename(&tmp, path)?;
+    std::fs::rename(&tmp, path).map_err(crate::io(path))?;
     Ok(())
 }
 
@@ -184,7 +184,8 @@ mod tests {
     use super::*;
 
     #[test]
-    fn writes_png_and_html_and_rejects_mismatched_shapes() -> anyhow::Result<()> {
+    fn writes_png_and_html_and_rejects_mismatched_shapes() -> Result<(), Box<dyn std::error::Error>>
+    {
         let dir = tempfile::tempdir()?;
         let base = dir.path().join("att");
         let src: Vec<String> = "a <b> c".split(' ').map(String::from).collect();

@@ -8,6 +8,41 @@ pub mod loss_curve;
 pub use attention_map::attention_map;
 pub use loss_curve::loss_curve;
 
+use std::path::{Path, PathBuf};
+
+/// What can go wrong drawing a picture.
+#[derive(Debug, thiserror::Error)]
+pub enum VizError {
+    /// The data does not fit the picture (shapes that disagree).
+    #[error("{0}")]
+    Input(String),
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("drawing: {0}")]
+    Draw(String),
+}
+
+impl<E: std::error::Error + Send + Sync> From<plotters::drawing::DrawingAreaErrorKind<E>>
+    for VizError
+{
+    fn from(e: plotters::drawing::DrawingAreaErrorKind<E>) -> Self {
+        VizError::Draw(e.to_string())
+    }
+}
+
+pub type Result<T> = std::result::Result<T, VizError>;
+
+/// The error of an I/O operation on `path`.
+pub(crate) fn io(path: &Path) -> impl FnOnce(std::io::Error) -> VizError + '_ {
+    move |source| VizError::Io {
+        path: path.into(),
+        source,
+    }
+}
+
 static FONT: std::sync::Once = std::sync::Once::new();
 
 pub(crate) fn register_font() {

@@ -10,7 +10,7 @@ pub fn loss_curve(
     val: &[(f64, f64)],
     path: &Path,
     title: &str,
-) -> anyhow::Result<()> {
+) -> crate::Result<()> {
     crate::register_font();
     if train.is_empty() && val.is_empty() {
         return Ok(());
@@ -73,6 +73,6 @@ pub fn loss_curve(
             .draw()?;
         root.present()?;
     }
-    std::fs::rename(&tmp, path)?;
+    std::fs::rename(&tmp, path).map_err(crate::io(path))?;
     Ok(())
 }

@@ -13,6 +13,7 @@ use lingo_generate::SamplingConfig;
 use lingo_models::bert::{BertConfig, BertModel, Family, Head};
 use lingo_models::gpt::Gpt2Config;
 use lingo_models::{Gpt, GptConfig, RnnSeq2Seq, RnnSeq2SeqConfig, Seq2SeqAttention};
+use lingo_models::{ModelInputs, Seq2SeqBatch, Seq2SeqLoss, Seq2SeqTrain};
 use lingo_nn::{CellKind, Ctx, LingoRng, ParamStore};
 use lingo_train::grads::{clip_scale, Gradients};
 use lingo_train::{AdamWConfig, DecayPolicy, Optimizer, OptimizerConfig};
@@ -198,48 +199,32 @@ fn seq2seq_config() -> RnnSeq2SeqConfig {
 }
 
 /// The batch of tools/bench_seq2seq.py: lengths `8 + (7i mod 17)` (source) and `8 + (11i mod 17)`
-/// (target); returns (source, source lengths, target input, target output, target tokens).
-fn seq2seq_batch(
-    cfg: &RnnSeq2SeqConfig,
-) -> candle_core::Result<(Tensor, Vec<usize>, Tensor, Tensor, usize)> {
+/// (target, then the end token).
+fn seq2seq_batch(cfg: &RnnSeq2SeqConfig) -> candle_core::Result<Seq2SeqBatch> {
     let n = SEQ2SEQ_BATCH;
-    let src_len: Vec<usize> = (0..n).map(|i| 8 + (7 * i) % 17).collect();
-    let tgt_len: Vec<usize> = (0..n).map(|i| 8 + (11 * i) % 17).collect();
-    let (s, t) = (
-        src_len.iter().max().unwrap_or(&1),
-        tgt_len.iter().max().unwrap_or(&1) + 1,
-    );
     let mut rng = LingoRng::new(0);
     let mut word = |vocab: usize| 3 + rng.below(vocab - 3) as u32;
-    let (mut src, mut tgt_in, mut tgt_out) =
-        (vec![0u32; n * s], vec![0u32; n * t], vec![0u32; n * t]);
-    for i in 0..n {
-        for j in 0..src_len[i] {
-            src[i * s + j] = word(cfg.src_vocab_size);
-        }
-        tgt_in[i * t] = cfg.bos_id;
-        for j in 0..tgt_len[i] {
-            let w = word(cfg.tgt_vocab_size);
-            tgt_in[i * t + j + 1] = w;
-            tgt_out[i * t + j] = w;
-        }
-        tgt_out[i * t + tgt_len[i]] = cfg.eos_id;
-    }
-    let dev = &Device::Cpu;
-    Ok((
-        Tensor::from_vec(src, (n, *s), dev)?,
-        src_len,
-        Tensor::from_vec(tgt_in, (n, t), dev)?,
-        Tensor::from_vec(tgt_out, (n, t), dev)?,
-        tgt_len.iter().sum::<usize>() + n,
-    ))
+    let pairs: Vec<(Vec<u32>, Vec<u32>)> = (0..n)
+        .map(|i| {
+            let src = (0..8 + (7 * i) % 17)
+                .map(|_| word(cfg.src_vocab_size))
+                .collect();
+            let mut labels: Vec<u32> = (0..8 + (11 * i) % 17)
+                .map(|_| word(cfg.tgt_vocab_size))
+                .collect();
+            labels.push(cfg.eos_id);
+            (src, labels)
+        })
+        .collect();
+    let refs: Vec<(&[u32], &[u32])> = pairs.iter().map(|(s, t)| (&s[..], &t[..])).collect();
+    Seq2SeqBatch::new(&refs, cfg.pad_id, cfg.bos_id, &Device::Cpu)
 }
 
 fn bench_seq2seq(iters: usize) -> anyhow::Result<Timings> {
     let cfg = seq2seq_config();
     let store = ParamStore::new(0, &Device::Cpu);
     let model = RnnSeq2Seq::new(cfg.clone(), &store.root())?;
-    let (src, lengths, tgt_in, tgt_out, _) = seq2seq_batch(&cfg)?;
+    let batch = seq2seq_batch(&cfg)?;
     let adamw = AdamWConfig {
         lr: 1e-3,
         weight_decay: 0.0,
@@ -253,7 +238,7 @@ fn bench_seq2seq(iters: usize) -> anyhow::Result<Timings> {
         } else {
             Ctx::eval()
         };
-        model.loss(&src, &lengths, &tgt_in, &tgt_out, 1.0, &mut ctx)
+        model.loss(&batch, &Seq2SeqLoss::default(), &mut ctx)
     })
 }
 
@@ -293,7 +278,7 @@ fn bench_bert(iters: usize) -> anyhow::Result<Vec<f64>> {
     let ids = Tensor::from_vec(ids, (1, BERT_TOKENS), &Device::Cpu)?;
     time_ms(iters, 2, || {
         model
-            .forward(&ids, None, None)?
+            .forward(&ModelInputs::new(ids.clone()), &mut Ctx::eval())?
             .output
             .sum_all()?
             .to_scalar::<f32>()?;
@@ -337,7 +322,9 @@ fn bench_finetune(iters: usize) -> anyhow::Result<Timings> {
         } else {
             Ctx::eval()
         };
-        let logits = model.forward_in(&ids, None, None, &mut ctx)?.output;
+        let logits = model
+            .forward(&ModelInputs::new(ids.clone()), &mut ctx)?
+            .output;
         lingo_kernels::cross_entropy(&logits, &labels, Default::default())
     })
 }
@@ -361,6 +348,8 @@ fn bench_gpt2(iters: usize) -> anyhow::Result<Vec<f64>> {
         scale_attn_by_inverse_layer_idx: false,
         reorder_and_upcast_attn: false,
         resid_pdrop: 0.1,
+        embd_pdrop: 0.1,
+        attn_pdrop: 0.1,
     };
     let store = ParamStore::new(0, &Device::Cpu);
     let model = Gpt::new(hf.to_gpt().map_err(anyhow::Error::msg)?, &store.root())?;
@@ -440,7 +429,7 @@ impl Bench {
             }
             Model::Seq2seq => {
                 let c = seq2seq_config();
-                let tokens = seq2seq_batch(&c)?.4;
+                let tokens = seq2seq_batch(&c)?.target_tokens;
                 println!(
                     "Seq2seq benchmark: LSTM, vocab {}/{}, embed {}, hidden {}, bidirectional encoder, Bahdanau attention, dropout {}, batch {SEQ2SEQ_BATCH} ({tokens} target tokens), f32, {threads} threads",
                     c.src_vocab_size, c.tgt_vocab_size, c.embed_dim, c.hidden_size, c.dropout

@@ -20,7 +20,7 @@ pub struct ModelArg {
 impl ModelArg {
     fn load(&self) -> anyhow::Result<EncoderPipeline> {
         let dir = lingo_models::hub::resolve_model(&self.model, self.offline)?;
-        EncoderPipeline::load(&dir)
+        Ok(EncoderPipeline::load(&dir)?)
     }
 
     fn print<T: serde::Serialize>(

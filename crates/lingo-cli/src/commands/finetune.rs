@@ -3,8 +3,11 @@ use clap::{Args, Subcommand};
 use lingo_tasks::classification::evaluate_classifier;
 use lingo_tasks::finetune::{self, Objective};
 use lingo_tasks::question_answering::evaluate_qa;
+use lingo_tasks::seq2seq::{evaluate_seq2seq, PairFile};
 use lingo_tasks::token_classification::evaluate_tagger;
-use lingo_tasks::{ClassifyTask, FinetuneRecipe, LmTask, QaTask, TokenClassifyTask};
+use lingo_tasks::{
+    ClassifyTask, FinetuneRecipe, LmTask, QaTask, Seq2SeqFinetune, TokenClassifyTask,
+};
 use std::path::{Path, PathBuf};
 
 #[derive(Subcommand)]
@@ -18,6 +21,11 @@ pub enum Finetune {
     /// Extractive question answering from SQuAD v1.1 JSON; long contexts are cut into windows
     /// of `max_length` tokens overlapping by `doc_stride` (recipe fields).
     Qa(FinetuneArgs),
+    /// Summarisation or translation with an encoder–decoder (T5, BART, Marian, or a Lingo
+    /// Transformer or recurrent model) from JSON lines or a JSON array (fields `source`/`target`
+    /// unless the recipe's `source_field`/`target_field` say otherwise), a .tsv file, or aligned
+    /// files (`--train-target`); T5 task prefixes from the recipe's `source_prefix`.
+    Seq2seq(Seq2SeqArgs),
     /// Causal language modelling: continue training a GPT-2 (or Lingo GPT) folder on a text file,
     /// in windows of `max_length` tokens; the output folder keeps the input's layout.
     Lm(FinetuneArgs),
@@ -29,6 +37,7 @@ impl Finetune {
             Finetune::Classify(a) => a.run(ClassifyTask::new),
             Finetune::Ner(a) => a.run(TokenClassifyTask::new),
             Finetune::Qa(a) => a.run(QaTask::new),
+            Finetune::Seq2seq(a) => a.run(),
             Finetune::Lm(a) => a.run_lm(),
         }
     }
@@ -104,7 +113,7 @@ impl FinetuneArgs {
             &Path,
             Option<&Path>,
             FinetuneRecipe,
-        ) -> anyhow::Result<finetune::Finetune<O>>,
+        ) -> lingo_tasks::Result<finetune::Finetune<O>>,
     ) -> anyhow::Result<()> {
         let recipe = self.recipe()?;
         let dir = lingo_models::hub::resolve_model(&self.model, self.offline)?;
@@ -133,6 +142,54 @@ impl FinetuneArgs {
     }
 }
 
+/// `lingo finetune seq2seq`: the common arguments plus the target files of aligned data.
+#[derive(Args)]
+pub struct Seq2SeqArgs {
+    #[command(flatten)]
+    common: FinetuneArgs,
+    /// The target side when --train is a plain source file (line i translates line i).
+    #[arg(long)]
+    train_target: Option<PathBuf>,
+    /// The target side when --valid is a plain source file.
+    #[arg(long)]
+    valid_target: Option<PathBuf>,
+}
+
+impl Seq2SeqArgs {
+    fn run(self) -> anyhow::Result<()> {
+        let a = &self.common;
+        let recipe = a.recipe()?;
+        let dir = lingo_models::hub::resolve_model(&a.model, a.offline)?;
+        let train = PairFile::new(&a.train, self.train_target.as_deref());
+        let valid = (a.valid.as_deref()).map(|v| PairFile::new(v, self.valid_target.as_deref()));
+        let mut task = Seq2SeqFinetune::new(&dir, &train, valid.as_ref(), recipe)?;
+        if let Some(w) = task.report.warning() {
+            eprintln!("{w}");
+        }
+        if task.skipped > 0 {
+            eprintln!(
+                "left out {} records with an empty source or target",
+                task.skipped
+            );
+        }
+        let (n_train, n_valid) = task.sizes();
+        eprintln!(
+            "fine-tuning {} on {n_train} pairs ({n_valid} for validation) over {} steps",
+            dir.display(),
+            task.recipe.train.steps
+        );
+        let trainer = a.run.trainer(task.recipe.train.clone());
+        let report = trainer.run(&mut task, a.run.resume)?;
+        eprintln!(
+            "{} steps in {:.0}s; model, tokenizer and metrics in {}",
+            report.steps,
+            report.elapsed_secs,
+            a.run.out.display()
+        );
+        Ok(())
+    }
+}
+
 #[derive(Subcommand)]
 pub enum Evaluate {
     /// A sequence-classification folder on labelled data: the metrics of `lingo metric classification`.
@@ -141,6 +198,10 @@ pub enum Evaluate {
     Ner(EvaluateArgs),
     /// An extractive-QA folder on SQuAD v1.1 JSON: `exact_match` and `f1`, as the official script.
     Qa(EvaluateArgs),
+    /// An encoder–decoder on pairs (as `finetune seq2seq` reads them): sources decoded by beam
+    /// search, scored with ROUGE (`rouge1`…`rougeLsum`, rouge-score's) and BLEU (`bleu`,
+    /// sacreBLEU's). A folder `finetune seq2seq` wrote supplies its prefix, fields and lengths.
+    Seq2seq(EvaluateArgs),
 }
 
 impl Evaluate {
@@ -149,6 +210,7 @@ impl Evaluate {
             Evaluate::Classify(a) => (a, "classify"),
             Evaluate::Ner(a) => (a, "ner"),
             Evaluate::Qa(a) => (a, "qa"),
+            Evaluate::Seq2seq(a) => (a, "seq2seq"),
         };
         let dir = lingo_models::hub::resolve_model(&args.model, args.offline)?;
         let metrics = match task {
@@ -169,6 +231,37 @@ impl Evaluate {
                 if let Some(path) = &args.predictions {
                     let json = serde_json::to_string_pretty(&answers)?;
                     lingo_nn::io::write_atomic(path, json.as_bytes())?;
+                }
+                serde_json::to_value(scores)?
+            }
+            "seq2seq" => {
+                // The recipe the folder was fine-tuned with, where it has one.
+                let saved = dir.join("finetune.json");
+                let mut recipe = match saved.exists() {
+                    true => FinetuneRecipe::load(&saved)?,
+                    false => FinetuneRecipe::default(),
+                };
+                if let Some(n) = args.max_source_length {
+                    recipe.max_length = n;
+                }
+                if let Some(n) = args.max_target_length {
+                    recipe.max_target_length = n;
+                }
+                if let Some(prefix) = &args.source_prefix {
+                    recipe.source_prefix = prefix.clone();
+                }
+                if let Some(beams) = args.num_beams {
+                    let mut beam = recipe.beam.take().unwrap_or_default();
+                    beam.beam_size = beams;
+                    beam.max_length = recipe.max_target_length;
+                    recipe.beam = Some(beam);
+                }
+                let data = PairFile::new(&args.data, args.data_target.as_deref());
+                let (scores, predictions) =
+                    evaluate_seq2seq(&dir, &data, &recipe, args.batch_size)?;
+                if let Some(path) = &args.predictions {
+                    let text = predictions.join("\n") + "\n";
+                    lingo_nn::io::write_atomic(path, text.as_bytes())?;
                 }
                 serde_json::to_value(scores)?
             }
@@ -200,7 +293,23 @@ pub struct EvaluateArgs {
     /// qa: the longest answer, in tokens.
     #[arg(long, default_value_t = 30)]
     max_answer_length: usize,
-    /// qa: also write each question's answer as `{id: answer}` JSON (for `lingo metric squad`).
+    /// qa: also write each question's answer as `{id: answer}` JSON (for `lingo metric squad`);
+    /// seq2seq: each output, one a line.
     #[arg(long)]
     predictions: Option<PathBuf>,
+    /// seq2seq: the target side when --data is a plain source file.
+    #[arg(long)]
+    data_target: Option<PathBuf>,
+    /// seq2seq: source tokens (default: the fine-tuning recipe's `max_length`).
+    #[arg(long)]
+    max_source_length: Option<usize>,
+    /// seq2seq: the longest output, in tokens (default: the recipe's `max_target_length`).
+    #[arg(long)]
+    max_target_length: Option<usize>,
+    /// seq2seq: text before every source (default: the recipe's `source_prefix`).
+    #[arg(long)]
+    source_prefix: Option<String>,
+    /// seq2seq: beam width (default: the recipe's, else the model's generation settings).
+    #[arg(long)]
+    num_beams: Option<usize>,
 }

@@ -4,7 +4,9 @@
 use anyhow::{bail, Context};
 use candle_core::{DType, Device, Tensor};
 use clap::Args;
-use lingo_models::auto::{AutoModel, ModelInputs};
+use lingo_models::auto::{AutoModel, LoadOptions};
+use lingo_models::ModelInputs;
+use lingo_nn::Ctx;
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 
@@ -87,10 +89,11 @@ impl Forward {
             token_type_ids: optional(&file.token_type_ids, "token_type_ids", Some(shape))?,
             decoder_input_ids: optional(&file.decoder_input_ids, "decoder_input_ids", None)?,
             input_ids: ids,
+            output_attentions: false,
         };
         let dir = lingo_models::hub::resolve_model(&self.model, self.offline)?;
-        let pretrained = AutoModel::load(&dir, &Device::Cpu)?;
-        let out = pretrained.model.forward(&inputs)?.to_dtype(DType::F32)?;
+        let loaded = AutoModel::load(&dir, &LoadOptions::default())?;
+        let out = (loaded.model.forward(&inputs, &mut Ctx::eval())?.output).to_dtype(DType::F32)?;
         let data = out.flatten_all()?.to_vec1::<f32>()?;
         let bytes = lingo_nn::io::npy_f32(&data, out.dims());
         lingo_nn::io::write_atomic(&self.output, &bytes)
