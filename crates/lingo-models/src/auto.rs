@@ -50,6 +50,8 @@ pub struct LoadOptions {
     /// Where the parameters live. Weights stored as f16 or bf16 are converted to f32, in which Lingo
     /// computes.
     pub device: Device,
+    /// Never download a Hub model (as `HF_HUB_OFFLINE=1`): only local folders and the cache.
+    pub offline: bool,
 }
 
 impl Default for LoadOptions {
@@ -60,6 +62,7 @@ impl Default for LoadOptions {
             seed: 0,
             dropout: None,
             device: Device::Cpu,
+            offline: false,
         }
     }
 }

@@ -34,9 +34,9 @@ pub struct Pretrained {
 
 impl Pretrained {
     /// Loads `model` — a folder, or a Hub id (`org/name[@revision]`) found in, or downloaded to,
-    /// the Hugging Face cache; never downloading when `offline` or `HF_HUB_OFFLINE=1`.
-    pub fn load(model: &str, options: &LoadOptions, offline: bool) -> Result<Self> {
-        let dir = lingo_models::hub::resolve_model(model, offline)?;
+    /// the Hugging Face cache; never downloading when `options.offline` or `HF_HUB_OFFLINE=1`.
+    pub fn load(model: &str, options: &LoadOptions) -> Result<Self> {
+        let dir = lingo_models::hub::resolve_model(model, options.offline)?;
         Self::open(&dir, options)
     }
 
