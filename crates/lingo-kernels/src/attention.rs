@@ -9,6 +9,10 @@
 //! Masks: causal (query `i` at absolute position `query_offset + i` sees keys `0..=query_offset + i`,
 //! which is what a KV cache needs) and key padding (`[batch, keys]`, non-zero = real token). A query that
 //! may see no key at all gets a zero output instead of NaN.
+//!
+//! Training may drop attention probabilities (BERT's `attention_probs_dropout_prob`): the values are
+//! weighed by `P ⊙ M / (1 − p)` while `P` itself is kept for the softmax backward; the mask `M` is
+//! never stored — forward and backward regenerate it from a seed ([`crate::dropout::keeps`]).
 
 use crate::cpu::{self, Mat, SendPtr};
 use crate::math;
@@ -27,6 +31,17 @@ pub struct AttentionMask {
     pub key_padding: Option<Tensor>,
     /// Multiplies `q kᵀ`; defaults to `1/√head_dim`.
     pub scale: Option<f64>,
+    /// Training: dropout on the attention probabilities.
+    pub dropout: Option<AttentionDropout>,
+}
+
+/// Dropout on attention probabilities: each is zeroed with probability `p` (the rest scaled by
+/// `1/(1 − p)`), the mask drawn from `seed` at the probability's index in
+/// `[batch, heads, queries, keys]`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct AttentionDropout {
+    pub p: f32,
+    pub seed: u64,
 }
 
 /// Where element `(b, t, h, 0)` of a `[batch, time, heads, head_dim]` view lives.
@@ -74,9 +89,25 @@ struct Geometry {
     scale: f32,
     causal: bool,
     query_offset: usize,
+    /// Dropout on the probabilities: (threshold, survivor scale, seed).
+    drop: Option<(u32, f32, u64)>,
 }
 
 impl Geometry {
+    /// The probabilities `p` of (batch·head) `bh` with dropout applied (a copy), or `p` itself.
+    fn dropped<'a>(&self, bh: usize, p: &'a [f32], buf: &'a mut Vec<f32>) -> &'a [f32] {
+        match self.drop {
+            None => p,
+            Some((t, scale, seed)) => {
+                buf.clear();
+                buf.extend_from_slice(p);
+                let first = (bh * self.tq * self.tk) as u64;
+                crate::dropout::apply_in_place(seed, first, t, scale, buf);
+                buf
+            }
+        }
+    }
+
     /// Keys visible to query `i` by causality: `0..limit`.
     fn limit(&self, i: usize) -> usize {
         if self.causal {
@@ -121,6 +152,8 @@ fn forward(
             for (i, row) in p.chunks_mut(g.tk).enumerate() {
                 softmax_row(row, g.limit(i), keep_b, g.scale);
             }
+            let mut buf = Vec::new();
+            let p = g.dropped(bh, p, &mut buf);
             let o = out_ptr;
             unsafe {
                 cpu::gemm(
@@ -179,10 +212,12 @@ fn backward(g: &Geometry, data: [(&[f32], View); 3], probs: &[f32], dout: &[f32]
             let (b, h) = (bh / g.h, bh % g.h);
             let [dq, dk, dv] = grads.ptrs;
             let mut ds = vec![0f32; g.tq * g.tk];
+            let mut buf = Vec::new();
+            let weighed = g.dropped(bh, p, &mut buf);
             // SAFETY: each (b, h) writes only its own rows of dq, dk and dv.
             unsafe {
                 let dout_bh = Mat::rows(dout.as_ptr().add(ov.at(b, h)), ov.st);
-                // dV = Pᵀ dO
+                // dV = P'ᵀ dO, P' the probabilities that weighed the values
                 cpu::gemm(
                     g.tk,
                     g.d,
@@ -190,7 +225,7 @@ fn backward(g: &Geometry, data: [(&[f32], View); 3], probs: &[f32], dout: &[f32]
                     dv.0.add(dvv.at(b, h)),
                     dvv.st,
                     false,
-                    Mat::rows_t(p.as_ptr(), g.tk),
+                    Mat::rows_t(weighed.as_ptr(), g.tk),
                     dout_bh,
                     false,
                 );
@@ -206,6 +241,11 @@ fn backward(g: &Geometry, data: [(&[f32], View); 3], probs: &[f32], dout: &[f32]
                     Mat::rows_t(v.as_ptr().add(vv.at(b, h)), vv.st),
                     false,
                 );
+            }
+            // Through the dropout: dP = dP' ⊙ M / (1 − p).
+            if let Some((t, scale, seed)) = g.drop {
+                let first = (bh * g.tq * g.tk) as u64;
+                crate::dropout::apply_in_place(seed, first, t, scale, &mut ds);
             }
             // dS = P ⊙ (dP − Σ dP⊙P) · scale
             for (pr, dr) in p.chunks(g.tk).zip(ds.chunks_mut(g.tk)) {
@@ -250,6 +290,7 @@ struct AttentionOp {
     query_offset: usize,
     scale: Option<f32>,
     keep: Option<Vec<u8>>,
+    dropout: Option<AttentionDropout>,
     probs: Arc<Mutex<Vec<f32>>>,
 }
 
@@ -275,6 +316,9 @@ impl AttentionOp {
             scale,
             causal: self.causal,
             query_offset: self.query_offset,
+            drop: self
+                .dropout
+                .map(|dr| (crate::dropout::threshold(dr.p), 1.0 / (1.0 - dr.p), dr.seed)),
         })
     }
 
@@ -444,6 +488,17 @@ fn keep_flags(mask: &AttentionMask, batch: usize, keys: usize) -> Result<Option<
     Ok(Some(kp.ne(0.0)?.flatten_all()?.to_vec1::<u8>()?))
 }
 
+/// The mask's dropout, if it drops anything; a probability outside [0, 1) is an error.
+fn checked_dropout(mask: &AttentionMask) -> Result<Option<AttentionDropout>> {
+    match mask.dropout {
+        Some(d) if !(0.0..1.0).contains(&d.p) => {
+            bail!("attention: dropout probability {} is not in [0, 1)", d.p)
+        }
+        Some(d) if d.p > 0.0 => Ok(Some(d)),
+        _ => Ok(None),
+    }
+}
+
 fn weights_tensor(probs: &Arc<Mutex<Vec<f32>>>, g: (usize, usize, usize, usize)) -> Result<Tensor> {
     cpu::tensor(probs.lock().expect("probs lock").clone(), g)
 }
@@ -478,6 +533,7 @@ pub fn attention_with_weights(
         query_offset: mask.query_offset,
         scale: mask.scale.map(|s| s as f32),
         keep: keep_flags(mask, b, tk)?,
+        dropout: checked_dropout(mask)?,
         probs: probs.clone(),
     };
     let contiguous_last = |t: &Tensor| {
@@ -527,6 +583,7 @@ pub fn self_attention(
         query_offset: mask.query_offset,
         scale: mask.scale.map(|s| s as f32),
         keep: keep_flags(mask, b, t)?,
+        dropout: checked_dropout(mask)?,
         probs: probs.clone(),
     };
     let out = qkv.contiguous()?.apply_op1(op)?;
@@ -547,7 +604,11 @@ pub fn attention_composed(
     with_weights: bool,
 ) -> Result<(Tensor, Option<Tensor>)> {
     let p = attention_probs(q, k, mask)?;
-    let out = weighted_values(&p, v)?;
+    let weighed = match mask.dropout {
+        Some(d) if d.p > 0.0 => crate::dropout::dropout_composed(&p, d.p, d.seed)?,
+        _ => p.clone(),
+    };
+    let out = weighted_values(&weighed, v)?;
     Ok((out, if with_weights { Some(p) } else { None }))
 }
 
@@ -587,6 +648,24 @@ mod tests {
 
     fn padding() -> Tensor {
         Tensor::from_vec(vec![1u8, 1, 1, 1, 1, 1, 1, 0, 0, 0], (2, 5), &Device::Cpu).unwrap()
+    }
+
+    /// With dropout on the probabilities, the mask fixed by its seed: finite differences agree.
+    #[test]
+    fn gradients_with_dropout() -> Result<()> {
+        let q = random_tensor(&[2, 5, 2, 3], 11)?;
+        let k = random_tensor(&[2, 5, 2, 3], 12)?;
+        let v = random_tensor(&[2, 5, 2, 3], 13)?;
+        let mask = AttentionMask {
+            key_padding: Some(padding()),
+            dropout: Some(AttentionDropout { p: 0.4, seed: 3 }),
+            ..Default::default()
+        };
+        check_gradients(
+            &|t| attention(&t[0], &t[1], &t[2], &mask),
+            &[q, k, v],
+            GradCheck::default(),
+        )
     }
 
     #[test]
@@ -636,10 +715,15 @@ mod tests {
             (b, t),
             &Device::Cpu,
         )?;
-        for causal in [false, true] {
+        let drops = [None, Some(AttentionDropout { p: 0.3, seed: 9 })];
+        for (causal, dropout) in [false, true]
+            .into_iter()
+            .flat_map(|c| drops.map(|d| (c, d)))
+        {
             let mask = AttentionMask {
                 causal,
                 key_padding: Some(kp.clone()),
+                dropout,
                 ..Default::default()
             };
             let m2 = mask.clone();

@@ -25,6 +25,7 @@ pub mod additive_attention;
 pub mod attention;
 mod cpu;
 pub mod cross_entropy;
+pub mod dropout;
 pub mod embedding;
 pub mod gelu;
 pub mod gradcheck;
@@ -39,8 +40,11 @@ pub mod softmax;
 pub mod weighted_sum;
 
 pub use additive_attention::{additive_scores, additive_scores_shared};
-pub use attention::{attention, attention_with_weights, self_attention, AttentionMask};
+pub use attention::{
+    attention, attention_with_weights, self_attention, AttentionDropout, AttentionMask,
+};
 pub use cross_entropy::{cross_entropy, CrossEntropy};
+pub use dropout::dropout;
 pub use embedding::{embedding, embedding_padded, embedding_shared};
 pub use gelu::{gelu, GeluForm};
 pub use layer_norm::layer_norm;

@@ -136,21 +136,13 @@ impl MultiHeadSelfAttention {
     ) -> Result<(Tensor, Option<Tensor>)> {
         let qkv = self.qkv.forward(x)?;
         let (y, weights) = match cache {
-            None if ctx.train && self.attn_dropout.p > 0.0 => {
-                // As in MultiHeadAttention::attend: dropping probabilities takes the composed path.
-                let (b, t, c3) = qkv.dims3()?;
-                let d = c3 / 3 / self.heads;
-                let qkv = qkv.reshape((b, t, 3, self.heads, d))?;
-                let part = |i: usize| qkv.narrow(2, i, 1)?.squeeze(2);
-                let p = lingo_kernels::attention::attention_probs(&part(0)?, &part(1)?, mask)?;
-                let dropped = self.attn_dropout.forward(&p, ctx)?;
-                let y = lingo_kernels::attention::weighted_values(&dropped, &part(2)?)?;
-                (
-                    y.reshape((b, t, self.heads * d))?,
-                    want_weights.then_some(p.detach()),
-                )
+            None => {
+                let mask = AttentionMask {
+                    dropout: self.attn_dropout.attention(ctx),
+                    ..mask.clone()
+                };
+                lingo_kernels::self_attention(&qkv, self.heads, &mask, want_weights)?
             }
-            None => lingo_kernels::self_attention(&qkv, self.heads, mask, want_weights)?,
             Some(cache) => {
                 let (b, t, c3) = qkv.dims3()?;
                 let d = c3 / 3 / self.heads;
@@ -241,16 +233,12 @@ impl MultiHeadAttention {
             .q
             .forward(x)?
             .reshape((b, t, self.heads, d / self.heads))?;
-        let (context, weights) = if ctx.train && self.dropout.p > 0.0 {
-            // The fused kernel keeps its probabilities inside; dropping some of them takes the
-            // composed path (differentiable through Lingo's masked softmax).
-            let p = lingo_kernels::attention::attention_probs(&q, k, mask)?;
-            let dropped = self.dropout.forward(&p, ctx)?;
-            let context = lingo_kernels::attention::weighted_values(&dropped, v)?;
-            (context, want_weights.then_some(p.detach()))
-        } else {
-            lingo_kernels::attention_with_weights(&q, k, v, mask, want_weights)?
+        let mask = AttentionMask {
+            dropout: self.dropout.attention(ctx),
+            ..mask.clone()
         };
+        let (context, weights) =
+            lingo_kernels::attention_with_weights(&q, k, v, &mask, want_weights)?;
         Ok((self.out.forward(&context.reshape((b, t, d))?)?, weights))
     }
 

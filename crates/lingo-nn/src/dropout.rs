@@ -2,7 +2,8 @@ use crate::Ctx;
 use candle_core::{Result, Tensor};
 
 /// Zeroes each element with probability `p` while training and scales the rest by `1/(1-p)`;
-/// the identity in evaluation. Masks come from the run's seeded RNG, so training reproduces.
+/// the identity in evaluation. Each call draws one seed from the run's RNG, from which the fused
+/// kernel derives the mask (and regenerates it in the backward), so training reproduces.
 #[derive(Clone, Copy, Debug)]
 pub struct Dropout {
     pub p: f32,
@@ -17,17 +18,16 @@ impl Dropout {
         if !ctx.train || self.p <= 0.0 {
             return Ok(x.clone());
         }
-        let keep = 1.0 / (1.0 - self.p);
-        let mask: Vec<f32> = (0..x.elem_count())
-            .map(|_| {
-                if ctx.rng.uniform() < self.p {
-                    0.0
-                } else {
-                    keep
-                }
-            })
-            .collect();
-        x * Tensor::from_vec(mask, x.shape(), x.device())?
+        lingo_kernels::dropout(x, self.p, ctx.rng.next_u64())
+    }
+
+    /// The attention-probability dropout of this layer for one call, in `ctx`'s mode: `None` in
+    /// evaluation or when `p` is 0.
+    pub fn attention(&self, ctx: &mut Ctx) -> Option<lingo_kernels::AttentionDropout> {
+        (ctx.train && self.p > 0.0).then(|| lingo_kernels::AttentionDropout {
+            p: self.p,
+            seed: ctx.rng.next_u64(),
+        })
     }
 }
 
