@@ -37,10 +37,20 @@ pub fn resolve(model: &str, cache: Option<&Path>, offline: bool) -> Result<PathB
         Some((id, rev)) => (id, rev),
         None => (model, "main"),
     };
-    if id.split('/').count() != 2 || id.contains("..") {
+    // `org/name`, or a legacy canonical name (`gpt2`, `t5-small`) as transformers accepts.
+    let part = |s: &str| {
+        !s.is_empty()
+            && !s.starts_with('.')
+            && s.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+    };
+    let parts: Vec<&str> = id.split('/').collect();
+    if parts.len() > 2 || !parts.iter().all(|p| part(p)) {
         return Err(LoadError::Invalid {
             path: path.into(),
-            message: "neither a folder nor a Hub repository id (`org/name`)".into(),
+            message:
+                "neither a folder nor a Hub repository id (`org/name`, or a name such as `gpt2`)"
+                    .into(),
         });
     }
     let cache = cache.map_or_else(Cache::from_env, |c| Cache::new(c.into()));
@@ -162,10 +172,17 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("org/tiny") && err.contains("offline"), "{err}");
-        let err = resolve("not-a-repo", Some(cache.path()), true)
+        for bad in ["not a repo", "a/b/c", "../up"] {
+            let err = resolve(bad, Some(cache.path()), true)
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("neither a folder"), "{bad}: {err}");
+        }
+        // A canonical name is looked up like any id.
+        let err = resolve("gpt2", Some(cache.path()), true)
             .unwrap_err()
             .to_string();
-        assert!(err.contains("neither a folder"), "{err}");
+        assert!(err.contains("not in the cache"), "{err}");
     }
 
     #[test]
