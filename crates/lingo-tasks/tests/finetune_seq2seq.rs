@@ -192,30 +192,13 @@ fn bad_data_and_recipes_are_clear_errors() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A Lingo Transformer trained from scratch (a few steps) fine-tunes through the same task, from
-/// aligned files, and its folder stays a Lingo folder.
+/// Lingo's own Transformer and recurrent model, trained from scratch for two steps, fine-tune
+/// through the same task from aligned files, and their folders stay Lingo folders.
 #[test]
-fn a_lingo_transformer_fine_tunes_from_aligned_files() -> anyhow::Result<()> {
+fn lingo_models_fine_tune_from_aligned_files() -> anyhow::Result<()> {
     use lingo_tasks::translation::{Arch, Seq2SeqRecipe, Seq2SeqTask};
     let tmp = tempfile::tempdir()?;
     let (train, valid) = lingo_data::DateTask::split(400, 20, 7);
-    let base = tmp.path().join("base");
-    let mut scratch = Seq2SeqRecipe {
-        arch: Arch::Transformer,
-        ..Default::default()
-    };
-    scratch.transformer.d_model = 16;
-    scratch.transformer.n_heads = 2;
-    scratch.transformer.encoder_layers = 1;
-    scratch.transformer.decoder_layers = 1;
-    scratch.transformer.d_ff = 32;
-    scratch.transformer.max_len = 64;
-    scratch.train.steps = 2;
-    scratch.train.batch_size = 8;
-    let mut task = Seq2SeqTask::new(scratch, &train, &valid, None)?;
-    let mut t = Trainer::new(task.recipe.train.clone(), &base);
-    t.progress = false;
-    t.run(&mut task, false)?;
     let (src, tgt) = (tmp.path().join("src.txt"), tmp.path().join("tgt.txt"));
     let lines = |side: fn(&(String, String)) -> &String| {
         valid
@@ -227,18 +210,49 @@ fn a_lingo_transformer_fine_tunes_from_aligned_files() -> anyhow::Result<()> {
     };
     std::fs::write(&src, lines(|p| &p.0))?;
     std::fs::write(&tgt, lines(|p| &p.1))?;
-    let mut r = recipe(3);
-    r.source_prefix.clear();
-    r.max_length = 64;
-    r.max_target_length = 16;
-    let out = tmp.path().join("out");
-    let mut task = Seq2SeqFinetune::new(&base, &PairFile::new(&src, Some(&tgt)), None, r.clone())?;
-    let loss_before = task.eval_loss(8, 0)?;
-    quiet(&r, &out).run(&mut task, false)?;
-    assert!(task.eval_loss(8, 0)? < loss_before);
-    let config = std::fs::read_to_string(out.join("config.json"))?;
-    assert!(config.contains("lingo-transformer"), "{config}");
-    assert!(Translator::load(&out).is_ok());
+    for (arch, model_type) in [
+        (Arch::Transformer, "lingo-transformer"),
+        (Arch::Rnn, "lingo-rnn-seq2seq"),
+    ] {
+        let base = tmp.path().join(model_type);
+        let mut scratch = Seq2SeqRecipe {
+            arch,
+            ..Default::default()
+        };
+        scratch.transformer.d_model = 16;
+        scratch.transformer.n_heads = 2;
+        scratch.transformer.encoder_layers = 1;
+        scratch.transformer.decoder_layers = 1;
+        scratch.transformer.d_ff = 32;
+        scratch.transformer.max_len = 64;
+        scratch.model.embed_dim = 16;
+        scratch.model.hidden_size = 16;
+        scratch.train.steps = 2;
+        scratch.train.batch_size = 8;
+        let mut task = Seq2SeqTask::new(scratch, &train, &valid, None)?;
+        let mut t = Trainer::new(task.recipe.train.clone(), &base);
+        t.progress = false;
+        t.run(&mut task, false)?;
+        let mut r = recipe(3);
+        r.source_prefix.clear();
+        r.max_length = 64;
+        r.max_target_length = 16;
+        let out = tmp.path().join(format!("{model_type}-out"));
+        let pairs = PairFile::new(&src, Some(&tgt));
+        let mut task = Seq2SeqFinetune::new(&base, &pairs, None, r.clone())?;
+        let loss_before = task.eval_loss(8, 0)?;
+        quiet(&task.recipe, &out).run(&mut task, false)?;
+        assert!(
+            task.eval_loss(8, 0)? < loss_before,
+            "{model_type}: no progress"
+        );
+        let config = std::fs::read_to_string(out.join("config.json"))?;
+        assert!(config.contains(model_type), "{config}");
+        assert!(
+            Translator::load(&out).is_ok(),
+            "{model_type}: the folder does not load"
+        );
+    }
     Ok(())
 }
 
