@@ -24,6 +24,9 @@ pub struct FinetuneRecipe {
     pub max_length: usize,
     /// Passes over the training data; when set, `train.steps` is derived from it.
     pub epochs: Option<usize>,
+    /// Evaluate (and early-stop) at the end of every epoch instead of every `train.eval_every`
+    /// steps (`transformers`' `eval_strategy="epoch"`).
+    pub evaluate_each_epoch: bool,
     /// Linear warm-up over this fraction of the steps (`transformers`' `warmup_ratio`); overrides
     /// `train.schedule.warmup_steps`.
     pub warmup_ratio: Option<f32>,
@@ -114,6 +117,7 @@ impl Default for FinetuneRecipe {
         FinetuneRecipe {
             max_length: 128,
             epochs: Some(3),
+            evaluate_each_epoch: false,
             warmup_ratio: Some(0.06),
             dropout: None,
             label_smoothing: 0.0,
@@ -140,9 +144,13 @@ impl FinetuneRecipe {
     /// Fills in the steps and warm-up that follow from `epochs` and `warmup_ratio` for
     /// `examples` training examples.
     pub fn resolve(&mut self, examples: usize) {
+        let per_step = self.train.batch_size * self.train.grad_accum;
+        let per_epoch = examples.div_ceil(per_step.max(1)).max(1);
         if let Some(epochs) = self.epochs {
-            let per_step = self.train.batch_size * self.train.grad_accum;
-            self.train.steps = (epochs * examples.div_ceil(per_step.max(1))).max(1);
+            self.train.steps = epochs * per_epoch;
+        }
+        if self.evaluate_each_epoch {
+            self.train.eval_every = per_epoch;
         }
         if let Some(ratio) = self.warmup_ratio {
             self.train.schedule.warmup_steps = (ratio * self.train.steps as f32).ceil() as usize;
@@ -535,8 +543,14 @@ mod tests {
             (2000, 120)
         );
         assert_eq!(sst2.train.optimizer.lr(), 5e-5);
-        let conll = FinetuneRecipe::load(&dir.join("conll2003-minilm.json"))?;
+        let mut conll = FinetuneRecipe::load(&dir.join("conll2003-minilm.json"))?;
         assert_eq!((conll.max_length, conll.epochs), (128, Some(3)));
+        // Evaluating each epoch: every ⌈examples / batch⌉ steps.
+        conll.evaluate_each_epoch = true;
+        conll.resolve(100);
+        assert_eq!((conll.train.steps, conll.train.eval_every), (12, 4));
+        let bart = FinetuneRecipe::load(&dir.join("multi30k-bart.json"))?;
+        assert_eq!(bart.beam.map(|b| b.beam_size), Some(5));
         Ok(())
     }
 

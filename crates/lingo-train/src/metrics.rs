@@ -81,6 +81,21 @@ impl MetricsLog {
     }
 }
 
+/// Draws every validation metric of the run against steps, one panel each (`metrics.png`).
+pub fn plot_metrics(records: &[Record], path: &Path, title: &str) -> crate::Result<()> {
+    let mut series: BTreeMap<&str, Vec<(f64, f64)>> = BTreeMap::new();
+    for r in records {
+        for (name, &value) in &r.metrics {
+            series.entry(name).or_default().push((r.step as f64, value));
+        }
+    }
+    let series: Vec<(String, Vec<(f64, f64)>)> = series
+        .into_iter()
+        .map(|(n, s)| (n.to_string(), s))
+        .collect();
+    Ok(lingo_viz::metric_curves(&series, path, title)?)
+}
+
 /// Draws training loss (light: per step; dark: moving average) and validation loss against steps.
 pub fn plot_losses(records: &[Record], path: &Path, title: &str) -> crate::Result<()> {
     let train: Vec<(f64, f64)> = records

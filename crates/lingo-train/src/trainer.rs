@@ -5,7 +5,7 @@
 
 use crate::checkpoint::{self, CheckpointMeta, CHECKPOINT_FILE};
 use crate::grads::{clip_scale, Gradients};
-use crate::metrics::{plot_losses, MetricsLog, Record};
+use crate::metrics::{plot_losses, plot_metrics, MetricsLog, Record};
 use crate::optim::{DecayPolicy, Optimizer, OptimizerConfig, ParamGroup};
 use crate::schedule::Schedule;
 use crate::TrainError;
@@ -374,6 +374,11 @@ impl Trainer {
                     log.records(),
                     &self.out_dir.join("loss.png"),
                     "Lingo training",
+                )?;
+                plot_metrics(
+                    log.records(),
+                    &self.out_dir.join("metrics.png"),
+                    "Validation metrics",
                 )?;
             }
             if (cfg.checkpoint_every > 0 && meta.step % cfg.checkpoint_every == 0)

@@ -1,12 +1,15 @@
-//! Pictures of what Lingo's models do: the loss curves of a run and attention maps of a sentence,
+//! Pictures of what Lingo's models do: the loss and validation-metric curves of a run and attention
+//! maps of a sentence,
 //! drawn with `plotters` (PNG) or written as self-contained HTML. Text is set in DejaVu Sans, embedded
 //! in the binary (licence beside it in `assets/`), so pictures look the same on machines without fonts.
 
 pub mod attention_map;
 pub mod loss_curve;
+pub mod metric_curves;
 
 pub use attention_map::attention_map;
 pub use loss_curve::loss_curve;
+pub use metric_curves::metric_curves;
 
 use std::path::{Path, PathBuf};
 
