@@ -106,6 +106,18 @@ impl Seq2SeqBatch {
     }
 }
 
+impl Seq2SeqBatch {
+    /// The batch as a Transformer encoder–decoder's forward inputs: the sources with their
+    /// padding mask, and the decoder input.
+    pub fn inputs(&self) -> Result<crate::ModelInputs> {
+        let (src, lengths) = (&self.source, &self.source_lengths);
+        let mask = crate::length_mask(lengths, src.dim(1)?, candle_core::DType::U32, src.device())?;
+        Ok(crate::ModelInputs::new(src.clone())
+            .with_attention_mask(mask)
+            .with_decoder_input_ids(self.decoder_input.clone()))
+    }
+}
+
 /// How an encoder–decoder's training loss is computed.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Seq2SeqLoss {

@@ -666,16 +666,7 @@ impl Seq2SeqTrain for T5 {
     }
 
     fn loss(&self, batch: &Seq2SeqBatch, options: &Seq2SeqLoss, ctx: &mut Ctx) -> Result<Tensor> {
-        let mask = crate::length_mask(
-            &batch.source_lengths,
-            batch.source.dim(1)?,
-            DType::U32,
-            batch.source.device(),
-        )?;
-        let inputs = ModelInputs::new(batch.source.clone())
-            .with_attention_mask(mask)
-            .with_decoder_input_ids(batch.decoder_input.clone());
-        let logits = self.forward(&inputs, ctx)?.output;
+        let logits = self.forward(&batch.inputs()?, ctx)?.output;
         seq2seq_cross_entropy(&logits, batch, options)
     }
 }
