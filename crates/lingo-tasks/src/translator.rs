@@ -77,7 +77,8 @@ impl Translator {
             .expect("checked to be an encoder-decoder when loaded")
     }
 
-    /// `text` as source ids (with the model's special tokens), cut to `max_source_length`.
+    /// `text` as source ids (with the model's special tokens), cut to `max_source_length` — the
+    /// end token a Hugging Face tokenizer appends kept last, as its truncation keeps it.
     pub fn encode_source(&self, text: &str) -> Result<Vec<u32>> {
         let mut ids = if self.hugging_face {
             self.source_tokenizer.encode_input(text)?.ids
@@ -87,14 +88,11 @@ impl Translator {
         if ids.is_empty() {
             return Err(bad_input!("{text:?} has no tokens"));
         }
-        if let Some(max) = self.max_source_length {
-            if ids.len() > max {
-                // Keep the end token a Hugging Face tokenizer adds, as truncation does there.
-                let last = *ids.last().expect("not empty");
-                ids.truncate(max);
-                if self.hugging_face && Some(last) == self.end_token() {
-                    ids[max - 1] = last;
-                }
+        if let Some(max) = self.max_source_length.filter(|&m| ids.len() > m && m > 0) {
+            let last = ids[ids.len() - 1];
+            ids.truncate(max);
+            if self.hugging_face && last == self.seq2seq().eos_id() {
+                ids[max - 1] = last;
             }
         }
         Ok(ids)
@@ -117,10 +115,6 @@ impl Translator {
             ids.push(eos);
         }
         Ok(ids)
-    }
-
-    fn end_token(&self) -> Option<u32> {
-        Some(self.seq2seq().eos_id())
     }
 
     /// Translates `sentences` in batches of `batch_size` with beam search.

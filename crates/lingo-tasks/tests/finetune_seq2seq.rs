@@ -307,3 +307,15 @@ fn bart_and_marian_keep_their_bias_and_their_layout() -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// Long sources are cut to the limit with the end token kept last; labels likewise.
+#[test]
+fn truncation_keeps_the_end_token() -> anyhow::Result<()> {
+    let mut translator = Translator::load(&fixture("t5"))?;
+    translator.max_source_length = Some(3);
+    let ids = translator.encode_source("the cat alice bob paris")?;
+    assert_eq!((ids.len(), ids[2]), (3, 1), "{ids:?}");
+    let labels = translator.encode_target("the cat alice bob paris", 4)?;
+    assert_eq!((labels.len(), labels[3]), (4, 1), "{labels:?}");
+    Ok(())
+}
