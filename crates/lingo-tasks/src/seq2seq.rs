@@ -111,9 +111,7 @@ impl Seq2SeqFinetune {
             pretrained.generation.clone(),
         );
         let mut translator = Translator::from_pretrained(pretrained)?;
-        translator.max_source_length = Some(
-            (translator.max_source_length).map_or(recipe.max_length, |m| m.min(recipe.max_length)),
-        );
+        translator.max_source_length = Some(source_limit(&translator, &recipe));
         let (mut train_pairs, mut skipped) = train.read(&recipe)?;
         let valid_pairs = match valid {
             Some(v) => {
@@ -239,6 +237,12 @@ impl Seq2SeqFinetune {
     }
 }
 
+/// The recipe's `max_length`, or the model's positions where fewer.
+fn source_limit(translator: &Translator, recipe: &FinetuneRecipe) -> usize {
+    crate::translator::source_positions(&translator.model)
+        .map_or(recipe.max_length, |m| m.min(recipe.max_length))
+}
+
 /// ROUGE-1/2/L/Lsum F-measures (rouge-score's, no stemming) and sacreBLEU's BLEU, under the keys
 /// of `lingo metric rouge` and `lingo metric bleu`, and the mean prediction length in words.
 pub fn generation_metrics(
@@ -275,9 +279,7 @@ pub fn evaluate_seq2seq(
     batch_size: usize,
 ) -> Result<(BTreeMap<String, f64>, Vec<String>)> {
     let mut translator = Translator::load(dir)?;
-    translator.max_source_length = Some(
-        (translator.max_source_length).map_or(recipe.max_length, |m| m.min(recipe.max_length)),
-    );
+    translator.max_source_length = Some(source_limit(&translator, recipe));
     let (pairs, _) = data.read(recipe)?;
     let sources = pairs
         .iter()

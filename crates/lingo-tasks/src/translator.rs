@@ -35,6 +35,9 @@ pub struct Translator {
     hugging_face: bool,
     /// Sources are cut to this many tokens (the model's positions, or a recipe's limit).
     pub max_source_length: Option<usize>,
+    /// Put before every sentence [`Self::translate`] is given: a fine-tuned folder's
+    /// `source_prefix` (T5's task prefixes), from its `finetune.json`.
+    pub source_prefix: String,
 }
 
 impl Translator {
@@ -59,7 +62,15 @@ impl Translator {
             pretrained.model,
             AutoModel::Transformer(_) | AutoModel::Rnn(_)
         );
-        let max_source_length = source_positions(&pretrained.model);
+        let mut max_source_length = source_positions(&pretrained.model);
+        let mut source_prefix = String::new();
+        let recipe = pretrained.dir.join("finetune.json");
+        if recipe.is_file() {
+            let recipe = crate::FinetuneRecipe::load(&recipe)?;
+            source_prefix = recipe.source_prefix;
+            max_source_length =
+                Some(max_source_length.map_or(recipe.max_length, |m| m.min(recipe.max_length)));
+        }
         Ok(Translator {
             model: pretrained.model,
             source_tokenizer: pretrained.tokenizer,
@@ -67,6 +78,7 @@ impl Translator {
             beam,
             hugging_face,
             max_source_length,
+            source_prefix,
         })
     }
 
@@ -117,7 +129,8 @@ impl Translator {
         Ok(ids)
     }
 
-    /// Translates `sentences` in batches of `batch_size` with beam search.
+    /// Translates `sentences` (each after [`Self::source_prefix`]) in batches of `batch_size` with
+    /// beam search.
     pub fn translate(
         &self,
         sentences: &[String],
@@ -126,7 +139,7 @@ impl Translator {
     ) -> Result<Vec<Translation>> {
         let ids = sentences
             .iter()
-            .map(|s| self.encode_source(s))
+            .map(|s| self.encode_source(&format!("{}{s}", self.source_prefix)))
             .collect::<Result<Vec<_>>>()?;
         self.translate_ids(&ids, beam, batch_size)
     }
@@ -172,7 +185,7 @@ impl Translator {
 
 /// The longest source the model's positions take (T5's relative positions and recurrent models
 /// have no limit).
-fn source_positions(model: &AutoModel) -> Option<usize> {
+pub(crate) fn source_positions(model: &AutoModel) -> Option<usize> {
     match model {
         AutoModel::Bart(m) => Some(m.config.max_position_embeddings),
         AutoModel::Transformer(m) => Some(m.config.max_len),

@@ -132,7 +132,9 @@ fn t5_learns_a_toy_translation_and_its_folder_decodes_the_same() -> anyhow::Resu
     assert_eq!(scores, after);
     assert_eq!(predictions.len(), 40);
     let translator = Translator::load(&out)?;
-    let one = translator.translate(&["la cat alice".into()], r.beam.as_ref().expect("set"), 1)?;
+    // The folder remembers its task prefix.
+    assert_eq!(translator.source_prefix, "la ");
+    let one = translator.translate(&["cat alice".into()], r.beam.as_ref().expect("set"), 1)?;
     assert_eq!(one[0].text, "dog bob");
     Ok(())
 }

@@ -26,6 +26,10 @@ pub struct Translate {
     beam: Option<usize>,
     #[arg(long)]
     max_length: Option<usize>,
+    /// Text put before every input (T5's task prefixes, e.g. "summarize: "); default: the
+    /// `source_prefix` of a folder `lingo finetune seq2seq` wrote.
+    #[arg(long)]
+    prefix: Option<String>,
     #[arg(long, default_value_t = 64)]
     batch_size: usize,
 }
@@ -33,7 +37,10 @@ pub struct Translate {
 impl Translate {
     pub fn run(self) -> anyhow::Result<()> {
         let dir = lingo_models::hub::resolve_model(&self.model, self.offline)?;
-        let translator = Translator::load(&dir)?;
+        let mut translator = Translator::load(&dir)?;
+        if let Some(prefix) = &self.prefix {
+            translator.source_prefix = prefix.clone();
+        }
         let sentences = match (&self.input, self.sentences.is_empty()) {
             (Some(path), _) => read_lines(path)?,
             (None, false) => self.sentences.clone(),
