@@ -52,6 +52,17 @@ pub struct LoadOptions {
     pub device: Device,
     /// Never download a Hub model (as `HF_HUB_OFFLINE=1`): only local folders and the cache.
     pub offline: bool,
+    /// Parameters that may be missing from the checkpoint beyond a new head's (substrings of
+    /// their names): they keep their seeded initialisation and are reported as newly initialised.
+    pub allow_missing: Vec<String>,
+}
+
+impl LoadOptions {
+    /// Labels `LABEL_0` … `LABEL_{n-1}`, as `transformers`' `num_labels = n` names them.
+    pub fn with_num_labels(mut self, n: usize) -> Self {
+        self.labels = Some((0..n).map(|i| format!("LABEL_{i}")).collect());
+        self
+    }
 }
 
 impl Default for LoadOptions {
@@ -63,6 +74,7 @@ impl Default for LoadOptions {
             dropout: None,
             device: Device::Cpu,
             offline: false,
+            allow_missing: Vec::new(),
         }
     }
 }
@@ -184,6 +196,7 @@ fn load_lingo(
         serde_json::to_value(&config).map_err(|e| checkpoint.invalid_config(e.to_string()))?;
     let lookup = Lookup {
         seed: options.seed,
+        allow_missing: &options.allow_missing,
         ..Lookup::default()
     };
     let built = checkpoint.build(&lookup, |p| {

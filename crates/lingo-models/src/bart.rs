@@ -451,6 +451,7 @@ impl Bart {
             // transformers keeps `final_logits_bias` as a buffer: a checkpoint may leave it out.
             may_be_new: &|name| name == "final_logits_bias",
             seed: options.seed,
+            allow_missing: &options.allow_missing,
             ..Lookup::default()
         };
         let built = checkpoint.build(&lookup, |p| Bart::new(flavour, config, p))?;

@@ -933,6 +933,7 @@ impl BertModel {
             prefixes: &[&base],
             may_be_new: &may_be_new,
             seed: options.seed,
+            allow_missing: &options.allow_missing,
             ..Lookup::default()
         };
         let built = checkpoint.build(&lookup, |p| {

@@ -405,6 +405,7 @@ impl Gpt {
             prefixes: &["transformer."],
             convert: gpt2_layout,
             seed: options.seed,
+            allow_missing: &options.allow_missing,
             ..Lookup::default()
         };
         let built = checkpoint.build(&lookup, |p| Gpt::new(config, p))?;

@@ -69,6 +69,9 @@ pub struct Lookup<'a> {
     /// Parameters that may be missing (a new head): they keep their seeded initialisation and are
     /// reported as newly initialised. Any other missing parameter is an error.
     pub may_be_new: &'a dyn Fn(&str) -> bool,
+    /// What the caller also allows to be missing (substrings of parameter names), as
+    /// [`crate::auto::LoadOptions::allow_missing`] says.
+    pub allow_missing: &'a [String],
     /// The seed of those initialisations.
     pub seed: u64,
 }
@@ -79,6 +82,7 @@ impl Default for Lookup<'_> {
             prefixes: &[],
             convert: as_stored,
             may_be_new: &|_| false,
+            allow_missing: &[],
             seed: 0,
         }
     }
@@ -170,7 +174,14 @@ impl Checkpoint {
                 Some(stored) => {
                     names.0.insert(name, stored.clone());
                 }
-                None if (lookup.may_be_new)(&name) => report.newly_initialized.push(name),
+                None if (lookup.may_be_new)(&name)
+                    || lookup
+                        .allow_missing
+                        .iter()
+                        .any(|p| name.contains(p.as_str())) =>
+                {
+                    report.newly_initialized.push(name)
+                }
                 None => {
                     return Err(LoadError::invalid(
                         Path::new(&self.weights_file),

@@ -591,6 +591,7 @@ impl T5 {
         let own_head = checkpoint.has("lm_head.weight");
         let lookup = Lookup {
             seed: options.seed,
+            allow_missing: &options.allow_missing,
             ..Lookup::default()
         };
         let built = checkpoint.build(&lookup, |p| T5::new(config, own, own_head, p))?;

@@ -188,6 +188,13 @@ fn broken_folders_give_errors_that_name_the_problem() {
         err.contains("cls.predictions.bias") && err.contains("missing") && err.contains("[99]"),
         "{err}"
     );
+    // Unless the caller allows it: then it is initialised afresh and reported.
+    let options = LoadOptions {
+        allow_missing: vec!["predictions.bias".into()],
+        ..LoadOptions::default()
+    };
+    let loaded = AutoModel::load(tmp.path(), &options).expect("allowed to be missing");
+    assert_eq!(loaded.report.newly_initialized, ["cls.predictions.bias"]);
     tensors.insert(
         "cls.predictions.bias".into(),
         Tensor::zeros(98, DType::F32, &Device::Cpu).unwrap(),
