@@ -20,7 +20,13 @@ sacreBLEU on a test split, decoded with the recipe's beam:
         --test-target ../shared/data/multi30k/test_2016_flickr.de.gz \
         --config configs/multi30k-bart.json --out /work/runs/m30k-bart-hf
 
-Prints one JSON object: test BLEU, the training wall time and the step count.
+Prints one JSON object: test BLEU, the training wall time and the step count. `decode` scores any
+folder (one Lingo wrote, say) the same way, with transformers' `generate`:
+
+    python3 tools/seq2seq_reference.py decode --model /work/runs/m30k-bart-lingo \
+        --test ../shared/data/multi30k/test_2016_flickr.en.gz \
+        --test-target ../shared/data/multi30k/test_2016_flickr.de.gz --config configs/multi30k-bart.json \
+        --out /tmp/decoded
 """
 import argparse
 import gzip
@@ -66,7 +72,6 @@ def init(a):
 
 
 def train(a):
-    import sacrebleu
     import torch
     from transformers import (AutoModelForSeq2SeqLM, AutoTokenizer, DataCollatorForSeq2Seq, Seq2SeqTrainer,
                               Seq2SeqTrainingArguments)
@@ -114,28 +119,47 @@ def train(a):
     train_secs = time.time() - start
     model.save_pretrained(a.out)
     tok.save_pretrained(a.out)
-    # Decode the test sources with the recipe's beam.
-    beam = recipe["beam"]
+    bleu = decode_test(model, tok, recipe, a)
+    print(json.dumps({"bleu": bleu, "train_seconds": train_secs, "steps": out.global_step,
+                      "train_loss": out.training_loss}))
+
+
+def decode_test(model, tok, recipe, a):
+    """sacreBLEU of the test sources decoded with the recipe's beam; the outputs go to OUT/test.hyp."""
+    import sacrebleu
+    import torch
+
+    beam, prefix = recipe["beam"], recipe.get("source_prefix", "")
     model.eval()
     test_src, test_ref = lines(a.test), lines(a.test_target)
     hyps = []
     with torch.no_grad():
         for b in range(0, len(test_src), 32):
-            enc = tok([prefix + s for s in test_src[b:b + 32]], max_length=max_source, truncation=True,
-                      padding=True, return_tensors="pt")
+            enc = tok([prefix + s for s in test_src[b:b + 32]], max_length=recipe.get("max_length", 128),
+                      truncation=True, padding=True, return_tensors="pt")
             gen = model.generate(**enc, num_beams=beam["beam_size"], max_length=beam["max_length"] + 1,
                                  length_penalty=beam.get("length_penalty", 1.0), early_stopping=False)
             hyps.extend(tok.batch_decode(gen, skip_special_tokens=True))
+    os.makedirs(a.out, exist_ok=True)
     with open(os.path.join(a.out, "test.hyp"), "w") as f:
         f.write("\n".join(hyps) + "\n")
-    bleu = sacrebleu.corpus_bleu(hyps, [test_ref])
-    print(json.dumps({"bleu": bleu.score, "train_seconds": train_secs, "steps": out.global_step,
-                      "train_loss": out.training_loss}))
+    return sacrebleu.corpus_bleu(hyps, [test_ref]).score
+
+
+def decode(a):
+    import torch
+    from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
+
+    torch.set_num_threads(a.threads)
+    recipe = json.load(open(a.config))
+    model = AutoModelForSeq2SeqLM.from_pretrained(a.model)
+    tok = AutoTokenizer.from_pretrained(a.model)
+    print(json.dumps({"bleu": decode_test(model, tok, recipe, a)}))
 
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("mode", choices=["init", "train"])
+    ap.add_argument("mode", choices=["init", "train", "decode"])
     ap.add_argument("--source")
     ap.add_argument("--target")
     ap.add_argument("--model")
@@ -156,7 +180,7 @@ def main():
     ap.add_argument("--dropout", type=float, default=0.1)
     ap.add_argument("--seed", type=int, default=0)
     a = ap.parse_args()
-    init(a) if a.mode == "init" else train(a)
+    {"init": init, "train": train, "decode": decode}[a.mode](a)
 
 
 if __name__ == "__main__":

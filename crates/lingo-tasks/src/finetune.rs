@@ -14,7 +14,7 @@ use lingo_nn::{Ctx, LingoRng, ParamStore};
 use lingo_train::{ParamGroup, ScheduleKind, TrainConfig, TrainTask};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// The recipe of `lingo finetune classify|ner` (`configs/sst2-minilm.json`, `configs/conll2003-minilm.json`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -260,7 +260,8 @@ pub struct Finetune<O: Objective> {
     valid: Vec<O::Example>,
     order: EpochOrder,
     micro_batch: u64,
-    source: String,
+    /// The pretrained folder.
+    source: PathBuf,
 }
 
 /// A BERT-family model with the tokenizer set up for its task.
@@ -388,7 +389,7 @@ impl<O: Objective> Finetune<O> {
             train,
             valid,
             micro_batch: 0,
-            source: model_dir.display().to_string(),
+            source: model_dir.into(),
         })
     }
 
@@ -454,7 +455,7 @@ impl<O: Objective> TrainTask for Finetune<O> {
     fn describe(&self) -> serde_json::Value {
         serde_json::json!({
             "task": O::TASK,
-            "model": self.source,
+            "model": self.source.display().to_string(),
             "labels": self.labels,
             "max_length": self.recipe.max_length,
             "train_examples": self.train.len(),
@@ -467,7 +468,9 @@ impl<O: Objective> TrainTask for Finetune<O> {
         let json = serde_json::to_string_pretty(&self.config)?;
         let path = dir.join("config.json");
         lingo_nn::io::write_atomic(&path, json.as_bytes()).map_err(|e| to_train(io(&path)(e)))?;
-        (self.encoder.tokenizer.save(&dir.join("tokenizer.json"))).map_err(|e| to_train(e.into()))
+        (self.encoder.tokenizer.save(&dir.join("tokenizer.json")))
+            .map_err(|e| to_train(e.into()))?;
+        crate::pretrained::copy_tokenizer_files(&self.source, dir).map_err(to_train)
     }
 }
 

@@ -255,7 +255,10 @@ impl LmTask {
             write("recipe.json", serde_json::to_string_pretty(&self.recipe)?)?;
         }
         self.tokenizer.save(&dir.join("tokenizer.json"))?;
-        Ok(())
+        match &self.source {
+            Some(source) => crate::pretrained::copy_tokenizer_files(Path::new(source), dir),
+            None => Ok(()),
+        }
     }
 }
 

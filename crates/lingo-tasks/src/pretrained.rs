@@ -143,7 +143,7 @@ impl Pretrained {
             let text = serde_json::to_string_pretty(generation)?;
             lingo_nn::io::write_atomic(&path, text.as_bytes()).map_err(io(&path))?;
         }
-        Ok(())
+        copy_tokenizer_files(&self.dir, dir)
     }
 
     /// The tokenizers must cover the model's vocabulary: an id the model cannot embed is an error
@@ -186,6 +186,38 @@ fn model_vocab(config: &serde_json::Value, side: &str) -> Option<usize> {
     (config.get(key).or_else(|| config.get("vocab_size")))
         .and_then(|v| v.as_u64())
         .map(|v| v as usize)
+}
+
+/// The files beside `tokenizer.json` that `transformers`' `AutoTokenizer` reads (the tokenizer's
+/// class and settings, special tokens, the slow tokenizers' vocabularies).
+const TOKENIZER_FILES: [&str; 10] = [
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "added_tokens.json",
+    "vocab.txt",
+    "vocab.json",
+    "merges.txt",
+    "spiece.model",
+    "sentencepiece.bpe.model",
+    "source.spm",
+    "target.spm",
+];
+
+/// Copies the tokenizer files `from` has (besides `tokenizer.json`) into `to`, so a folder Lingo
+/// writes loads in `transformers` with the tokenizer class and settings it came with.
+pub(crate) fn copy_tokenizer_files(from: &Path, to: &Path) -> Result<()> {
+    if from == to {
+        return Ok(());
+    }
+    for file in TOKENIZER_FILES {
+        let source = from.join(file);
+        if source.is_file() {
+            let bytes = std::fs::read(&source).map_err(io(&source))?;
+            let target = to.join(file);
+            lingo_nn::io::write_atomic(&target, &bytes).map_err(io(&target))?;
+        }
+    }
+    Ok(())
 }
 
 fn open_tokenizer(dir: &Path, file: &str) -> Result<Tokenizer> {

@@ -233,7 +233,7 @@ impl Seq2SeqFinetune {
             )?;
         }
         write("finetune.json", serde_json::to_string_pretty(&self.recipe)?)?;
-        Ok(())
+        crate::pretrained::copy_tokenizer_files(&self.model_dir, dir)
     }
 }
 

@@ -120,7 +120,12 @@ fn t5_learns_a_toy_translation_and_its_folder_decodes_the_same() -> anyhow::Resu
         Ok(v)
     };
     assert_eq!(names(&fixture("t5"))?, names(&out)?);
-    for file in ["tokenizer.json", "generation_config.json", "finetune.json"] {
+    for file in [
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "generation_config.json",
+        "finetune.json",
+    ] {
         assert!(out.join(file).is_file(), "{file} missing");
     }
     let (scores, predictions) = evaluate_seq2seq(
