@@ -14,7 +14,7 @@ use crate::outputs::{ModelInputs, ModelOutput};
 use crate::t5::T5;
 use crate::transformer::Transformer;
 use crate::{Gpt, RnnSeq2Seq};
-use candle_core::{bail, Device, Result};
+use candle_core::{bail, DType, Device, Result};
 use lingo_nn::{Ctx, ParamStore};
 use std::path::Path;
 
@@ -50,6 +50,10 @@ pub struct LoadOptions {
     /// Where the parameters live. Weights stored as f16 or bf16 are converted to f32, in which Lingo
     /// computes.
     pub device: Device,
+    /// The dtype the model is saved back in (f32, f16 or bf16), recorded as `dtype` in its
+    /// `config.json`. Default: the one `config.json` declares, else the stored weights' — so a bf16
+    /// checkpoint stays bf16 on disk, as `transformers` keeps it. Lingo's own folders are f32.
+    pub dtype: Option<DType>,
     /// Never download a Hub model (as `HF_HUB_OFFLINE=1`): only local folders and the cache.
     pub offline: bool,
     /// Parameters that may be missing from the checkpoint beyond a new head's (substrings of
@@ -73,6 +77,7 @@ impl Default for LoadOptions {
             seed: 0,
             dropout: None,
             device: Device::Cpu,
+            dtype: None,
             offline: false,
             allow_missing: Vec::new(),
         }
@@ -84,7 +89,7 @@ pub struct Loaded {
     pub model: AutoModel,
     pub store: ParamStore,
     /// `config.json` as the model now is: a new head's architecture, new labels, overridden
-    /// dropout.
+    /// dropout, the dtype it is saved in.
     pub config: serde_json::Value,
     /// The weights newly initialised and the checkpoint tensors no parameter read, which
     /// [`LoadReport::warning`] words as `transformers` warns.
@@ -103,7 +108,7 @@ impl AutoModel {
                 "a {model_type} model has one head; choosing a head is for BERT-family encoders"
             )));
         }
-        let loaded = match model_type.as_str() {
+        let mut loaded = match model_type.as_str() {
             t if crate::bert::is_bert_family(t) => BertModel::load(&checkpoint, options)?,
             "gpt2" => Gpt::load_gpt2(&checkpoint, options)?,
             "t5" => T5::load(&checkpoint, options)?,
@@ -115,6 +120,24 @@ impl AutoModel {
                 )))
             }
         };
+        if model_type.starts_with("lingo-") {
+            if let Some(d) = options.dtype.filter(|d| *d != DType::F32) {
+                return Err(checkpoint.invalid_config(format!(
+                    "a {model_type} folder is stored in f32; dtype {d:?} is for Hugging Face folders"
+                )));
+            }
+        } else {
+            let dtype = match options.dtype {
+                Some(d) if crate::hf::dtype_name(d).is_none() => {
+                    return Err(checkpoint.invalid_config(format!(
+                        "weights are saved as float32, float16 or bfloat16, not {d:?}"
+                    )))
+                }
+                Some(d) => d,
+                None => checkpoint.saved_dtype()?,
+            };
+            crate::hf::set_saved_dtype(&mut loaded.config, dtype);
+        }
         Ok(loaded)
     }
 

@@ -6,7 +6,7 @@
 //! holds the base model under a prefix (`bert.`, `transformer.`) that a bare model's checkpoint does
 //! not, and tied weights are stored once. Every failure names the file and the tensor or field.
 
-use candle_core::{Device, Tensor};
+use candle_core::{DType, Device, Tensor};
 use lingo_nn::params::read_safetensors;
 use lingo_nn::{ParamPath, ParamStore};
 use serde::de::DeserializeOwned;
@@ -49,6 +49,8 @@ pub struct Checkpoint {
     taken: Arc<Mutex<HashMap<String, String>>>,
     /// The file the tensors came from, for error messages.
     weights_file: String,
+    /// The dtype most of the stored floating-point tensors have.
+    stored_dtype: DType,
 }
 
 /// A conversion of a stored tensor into Lingo's layout (GPT-2's `[in, out]` Conv1D weights).
@@ -105,6 +107,7 @@ impl Checkpoint {
         let config: serde_json::Value = serde_json::from_str(&text)
             .map_err(|e| LoadError::invalid(&config_path, format!("not valid JSON ({e})")))?;
         let (tensors, weights_file) = read_weights(dir, device)?;
+        let stored_dtype = most_common_float_dtype(tensors.values());
         Ok(Checkpoint {
             dir: dir.into(),
             config,
@@ -113,7 +116,19 @@ impl Checkpoint {
             tensors: Arc::new(Mutex::new(tensors)),
             taken: Arc::default(),
             weights_file,
+            stored_dtype,
         })
+    }
+
+    /// The dtype the weights are saved back in: `dtype` (or the older `torch_dtype`) of
+    /// `config.json` when it names one, else the dtype most stored tensors have — as
+    /// `transformers`' `dtype="auto"` chooses. Lingo computes in f32 whatever it is.
+    pub fn saved_dtype(&self) -> Result<DType> {
+        let path = self.dir.join("config.json");
+        match declared_dtype(&self.config).map_err(|e| LoadError::invalid(&path, e))? {
+            Some(dtype) => Ok(dtype),
+            None => Ok(self.stored_dtype),
+        }
     }
 
     /// `model_type` from `config.json`.
@@ -248,6 +263,73 @@ fn candidates<'a>(name: &'a str, prefixes: &'a [String]) -> impl Iterator<Item =
     }))
 }
 
+/// The floating-point dtypes a folder's weights may be saved in, by their `config.json` names.
+const SAVED_DTYPES: [(&str, DType); 3] = [
+    ("float32", DType::F32),
+    ("float16", DType::F16),
+    ("bfloat16", DType::BF16),
+];
+
+/// The `config.json` name of a weights dtype (`float32`, `float16`, `bfloat16`).
+pub fn dtype_name(dtype: DType) -> Option<&'static str> {
+    SAVED_DTYPES
+        .iter()
+        .find(|(_, d)| *d == dtype)
+        .map(|(n, _)| *n)
+}
+
+/// The dtype `config.json` declares in `dtype` (or `torch_dtype`), if any; `"auto"` declares none.
+fn declared_dtype(config: &serde_json::Value) -> std::result::Result<Option<DType>, String> {
+    let Some((field, value)) = ["dtype", "torch_dtype"]
+        .iter()
+        .find_map(|f| Some((*f, config.get(*f)?)).filter(|(_, v)| !v.is_null()))
+    else {
+        return Ok(None);
+    };
+    let name = value.as_str().unwrap_or_default();
+    if name == "auto" {
+        return Ok(None);
+    }
+    let found = SAVED_DTYPES.iter().find(|(n, _)| *n == name);
+    match found {
+        Some((_, dtype)) => Ok(Some(*dtype)),
+        None => Err(format!(
+            "field `{field}` is {value}; expected one of \"float32\", \"float16\", \"bfloat16\""
+        )),
+    }
+}
+
+/// Records in `config` that the weights are saved as `dtype`, under `dtype` (as transformers 5
+/// writes it) and under `torch_dtype` when the config already has that older key.
+pub fn set_saved_dtype(config: &mut serde_json::Value, dtype: DType) {
+    let Some(name) = dtype_name(dtype) else {
+        return;
+    };
+    if let Some(map) = config.as_object_mut() {
+        map.insert("dtype".into(), name.into());
+        if map.contains_key("torch_dtype") {
+            map.insert("torch_dtype".into(), name.into());
+        }
+    }
+}
+
+fn most_common_float_dtype<'a>(tensors: impl Iterator<Item = &'a Tensor>) -> DType {
+    let mut counts: HashMap<DType, usize> = HashMap::new();
+    for t in tensors.filter(|t| t.dtype().is_float()) {
+        *counts.entry(t.dtype()).or_default() += 1;
+    }
+    // Ties go to the wider dtype, so nothing is narrowed on a guess.
+    let width = |d: &DType| {
+        SAVED_DTYPES
+            .iter()
+            .position(|(_, s)| s == d)
+            .map_or(9, |i| 9 - i)
+    };
+    (counts.into_iter())
+        .max_by_key(|(d, n)| (*n, width(d)))
+        .map_or(DType::F32, |(d, _)| d)
+}
+
 /// Every tensor of the folder's safetensors weights (one file, or the shards of an index).
 fn read_weights(dir: &Path, device: &Device) -> Result<(HashMap<String, Tensor>, String)> {
     let single = dir.join("model.safetensors");
@@ -359,8 +441,9 @@ pub fn save_folder(
 
 /// Writes a model folder `transformers` can load: `config.json` and `model.safetensors`, each
 /// parameter under its stored name, passed through `convert(name, tensor)` (e.g. back to GPT-2's
-/// `[in, out]` layout). Tied parameters are one tensor in `store`, so they are written once. Both
-/// files are written atomically.
+/// `[in, out]` layout) and stored in the dtype `config.json` declares (f32 when it declares none).
+/// Tied parameters are one tensor in `store`, so they are written once. Both files are written
+/// atomically.
 pub fn save_pretrained(
     dir: &Path,
     config: &serde_json::Value,
@@ -368,13 +451,14 @@ pub fn save_pretrained(
     names: &StoredNames,
     convert: impl Fn(&str, Tensor) -> candle_core::Result<Tensor>,
 ) -> Result<()> {
+    let dtype = declared_dtype(config)
+        .map_err(|e| LoadError::invalid(&dir.join("config.json"), e))?
+        .unwrap_or(DType::F32);
     let mut tensors = Vec::new();
     for (name, var) in store.named() {
         let stored = names.0.get(&name).cloned().unwrap_or(name.clone());
-        tensors.push((
-            stored,
-            convert(&name, var.as_tensor().clone())?.contiguous()?,
-        ));
+        let tensor = convert(&name, var.as_tensor().clone())?;
+        tensors.push((stored, tensor.to_dtype(dtype)?.contiguous()?));
     }
     let metadata = HashMap::from([("format".to_string(), "pt".to_string())]);
     let bytes = lingo_nn::params::tensors_to_safetensors(&tensors, Some(metadata))?;

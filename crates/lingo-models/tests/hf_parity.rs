@@ -327,3 +327,81 @@ fn save_then_load_gives_the_same_model() {
         assert_eq!(a, b, "{name}: saved tensors differ from the original's");
     }
 }
+
+/// The dtype a folder is saved in: the checkpoint's own by default (a bf16 checkpoint stays bf16,
+/// its `config.json` saying so), or the one asked for; Lingo computes in f32 either way.
+#[test]
+fn folders_are_saved_in_their_dtype() {
+    let dev = Device::Cpu;
+    let dir = fixture("bert");
+    let expected = read_safetensors(&dir.join("expected.safetensors"), &dev).unwrap();
+    let inputs = inputs(&expected, "batch");
+    let run = |m: &AutoModel| m.forward(&inputs, &mut Ctx::eval()).unwrap().output;
+    let dtypes = |folder: &std::path::Path| -> Vec<DType> {
+        let tensors = read_safetensors(&folder.join("model.safetensors"), &dev).unwrap();
+        let mut d: Vec<_> = tensors.values().map(|t| t.dtype()).collect();
+        d.dedup();
+        d
+    };
+    let config = |folder: &std::path::Path| -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(folder.join("config.json")).unwrap()).unwrap()
+    };
+
+    // Asked for bf16: every tensor is written as bf16 and the config says so.
+    let options = LoadOptions {
+        dtype: Some(DType::BF16),
+        ..LoadOptions::default()
+    };
+    let original = AutoModel::load(&dir, &options).unwrap();
+    let bf16 = tempfile::tempdir().unwrap();
+    original.save(bf16.path()).unwrap();
+    assert_eq!(dtypes(bf16.path()), [DType::BF16]);
+    assert_eq!(config(bf16.path())["dtype"], "bfloat16");
+
+    // Reloaded with no option, it stays bf16 on disk, and computes in f32 on the rounded weights:
+    // close to the f32 model, not equal to it.
+    let reloaded = load(bf16.path());
+    assert_eq!(reloaded.config["dtype"], "bfloat16");
+    let resaved = tempfile::tempdir().unwrap();
+    reloaded.save(resaved.path()).unwrap();
+    assert_eq!(dtypes(resaved.path()), [DType::BF16]);
+    let (full, rounded) = (run(&original.model), run(&reloaded.model));
+    assert_eq!(rounded.dtype(), DType::F32);
+    let d = max_diff(&rounded, &full);
+    assert!(d > 0.0 && d < 0.05, "bf16 weights moved the output by {d}");
+
+    // Without a declared dtype the stored tensors decide.
+    let mut undeclared = config(bf16.path());
+    undeclared.as_object_mut().unwrap().remove("dtype");
+    std::fs::write(bf16.path().join("config.json"), undeclared.to_string()).unwrap();
+    assert_eq!(load(bf16.path()).config["dtype"], "bfloat16");
+
+    // Asked for f32 again: back to f32, the config following.
+    let options = LoadOptions {
+        dtype: Some(DType::F32),
+        ..LoadOptions::default()
+    };
+    let f32_dir = tempfile::tempdir().unwrap();
+    (AutoModel::load(bf16.path(), &options).unwrap())
+        .save(f32_dir.path())
+        .unwrap();
+    assert_eq!(dtypes(f32_dir.path()), [DType::F32]);
+    assert_eq!(config(f32_dir.path())["dtype"], "float32");
+
+    // A dtype the config cannot mean, or one weights are not saved in, is refused by name.
+    let tmp = scratch_copy("bert");
+    let mut bad = config(tmp.path());
+    bad["dtype"] = "float8".into();
+    std::fs::write(tmp.path().join("config.json"), bad.to_string()).unwrap();
+    let err = load_error(tmp.path());
+    assert!(
+        err.contains("config.json") && err.contains("dtype") && err.contains("float8"),
+        "{err}"
+    );
+    let options = LoadOptions {
+        dtype: Some(DType::U8),
+        ..LoadOptions::default()
+    };
+    let err = AutoModel::load(&dir, &options).err().unwrap().to_string();
+    assert!(err.contains("bfloat16") && err.contains("U8"), "{err}");
+}
