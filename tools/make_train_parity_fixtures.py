@@ -50,7 +50,7 @@ def batch(model, name, g):
     return out
 
 
-def record(model, out, adafactor=True):
+def record(model, out):
     """After `loss.backward()`: every parameter's gradient (zeros where nothing reads it, as for
     t5-v1_1's `shared`), the weights after one AdamW step and, from the same start, after one
     Adafactor step, into `out` as `grad.*`, `adamw.*`, `adafactor.*`."""
@@ -62,13 +62,12 @@ def record(model, out, adafactor=True):
     torch.optim.AdamW(params.values(), **ADAMW).step()
     for k, p in params.items():
         out[f"adamw.{k}"] = p.detach().clone().contiguous()
-    if adafactor:
-        with torch.no_grad():
-            for k, p in params.items():
-                p.copy_(start[k])
-        Adafactor(params.values(), lr=None, relative_step=True, scale_parameter=True).step()
+    with torch.no_grad():
         for k, p in params.items():
-            out[f"adafactor.{k}"] = p.detach().clone().contiguous()
+            p.copy_(start[k])
+    Adafactor(params.values(), lr=None, relative_step=True, scale_parameter=True).step()
+    for k, p in params.items():
+        out[f"adafactor.{k}"] = p.detach().clone().contiguous()
     return len(params)
 
 
@@ -106,7 +105,7 @@ def seq2seq(name, cls):
     decoder_ids = torch.cat([torch.full((2, 1), start), labels[:, :-1]], dim=1)
     res = {"input_ids": ids, "attention_mask": mask, "labels": labels, "decoder_input_ids": decoder_ids,
            "loss": out.loss.detach().reshape(1)}
-    n = record(model, res, adafactor=False)
+    n = record(model, res)
     save_file(res, os.path.join(folder, "train.safetensors"))
     print(name, f"loss {out.loss.item():.5f}", n, "parameters")
 

@@ -1,6 +1,7 @@
-//! Fine-tuning is right for every BERT family and head: on the tiny random checkpoints, the task
-//! loss, every parameter's gradient, and the weights after one AdamW step and after one Adafactor
-//! step equal PyTorch's (dropout off; fixtures by `tools/make_train_parity_fixtures.py`).
+//! Fine-tuning is right for every family and head (BERT family, GPT-2, T5, BART, Marian): on the
+//! tiny random checkpoints, the task loss, every parameter's gradient, and the weights after one
+//! AdamW step and after one Adafactor step equal PyTorch's (dropout off; fixtures by
+//! `tools/make_train_parity_fixtures.py`).
 
 use candle_core::{DType, Device, IndexOp, Tensor};
 use lingo_kernels::{cross_entropy, CrossEntropy};
@@ -199,7 +200,7 @@ fn loss_gradients_and_one_optimizer_step_match_pytorch() -> anyhow::Result<()> {
 /// GPT-2's causal-LM loss, its gradients (Lingo keeps Conv1D weights as `[out, in]`, so they are
 /// compared transposed) and one AdamW step equal PyTorch's `GPT2LMHeadModel` with `labels`.
 #[test]
-fn gpt2_loss_gradients_and_one_adamw_step_match_pytorch() -> anyhow::Result<()> {
+fn gpt2_loss_gradients_and_one_optimizer_step_match_pytorch() -> anyhow::Result<()> {
     use lingo_models::gpt::gpt2_layout;
     let dev = Device::Cpu;
     let f = read_safetensors(&folder("gpt2").join("train.safetensors"), &dev)?;
@@ -233,24 +234,28 @@ fn gpt2_loss_gradients_and_one_adamw_step_match_pytorch() -> anyhow::Result<()> 
         let err = relative_error(&got, &f[&format!("grad.{stored}")], 1e-3);
         assert!(err < 1e-4, "gpt2: gradient of {stored} is off by {err:e}");
     }
-    let (loss, store, names) = run()?;
-    let mut opt = Optimizer::new(adamw(), &store, DecayPolicy::All, &[]);
-    opt.step(
-        0,
-        &Gradients::from_store(&opt.params(), &loss.backward()?),
-        1e-3,
-        1.0,
-    )?;
-    for (name, var) in store.named() {
-        let stored = names.stored(&name);
-        let got = gpt2_layout(stored, var.as_tensor().clone())?;
-        let label = format!("gpt2: {stored} after one AdamW step");
-        assert_step(
-            &label,
-            &got,
-            &f[&format!("adamw.{stored}")],
-            &f[&format!("grad.{stored}")],
-        )?;
+    let optimizers = [
+        (adamw(), "AdamW", "adamw"),
+        (
+            OptimizerConfig::Adafactor(AdafactorConfig::default()),
+            "Adafactor",
+            "adafactor",
+        ),
+    ];
+    for (config, optimizer, prefix) in optimizers {
+        let (loss, store, names) = run()?;
+        let mut opt = Optimizer::new(config.clone(), &store, DecayPolicy::All, &[]);
+        let grads = Gradients::from_store(&opt.params(), &loss.backward()?);
+        opt.step(0, &grads, config.lr(), 1.0)?;
+        for (name, var) in store.named() {
+            let stored = names.stored(&name);
+            assert_step(
+                &format!("gpt2: {stored} after one {optimizer} step"),
+                &gpt2_layout(stored, var.as_tensor().clone())?,
+                &f[&format!("{prefix}.{stored}")],
+                &f[&format!("grad.{stored}")],
+            )?;
+        }
     }
     Ok(())
 }
@@ -281,7 +286,7 @@ fn seq2seq_batch(f: &HashMap<String, Tensor>) -> anyhow::Result<Seq2SeqBatch> {
 /// training contract fine-tuning uses), every gradient and one AdamW step equal PyTorch's
 /// `*ForConditionalGeneration` / `MarianMTModel`.
 #[test]
-fn seq2seq_loss_gradients_and_one_adamw_step_match_pytorch() -> anyhow::Result<()> {
+fn seq2seq_loss_gradients_and_one_optimizer_step_match_pytorch() -> anyhow::Result<()> {
     let dev = Device::Cpu;
     for case in ["t5", "t5-v1_1", "bart", "marian"] {
         let f = read_safetensors(&folder(case).join("train.safetensors"), &dev)?;
@@ -330,26 +335,31 @@ fn seq2seq_loss_gradients_and_one_adamw_step_match_pytorch() -> anyhow::Result<(
                 assert_eq!(max, 0.0, "{case}: PyTorch trains {name}, which Lingo lacks");
             }
         }
-        let (loss, store, names) = run()?;
-        let mut opt = Optimizer::new(adamw(), &store, DecayPolicy::All, &[]);
-        opt.step(
-            0,
-            &Gradients::from_store(&opt.params(), &loss.backward()?),
-            1e-3,
-            1.0,
-        )?;
-        for (name, var) in store.named() {
-            let stored = names.stored(&name);
-            if !trained(stored) {
-                continue;
+        let optimizers = [
+            (adamw(), "AdamW", "adamw"),
+            (
+                OptimizerConfig::Adafactor(AdafactorConfig::default()),
+                "Adafactor",
+                "adafactor",
+            ),
+        ];
+        for (config, optimizer, prefix) in optimizers {
+            let (loss, store, names) = run()?;
+            let mut opt = Optimizer::new(config.clone(), &store, DecayPolicy::All, &[]);
+            let grads = Gradients::from_store(&opt.params(), &loss.backward()?);
+            opt.step(0, &grads, config.lr(), 1.0)?;
+            for (name, var) in store.named() {
+                let stored = names.stored(&name);
+                if !trained(stored) {
+                    continue;
+                }
+                assert_step(
+                    &format!("{case}: {stored} after one {optimizer} step"),
+                    var.as_tensor(),
+                    &f[&format!("{prefix}.{stored}")],
+                    &f[&format!("grad.{stored}")],
+                )?;
             }
-            let label = format!("{case}: {stored} after one AdamW step");
-            assert_step(
-                &label,
-                var.as_tensor(),
-                &f[&format!("adamw.{stored}")],
-                &f[&format!("grad.{stored}")],
-            )?;
         }
     }
     Ok(())
