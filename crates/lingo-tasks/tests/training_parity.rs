@@ -46,6 +46,27 @@ fn adamw() -> OptimizerConfig {
     })
 }
 
+/// The optimizers whose first step is compared: (config, name for messages, fixture key prefix).
+fn optimizers() -> [(OptimizerConfig, &'static str, &'static str); 2] {
+    let adafactor = OptimizerConfig::Adafactor(AdafactorConfig::default());
+    [
+        (adamw(), "AdamW", "adamw"),
+        (adafactor, "Adafactor", "adafactor"),
+    ]
+}
+
+/// One step of `config` on `store` with `loss`'s gradients.
+fn take_step(
+    config: &OptimizerConfig,
+    store: &lingo_nn::ParamStore,
+    loss: &Tensor,
+) -> anyhow::Result<()> {
+    let mut opt = Optimizer::new(config.clone(), store, DecayPolicy::All, &[]);
+    let grads = Gradients::from_store(&opt.params(), &loss.backward()?);
+    opt.step(0, &grads, config.lr(), 1.0)?;
+    Ok(())
+}
+
 /// `max |a − b| / max(max |b|, floor)` over a tensor: relative, except for tensors that are zero
 /// up to rounding (the last layer's norm bias under a QA loss, whose position gradients sum to 0),
 /// which are held to `floor` absolutely.
@@ -144,9 +165,7 @@ fn step_and_compare(
     prefix: &str,
 ) -> anyhow::Result<()> {
     let (loss, store) = run(case, f)?;
-    let mut opt = Optimizer::new(config.clone(), &store, DecayPolicy::All, &[]);
-    let grads = Gradients::from_store(&opt.params(), &loss.backward()?);
-    opt.step(0, &grads, config.lr(), 1.0)?;
+    take_step(&config, &store, &loss)?;
     for (name, var) in store.named() {
         let label = format!("{case}: {name} after one {prefix} step");
         let (grad, want) = (&f[&format!("grad.{name}")], &f[&format!("{prefix}.{name}")]);
@@ -186,13 +205,9 @@ fn loss_gradients_and_one_optimizer_step_match_pytorch() -> anyhow::Result<()> {
             let err = relative_error(got, want, 1e-3);
             assert!(err < 1e-4, "{case}: gradient of {name} is off by {err:e}");
         }
-        step_and_compare(case, &f, adamw(), "adamw")?;
-        step_and_compare(
-            case,
-            &f,
-            OptimizerConfig::Adafactor(AdafactorConfig::default()),
-            "adafactor",
-        )?;
+        for (config, _, prefix) in optimizers() {
+            step_and_compare(case, &f, config, prefix)?;
+        }
     }
     Ok(())
 }
@@ -234,19 +249,9 @@ fn gpt2_loss_gradients_and_one_optimizer_step_match_pytorch() -> anyhow::Result<
         let err = relative_error(&got, &f[&format!("grad.{stored}")], 1e-3);
         assert!(err < 1e-4, "gpt2: gradient of {stored} is off by {err:e}");
     }
-    let optimizers = [
-        (adamw(), "AdamW", "adamw"),
-        (
-            OptimizerConfig::Adafactor(AdafactorConfig::default()),
-            "Adafactor",
-            "adafactor",
-        ),
-    ];
-    for (config, optimizer, prefix) in optimizers {
+    for (config, optimizer, prefix) in optimizers() {
         let (loss, store, names) = run()?;
-        let mut opt = Optimizer::new(config.clone(), &store, DecayPolicy::All, &[]);
-        let grads = Gradients::from_store(&opt.params(), &loss.backward()?);
-        opt.step(0, &grads, config.lr(), 1.0)?;
+        take_step(&config, &store, &loss)?;
         for (name, var) in store.named() {
             let stored = names.stored(&name);
             assert_step(
@@ -335,19 +340,9 @@ fn seq2seq_loss_gradients_and_one_optimizer_step_match_pytorch() -> anyhow::Resu
                 assert_eq!(max, 0.0, "{case}: PyTorch trains {name}, which Lingo lacks");
             }
         }
-        let optimizers = [
-            (adamw(), "AdamW", "adamw"),
-            (
-                OptimizerConfig::Adafactor(AdafactorConfig::default()),
-                "Adafactor",
-                "adafactor",
-            ),
-        ];
-        for (config, optimizer, prefix) in optimizers {
+        for (config, optimizer, prefix) in optimizers() {
             let (loss, store, names) = run()?;
-            let mut opt = Optimizer::new(config.clone(), &store, DecayPolicy::All, &[]);
-            let grads = Gradients::from_store(&opt.params(), &loss.backward()?);
-            opt.step(0, &grads, config.lr(), 1.0)?;
+            take_step(&config, &store, &loss)?;
             for (name, var) in store.named() {
                 let stored = names.stored(&name);
                 if !trained(stored) {
