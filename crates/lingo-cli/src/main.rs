@@ -81,6 +81,11 @@ enum Command {
     Evaluate(commands::finetune::Evaluate),
     /// Score predictions against references: classification, seqeval, squad, rouge, bleu.
     Metric(commands::metric::Metric),
+    /// Train a tokenizer on a corpus (WordPiece, byte-level BPE, Unigram).
+    #[command(subcommand)]
+    Tokenizer(commands::tokenizer::TokenizerCommand),
+    /// Print the ids and tokens a tokenizer gives some texts.
+    Tokenize(commands::tokenizer::Tokenize),
 }
 
 fn main() {
@@ -119,6 +124,8 @@ fn main() {
         Command::Metric(m) => m.run(),
         Command::Finetune(f) => f.run(),
         Command::Evaluate(e) => e.run(),
+        Command::Tokenizer(t) => t.run(),
+        Command::Tokenize(t) => t.run(),
     });
     if let Err(e) = result {
         eprintln!("error: {e:#}");

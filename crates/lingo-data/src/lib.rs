@@ -3,21 +3,25 @@
 
 pub mod collate;
 pub mod conll;
+pub mod corpus;
 pub mod labelled;
 pub mod parallel;
 pub mod squad;
 pub mod synthetic;
 pub mod text;
 pub mod tokenizer;
+pub mod tokenizer_training;
 
 pub use collate::{collate, Batch, Encoded, TaskTokenizer};
 pub use conll::{read_tagged, TaggedSentence};
+pub use corpus::{Corpus, DocumentBreak, TokenCache};
 pub use labelled::{read_labelled, LabelledText};
 pub use parallel::{is_json, read_file, read_json_pairs, read_lines, read_pairs};
 pub use squad::{read_squad, SquadAnswer, SquadQuestion};
 pub use synthetic::{Date, DateTask, Grammar, Pair};
 pub use text::{read_text, Split, TextDataset};
 pub use tokenizer::{Tokenizer, TokenizerKind};
+pub use tokenizer_training::{BpeStyle, Scheme, TokenizerSpec};
 
 use std::path::PathBuf;
 

@@ -168,6 +168,11 @@ impl Tokenizer {
         Ok(Tokenizer { inner })
     }
 
+    /// Wraps a `tokenizers` tokenizer.
+    pub fn from_inner(inner: tokenizers::Tokenizer) -> Self {
+        Tokenizer { inner }
+    }
+
     /// Loads a `tokenizer.json` (Lingo's own or any Hugging Face one).
     pub fn load(path: &Path) -> Result<Self> {
         let inner = tokenizers::Tokenizer::from_file(path).map_err(|e| DataError::File {
@@ -201,6 +206,15 @@ impl Tokenizer {
             .map_err(tok_err)?
             .get_ids()
             .to_vec())
+    }
+
+    /// Each of `texts` encoded without special tokens, in parallel.
+    pub fn encode_many(&self, texts: &[&str]) -> Result<Vec<Vec<u32>>> {
+        let encodings = self
+            .inner
+            .encode_batch(texts.to_vec(), false)
+            .map_err(tok_err)?;
+        Ok(encodings.iter().map(|e| e.get_ids().to_vec()).collect())
     }
 
     pub fn decode(&self, ids: &[u32]) -> Result<String> {

@@ -6,6 +6,7 @@ pub mod forward;
 pub mod generate;
 pub mod metric;
 pub mod quickstart;
+pub mod tokenizer;
 pub mod train;
 pub mod translate;
 
