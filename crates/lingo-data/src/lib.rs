@@ -6,6 +6,7 @@ pub mod conll;
 pub mod corpus;
 pub mod labelled;
 pub mod parallel;
+pub mod pretraining;
 pub mod squad;
 pub mod synthetic;
 pub mod text;

@@ -233,6 +233,16 @@ impl Tokenizer {
             .collect()
     }
 
+    /// The ids of the special tokens (`[CLS]`, `<pad>`, sentinels, …), in id order.
+    pub fn special_ids(&self) -> Vec<u32> {
+        let mut ids: Vec<u32> = (self.inner.get_added_tokens_decoder().into_iter())
+            .filter(|(_, t)| t.special)
+            .map(|(id, _)| id)
+            .collect();
+        ids.sort_unstable();
+        ids
+    }
+
     pub fn token_to_id(&self, token: &str) -> Option<u32> {
         self.inner.token_to_id(token)
     }
