@@ -50,6 +50,7 @@ def cases():
         id2label={0: "O", 1: "B-PER", 2: "I-PER", 3: "B-LOC", 4: "I-LOC"},
         label2id={"O": 0, "B-PER": 1, "I-PER": 2, "B-LOC": 3, "I-LOC": 4})
     yield "bert-qa", tf.BertForQuestionAnswering, bert()
+    yield "bert-pretraining", tf.BertForPreTraining, bert()
     roberta = lambda **kw: bert_like(tf.RobertaConfig, type_vocab_size=1, pad_token_id=1, **kw)
     yield "roberta", tf.RobertaModel, roberta()
     yield "roberta-mlm", tf.RobertaForMaskedLM, roberta()
@@ -60,6 +61,7 @@ def cases():
     yield "albert", tf.AlbertModel, tf.AlbertConfig(**albert)
     yield "albert-mlm", tf.AlbertForMaskedLM, tf.AlbertConfig(**albert)
     yield "albert-cls", tf.AlbertForSequenceClassification, tf.AlbertConfig(**albert, num_labels=3)
+    yield "albert-pretraining", tf.AlbertForPreTraining, tf.AlbertConfig(**albert)
     distil = dict(vocab_size=VOCAB, dim=32, n_layers=2, n_heads=4, hidden_dim=37, max_position_embeddings=64)
     yield "distilbert", tf.DistilBertModel, tf.DistilBertConfig(**distil)
     yield "distilbert-mlm", tf.DistilBertForMaskedLM, tf.DistilBertConfig(**distil)
@@ -216,6 +218,8 @@ def inputs(config, is_encoder_decoder, has_token_types, generator):
 
 
 def main_output(out):
+    if getattr(out, "prediction_logits", None) is not None:
+        return out.prediction_logits
     if hasattr(out, "start_logits") and out.start_logits is not None:
         return torch.stack([out.start_logits, out.end_logits], dim=-1)
     if getattr(out, "logits", None) is not None:
@@ -258,6 +262,10 @@ def main():
                 for i, a in enumerate(out.cross_attentions):
                     tensors[f"{case}.cross_attention.{i}"] = a
             tensors[f"{case}.output"] = main_output(out)
+            pair = getattr(out, "seq_relationship_logits", None)
+            pair = pair if pair is not None else getattr(out, "sop_logits", None)
+            if pair is not None:
+                tensors[f"{case}.pair_output"] = pair
         if name == "gpt2":
             # Greedy continuations (KV cache), plain and with a repetition penalty.
             prompt = torch.tensor([[5, 17, 33, 8, 40, 12]])

@@ -73,6 +73,9 @@ enum Command {
     Qa(commands::encoder::Qa),
     /// Sentence embeddings from an encoder (mean, CLS or max pooling).
     Embed(commands::encoder::Embed),
+    /// Pre-train a model from scratch on raw text (masked LM, NSP/SOP, causal LM, span
+    /// corruption); writes a Hugging Face folder.
+    Pretrain(commands::pretrain::Pretrain),
     /// Fine-tune a pretrained checkpoint on labelled data; writes a Hugging Face folder.
     #[command(subcommand)]
     Finetune(commands::finetune::Finetune),
@@ -122,6 +125,7 @@ fn main() {
         Command::Qa(c) => c.run(),
         Command::Embed(c) => c.run(),
         Command::Metric(m) => m.run(),
+        Command::Pretrain(p) => p.run(),
         Command::Finetune(f) => f.run(),
         Command::Evaluate(e) => e.run(),
         Command::Tokenizer(t) => t.run(),

@@ -240,6 +240,14 @@ impl TokenCache {
         Self::open(dir)
     }
 
+    /// The folder under `root` for the cache of `corpus` under `tokenizer`: one per corpus and
+    /// tokenizer, so every run on them shares it.
+    pub fn dir_for(root: &Path, corpus: &Corpus, tokenizer: &Tokenizer) -> Result<PathBuf> {
+        let key = CacheKey::of(corpus, tokenizer)?;
+        let text = serde_json::to_string(&key).expect("plain data");
+        Ok(root.join(format!("{:016x}", fnv1a(text.as_bytes()))))
+    }
+
     /// Tokenises `corpus` into `dir`, written beside it and renamed into place, so an interrupted
     /// build leaves no half-written cache behind.
     fn build(

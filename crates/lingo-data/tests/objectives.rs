@@ -53,7 +53,10 @@ fn span_corruption_is_the_reference_collators() {
         );
         assert!(!mask[0], "the reference always starts with kept tokens");
     }
-    let (vocab, eos) = (f["vocab_len"].as_u64().unwrap() as u32, f["eos"].as_u64().unwrap() as u32);
+    let (vocab, eos) = (
+        f["vocab_len"].as_u64().unwrap() as u32,
+        f["eos"].as_u64().unwrap() as u32,
+    );
     for case in f["cases"].as_array().unwrap() {
         let mask: Vec<bool> = serde_json::from_value(case["mask"].clone()).unwrap();
         let (input, target) = sc.corrupt(&ids(&case["ids"]), &mask, vocab - 1, eos);
@@ -82,8 +85,15 @@ fn noise_spans_have_the_mean_length_asked_for() {
 /// Lingo's masking rates on the fixture's sentence, over as many draws as the reference made.
 fn lingo_rates(config: MaskingConfig, want: &Value) -> (f64, f64, f64) {
     let tok = Tokenizer::load(&fixtures().join("tokenizers/wordpiece/tokenizer.json")).unwrap();
-    let ids = tok.encode_input(want["text"].as_str().unwrap()).unwrap().ids;
-    assert_eq!(ids, self::ids(&want["ids"]), "same encoding as transformers");
+    let ids = tok
+        .encode_input(want["text"].as_str().unwrap())
+        .unwrap()
+        .ids;
+    assert_eq!(
+        ids,
+        self::ids(&want["ids"]),
+        "same encoding as transformers"
+    );
     let masker = Masker::new(&tok, config).unwrap();
     let specials = tok.special_ids();
     let draws = want["draws"].as_u64().unwrap();
@@ -116,7 +126,10 @@ fn masking_rates_match_the_reference_collator() {
     let (rate, mask, kept) = lingo_rates(MaskingConfig::default(), want);
     let near = |got: f64, key: &str, tol: f64| {
         let w = want[key].as_f64().unwrap();
-        assert!((got - w).abs() < tol, "{key}: Lingo {got}, transformers {w}");
+        assert!(
+            (got - w).abs() < tol,
+            "{key}: Lingo {got}, transformers {w}"
+        );
     };
     near(rate, "chosen_rate", 0.005);
     near(mask, "mask_share", 0.015);
@@ -135,6 +148,9 @@ fn masking_rates_match_the_reference_collator() {
     };
     let (rate, mask, kept) = lingo_rates(config, want);
     let w = want["chosen_rate"].as_f64().unwrap();
-    assert!((rate - w).abs() < 0.01, "whole-word rate: Lingo {rate}, transformers {w}");
+    assert!(
+        (rate - w).abs() < 0.01,
+        "whole-word rate: Lingo {rate}, transformers {w}"
+    );
     assert_eq!((mask, kept), (1.0, 0.0));
 }

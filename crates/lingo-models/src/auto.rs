@@ -101,7 +101,25 @@ pub struct Loaded {
 impl AutoModel {
     /// Opens the model folder `dir` and builds the model its `config.json` describes.
     pub fn load(dir: &Path, options: &LoadOptions) -> std::result::Result<Loaded, LoadError> {
-        let checkpoint = Checkpoint::open(dir, &options.device)?;
+        Self::build(Checkpoint::open(dir, &options.device)?, options)
+    }
+
+    /// A new model of the architecture `config` (a `config.json`) describes, every parameter
+    /// initialised from `options.seed` as the family's `transformers` class initialises it
+    /// (`initializer_range`); `dir` names it in messages. Saving it writes a folder both Lingo
+    /// and `transformers` load.
+    pub fn init(
+        dir: &Path,
+        config: serde_json::Value,
+        options: &LoadOptions,
+    ) -> std::result::Result<Loaded, LoadError> {
+        Self::build(Checkpoint::fresh(dir, config, &options.device), options)
+    }
+
+    fn build(
+        checkpoint: Checkpoint,
+        options: &LoadOptions,
+    ) -> std::result::Result<Loaded, LoadError> {
         let model_type = checkpoint.model_type()?.to_string();
         if options.head.is_some() && !crate::bert::is_bert_family(&model_type) {
             return Err(checkpoint.invalid_config(format!(

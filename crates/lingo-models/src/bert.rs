@@ -82,6 +82,9 @@ pub enum Head {
     QuestionAnswering,
     /// ELECTRA's discriminator: one logit per token, "was this token replaced?".
     ReplacedToken,
+    /// BERT's pre-training heads (masked LM and next-sentence prediction over the pooled
+    /// `[CLS]`), ALBERT's (masked LM and sentence-order prediction).
+    PreTraining,
 }
 
 impl Head {
@@ -99,9 +102,12 @@ impl Head {
             "ForSequenceClassification" => Head::SequenceClassification,
             "ForTokenClassification" => Head::TokenClassification,
             "ForQuestionAnswering" => Head::QuestionAnswering,
-            // ELECTRA's pre-training head is the discriminator; BERT's (masked LM + next-sentence
-            // prediction) is not built yet, so it is refused rather than mistaken for ELECTRA's.
+            // ELECTRA's pre-training head is the discriminator; BERT's and ALBERT's are a masked
+            // LM and a sentence-pair classifier. RoBERTa and DistilBERT have none.
             "ForPreTraining" if arch.starts_with("Electra") => Head::ReplacedToken,
+            "ForPreTraining" if arch.starts_with("Bert") || arch.starts_with("Albert") => {
+                Head::PreTraining
+            }
             _ => return None,
         })
     }
@@ -114,7 +120,7 @@ impl Head {
             Head::SequenceClassification => "ForSequenceClassification",
             Head::TokenClassification => "ForTokenClassification",
             Head::QuestionAnswering => "ForQuestionAnswering",
-            Head::ReplacedToken => "ForPreTraining",
+            Head::ReplacedToken | Head::PreTraining => "ForPreTraining",
         }
     }
 }
@@ -493,6 +499,13 @@ enum HeadLayers {
         act: Activation,
         out: Linear,
     },
+    /// The masked LM over every token and a sentence-pair classifier over the pooled `[CLS]`
+    /// (ALBERT drops out before it).
+    PreTraining {
+        lm: Box<HeadLayers>,
+        pair: Linear,
+        dropout: Dropout,
+    },
 }
 
 /// A BERT-family model with its head, built to load a checkpoint.
@@ -594,71 +607,24 @@ impl BertModel {
         p: &ParamPath,
         embeddings: &Embeddings,
     ) -> Result<HeadLayers> {
-        let (h, e, init) = (c.hidden_size, c.embedding_width(), c.init());
+        let (h, init) = (c.hidden_size, c.init());
         let linear = |name: &str, i, o| Linear::new(&p.sub(name), i, o, true, init);
         let act = activation(&c.hidden_act)?;
         Ok(match head {
             Head::Base => HeadLayers::Base,
-            Head::MaskedLm => {
-                // (dense, norm, bias, decoder weight) names and the transform's width and activation.
-                let (dense, norm, bias, decoder, width, act) = match family {
-                    Family::Bert => (
-                        "cls.predictions.transform.dense",
-                        "cls.predictions.transform.LayerNorm",
-                        "cls.predictions.bias",
-                        "cls.predictions.decoder.weight",
-                        h,
-                        act,
-                    ),
-                    Family::Roberta => (
-                        "lm_head.dense",
-                        "lm_head.layer_norm",
-                        "lm_head.bias",
-                        "lm_head.decoder.weight",
-                        h,
-                        Activation::Gelu,
-                    ),
-                    Family::Albert => (
-                        "predictions.dense",
-                        "predictions.LayerNorm",
-                        "predictions.bias",
-                        "predictions.decoder.weight",
-                        e,
-                        act,
-                    ),
-                    Family::Electra => (
-                        "generator_predictions.dense",
-                        "generator_predictions.LayerNorm",
-                        "generator_lm_head.bias",
-                        "generator_lm_head.weight",
-                        e,
-                        Activation::Gelu,
-                    ),
-                    Family::DistilBert => (
-                        "vocab_transform",
-                        "vocab_layer_norm",
-                        "vocab_projector.bias",
-                        "vocab_projector.weight",
-                        h,
-                        act,
+            Head::MaskedLm => Self::masked_lm_head(family, c, p, embeddings)?,
+            Head::PreTraining => {
+                let (pair, dropout) = match family {
+                    Family::Bert => ("cls.seq_relationship", Dropout::new(0.0)),
+                    Family::Albert => ("sop_classifier.classifier", c.classifier_dropout()),
+                    _ => bail!(
+                        "a pre-training head with a sentence-pair task is BERT's or ALBERT's, not {family:?}'s"
                     ),
                 };
-                if width != e {
-                    bail!("masked-LM head of width {width} cannot tie to embeddings of width {e}");
-                }
-                let weight = if c.tie_word_embeddings {
-                    embeddings.words.weight.clone()
-                } else {
-                    p.get(decoder, &[c.vocab_size, e], init)?
-                };
-                HeadLayers::MaskedLm {
-                    dense: linear(dense, h, width)?,
-                    act,
-                    norm: LayerNorm::new(&p.sub(norm), width, true, c.layer_norm_eps)?,
-                    decoder: Linear::from_parts(
-                        weight,
-                        Some(p.get(bias, &[c.vocab_size], Init::Zeros)?),
-                    ),
+                HeadLayers::PreTraining {
+                    lm: Box::new(Self::masked_lm_head(family, c, p, embeddings)?),
+                    pair: linear(pair, h, 2)?,
+                    dropout,
                 }
             }
             Head::SequenceClassification => {
@@ -719,6 +685,76 @@ impl BertModel {
         })
     }
 
+    /// The masked-LM head under each family's names: `transform` (dense, activation, norm) then
+    /// the decoder, tied to the word embeddings unless the config unties them, plus a bias.
+    fn masked_lm_head(
+        family: Family,
+        c: &BertConfig,
+        p: &ParamPath,
+        embeddings: &Embeddings,
+    ) -> Result<HeadLayers> {
+        let (h, e, init) = (c.hidden_size, c.embedding_width(), c.init());
+        let linear = |name: &str, i, o| Linear::new(&p.sub(name), i, o, true, init);
+        let act = activation(&c.hidden_act)?;
+        // (dense, norm, bias, decoder weight) names and the transform's width and activation.
+        let (dense, norm, bias, decoder, width, act) = match family {
+            Family::Bert => (
+                "cls.predictions.transform.dense",
+                "cls.predictions.transform.LayerNorm",
+                "cls.predictions.bias",
+                "cls.predictions.decoder.weight",
+                h,
+                act,
+            ),
+            Family::Roberta => (
+                "lm_head.dense",
+                "lm_head.layer_norm",
+                "lm_head.bias",
+                "lm_head.decoder.weight",
+                h,
+                Activation::Gelu,
+            ),
+            Family::Albert => (
+                "predictions.dense",
+                "predictions.LayerNorm",
+                "predictions.bias",
+                "predictions.decoder.weight",
+                e,
+                act,
+            ),
+            Family::Electra => (
+                "generator_predictions.dense",
+                "generator_predictions.LayerNorm",
+                "generator_lm_head.bias",
+                "generator_lm_head.weight",
+                e,
+                Activation::Gelu,
+            ),
+            Family::DistilBert => (
+                "vocab_transform",
+                "vocab_layer_norm",
+                "vocab_projector.bias",
+                "vocab_projector.weight",
+                h,
+                act,
+            ),
+        };
+        if width != e {
+            bail!("masked-LM head of width {width} cannot tie to embeddings of width {e}");
+        }
+        let weight = if c.tie_word_embeddings {
+            embeddings.words.weight.clone()
+        } else {
+            p.get(decoder, &[c.vocab_size, e], init)?
+        };
+        Ok(HeadLayers::MaskedLm {
+            dense: linear(dense, h, width)?,
+            act,
+            norm: LayerNorm::new(&p.sub(norm), width, true, c.layer_norm_eps)?,
+            decoder: Linear::from_parts(weight, Some(p.get(bias, &[c.vocab_size], Init::Zeros)?)),
+        })
+    }
+
     /// The head's output for `input_ids` (with `attention_mask` and `token_type_ids` where given),
     /// every layer's output and, if asked, attention probabilities. In training (`ctx`), dropout
     /// as the checkpoint's config sets it: embeddings, attention probabilities, sub-layer outputs,
@@ -727,24 +763,15 @@ impl BertModel {
         if inputs.decoder_input_ids.is_some() {
             bail!("`decoder_input_ids` given, but this model has no decoder");
         }
-        self.run(
-            &inputs.input_ids,
-            inputs.attention_mask.as_ref(),
-            inputs.token_type_ids.as_ref(),
-            inputs.output_attentions,
-            ctx,
-        )
+        self.run(inputs, ctx)
     }
 
-    fn run(
-        &self,
-        ids: &Tensor,
-        attention_mask: Option<&Tensor>,
-        token_types: Option<&Tensor>,
-        want_attentions: bool,
-        ctx: &mut Ctx,
-    ) -> Result<ModelOutput> {
-        let (_, t) = ids.dims2()?;
+    fn run(&self, inputs: &ModelInputs, ctx: &mut Ctx) -> Result<ModelOutput> {
+        let ids = &inputs.input_ids;
+        let attention_mask = inputs.attention_mask.as_ref();
+        let token_types = inputs.token_type_ids.as_ref();
+        let want_attentions = inputs.output_attentions;
+        let (b, t) = ids.dims2()?;
         if t > self.config.max_position_embeddings {
             bail!(
                 "{t} tokens do not fit the model's {} positions",
@@ -788,11 +815,36 @@ impl BertModel {
             trace.states.push(x.clone());
             trace.self_attentions.extend(w);
         }
-        Ok(ModelOutput::new(self.apply_head(&x, ctx)?, trace))
+        let tokens = match &inputs.predict_positions {
+            None => x.clone(),
+            Some(positions) => {
+                let lm = matches!(
+                    self.head_layers,
+                    HeadLayers::MaskedLm { .. } | HeadLayers::PreTraining { .. }
+                );
+                if !lm {
+                    bail!(
+                        "`predict_positions` is for a masked-LM head, not {:?}",
+                        self.head
+                    );
+                }
+                let h = x.dim(2)?;
+                x.reshape((b * t, h))?.index_select(positions, 0)?
+            }
+        };
+        let mut output = ModelOutput::new(self.apply_head(&self.head_layers, &tokens, ctx)?, trace);
+        if let HeadLayers::PreTraining { pair, dropout, .. } = &self.head_layers {
+            let pooled = self.pooled(&x)?.ok_or_else(|| {
+                candle_core::Error::Msg("the pre-training head needs the pooler".into())
+            })?;
+            output.pair_logits = Some(pair.forward(&dropout.forward(&pooled, ctx)?)?);
+        }
+        Ok(output)
     }
 
-    fn apply_head(&self, x: &Tensor, ctx: &mut Ctx) -> Result<Tensor> {
-        Ok(match &self.head_layers {
+    /// The output of `head` (the per-token part, for a pre-training head) over the last states.
+    fn apply_head(&self, head: &HeadLayers, x: &Tensor, ctx: &mut Ctx) -> Result<Tensor> {
+        Ok(match head {
             HeadLayers::Base => x.clone(),
             HeadLayers::MaskedLm {
                 dense,
@@ -824,6 +876,7 @@ impl BertModel {
             HeadLayers::ReplacedToken { dense, act, out } => out
                 .forward(&act.apply(&dense.forward(x)?)?)?
                 .squeeze(D::Minus1)?,
+            HeadLayers::PreTraining { lm, .. } => self.apply_head(lm, x, ctx)?,
         })
     }
 
@@ -921,7 +974,9 @@ impl BertModel {
             ]
             .iter()
             .any(|n| checkpoint.has(n)),
-            Head::SequenceClassification => matches!(family, Family::Bert | Family::Albert),
+            Head::SequenceClassification | Head::PreTraining => {
+                matches!(family, Family::Bert | Family::Albert)
+            }
             _ => false,
         };
         let base = format!("{prefix}.");

@@ -51,6 +51,8 @@ pub struct Checkpoint {
     weights_file: String,
     /// The dtype most of the stored floating-point tensors have.
     stored_dtype: DType,
+    /// A new model: no weights, every parameter initialised from the seed.
+    fresh: bool,
 }
 
 /// A conversion of a stored tensor into Lingo's layout (GPT-2's `[in, out]` Conv1D weights).
@@ -117,7 +119,25 @@ impl Checkpoint {
             taken: Arc::default(),
             weights_file,
             stored_dtype,
+            fresh: false,
         })
+    }
+
+    /// A model folder that has only its `config.json` so far: building from it initialises every
+    /// parameter from the seed (as `transformers`' `from_config`). `dir` is where the model will
+    /// live, for messages.
+    pub fn fresh(dir: &Path, config: serde_json::Value, device: &Device) -> Self {
+        Checkpoint {
+            dir: dir.into(),
+            config,
+            device: device.clone(),
+            tensors: Arc::default(),
+            stored: BTreeSet::new(),
+            taken: Arc::default(),
+            weights_file: "(new model)".into(),
+            stored_dtype: DType::F32,
+            fresh: true,
+        }
     }
 
     /// The dtype the weights are saved back in: `dtype` (or the older `torch_dtype`) of
@@ -189,6 +209,7 @@ impl Checkpoint {
                 Some(stored) => {
                     names.0.insert(name, stored.clone());
                 }
+                None if self.fresh => {}
                 None if (lookup.may_be_new)(&name)
                     || lookup
                         .allow_missing

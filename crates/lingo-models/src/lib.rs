@@ -18,6 +18,7 @@ pub mod gpt;
 pub mod hf;
 pub mod hub;
 pub mod outputs;
+pub mod presets;
 pub mod rnn_seq2seq;
 pub mod t5;
 pub mod transformer;

@@ -17,6 +17,11 @@ pub struct ModelInputs {
     /// Also return every layer's attention probabilities (`output_attentions=True`). They cost
     /// memory and keep attention off the fused kernel, so they are off by default.
     pub output_attentions: bool,
+    /// Masked-LM pre-training: the flat positions (`row · time + column`, u32) whose vocabulary
+    /// logits are wanted; the head then runs on those tokens only and `output` is
+    /// `[positions, vocab]` — about 15% of the work over every token, as BERT's own pre-training
+    /// code gathers them.
+    pub predict_positions: Option<Tensor>,
 }
 
 impl ModelInputs {
@@ -28,6 +33,7 @@ impl ModelInputs {
             token_type_ids: None,
             decoder_input_ids: None,
             output_attentions: false,
+            predict_positions: None,
         }
     }
 
@@ -46,6 +52,11 @@ impl ModelInputs {
         self
     }
 
+    pub fn with_predict_positions(mut self, positions: Tensor) -> Self {
+        self.predict_positions = Some(positions);
+        self
+    }
+
     pub fn with_attentions(mut self) -> Self {
         self.output_attentions = true;
         self
@@ -60,6 +71,10 @@ pub struct ModelOutput {
     /// `[batch, time, 2]`; ELECTRA's discriminator gives `[batch, time]`); a bare encoder's last
     /// hidden state.
     pub output: Tensor,
+    /// A pre-training head's sentence-pair logits `[batch, 2]`: BERT's next-sentence prediction
+    /// (`seq_relationship_logits`), ALBERT's sentence order (`sop_logits`); `output` then holds
+    /// the masked-LM logits.
+    pub pair_logits: Option<Tensor>,
     /// The embeddings' output then every layer's (`output_hidden_states=True`); the decoder's in an
     /// encoder–decoder.
     pub hidden_states: Vec<Tensor>,
@@ -78,6 +93,7 @@ impl ModelOutput {
     pub fn new(output: Tensor, trace: Trace) -> Self {
         ModelOutput {
             output,
+            pair_logits: None,
             hidden_states: trace.states,
             attentions: trace.self_attentions,
             encoder_hidden_states: Vec::new(),
@@ -90,6 +106,7 @@ impl ModelOutput {
     pub fn seq2seq(encoder: Trace, decoder: Trace, logits: Tensor) -> Self {
         ModelOutput {
             output: logits,
+            pair_logits: None,
             hidden_states: decoder.states,
             attentions: decoder.self_attentions,
             encoder_hidden_states: encoder.states,

@@ -1,5 +1,6 @@
 //! Every parameter of every architecture Lingo loads from Hugging Face folders receives a non-zero
-//! gradient through its main output (the logits of its head, or the last hidden state), so
+//! gradient through its main output (the logits of its head, or the last hidden state; a
+//! pre-training head's sentence-pair logits too), so
 //! fine-tuning trains all of it — the fused kernels must not drop a path (candle's own fused
 //! softmax and norms would, silently).
 
@@ -46,15 +47,19 @@ fn every_parameter_receives_a_gradient() {
             token_type_ids: input("token_type_ids"),
             decoder_input_ids: input("decoder_input_ids"),
             output_attentions: false,
+            predict_positions: None,
         };
-        let output = model
-            .model
-            .forward(&inputs, &mut Ctx::eval())
-            .unwrap()
-            .output;
-        // A random projection of the output, so no gradient cancels by symmetry.
-        let direction = Tensor::randn(0f32, 1.0, output.shape(), &dev).unwrap();
-        let loss = (output * direction).unwrap().sum_all().unwrap();
+        let out = model.model.forward(&inputs, &mut Ctx::eval()).unwrap();
+        // A random projection of the output (and of a pre-training head's sentence-pair
+        // logits), so no gradient cancels by symmetry.
+        let project = |t: &Tensor| {
+            let direction = Tensor::randn(0f32, 1.0, t.shape(), &dev).unwrap();
+            (t * direction).unwrap().sum_all().unwrap()
+        };
+        let mut loss = project(&out.output);
+        if let Some(pair) = &out.pair_logits {
+            loss = (loss + project(pair)).unwrap();
+        }
         let missing = model
             .store
             .without_gradient(&loss.backward().unwrap())

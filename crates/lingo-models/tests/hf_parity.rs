@@ -46,6 +46,7 @@ fn inputs(expected: &HashMap<String, Tensor>, case: &str) -> ModelInputs {
         token_type_ids: input(expected, case, "token_type_ids"),
         decoder_input_ids: input(expected, case, "decoder_input_ids"),
         output_attentions: true,
+        predict_positions: None,
     }
 }
 
@@ -92,6 +93,20 @@ fn check_encoder(name: &str) {
         }
         let d = max_diff(&out.output, &expected[&format!("{case}.output")]);
         assert!(d < 1e-4, "{name} {case}: output differs by {d}");
+        match (
+            &out.pair_logits,
+            expected.get(&format!("{case}.pair_output")),
+        ) {
+            (Some(got), Some(want)) => {
+                let d = max_diff(got, want);
+                assert!(
+                    d < 1e-4,
+                    "{name} {case}: sentence-pair logits differ by {d}"
+                );
+            }
+            (None, None) => {}
+            (got, _) => panic!("{name}: sentence-pair logits {}", got.is_some()),
+        }
     }
 }
 
@@ -120,6 +135,8 @@ fn bert_family_matches_transformers() {
         "distilbert-ner",
         "electra-cls",
         "electra-qa",
+        "bert-pretraining",
+        "albert-pretraining",
     ] {
         check_encoder(name);
     }

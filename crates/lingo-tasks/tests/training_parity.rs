@@ -146,6 +146,7 @@ fn encoder_inputs(f: &HashMap<String, Tensor>) -> anyhow::Result<ModelInputs> {
             .transpose()?,
         decoder_input_ids: None,
         output_attentions: false,
+        predict_positions: None,
     })
 }
 

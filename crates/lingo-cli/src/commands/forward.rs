@@ -90,6 +90,7 @@ impl Forward {
             decoder_input_ids: optional(&file.decoder_input_ids, "decoder_input_ids", None)?,
             input_ids: ids,
             output_attentions: false,
+            predict_positions: None,
         };
         let dir = lingo_models::hub::resolve_model(&self.model, self.offline)?;
         let loaded = AutoModel::load(&dir, &LoadOptions::default())?;

@@ -5,6 +5,7 @@ pub mod finetune;
 pub mod forward;
 pub mod generate;
 pub mod metric;
+pub mod pretrain;
 pub mod quickstart;
 pub mod tokenizer;
 pub mod train;

@@ -50,7 +50,9 @@ impl MaskingConfig {
             ("random_fraction", self.random_fraction),
         ] {
             if !(0.0..=1.0).contains(&p) {
-                return Err(format!("masking: field `{name}` must be in [0, 1], got {p}"));
+                return Err(format!(
+                    "masking: field `{name}` must be in [0, 1], got {p}"
+                ));
             }
         }
         if self.mask_fraction + self.random_fraction > 1.0 + 1e-6 {
@@ -120,7 +122,9 @@ impl Masker {
                 }
             })
             .collect();
-        let ordinary = (0..vocab as u32).filter(|&i| !special[i as usize]).collect();
+        let ordinary = (0..vocab as u32)
+            .filter(|&i| !special[i as usize])
+            .collect();
         Ok(Masker {
             config,
             mask_id,
@@ -154,7 +158,11 @@ impl Masker {
             if self.is_special(id) {
                 continue;
             }
-            let continues = self.continues_word.get(id as usize).copied().unwrap_or(false);
+            let continues = self
+                .continues_word
+                .get(id as usize)
+                .copied()
+                .unwrap_or(false);
             // A continuation belongs to the word before it only if it directly follows it.
             let starts_word = !continues || i == 0 || self.is_special(ids[i - 1]);
             if starts_word {
@@ -217,15 +225,18 @@ mod tests {
             let m = masker.mask(&ids, &mut rng);
             assert_eq!((m.labels[0], *m.labels.last().unwrap()), (IGNORE, IGNORE));
             assert_eq!((m.input_ids[0], *m.input_ids.last().unwrap()), (cls, sep));
-            for i in 1..ids.len() - 1 {
+            let n = ids.len() - 1;
+            for ((&id, &label), &input) in
+                ids.iter().zip(&m.labels).zip(&m.input_ids).take(n).skip(1)
+            {
                 total += 1;
-                if m.labels[i] != IGNORE {
-                    assert_eq!(m.labels[i], ids[i] as i64);
+                if label != IGNORE {
+                    assert_eq!(label, id as i64);
                     chosen += 1;
-                    masked += (m.input_ids[i] == masker.mask_id) as usize;
-                    kept += (m.input_ids[i] == ids[i]) as usize;
+                    masked += (input == masker.mask_id) as usize;
+                    kept += (input == id) as usize;
                 } else {
-                    assert_eq!(m.input_ids[i], ids[i]);
+                    assert_eq!(input, id);
                 }
             }
         }
@@ -257,7 +268,11 @@ mod tests {
             "some word spans several pieces"
         );
         let mut rng = LingoRng::new(2);
-        let n_words = words.iter().flatten().collect::<std::collections::BTreeSet<_>>().len();
+        let n_words = words
+            .iter()
+            .flatten()
+            .collect::<std::collections::BTreeSet<_>>()
+            .len();
         let mut words_chosen = 0;
         let draws = 4000;
         for _ in 0..draws {

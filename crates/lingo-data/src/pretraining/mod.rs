@@ -44,7 +44,10 @@ pub fn blocks<'a>(
         stream.extend_from_slice(doc);
         stream.extend(separator);
     }
-    stream.chunks_exact(length.max(1)).map(<[u32]>::to_vec).collect()
+    stream
+        .chunks_exact(length.max(1))
+        .map(<[u32]>::to_vec)
+        .collect()
 }
 
 #[cfg(test)]

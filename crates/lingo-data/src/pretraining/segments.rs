@@ -178,14 +178,20 @@ mod tests {
             let d = round % 10;
             for p in pair_instances(&docs, d, PairTask::NextSentence, 12, 0.1, &mut rng) {
                 assert!(p.a.len() + p.b.len() <= 9);
-                assert!(p.a.iter().all(|&t| t / 100 == d as u32), "A is from the document");
+                assert!(
+                    p.a.iter().all(|&t| t / 100 == d as u32),
+                    "A is from the document"
+                );
                 let b_from_d = p.b.iter().all(|&t| t / 100 == d as u32);
                 if p.label == 0 {
                     assert!(b_from_d);
                     // B starts right after A ends (modulo trimming at the seam).
                     assert!(p.b[0] > *p.a.last().unwrap());
                 } else {
-                    assert!(p.b.iter().all(|&t| t / 100 != d as u32), "B from another document");
+                    assert!(
+                        p.b.iter().all(|&t| t / 100 != d as u32),
+                        "B from another document"
+                    );
                     random += 1;
                 }
                 total += 1;
