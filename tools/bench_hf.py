@@ -9,6 +9,10 @@ models from the default configs, timed the same way as Lingo's side.
   heads, 1536 feed-forward, dropout 0.1), a fine-tuning step on 32 × 64 tokens: forward in training
   mode, cross-entropy, backward, global-norm clipping at 1.0, AdamW (lr 5e-5, weight decay 0.01 on
   everything but biases and LayerNorm weights, as Trainer groups them); `train_ms` and `forward_ms`.
+- pretrain: BertForMaskedLM of bert-mini's shape (4 layers, 256 wide, 4 heads, 1024 feed-forward,
+  vocabulary 16,000), a masked-LM pre-training step on 32 × 128 tokens with 15% of the positions
+  labelled: forward in training mode, loss, backward, clipping at 1.0, AdamW (lr 5e-4, decay as
+  above); `train_ms` and `forward_ms`.
 
 Prints one JSON object with per-iteration milliseconds (`ms`).
 
@@ -24,7 +28,7 @@ import transformers as tf
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("model", choices=["bert", "gpt2", "finetune"])
+    ap.add_argument("model", choices=["bert", "gpt2", "finetune", "pretrain"])
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--iters", type=int, default=10)
     ap.add_argument("--warmup", type=int, default=2)
@@ -32,16 +36,27 @@ def main():
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
     g = torch.Generator().manual_seed(0)
-    if a.model == "finetune":
-        cfg = tf.BertConfig(hidden_size=384, num_hidden_layers=6, num_attention_heads=12,
-                            intermediate_size=1536, num_labels=2)
-        model = tf.BertForSequenceClassification(cfg).train()
-        ids = torch.randint(1000, 30000, (32, 64), generator=g)
-        labels = torch.randint(0, 2, (32,), generator=g)
+    if a.model in ("finetune", "pretrain"):
+        if a.model == "finetune":
+            cfg = tf.BertConfig(hidden_size=384, num_hidden_layers=6, num_attention_heads=12,
+                                intermediate_size=1536, num_labels=2)
+            model = tf.BertForSequenceClassification(cfg).train()
+            ids = torch.randint(1000, 30000, (32, 64), generator=g)
+            labels = torch.randint(0, 2, (32,), generator=g)
+            lr = 5e-5
+        else:
+            cfg = tf.BertConfig(vocab_size=16000, hidden_size=256, num_hidden_layers=4,
+                                num_attention_heads=4, intermediate_size=1024,
+                                max_position_embeddings=128)
+            model = tf.BertForMaskedLM(cfg).train()
+            ids = torch.randint(5, 16000, (32, 128), generator=g)
+            chosen = torch.rand((32, 128), generator=g) < 0.15
+            labels = torch.where(chosen, ids, torch.full_like(ids, -100))
+            lr = 5e-4
         decay = [p for n, p in model.named_parameters() if not ("bias" in n or "LayerNorm" in n)]
         rest = [p for n, p in model.named_parameters() if "bias" in n or "LayerNorm" in n]
         opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.01},
-                                 {"params": rest, "weight_decay": 0.0}], lr=5e-5)
+                                 {"params": rest, "weight_decay": 0.0}], lr=lr)
 
         def step():
             loss = model(input_ids=ids, labels=labels).loss

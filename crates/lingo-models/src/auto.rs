@@ -59,6 +59,9 @@ pub struct LoadOptions {
     /// Parameters that may be missing from the checkpoint beyond a new head's (substrings of
     /// their names): they keep their seeded initialisation and are reported as newly initialised.
     pub allow_missing: Vec<String>,
+    /// Ignore the weights: the folder's architecture with every parameter newly initialised
+    /// from `seed` — the from-scratch baseline a pre-trained model is measured against.
+    pub random_init: bool,
 }
 
 impl LoadOptions {
@@ -80,6 +83,7 @@ impl Default for LoadOptions {
             dtype: None,
             offline: false,
             allow_missing: Vec::new(),
+            random_init: false,
         }
     }
 }
@@ -101,7 +105,12 @@ pub struct Loaded {
 impl AutoModel {
     /// Opens the model folder `dir` and builds the model its `config.json` describes.
     pub fn load(dir: &Path, options: &LoadOptions) -> std::result::Result<Loaded, LoadError> {
-        Self::build(Checkpoint::open(dir, &options.device)?, options)
+        let checkpoint = if options.random_init {
+            Checkpoint::fresh(dir, crate::hf::read_config(dir)?, &options.device)
+        } else {
+            Checkpoint::open(dir, &options.device)?
+        };
+        Self::build(checkpoint, options)
     }
 
     /// A new model of the architecture `config` (a `config.json`) describes, every parameter

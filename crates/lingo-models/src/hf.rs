@@ -103,11 +103,7 @@ pub struct Built<M> {
 
 impl Checkpoint {
     pub fn open(dir: &Path, device: &Device) -> Result<Self> {
-        let config_path = dir.join("config.json");
-        let text = std::fs::read_to_string(&config_path)
-            .map_err(|e| LoadError::Io(config_path.clone(), e))?;
-        let config: serde_json::Value = serde_json::from_str(&text)
-            .map_err(|e| LoadError::invalid(&config_path, format!("not valid JSON ({e})")))?;
+        let config = read_config(dir)?;
         let (tensors, weights_file) = read_weights(dir, device)?;
         let stored_dtype = most_common_float_dtype(tensors.values());
         Ok(Checkpoint {
@@ -265,6 +261,15 @@ impl Checkpoint {
             Ok(Some(t))
         })
     }
+}
+
+/// `dir/config.json`, parsed.
+pub fn read_config(dir: &Path) -> Result<serde_json::Value> {
+    let config_path = dir.join("config.json");
+    let text =
+        std::fs::read_to_string(&config_path).map_err(|e| LoadError::Io(config_path.clone(), e))?;
+    serde_json::from_str(&text)
+        .map_err(|e| LoadError::invalid(&config_path, format!("not valid JSON ({e})")))
 }
 
 /// Buffers some checkpoints store that are no parameters (and that `transformers` ignores too):

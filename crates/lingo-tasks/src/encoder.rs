@@ -171,7 +171,10 @@ impl EncoderPipeline {
 
     /// The `top_k` likeliest tokens for each mask token in `text` (the first mask only if several).
     pub fn fill_mask(&self, text: &str, top_k: usize) -> Result<Vec<MaskFill>> {
-        self.require(Head::MaskedLm, "fill-mask")?;
+        // A pre-training head (BERT's MLM + NSP) fills masks with its masked-LM part.
+        if self.model.head != Head::PreTraining {
+            self.require(Head::MaskedLm, "fill-mask")?;
+        }
         let mask = ["[MASK]", "<mask>"]
             .iter()
             .find_map(|t| self.tokenizer.token_to_id(t))

@@ -32,6 +32,9 @@ pub struct FinetuneRecipe {
     pub warmup_ratio: Option<f32>,
     /// Replaces every dropout probability of the checkpoint (hidden, attention, head) when set.
     pub dropout: Option<f32>,
+    /// Ignore the checkpoint's weights: its architecture and tokenizer, every parameter newly
+    /// initialised from the seed (the from-scratch baseline of a pre-trained model).
+    pub random_init: bool,
     /// Label smoothing of the cross-entropy (not for regression).
     pub label_smoothing: f32,
     /// Extractive QA: context tokens shared by consecutive windows of a long context.
@@ -120,6 +123,7 @@ impl Default for FinetuneRecipe {
             evaluate_each_epoch: false,
             warmup_ratio: Some(0.06),
             dropout: None,
+            random_init: false,
             label_smoothing: 0.0,
             doc_stride: 128,
             max_answer_length: 30,
@@ -360,6 +364,7 @@ impl<O: Objective> Finetune<O> {
             labels: (!labels.is_empty()).then(|| labels.clone()),
             seed: recipe.train.seed,
             dropout: recipe.dropout,
+            random_init: recipe.random_init,
             ..LoadOptions::default()
         };
         let pretrained = Pretrained::open(model_dir, &options)?;

@@ -116,6 +116,7 @@ impl LmTask {
         let options = LoadOptions {
             dropout: recipe.dropout,
             seed: recipe.train.seed,
+            random_init: recipe.random_init,
             ..LoadOptions::default()
         };
         let pretrained = Pretrained::open(model_dir, &options)?;

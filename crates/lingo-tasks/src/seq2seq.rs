@@ -100,6 +100,7 @@ impl Seq2SeqFinetune {
         let options = LoadOptions {
             seed: recipe.train.seed,
             dropout: recipe.dropout,
+            random_init: recipe.random_init,
             ..LoadOptions::default()
         };
         let pretrained = Pretrained::open(model_dir, &options)?;

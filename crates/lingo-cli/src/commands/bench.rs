@@ -5,7 +5,10 @@
 //! - `seq2seq`: the attention LSTM encoder–decoder of tools/bench_seq2seq.py (Multi30k sizes);
 //! - `bert`, `gpt2`: BERT-base forward and GPT-2 small generation against `transformers`
 //!   (tools/bench_hf.py);
-//! - `finetune`: a fine-tuning step of a MiniLM-shaped BERT classifier against `transformers`.
+//! - `finetune`: a fine-tuning step of a MiniLM-shaped BERT classifier against `transformers`;
+//! - `pretrain`: a masked-LM pre-training step of `bert-mini` against `transformers`'
+//!   `BertForMaskedLM` (which scores every position; Lingo runs the vocabulary projection on the
+//!   masked 15% only, as BERT's own pre-training code does).
 
 use candle_core::{Device, Tensor};
 use clap::{Args, ValueEnum};
@@ -40,6 +43,9 @@ enum Model {
     /// Fine-tuning step of a MiniLM-shaped BERT classifier (6 layers, 384 wide): batch 32 × 64
     /// tokens, dropout 0.1, AdamW.
     Finetune,
+    /// Masked-LM pre-training step of bert-mini (4 layers, 256 wide, vocabulary 16,000): batch
+    /// 32 × 128 tokens, 15% masked, dropout 0.1, AdamW.
+    Pretrain,
 }
 
 #[derive(Args)]
@@ -329,6 +335,44 @@ fn bench_finetune(iters: usize) -> anyhow::Result<Timings> {
     })
 }
 
+const PRETRAIN_BATCH: (usize, usize) = (32, 128);
+
+fn bench_pretrain(iters: usize) -> anyhow::Result<Timings> {
+    let config: BertConfig = serde_json::from_value(serde_json::json!({
+        "vocab_size": 16000, "hidden_size": 256, "num_hidden_layers": 4,
+        "num_attention_heads": 4, "intermediate_size": 1024, "max_position_embeddings": 128,
+        "type_vocab_size": 2, "pad_token_id": 0,
+    }))?;
+    let store = ParamStore::new(0, &Device::Cpu);
+    let model = BertModel::new(Family::Bert, Head::MaskedLm, config, false, &store.root())?;
+    let (b, t) = PRETRAIN_BATCH;
+    let mut rng = LingoRng::new(0);
+    let ids: Vec<u32> = (0..b * t).map(|_| 5 + rng.below(15995) as u32).collect();
+    let positions: Vec<u32> = (0..(b * t) as u32)
+        .filter(|_| rng.uniform() < 0.15)
+        .collect();
+    let targets: Vec<u32> = positions.iter().map(|&p| ids[p as usize]).collect();
+    let inputs = ModelInputs::new(Tensor::from_vec(ids, (b, t), &Device::Cpu)?)
+        .with_predict_positions(Tensor::new(positions.as_slice(), &Device::Cpu)?);
+    let targets = Tensor::new(targets.as_slice(), &Device::Cpu)?;
+    let adamw = AdamWConfig {
+        lr: 5e-4,
+        weight_decay: 0.01,
+        ..Default::default()
+    };
+    let mut steps = 0;
+    time_training(iters, &store, adamw, |train| {
+        steps += 1;
+        let mut ctx = if train {
+            Ctx::train(LingoRng::new(steps))
+        } else {
+            Ctx::eval()
+        };
+        let logits = model.forward(&inputs, &mut ctx)?.output;
+        lingo_kernels::cross_entropy(&logits, &targets, Default::default())
+    })
+}
+
 const GPT2_PROMPT: usize = 32;
 const GPT2_NEW: usize = 128;
 
@@ -463,6 +507,18 @@ impl Bench {
                     training_rows(timings, b * t),
                     HF_SCRIPT,
                     vec!["finetune"],
+                    "tokens/s",
+                )
+            }
+            Model::Pretrain => {
+                let (b, t) = PRETRAIN_BATCH;
+                println!("Pre-training step: bert-mini masked LM (4 layers, 256 wide, 4 heads, vocabulary 16,000), random weights, batch {b} × {t} tokens, 15% masked, dropout 0.1, AdamW, f32, {threads} threads");
+                timing();
+                let timings = bench_pretrain(iters)?;
+                (
+                    training_rows(timings, b * t),
+                    HF_SCRIPT,
+                    vec!["pretrain"],
                     "tokens/s",
                 )
             }

@@ -60,6 +60,10 @@ pub struct FinetuneArgs {
     /// Recipe JSON: `max_length`, `epochs`, `warmup_ratio`, `dropout`, `train` (optimizer, schedule, …).
     #[arg(long)]
     config: Option<PathBuf>,
+    /// Ignore --model's weights: its architecture and tokenizer, newly initialised from the seed
+    /// (the from-scratch baseline of pre-training).
+    #[arg(long)]
+    random_init: bool,
     #[command(flatten)]
     run: RunArgs,
 }
@@ -73,6 +77,7 @@ impl FinetuneArgs {
         if self.run.steps.is_some() {
             recipe.epochs = None;
         }
+        recipe.random_init |= self.random_init;
         self.run.apply(&mut recipe.train);
         Ok(recipe)
     }
