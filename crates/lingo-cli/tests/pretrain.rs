@@ -90,9 +90,9 @@ fn pretrain_then_fill_mask_and_finetune() {
     let rows: String = (0..40)
         .map(|i| {
             if i % 2 == 0 {
-                format!("the model learns the words .\t1\n")
+                "the model learns the words .\t1\n"
             } else {
-                format!("a student misunderstood e-mails !\t0\n")
+                "a student misunderstood e-mails !\t0\n"
             }
         })
         .collect();
