@@ -364,10 +364,12 @@ struct Embeddings {
 }
 
 impl Embeddings {
-    fn new(p: &ParamPath, family: Family, c: &BertConfig) -> Result<Self> {
+    /// The tables under `tables` (`bert.embeddings.…`), the projection to the hidden width
+    /// under the model's own base path `p`.
+    fn new(p: &ParamPath, tables: &ParamPath, family: Family, c: &BertConfig) -> Result<Self> {
         let e = c.embedding_width();
         let init = c.init();
-        let emb = p.sub("embeddings");
+        let emb = tables.sub("embeddings");
         let segments = if family != Family::DistilBert && c.type_vocab_size > 0 {
             Some(Embedding::new(
                 &emb.sub("token_type_embeddings"),
@@ -530,6 +532,21 @@ impl BertModel {
         with_pooler: bool,
         p: &ParamPath,
     ) -> Result<Self> {
+        let tables = p.sub(family.prefix());
+        Self::sharing_embeddings(family, head, config, with_pooler, p, &tables)
+    }
+
+    /// As [`BertModel::new`], with the embedding tables (words, positions, segments and their
+    /// norm) taken from `tables` — another model's base path, so the two share them, as
+    /// ELECTRA's generator shares the discriminator's.
+    pub fn sharing_embeddings(
+        family: Family,
+        head: Head,
+        config: BertConfig,
+        with_pooler: bool,
+        p: &ParamPath,
+        tables: &ParamPath,
+    ) -> Result<Self> {
         let c = &config;
         if c.num_attention_heads == 0 || c.hidden_size % c.num_attention_heads != 0 {
             bail!(
@@ -539,7 +556,7 @@ impl BertModel {
             );
         }
         let base = p.sub(family.prefix());
-        let embeddings = Embeddings::new(&base, family, c)?;
+        let embeddings = Embeddings::new(&base, tables, family, c)?;
         let (layers, schedule) = match family {
             Family::Albert => {
                 let groups = c.num_hidden_groups.max(1);

@@ -477,15 +477,29 @@ pub fn save_pretrained(
     names: &StoredNames,
     convert: impl Fn(&str, Tensor) -> candle_core::Result<Tensor>,
 ) -> Result<()> {
-    let dtype = declared_dtype(config)
-        .map_err(|e| LoadError::invalid(&dir.join("config.json"), e))?
-        .unwrap_or(DType::F32);
     let mut tensors = Vec::new();
     for (name, var) in store.named() {
         let stored = names.0.get(&name).cloned().unwrap_or(name.clone());
-        let tensor = convert(&name, var.as_tensor().clone())?;
-        tensors.push((stored, tensor.to_dtype(dtype)?.contiguous()?));
+        tensors.push((stored, convert(&name, var.as_tensor().clone())?));
     }
+    save_tensors(dir, config, tensors)
+}
+
+/// Writes `config.json` and `model.safetensors` holding `tensors` under their names, in the
+/// dtype `config.json` declares (f32 when it declares none); both atomically.
+pub fn save_tensors(
+    dir: &Path,
+    config: &serde_json::Value,
+    tensors: Vec<(String, Tensor)>,
+) -> Result<()> {
+    std::fs::create_dir_all(dir).map_err(|e| LoadError::Io(dir.into(), e))?;
+    let dtype = declared_dtype(config)
+        .map_err(|e| LoadError::invalid(&dir.join("config.json"), e))?
+        .unwrap_or(DType::F32);
+    let tensors = tensors
+        .into_iter()
+        .map(|(n, t)| Ok((n, t.to_dtype(dtype)?.contiguous()?)))
+        .collect::<candle_core::Result<Vec<_>>>()?;
     let metadata = HashMap::from([("format".to_string(), "pt".to_string())]);
     let bytes = lingo_nn::params::tensors_to_safetensors(&tensors, Some(metadata))?;
     let write = |file: &str, bytes: &[u8]| {

@@ -11,6 +11,7 @@
 //! | `mlm_sop` | ALBERT | pairs in order or swapped, plus masked LM |
 //! | `clm` | GPT-2 | blocks of the stream with `<|endoftext|>` between documents |
 //! | `span_corruption` | T5 | blocks whose 15% noise spans become sentinels, the decoder predicting them |
+//! | `replaced_token` | ELECTRA | masked blocks; a generator (¼ of the width, embeddings shared) fills the masks by sampling, the discriminator tells replaced tokens from originals (loss weight 50) |
 //!
 //! Masks are drawn per example from a stream of the seed, the example and — with dynamic masking,
 //! RoBERTa's — the epoch, so a resumed run draws the same masks as an uninterrupted one.
@@ -27,8 +28,9 @@ use lingo_data::tokenizer_training::{BpeStyle, Scheme, TokenizerSpec};
 use lingo_data::Tokenizer;
 use lingo_kernels::{cross_entropy, CrossEntropy};
 use lingo_models::auto::{AutoModel, LoadOptions, Loaded};
-use lingo_models::bert::Head;
+use lingo_models::bert::{BertConfig, BertModel, Family, Head};
 use lingo_models::hf::StoredNames;
+use lingo_models::hf::{Checkpoint, Lookup};
 use lingo_models::presets::{self, Preset, SpecialIds, TokenizerScheme};
 use lingo_models::{ModelInputs, Seq2SeqBatch, Seq2SeqLoss};
 use lingo_nn::{Ctx, ParamStore};
@@ -53,6 +55,9 @@ pub enum Objective {
     Clm,
     /// T5's span corruption.
     SpanCorruption,
+    /// ELECTRA's replaced-token detection: a small generator trained as a masked LM fills the
+    /// masks with its samples, and the discriminator learns which tokens were replaced.
+    ReplacedToken,
 }
 
 impl Objective {
@@ -63,6 +68,7 @@ impl Objective {
             Objective::MlmSop => "sentence-order prediction",
             Objective::Clm => "causal LM",
             Objective::SpanCorruption => "span corruption",
+            Objective::ReplacedToken => "replaced-token detection",
         }
     }
 
@@ -71,6 +77,7 @@ impl Objective {
         match model_type {
             "gpt2" => Objective::Clm,
             "t5" => Objective::SpanCorruption,
+            "electra" => Objective::ReplacedToken,
             _ => Objective::Mlm,
         }
     }
@@ -86,6 +93,7 @@ impl Objective {
             (Objective::MlmSop, "albert") => "AlbertForPreTraining",
             (Objective::Clm, "gpt2") => "GPT2LMHeadModel",
             (Objective::SpanCorruption, "t5") => "T5ForConditionalGeneration",
+            (Objective::ReplacedToken, "electra") => "ElectraForPreTraining",
             (o, t) => {
                 let fits = match o {
                     Objective::Mlm => "BERT, RoBERTa, ALBERT and ELECTRA",
@@ -93,6 +101,7 @@ impl Objective {
                     Objective::MlmSop => "ALBERT",
                     Objective::Clm => "GPT-2",
                     Objective::SpanCorruption => "T5",
+                    Objective::ReplacedToken => "ELECTRA",
                 };
                 return Err(format!("{} is for {fits}; this model is a {t}", o.name()));
             }
@@ -119,6 +128,11 @@ pub struct PretrainRecipe {
     /// Sentence pairs: the share of examples packed to a shorter random length.
     pub short_seq_prob: f32,
     pub span_corruption: SpanCorruption,
+    /// ELECTRA: the generator's width (hidden size, heads, feed-forward) as a share of the
+    /// discriminator's (the paper finds ¼–½ best).
+    pub generator_size: f32,
+    /// ELECTRA: the weight of the discriminator's loss against the generator's (λ = 50).
+    pub discriminator_weight: f32,
     /// How the corpus is cut into documents.
     pub documents: DocumentBreak,
     /// Share of the corpus's documents (from its end) kept for validation when no validation
@@ -156,6 +170,8 @@ impl Default for PretrainRecipe {
             dynamic_masking: true,
             short_seq_prob: 0.1,
             span_corruption: SpanCorruption::default(),
+            generator_size: 0.25,
+            discriminator_weight: 50.0,
             documents: DocumentBreak::BlankLine,
             valid_fraction: 0.01,
             config: serde_json::Map::new(),
@@ -323,6 +339,27 @@ impl Specials {
 
 /// Salt of the validation masks, so they differ from any training example's.
 const VALID_SALT: u64 = 0x7A11_D000;
+/// Salt of ELECTRA's generator samples.
+const SAMPLE_SALT: u64 = 0x5A3F_1E00;
+
+/// A masked batch, padded.
+struct MaskedBatch {
+    /// The masked ids with attention mask, segments and the positions to predict.
+    inputs: ModelInputs,
+    attention: Tensor,
+    /// The original ids at `positions` (flat `row · width + column`).
+    targets: Tensor,
+    target_ids: Vec<u32>,
+    positions: Vec<u32>,
+    /// The unmasked ids, padded, row-major.
+    original: Vec<u32>,
+    /// Sentence-pair labels (pairs only).
+    pair_labels: Vec<u32>,
+    rows: usize,
+    width: usize,
+    /// Real (non-padding) tokens.
+    tokens: usize,
+}
 
 /// A model being pre-trained, its tokenizer and data, ready for the trainer.
 pub struct PretrainTask {
@@ -333,6 +370,9 @@ pub struct PretrainTask {
     tokenizer_spec: Option<TokenizerSpec>,
     tokenizer_source: Option<PathBuf>,
     model: AutoModel,
+    /// ELECTRA's generator (in the same parameter store, under `generator.`, sharing the
+    /// discriminator's embeddings) and its `config.json`.
+    generator: Option<(BertModel, serde_json::Value)>,
     store: ParamStore,
     config: serde_json::Value,
     names: StoredNames,
@@ -410,7 +450,7 @@ impl PretrainTask {
         };
         let specials = Specials::of(&tokenizer);
         let masker = match objective {
-            Objective::Mlm | Objective::MlmNsp | Objective::MlmSop => {
+            Objective::Mlm | Objective::MlmNsp | Objective::MlmSop | Objective::ReplacedToken => {
                 Some(Masker::new(&tokenizer, recipe.masking.clone())?)
             }
             _ => None,
@@ -476,26 +516,22 @@ impl PretrainTask {
         for (k, v) in &recipe.config {
             config[k] = v.clone();
         }
-        let options = LoadOptions {
-            seed: recipe.train.seed,
-            ..LoadOptions::default()
-        };
-        let Loaded {
-            model,
-            store,
-            config,
-            names,
-            ..
-        } = AutoModel::init(out_dir, config, &options)?;
-        if let AutoModel::Encoder(m) = &model {
-            let want = match objective {
-                Objective::Mlm => Head::MaskedLm,
-                _ => Head::PreTraining,
+        let (model, store, config, names, generator) = if objective == Objective::ReplacedToken {
+            electra(config, &recipe, out_dir)?
+        } else {
+            let options = LoadOptions {
+                seed: recipe.train.seed,
+                ..LoadOptions::default()
             };
-            if m.head != want {
-                return Err(bad_input!("the model was built with a {:?} head", m.head));
-            }
-        }
+            let Loaded {
+                model,
+                store,
+                config,
+                names,
+                ..
+            } = AutoModel::init(out_dir, config, &options)?;
+            (model, store, config, names, None)
+        };
         Ok(PretrainTask {
             order: EpochOrder::new(recipe.train.seed),
             recipe,
@@ -504,6 +540,7 @@ impl PretrainTask {
             tokenizer_spec,
             tokenizer_source,
             model,
+            generator,
             store,
             config,
             names,
@@ -543,63 +580,49 @@ impl PretrainTask {
         let dev = Device::Cpu;
         match self.objective {
             Objective::Mlm | Objective::MlmNsp | Objective::MlmSop => {
-                let masker = self.masker.as_ref().expect("built for masked LM");
-                let mut rows: Vec<(Vec<u32>, Vec<u32>)> = Vec::with_capacity(picks.len());
-                let mut pair_labels = Vec::new();
-                for &i in picks {
-                    let (ids, types) = self.encoder_input(split, i);
-                    if let Examples::Pairs(p) = split {
-                        pair_labels.push(p[i].label);
-                    }
-                    rows.push((ids, types));
-                }
-                let width = rows.iter().map(|r| r.0.len()).max().unwrap_or(0);
-                let b = rows.len();
-                let (mut ids, mut types, mut mask) = (
-                    Vec::with_capacity(b * width),
-                    Vec::with_capacity(b * width),
-                    Vec::with_capacity(b * width),
-                );
-                let (mut positions, mut targets) = (Vec::new(), Vec::new());
-                for (r, (&i, (row, row_types))) in picks.iter().zip(&rows).enumerate() {
-                    let masked = masker.mask(row, &mut rng_of(i));
-                    for (c, &label) in masked.labels.iter().enumerate() {
-                        if label != IGNORE {
-                            positions.push((r * width + c) as u32);
-                            targets.push(label as u32);
-                        }
-                    }
-                    let pad = width - row.len();
-                    ids.extend(masked.input_ids);
-                    ids.extend(std::iter::repeat_n(self.specials.pad, pad));
-                    types.extend(row_types);
-                    types.extend(std::iter::repeat_n(0, pad));
-                    mask.extend(std::iter::repeat_n(1u32, row.len()));
-                    mask.extend(std::iter::repeat_n(0u32, pad));
-                }
-                if positions.is_empty() {
-                    // Nothing was chosen (a tiny batch): predict the first text token anyway.
-                    positions.push(1);
-                    targets.push(rows[0].0[1]);
-                }
-                let tokens = mask.iter().filter(|&&m| m == 1).count();
-                let mut inputs = ModelInputs::new(Tensor::from_vec(ids, (b, width), &dev)?)
-                    .with_attention_mask(Tensor::from_vec(mask, (b, width), &dev)?)
-                    .with_predict_positions(Tensor::new(positions.as_slice(), &dev)?);
-                if self.config["type_vocab_size"].as_u64().unwrap_or(0) > 1 {
-                    inputs = inputs.with_token_type_ids(Tensor::from_vec(types, (b, width), &dev)?);
-                }
-                let out = self.model.forward(&inputs, ctx)?;
-                let targets = Tensor::new(targets.as_slice(), &dev)?;
-                let mut loss = cross_entropy(&out.output, &targets, CrossEntropy::default())?;
+                let batch = self.masked_batch(split, picks, &rng_of)?;
+                let out = self.model.forward(&batch.inputs, ctx)?;
+                let mut loss = cross_entropy(&out.output, &batch.targets, CrossEntropy::default())?;
                 if let Some(stats) = stats {
-                    stats.add("mlm", &out.output, &targets)?;
+                    stats.add("mlm", &out.output, &batch.targets)?;
                 }
                 if let Some(pair) = &out.pair_logits {
-                    let labels = Tensor::new(pair_labels.as_slice(), &dev)?;
+                    let labels = Tensor::new(batch.pair_labels.as_slice(), &dev)?;
                     loss = (loss + cross_entropy(pair, &labels, CrossEntropy::default())?)?;
                 }
-                Ok((loss, tokens))
+                Ok((loss, batch.tokens))
+            }
+            Objective::ReplacedToken => {
+                let (generator, _) = self.generator.as_ref().expect("built for ELECTRA");
+                let batch = self.masked_batch(split, picks, &rng_of)?;
+                // The generator: a masked LM on the masked input.
+                let gen_logits = generator.forward(&batch.inputs, ctx)?.output;
+                let gen_loss = cross_entropy(&gen_logits, &batch.targets, CrossEntropy::default())?;
+                // Its samples (no gradient flows through sampling) replace the masked tokens.
+                let mut sampler = example_rng(seed ^ SAMPLE_SALT, epoch, picks[0] as u64);
+                let samples = sample_rows(&gen_logits, &mut sampler)?;
+                let mut corrupted = batch.original.clone();
+                let mut replaced = vec![0f32; corrupted.len()];
+                for ((&at, &sample), &target) in
+                    batch.positions.iter().zip(&samples).zip(&batch.target_ids)
+                {
+                    corrupted[at as usize] = sample;
+                    replaced[at as usize] = (sample != target) as u32 as f32;
+                }
+                let shape = (batch.rows, batch.width);
+                let mut inputs = ModelInputs::new(Tensor::from_vec(corrupted, shape, &dev)?)
+                    .with_attention_mask(batch.attention.clone());
+                inputs.token_type_ids = batch.inputs.token_type_ids.clone();
+                let disc_logits = self.model.forward(&inputs, ctx)?.output;
+                let labels = Tensor::from_vec(replaced, shape, &dev)?;
+                let mask = batch.attention.to_dtype(candle_core::DType::F32)?;
+                let disc_loss = masked_bce(&disc_logits, &labels, &mask)?;
+                if let Some(stats) = stats {
+                    stats.add("mlm", &gen_logits, &batch.targets)?;
+                    stats.add_binary("replaced", &disc_logits, &labels, &mask)?;
+                }
+                let weight = self.recipe.discriminator_weight as f64;
+                Ok(((gen_loss + (disc_loss * weight)?)?, batch.tokens))
             }
             Objective::Clm => {
                 let Examples::Blocks { stream, length } = split else {
@@ -645,6 +668,77 @@ impl PretrainTask {
         }
     }
 
+    /// A masked batch of `picks`: inputs (padded, with the positions to predict) and targets.
+    fn masked_batch(
+        &self,
+        split: &Examples,
+        picks: &[usize],
+        rng_of: &dyn Fn(usize) -> lingo_nn::LingoRng,
+    ) -> candle_core::Result<MaskedBatch> {
+        let dev = Device::Cpu;
+        let masker = self.masker.as_ref().expect("built for masked LM");
+        let rows: Vec<(Vec<u32>, Vec<u32>)> = picks
+            .iter()
+            .map(|&i| self.encoder_input(split, i))
+            .collect();
+        let pair_labels = match split {
+            Examples::Pairs(p) => picks.iter().map(|&i| p[i].label).collect(),
+            Examples::Blocks { .. } => Vec::new(),
+        };
+        let width = rows.iter().map(|r| r.0.len()).max().unwrap_or(0);
+        let b = rows.len();
+        let (mut ids, mut original, mut types, mut mask) = (
+            Vec::with_capacity(b * width),
+            Vec::with_capacity(b * width),
+            Vec::with_capacity(b * width),
+            Vec::with_capacity(b * width),
+        );
+        let (mut positions, mut targets) = (Vec::new(), Vec::new());
+        for (r, (&i, (row, row_types))) in picks.iter().zip(&rows).enumerate() {
+            let masked = masker.mask(row, &mut rng_of(i));
+            for (c, &label) in masked.labels.iter().enumerate() {
+                if label != IGNORE {
+                    positions.push((r * width + c) as u32);
+                    targets.push(label as u32);
+                }
+            }
+            let pad = width - row.len();
+            ids.extend(masked.input_ids);
+            ids.extend(std::iter::repeat_n(self.specials.pad, pad));
+            original.extend(row);
+            original.extend(std::iter::repeat_n(self.specials.pad, pad));
+            types.extend(row_types);
+            types.extend(std::iter::repeat_n(0, pad));
+            mask.extend(std::iter::repeat_n(1u32, row.len()));
+            mask.extend(std::iter::repeat_n(0u32, pad));
+        }
+        if positions.is_empty() {
+            // Nothing was chosen (a tiny batch): predict the first text token anyway.
+            positions.push(1);
+            targets.push(rows[0].0[1]);
+        }
+        let tokens = mask.iter().filter(|&&m| m == 1).count();
+        let attention = Tensor::from_vec(mask, (b, width), &dev)?;
+        let mut inputs = ModelInputs::new(Tensor::from_vec(ids, (b, width), &dev)?)
+            .with_attention_mask(attention.clone())
+            .with_predict_positions(Tensor::new(positions.as_slice(), &dev)?);
+        if self.config["type_vocab_size"].as_u64().unwrap_or(0) > 1 {
+            inputs = inputs.with_token_type_ids(Tensor::from_vec(types, (b, width), &dev)?);
+        }
+        Ok(MaskedBatch {
+            inputs,
+            attention,
+            targets: Tensor::new(targets.as_slice(), &dev)?,
+            target_ids: targets,
+            positions,
+            original,
+            pair_labels,
+            rows: b,
+            width,
+            tokens,
+        })
+    }
+
     /// Example `i` of `split` as encoder input ids and segment ids, with special tokens.
     fn encoder_input(&self, split: &Examples, i: usize) -> (Vec<u32>, Vec<u32>) {
         let (cls, sep) = (self.specials.cls, self.specials.sep);
@@ -674,11 +768,137 @@ impl PretrainTask {
     }
 }
 
+/// ELECTRA's discriminator (the preset's config) and generator (`generator_size` of its width,
+/// same depth and embedding width) in one parameter store, the generator's word, position and
+/// segment tables being the discriminator's.
+#[allow(clippy::type_complexity)]
+fn electra(
+    config: serde_json::Value,
+    recipe: &PretrainRecipe,
+    out_dir: &Path,
+) -> Result<(
+    AutoModel,
+    ParamStore,
+    serde_json::Value,
+    StoredNames,
+    Option<(BertModel, serde_json::Value)>,
+)> {
+    let size = recipe.generator_size;
+    if !(size > 0.0 && size <= 1.0) {
+        return Err(bad_input!("generator_size must be in (0, 1], got {size}"));
+    }
+    let scale = |key: &str| -> Result<usize> {
+        let v = config[key]
+            .as_u64()
+            .ok_or_else(|| bad_input!("config: `{key}` is missing"))?;
+        Ok(((v as f32 * size).round() as usize).max(1))
+    };
+    let mut gen_config = config.clone();
+    let heads = scale("num_attention_heads")?;
+    let hidden = scale("hidden_size")?;
+    gen_config["hidden_size"] = (hidden.div_ceil(heads) * heads).into();
+    gen_config["num_attention_heads"] = heads.into();
+    gen_config["intermediate_size"] = scale("intermediate_size")?.into();
+    gen_config["architectures"] = serde_json::json!(["ElectraForMaskedLM"]);
+    if gen_config["embedding_size"].is_null() {
+        gen_config["embedding_size"] = config["hidden_size"].clone();
+    }
+    let parse =
+        |c: &serde_json::Value| -> Result<BertConfig> { Ok(serde_json::from_value(c.clone())?) };
+    let (disc_cfg, gen_cfg) = (parse(&config)?, parse(&gen_config)?);
+    let checkpoint = Checkpoint::fresh(out_dir, config.clone(), &Device::Cpu);
+    let lookup = Lookup {
+        seed: recipe.train.seed,
+        ..Lookup::default()
+    };
+    let built = checkpoint.build(&lookup, |p| {
+        let disc = BertModel::new(Family::Electra, Head::ReplacedToken, disc_cfg, false, p)?;
+        let generator = BertModel::sharing_embeddings(
+            Family::Electra,
+            Head::MaskedLm,
+            gen_cfg,
+            false,
+            &p.sub(GENERATOR),
+            &p.sub("electra"),
+        )?;
+        Ok((disc, generator))
+    })?;
+    let (disc, generator) = built.model;
+    Ok((
+        AutoModel::Encoder(disc),
+        built.store,
+        config,
+        built.names,
+        Some((generator, gen_config)),
+    ))
+}
+
+/// Where ELECTRA's generator lives in the parameter store, and the folder it is saved in.
+const GENERATOR: &str = "generator";
+
+/// `n` draws, one per row of `logits` `[n, vocab]`, from their softmax.
+fn sample_rows(logits: &Tensor, rng: &mut lingo_nn::LingoRng) -> candle_core::Result<Vec<u32>> {
+    let probs = candle_nn_softmax(logits)?;
+    let rows = probs.to_vec2::<f32>()?;
+    Ok(rows
+        .iter()
+        .map(|p| {
+            let mut u = rng.uniform() * p.iter().sum::<f32>();
+            for (i, &q) in p.iter().enumerate() {
+                if u < q {
+                    return i as u32;
+                }
+                u -= q;
+            }
+            (p.len() - 1) as u32
+        })
+        .collect())
+}
+
+/// Row-wise softmax of `[n, v]` logits, outside the autograd graph.
+fn candle_nn_softmax(logits: &Tensor) -> candle_core::Result<Tensor> {
+    let x = logits.detach();
+    let max = x.max_keepdim(1)?;
+    let e = x.broadcast_sub(&max)?.exp()?;
+    e.broadcast_div(&e.sum_keepdim(1)?)
+}
+
+/// Mean binary cross-entropy of `logits` against 0/1 `labels` over the positions `mask` marks
+/// (all `[batch, time]`): `softplus(x) − x·y`, written so large |x| stays finite.
+fn masked_bce(logits: &Tensor, labels: &Tensor, mask: &Tensor) -> candle_core::Result<Tensor> {
+    let softplus = (logits.relu()? + (logits.abs()?.neg()?.exp()? + 1.0)?.log()?)?;
+    let per_token = (softplus - (logits * labels)?)?;
+    (per_token * mask)?.sum_all()? / mask.sum_all()?.to_scalar::<f32>()?.max(1.0) as f64
+}
+
 /// Correct and total predictions per kind, from a validation pass.
 #[derive(Default)]
 struct Stats(BTreeMap<&'static str, (u64, u64)>);
 
 impl Stats {
+    /// Binary predictions (`logits > 0`) against 0/1 `labels` where `mask` is 1.
+    fn add_binary(
+        &mut self,
+        what: &'static str,
+        logits: &Tensor,
+        labels: &Tensor,
+        mask: &Tensor,
+    ) -> candle_core::Result<()> {
+        let (x, y, m) = (
+            logits.flatten_all()?.to_vec1::<f32>()?,
+            labels.flatten_all()?.to_vec1::<f32>()?,
+            mask.flatten_all()?.to_vec1::<f32>()?,
+        );
+        let e = self.0.entry(what).or_default();
+        for ((x, y), m) in x.iter().zip(&y).zip(&m) {
+            if *m > 0.0 {
+                e.0 += ((*x > 0.0) == (*y > 0.5)) as u64;
+                e.1 += 1;
+            }
+        }
+        Ok(())
+    }
+
     fn add(
         &mut self,
         what: &'static str,
@@ -708,7 +928,7 @@ fn examples(
         r.end - r.start
     };
     let ex = match objective {
-        Objective::Mlm => Examples::Blocks {
+        Objective::Mlm | Objective::ReplacedToken => Examples::Blocks {
             length: recipe.max_length - 2,
             stream: Stream::new(cache, docs, specials.sep),
         },
@@ -854,6 +1074,31 @@ impl TrainTask for PretrainTask {
     /// `transformers` expects (GPT-2's Conv1D weights in their layout).
     fn save_weights(&self, path: &Path) -> lingo_train::Result<()> {
         let dir = path.parent().unwrap_or(&self.out_dir);
+        if let Some((_, gen_config)) = &self.generator {
+            // ELECTRA: the discriminator here, the generator in `generator/`, each a whole
+            // folder (the generator with its copy of the shared embeddings).
+            let prefix = format!("{GENERATOR}.");
+            let (mut disc, mut generator) = (Vec::new(), Vec::new());
+            for (name, var) in self.store.named() {
+                let t = var.as_tensor().clone();
+                match name.strip_prefix(&prefix) {
+                    Some(own) => generator.push((own.to_string(), t)),
+                    None => {
+                        if name.starts_with("electra.embeddings.") {
+                            generator.push((name.clone(), t.clone()));
+                        }
+                        disc.push((name, t));
+                    }
+                }
+            }
+            let save = |dir: &Path, config: &serde_json::Value, tensors| {
+                lingo_models::hf::save_tensors(dir, config, tensors).map_err(|e| to_train(e.into()))
+            };
+            save(dir, &self.config, disc)?;
+            let gen_dir = dir.join(GENERATOR);
+            save(&gen_dir, gen_config, generator)?;
+            return crate::pretrained::copy_tokenizer_files(dir, &gen_dir).map_err(to_train);
+        }
         lingo_models::hf::save_folder(dir, &self.config, &self.store, &self.names)
             .map_err(|e| to_train(e.into()))
     }

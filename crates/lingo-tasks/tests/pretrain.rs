@@ -27,6 +27,9 @@ fn recipe(preset: &str, objective: Objective, steps: usize) -> PretrainRecipe {
         "gpt2-tiny" => json!({"n_layer": 1, "n_embd": 32, "n_head": 2, "n_inner": 64}),
         "t5-tiny" => json!({"num_layers": 1, "num_decoder_layers": 1, "d_model": 32,
                             "d_kv": 16, "num_heads": 2, "d_ff": 64}),
+        "electra-small" => json!({"num_hidden_layers": 2, "hidden_size": 32,
+                                  "num_attention_heads": 4, "intermediate_size": 64,
+                                  "embedding_size": 16}),
         "albert-mini" => json!({"num_hidden_layers": 2, "hidden_size": 32,
                                 "num_attention_heads": 2, "intermediate_size": 64,
                                 "embedding_size": 16}),
@@ -104,6 +107,27 @@ fn every_objective_learns_and_saves_a_loadable_folder() {
         assert!(loaded.report.newly_initialized.is_empty(), "{preset}");
         for f in ["tokenizer.json", "tokenizer_config.json", "recipe.json"] {
             assert!(out.join(f).is_file(), "{preset}: {f}");
+        }
+        if objective == Objective::ReplacedToken {
+            // The generator is saved beside the discriminator, a quarter as wide, with the
+            // same (shared) embeddings.
+            let generator = AutoModel::load(&out.join("generator"), &LoadOptions::default())
+                .unwrap_or_else(|e| panic!("generator: {e}"));
+            assert_eq!(generator.config["architectures"][0], "ElectraForMaskedLM");
+            assert_eq!(generator.config["hidden_size"], 8);
+            let table = |l: &lingo_models::auto::Loaded| {
+                l.store
+                    .get("electra.embeddings.word_embeddings.weight")
+                    .unwrap()
+                    .as_tensor()
+                    .flatten_all()
+                    .unwrap()
+                    .to_vec1::<f32>()
+                    .unwrap()
+            };
+            assert_eq!(table(&generator), table(&loaded), "shared embeddings");
+            let metrics = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
+            assert!(metrics.contains("replaced_accuracy"), "{metrics}");
         }
         if preset.starts_with("bert") {
             // The pre-trained encoder takes a new classification head, as fine-tuning loads it.

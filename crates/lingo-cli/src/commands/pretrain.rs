@@ -16,6 +16,8 @@ enum ObjectiveArg {
     Clm,
     /// Span corruption (T5).
     SpanCorruption,
+    /// Replaced-token detection with a jointly trained generator (ELECTRA).
+    ReplacedToken,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -93,6 +95,7 @@ impl Pretrain {
                 ObjectiveArg::MlmSop => Objective::MlmSop,
                 ObjectiveArg::Clm => Objective::Clm,
                 ObjectiveArg::SpanCorruption => Objective::SpanCorruption,
+                ObjectiveArg::ReplacedToken => Objective::ReplacedToken,
             });
         }
         recipe.masking.whole_word |= self.whole_word_mask;
