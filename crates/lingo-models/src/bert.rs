@@ -284,6 +284,7 @@ const DISTILBERT_LAYER: LayerNames = LayerNames {
 };
 
 /// One post-norm Transformer encoder layer.
+#[derive(Clone)]
 struct EncoderLayer {
     attention: MultiHeadAttention,
     attn_norm: LayerNorm,
@@ -827,10 +828,18 @@ impl BertModel {
         let mut x = self.embeddings.forward(ids, token_types, ctx)?;
         let mut trace = Trace::starting(&x);
         for &layer in &self.schedule {
-            let (y, w) = self.layers[layer].forward(&x, &mask, want_attentions, ctx)?;
-            x = y;
+            if ctx.recompute.is_some() && !want_attentions {
+                // Gradient checkpointing: the layer runs again in the backward pass.
+                let (layer, mask) = (self.layers[layer].clone(), mask.clone());
+                x = lingo_nn::recompute::checkpointed(&x, ctx, move |x, ctx| {
+                    Ok(layer.forward(x, &mask, false, ctx)?.0)
+                })?;
+            } else {
+                let (y, w) = self.layers[layer].forward(&x, &mask, want_attentions, ctx)?;
+                x = y;
+                trace.self_attentions.extend(w);
+            }
             trace.states.push(x.clone());
-            trace.self_attentions.extend(w);
         }
         let tokens = match &inputs.predict_positions {
             None => x.clone(),

@@ -214,6 +214,14 @@ impl Gpt {
             if let Some(layers) = layers.as_deref_mut() {
                 layers.push(x.clone());
             }
+            if ctx.recompute.is_some() && cache.is_none() && !want_weights {
+                // Gradient checkpointing: the block runs again in the backward pass.
+                let (block, mask) = (block.clone(), mask.clone());
+                x = lingo_nn::recompute::checkpointed(&x, ctx, move |x, ctx| {
+                    Ok(block.forward(x, &mask, None, false, ctx)?.0)
+                })?;
+                continue;
+            }
             let layer_cache = cache.as_deref_mut().map(|c| &mut c[i]);
             let (y, w) = block.forward(&x, &mask, layer_cache, want_weights, ctx)?;
             x = y;

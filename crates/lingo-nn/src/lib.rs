@@ -12,6 +12,7 @@ pub mod linear;
 pub mod norm;
 pub mod params;
 pub mod position;
+pub mod recompute;
 pub mod recurrent;
 pub mod rng;
 pub mod rnn_attention;
@@ -33,6 +34,9 @@ pub use rnn_attention::{AttentionLoop, RnnAttention, Score};
 pub struct Ctx {
     pub train: bool,
     pub rng: LingoRng,
+    /// Gradient checkpointing: blocks keep only their inputs and are recomputed in the backward
+    /// pass, their parameters' gradients gathered here (see [`recompute`]).
+    pub recompute: Option<recompute::Recomputed>,
 }
 
 impl Ctx {
@@ -40,9 +44,14 @@ impl Ctx {
         Ctx {
             train: false,
             rng: LingoRng::new(0),
+            recompute: None,
         }
     }
     pub fn train(rng: LingoRng) -> Self {
-        Ctx { train: true, rng }
+        Ctx {
+            train: true,
+            rng,
+            recompute: None,
+        }
     }
 }

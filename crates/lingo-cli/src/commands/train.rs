@@ -67,6 +67,10 @@ pub struct RunArgs {
     /// No progress bar (evaluation lines are still printed).
     #[arg(long)]
     pub quiet: bool,
+    /// Recompute each layer in the backward pass instead of keeping its activations (less
+    /// memory, more time; BERT-family and GPT models).
+    #[arg(long)]
+    pub gradient_checkpointing: bool,
 }
 
 impl RunArgs {
@@ -78,6 +82,7 @@ impl RunArgs {
         if let Some(seed) = self.seed {
             train.seed = seed;
         }
+        train.gradient_checkpointing |= self.gradient_checkpointing;
     }
 
     pub fn trainer(&self, config: lingo_train::TrainConfig) -> Trainer {
