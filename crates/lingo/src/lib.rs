@@ -26,16 +26,16 @@ pub use lingo_models::{ModelInputs, ModelOutput, Seq2SeqBatch, Seq2SeqLoss};
 /// A forward pass's mode (training with the run's seeded RNG, or evaluation).
 pub use lingo_nn::{Ctx, LingoRng};
 
-/// Text in, batches out.
-pub use lingo_data::{Batch, Tokenizer};
+/// Text in, batches out; tokenizers trained, corpora read.
+pub use lingo_data::{Batch, Corpus, DocumentBreak, Scheme, Tokenizer, TokenizerSpec};
 
 /// Loading whole folders, pipelines, fine-tuning tasks.
 pub use lingo_tasks::classification::evaluate_classifier;
 pub use lingo_tasks::encoder::{EncoderPipeline, Pooling};
 pub use lingo_tasks::seq2seq::PairFile;
 pub use lingo_tasks::{
-    ClassifyTask, FinetuneRecipe, LanguageModel, LmTask, Pretrained, QaTask, Seq2SeqFinetune,
-    TokenClassifyTask, Translation, Translator,
+    ClassifyTask, CorpusFiles, FinetuneRecipe, LanguageModel, LmTask, Objective, PretrainRecipe,
+    PretrainTask, Pretrained, QaTask, Seq2SeqFinetune, TokenClassifyTask, Translation, Translator,
 };
 
 /// Training and decoding settings.
