@@ -168,11 +168,21 @@ impl Pretrain {
             report.elapsed_secs,
             report.tokens_per_sec
         );
-        println!(
-            "model folder: {}  (try: lingo finetune classify --model {} …)",
-            self.run.out.display(),
-            self.run.out.display()
-        );
+        let out = self.run.out.display();
+        let next = match task.objective {
+            Objective::Clm => format!("lingo generate --model {out} --prompt \"…\""),
+            Objective::SpanCorruption => {
+                format!("lingo finetune seq2seq --model {out} --train … --out …")
+            }
+            _ => {
+                let mask = ["[MASK]", "<mask>"]
+                    .into_iter()
+                    .find(|m| task.tokenizer.token_to_id(m).is_some())
+                    .unwrap_or("[MASK]");
+                format!("lingo fill-mask --model {out} \"… {mask} …\"; lingo finetune classify --model {out} …")
+            }
+        };
+        println!("model folder: {out}  (try: {next})");
         Ok(())
     }
 }
