@@ -181,13 +181,32 @@ fn a_resumed_run_draws_the_same_masks_and_ends_in_the_same_place() {
     let interrupted = go(&split, 8, Some(4), false);
     assert!(interrupted.interrupted);
     let b = go(&split, 8, None, true);
-    assert_eq!(a.train_loss, b.train_loss);
-    assert_eq!(a.val_loss, b.val_loss);
-    assert_eq!(
-        std::fs::read(whole.join("model.safetensors")).unwrap(),
-        std::fs::read(split.join("model.safetensors")).unwrap(),
-        "same weights"
-    );
+    // Same masks, same order, same dropout: the same run. (Sums split across threads may round
+    // in another order under load, so equal to float precision rather than bit for bit; other
+    // masks would move the loss by far more.)
+    let near = |x: Option<f64>, y: Option<f64>, what: &str| {
+        let (x, y) = (x.unwrap(), y.unwrap());
+        assert!((x - y).abs() <= 1e-6 * x.abs(), "{what}: {x} vs {y}");
+    };
+    near(a.train_loss, b.train_loss, "train loss");
+    near(a.val_loss, b.val_loss, "val loss");
+    let weights = |dir: &Path| {
+        let t = lingo_nn::params::read_safetensors(
+            &dir.join("model.safetensors"),
+            &candle_core::Device::Cpu,
+        )
+        .unwrap();
+        let mut named: Vec<(String, Vec<f32>)> = t
+            .into_iter()
+            .map(|(n, v)| (n, v.flatten_all().unwrap().to_vec1::<f32>().unwrap()))
+            .collect();
+        named.sort_by(|a, b| a.0.cmp(&b.0));
+        named
+    };
+    for ((n, x), (_, y)) in weights(&whole).iter().zip(&weights(&split)) {
+        let diff = x.iter().zip(y).fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+        assert!(diff < 1e-5, "{n} differs by {diff}");
+    }
 }
 
 fn refused(recipe: PretrainRecipe, train: Vec<PathBuf>) -> String {
