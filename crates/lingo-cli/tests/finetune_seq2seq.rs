@@ -2,31 +2,16 @@
 //! in, a folder out that `evaluate` scores with `lingo metric`'s ROUGE and BLEU keys, and a bad
 //! file refused with its name and record.
 
-use serde_json::Value;
-use std::path::{Path, PathBuf};
-use std::process::Command;
+mod common;
 
-fn lingo(args: &[&str]) -> Result<String, String> {
-    let out = Command::new(env!("CARGO_BIN_EXE_lingo"))
-        .args(args)
-        .output()
-        .expect("run lingo");
-    match out.status.success() {
-        true => Ok(String::from_utf8_lossy(&out.stdout).into_owned()),
-        false => Err(String::from_utf8_lossy(&out.stderr).into_owned()),
-    }
-}
+use common::{lingo, write};
+use serde_json::Value;
+use std::path::PathBuf;
 
 fn t5() -> String {
     let dir =
         PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../lingo-models/tests/fixtures/hf/t5");
     dir.display().to_string()
-}
-
-fn write(dir: &Path, name: &str, text: &str) -> String {
-    let path = dir.join(name);
-    std::fs::write(&path, text).expect("write");
-    path.display().to_string()
 }
 
 #[test]

@@ -1,32 +1,9 @@
 //! `lingo pretrain` as a user runs it: a tiny BERT pre-trained on a small corpus, then used by
 //! `fill-mask` and fine-tuned (from its weights and, as the baseline, from random weights).
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+mod common;
 
-fn lingo(args: &[&str]) -> Result<String, String> {
-    let out = Command::new(env!("CARGO_BIN_EXE_lingo"))
-        .args(args)
-        .output()
-        .expect("run lingo");
-    match out.status.success() {
-        true => Ok(String::from_utf8_lossy(&out.stdout).into_owned()),
-        false => Err(String::from_utf8_lossy(&out.stderr).into_owned()),
-    }
-}
-
-fn corpus() -> String {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../tests/fixtures/tokenizers/corpus.txt")
-        .display()
-        .to_string()
-}
-
-fn write(dir: &Path, name: &str, text: &str) -> String {
-    let p = dir.join(name);
-    std::fs::write(&p, text).unwrap();
-    p.display().to_string()
-}
+use common::{corpus, lingo, write};
 
 #[test]
 fn pretrain_then_fill_mask_and_finetune() {

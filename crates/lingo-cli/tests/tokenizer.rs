@@ -1,27 +1,10 @@
 //! `lingo tokenizer train` and `lingo tokenize` as a user runs them: a folder with the three files
 //! `AutoTokenizer` reads, ids and tokens printed as JSON lines, and bad input refused clearly.
 
+mod common;
+
+use common::{corpus, lingo};
 use serde_json::Value;
-use std::path::PathBuf;
-use std::process::Command;
-
-fn lingo(args: &[&str]) -> Result<String, String> {
-    let out = Command::new(env!("CARGO_BIN_EXE_lingo"))
-        .args(args)
-        .output()
-        .expect("run lingo");
-    match out.status.success() {
-        true => Ok(String::from_utf8_lossy(&out.stdout).into_owned()),
-        false => Err(String::from_utf8_lossy(&out.stderr).into_owned()),
-    }
-}
-
-fn corpus() -> String {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../tests/fixtures/tokenizers/corpus.txt")
-        .display()
-        .to_string()
-}
 
 #[test]
 fn train_then_tokenize() {

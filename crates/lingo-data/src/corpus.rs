@@ -230,22 +230,43 @@ impl TokenCache {
         dir: &Path,
         progress: &dyn Fn(usize),
     ) -> Result<Self> {
+        Self::keyed(
+            corpus,
+            tokenizer,
+            dir,
+            &CacheKey::of(corpus, tokenizer)?,
+            progress,
+        )
+    }
+
+    /// The cache of `corpus` under `tokenizer` in its own folder under `root` — one per corpus
+    /// and tokenizer, so every run on them shares it — opened, or built first.
+    pub fn in_root(
+        root: &Path,
+        corpus: &Corpus,
+        tokenizer: &Tokenizer,
+        progress: &dyn Fn(usize),
+    ) -> Result<Self> {
         let key = CacheKey::of(corpus, tokenizer)?;
+        let text = serde_json::to_string(&key).expect("plain data");
+        let dir = root.join(format!("{:016x}", fnv1a(text.as_bytes())));
+        Self::keyed(corpus, tokenizer, &dir, &key, progress)
+    }
+
+    fn keyed(
+        corpus: &Corpus,
+        tokenizer: &Tokenizer,
+        dir: &Path,
+        key: &CacheKey,
+        progress: &dyn Fn(usize),
+    ) -> Result<Self> {
         let existing = std::fs::read_to_string(dir.join(KEY_FILE))
             .ok()
             .and_then(|t| serde_json::from_str::<CacheKey>(&t).ok());
-        if existing.as_ref() != Some(&key) {
-            Self::build(corpus, tokenizer, dir, &key, progress)?;
+        if existing.as_ref() != Some(key) {
+            Self::build(corpus, tokenizer, dir, key, progress)?;
         }
         Self::open(dir)
-    }
-
-    /// The folder under `root` for the cache of `corpus` under `tokenizer`: one per corpus and
-    /// tokenizer, so every run on them shares it.
-    pub fn dir_for(root: &Path, corpus: &Corpus, tokenizer: &Tokenizer) -> Result<PathBuf> {
-        let key = CacheKey::of(corpus, tokenizer)?;
-        let text = serde_json::to_string(&key).expect("plain data");
-        Ok(root.join(format!("{:016x}", fnv1a(text.as_bytes()))))
     }
 
     /// Tokenises `corpus` into `dir`, written beside it and renamed into place, so an interrupted

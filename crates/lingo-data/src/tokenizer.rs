@@ -254,6 +254,13 @@ impl Tokenizer {
             .unwrap_or(0)
     }
 
+    /// The mask token (BERT's `[MASK]` or RoBERTa's `<mask>`) and its id, if the vocabulary has one.
+    pub fn mask_token(&self) -> Option<(&'static str, u32)> {
+        ["[MASK]", "<mask>"]
+            .into_iter()
+            .find_map(|t| Some((t, self.token_to_id(t)?)))
+    }
+
     /// `text` encoded as a model takes it: with the special tokens the tokenizer's post-processor
     /// adds (`[CLS] … [SEP]`, `… </s>`), offsets and word ids.
     pub fn encode_input(&self, text: &str) -> Result<crate::Encoded> {

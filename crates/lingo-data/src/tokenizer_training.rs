@@ -202,14 +202,7 @@ impl TokenizerSpec {
                 "the corpus holds no text to train a tokenizer on".into(),
             ));
         }
-        let specials: Vec<AddedToken> = self
-            .specials()
-            .iter()
-            .map(|s| {
-                // RoBERTa's mask takes the space before it, so `a <mask>` masks the word ` b`.
-                AddedToken::from(s.to_string(), true).lstrip(*s == "<mask>")
-            })
-            .collect();
+        let specials = self.added_specials();
         let mut inner = self.untrained()?;
         let mut trainer = match &self.scheme {
             Scheme::WordPiece { .. } => TrainerWrapper::WordPieceTrainer(
@@ -244,11 +237,7 @@ impl TokenizerSpec {
             return Err(e);
         }
         trained.map_err(|e| DataError::Tokenizer(format!("training failed: {e}")))?;
-        let mut added: Vec<AddedToken> = self
-            .specials()
-            .iter()
-            .map(|s| AddedToken::from(s.to_string(), true).lstrip(*s == "<mask>"))
-            .collect();
+        let mut added = self.added_specials();
         if let Scheme::Unigram { sentinels } = self.scheme {
             // Highest sentinel first, so `<extra_id_0>` gets the last id.
             added.extend(
@@ -262,6 +251,15 @@ impl TokenizerSpec {
             .map_err(|e| DataError::Tokenizer(e.to_string()))?;
         self.attach_post_processor(&mut inner)?;
         Ok(Tokenizer::from_inner(inner))
+    }
+
+    /// The special tokens as the trainer and the tokenizer take them. RoBERTa's mask takes the
+    /// space before it, so `a <mask>` masks the word ` b`.
+    fn added_specials(&self) -> Vec<AddedToken> {
+        self.specials()
+            .iter()
+            .map(|s| AddedToken::from(s.to_string(), true).lstrip(*s == "<mask>"))
+            .collect()
     }
 
     fn kind_name(&self) -> &'static str {

@@ -175,9 +175,9 @@ impl EncoderPipeline {
         if self.model.head != Head::PreTraining {
             self.require(Head::MaskedLm, "fill-mask")?;
         }
-        let mask = ["[MASK]", "<mask>"]
-            .iter()
-            .find_map(|t| self.tokenizer.token_to_id(t))
+        let (_, mask) = self
+            .tokenizer
+            .mask_token()
             .ok_or_else(|| bad_input!("the tokenizer has no mask token ([MASK] or <mask>)"))?;
         let enc = self.encode(text)?;
         let ids = enc.get_ids();

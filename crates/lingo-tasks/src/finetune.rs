@@ -492,10 +492,16 @@ impl EpochOrder {
         EpochOrder { seed, epoch: None }
     }
 
+    /// The epoch micro-batch `index` falls in, over `n` examples in batches of `batch_size`, and
+    /// its place within that epoch.
+    pub fn position(index: u64, batch_size: usize, n: usize) -> (u64, usize) {
+        let per_epoch = n.div_ceil(batch_size.max(1)).max(1) as u64;
+        (index / per_epoch, (index % per_epoch) as usize)
+    }
+
     /// The example indices of micro-batch `index` over `n` examples in batches of `batch_size`.
     pub fn batch(&mut self, index: u64, batch_size: usize, n: usize) -> Vec<usize> {
-        let per_epoch = n.div_ceil(batch_size.max(1)).max(1) as u64;
-        let (epoch, within) = (index / per_epoch, (index % per_epoch) as usize);
+        let (epoch, within) = Self::position(index, batch_size, n);
         if self.epoch.as_ref().is_none_or(|(e, _)| *e != epoch) {
             let mut order: Vec<usize> = (0..n).collect();
             LingoRng::new(self.seed)

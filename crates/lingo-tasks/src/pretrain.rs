@@ -311,6 +311,10 @@ impl Examples {
             Examples::Pairs(p) => p.len(),
         }
     }
+
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 /// Ids the objectives put around and between the text.
@@ -463,10 +467,12 @@ impl PretrainTask {
 
         // The token caches and the split.
         let cache_of = |c: &Corpus| -> Result<Arc<TokenCache>> {
-            let dir = TokenCache::dir_for(&corpus.cache_root, c, &tokenizer)?;
             let report = |docs: usize| progress(&format!("tokenised {docs} documents"));
-            Ok(Arc::new(TokenCache::open_or_build(
-                c, &tokenizer, &dir, &report,
+            Ok(Arc::new(TokenCache::in_root(
+                &corpus.cache_root,
+                c,
+                &tokenizer,
+                &report,
             )?))
         };
         let train_cache = cache_of(&train_corpus)?;
@@ -838,7 +844,7 @@ const GENERATOR: &str = "generator";
 
 /// `n` draws, one per row of `logits` `[n, vocab]`, from their softmax.
 fn sample_rows(logits: &Tensor, rng: &mut lingo_nn::LingoRng) -> candle_core::Result<Vec<u32>> {
-    let probs = candle_nn_softmax(logits)?;
+    let probs = lingo_kernels::softmax(&logits.detach())?;
     let rows = probs.to_vec2::<f32>()?;
     Ok(rows
         .iter()
@@ -853,14 +859,6 @@ fn sample_rows(logits: &Tensor, rng: &mut lingo_nn::LingoRng) -> candle_core::Re
             (p.len() - 1) as u32
         })
         .collect())
-}
-
-/// Row-wise softmax of `[n, v]` logits, outside the autograd graph.
-fn candle_nn_softmax(logits: &Tensor) -> candle_core::Result<Tensor> {
-    let x = logits.detach();
-    let max = x.max_keepdim(1)?;
-    let e = x.broadcast_sub(&max)?.exp()?;
-    e.broadcast_div(&e.sum_keepdim(1)?)
 }
 
 /// Mean binary cross-entropy of `logits` against 0/1 `labels` over the positions `mask` marks
@@ -977,12 +975,6 @@ fn examples(
     Ok(ex)
 }
 
-impl Examples {
-    fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-}
-
 impl TrainTask for PretrainTask {
     fn params(&self) -> &ParamStore {
         &self.store
@@ -999,9 +991,8 @@ impl TrainTask for PretrainTask {
     ) -> candle_core::Result<(Tensor, usize)> {
         let n = self.train.len();
         let picks = self.order.batch(self.micro_batch, batch_size, n);
-        let per_epoch = n.div_ceil(batch_size.max(1)).max(1) as u64;
         let epoch = if self.recipe.dynamic_masking {
-            self.micro_batch / per_epoch
+            EpochOrder::position(self.micro_batch, batch_size, n).0
         } else {
             0
         };

@@ -288,6 +288,9 @@ impl Trainer {
         let rng = LingoRng::from_state(&meta.rng)
             .map_err(|e| TrainError::Input(format!("{}: {e}", ckpt_path.display())))?;
         let mut ctx = Ctx::train(rng);
+        if cfg.gradient_checkpointing {
+            ctx.recompute = Some(Recomputed::for_params(&params));
+        }
         let mut log = MetricsLog::open(
             &self.out_dir.join("metrics.jsonl"),
             resume.then_some(meta.step),
@@ -468,15 +471,12 @@ impl Trainer {
         let (mut loss_sum, mut tokens) = (0.0, 0);
         for micro in 0..self.config.grad_accum {
             task.start_micro_batch((step * self.config.grad_accum + micro) as u64);
-            if self.config.gradient_checkpointing {
-                ctx.recompute = Some(Recomputed::for_params(params));
-            }
             let (loss, n) = task.train_loss(self.config.batch_size, ctx)?;
             loss_sum += loss.to_scalar::<f32>()? as f64;
             tokens += n;
             let mut store = loss.backward()?;
             drop(loss);
-            if let Some(recomputed) = ctx.recompute.take() {
+            if let Some(recomputed) = &ctx.recompute {
                 store.extend(recomputed.take())?;
             }
             let grads = Gradients::from_store(&named, &store);

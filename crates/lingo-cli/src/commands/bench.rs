@@ -115,12 +115,13 @@ fn time_ms(
     Ok(times)
 }
 
-/// Times `loss` as a training step (forward, backward, clipping at 1.0, AdamW) and as a forward pass.
+/// Times `loss` as a training step (forward in training mode with a fresh seed each step,
+/// backward, clipping at 1.0, AdamW) and as a forward pass in evaluation mode.
 fn time_training(
     iters: usize,
     store: &ParamStore,
     adamw: AdamWConfig,
-    mut loss: impl FnMut(bool) -> candle_core::Result<Tensor>,
+    mut loss: impl FnMut(&mut Ctx) -> candle_core::Result<Tensor>,
 ) -> anyhow::Result<Timings> {
     let lr = adamw.lr;
     let mut opt = Optimizer::new(
@@ -130,8 +131,10 @@ fn time_training(
         &[],
     );
     let named = store.named();
+    let mut steps = 0;
     let train_ms = time_ms(iters, 3, || {
-        let loss = loss(true)?;
+        steps += 1;
+        let loss = loss(&mut Ctx::train(LingoRng::new(steps)))?;
         let grads = Gradients::from_store(&named, &loss.backward()?);
         let scale = clip_scale(grads.global_norm()?, Some(1.0));
         opt.step(0, &grads, lr, scale)?;
@@ -139,7 +142,7 @@ fn time_training(
         Ok(())
     })?;
     let forward_ms = time_ms(iters, 3, || {
-        loss(false)?.to_scalar::<f32>()?;
+        loss(&mut Ctx::eval())?.to_scalar::<f32>()?;
         Ok(())
     })?;
     Ok(Timings {
@@ -182,9 +185,8 @@ fn bench_gpt(iters: usize) -> anyhow::Result<Timings> {
         weight_decay: 0.1,
         ..Default::default()
     };
-    time_training(iters, &store, adamw, |_| {
-        model.loss(&x, &y, &mut Ctx::eval())
-    })
+    // The benchmark GPT has no dropout, so training mode computes what evaluation does.
+    time_training(iters, &store, adamw, |ctx| model.loss(&x, &y, ctx))
 }
 
 /// The Multi30k recipe's model (configs/multi30k-lstm.json) on a fixed batch of 64 pairs.
@@ -236,15 +238,8 @@ fn bench_seq2seq(iters: usize) -> anyhow::Result<Timings> {
         weight_decay: 0.0,
         ..Default::default()
     };
-    let mut steps = 0;
-    time_training(iters, &store, adamw, |train| {
-        steps += 1;
-        let mut ctx = if train {
-            Ctx::train(LingoRng::new(steps))
-        } else {
-            Ctx::eval()
-        };
-        model.loss(&batch, &Seq2SeqLoss::default(), &mut ctx)
+    time_training(iters, &store, adamw, |ctx| {
+        model.loss(&batch, &Seq2SeqLoss::default(), ctx)
     })
 }
 
@@ -320,17 +315,8 @@ fn bench_finetune(iters: usize) -> anyhow::Result<Timings> {
         weight_decay: 0.01,
         ..Default::default()
     };
-    let mut steps = 0;
-    time_training(iters, &store, adamw, |train| {
-        steps += 1;
-        let mut ctx = if train {
-            Ctx::train(LingoRng::new(steps))
-        } else {
-            Ctx::eval()
-        };
-        let logits = model
-            .forward(&ModelInputs::new(ids.clone()), &mut ctx)?
-            .output;
+    time_training(iters, &store, adamw, |ctx| {
+        let logits = model.forward(&ModelInputs::new(ids.clone()), ctx)?.output;
         lingo_kernels::cross_entropy(&logits, &labels, Default::default())
     })
 }
@@ -360,15 +346,8 @@ fn bench_pretrain(iters: usize) -> anyhow::Result<Timings> {
         weight_decay: 0.01,
         ..Default::default()
     };
-    let mut steps = 0;
-    time_training(iters, &store, adamw, |train| {
-        steps += 1;
-        let mut ctx = if train {
-            Ctx::train(LingoRng::new(steps))
-        } else {
-            Ctx::eval()
-        };
-        let logits = model.forward(&inputs, &mut ctx)?.output;
+    time_training(iters, &store, adamw, |ctx| {
+        let logits = model.forward(&inputs, ctx)?.output;
         lingo_kernels::cross_entropy(&logits, &targets, Default::default())
     })
 }

@@ -175,10 +175,7 @@ impl Pretrain {
                 format!("lingo finetune seq2seq --model {out} --train … --out …")
             }
             _ => {
-                let mask = ["[MASK]", "<mask>"]
-                    .into_iter()
-                    .find(|m| task.tokenizer.token_to_id(m).is_some())
-                    .unwrap_or("[MASK]");
+                let mask = task.tokenizer.mask_token().map_or("[MASK]", |(m, _)| m);
                 format!("lingo fill-mask --model {out} \"… {mask} …\"; lingo finetune classify --model {out} …")
             }
         };

@@ -91,15 +91,12 @@ impl Masker {
     /// tell where words start.
     pub fn new(tokenizer: &Tokenizer, config: MaskingConfig) -> Result<Self> {
         config.validate().map_err(DataError::Invalid)?;
-        let mask_id = ["[MASK]", "<mask>"]
-            .iter()
-            .find_map(|t| tokenizer.token_to_id(t))
-            .ok_or_else(|| {
-                DataError::Invalid(
-                    "masked-LM pre-training needs a tokenizer with a mask token ([MASK] or <mask>)"
-                        .into(),
-                )
-            })?;
+        let (_, mask_id) = tokenizer.mask_token().ok_or_else(|| {
+            DataError::Invalid(
+                "masked-LM pre-training needs a tokenizer with a mask token ([MASK] or <mask>)"
+                    .into(),
+            )
+        })?;
         let vocab = tokenizer.vocab_size();
         let specials = tokenizer.special_ids();
         let mut special = vec![false; vocab];
