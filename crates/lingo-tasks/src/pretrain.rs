@@ -522,22 +522,23 @@ impl PretrainTask {
         for (k, v) in &recipe.config {
             config[k] = v.clone();
         }
-        let (model, store, config, names, generator) = if objective == Objective::ReplacedToken {
-            electra(config, &recipe, out_dir)?
-        } else {
-            let options = LoadOptions {
-                seed: recipe.train.seed,
-                ..LoadOptions::default()
-            };
-            let Loaded {
-                model,
-                store,
-                config,
-                names,
-                ..
-            } = AutoModel::init(out_dir, config, &options)?;
-            (model, store, config, names, None)
+        let options = LoadOptions {
+            seed: recipe.train.seed,
+            ..LoadOptions::default()
         };
+        let (loaded, generator) = if objective == Objective::ReplacedToken {
+            let (discriminator, generator) = electra(config, &recipe, out_dir)?;
+            (discriminator, Some(generator))
+        } else {
+            (AutoModel::init(out_dir, config, &options)?, None)
+        };
+        let Loaded {
+            model,
+            store,
+            config,
+            names,
+            ..
+        } = loaded;
         Ok(PretrainTask {
             order: EpochOrder::new(recipe.train.seed),
             recipe,
@@ -777,18 +778,11 @@ impl PretrainTask {
 /// ELECTRA's discriminator (the preset's config) and generator (`generator_size` of its width,
 /// same depth and embedding width) in one parameter store, the generator's word, position and
 /// segment tables being the discriminator's.
-#[allow(clippy::type_complexity)]
 fn electra(
     config: serde_json::Value,
     recipe: &PretrainRecipe,
     out_dir: &Path,
-) -> Result<(
-    AutoModel,
-    ParamStore,
-    serde_json::Value,
-    StoredNames,
-    Option<(BertModel, serde_json::Value)>,
-)> {
+) -> Result<(Loaded, (BertModel, serde_json::Value))> {
     let size = recipe.generator_size;
     if !(size > 0.0 && size <= 1.0) {
         return Err(bad_input!("generator_size must be in (0, 1], got {size}"));
@@ -830,13 +824,14 @@ fn electra(
         Ok((disc, generator))
     })?;
     let (disc, generator) = built.model;
-    Ok((
-        AutoModel::Encoder(disc),
-        built.store,
+    let discriminator = Loaded {
+        model: AutoModel::Encoder(disc),
+        store: built.store,
         config,
-        built.names,
-        Some((generator, gen_config)),
-    ))
+        report: built.report,
+        names: built.names,
+    };
+    Ok((discriminator, (generator, gen_config)))
 }
 
 /// Where ELECTRA's generator lives in the parameter store, and the folder it is saved in.
