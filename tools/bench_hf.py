@@ -14,6 +14,9 @@ models from the default configs, timed the same way as Lingo's side.
   labelled: forward in training mode, loss, backward, clipping at 1.0, AdamW (lr 5e-4, decay as
   above); `train_ms` and `forward_ms`.
 
+With --bf16, every forward (and the loss) runs under `torch.autocast("cpu", dtype=torch.bfloat16)`,
+PyTorch's mixed precision on the CPU: bf16 matrix products, f32 weights and optimizer.
+
 Prints one JSON object with per-iteration milliseconds (`ms`).
 
     python3 tools/bench_hf.py bert --threads 2 --iters 10
@@ -32,7 +35,9 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--iters", type=int, default=10)
     ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--bf16", action="store_true")
     a = ap.parse_args()
+    precision = torch.autocast("cpu", dtype=torch.bfloat16, enabled=a.bf16)
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
     g = torch.Generator().manual_seed(0)
@@ -59,14 +64,15 @@ def main():
                                  {"params": rest, "weight_decay": 0.0}], lr=lr)
 
         def step():
-            loss = model(input_ids=ids, labels=labels).loss
+            with precision:
+                loss = model(input_ids=ids, labels=labels).loss
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             opt.step()
             opt.zero_grad(set_to_none=True)
 
         def forward():
-            with torch.no_grad():
+            with torch.no_grad(), precision:
                 model(input_ids=ids, labels=labels).loss.item()
 
         out = {"torch": torch.__version__, "transformers": tf.__version__,
@@ -87,14 +93,14 @@ def main():
         ids = torch.randint(1000, 30000, (1, 128), generator=g)
 
         def run():
-            with torch.no_grad():
+            with torch.no_grad(), precision:
                 model(input_ids=ids)
     else:
         model = tf.GPT2LMHeadModel(tf.GPT2Config()).eval()
         ids = torch.randint(1000, 50000, (1, 32), generator=g)
 
         def run():
-            with torch.no_grad():
+            with torch.no_grad(), precision:
                 out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=128,
                                      min_new_tokens=128, do_sample=False, pad_token_id=0)
             assert out.shape[1] == 32 + 128

@@ -106,12 +106,42 @@ pub(crate) struct Mat {
     pub cs: isize,
 }
 
+// SAFETY: a `Mat` is only read, and only while the buffer it points into is borrowed by the caller.
+unsafe impl Send for Mat {}
+unsafe impl Sync for Mat {}
+
 impl Mat {
     pub fn rows(ptr: *const f32, row_stride: usize) -> Self {
         Mat {
             ptr,
             rs: row_stride as isize,
             cs: 1,
+        }
+    }
+    /// The element at row `i`, column `j`.
+    ///
+    /// # Safety
+    /// `(i, j)` must be inside the matrix the pointer and strides describe.
+    #[inline(always)]
+    pub unsafe fn get(&self, i: usize, j: usize) -> f32 {
+        *self.ptr.offset(i as isize * self.rs + j as isize * self.cs)
+    }
+    /// The sub-matrix starting at row `i`, column `j`.
+    ///
+    /// # Safety
+    /// `(i, j)` must be inside the matrix.
+    pub unsafe fn shifted(&self, i: usize, j: usize) -> Self {
+        Mat {
+            ptr: self.ptr.offset(i as isize * self.rs + j as isize * self.cs),
+            ..*self
+        }
+    }
+    /// The same matrix read transposed.
+    pub fn transposed(&self) -> Self {
+        Mat {
+            ptr: self.ptr,
+            rs: self.cs,
+            cs: self.rs,
         }
     }
     /// The transpose of a row-major matrix with the given row stride.
@@ -124,7 +154,8 @@ impl Mat {
     }
 }
 
-/// `dst[m×n] = (accumulate ? dst : 0) + lhs[m×k] · rhs[k×n]`.
+/// `dst[m×n] = (accumulate ? dst : 0) + lhs[m×k] · rhs[k×n]`; a large `parallel` product takes bf16
+/// operands when [`crate::mixed_precision`] is switched on.
 ///
 /// # Safety
 /// Every pointer must be valid for the region its strides and the sizes describe, and `dst` must not
@@ -141,6 +172,9 @@ pub(crate) unsafe fn gemm(
     rhs: Mat,
     parallel: bool,
 ) {
+    if parallel && crate::mixed_precision::takes(m, n, k) {
+        return crate::mixed_precision::gemm(m, n, k, dst, dst_rs, accumulate, lhs, rhs);
+    }
     let threads = rayon::current_num_threads();
     let parallelism = if parallel && threads > 1 {
         gemm::Parallelism::Rayon(threads)

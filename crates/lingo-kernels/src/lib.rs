@@ -18,6 +18,7 @@
 //! | [`cross_entropy`] | log-softmax + NLL with `ignore_index` and label smoothing |
 //! | [`gelu`] | GELU, erf and tanh forms |
 //! | [`attention`] | scaled dot-product attention, causal/padding masks, weights on request |
+//! | [`mixed_precision`] | bf16 matrix products with f32 accumulation (AVX-512 BF16) |
 //! | [`optim`] | in-place AdamW / SGD updates and gradient norms |
 //! | [`shared_grad`] | one in-place gradient sum for a tensor read at every step of a loop |
 
@@ -32,6 +33,7 @@ pub mod gradcheck;
 pub mod layer_norm;
 pub mod linear;
 pub mod math;
+pub mod mixed_precision;
 pub mod optim;
 pub mod recurrent;
 pub mod rms_norm;

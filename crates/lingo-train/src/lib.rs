@@ -13,11 +13,13 @@ pub mod checkpoint;
 pub mod grads;
 pub mod metrics;
 pub mod optim;
+pub mod precision;
 pub mod rules;
 pub mod schedule;
 pub mod trainer;
 
 pub use optim::{AdamWConfig, DecayPolicy, Optimizer, OptimizerConfig, ParamGroup, SgdConfig};
+pub use precision::Precision;
 pub use rules::{AdafactorConfig, AdagradConfig, AdamConfig, RmspropConfig};
 pub use schedule::{Schedule, ScheduleKind};
 pub use trainer::{EarlyStopping, TrainConfig, TrainReport, TrainTask, Trainer};

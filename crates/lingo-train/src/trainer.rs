@@ -7,6 +7,7 @@ use crate::checkpoint::{self, CheckpointMeta, CHECKPOINT_FILE};
 use crate::grads::{clip_scale, Gradients};
 use crate::metrics::{plot_losses, plot_metrics, MetricsLog, Record};
 use crate::optim::{DecayPolicy, Optimizer, OptimizerConfig, ParamGroup};
+use crate::precision::{Precision, PrecisionScope};
 use crate::schedule::Schedule;
 use crate::TrainError;
 use candle_core::Tensor;
@@ -77,6 +78,8 @@ pub struct TrainConfig {
     /// Keep only each layer's input for the backward pass and recompute the layer there (models
     /// whose layers support it: the BERT family and GPT); less memory, about a third more time.
     pub gradient_checkpointing: bool,
+    /// `f32`, or `bf16` mixed precision (bf16 products, f32 accumulation and master weights).
+    pub precision: Precision,
 }
 
 /// Early stopping as `transformers`' `EarlyStoppingCallback` with `load_best_model_at_end`.
@@ -173,6 +176,7 @@ impl Default for TrainConfig {
             checkpoint_every: 500,
             early_stopping: None,
             gradient_checkpointing: false,
+            precision: Precision::F32,
         }
     }
 }
@@ -287,6 +291,14 @@ impl Trainer {
         meta.train_config = train_json;
         let rng = LingoRng::from_state(&meta.rng)
             .map_err(|e| TrainError::Input(format!("{}: {e}", ckpt_path.display())))?;
+        let precision = PrecisionScope::enter(cfg.precision)?;
+        if cfg.precision == Precision::Bf16
+            && precision.effective != lingo_kernels::mixed_precision::Precision::Bf16
+        {
+            eprintln!(
+                "warning: this CPU has no AVX-512 BF16 (or LINGO_NO_BF16 is set): training in f32"
+            );
+        }
         let mut ctx = Ctx::train(rng);
         if cfg.gradient_checkpointing {
             ctx.recompute = Some(Recomputed::for_params(&params));

@@ -62,6 +62,10 @@ pub struct Bench {
     /// Measure Lingo only.
     #[arg(long)]
     no_python: bool,
+    /// `bf16`: mixed precision on both sides (Lingo's bf16 products; PyTorch's `autocast`), for
+    /// the transformers benchmarks (bert, gpt2, finetune, pretrain).
+    #[arg(long, default_value = "f32")]
+    precision: lingo_train::Precision,
     /// Also write the results as JSON here.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -434,15 +438,39 @@ struct Row {
 }
 
 impl Bench {
+    /// Switches Lingo to bf16 when asked (and the PyTorch side will autocast): whether it did.
+    fn mixed_precision(&self) -> anyhow::Result<bool> {
+        use lingo_kernels::mixed_precision::{set_precision, Precision};
+        match self.precision {
+            lingo_train::Precision::F32 => Ok(false),
+            lingo_train::Precision::F16 => {
+                anyhow::bail!("f16 is a GPU precision; on the CPU compare --precision bf16")
+            }
+            lingo_train::Precision::Bf16 => {
+                anyhow::ensure!(
+                    !matches!(self.model, Model::Gpt | Model::Seq2seq),
+                    "--precision bf16 is for the transformers benchmarks: bert, gpt2, finetune, pretrain"
+                );
+                anyhow::ensure!(
+                    set_precision(Precision::Bf16) == Precision::Bf16,
+                    "this CPU has no AVX-512 BF16 (or LINGO_NO_BF16 is set): nothing to compare"
+                );
+                Ok(true)
+            }
+        }
+    }
+
     pub fn run(self) -> anyhow::Result<()> {
         let threads = rayon::current_num_threads();
         let iters = self.iters;
+        let bf16 = self.mixed_precision()?;
+        let dtype = if bf16 { "bf16 mixed precision" } else { "f32" };
         let timing = || println!("timing Lingo ({iters} iterations after warm-up) ...");
         let (rows, script, args, unit): (Vec<Row>, &str, Vec<&str>, &str) = match self.model {
             Model::Gpt => {
                 let c = gpt_config();
                 println!(
-                    "GPT benchmark: vocab {}, context {}, batch {GPT_BATCH}, d_model {}, {} heads, {} layers, d_ff {}, pre-norm, GELU, untied head, f32, {threads} threads",
+                    "GPT benchmark: vocab {}, context {}, batch {GPT_BATCH}, d_model {}, {} heads, {} layers, d_ff {}, pre-norm, GELU, untied head, {dtype}, {threads} threads",
                     c.vocab_size, c.context_length, c.d_model, c.n_heads, c.n_layers, c.d_ff()
                 );
                 timing();
@@ -454,7 +482,7 @@ impl Bench {
                 let c = seq2seq_config();
                 let tokens = seq2seq_batch(&c)?.target_tokens;
                 println!(
-                    "Seq2seq benchmark: LSTM, vocab {}/{}, embed {}, hidden {}, bidirectional encoder, Bahdanau attention, dropout {}, batch {SEQ2SEQ_BATCH} ({tokens} target tokens), f32, {threads} threads",
+                    "Seq2seq benchmark: LSTM, vocab {}/{}, embed {}, hidden {}, bidirectional encoder, Bahdanau attention, dropout {}, batch {SEQ2SEQ_BATCH} ({tokens} target tokens), {dtype}, {threads} threads",
                     c.src_vocab_size, c.tgt_vocab_size, c.embed_dim, c.hidden_size, c.dropout
                 );
                 timing();
@@ -491,7 +519,7 @@ impl Bench {
             }
             Model::Pretrain => {
                 let (b, t) = PRETRAIN_BATCH;
-                println!("Pre-training step: bert-mini masked LM (4 layers, 256 wide, 4 heads, vocabulary 16,000), random weights, batch {b} × {t} tokens, 15% masked, dropout 0.1, AdamW, f32, {threads} threads");
+                println!("Pre-training step: bert-mini masked LM (4 layers, 256 wide, 4 heads, vocabulary 16,000), random weights, batch {b} × {t} tokens, 15% masked, dropout 0.1, AdamW, {dtype}, {threads} threads");
                 timing();
                 let timings = bench_pretrain(iters)?;
                 (
@@ -502,7 +530,7 @@ impl Bench {
                 )
             }
             Model::Gpt2 => {
-                println!("GPT-2 small greedy generation: random weights, {GPT2_NEW} new tokens after {GPT2_PROMPT}, KV cache, f32, {threads} threads");
+                println!("GPT-2 small greedy generation: random weights, {GPT2_NEW} new tokens after {GPT2_PROMPT}, KV cache, {dtype}, {threads} threads");
                 timing();
                 let row = Row {
                     label: "generate 128 tokens",
@@ -517,6 +545,10 @@ impl Bench {
             None
         } else {
             println!("timing PyTorch with {} ...", self.python);
+            let mut args = args;
+            if bf16 {
+                args.push("--bf16");
+            }
             match bench_pytorch(&self.python, script, &args, iters, threads) {
                 Ok(r) => Some(r),
                 Err(e) => {

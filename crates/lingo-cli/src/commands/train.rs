@@ -71,6 +71,10 @@ pub struct RunArgs {
     /// memory, more time; BERT-family and GPT models).
     #[arg(long)]
     pub gradient_checkpointing: bool,
+    /// Arithmetic of the matrix products: f32, or bf16 mixed precision (bf16 products with f32
+    /// accumulation, f32 weights and optimizer; AVX-512 BF16 CPUs, f32 elsewhere).
+    #[arg(long)]
+    pub precision: Option<lingo_train::Precision>,
 }
 
 impl RunArgs {
@@ -83,6 +87,9 @@ impl RunArgs {
             train.seed = seed;
         }
         train.gradient_checkpointing |= self.gradient_checkpointing;
+        if let Some(precision) = self.precision {
+            train.precision = precision;
+        }
     }
 
     pub fn trainer(&self, config: lingo_train::TrainConfig) -> Trainer {
