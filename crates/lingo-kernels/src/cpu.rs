@@ -98,6 +98,13 @@ pub(crate) struct SendPtr(pub *mut f32);
 unsafe impl Send for SendPtr {}
 unsafe impl Sync for SendPtr {}
 
+impl SendPtr {
+    /// The pointer (a method, so a closure captures the whole `SendPtr`, not its raw field).
+    pub fn get(self) -> *mut f32 {
+        self.0
+    }
+}
+
 /// One matrix operand: a pointer plus row and column strides (in elements).
 #[derive(Clone, Copy)]
 pub(crate) struct Mat {

@@ -73,7 +73,7 @@ fn backward_row(
 impl LayerNormOp {
     fn forward(&self, x: &[f32], w: &[f32], b: Option<&[f32]>) -> Result<Vec<f32>> {
         let c = w.len();
-        if c == 0 || x.len() % c != 0 {
+        if c == 0 || !x.len().is_multiple_of(c) {
             bail!("layer_norm: weight has {c} elements but the input's last dim does not match");
         }
         let rows = x.len() / c;

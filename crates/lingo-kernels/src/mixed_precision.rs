@@ -266,7 +266,6 @@ pub(crate) unsafe fn gemm(
         .collect();
     let dst = SendPtr(dst);
     blocks.par_iter().for_each(|&(row0, col0)| {
-        let dst = dst;
         let rows = (m - row0).min(MC);
         let cols = (n - col0).min(NC);
         for p0 in (0..kp).step_by(KC) {
@@ -277,7 +276,7 @@ pub(crate) unsafe fn gemm(
                 for i in (0..rows).step_by(MR) {
                     let a_panel = &a[((row0 + i) / MR * kp + p0) * MR..];
                     let tile = Tile {
-                        ptr: dst.0.add((row0 + i) * dst_rs + col0 + j),
+                        ptr: dst.get().add((row0 + i) * dst_rs + col0 + j),
                         rs: dst_rs,
                         rows: (rows - i).min(MR),
                         cols: (cols - j).min(NR),

@@ -318,7 +318,7 @@ impl Bart {
             ("encoder_attention_heads", c.encoder_attention_heads),
             ("decoder_attention_heads", c.decoder_attention_heads),
         ] {
-            if heads == 0 || c.d_model % heads != 0 {
+            if heads == 0 || !c.d_model.is_multiple_of(heads) {
                 bail!("d_model {} is not a multiple of {what} {heads}", c.d_model);
             }
         }

@@ -549,7 +549,7 @@ impl BertModel {
         tables: &ParamPath,
     ) -> Result<Self> {
         let c = &config;
-        if c.num_attention_heads == 0 || c.hidden_size % c.num_attention_heads != 0 {
+        if c.num_attention_heads == 0 || !c.hidden_size.is_multiple_of(c.num_attention_heads) {
             bail!(
                 "hidden_size {} is not a multiple of num_attention_heads {}",
                 c.hidden_size,

@@ -37,7 +37,7 @@ pub fn check_positive(fields: &[(&str, usize)]) -> Result<(), String> {
 
 /// Checks that `d_model` splits into `n_heads` equal heads.
 pub fn check_heads(d_model: usize, n_heads: usize) -> Result<(), String> {
-    if d_model % n_heads != 0 {
+    if !d_model.is_multiple_of(n_heads) {
         return Err(format!(
             "field `d_model` ({d_model}) must be divisible by `n_heads` ({n_heads})"
         ));

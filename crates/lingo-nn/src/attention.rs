@@ -107,7 +107,7 @@ impl MultiHeadSelfAttention {
         bias: bool,
         init: SublayerInit,
     ) -> Result<Self> {
-        if heads == 0 || d_model % heads != 0 {
+        if heads == 0 || !d_model.is_multiple_of(heads) {
             candle_core::bail!("d_model {d_model} is not divisible by the number of heads {heads}");
         }
         Ok(MultiHeadSelfAttention {

@@ -4,9 +4,8 @@
 
 use lingo_models::auto::{AutoModel, LoadOptions};
 use lingo_models::bert::Head;
-use lingo_tasks::{CorpusFiles, Objective, PretrainRecipe, PretrainTask};
+use lingo_tasks::{Objective, PretrainRecipe, PretrainTask};
 use lingo_train::Trainer;
-use serde_json::json;
 use std::path::{Path, PathBuf};
 
 mod common;
