@@ -59,6 +59,13 @@ pub struct T5Config {
     /// Dropout everywhere it applies in training.
     #[serde(default = "tenth")]
     pub dropout_rate: f32,
+    /// Scales every initial standard deviation (`transformers`' `initializer_factor`).
+    #[serde(default = "one")]
+    pub initializer_factor: f32,
+}
+
+fn one() -> f32 {
+    1.0
 }
 
 fn tenth() -> f32 {
@@ -81,6 +88,12 @@ fn yes() -> bool {
 }
 
 impl T5Config {
+    /// `transformers`' initialisation of a projection reading `fan_in` inputs: normal with
+    /// standard deviation `initializer_factor / √fan_in`.
+    fn init_normal(&self, fan_in: usize) -> Init {
+        Init::Normal(self.initializer_factor / (fan_in as f32).sqrt())
+    }
+
     /// The feed-forward activation and whether it is gated.
     fn feed_forward(&self) -> Result<(Activation, bool)> {
         let (gated, act) = match self.feed_forward_proj.strip_prefix("gated-") {
@@ -138,12 +151,19 @@ struct Attention {
 impl Attention {
     fn new(p: &ParamPath, c: &T5Config, relative_bias: bool) -> Result<Self> {
         let inner = c.num_heads * c.d_kv;
-        let init = Init::Normal(0.02);
+        // Scores are not divided by √d_kv: the query's smaller initial scale does it instead.
+        let init = |fan_in: usize| c.init_normal(fan_in);
         Ok(Attention {
-            q: Linear::new(&p.sub("q"), c.d_model, inner, false, init)?,
-            k: Linear::new(&p.sub("k"), c.d_model, inner, false, init)?,
-            v: Linear::new(&p.sub("v"), c.d_model, inner, false, init)?,
-            o: Linear::new(&p.sub("o"), inner, c.d_model, false, init)?,
+            q: Linear::new(
+                &p.sub("q"),
+                c.d_model,
+                inner,
+                false,
+                init(c.d_model * c.d_kv),
+            )?,
+            k: Linear::new(&p.sub("k"), c.d_model, inner, false, init(c.d_model))?,
+            v: Linear::new(&p.sub("v"), c.d_model, inner, false, init(c.d_model))?,
+            o: Linear::new(&p.sub("o"), inner, c.d_model, false, init(inner))?,
             heads: c.num_heads,
             d_kv: c.d_kv,
             relative_bias: if relative_bias {
@@ -151,7 +171,7 @@ impl Attention {
                     &p.sub("relative_attention_bias"),
                     c.relative_attention_num_buckets,
                     c.num_heads,
-                    init,
+                    init(c.d_model),
                 )?)
             } else {
                 None
@@ -268,8 +288,8 @@ struct FeedForward {
 impl FeedForward {
     fn new(p: &ParamPath, c: &T5Config) -> Result<Self> {
         let (act, gated) = c.feed_forward()?;
-        let init = Init::Normal(0.02);
         let (d, f) = (c.d_model, c.d_ff);
+        let init = c.init_normal(d);
         let (wi, wi_1) = if gated {
             (
                 Linear::new(&p.sub("wi_0"), d, f, false, init)?,
@@ -281,7 +301,7 @@ impl FeedForward {
         Ok(FeedForward {
             wi,
             wi_1,
-            wo: Linear::new(&p.sub("wo"), f, d, false, init)?,
+            wo: Linear::new(&p.sub("wo"), f, d, false, c.init_normal(f))?,
             act,
             dropout: Dropout::new(c.dropout_rate),
         })
@@ -428,7 +448,10 @@ impl T5 {
                 .map(|i| Block::new(&p.sub(name).sub(format!("block.{i}")), c, decoder, i == 0))
                 .collect()
         };
-        let init = Init::Normal(0.02);
+        // Unit-variance embeddings (and head): with a tied head the decoder output is scaled by
+        // d_model^-0.5, so smaller embeddings would start every logit near zero and starve the
+        // network of gradient (a from-scratch T5 then stalls at unigram statistics).
+        let init = Init::Normal(c.initializer_factor);
         let shared = Embedding::new(&p.sub("shared"), c.vocab_size, c.d_model, init)?;
         let lm_head = if own_head {
             Linear::new(&p.sub("lm_head"), c.d_model, c.vocab_size, false, init)?
