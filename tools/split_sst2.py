@@ -53,6 +53,12 @@ def main():
             if r[0].strip() not in held:
                 f.write("\t".join(r) + "\n")
                 kept += 1
+    with open(os.path.join(a.out, "train-sentences.tsv"), "w", encoding="utf-8") as f:
+        f.write(header + "\n")
+        for r in rows:
+            text = r[0].strip()
+            if text not in held and text not in contained:
+                f.write("\t".join(r) + "\n")
     with open(os.path.join(a.out, "valid.tsv"), "w", encoding="utf-8") as f:
         f.write(header + "\n")
         for text in valid:

@@ -173,7 +173,7 @@ pub fn beam_search(
     }
     let device = src.device().clone();
     let batch = lengths.len();
-    let memory = model.encode(src, lengths)?;
+    let memory = model.encode(src, lengths)?.detach();
     let eos = model.eos_id();
     let k = cfg.beam_size;
     // Live hypotheses of each sentence; row r of the decoder state belongs to `owner[r]`.
@@ -189,7 +189,7 @@ pub fn beam_search(
     let mut finished: Vec<Vec<Hypothesis>> = vec![Vec::new(); batch];
     let mut done = vec![false; batch];
     let mut owner: Vec<usize> = (0..batch).collect();
-    let mut state = model.initial_state(&memory)?;
+    let mut state = model.initial_state(&memory)?.detach();
     let mut rows_memory = memory.clone();
     let mut memory_owner = owner.clone();
     let vocab = model.target_vocab_size();
@@ -202,6 +202,7 @@ pub fn beam_search(
             .collect();
         let last = Tensor::from_vec(last, owner.len(), &device)?;
         let (log_probs, next_state, weights) = model.decode_step(&rows_memory, &state, &last)?;
+        let next_state = next_state.detach();
         let log_probs = log_probs.to_dtype(DType::F32)?.to_vec2::<f32>()?;
         let weights = match weights {
             Some(w) => Some(w.to_dtype(DType::F32)?.to_vec2::<f32>()?),
@@ -516,5 +517,63 @@ mod tests {
         assert_eq!(banned(&forced, &[]), all_but(6));
         assert_eq!(banned(&forced, &[6, 2, 3]), all_but(1));
         assert!(banned(&forced, &[6, 2]).is_empty());
+    }
+
+    /// An encoder–decoder with a trainable weight, so autodiff records every op it makes, that
+    /// checks it is handed nothing recorded: decoding keeps its memory and state between steps, and
+    /// a recorded tensor would keep every earlier step's activations alive with it.
+    struct Recorded {
+        weight: candle_core::Var,
+    }
+
+    impl Seq2SeqLm for Recorded {
+        fn bos_id(&self) -> u32 {
+            BOS
+        }
+        fn eos_id(&self) -> u32 {
+            EOS
+        }
+        fn target_vocab_size(&self) -> usize {
+            3
+        }
+        fn encode(&self, src: &Tensor, _lengths: &[usize]) -> Result<Batched> {
+            let x = src
+                .to_dtype(DType::F32)?
+                .broadcast_mul(self.weight.as_tensor())?;
+            assert!(x.track_op(), "the test model must be recorded by autodiff");
+            Ok(Batched(vec![x]))
+        }
+        fn initial_state(&self, memory: &Batched) -> Result<Batched> {
+            Ok(Batched(vec![memory.0[0].affine(2.0, 0.0)?]))
+        }
+        fn decode_step(
+            &self,
+            memory: &Batched,
+            state: &Batched,
+            _last: &Tensor,
+        ) -> Result<(Tensor, Batched, Option<Tensor>)> {
+            assert!(!memory.0[0].track_op() && !state.0[0].track_op());
+            let rows = state.0[0].dim(0)?;
+            let next = (state.0[0].broadcast_mul(self.weight.as_tensor())? + 1.0)?;
+            let lp = Tensor::new(&[-2.0f32, -1.0, -0.5], &Device::Cpu)?
+                .broadcast_mul(self.weight.as_tensor())?
+                .broadcast_as((rows, 3))?
+                .contiguous()?;
+            Ok((lp, Batched(vec![next]), None))
+        }
+    }
+
+    #[test]
+    fn decoding_keeps_nothing_recorded_by_autodiff() -> Result<()> {
+        let weight = candle_core::Var::new(&[1.0f32], &Device::Cpu)?;
+        let src = Tensor::from_vec(vec![5u32, 6, 7, 8], (2, 2), &Device::Cpu)?;
+        let cfg = BeamConfig {
+            beam_size: 2,
+            max_length: 5,
+            ..Default::default()
+        };
+        let out = beam_search(&Recorded { weight }, &src, &[2, 2], &cfg)?;
+        assert_eq!(out.len(), 2);
+        Ok(())
     }
 }

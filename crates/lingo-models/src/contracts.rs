@@ -21,6 +21,13 @@ impl Batched {
                 .collect::<Result<_>>()?,
         ))
     }
+
+    /// The same tensors cut from the autodiff graph. Decoding calls this on what it keeps between
+    /// steps: with trainable weights every op is recorded, and a kept tensor would otherwise hold
+    /// the activations of every earlier step (and the encoder's) alive.
+    pub fn detach(&self) -> Batched {
+        Batched(self.0.iter().map(Tensor::detach).collect())
+    }
 }
 
 /// An encoder–decoder that produces one target token at a time, for greedy and beam search.
