@@ -92,6 +92,8 @@ enum Command {
 }
 
 fn main() {
+    // Before any thread exists, so every worker inherits it (see lingo_kernels::denormals).
+    lingo_kernels::flush_denormals();
     // candle's elementwise thread pool spins for a long while after every parallel op; on a machine
     // with as many workers as cores, that spinning takes the cores from the matrix products that run
     // next (measured: ~10% of a seq2seq training step). Park it almost at once unless the user chose.

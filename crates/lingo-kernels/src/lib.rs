@@ -26,6 +26,7 @@ pub mod additive_attention;
 pub mod attention;
 mod cpu;
 pub mod cross_entropy;
+pub mod denormals;
 pub mod dropout;
 pub mod embedding;
 pub mod gelu;
@@ -46,6 +47,7 @@ pub use attention::{
     attention, attention_with_weights, self_attention, AttentionDropout, AttentionMask,
 };
 pub use cross_entropy::{cross_entropy, CrossEntropy};
+pub use denormals::flush_denormals;
 pub use dropout::dropout;
 pub use embedding::{embedding, embedding_padded, embedding_shared};
 pub use gelu::{gelu, GeluForm};
