@@ -29,7 +29,7 @@ import time
 
 import numpy as np
 import torch
-from transformers import (AutoModelForQuestionAnswering, AutoModelForSequenceClassification,
+from transformers import (AutoConfig, AutoModelForQuestionAnswering, AutoModelForSequenceClassification,
                           AutoModelForTokenClassification, AutoTokenizer, DataCollatorForTokenClassification,
                           DataCollatorWithPadding, Trainer, TrainingArguments, default_data_collator)
 
@@ -246,6 +246,14 @@ def squad_scores(data, predictions):
     return {"exact_match": 100 * em / n, "f1": 100 * f / n}
 
 
+def load(auto, a, **kwargs):
+    """The pre-trained model, or with `--random-init` the same architecture initialised afresh."""
+    if not a.random_init:
+        return auto.from_pretrained(a.model, **kwargs)
+    torch.manual_seed(json.load(open(a.config))["train"].get("seed", 42))
+    return auto.from_config(AutoConfig.from_pretrained(a.model, **kwargs))
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("task", choices=["classify", "ner", "qa"])
@@ -255,6 +263,8 @@ def main():
     ap.add_argument("--config", required=True)
     ap.add_argument("--out", required=True)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--random-init", action="store_true",
+                    help="the checkpoint's architecture with fresh weights (as `lingo finetune --random-init`)")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     recipe = json.load(open(a.config))
@@ -267,8 +277,8 @@ def main():
         train_rows, valid_rows = read(a.train), read(a.valid)
         labels = sorted_labels(r[2] for r in train_rows)
         label_ids = {l: i for i, l in enumerate(labels)}
-        model = AutoModelForSequenceClassification.from_pretrained(
-            a.model, num_labels=len(labels), id2label=dict(enumerate(labels)), label2id=label_ids)
+        model = load(AutoModelForSequenceClassification, a, num_labels=len(labels),
+                     id2label=dict(enumerate(labels)), label2id=label_ids)
         train_ds = Dataset(train_rows, tok, label_ids, max_length)
         valid_ds = Dataset(valid_rows, tok, label_ids, max_length)
         collator = DataCollatorWithPadding(tok)
@@ -276,15 +286,15 @@ def main():
         train_rows, valid_rows = read_conll(a.train), read_conll(a.valid)
         labels = sorted({t for _, tags in train_rows for t in tags})
         label_ids = {l: i for i, l in enumerate(labels)}
-        model = AutoModelForTokenClassification.from_pretrained(
-            a.model, num_labels=len(labels), id2label=dict(enumerate(labels)), label2id=label_ids)
+        model = load(AutoModelForTokenClassification, a, num_labels=len(labels),
+                     id2label=dict(enumerate(labels)), label2id=label_ids)
         train_ds = TaggedDataset(train_rows, tok, label_ids, max_length)
         valid_ds = TaggedDataset(valid_rows, tok, label_ids, max_length)
         collator = DataCollatorForTokenClassification(tok)
     else:
         _, train_rows = read_squad(a.train)
         valid_data, valid_rows = read_squad(a.valid)
-        model = AutoModelForQuestionAnswering.from_pretrained(a.model)
+        model = load(AutoModelForQuestionAnswering, a)
         stride = recipe.get("doc_stride", 128)
         train_ds = QaTrain(train_rows, tok, max_length, stride)
         valid_ds = None
