@@ -60,6 +60,25 @@ pub trait CausalLm {
     /// Logits `[batch, new, vocab]` for `ids: [batch, new]`, the positions after those in `cache`,
     /// which is extended with them.
     fn forward_cached(&self, ids: &Tensor, cache: &mut [KvCache]) -> Result<Tensor>;
+
+    /// Logits `[rows, vocab]` after one new token for each of several sequences, row `i`
+    /// continuing the sequence cached in `caches[i]` (which is extended): the step of continuous
+    /// batching. By default each row runs alone; a model may batch the rows' shared work.
+    fn forward_rows(&self, tokens: &[u32], caches: &mut [&mut [KvCache]]) -> Result<Tensor> {
+        if tokens.len() != caches.len() || tokens.is_empty() {
+            candle_core::bail!(
+                "forward_rows: {} tokens for {} caches",
+                tokens.len(),
+                caches.len()
+            );
+        }
+        let mut rows = Vec::with_capacity(tokens.len());
+        for (&token, cache) in tokens.iter().zip(caches.iter_mut()) {
+            let input = Tensor::new(&[[token]], &candle_core::Device::Cpu)?;
+            rows.push(self.forward_cached(&input, cache)?.flatten_to(1)?);
+        }
+        Tensor::cat(&rows, 0)
+    }
 }
 
 /// The label of a position that takes no part in the loss (PyTorch's `ignore_index`).

@@ -462,6 +462,43 @@ impl CausalLm for Gpt {
         let (h, _) = self.hidden(ids, Some(cache), false, None, None, &mut Ctx::eval())?;
         self.lm_head.forward(&h)
     }
+
+    /// Every row's embedding, projections and feed-forward run as one batch; only attention runs
+    /// per row, over that row's cache.
+    fn forward_rows(&self, tokens: &[u32], caches: &mut [&mut [KvCache]]) -> Result<Tensor> {
+        if tokens.len() != caches.len() || tokens.is_empty() {
+            bail!(
+                "forward_rows: {} tokens for {} caches",
+                tokens.len(),
+                caches.len()
+            );
+        }
+        let ids = Tensor::from_slice(tokens, (tokens.len(), 1), self.wte.weight.device())?;
+        self.check_ids(&ids)?;
+        let mut positions = Vec::with_capacity(tokens.len());
+        for cache in caches.iter() {
+            if cache.len() != self.blocks.len() {
+                bail!(
+                    "a cache of {} layers for a model of {}",
+                    cache.len(),
+                    self.blocks.len()
+                );
+            }
+            positions.push(self.wpe.forward(cache[0].len(), 1)?);
+        }
+        let mut x = self
+            .wte
+            .forward(&ids)?
+            .broadcast_add(&Tensor::stack(&positions, 0)?)?;
+        for (l, block) in self.blocks.iter().enumerate() {
+            let mut layer: Vec<&mut KvCache> = caches.iter_mut().map(|c| &mut c[l]).collect();
+            x = block.forward_rows(&x, &mut layer)?;
+        }
+        if let Some(ln_f) = &self.ln_f {
+            x = ln_f.forward(&x)?;
+        }
+        self.lm_head.forward(&x)?.squeeze(1)
+    }
 }
 
 #[cfg(test)]
@@ -536,6 +573,42 @@ mod tests {
             steps.push(model.forward_cached(&x.narrow(1, t, 1)?, &mut cache)?);
         }
         assert_close(&Tensor::cat(&steps, 1)?, &full, 1e-5, "cached logits")
+    }
+
+    /// Continuous batching: one step over sequences of different lengths, each with its own cache,
+    /// gives each the logits it gets alone — for both norm placements.
+    #[test]
+    fn batched_rows_match_each_sequence_alone() -> Result<()> {
+        for placement in [NormPlacement::Pre, NormPlacement::Post] {
+            let store = ParamStore::new(1, &Device::Cpu);
+            let config = GptConfig {
+                context_length: 40,
+                ..tiny(placement, true)
+            };
+            let model = Gpt::new(config, &store.root())?;
+            let prompts = [ids(1, 3, 1), ids(1, 17, 2), ids(1, 1, 4)];
+            let mut caches: Vec<Vec<KvCache>> = Vec::new();
+            for p in &prompts {
+                let mut cache = model.new_cache();
+                model.forward_cached(p, &mut cache)?;
+                caches.push(cache);
+            }
+            let mut alone = caches.clone();
+            for step in 0..3u32 {
+                let tokens = [step + 2, 5, 10 - step];
+                let mut rows: Vec<&mut [KvCache]> =
+                    caches.iter_mut().map(|c| c.as_mut_slice()).collect();
+                let batched = model.forward_rows(&tokens, &mut rows)?;
+                for (i, &token) in tokens.iter().enumerate() {
+                    let input = Tensor::new(&[[token]], &Device::Cpu)?;
+                    let one = model.forward_cached(&input, &mut alone[i])?.flatten_to(1)?;
+                    let label = format!("{placement:?} row {i} step {step}");
+                    assert_close(&batched.narrow(0, i, 1)?, &one, 1e-5, &label)?;
+                }
+            }
+            assert_eq!(caches[1][0].len(), 20);
+        }
+        Ok(())
     }
 
     #[test]

@@ -160,6 +160,37 @@ impl MultiHeadSelfAttention {
         };
         Ok((self.out.forward(&y)?, weights))
     }
+
+    /// One new position for each of several independent sequences (continuous batching):
+    /// `x: [rows, 1, d_model]`, row `i` continuing the sequence whose keys and values are in
+    /// `caches[i]`. The projections multiply every row at once — at decoding's row counts a weight
+    /// is read once instead of once per sequence — and each row attends over its own cache.
+    pub fn forward_rows(&self, x: &Tensor, caches: &mut [&mut KvCache]) -> Result<Tensor> {
+        let qkv = self.qkv.forward(x)?;
+        let (rows, t, c3) = qkv.dims3()?;
+        if t != 1 || rows != caches.len() {
+            candle_core::bail!(
+                "forward_rows takes one position per cache: {rows} rows of {t} for {} caches",
+                caches.len()
+            );
+        }
+        let d = c3 / 3 / self.heads;
+        let qkv = qkv.reshape((rows, 1, 3, self.heads, d))?;
+        let mut ys = Vec::with_capacity(rows);
+        for (i, cache) in caches.iter_mut().enumerate() {
+            let row = qkv.narrow(0, i, 1)?;
+            let part = |j: usize| row.narrow(2, j, 1)?.squeeze(2);
+            let mask = AttentionMask {
+                causal: true,
+                query_offset: cache.len(),
+                ..Default::default()
+            };
+            let (k, v) = cache.append(&part(1)?, &part(2)?)?;
+            let (y, _) = lingo_kernels::attention_with_weights(&part(0)?, &k, &v, &mask, false)?;
+            ys.push(y.reshape((1, 1, self.heads * d))?);
+        }
+        self.out.forward(&Tensor::cat(&ys, 0)?)
+    }
 }
 
 /// Multi-head attention with separate query, key, value and output projections (the layout of

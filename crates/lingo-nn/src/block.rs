@@ -41,17 +41,34 @@ impl TransformerBlock {
         want_weights: bool,
         ctx: &mut Ctx,
     ) -> Result<(Tensor, Option<Tensor>)> {
+        self.around_attention(x, ctx, |h, ctx| {
+            self.attn.forward(h, mask, cache, want_weights, ctx)
+        })
+    }
+
+    /// One new position for each of several sequences, each with its own cache (see
+    /// [`MultiHeadSelfAttention::forward_rows`]); inference only.
+    pub fn forward_rows(&self, x: &Tensor, caches: &mut [&mut KvCache]) -> Result<Tensor> {
+        let attend = |h: &Tensor, _: &mut Ctx| Ok((self.attn.forward_rows(h, caches)?, None));
+        Ok(self.around_attention(x, &mut Ctx::eval(), attend)?.0)
+    }
+
+    /// The residual connections and norms around `attend` and the feed-forward sub-layer.
+    fn around_attention(
+        &self,
+        x: &Tensor,
+        ctx: &mut Ctx,
+        attend: impl FnOnce(&Tensor, &mut Ctx) -> Result<(Tensor, Option<Tensor>)>,
+    ) -> Result<(Tensor, Option<Tensor>)> {
         match self.placement {
             NormPlacement::Pre => {
-                let (a, w) =
-                    self.attn
-                        .forward(&self.norm1.forward(x)?, mask, cache, want_weights, ctx)?;
+                let (a, w) = attend(&self.norm1.forward(x)?, ctx)?;
                 let x = (x + self.dropout.forward(&a, ctx)?)?;
                 let m = self.mlp.forward(&self.norm2.forward(&x)?)?;
                 Ok(((&x + self.dropout.forward(&m, ctx)?)?, w))
             }
             NormPlacement::Post => {
-                let (a, w) = self.attn.forward(x, mask, cache, want_weights, ctx)?;
+                let (a, w) = attend(x, ctx)?;
                 let x = self.norm1.forward(&(x + self.dropout.forward(&a, ctx)?)?)?;
                 let m = self.mlp.forward(&x)?;
                 Ok((

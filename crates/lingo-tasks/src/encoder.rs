@@ -32,6 +32,9 @@ pub struct MaskFill {
     pub sequence: String,
 }
 
+/// Attention probabilities `[layer][head][query][key]`.
+pub type AttentionMaps = Vec<Vec<Vec<Vec<f32>>>>;
+
 /// A class and its probability.
 #[derive(Clone, Debug, Serialize)]
 pub struct LabelScore {
@@ -207,26 +210,32 @@ impl EncoderPipeline {
 
     /// Every label with its probability, likeliest first.
     pub fn classify(&self, text: &str) -> Result<Vec<LabelScore>> {
+        Ok(self.classify_batch(&[text])?.pop().unwrap_or_default())
+    }
+
+    /// [`Self::classify`] for several texts, run as one padded batch.
+    pub fn classify_batch(&self, texts: &[&str]) -> Result<Vec<Vec<LabelScore>>> {
         self.require(Head::SequenceClassification, "classification")?;
-        let enc = self.encode(text)?;
-        let inputs =
-            ModelInputs::new(row(enc.get_ids())?).with_token_type_ids(row(enc.get_type_ids())?);
-        let logits: Vec<f32> = self
-            .model
-            .forward(&inputs, &mut Ctx::eval())?
-            .output
-            .squeeze(0)?
-            .to_vec1()?;
-        let mut out: Vec<LabelScore> = softmax(&logits)
-            .into_iter()
-            .enumerate()
-            .map(|(i, score)| LabelScore {
-                label: self.label(i),
-                score,
+        if texts.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (out, _) = self.forward_padded(texts, false)?;
+        let logits: Vec<Vec<f32>> = out.output.to_dtype(DType::F32)?.to_vec2()?;
+        Ok(logits
+            .iter()
+            .map(|row| {
+                let mut scores: Vec<LabelScore> = softmax(row)
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, score)| LabelScore {
+                        label: self.label(i),
+                        score,
+                    })
+                    .collect();
+                scores.sort_by(|a, b| b.score.total_cmp(&a.score));
+                scores
             })
-            .collect();
-        out.sort_by(|a, b| b.score.total_cmp(&a.score));
-        Ok(out)
+            .collect())
     }
 
     /// Named entities: each token's likeliest label, consecutive tokens of one type merged (a `B-`
@@ -336,42 +345,8 @@ impl EncoderPipeline {
         if texts.is_empty() {
             return Ok(Vec::new());
         }
-        let encodings: Vec<_> = texts
-            .iter()
-            .map(|t| self.encode(t))
-            .collect::<Result<_>>()?;
-        let width = encodings
-            .iter()
-            .map(|e| e.get_ids().len())
-            .max()
-            .unwrap_or(0);
-        let pad = |v: &[u32]| -> Vec<u32> {
-            let mut v = v.to_vec();
-            v.resize(width, 0);
-            v
-        };
-        let b = texts.len();
-        let ids: Vec<u32> = encodings.iter().flat_map(|e| pad(e.get_ids())).collect();
-        let types: Vec<u32> = encodings
-            .iter()
-            .flat_map(|e| pad(e.get_type_ids()))
-            .collect();
-        let mask: Vec<u32> = encodings
-            .iter()
-            .flat_map(|e| pad(e.get_attention_mask()))
-            .collect();
-        let dev = &Device::Cpu;
-        let ids = Tensor::from_vec(ids, (b, width), dev)?;
-        let types = Tensor::from_vec(types, (b, width), dev)?;
-        let mask = Tensor::from_vec(mask, (b, width), dev)?;
-        let inputs = ModelInputs::new(ids)
-            .with_attention_mask(mask.clone())
-            .with_token_type_ids(types);
-        let h = self
-            .model
-            .forward(&inputs, &mut Ctx::eval())?
-            .last_hidden_state()?
-            .clone();
+        let (out, mask) = self.forward_padded(texts, false)?;
+        let h = out.last_hidden_state()?.clone();
         let m = mask.to_dtype(DType::F32)?.unsqueeze(D::Minus1)?;
         let pooled = match pooling {
             Pooling::Cls => h.narrow(1, 0, 1)?.squeeze(1)?,
@@ -383,5 +358,58 @@ impl EncoderPipeline {
             }
         };
         Ok(pooled.to_vec2()?)
+    }
+
+    /// The tokens of `text` as the model sees them and every layer's attention probabilities
+    /// `[layer][head][query][key]`, for attention maps.
+    pub fn attention(&self, text: &str) -> Result<(Vec<String>, AttentionMaps)> {
+        let enc = self.encode(text)?;
+        let (out, _) = self.forward_padded(&[text], true)?;
+        let mut layers = Vec::with_capacity(out.attentions.len());
+        for a in &out.attentions {
+            layers.push(a.squeeze(0)?.to_dtype(DType::F32)?.to_vec3()?);
+        }
+        Ok((enc.get_tokens().to_vec(), layers))
+    }
+
+    /// The model's output for `texts` padded to the longest (and the attention mask `[batch,
+    /// time]`), each text encoded with its special tokens.
+    fn forward_padded(
+        &self,
+        texts: &[&str],
+        output_attentions: bool,
+    ) -> Result<(lingo_models::ModelOutput, Tensor)> {
+        let encodings: Vec<_> = texts
+            .iter()
+            .map(|t| self.encode(t))
+            .collect::<Result<_>>()?;
+        let width = encodings
+            .iter()
+            .map(|e| e.get_ids().len())
+            .max()
+            .unwrap_or(0);
+        let pad = |v: &[u32], with: u32| -> Vec<u32> {
+            let mut v = v.to_vec();
+            v.resize(width, with);
+            v
+        };
+        let pad_id = self.tokenizer.pad_id();
+        let b = texts.len();
+        let ids: Vec<u32> = (encodings.iter())
+            .flat_map(|e| pad(e.get_ids(), pad_id))
+            .collect();
+        let types: Vec<u32> = (encodings.iter())
+            .flat_map(|e| pad(e.get_type_ids(), 0))
+            .collect();
+        let mask: Vec<u32> = (encodings.iter())
+            .flat_map(|e| pad(e.get_attention_mask(), 0))
+            .collect();
+        let dev = &Device::Cpu;
+        let mask = Tensor::from_vec(mask, (b, width), dev)?;
+        let mut inputs = ModelInputs::new(Tensor::from_vec(ids, (b, width), dev)?)
+            .with_attention_mask(mask.clone())
+            .with_token_type_ids(Tensor::from_vec(types, (b, width), dev)?);
+        inputs.output_attentions = output_attentions;
+        Ok((self.model.forward(&inputs, &mut Ctx::eval())?, mask))
     }
 }

@@ -73,6 +73,28 @@ fn classification_matches() {
     }
 }
 
+/// A padded batch (a server groups concurrent requests into one) classifies each text as it is
+/// classified alone.
+#[test]
+fn batched_classification_matches_one_at_a_time() {
+    for name in ["bert-cls"] {
+        let (p, expected) = fixture(name);
+        let mut inputs: Vec<&str> = (expected["inputs"].as_array().unwrap().iter())
+            .map(|v| v.as_str().unwrap())
+            .collect();
+        inputs.push("a");
+        let batched = p.classify_batch(&inputs).unwrap();
+        assert_eq!(batched.len(), inputs.len());
+        for (text, got) in inputs.iter().zip(&batched) {
+            let alone = p.classify(text).unwrap();
+            for (g, a) in got.iter().zip(&alone) {
+                assert_eq!(g.label, a.label, "{name}: {text}");
+                assert!((g.score - a.score).abs() < 1e-5, "{name}: {text}");
+            }
+        }
+    }
+}
+
 #[test]
 fn entities_match() {
     let (p, expected) = fixture("bert-ner");
@@ -248,5 +270,25 @@ fn t5_folders_translate() {
     let got = translator.translate(&inputs, &beam, 8).unwrap();
     for (g, w) in got.iter().zip(expected["outputs"].as_array().unwrap()) {
         assert_eq!(g.text, w.as_str().unwrap());
+    }
+}
+
+/// Attention maps for the playground: one `[head][query][key]` block per layer over the input's
+/// tokens, each row a probability distribution.
+#[test]
+fn attention_maps_cover_every_layer_and_token() {
+    let (p, _) = fixture("bert");
+    let (tokens, layers) = p.attention("the cat sat").unwrap();
+    assert_eq!(layers.len(), p.model.config.num_hidden_layers);
+    assert_eq!(tokens.first().map(String::as_str), Some("[CLS]"));
+    for heads in &layers {
+        assert_eq!(heads.len(), p.model.config.num_attention_heads);
+        for rows in heads {
+            assert_eq!(rows.len(), tokens.len());
+            for row in rows {
+                assert_eq!(row.len(), tokens.len());
+                assert!((row.iter().sum::<f32>() - 1.0).abs() < 1e-4);
+            }
+        }
     }
 }
