@@ -65,13 +65,7 @@ pub trait CausalLm {
     /// continuing the sequence cached in `caches[i]` (which is extended): the step of continuous
     /// batching. By default each row runs alone; a model may batch the rows' shared work.
     fn forward_rows(&self, tokens: &[u32], caches: &mut [&mut [KvCache]]) -> Result<Tensor> {
-        if tokens.len() != caches.len() || tokens.is_empty() {
-            candle_core::bail!(
-                "forward_rows: {} tokens for {} caches",
-                tokens.len(),
-                caches.len()
-            );
-        }
+        check_rows(tokens.len(), caches.len())?;
         let mut rows = Vec::with_capacity(tokens.len());
         for (&token, cache) in tokens.iter().zip(caches.iter_mut()) {
             let input = Tensor::new(&[[token]], &candle_core::Device::Cpu)?;
@@ -79,6 +73,14 @@ pub trait CausalLm {
         }
         Tensor::cat(&rows, 0)
     }
+}
+
+/// [`CausalLm::forward_rows`] takes one token per cache, and at least one.
+pub(crate) fn check_rows(tokens: usize, caches: usize) -> Result<()> {
+    if tokens != caches || tokens == 0 {
+        candle_core::bail!("forward_rows: {tokens} tokens for {caches} caches");
+    }
+    Ok(())
 }
 
 /// The label of a position that takes no part in the loss (PyTorch's `ignore_index`).

@@ -466,13 +466,7 @@ impl CausalLm for Gpt {
     /// Every row's embedding, projections and feed-forward run as one batch; only attention runs
     /// per row, over that row's cache.
     fn forward_rows(&self, tokens: &[u32], caches: &mut [&mut [KvCache]]) -> Result<Tensor> {
-        if tokens.len() != caches.len() || tokens.is_empty() {
-            bail!(
-                "forward_rows: {} tokens for {} caches",
-                tokens.len(),
-                caches.len()
-            );
-        }
+        crate::contracts::check_rows(tokens.len(), caches.len())?;
         let ids = Tensor::from_slice(tokens, (tokens.len(), 1), self.wte.weight.device())?;
         self.check_ids(&ids)?;
         let mut positions = Vec::with_capacity(tokens.len());

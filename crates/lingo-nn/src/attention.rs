@@ -143,22 +143,31 @@ impl MultiHeadSelfAttention {
                 };
                 lingo_kernels::self_attention(&qkv, self.heads, &mask, want_weights)?
             }
-            Some(cache) => {
-                let (b, t, c3) = qkv.dims3()?;
-                let d = c3 / 3 / self.heads;
-                let qkv = qkv.reshape((b, t, 3, self.heads, d))?;
-                let part = |i: usize| qkv.narrow(2, i, 1)?.squeeze(2);
-                let mask = AttentionMask {
-                    query_offset: cache.len(),
-                    ..mask.clone()
-                };
-                let (k, v) = cache.append(&part(1)?, &part(2)?)?;
-                let (y, w) =
-                    lingo_kernels::attention_with_weights(&part(0)?, &k, &v, &mask, want_weights)?;
-                (y.reshape((b, t, self.heads * d))?, w)
-            }
+            Some(cache) => self.attend_cached(&qkv, mask, cache, want_weights)?,
         };
         Ok((self.out.forward(&y)?, weights))
+    }
+
+    /// Attention of the new positions projected in `qkv: [batch, new, 3·d_model]` over `cache`,
+    /// which is extended with their keys and values; the output is `[batch, new, d_model]`.
+    fn attend_cached(
+        &self,
+        qkv: &Tensor,
+        mask: &AttentionMask,
+        cache: &mut KvCache,
+        want_weights: bool,
+    ) -> Result<(Tensor, Option<Tensor>)> {
+        let (b, t, c3) = qkv.dims3()?;
+        let d = c3 / 3 / self.heads;
+        let qkv = qkv.reshape((b, t, 3, self.heads, d))?;
+        let part = |i: usize| qkv.narrow(2, i, 1)?.squeeze(2);
+        let mask = AttentionMask {
+            query_offset: cache.len(),
+            ..mask.clone()
+        };
+        let (k, v) = cache.append(&part(1)?, &part(2)?)?;
+        let (y, w) = lingo_kernels::attention_with_weights(&part(0)?, &k, &v, &mask, want_weights)?;
+        Ok((y.reshape((b, t, self.heads * d))?, w))
     }
 
     /// One new position for each of several independent sequences (continuous batching):
@@ -167,27 +176,23 @@ impl MultiHeadSelfAttention {
     /// is read once instead of once per sequence — and each row attends over its own cache.
     pub fn forward_rows(&self, x: &Tensor, caches: &mut [&mut KvCache]) -> Result<Tensor> {
         let qkv = self.qkv.forward(x)?;
-        let (rows, t, c3) = qkv.dims3()?;
+        let (rows, t, _) = qkv.dims3()?;
         if t != 1 || rows != caches.len() {
             candle_core::bail!(
                 "forward_rows takes one position per cache: {rows} rows of {t} for {} caches",
                 caches.len()
             );
         }
-        let d = c3 / 3 / self.heads;
-        let qkv = qkv.reshape((rows, 1, 3, self.heads, d))?;
+        let causal = AttentionMask {
+            causal: true,
+            ..Default::default()
+        };
         let mut ys = Vec::with_capacity(rows);
         for (i, cache) in caches.iter_mut().enumerate() {
-            let row = qkv.narrow(0, i, 1)?;
-            let part = |j: usize| row.narrow(2, j, 1)?.squeeze(2);
-            let mask = AttentionMask {
-                causal: true,
-                query_offset: cache.len(),
-                ..Default::default()
-            };
-            let (k, v) = cache.append(&part(1)?, &part(2)?)?;
-            let (y, _) = lingo_kernels::attention_with_weights(&part(0)?, &k, &v, &mask, false)?;
-            ys.push(y.reshape((1, 1, self.heads * d))?);
+            ys.push(
+                self.attend_cached(&qkv.narrow(0, i, 1)?, &causal, cache, false)?
+                    .0,
+            );
         }
         self.out.forward(&Tensor::cat(&ys, 0)?)
     }

@@ -6,7 +6,7 @@ use crate::error::{bad_input, Result};
 use crate::finetune::id2label;
 use crate::Pretrained;
 use candle_core::{DType, Device, Tensor, D};
-use lingo_data::{TaskTokenizer, Tokenizer};
+use lingo_data::{Encoded, TaskTokenizer, Tokenizer};
 use lingo_models::auto::{AutoModel, LoadOptions};
 use lingo_models::bert::{BertModel, Head};
 use lingo_models::ModelInputs;
@@ -364,7 +364,7 @@ impl EncoderPipeline {
     /// `[layer][head][query][key]`, for attention maps.
     pub fn attention(&self, text: &str) -> Result<(Vec<String>, AttentionMaps)> {
         let enc = self.encode(text)?;
-        let (out, _) = self.forward_padded(&[text], true)?;
+        let (out, _) = self.forward_encoded(&[Encoded::from(&enc)], true)?;
         let mut layers = Vec::with_capacity(out.attentions.len());
         for a in &out.attentions {
             layers.push(a.squeeze(0)?.to_dtype(DType::F32)?.to_vec3()?);
@@ -379,37 +379,24 @@ impl EncoderPipeline {
         texts: &[&str],
         output_attentions: bool,
     ) -> Result<(lingo_models::ModelOutput, Tensor)> {
-        let encodings: Vec<_> = texts
+        let encodings: Vec<Encoded> = texts
             .iter()
-            .map(|t| self.encode(t))
+            .map(|t| Ok(Encoded::from(&self.encode(t)?)))
             .collect::<Result<_>>()?;
-        let width = encodings
-            .iter()
-            .map(|e| e.get_ids().len())
-            .max()
-            .unwrap_or(0);
-        let pad = |v: &[u32], with: u32| -> Vec<u32> {
-            let mut v = v.to_vec();
-            v.resize(width, with);
-            v
-        };
-        let pad_id = self.tokenizer.pad_id();
-        let b = texts.len();
-        let ids: Vec<u32> = (encodings.iter())
-            .flat_map(|e| pad(e.get_ids(), pad_id))
-            .collect();
-        let types: Vec<u32> = (encodings.iter())
-            .flat_map(|e| pad(e.get_type_ids(), 0))
-            .collect();
-        let mask: Vec<u32> = (encodings.iter())
-            .flat_map(|e| pad(e.get_attention_mask(), 0))
-            .collect();
-        let dev = &Device::Cpu;
-        let mask = Tensor::from_vec(mask, (b, width), dev)?;
-        let mut inputs = ModelInputs::new(Tensor::from_vec(ids, (b, width), dev)?)
-            .with_attention_mask(mask.clone())
-            .with_token_type_ids(Tensor::from_vec(types, (b, width), dev)?);
+        self.forward_encoded(&encodings, output_attentions)
+    }
+
+    /// [`Self::forward_padded`] for texts already encoded.
+    fn forward_encoded(
+        &self,
+        encodings: &[Encoded],
+        output_attentions: bool,
+    ) -> Result<(lingo_models::ModelOutput, Tensor)> {
+        let refs: Vec<&Encoded> = encodings.iter().collect();
+        let batch = lingo_data::collate(&refs, self.tokenizer.pad_id(), &Device::Cpu)?;
+        let mut inputs = batch.inputs();
         inputs.output_attentions = output_attentions;
-        Ok((self.model.forward(&inputs, &mut Ctx::eval())?, mask))
+        let out = self.model.forward(&inputs, &mut Ctx::eval())?;
+        Ok((out, batch.attention_mask))
     }
 }
