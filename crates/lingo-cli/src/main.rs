@@ -89,6 +89,9 @@ enum Command {
     Tokenizer(commands::tokenizer::TokenizerCommand),
     /// Print the ids and tokens a tokenizer gives some texts.
     Tokenize(commands::tokenizer::Tokenize),
+    /// Serve models over HTTP: OpenAI-compatible completions, chat and embeddings, a route per
+    /// task, metrics, and a playground page at /.
+    Serve(commands::serve::Serve),
 }
 
 fn main() {
@@ -109,6 +112,15 @@ fn main() {
     if let Err(e) = pool.build_global() {
         eprintln!("error: cannot start the worker threads: {e}");
         std::process::exit(2);
+    }
+    // The server's async runtime must not hold a pool thread for its whole life: the models'
+    // threads need every worker for their matrix products.
+    if let Command::Serve(s) = cli.command {
+        if let Err(e) = s.run() {
+            eprintln!("error: {e:#}");
+            std::process::exit(1);
+        }
+        return;
     }
     // Run the command on a pool thread: the serial parts of a step then share the cores with the
     // other workers instead of adding a third thread that competes with the spinning ones.
@@ -132,6 +144,7 @@ fn main() {
         Command::Evaluate(e) => e.run(),
         Command::Tokenizer(t) => t.run(),
         Command::Tokenize(t) => t.run(),
+        Command::Serve(_) => unreachable!("served above"),
     });
     if let Err(e) = result {
         eprintln!("error: {e:#}");

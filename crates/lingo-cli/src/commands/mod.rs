@@ -7,6 +7,7 @@ pub mod generate;
 pub mod metric;
 pub mod pretrain;
 pub mod quickstart;
+pub mod serve;
 pub mod tokenizer;
 pub mod train;
 pub mod translate;
