@@ -21,10 +21,15 @@ fn chromium() -> Option<PathBuf> {
         return Some(p.into());
     }
     let path = std::env::var_os("PATH")?;
-    ["chromium", "chromium-browser", "google-chrome", "google-chrome-stable"]
-        .iter()
-        .flat_map(|name| std::env::split_paths(&path).map(move |d| d.join(name)))
-        .find(|p| p.is_file())
+    [
+        "chromium",
+        "chromium-browser",
+        "google-chrome",
+        "google-chrome-stable",
+    ]
+    .iter()
+    .flat_map(|name| std::env::split_paths(&path).map(move |d| d.join(name)))
+    .find(|p| p.is_file())
 }
 
 /// One DevTools connection, attached to one page.
@@ -71,7 +76,9 @@ impl Browser {
         .expect("chromium did not start within 60 s");
         // Keep draining chromium's log so it never blocks on a full pipe.
         tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-        let (ws, _) = tokio_tungstenite::connect_async(url.as_str()).await.unwrap();
+        let (ws, _) = tokio_tungstenite::connect_async(url.as_str())
+            .await
+            .unwrap();
         Browser {
             ws,
             next_id: 0,
@@ -128,8 +135,13 @@ impl Browser {
     async fn wait_for(&mut self, condition: &str, what: &str) {
         let deadline = Instant::now() + Duration::from_secs(30);
         while self.eval(condition).await != json!(true) {
-            let status = self.eval("document.getElementById('status')?.textContent").await;
-            assert!(Instant::now() < deadline, "waited 30 s for {what}; status: {status}");
+            let status = self
+                .eval("document.getElementById('status')?.textContent")
+                .await;
+            assert!(
+                Instant::now() < deadline,
+                "waited 30 s for {what}; status: {status}"
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
@@ -140,7 +152,11 @@ impl Browser {
             "(() => {{ const s = document.getElementById('{select}'); s.value = '{value}'; \
              s.dispatchEvent(new Event('change')); return s.value; }})()"
         );
-        assert_eq!(self.eval(&js).await, json!(value), "no option {value} in #{select}");
+        assert_eq!(
+            self.eval(&js).await,
+            json!(value),
+            "no option {value} in #{select}"
+        );
     }
 
     /// Replaces a field's text by typing.
@@ -170,15 +186,20 @@ impl Browser {
     }
 
     async fn run_task(&mut self) {
-        self.eval("document.getElementById('status').dataset.state = ''").await;
+        self.eval("document.getElementById('status').dataset.state = ''")
+            .await;
         self.click("run").await;
         self.wait_for(
             "['done', 'error'].includes(document.getElementById('status').dataset.state)",
             "the task to finish",
         )
         .await;
-        let state = self.eval("document.getElementById('status').dataset.state").await;
-        let result = self.eval("document.getElementById('result').textContent").await;
+        let state = self
+            .eval("document.getElementById('status').dataset.state")
+            .await;
+        let result = self
+            .eval("document.getElementById('result').textContent")
+            .await;
         assert_eq!(state, "done", "the page shows an error: {result}");
     }
 
@@ -270,14 +291,23 @@ async fn the_playground_generates_and_classifies_in_chromium() {
     let labels = browser
         .eval("[...document.querySelectorAll('.bar-row')].map(r => [r.querySelector('.label').textContent, r.querySelector('.score').textContent])")
         .await;
-    let api = post(&server, "/classify", &json!({"model": "cls", "inputs": "alice lives in paris"}))
-        .await
-        .json();
+    let api = post(
+        &server,
+        "/classify",
+        &json!({"model": "cls", "inputs": "alice lives in paris"}),
+    )
+    .await
+    .json();
     let expected: Vec<Value> = api
         .as_array()
         .unwrap()
         .iter()
-        .map(|l| json!([l["label"], format!("{:.1}%", 100.0 * l["score"].as_f64().unwrap())]))
+        .map(|l| {
+            json!([
+                l["label"],
+                format!("{:.1}%", 100.0 * l["score"].as_f64().unwrap())
+            ])
+        })
         .collect();
     assert_eq!(labels, json!(expected));
     browser.screenshot("playground-classification.png").await;
