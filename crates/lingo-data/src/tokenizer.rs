@@ -39,7 +39,12 @@ pub const END_OF_TEXT: &str = "<|endoftext|>";
 
 #[derive(Clone)]
 pub struct Tokenizer {
+    /// The tokenizer without the padding and truncation its file may configure: as with
+    /// `transformers`, encoding a text never pads or cuts it unless a caller asks.
     inner: tokenizers::Tokenizer,
+    /// The file's own padding and truncation, written back when the tokenizer is saved.
+    padding: Option<tokenizers::PaddingParams>,
+    truncation: Option<tokenizers::TruncationParams>,
 }
 
 impl std::fmt::Debug for Tokenizer {
@@ -103,7 +108,7 @@ impl Tokenizer {
             .map_err(tok_err)?;
         let mut inner = tokenizers::Tokenizer::new(ModelWrapper::BPE(bpe));
         inner.with_decoder(Some(DecoderWrapper::Fuse(Fuse::new())));
-        Ok(Tokenizer { inner })
+        Ok(Tokenizer::from_inner(inner))
     }
 
     fn train_byte_bpe(text: &str, vocab_size: usize, specials: &[&str]) -> Result<Self> {
@@ -136,7 +141,7 @@ impl Tokenizer {
         inner
             .train(&mut trainer, text.lines().map(|l| l.to_string()))
             .map_err(tok_err)?;
-        Ok(Tokenizer { inner })
+        Ok(Tokenizer::from_inner(inner))
     }
 
     fn train_word(text: &str, vocab_size: usize, specials: &[&str]) -> Result<Self> {
@@ -165,12 +170,21 @@ impl Tokenizer {
         inner
             .train(&mut trainer, text.lines().map(|l| l.to_string()))
             .map_err(tok_err)?;
-        Ok(Tokenizer { inner })
+        Ok(Tokenizer::from_inner(inner))
     }
 
     /// Wraps a `tokenizers` tokenizer.
-    pub fn from_inner(inner: tokenizers::Tokenizer) -> Self {
-        Tokenizer { inner }
+    pub fn from_inner(mut inner: tokenizers::Tokenizer) -> Self {
+        let padding = inner.get_padding().cloned();
+        let truncation = inner.get_truncation().cloned();
+        inner.with_padding(None);
+        // Turning truncation off cannot fail.
+        let _ = inner.with_truncation(None);
+        Tokenizer {
+            inner,
+            padding,
+            truncation,
+        }
     }
 
     /// Loads a `tokenizer.json` (Lingo's own or any Hugging Face one).
@@ -179,12 +193,16 @@ impl Tokenizer {
             path: path.into(),
             message: format!("not a valid tokenizer.json ({e})"),
         })?;
-        Ok(Tokenizer { inner })
+        Ok(Tokenizer::from_inner(inner))
     }
 
     /// The tokenizer as `tokenizer.json` text.
     pub fn to_json(&self) -> Result<String> {
-        self.inner.to_string(true).map_err(tok_err)
+        let mut file = self.inner.clone();
+        file.with_padding(self.padding.clone());
+        file.with_truncation(self.truncation.clone())
+            .map_err(tok_err)?;
+        file.to_string(true).map_err(tok_err)
     }
 
     /// Writes `tokenizer.json` atomically.
@@ -249,7 +267,7 @@ impl Tokenizer {
 
     /// The padding id: the tokenizer's padding setting, else its `[PAD]` or `<pad>` token, else 0.
     pub fn pad_id(&self) -> u32 {
-        (self.inner.get_padding().map(|p| p.pad_id))
+        (self.padding.as_ref().map(|p| p.pad_id))
             .or_else(|| ["[PAD]", "<pad>"].iter().find_map(|t| self.token_to_id(t)))
             .unwrap_or(0)
     }

@@ -8,12 +8,14 @@
 //!   encoder–decoders;
 //! - [`openai`] and [`tasks`]: the routes; [`generation`]: tokens into text, stop strings and
 //!   choices, shared by every generating route; [`chat`]: chat templates;
-//! - [`error`] and [`metrics`]: what clients and Prometheus see.
+//! - [`error`] and [`metrics`]: what clients and Prometheus see;
+//! - [`load`]: the load generator of `lingo bench serve`.
 
 pub mod chat;
 pub mod engine;
 pub mod error;
 pub mod generation;
+pub mod load;
 pub mod metrics;
 pub mod openai;
 pub mod registry;

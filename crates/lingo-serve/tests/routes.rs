@@ -361,6 +361,43 @@ async fn encoder_routes_match_the_pipelines() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embeddings_pool_as_a_sentence_transformers_folder_says() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("st");
+    std::fs::create_dir_all(dir.join("1_Pooling")).unwrap();
+    for f in std::fs::read_dir(fixture("bert")).unwrap() {
+        let f = f.unwrap().path();
+        std::fs::copy(&f, dir.join(f.file_name().unwrap())).unwrap();
+    }
+    std::fs::write(
+        dir.join("1_Pooling/config.json"),
+        json!({"word_embedding_dimension": 32, "pooling_mode_cls_token": true, "pooling_mode_mean_tokens": false}).to_string(),
+    )
+    .unwrap();
+    let modules = json!([
+        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+        {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
+        {"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"}
+    ]);
+    std::fs::write(dir.join("modules.json"), modules.to_string()).unwrap();
+    let server = start(vec![spec("st", &dir)], Limits::default(), None).await;
+    let text = "alice lives in paris";
+    let mut cls = EncoderPipeline::load(&dir)
+        .unwrap()
+        .embed(&[text], Pooling::Cls)
+        .unwrap()
+        .remove(0);
+    let norm = cls.iter().map(|x| x * x).sum::<f32>().sqrt();
+    cls.iter_mut().for_each(|x| *x /= norm);
+    let v = post(&server, "/v1/embeddings", &json!({"input": [text]}))
+        .await
+        .json();
+    let got: Vec<f32> = serde_json::from_value(v["data"][0]["embedding"].clone()).unwrap();
+    assert_eq!(got, cls);
+    server.shutdown();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_encoder_requests_run_as_one_batch() {
     let limits = Limits {
         batch_wait_ms: 200,

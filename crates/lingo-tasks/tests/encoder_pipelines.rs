@@ -180,6 +180,41 @@ fn embeddings_match() {
     }
 }
 
+/// all-MiniLM-L6-v2's tokenizer.json pads every text to 128 tokens and truncates there; as in
+/// `transformers`, that setting must change neither what a pipeline computes nor the saved file.
+#[test]
+fn a_tokenizer_files_padding_and_truncation_are_not_applied() {
+    let src =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../lingo-models/tests/fixtures/hf/bert");
+    let tmp = tempfile::tempdir().unwrap();
+    for f in std::fs::read_dir(&src).unwrap() {
+        let f = f.unwrap().path();
+        std::fs::copy(&f, tmp.path().join(f.file_name().unwrap())).unwrap();
+    }
+    let path = tmp.path().join("tokenizer.json");
+    let mut json: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    json["padding"] = serde_json::json!({"strategy": {"Fixed": 24}, "direction": "Right",
+        "pad_to_multiple_of": null, "pad_id": 0, "pad_type_id": 0, "pad_token": "[PAD]"});
+    json["truncation"] = serde_json::json!({"direction": "Right", "max_length": 6,
+        "strategy": "LongestFirst", "stride": 0});
+    std::fs::write(&path, json.to_string()).unwrap();
+    let padded = EncoderPipeline::load(tmp.path()).unwrap();
+    let (plain, expected) = fixture("bert");
+    let text = expected["inputs"][0].as_str().unwrap();
+    assert_eq!(
+        padded.embed(&[text], Pooling::Mean).unwrap(),
+        plain.embed(&[text], Pooling::Mean).unwrap()
+    );
+    let tokenizer = lingo_data::Tokenizer::load(&path).unwrap();
+    assert!(tokenizer.encode_input(text).unwrap().ids.len() > 6);
+    tokenizer.save(&tmp.path().join("saved.json")).unwrap();
+    let saved: Value =
+        serde_json::from_str(&std::fs::read_to_string(tmp.path().join("saved.json")).unwrap())
+            .unwrap();
+    assert_eq!(saved["padding"], json["padding"]);
+    assert_eq!(saved["truncation"], json["truncation"]);
+}
+
 #[test]
 fn wrong_head_and_missing_mask_are_clear_errors() {
     let (p, _) = fixture("bert-cls");

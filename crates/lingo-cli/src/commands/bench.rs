@@ -46,6 +46,9 @@ enum Model {
     /// Masked-LM pre-training step of bert-mini (4 layers, 256 wide, vocabulary 16,000): batch
     /// 32 × 128 tokens, 15% masked, dropout 0.1, AdamW.
     Pretrain,
+    /// `lingo serve` under load (GPT-2-small-shaped generation, MiniLM embeddings) beside
+    /// transformers behind FastAPI/uvicorn: requests/s, TTFT, time per token, p50/p99, memory.
+    Serve,
 }
 
 #[derive(Args)]
@@ -69,6 +72,8 @@ pub struct Bench {
     /// Also write the results as JSON here.
     #[arg(long)]
     json: Option<PathBuf>,
+    #[command(flatten)]
+    serve: super::bench_serve::ServeLoad,
 }
 
 /// The reference side's output: its versions and per-iteration milliseconds under named keys.
@@ -461,6 +466,14 @@ impl Bench {
     }
 
     pub fn run(self) -> anyhow::Result<()> {
+        if let Model::Serve = self.model {
+            let python = (!self.no_python).then_some(self.python.as_str());
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()?;
+            return runtime.block_on(self.serve.run(python, self.json.as_deref()));
+        }
         let threads = rayon::current_num_threads();
         let iters = self.iters;
         let bf16 = self.mixed_precision()?;
@@ -540,6 +553,7 @@ impl Bench {
                 };
                 (vec![row], HF_SCRIPT, vec!["gpt2"], "new tokens/s")
             }
+            Model::Serve => unreachable!("run above"),
         };
         let torch = if self.no_python {
             None
