@@ -632,12 +632,21 @@ async fn beyond_the_concurrency_limit_requests_get_429_and_a_gone_client_frees_i
     .await;
     assert_eq!(r.status, 429);
     assert_eq!(r.json()["error_type"], "overloaded");
-    // /health is not limited, and answers at once.
+    // /health is not limited and does not wait for the model (whose 2,000 tokens take seconds);
+    // the 50 ms bound under load is `lingo bench serve`'s to measure, on a quiet machine.
     let started = Instant::now();
     assert_eq!(get(&server, "/health").await.status, 200);
-    assert!(started.elapsed() < Duration::from_millis(50));
-    let text = get(&server, "/metrics").await.body;
-    assert_eq!(metric(&text, "lingo_running_sequences"), 1.0, "{text}");
+    assert!(started.elapsed() < Duration::from_millis(1000));
+    // The engine reports its batch just after sending the first token: allow it a moment.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let text = get(&server, "/metrics").await.body;
+        if metric(&text, "lingo_running_sequences") == 1.0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the sequence never ran: {text}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 
     drop(stream);
     let deadline = Instant::now() + Duration::from_secs(10);
