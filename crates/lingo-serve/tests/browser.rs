@@ -327,3 +327,43 @@ async fn the_playground_generates_and_classifies_in_chromium() {
     eprintln!("screenshots in {}", shot.parent().unwrap().display());
     server.shutdown();
 }
+
+/// The README's screenshot: `LINGO_SCREENSHOT_MODEL=DIR` (all-MiniLM-L6-v2) and
+/// `cargo test -p lingo-serve --test browser -- --ignored` write docs/images/playground.png, the
+/// attention map the playground draws for a sentence.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "makes the README's screenshot from a real model: needs LINGO_SCREENSHOT_MODEL"]
+async fn readme_screenshot() {
+    let (Some(binary), Some(model)) = (chromium(), std::env::var_os("LINGO_SCREENSHOT_MODEL"))
+    else {
+        eprintln!("skipping: needs chromium and LINGO_SCREENSHOT_MODEL=DIR");
+        return;
+    };
+    let server = start(
+        vec![spec("all-MiniLM-L6-v2", std::path::Path::new(&model))],
+        Limits::default(),
+        None,
+    )
+    .await;
+    let mut browser = Browser::launch(&binary).await;
+    let text = "The animal didn't cross the street because it was too tired.";
+    browser
+        .open(&format!(
+            "http://{}/#model=all-MiniLM-L6-v2&task=attention&text={}&run",
+            server.addr,
+            text.replace(' ', "%20")
+        ))
+        .await;
+    browser
+        .wait_for(
+            "document.getElementById('status')?.dataset.state === 'done'",
+            "the attention map",
+        )
+        .await;
+    browser.choose("layer", "2").await;
+    browser.choose("head", "5").await;
+    let shot = browser.screenshot("playground.png").await;
+    let out = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../docs/images/playground.png");
+    std::fs::copy(shot, out).unwrap();
+    server.shutdown();
+}
