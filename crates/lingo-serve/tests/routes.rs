@@ -610,6 +610,62 @@ async fn an_api_key_guards_every_route_but_health() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cors_is_off_unless_an_origin_is_given() {
+    let preflight = [
+        ("Origin", "http://app.example"),
+        ("Access-Control-Request-Method", "POST"),
+        (
+            "Access-Control-Request-Headers",
+            "content-type, authorization",
+        ),
+    ];
+    let closed = start(
+        vec![spec("cls", &fixture("bert-cls"))],
+        Limits::default(),
+        None,
+    )
+    .await;
+    let r = send(&closed, "OPTIONS", "/classify", None, &preflight).await;
+    assert!(
+        !r.headers
+            .to_ascii_lowercase()
+            .contains("access-control-allow-origin"),
+        "{}",
+        r.headers
+    );
+    closed.shutdown();
+    let open = start_with(lingo_serve::ServeConfig {
+        models: vec![spec("cls", &fixture("bert-cls"))],
+        port: 0,
+        api_key: Some("k".into()),
+        cors_origins: vec!["http://app.example".into()],
+        ..Default::default()
+    })
+    .await;
+    // The preflight carries no key and must still succeed.
+    let r = send(&open, "OPTIONS", "/classify", None, &preflight).await;
+    assert_eq!(r.status, 200, "{}", r.headers);
+    assert!(
+        r.headers
+            .to_ascii_lowercase()
+            .contains("access-control-allow-origin: http://app.example"),
+        "{}",
+        r.headers
+    );
+    let other = [
+        ("Origin", "http://elsewhere.example"),
+        ("Authorization", "Bearer k"),
+    ];
+    let r = send(&open, "GET", "/info", None, &other).await;
+    assert_eq!(r.status, 200);
+    assert!(!r
+        .headers
+        .to_ascii_lowercase()
+        .contains("access-control-allow-origin"));
+    open.shutdown();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn beyond_the_concurrency_limit_requests_get_429_and_a_gone_client_frees_its_slot() {
     let tmp = tempfile::tempdir().unwrap();
     // Wide enough that 2,000 tokens take seconds.

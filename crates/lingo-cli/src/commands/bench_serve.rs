@@ -356,8 +356,10 @@ impl ServeLoad {
         let mut runs = Vec::new();
         let models = [("gpt", gpt.as_path()), ("minilm", minilm.as_path())];
         {
-            let lingo = lingo_server(&models, &[], "lingo").await?;
-            self.standard_runs(&lingo, Some(&lingo), &mut runs).await?;
+            // One process per model, as the reference runs them, so each peak memory is one model's.
+            let lingo = lingo_server(&models[..1], &[], "lingo").await?;
+            let embed = lingo_server(&models[1..], &[], "lingo").await?;
+            self.standard_runs(&lingo, Some(&embed), &mut runs).await?;
         }
         {
             let one_at_a_time = ["--max-batch-tokens".to_string(), "1".into()];

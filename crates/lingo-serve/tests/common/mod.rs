@@ -62,18 +62,18 @@ pub fn spec(name: &str, dir: &Path) -> ModelSpec {
 }
 
 pub async fn start(models: Vec<ModelSpec>, limits: Limits, api_key: Option<&str>) -> Server {
-    let server = Server::start(
-        ServeConfig {
-            models,
-            port: 0,
-            limits,
-            api_key: api_key.map(str::to_string),
-            ..Default::default()
-        },
-        false,
-    )
+    start_with(ServeConfig {
+        models,
+        port: 0,
+        limits,
+        api_key: api_key.map(str::to_string),
+        ..Default::default()
+    })
     .await
-    .unwrap();
+}
+
+pub async fn start_with(config: ServeConfig) -> Server {
+    let server = Server::start(config, false).await.unwrap();
     server.wait_loaded().await.unwrap();
     server
 }
