@@ -19,6 +19,8 @@ use tokio::sync::mpsc;
 pub const MAX_STOP_STRINGS: usize = 4;
 /// Choices per prompt, at most.
 pub const MAX_CHOICES: usize = 16;
+/// Sequences (prompts × choices) per request, at most.
+pub const MAX_SEQUENCES: usize = 64;
 
 /// A string or a list of them (`prompt`, `input`, `inputs`, `stop`).
 #[derive(Clone, Debug, Deserialize)]
@@ -135,6 +137,14 @@ pub fn plan(
         return Err(ApiError::validation(format!(
             "field `n`: between 1 and {MAX_CHOICES}, got {}",
             params.n
+        )));
+    }
+    if texts.len() * params.n > MAX_SEQUENCES {
+        return Err(ApiError::validation(format!(
+            "{} prompts × n = {} is {} sequences; at most {MAX_SEQUENCES} per request",
+            texts.len(),
+            params.n,
+            texts.len() * params.n
         )));
     }
     if params.stop.len() > MAX_STOP_STRINGS {

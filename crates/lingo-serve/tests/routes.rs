@@ -555,6 +555,14 @@ async fn bad_requests_get_clear_errors() {
     .await;
     assert_eq!(r.status, 422);
     assert!(r.error().contains("temperature"));
+    let r = post(
+        &server,
+        "/v1/completions",
+        &json!({"prompt": vec!["a"; 20], "n": 4}),
+    )
+    .await;
+    assert_eq!(r.status, 422);
+    assert!(r.error().contains("80 sequences"), "{}", r.body);
     let r = post(&server, "/fill-mask", &json!({"inputs": "hi"})).await;
     assert_eq!(r.status, 422, "{}", r.body);
     let text = get(&server, "/metrics").await.body;
