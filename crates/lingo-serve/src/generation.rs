@@ -169,13 +169,7 @@ pub fn plan(
                 ApiError::validation("the prompt is empty and the model has no start token")
             })?];
         }
-        if ids.len() > limits.max_input_tokens {
-            return Err(ApiError::validation(format!(
-                "the input is {} tokens long; this server takes at most {} (--max-input-tokens)",
-                ids.len(),
-                limits.max_input_tokens
-            )));
-        }
+        limits.check_input("the input is", ids.len())?;
         if ids.len() >= total {
             return Err(ApiError::validation(format!(
                 "the input is {} tokens long, leaving no room to generate within {total} tokens ({})",

@@ -54,6 +54,19 @@ impl Default for Limits {
     }
 }
 
+impl Limits {
+    /// 422 if an input of `tokens` tokens (`what`: "the input") is over `--max-input-tokens`.
+    pub fn check_input(&self, what: &str, tokens: usize) -> Result<(), ApiError> {
+        if tokens > self.max_input_tokens {
+            return Err(ApiError::validation(format!(
+                "{what} {tokens} tokens long; this server takes at most {} (--max-input-tokens)",
+                self.max_input_tokens
+            )));
+        }
+        Ok(())
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct ServeConfig {
     pub models: Vec<ModelSpec>,

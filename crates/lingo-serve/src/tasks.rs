@@ -53,16 +53,11 @@ fn check_lengths(
     model: &ServedModel,
     texts: &[String],
 ) -> Result<Vec<usize>, ApiError> {
-    let max = state.config.limits.max_input_tokens;
     texts
         .iter()
         .map(|t| {
             let n = model.encode(t)?.len();
-            if n > max {
-                return Err(ApiError::validation(format!(
-                    "the input is {n} tokens long; this server takes at most {max} (--max-input-tokens)"
-                )));
-            }
+            state.config.limits.check_input("the input is", n)?;
             if let Some(p) = model.max_positions.filter(|&p| n > p) {
                 return Err(ApiError::validation(format!(
                     "the input is {n} tokens long; model `{}` takes at most {p}",
@@ -293,14 +288,9 @@ pub async fn qa(
         .iter()
         .map(|q| format!("{} {}", q.question, q.context))
         .collect();
-    let max = state.config.limits.max_input_tokens;
     for text in &joined {
         let n = model.encode(text)?.len();
-        if n > max {
-            return Err(ApiError::validation(format!(
-                "the question and context are {n} tokens long; this server takes at most {max} (--max-input-tokens)"
-            )));
-        }
+        (state.config.limits).check_input("the question and context are", n)?;
     }
     let results = on_encoder(&model, move |p| {
         questions
@@ -391,13 +381,7 @@ async fn seq2seq(
     let mut sources = Vec::with_capacity(texts.len());
     for t in &texts {
         let ids = translator.encode_source(&format!("{prefix}{t}"))?;
-        if ids.len() > limits.max_input_tokens {
-            return Err(ApiError::validation(format!(
-                "the input is {} tokens long; this server takes at most {} (--max-input-tokens)",
-                ids.len(),
-                limits.max_input_tokens
-            )));
-        }
+        limits.check_input("the input is", ids.len())?;
         sources.push(ids);
     }
     let mut beam: BeamConfig = beam.clone();
