@@ -198,7 +198,7 @@ pub fn generate(
 }
 
 /// Feeds `ids` through the model (extending `cache`) and returns the logits after the last one.
-fn last_logits(
+pub fn last_logits(
     model: &dyn CausalLm,
     ids: &[u32],
     cache: &mut [lingo_nn::KvCache],

@@ -6,8 +6,8 @@
 //! its slot at once.
 
 use crate::metrics::Metrics;
-use candle_core::{DType, Device, Tensor, D};
-use lingo_generate::{penalize_repetition, sample, SamplingConfig};
+use candle_core::DType;
+use lingo_generate::{last_logits, penalize_repetition, sample, SamplingConfig};
 use lingo_models::CausalLm;
 use lingo_nn::{KvCache, LingoRng};
 use std::sync::atomic::Ordering;
@@ -125,12 +125,16 @@ fn run(
 ) {
     let context = model.context_length();
     let mut rows: Vec<Row> = Vec::new();
-    // This engine's share of the running gauge.
+    // Keeps this engine's share of the running gauge at `n` sequences.
     let mut reported = 0i64;
+    let mut report = |n: usize| {
+        metrics
+            .running
+            .fetch_add(n as i64 - reported, Ordering::Relaxed);
+        reported = n as i64;
+    };
     loop {
-        let now = rows.len() as i64;
-        metrics.running.fetch_add(now - reported, Ordering::Relaxed);
-        reported = now;
+        report(rows.len());
         // Idle: sleep until a request comes (or every handle is gone).
         if rows.is_empty() {
             match requests.recv() {
@@ -146,9 +150,7 @@ fn run(
         }
         // Clients that have gone free their slot before the step is paid for.
         rows.retain(|r| !r.request.events.is_closed());
-        let now = rows.len() as i64;
-        metrics.running.fetch_add(now - reported, Ordering::Relaxed);
-        reported = now;
+        report(rows.len());
         if rows.is_empty() {
             continue;
         }
@@ -229,11 +231,5 @@ fn prefill(
             model.context_length()
         );
     }
-    let input = Tensor::from_slice(prompt, (1, prompt.len()), &Device::Cpu)?;
-    let logits = model.forward_cached(&input, cache)?;
-    logits
-        .narrow(1, prompt.len() - 1, 1)?
-        .to_dtype(DType::F32)?
-        .flatten_to(D::Minus1)?
-        .to_vec1::<f32>()
+    last_logits(model, prompt, cache)
 }

@@ -52,9 +52,9 @@ fn gather<J>(
     first: J,
     jobs: &mpsc::Receiver<J>,
     batching: Batching,
-    size: impl Fn(&J) -> Option<(usize, usize)>,
+    size: impl Fn(&J, &J) -> Option<(usize, usize)>,
 ) -> (Vec<J>, Option<J>) {
-    let Some((mut rows, mut longest)) = size(&first) else {
+    let Some((mut rows, mut longest)) = size(&first, &first) else {
         return (vec![first], None);
     };
     let mut batch = vec![first];
@@ -69,7 +69,7 @@ fn gather<J>(
         let Some(job) = next else {
             return (batch, None);
         };
-        match size(&job) {
+        match size(&batch[0], &job) {
             Some((r, l))
                 if (rows + r) * longest.max(l) <= batching.max_batch_tokens.max(rows * longest) =>
             {
@@ -82,18 +82,18 @@ fn gather<J>(
     }
 }
 
-/// Starts an encoder's thread; it ends when every sender is dropped.
-pub fn spawn_encoder(
-    pipeline: EncoderPipeline,
-    pooling: Pooling,
-    name: &str,
+/// Starts a worker thread named `name` that gathers the jobs sent to it into batches and runs
+/// each; it ends when every sender is dropped. `size(first, job)` is a job's (rows, longest row)
+/// in a batch begun by `first`, or `None` if it cannot join it.
+fn spawn_batches<J: Send + 'static>(
+    name: String,
     batching: Batching,
-    metrics: Arc<Metrics>,
-) -> mpsc::Sender<EncoderJob> {
-    let (tx, jobs) = mpsc::channel::<EncoderJob>();
-    let size = |j: &EncoderJob| j.texts().map(|t| (t.texts.len(), t.longest));
+    size: impl Fn(&J, &J) -> Option<(usize, usize)> + Send + 'static,
+    mut run: impl FnMut(Vec<J>) + Send + 'static,
+) -> mpsc::Sender<J> {
+    let (tx, jobs) = mpsc::channel::<J>();
     std::thread::Builder::new()
-        .name(format!("encode-{name}"))
+        .name(name)
         .spawn(move || {
             let mut carried = None;
             loop {
@@ -104,13 +104,29 @@ pub fn spawn_encoder(
                         Err(_) => return,
                     },
                 };
-                let (batch, rest) = gather(first, &jobs, batching, size);
+                let (batch, rest) = gather(first, &jobs, batching, &size);
                 carried = rest;
-                run_encoder_batch(&pipeline, pooling, batch, &metrics);
+                run(batch);
             }
         })
         .expect("spawning a thread");
     tx
+}
+
+/// Starts an encoder's thread; it ends when every sender is dropped.
+pub fn spawn_encoder(
+    pipeline: EncoderPipeline,
+    pooling: Pooling,
+    name: &str,
+    batching: Batching,
+    metrics: Arc<Metrics>,
+) -> mpsc::Sender<EncoderJob> {
+    spawn_batches(
+        format!("encode-{name}"),
+        batching,
+        |_, j: &EncoderJob| j.texts().map(|t| (t.texts.len(), t.longest)),
+        move |batch| run_encoder_batch(&pipeline, pooling, batch, &metrics),
+    )
 }
 
 fn run_encoder_batch(
@@ -189,34 +205,17 @@ pub fn spawn_seq2seq(
     batching: Batching,
     metrics: Arc<Metrics>,
 ) -> mpsc::Sender<Seq2SeqJob> {
-    let (tx, jobs) = mpsc::channel::<Seq2SeqJob>();
-    std::thread::Builder::new()
-        .name(format!("seq2seq-{name}"))
-        .spawn(move || {
-            let mut carried = None;
-            loop {
-                let first = match carried.take() {
-                    Some(job) => job,
-                    None => match jobs.recv() {
-                        Ok(job) => job,
-                        Err(_) => return,
-                    },
-                };
-                let beam = first.beam.clone();
-                // Only requests with the same decoding settings share a beam search.
-                let size = |j: &Seq2SeqJob| {
-                    (j.beam == beam).then(|| {
-                        let longest = j.sources.iter().map(Vec::len).max().unwrap_or(1);
-                        (j.sources.len() * beam.beam_size.max(1), longest)
-                    })
-                };
-                let (batch, rest) = gather(first, &jobs, batching, size);
-                carried = rest;
-                run_seq2seq_batch(&translator, &beam, batch, &metrics);
-            }
+    // Only requests with the same decoding settings share a beam search.
+    let size = |first: &Seq2SeqJob, j: &Seq2SeqJob| {
+        (j.beam == first.beam).then(|| {
+            let longest = j.sources.iter().map(Vec::len).max().unwrap_or(1);
+            (j.sources.len() * j.beam.beam_size.max(1), longest)
         })
-        .expect("spawning a thread");
-    tx
+    };
+    spawn_batches(format!("seq2seq-{name}"), batching, size, move |batch| {
+        let beam = batch[0].beam.clone();
+        run_seq2seq_batch(&translator, &beam, batch, &metrics)
+    })
 }
 
 fn run_seq2seq_batch(
