@@ -272,6 +272,29 @@ impl ServeLoad {
         Ok(())
     }
 
+    /// Embeddings at twice the generation runs' concurrency, after a warm-up.
+    async fn embedding_run(&self, server: &Served, runs: &mut Vec<Run>) -> anyhow::Result<()> {
+        load::run(
+            server.addr,
+            None,
+            self.embedding(),
+            self.bounded(Shape::Concurrency(1), 4),
+        )
+        .await
+        .map_err(anyhow::Error::msg)?;
+        self.measure(
+            "embeddings, concurrency",
+            server,
+            self.embedding(),
+            self.bounded(
+                Shape::Concurrency(self.concurrency * 2),
+                self.embed_requests,
+            ),
+            runs,
+        )
+        .await
+    }
+
     /// Generation at fixed concurrency and at a constant rate, then embeddings.
     async fn standard_runs(
         &self,
@@ -307,22 +330,7 @@ impl ServeLoad {
         )
         .await?;
         if let Some(embed) = embed {
-            load::run(
-                embed.addr,
-                None,
-                self.embedding(),
-                self.bounded(Shape::Concurrency(1), 4),
-            )
-            .await
-            .map_err(anyhow::Error::msg)?;
-            self.measure(
-                "embeddings, concurrency",
-                embed,
-                self.embedding(),
-                self.bounded(Shape::Concurrency(c * 2), self.embed_requests),
-                runs,
-            )
-            .await?;
+            self.embedding_run(embed, runs).await?;
         }
         Ok(())
     }
@@ -364,22 +372,7 @@ impl ServeLoad {
         {
             let one_at_a_time = ["--max-batch-tokens".to_string(), "1".into()];
             let lingo = lingo_server(&models[1..], &one_at_a_time, "lingo unbatched").await?;
-            load::run(
-                lingo.addr,
-                None,
-                self.embedding(),
-                self.bounded(Shape::Concurrency(1), 4),
-            )
-            .await
-            .map_err(anyhow::Error::msg)?;
-            self.measure(
-                "embeddings, concurrency",
-                &lingo,
-                self.embedding(),
-                self.bounded(Shape::Concurrency(c * 2), self.embed_requests),
-                &mut runs,
-            )
-            .await?;
+            self.embedding_run(&lingo, &mut runs).await?;
         }
         {
             let limit = self.overload_limit.max(1);
