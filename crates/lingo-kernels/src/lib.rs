@@ -18,6 +18,7 @@
 //! | [`cross_entropy`] | log-softmax + NLL with `ignore_index` and label smoothing |
 //! | [`gelu`] | GELU, erf and tanh forms |
 //! | [`attention`] | scaled dot-product attention, causal/padding masks, weights on request |
+//! | [`int8`] | dynamic int8 linear layers: VNNI, AVX2 and portable integer kernels |
 //! | [`mixed_precision`] | bf16 matrix products with f32 accumulation (AVX-512 BF16) |
 //! | [`optim`] | in-place AdamW / SGD updates and gradient norms |
 //! | [`shared_grad`] | one in-place gradient sum for a tensor read at every step of a loop |
@@ -31,6 +32,7 @@ pub mod dropout;
 pub mod embedding;
 pub mod gelu;
 pub mod gradcheck;
+pub mod int8;
 pub mod layer_norm;
 pub mod linear;
 pub mod math;
@@ -51,6 +53,7 @@ pub use denormals::flush_denormals;
 pub use dropout::dropout;
 pub use embedding::{embedding, embedding_padded, embedding_shared};
 pub use gelu::{gelu, GeluForm};
+pub use int8::{linear_int8, Int8Kernel, Int8Matrix};
 pub use layer_norm::layer_norm;
 pub use linear::{linear, linear_shared, linear_transposed, params_changed, params_version};
 pub use recurrent::{recurrent_step, recurrent_step_at, Cell};

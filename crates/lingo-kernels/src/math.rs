@@ -81,6 +81,41 @@ pub fn max(xs: &[f32]) -> f32 {
     m
 }
 
+/// Largest magnitude of the elements (0 for an empty slice), or NaN if any is not finite.
+#[multiversion(targets("x86_64+avx512f+avx512vl+avx2+fma", "x86_64+avx2+fma"))]
+pub fn max_abs(xs: &[f32]) -> f32 {
+    let mut lanes = [0f32; 16];
+    // `x · 0` is NaN exactly for an infinite or NaN `x`, which `max` would skip.
+    let mut poison = [0f32; 16];
+    let chunks = xs.chunks_exact(16);
+    let tail = chunks.remainder();
+    for c in chunks {
+        for i in 0..16 {
+            lanes[i] = lanes[i].max(c[i].abs());
+            poison[i] += c[i] * 0.0;
+        }
+    }
+    let mut m = 0f32;
+    let mut p = 0f32;
+    for &l in lanes.iter().chain(tail) {
+        m = m.max(l.abs());
+        p += l * 0.0;
+    }
+    p += poison.iter().sum::<f32>();
+    m + p
+}
+
+/// `q[i] = round(x[i] · scale)` (to nearest, ties to even), clamped to −127…127.
+#[multiversion(targets("x86_64+avx512f+avx512vl+avx2+fma", "x86_64+avx2+fma"))]
+pub fn round_to_i8(xs: &[f32], scale: f32, q: &mut [i8]) {
+    // Adding and subtracting 1.5·2²³ rounds to nearest even (see `exp`).
+    const ROUND: f32 = 12_582_912.0;
+    for (q, &x) in q.iter_mut().zip(xs) {
+        let r = ((x * scale).clamp(-127.0, 127.0) + ROUND) - ROUND;
+        *q = r as i32 as i8;
+    }
+}
+
 /// Sum of the elements, accumulated in 16 lanes.
 #[multiversion(targets("x86_64+avx512f+avx512vl+avx2+fma", "x86_64+avx2+fma"))]
 pub fn sum(xs: &[f32]) -> f32 {

@@ -11,6 +11,7 @@ use crate::config::ModelConfig;
 use crate::contracts::{CausalLm, Seq2SeqTrain};
 use crate::hf::{Checkpoint, LoadError, LoadReport, Lookup, StoredNames};
 use crate::outputs::{ModelInputs, ModelOutput};
+use crate::quantize::Quantization;
 use crate::t5::T5;
 use crate::transformer::Transformer;
 use crate::{Gpt, RnnSeq2Seq};
@@ -62,6 +63,9 @@ pub struct LoadOptions {
     /// Ignore the weights: the folder's architecture with every parameter newly initialised
     /// from `seed` — the from-scratch baseline a pre-trained model is measured against.
     pub random_init: bool,
+    /// Build every linear layer with int8 weights for inference ([`crate::quantize`]). A folder
+    /// saved quantized loads quantized whatever this says.
+    pub quantize: Option<Quantization>,
 }
 
 impl LoadOptions {
@@ -84,6 +88,7 @@ impl Default for LoadOptions {
             offline: false,
             allow_missing: Vec::new(),
             random_init: false,
+            quantize: None,
         }
     }
 }
@@ -105,11 +110,14 @@ pub struct Loaded {
 impl AutoModel {
     /// Opens the model folder `dir` and builds the model its `config.json` describes.
     pub fn load(dir: &Path, options: &LoadOptions) -> std::result::Result<Loaded, LoadError> {
-        let checkpoint = if options.random_init {
+        let mut checkpoint = if options.random_init {
             Checkpoint::fresh(dir, crate::hf::read_config(dir)?, &options.device)
         } else {
             Checkpoint::open(dir, &options.device)?
         };
+        if options.quantize.is_some() {
+            checkpoint.quantize = options.quantize;
+        }
         Self::build(checkpoint, options)
     }
 
@@ -122,7 +130,11 @@ impl AutoModel {
         config: serde_json::Value,
         options: &LoadOptions,
     ) -> std::result::Result<Loaded, LoadError> {
-        Self::build(Checkpoint::fresh(dir, config, &options.device), options)
+        let mut checkpoint = Checkpoint::fresh(dir, config, &options.device);
+        if options.quantize.is_some() {
+            checkpoint.quantize = options.quantize;
+        }
+        Self::build(checkpoint, options)
     }
 
     fn build(
@@ -164,6 +176,9 @@ impl AutoModel {
                 None => checkpoint.saved_dtype()?,
             };
             crate::hf::set_saved_dtype(&mut loaded.config, dtype);
+        }
+        if let (Some(q), Some(map)) = (checkpoint.quantize, loaded.config.as_object_mut()) {
+            map.insert("quantization_config".into(), q.config_entry());
         }
         Ok(loaded)
     }

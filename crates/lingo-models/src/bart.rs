@@ -345,7 +345,7 @@ impl Bart {
                 .map(|i| Layer::new(&dec.sub(format!("layers.{i}")), c, true))
                 .collect::<Result<_>>()?,
             final_logits_bias: p.get("final_logits_bias", &[1, c.vocab_size], Init::Zeros)?,
-            head: Linear::from_parts(shared.weight.clone(), None),
+            head: Linear::tied(p, &shared.weight, None)?,
             shared,
             config,
         })

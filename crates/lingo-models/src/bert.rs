@@ -760,16 +760,20 @@ impl BertModel {
         if width != e {
             bail!("masked-LM head of width {width} cannot tie to embeddings of width {e}");
         }
-        let weight = if c.tie_word_embeddings {
-            embeddings.words.weight.clone()
-        } else {
-            p.get(decoder, &[c.vocab_size, e], init)?
+        let own_weight = match c.tie_word_embeddings {
+            true => None,
+            false => Some(p.linear_weight(decoder, c.vocab_size, e, init)?),
+        };
+        let bias = Some(p.get(bias, &[c.vocab_size], Init::Zeros)?);
+        let decoder = match own_weight {
+            None => Linear::tied(p, &embeddings.words.weight, bias)?,
+            Some(weight) => Linear::with_weight(weight, bias),
         };
         Ok(HeadLayers::MaskedLm {
             dense: linear(dense, h, width)?,
             act,
             norm: LayerNorm::new(&p.sub(norm), width, true, c.layer_norm_eps)?,
-            decoder: Linear::from_parts(weight, Some(p.get(bias, &[c.vocab_size], Init::Zeros)?)),
+            decoder,
         })
     }
 

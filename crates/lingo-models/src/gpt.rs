@@ -167,7 +167,7 @@ impl Gpt {
             NormPlacement::Post => None,
         };
         let lm_head = if c.tied_embeddings {
-            Linear::from_parts(wte.weight.clone(), None)
+            Linear::tied(p, &wte.weight, None)?
         } else {
             Linear::new(&p.sub("lm_head"), c.d_model, c.vocab_size, false, init)?
         };

@@ -53,6 +53,9 @@ pub struct Checkpoint {
     stored_dtype: DType,
     /// A new model: no weights, every parameter initialised from the seed.
     fresh: bool,
+    /// Build the linear layers with int8 weights ([`ParamStore::quantize_linears`]): asked for at
+    /// load time, or declared by a quantized folder.
+    pub quantize: Option<crate::quantize::Quantization>,
 }
 
 /// A conversion of a stored tensor into Lingo's layout (GPT-2's `[in, out]` Conv1D weights).
@@ -104,7 +107,13 @@ pub struct Built<M> {
 impl Checkpoint {
     pub fn open(dir: &Path, device: &Device) -> Result<Self> {
         let config = read_config(dir)?;
-        let (tensors, weights_file) = read_weights(dir, device)?;
+        let (mut tensors, weights_file) = read_weights(dir, device)?;
+        let quantize = crate::quantize::declared(&config)
+            .map_err(|e| LoadError::invalid(&dir.join("config.json"), e))?;
+        if quantize.is_some() {
+            crate::quantize::dequantize_stored(&mut tensors)
+                .map_err(|e| LoadError::invalid(Path::new(&weights_file), e))?;
+        }
         let stored_dtype = most_common_float_dtype(tensors.values());
         Ok(Checkpoint {
             dir: dir.into(),
@@ -116,6 +125,7 @@ impl Checkpoint {
             weights_file,
             stored_dtype,
             fresh: false,
+            quantize,
         })
     }
 
@@ -125,7 +135,6 @@ impl Checkpoint {
     pub fn fresh(dir: &Path, config: serde_json::Value, device: &Device) -> Self {
         Checkpoint {
             dir: dir.into(),
-            config,
             device: device.clone(),
             tensors: Arc::default(),
             stored: BTreeSet::new(),
@@ -133,6 +142,8 @@ impl Checkpoint {
             weights_file: "(new model)".into(),
             stored_dtype: DType::F32,
             fresh: true,
+            quantize: crate::quantize::declared(&config).ok().flatten(),
+            config,
         }
     }
 
@@ -194,13 +205,21 @@ impl Checkpoint {
     ) -> Result<Built<M>> {
         let source = self.source(lookup);
         let store = ParamStore::reading(lookup.seed, &self.device, source);
+        if self.quantize.is_some() {
+            store.quantize_linears();
+        }
         let model = make(&store.root());
         store.end_source();
         let model = model?;
         let mut names = StoredNames::default();
         let mut report = LoadReport::default();
         let taken = self.taken.lock().expect("checkpoint lock poisoned").clone();
-        for (name, var) in store.named() {
+        let params = store
+            .named()
+            .into_iter()
+            .map(|(n, v)| (n, v.dims().to_vec()));
+        let int8 = (store.quantized().into_iter()).map(|(n, q)| (n, vec![q.dims().0, q.dims().1]));
+        for (name, dims) in params.chain(int8) {
             match taken.get(&name) {
                 Some(stored) => {
                     names.0.insert(name, stored.clone());
@@ -217,7 +236,7 @@ impl Checkpoint {
                 None => {
                     return Err(LoadError::invalid(
                         Path::new(&self.weights_file),
-                        format!("tensor `{name}` (shape {:?}) is missing", var.dims()),
+                        format!("tensor `{name}` (shape {dims:?}) is missing"),
                     ))
                 }
             }
@@ -479,10 +498,15 @@ pub fn save_pretrained(
 ) -> Result<()> {
     let mut tensors = Vec::new();
     for (name, var) in store.named() {
-        let stored = names.0.get(&name).cloned().unwrap_or(name.clone());
-        tensors.push((stored, convert(&name, var.as_tensor().clone())?));
+        tensors.push((
+            names.stored(&name).to_string(),
+            convert(&name, var.as_tensor().clone())?,
+        ));
     }
-    save_tensors(dir, config, tensors)
+    let int8 =
+        crate::quantize::stored_int8(store, |name| names.stored(name).to_string(), &convert)?;
+    // The scales are f32 whatever dtype the rest is saved in.
+    save_tensors_with_int8(dir, config, tensors, int8.weights, int8.scales)
 }
 
 /// Writes `config.json` and `model.safetensors` holding `tensors` under their names, in the
@@ -492,6 +516,17 @@ pub fn save_tensors(
     config: &serde_json::Value,
     tensors: Vec<(String, Tensor)>,
 ) -> Result<()> {
+    save_tensors_with_int8(dir, config, tensors, Vec::new(), Vec::new())
+}
+
+/// [`save_tensors`] plus int8 tensors and f32 tensors kept f32 (their scales).
+fn save_tensors_with_int8(
+    dir: &Path,
+    config: &serde_json::Value,
+    tensors: Vec<(String, Tensor)>,
+    int8: Vec<(String, lingo_nn::params::Int8Tensor)>,
+    f32_tensors: Vec<(String, Tensor)>,
+) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(|e| LoadError::Io(dir.into(), e))?;
     let dtype = declared_dtype(config)
         .map_err(|e| LoadError::invalid(&dir.join("config.json"), e))?
@@ -499,9 +534,15 @@ pub fn save_tensors(
     let tensors = tensors
         .into_iter()
         .map(|(n, t)| Ok((n, t.to_dtype(dtype)?.contiguous()?)))
+        .chain(
+            f32_tensors
+                .into_iter()
+                .map(|(n, t)| Ok((n, t.contiguous()?))),
+        )
         .collect::<candle_core::Result<Vec<_>>>()?;
     let metadata = HashMap::from([("format".to_string(), "pt".to_string())]);
-    let bytes = lingo_nn::params::tensors_to_safetensors(&tensors, Some(metadata))?;
+    let bytes =
+        lingo_nn::params::tensors_to_safetensors_with_int8(&tensors, &int8, Some(metadata))?;
     let write = |file: &str, bytes: &[u8]| {
         let path = dir.join(file);
         lingo_nn::io::write_atomic(&path, bytes).map_err(|e| LoadError::Io(path, e))

@@ -7,6 +7,8 @@
 //! - [`transformer`]: the original encoder–decoder Transformer, trained from scratch.
 //! - [`t5`]: T5 v1.0 and v1.1, loaded from Hugging Face checkpoints.
 //! - [`rnn_seq2seq`]: recurrent encoder–decoder with Bahdanau or Luong attention.
+//!
+//! Any of them loads with int8 linear layers for inference ([`quantize`]).
 
 pub mod auto;
 pub mod bart;
@@ -19,6 +21,7 @@ pub mod hf;
 pub mod hub;
 pub mod outputs;
 pub mod presets;
+pub mod quantize;
 pub mod rnn_seq2seq;
 pub mod t5;
 pub mod transformer;
@@ -27,6 +30,7 @@ pub use config::{ConfigError, ModelConfig};
 pub use contracts::{Batched, CausalLm, Seq2SeqBatch, Seq2SeqLm, Seq2SeqLoss, Seq2SeqTrain};
 pub use gpt::{Gpt, GptConfig};
 pub use outputs::{ModelInputs, ModelOutput, Trace};
+pub use quantize::Quantization;
 pub use rnn_seq2seq::{RnnSeq2Seq, RnnSeq2SeqConfig, Seq2SeqAttention};
 
 use candle_core::{DType, Result, Tensor};

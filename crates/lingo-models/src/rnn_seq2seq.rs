@@ -240,10 +240,11 @@ impl RnnSeq2Seq {
             init,
         )?;
         let out = if c.tied_output {
-            Linear::from_parts(
-                tgt_embed.weight.clone(),
+            Linear::tied(
+                p,
+                &tgt_embed.weight,
                 Some(p.get("decoder.out.bias", &[c.tgt_vocab_size], Init::Zeros)?),
-            )
+            )?
         } else {
             Linear::new(
                 &p.sub("decoder.out"),
@@ -480,7 +481,7 @@ impl RnnSeq2Seq {
     }
 
     pub fn device(&self) -> Device {
-        self.out.weight.device().clone()
+        self.tgt_embed.weight.device().clone()
     }
 }
 

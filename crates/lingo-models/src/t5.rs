@@ -456,7 +456,7 @@ impl T5 {
         let lm_head = if own_head {
             Linear::new(&p.sub("lm_head"), c.d_model, c.vocab_size, false, init)?
         } else {
-            Linear::from_parts(shared.weight.clone(), None)
+            Linear::tied(p, &shared.weight, None)?
         };
         let embed = |own: bool, name: &str| -> Result<Embedding> {
             if own {

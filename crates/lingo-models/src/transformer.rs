@@ -199,10 +199,11 @@ impl Transformer {
             positions: sinusoidal_table(c.max_len, c.d_model, &p.store().device())?,
             encoder: layers("encoder", c.encoder_layers, false)?,
             decoder: layers("decoder", c.decoder_layers, true)?,
-            head: Linear::from_parts(
-                tgt_embed.weight.clone(),
+            head: Linear::tied(
+                p,
+                &tgt_embed.weight,
                 Some(p.get("out_bias", &[c.tgt_vocab_size], Init::Zeros)?),
-            ),
+            )?,
             drop: Dropout::new(c.dropout),
             src_embed,
             tgt_embed,

@@ -22,7 +22,7 @@ pub use block::{NormPlacement, TransformerBlock};
 pub use dropout::Dropout;
 pub use embedding::{Embedding, LoopEmbedding};
 pub use feed_forward::{Activation, FeedForward};
-pub use linear::{Linear, LoopLinear};
+pub use linear::{Linear, LinearWeight, LoopLinear};
 pub use norm::{LayerNorm, RmsNorm};
 pub use params::{Init, ParamPath, ParamSource, ParamStore, SublayerInit};
 pub use position::{sinusoidal_table, PositionalEncoding};

@@ -1,7 +1,15 @@
 use crate::params::{Init, ParamPath};
 use candle_core::{Result, Tensor};
-use lingo_kernels::SharedGrad;
+use lingo_kernels::{Int8Matrix, SharedGrad};
 use std::sync::{Arc, Mutex};
+
+/// A linear layer's weight `[out, in]`: an f32 parameter, or int8 for inference (see
+/// [`crate::ParamStore::quantize_linears`]).
+#[derive(Clone, Debug)]
+pub enum LinearWeight {
+    F32(Tensor),
+    Int8(Arc<Int8Matrix>),
+}
 
 /// `y = x Wᵀ + b`, weight `[out, in]` as in PyTorch.
 ///
@@ -11,9 +19,12 @@ use std::sync::{Arc, Mutex};
 /// [`lingo_kernels::params_version`], so a training step (one forward per update) never pays for it;
 /// once any parameter is written the copy is stale and the next call drops it. Inference thus holds
 /// each weight twice.
+///
+/// A layer built in a store that quantizes ([`crate::ParamStore::quantize_linears`]) holds its
+/// weight as int8 only, and multiplies with [`lingo_kernels::linear_int8`] (inference only).
 #[derive(Clone, Debug)]
 pub struct Linear {
-    pub weight: Tensor,
+    weight: LinearWeight,
     pub bias: Option<Tensor>,
     transposed: Arc<Mutex<Transposed>>,
 }
@@ -37,17 +48,17 @@ impl Linear {
         bias: bool,
         init: Init,
     ) -> Result<Self> {
-        let weight = p.get("weight", &[out_dim, in_dim], init)?;
+        let weight = p.linear_weight("weight", out_dim, in_dim, init)?;
         let bias = if bias {
             Some(p.get("bias", &[out_dim], Init::Zeros)?)
         } else {
             None
         };
-        Ok(Linear::from_parts(weight, bias))
+        Ok(Linear::with_weight(weight, bias))
     }
 
-    /// A layer over existing tensors (`weight: [out, in]`), e.g. a head tied to an embedding.
-    pub fn from_parts(weight: Tensor, bias: Option<Tensor>) -> Self {
+    /// A layer over an existing weight (`[out, in]`).
+    pub fn with_weight(weight: LinearWeight, bias: Option<Tensor>) -> Self {
         Linear {
             weight,
             bias,
@@ -55,17 +66,60 @@ impl Linear {
         }
     }
 
+    /// A layer over existing f32 tensors (`weight: [out, in]`).
+    pub fn from_parts(weight: Tensor, bias: Option<Tensor>) -> Self {
+        Linear::with_weight(LinearWeight::F32(weight), bias)
+    }
+
+    /// An output projection tied to an embedding table (`[vocab, dim]`) of the store `p` is in.
+    /// In a store that quantizes, the projection is an int8 copy of the table (the lookup keeps
+    /// reading the f32 table): what is derived is not saved, and loading derives it again.
+    pub fn tied(p: &ParamPath, table: &Tensor, bias: Option<Tensor>) -> Result<Self> {
+        let weight = if p.store().quantizes_linears() {
+            let (out, inp) = table.dims2()?;
+            let values = table.flatten_all()?.to_vec1::<f32>()?;
+            LinearWeight::Int8(Arc::new(Int8Matrix::quantize(&values, out, inp)?))
+        } else {
+            LinearWeight::F32(table.clone())
+        };
+        Ok(Linear::with_weight(weight, bias))
+    }
+
+    /// The f32 weight `[out, in]`; `None` for an int8 layer.
+    pub fn weight(&self) -> Option<&Tensor> {
+        match &self.weight {
+            LinearWeight::F32(w) => Some(w),
+            LinearWeight::Int8(_) => None,
+        }
+    }
+
+    pub fn weight_storage(&self) -> &LinearWeight {
+        &self.weight
+    }
+
+    /// `(out, in)`.
+    pub fn dims(&self) -> Result<(usize, usize)> {
+        match &self.weight {
+            LinearWeight::F32(w) => w.dims2(),
+            LinearWeight::Int8(q) => Ok(q.dims()),
+        }
+    }
+
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let weight = match &self.weight {
+            LinearWeight::F32(w) => w,
+            LinearWeight::Int8(q) => return lingo_kernels::linear_int8(x, q, self.bias.as_ref()),
+        };
         let rows = x.elem_count() / x.dim(candle_core::D::Minus1)?.max(1);
-        match self.transposed_weight(rows)? {
-            Some(wt) => lingo_kernels::linear_transposed(x, &self.weight, &wt, self.bias.as_ref()),
-            None => lingo_kernels::linear(x, &self.weight, self.bias.as_ref()),
+        match self.transposed_weight(weight, rows)? {
+            Some(wt) => lingo_kernels::linear_transposed(x, weight, &wt, self.bias.as_ref()),
+            None => lingo_kernels::linear(x, weight, self.bias.as_ref()),
         }
     }
 
     /// The `[in, out]` copy of the weight, if it is current or worth making now.
-    fn transposed_weight(&self, rows: usize) -> Result<Option<Tensor>> {
-        if rows <= GEMV_ROWS || !self.weight.device().is_cpu() {
+    fn transposed_weight(&self, weight: &Tensor, rows: usize) -> Result<Option<Tensor>> {
+        if rows <= GEMV_ROWS || !weight.device().is_cpu() {
             return Ok(None);
         }
         let version = lingo_kernels::params_version();
@@ -81,7 +135,7 @@ impl Linear {
             return Ok(None);
         }
         if cache.weight.is_none() {
-            cache.weight = Some(self.weight.detach().t()?.contiguous()?);
+            cache.weight = Some(weight.detach().t()?.contiguous()?);
         }
         Ok(cache.weight.clone())
     }
@@ -89,9 +143,10 @@ impl Linear {
 
 /// A [`Linear`] applied at every step of a loop: the gradients of all steps are summed in place (see
 /// [`lingo_kernels::SharedGrad`]). Make one per forward pass; every step must feed the loss.
+/// An int8 layer has no gradient to share and is simply applied.
 pub struct LoopLinear<'a> {
     layer: &'a Linear,
-    dw: SharedGrad,
+    dw: Option<SharedGrad>,
     db: Option<SharedGrad>,
 }
 
@@ -99,7 +154,7 @@ impl Linear {
     pub fn in_loop(&self) -> LoopLinear<'_> {
         LoopLinear {
             layer: self,
-            dw: SharedGrad::new(&self.weight),
+            dw: self.weight().map(SharedGrad::new),
             db: self.bias.as_ref().map(SharedGrad::new),
         }
     }
@@ -108,7 +163,12 @@ impl Linear {
 impl LoopLinear<'_> {
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let l = self.layer;
-        lingo_kernels::linear_shared(x, &l.weight, l.bias.as_ref(), &self.dw, self.db.as_ref())
+        match (l.weight(), &self.dw) {
+            (Some(w), Some(dw)) => {
+                lingo_kernels::linear_shared(x, w, l.bias.as_ref(), dw, self.db.as_ref())
+            }
+            _ => l.forward(x),
+        }
     }
 }
 
@@ -126,7 +186,7 @@ mod tests {
         let layer = Linear::new(&store.root().sub("l"), 16, 24, true, Init::Normal(0.5))?;
         let x = Tensor::randn(0f32, 1.0, (5, 16), &Device::Cpu)?;
         let expect = |layer: &Linear| -> Result<Tensor> {
-            lingo_kernels::linear::linear_composed(&x, &layer.weight, layer.bias.as_ref())
+            lingo_kernels::linear::linear_composed(&x, layer.weight().unwrap(), layer.bias.as_ref())
         };
         let max_diff = |a: &Tensor, b: &Tensor| -> Result<f32> {
             (a - b)?.abs()?.max_all()?.to_scalar::<f32>()

@@ -6,8 +6,10 @@
 //! tied.
 
 use crate::io::write_atomic;
+use crate::linear::LinearWeight;
 use crate::rng::LingoRng;
 use candle_core::{bail, DType, Device, Result, Tensor, Var};
+use lingo_kernels::Int8Matrix;
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -48,6 +50,9 @@ pub type ParamSource = Box<dyn FnMut(&str, &[usize]) -> Result<Option<Tensor>> +
 struct Inner {
     params: Vec<(String, Var)>,
     by_name: HashMap<String, usize>,
+    /// Linear weights held as int8 (when `quantize_linears`), in creation order.
+    quantized: Vec<(String, Arc<Int8Matrix>)>,
+    quantize_linears: bool,
     rng: LingoRng,
     device: Device,
     source: Option<ParamSource>,
@@ -65,6 +70,8 @@ impl ParamStore {
         let inner = Inner {
             params: Vec::new(),
             by_name: HashMap::new(),
+            quantized: Vec::new(),
+            quantize_linears: false,
             rng: LingoRng::new(seed),
             device: device.clone(),
             source: None,
@@ -81,6 +88,34 @@ impl ParamStore {
         let store = Self::new(seed, device);
         store.lock().source = Some(source);
         store
+    }
+
+    /// From now on, every [`crate::Linear`] built in this store holds its weight as int8 (per output
+    /// channel, [`Int8Matrix`]) instead of an f32 parameter: dynamic int8 inference. The f32 values
+    /// (from the source, or initialised) are quantized as each layer asks for them and dropped.
+    pub fn quantize_linears(&self) {
+        self.lock().quantize_linears = true;
+    }
+
+    pub fn quantizes_linears(&self) -> bool {
+        self.lock().quantize_linears
+    }
+
+    /// The int8 linear weights with their names, in creation order.
+    pub fn quantized(&self) -> Vec<(String, Arc<Int8Matrix>)> {
+        self.lock().quantized.clone()
+    }
+
+    /// Bytes the weights take: 4 per f32 parameter, and the int8 weights as held.
+    pub fn weight_bytes(&self) -> usize {
+        let inner = self.lock();
+        let dense: usize = inner.params.iter().map(|(_, v)| 4 * v.elem_count()).sum();
+        dense
+            + inner
+                .quantized
+                .iter()
+                .map(|(_, q)| q.bytes())
+                .sum::<usize>()
     }
 
     /// Stops reading from the source (and releases it).
@@ -133,13 +168,57 @@ impl ParamStore {
         Ok(missing)
     }
 
-    /// Total number of scalar parameters.
+    /// Total number of scalar parameters (int8 weights included).
     pub fn num_params(&self) -> usize {
-        self.lock().params.iter().map(|(_, v)| v.elem_count()).sum()
+        let inner = self.lock();
+        let dense: usize = inner.params.iter().map(|(_, v)| v.elem_count()).sum();
+        let quantized = inner.quantized.iter().map(|(_, q)| q.dims().0 * q.dims().1);
+        dense + quantized.sum::<usize>()
+    }
+
+    /// A linear weight `[out, in]`: an f32 parameter, or int8 in a store that quantizes.
+    fn linear_weight(
+        &self,
+        name: &str,
+        out: usize,
+        inp: usize,
+        init: Init,
+    ) -> Result<LinearWeight> {
+        if !self.quantizes_linears() {
+            return Ok(LinearWeight::F32(self.create(name, &[out, inp], init)?));
+        }
+        let mut inner = self.lock();
+        if let Some((_, q)) = inner.quantized.iter().find(|(n, _)| n == name) {
+            if q.dims() != (out, inp) {
+                bail!(
+                    "parameter {name} exists with shape {:?}, asked for {:?}",
+                    q.dims(),
+                    (out, inp)
+                );
+            }
+            return Ok(LinearWeight::Int8(q.clone()));
+        }
+        if inner.by_name.contains_key(name) {
+            bail!("parameter {name} is an f32 parameter; it cannot also be an int8 linear weight");
+        }
+        let values = inner.produce(name, &[out, inp], init)?;
+        let values = values
+            .to_dtype(DType::F32)?
+            .flatten_all()?
+            .to_vec1::<f32>()?;
+        let q = Arc::new(
+            Int8Matrix::quantize(&values, out, inp)
+                .map_err(|e| candle_core::Error::Msg(format!("parameter {name}: {e}")))?,
+        );
+        inner.quantized.push((name.to_string(), q.clone()));
+        Ok(LinearWeight::Int8(q))
     }
 
     fn create(&self, name: &str, shape: &[usize], init: Init) -> Result<Tensor> {
         let mut inner = self.lock();
+        if inner.quantized.iter().any(|(n, _)| n == name) {
+            bail!("parameter {name} is an int8 linear weight; it has no f32 tensor");
+        }
         if let Some(&i) = inner.by_name.get(name) {
             let existing = &inner.params[i].1;
             if existing.dims() != shape {
@@ -150,33 +229,8 @@ impl ParamStore {
             }
             return Ok(existing.as_tensor().clone());
         }
-        let stored = match inner.source.as_mut() {
-            Some(source) => source(name, shape)?,
-            None => None,
-        };
-        if let Some(t) = stored {
-            if t.dims() != shape {
-                bail!(
-                    "parameter {name}: the source gives shape {:?}, the model expects {shape:?}",
-                    t.dims()
-                );
-            }
-            let var = Var::from_tensor(&t.to_dtype(DType::F32)?.to_device(&inner.device)?)?;
-            let index = inner.params.len();
-            inner.params.push((name.to_string(), var.clone()));
-            inner.by_name.insert(name.to_string(), index);
-            return Ok(var.as_tensor().clone());
-        }
-        let n: usize = shape.iter().product();
-        let data: Vec<f32> = match init {
-            Init::Zeros => vec![0.0; n],
-            Init::Ones => vec![1.0; n],
-            Init::Normal(std) => (0..n).map(|_| inner.rng.normal() * std).collect(),
-            Init::Uniform(a) => (0..n)
-                .map(|_| (inner.rng.uniform() * 2.0 - 1.0) * a)
-                .collect(),
-        };
-        let var = Var::from_tensor(&Tensor::from_vec(data, shape, &inner.device)?)?;
+        let value = inner.produce(name, shape, init)?;
+        let var = Var::from_tensor(&value)?;
         let index = inner.params.len();
         inner.params.push((name.to_string(), var.clone()));
         inner.by_name.insert(name.to_string(), index);
@@ -238,22 +292,95 @@ pub fn tensors_to_safetensors(
     tensors: &[(String, Tensor)],
     metadata: Option<HashMap<String, String>>,
 ) -> Result<Vec<u8>> {
+    tensors_to_safetensors_with_int8(tensors, &[], metadata)
+}
+
+/// An int8 tensor to store (candle has no i8 dtype): an int8 linear weight's values.
+#[derive(Clone, Debug)]
+pub struct Int8Tensor {
+    pub shape: Vec<usize>,
+    pub data: Vec<i8>,
+}
+
+/// A tensor as safetensors stores it: candle's, or int8.
+enum Stored<'a> {
+    Candle(&'a Tensor),
+    Int8(&'a Int8Tensor),
+}
+
+impl safetensors::View for Stored<'_> {
+    fn dtype(&self) -> safetensors::Dtype {
+        match self {
+            Stored::Candle(t) => safetensors::View::dtype(t),
+            Stored::Int8(_) => safetensors::Dtype::I8,
+        }
+    }
+    fn shape(&self) -> &[usize] {
+        match self {
+            Stored::Candle(t) => t.dims(),
+            Stored::Int8(t) => &t.shape,
+        }
+    }
+    fn data(&self) -> std::borrow::Cow<'_, [u8]> {
+        match self {
+            Stored::Candle(t) => safetensors::View::data(t),
+            Stored::Int8(t) => t.data.iter().map(|&v| v as u8).collect(),
+        }
+    }
+    fn data_len(&self) -> usize {
+        match self {
+            Stored::Candle(t) => safetensors::View::data_len(t),
+            Stored::Int8(t) => t.data.len(),
+        }
+    }
+}
+
+/// Serialises named candle tensors and int8 tensors to safetensors bytes.
+pub fn tensors_to_safetensors_with_int8(
+    tensors: &[(String, Tensor)],
+    int8: &[(String, Int8Tensor)],
+    metadata: Option<HashMap<String, String>>,
+) -> Result<Vec<u8>> {
     // A BTreeMap keeps the file's layout independent of hash order.
-    let map: BTreeMap<&str, &Tensor> = tensors.iter().map(|(n, t)| (n.as_str(), t)).collect();
+    let mut map: BTreeMap<&str, Stored> = tensors
+        .iter()
+        .map(|(n, t)| (n.as_str(), Stored::Candle(t)))
+        .collect();
+    for (n, t) in int8 {
+        if map.insert(n.as_str(), Stored::Int8(t)).is_some() {
+            bail!("serialising safetensors: tensor {n} given twice");
+        }
+    }
     safetensors::serialize(map, metadata)
         .map_err(|e| candle_core::Error::Msg(format!("serialising safetensors: {e}")))
 }
 
-/// Reads a safetensors file, with errors that name it (missing, truncated, malformed).
+/// Reads a safetensors file, with errors that name it (missing, truncated, malformed). Int8
+/// tensors (quantized weights; candle has no i8 dtype) are read as their values in f32.
 pub fn read_safetensors(path: &Path, device: &Device) -> Result<HashMap<String, Tensor>> {
+    use candle_core::safetensors::Load;
     let bytes = std::fs::read(path)
         .map_err(|e| candle_core::Error::Msg(format!("reading {}: {e}", path.display())))?;
-    candle_core::safetensors::load_buffer(&bytes, device).map_err(|e| {
+    let invalid = |e: &dyn std::fmt::Display| {
         candle_core::Error::Msg(format!(
             "{}: not a valid safetensors file ({e})",
             path.display()
         ))
-    })
+    };
+    let file = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| invalid(&e))?;
+    let mut tensors = HashMap::new();
+    for (name, view) in file.tensors() {
+        let t = match view.dtype() {
+            safetensors::Dtype::I8 => {
+                let values: Vec<f32> = view.data().iter().map(|&b| b as i8 as f32).collect();
+                Tensor::from_vec(values, view.shape(), device)
+            }
+            _ => view.load(device),
+        }
+        .map_err(|e| invalid(&format!("tensor {name}: {e}")))?;
+        tensors.insert(name, t);
+    }
+    Ok(tensors)
 }
 
 /// Reads the string metadata of a safetensors file.
@@ -267,6 +394,36 @@ pub fn read_safetensors_metadata(path: &Path) -> Result<HashMap<String, String>>
         ))
     })?;
     Ok(meta.metadata().clone().unwrap_or_default())
+}
+
+impl Inner {
+    /// The value of a new parameter: the source's tensor (f32, on the store's device) if it has
+    /// one, else drawn from `init`.
+    fn produce(&mut self, name: &str, shape: &[usize], init: Init) -> Result<Tensor> {
+        let stored = match self.source.as_mut() {
+            Some(source) => source(name, shape)?,
+            None => None,
+        };
+        if let Some(t) = stored {
+            if t.dims() != shape {
+                bail!(
+                    "parameter {name}: the source gives shape {:?}, the model expects {shape:?}",
+                    t.dims()
+                );
+            }
+            return t.to_dtype(DType::F32)?.to_device(&self.device);
+        }
+        let n: usize = shape.iter().product();
+        let data: Vec<f32> = match init {
+            Init::Zeros => vec![0.0; n],
+            Init::Ones => vec![1.0; n],
+            Init::Normal(std) => (0..n).map(|_| self.rng.normal() * std).collect(),
+            Init::Uniform(a) => (0..n)
+                .map(|_| (self.rng.uniform() * 2.0 - 1.0) * a)
+                .collect(),
+        };
+        Tensor::from_vec(data, shape, &self.device)
+    }
 }
 
 /// A position in a [`ParamStore`]'s name space.
@@ -293,6 +450,18 @@ impl ParamPath {
     /// The parameter `prefix.name`, created with `init` the first time it is asked for.
     pub fn get(&self, name: &str, shape: &[usize], init: Init) -> Result<Tensor> {
         self.store.create(&self.sub(name).prefix, shape, init)
+    }
+
+    /// The weight `prefix.name` of a linear layer, `[out, in]`: int8 if the store quantizes.
+    pub fn linear_weight(
+        &self,
+        name: &str,
+        out: usize,
+        inp: usize,
+        init: Init,
+    ) -> Result<LinearWeight> {
+        self.store
+            .linear_weight(&self.sub(name).prefix, out, inp, init)
     }
 
     pub fn store(&self) -> &ParamStore {
