@@ -89,6 +89,9 @@ enum Command {
     Tokenizer(commands::tokenizer::TokenizerCommand),
     /// Print the ids and tokens a tokenizer gives some texts.
     Tokenize(commands::tokenizer::Tokenize),
+    /// Quantize a model folder: int8 linear layers (per-channel weights, per-row activations at
+    /// run time); every command loads the folder it writes.
+    Quantize(commands::quantize::Quantize),
     /// Serve models over HTTP: OpenAI-compatible completions, chat and embeddings, a route per
     /// task, metrics, and a playground page at /.
     Serve(commands::serve::Serve),
@@ -144,6 +147,7 @@ fn main() {
         Command::Evaluate(e) => e.run(),
         Command::Tokenizer(t) => t.run(),
         Command::Tokenize(t) => t.run(),
+        Command::Quantize(q) => q.run(),
         Command::Serve(_) => unreachable!("served above"),
     });
     if let Err(e) = result {

@@ -53,7 +53,7 @@ pub use denormals::flush_denormals;
 pub use dropout::dropout;
 pub use embedding::{embedding, embedding_padded, embedding_shared};
 pub use gelu::{gelu, GeluForm};
-pub use int8::{linear_int8, Int8Kernel, Int8Matrix};
+pub use int8::{linear_int8, linear_int8_many, Int8Kernel, Int8Matrix};
 pub use layer_norm::layer_norm;
 pub use linear::{linear, linear_shared, linear_transposed, params_changed, params_version};
 pub use recurrent::{recurrent_step, recurrent_step_at, Cell};

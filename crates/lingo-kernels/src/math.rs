@@ -84,35 +84,37 @@ pub fn max(xs: &[f32]) -> f32 {
 /// Largest magnitude of the elements (0 for an empty slice), or NaN if any is not finite.
 #[multiversion(targets("x86_64+avx512f+avx512vl+avx2+fma", "x86_64+avx2+fma"))]
 pub fn max_abs(xs: &[f32]) -> f32 {
-    let mut lanes = [0f32; 16];
-    // `x · 0` is NaN exactly for an infinite or NaN `x`, which `max` would skip.
-    let mut poison = [0f32; 16];
+    // The bits of |x| order as the magnitudes do, infinities and NaNs above every finite value,
+    // and an integer max vectorises where a float max that must notice NaN does not.
+    let mut lanes = [0u32; 16];
     let chunks = xs.chunks_exact(16);
     let tail = chunks.remainder();
     for c in chunks {
         for i in 0..16 {
-            lanes[i] = lanes[i].max(c[i].abs());
-            poison[i] += c[i] * 0.0;
+            lanes[i] = lanes[i].max(c[i].to_bits() & 0x7fff_ffff);
         }
     }
-    let mut m = 0f32;
-    let mut p = 0f32;
-    for &l in lanes.iter().chain(tail) {
-        m = m.max(l.abs());
-        p += l * 0.0;
+    let tail = tail.iter().map(|x| x.to_bits() & 0x7fff_ffff);
+    let m = lanes.into_iter().chain(tail).max().unwrap_or(0);
+    if m >= 0x7f80_0000 {
+        f32::NAN
+    } else {
+        f32::from_bits(m)
     }
-    p += poison.iter().sum::<f32>();
-    m + p
 }
 
-/// `q[i] = round(x[i] · scale)` (to nearest, ties to even), clamped to −127…127.
+/// `q[i] = round(x[i] · scale) + offset` (to nearest, ties to even; clamped to −127…127 before
+/// the offset) as bytes: two's-complement int8 with offset 0, `q + 128` as u8 with offset 128.
+/// The values must be finite.
 #[multiversion(targets("x86_64+avx512f+avx512vl+avx2+fma", "x86_64+avx2+fma"))]
-pub fn round_to_i8(xs: &[f32], scale: f32, q: &mut [i8]) {
+pub fn round_to_bytes(xs: &[f32], scale: f32, offset: f32, q: &mut [u8]) {
     // Adding and subtracting 1.5·2²³ rounds to nearest even (see `exp`).
     const ROUND: f32 = 12_582_912.0;
     for (q, &x) in q.iter_mut().zip(xs) {
-        let r = ((x * scale).clamp(-127.0, 127.0) + ROUND) - ROUND;
-        *q = r as i32 as i8;
+        let r = ((x * scale).clamp(-127.0, 127.0) + ROUND) - ROUND + offset;
+        // SAFETY: `r` is a whole number in −127…255 (finite inputs), so the conversion is exact;
+        // the checked `as` would keep the loop from vectorising.
+        *q = unsafe { r.to_int_unchecked::<i32>() } as u8;
     }
 }
 

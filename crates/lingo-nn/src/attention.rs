@@ -242,6 +242,14 @@ impl MultiHeadAttention {
         want_weights: bool,
         ctx: &mut Ctx,
     ) -> Result<(Tensor, Option<Tensor>)> {
+        if x.id() == kv.id() {
+            // Self-attention: the three projections read one input (quantized once if int8).
+            let (b, t, d) = x.dims3()?;
+            let qkv = Linear::forward_each(&[&self.q, &self.k, &self.v], x)?;
+            let split = |y: &Tensor| y.reshape((b, t, self.heads, d / self.heads));
+            let (q, k, v) = (split(&qkv[0])?, split(&qkv[1])?, split(&qkv[2])?);
+            return self.attend_projected(&q, &k, &v, mask, want_weights, ctx);
+        }
         let (k, v) = self.keys_values(kv)?;
         self.attend(x, &k, &v, mask, want_weights, ctx)
     }
@@ -269,13 +277,29 @@ impl MultiHeadAttention {
             .q
             .forward(x)?
             .reshape((b, t, self.heads, d / self.heads))?;
+        self.attend_projected(&q, k, v, mask, want_weights, ctx)
+    }
+
+    /// Attention of projected queries `q: [batch, q_len, heads, head_dim]`, then the output
+    /// projection.
+    fn attend_projected(
+        &self,
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        mask: &AttentionMask,
+        want_weights: bool,
+        ctx: &mut Ctx,
+    ) -> Result<(Tensor, Option<Tensor>)> {
+        let (b, t, heads, head_dim) = q.dims4()?;
         let mask = AttentionMask {
             dropout: self.dropout.attention(ctx),
             ..mask.clone()
         };
         let (context, weights) =
-            lingo_kernels::attention_with_weights(&q, k, v, &mask, want_weights)?;
-        Ok((self.out.forward(&context.reshape((b, t, d))?)?, weights))
+            lingo_kernels::attention_with_weights(q, k, v, &mask, want_weights)?;
+        let context = context.reshape((b, t, heads * head_dim))?;
+        Ok((self.out.forward(&context)?, weights))
     }
 
     /// Causal self-attention of new positions `x: [batch, new, d_model]` that follow the positions

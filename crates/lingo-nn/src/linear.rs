@@ -117,6 +117,22 @@ impl Linear {
         }
     }
 
+    /// Several layers applied to one input (a self-attention's query, key and value). When all are
+    /// int8 the input is quantized once for all of them; otherwise each runs as [`Self::forward`].
+    pub fn forward_each(layers: &[&Linear], x: &Tensor) -> Result<Vec<Tensor>> {
+        let int8: Option<Vec<_>> = layers
+            .iter()
+            .map(|l| match &l.weight {
+                LinearWeight::Int8(q) => Some((q, l.bias.as_ref())),
+                LinearWeight::F32(_) => None,
+            })
+            .collect();
+        match int8 {
+            Some(int8) if layers.len() > 1 => lingo_kernels::linear_int8_many(x, &int8),
+            _ => layers.iter().map(|l| l.forward(x)).collect(),
+        }
+    }
+
     /// The `[in, out]` copy of the weight, if it is current or worth making now.
     fn transposed_weight(&self, weight: &Tensor, rows: usize) -> Result<Option<Tensor>> {
         if rows <= GEMV_ROWS || !weight.device().is_cpu() {

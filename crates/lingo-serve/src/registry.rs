@@ -21,6 +21,8 @@ use std::sync::{mpsc, Arc};
 pub struct ModelSpec {
     pub name: String,
     pub source: String,
+    /// Load it with int8 linear layers (`lingo serve --int8`).
+    pub quantize: Option<lingo_models::Quantization>,
 }
 
 impl std::str::FromStr for ModelSpec {
@@ -45,7 +47,11 @@ impl std::str::FromStr for ModelSpec {
         if name.is_empty() || source.is_empty() {
             return Err(format!("`{s}`: give a model as DIR, HUB_ID or NAME=DIR"));
         }
-        Ok(ModelSpec { name, source })
+        Ok(ModelSpec {
+            name,
+            source,
+            quantize: None,
+        })
     }
 }
 
@@ -226,8 +232,11 @@ fn load_one(
     batching: Batching,
     metrics: &Arc<Metrics>,
 ) -> Result<ServedModel, String> {
-    let pretrained =
-        Pretrained::load(&spec.source, &LoadOptions::default()).map_err(|e| e.to_string())?;
+    let options = LoadOptions {
+        quantize: spec.quantize,
+        ..LoadOptions::default()
+    };
+    let pretrained = Pretrained::load(&spec.source, &options).map_err(|e| e.to_string())?;
     let dir = pretrained.dir.clone();
     let family = pretrained
         .config

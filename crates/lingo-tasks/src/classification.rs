@@ -12,6 +12,7 @@ use lingo_data::{read_labelled, Encoded, LabelledText, TaskTokenizer};
 use lingo_eval::classification::sorted_labels;
 use lingo_kernels::{cross_entropy, CrossEntropy};
 use lingo_models::bert::Head;
+use lingo_models::Quantization;
 use std::collections::BTreeMap;
 use std::path::Path;
 
@@ -248,9 +249,14 @@ pub fn evaluate_classifier(
     data_path: &Path,
     max_length: usize,
     batch_size: usize,
+    quantize: Option<Quantization>,
 ) -> Result<serde_json::Value> {
-    let (model, labels) =
-        TaskModel::load_trained(model_dir, Head::SequenceClassification, max_length)?;
+    let (model, labels) = TaskModel::load_trained(
+        model_dir,
+        Head::SequenceClassification,
+        max_length,
+        quantize,
+    )?;
     let regression = labels.len() == 1;
     let examples = encode(
         &model.encoder,

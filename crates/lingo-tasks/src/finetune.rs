@@ -10,6 +10,7 @@ use lingo_data::{collate, Encoded, TaskTokenizer, Tokenizer};
 use lingo_models::auto::{AutoModel, LoadOptions};
 use lingo_models::bert::{BertModel, Head};
 use lingo_models::hf::LoadReport;
+use lingo_models::Quantization;
 use lingo_nn::{Ctx, LingoRng, ParamStore};
 use lingo_train::{ParamGroup, ScheduleKind, TrainConfig, TrainTask};
 use serde::{Deserialize, Serialize};
@@ -287,8 +288,13 @@ impl TaskModel {
         dir: &Path,
         head: Head,
         max_length: usize,
+        quantize: Option<Quantization>,
     ) -> Result<(TaskModel, Vec<String>)> {
-        let pretrained = Pretrained::open(dir, &LoadOptions::default())?;
+        let options = LoadOptions {
+            quantize,
+            ..LoadOptions::default()
+        };
+        let pretrained = Pretrained::open(dir, &options)?;
         let labels = id2label(&pretrained.config);
         let model = TaskModel::new(pretrained, max_length, true)?;
         if model.model.head != head {

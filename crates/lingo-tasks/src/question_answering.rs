@@ -12,6 +12,7 @@ use candle_core::{IndexOp, Tensor};
 use lingo_data::{read_squad, Encoded, SquadQuestion, TaskTokenizer};
 use lingo_kernels::{cross_entropy, CrossEntropy};
 use lingo_models::bert::Head;
+use lingo_models::Quantization;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
@@ -303,9 +304,14 @@ pub fn evaluate_qa(
     data_path: &Path,
     recipe: &FinetuneRecipe,
     batch_size: usize,
+    quantize: Option<Quantization>,
 ) -> Result<(BTreeMap<String, f64>, BTreeMap<String, String>)> {
-    let (model, labels) =
-        TaskModel::load_trained(model_dir, Head::QuestionAnswering, recipe.max_length)?;
+    let (model, labels) = TaskModel::load_trained(
+        model_dir,
+        Head::QuestionAnswering,
+        recipe.max_length,
+        quantize,
+    )?;
     let questions: Vec<Arc<SquadQuestion>> = read_squad(data_path, false)?
         .into_iter()
         .map(Arc::new)

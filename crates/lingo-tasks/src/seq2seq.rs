@@ -15,6 +15,7 @@ use candle_core::{Device, Tensor};
 use lingo_generate::BeamConfig;
 use lingo_models::auto::{AutoModel, LoadOptions};
 use lingo_models::hf::{LoadReport, StoredNames};
+use lingo_models::Quantization;
 use lingo_models::{Seq2SeqBatch, Seq2SeqLoss};
 use lingo_nn::{Ctx, ParamStore};
 use lingo_train::{ParamGroup, TrainTask};
@@ -278,8 +279,13 @@ pub fn evaluate_seq2seq(
     data: &PairFile,
     recipe: &FinetuneRecipe,
     batch_size: usize,
+    quantize: Option<Quantization>,
 ) -> Result<(BTreeMap<String, f64>, Vec<String>)> {
-    let mut translator = Translator::load(dir)?;
+    let options = LoadOptions {
+        quantize,
+        ..LoadOptions::default()
+    };
+    let mut translator = Translator::from_pretrained(Pretrained::open(dir, &options)?)?;
     translator.max_source_length = Some(source_limit(&translator, recipe));
     let (pairs, _) = data.read(recipe)?;
     let sources = pairs

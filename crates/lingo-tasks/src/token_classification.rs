@@ -12,6 +12,7 @@ use lingo_data::{read_tagged, Encoded, TaggedSentence, TaskTokenizer};
 use lingo_eval::seqeval::Mode;
 use lingo_kernels::{cross_entropy, CrossEntropy};
 use lingo_models::bert::Head;
+use lingo_models::Quantization;
 use std::collections::BTreeMap;
 use std::path::Path;
 
@@ -208,9 +209,10 @@ pub fn evaluate_tagger(
     data_path: &Path,
     max_length: usize,
     batch_size: usize,
+    quantize: Option<Quantization>,
 ) -> Result<BTreeMap<String, f64>> {
     let (model, labels) =
-        TaskModel::load_trained(model_dir, Head::TokenClassification, max_length)?;
+        TaskModel::load_trained(model_dir, Head::TokenClassification, max_length, quantize)?;
     let examples = encode(&model.encoder, &read_tagged(data_path)?, &labels, data_path)?;
     let predictions = model.predict(&Tagging, &examples, &labels, batch_size)?;
     Tagging.score(&predictions, &examples, &labels)

@@ -99,7 +99,7 @@ fn a_new_head_learns_and_saves_a_folder_the_pipelines_load() {
     assert_eq!(config["label2id"]["0"], 0);
 
     // `lingo evaluate` and the classify pipeline load it and agree with the training run.
-    let scored = evaluate_classifier(&out, &valid, 16, 32).expect("evaluate");
+    let scored = evaluate_classifier(&out, &valid, 16, 32, None).expect("evaluate");
     assert!((scored["accuracy"].as_f64().expect("accuracy") - accuracy).abs() < 1e-9);
     let pipeline = EncoderPipeline::load(&out).expect("pipeline");
     let top = &pipeline.classify("alice is at the cat").expect("classify")[0];
@@ -277,7 +277,7 @@ fn early_stopping_keeps_the_best_weights_and_frozen_layers_stay_put() {
     quiet(&task.recipe, &out)
         .run(&mut task, false)
         .expect("train");
-    let scores = evaluate_classifier(&out, &valid, 16, 32).expect("evaluate");
+    let scores = evaluate_classifier(&out, &valid, 16, 32, None).expect("evaluate");
     assert!(
         scores["accuracy"].as_f64().expect("accuracy") > 0.9,
         "{scores}"

@@ -64,7 +64,7 @@ fn a_new_tagging_head_learns_and_the_ner_pipeline_loads_it() {
     trainer.progress = false;
     trainer.run(&mut task, false).expect("training");
 
-    let scores = evaluate_tagger(&out, &valid, 24, 16).expect("evaluate");
+    let scores = evaluate_tagger(&out, &valid, 24, 16, None).expect("evaluate");
     assert!(scores["f1"] > 0.95, "{scores:?}");
     assert!(
         scores["PER_f1"] > 0.9 && scores["strict_f1"] > 0.95,
@@ -92,7 +92,9 @@ fn a_new_tagging_head_learns_and_the_ner_pipeline_loads_it() {
     // A tag the training data never had is refused, naming the file and sentence.
     let odd = tmp.path().join("odd.txt");
     std::fs::write(&odd, "bob X B-PER\n\ncat X B-LOC\n").expect("write");
-    let err = evaluate_tagger(&out, &odd, 24, 16).unwrap_err().to_string();
+    let err = evaluate_tagger(&out, &odd, 24, 16, None)
+        .unwrap_err()
+        .to_string();
     assert!(
         err.contains("odd.txt") && err.contains("line 3") && err.contains("`B-LOC`"),
         "{err}"

@@ -77,7 +77,7 @@ fn a_new_span_head_learns_across_windows_and_the_qa_pipeline_loads_it() {
     trainer.progress = false;
     trainer.run(&mut task, false).expect("training");
 
-    let (scores, answers) = evaluate_qa(&out, &valid, &recipe, 32).expect("evaluate");
+    let (scores, answers) = evaluate_qa(&out, &valid, &recipe, 32, None).expect("evaluate");
     assert!(
         scores["exact_match"] > 85.0 && scores["f1"] >= scores["exact_match"],
         "{scores:?}"
@@ -97,7 +97,7 @@ fn a_new_span_head_learns_across_windows_and_the_qa_pipeline_loads_it() {
     let data = serde_json::json!({"data": [{"title": "t", "paragraphs": [{"context": "go at paris",
         "qas": [{"id": "odd", "question": "where ?", "answers": [{"text": "paris", "answer_start": 2}]}]}]}]});
     std::fs::write(&bad, data.to_string()).expect("write");
-    let err = evaluate_qa(&out, &bad, &recipe, 32)
+    let err = evaluate_qa(&out, &bad, &recipe, 32, None)
         .unwrap_err()
         .to_string();
     assert!(

@@ -133,6 +133,7 @@ fn t5_learns_a_toy_translation_and_its_folder_decodes_the_same() -> anyhow::Resu
         &valid,
         &FinetuneRecipe::load(&out.join("finetune.json"))?,
         16,
+        None,
     )?;
     assert_eq!(scores, after);
     assert_eq!(predictions.len(), 40);

@@ -46,6 +46,10 @@ enum Model {
     /// Masked-LM pre-training step of bert-mini (4 layers, 256 wide, vocabulary 16,000): batch
     /// 32 × 128 tokens, 15% masked, dropout 0.1, AdamW.
     Pretrain,
+    /// Int8 dynamic quantization: BERT-base forward and GPT-2 decoding in f32 and int8 beside
+    /// PyTorch's quantize_dynamic and ONNX Runtime's, and the int8 kernel per layer shape
+    /// beside candle's Q8_0.
+    Int8,
     /// `lingo serve` under load (GPT-2-small-shaped generation, MiniLM embeddings) beside
     /// transformers behind FastAPI/uvicorn: requests/s, TTFT, time per token, p50/p99, memory.
     Serve,
@@ -78,15 +82,15 @@ pub struct Bench {
 
 /// The reference side's output: its versions and per-iteration milliseconds under named keys.
 #[derive(Deserialize)]
-struct PyResult {
-    torch: String,
-    threads: usize,
+pub(super) struct PyResult {
+    pub torch: String,
+    pub threads: usize,
     #[serde(flatten)]
-    timings: std::collections::HashMap<String, serde_json::Value>,
+    pub timings: std::collections::HashMap<String, serde_json::Value>,
 }
 
 impl PyResult {
-    fn ms(&self, key: &str) -> Option<Vec<f64>> {
+    pub fn ms(&self, key: &str) -> Option<Vec<f64>> {
         serde_json::from_value(self.timings.get(key)?.clone()).ok()
     }
 }
@@ -97,7 +101,7 @@ struct Timings {
     forward_ms: Vec<f64>,
 }
 
-fn median(xs: &[f64]) -> f64 {
+pub(super) fn median(xs: &[f64]) -> f64 {
     let mut v = xs.to_vec();
     v.sort_by(f64::total_cmp);
     if v.is_empty() {
@@ -271,8 +275,8 @@ fn training_rows(t: Timings, tokens: usize) -> Vec<Row> {
 
 const BERT_TOKENS: usize = 128;
 
-/// BERT-base forward passes of one 128-token sequence.
-fn bench_bert(iters: usize) -> anyhow::Result<Vec<f64>> {
+/// BERT-base forward passes of one 128-token sequence (with int8 linear layers when `int8`).
+pub(super) fn bench_bert(iters: usize, int8: bool) -> anyhow::Result<Vec<f64>> {
     // BertConfig()'s defaults, as tools/bench_hf.py builds them.
     let config: BertConfig = serde_json::from_value(serde_json::json!({
         "vocab_size": 30522, "hidden_size": 768, "num_hidden_layers": 12,
@@ -280,6 +284,9 @@ fn bench_bert(iters: usize) -> anyhow::Result<Vec<f64>> {
         "type_vocab_size": 2, "pad_token_id": 0,
     }))?;
     let store = ParamStore::new(0, &Device::Cpu);
+    if int8 {
+        store.quantize_linears();
+    }
     let model = BertModel::new(Family::Bert, Head::Base, config, true, &store.root())?;
     let mut rng = LingoRng::new(0);
     let ids: Vec<u32> = (0..BERT_TOKENS)
@@ -364,8 +371,9 @@ fn bench_pretrain(iters: usize) -> anyhow::Result<Timings> {
 const GPT2_PROMPT: usize = 32;
 const GPT2_NEW: usize = 128;
 
-/// GPT-2 small: greedy generation of 128 tokens after a 32-token prompt, with the KV cache.
-fn bench_gpt2(iters: usize) -> anyhow::Result<Vec<f64>> {
+/// GPT-2 small: greedy generation of 128 tokens after a 32-token prompt, with the KV cache (with
+/// int8 linear layers when `int8`). Also the bytes of linear weights one decoding step reads.
+pub(super) fn bench_gpt2(iters: usize, int8: bool) -> anyhow::Result<(Vec<f64>, usize)> {
     let hf = Gpt2Config {
         vocab_size: 50257,
         n_positions: 1024,
@@ -384,20 +392,28 @@ fn bench_gpt2(iters: usize) -> anyhow::Result<Vec<f64>> {
         attn_pdrop: 0.1,
     };
     let store = ParamStore::new(0, &Device::Cpu);
+    if int8 {
+        store.quantize_linears();
+    }
     let model = Gpt::new(hf.to_gpt().map_err(anyhow::Error::msg)?, &store.root())?;
+    // Each step reads every linear weight once: 12·d² per block (attention 4·d², MLP 8·d²) and
+    // the tied head, vocabulary × d; 4 bytes each in f32, 1 in int8.
+    let (d, vocab) = (hf.n_embd, hf.vocab_size);
+    let linear_bytes = (hf.n_layer * 12 * d * d + vocab * d) * if int8 { 1 } else { 4 };
     let mut rng = LingoRng::new(0);
     let prompt: Vec<u32> = (0..GPT2_PROMPT)
         .map(|_| 1000 + rng.below(49000) as u32)
         .collect();
     let cfg = SamplingConfig::greedy(GPT2_NEW);
-    time_ms(iters, 2, || {
+    let times = time_ms(iters, 2, || {
         let out = lingo_generate::generate(&model, &prompt, &cfg, &mut rng, |_| {})?;
         anyhow::ensure!(out.len() == GPT2_NEW, "generation stopped early");
         Ok(())
-    })
+    })?;
+    Ok((times, linear_bytes))
 }
 
-fn bench_pytorch(
+pub(super) fn bench_pytorch(
     python: &str,
     script: &str,
     args: &[&str],
@@ -466,6 +482,10 @@ impl Bench {
     }
 
     pub fn run(self) -> anyhow::Result<()> {
+        if let Model::Int8 = self.model {
+            let python = (!self.no_python).then_some(self.python.as_str());
+            return super::bench_int8::run(self.iters, python, self.json.as_deref());
+        }
         if let Model::Serve = self.model {
             let python = (!self.no_python).then_some(self.python.as_str());
             let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -512,7 +532,7 @@ impl Bench {
                 timing();
                 let row = Row {
                     label: "forward, 1 × 128 tokens",
-                    lingo_ms: bench_bert(iters)?,
+                    lingo_ms: bench_bert(iters, false)?,
                     key: "ms",
                     per_iter: BERT_TOKENS,
                 };
@@ -547,13 +567,13 @@ impl Bench {
                 timing();
                 let row = Row {
                     label: "generate 128 tokens",
-                    lingo_ms: bench_gpt2(iters)?,
+                    lingo_ms: bench_gpt2(iters, false)?.0,
                     key: "ms",
                     per_iter: GPT2_NEW,
                 };
                 (vec![row], HF_SCRIPT, vec!["gpt2"], "new tokens/s")
             }
-            Model::Serve => unreachable!("run above"),
+            Model::Serve | Model::Int8 => unreachable!("run above"),
         };
         let torch = if self.no_python {
             None

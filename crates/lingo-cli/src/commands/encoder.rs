@@ -12,6 +12,8 @@ pub struct ModelArg {
     /// Never download: use the folder or the Hugging Face cache only (also: HF_HUB_OFFLINE=1).
     #[arg(long)]
     offline: bool,
+    #[command(flatten)]
+    quantize: super::QuantizeArg,
     /// Print JSON instead of text.
     #[arg(long)]
     json: bool,
@@ -20,7 +22,8 @@ pub struct ModelArg {
 impl ModelArg {
     fn load(&self) -> anyhow::Result<EncoderPipeline> {
         let dir = lingo_models::hub::resolve_model(&self.model, self.offline)?;
-        Ok(EncoderPipeline::load(&dir)?)
+        let pretrained = lingo_tasks::Pretrained::open(&dir, &self.quantize.options())?;
+        Ok(EncoderPipeline::from_pretrained(pretrained)?)
     }
 
     fn print<T: serde::Serialize>(

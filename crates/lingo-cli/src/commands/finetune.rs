@@ -218,12 +218,14 @@ impl Evaluate {
             Evaluate::Seq2seq(a) => (a, "seq2seq"),
         };
         let dir = lingo_models::hub::resolve_model(&args.model, args.offline)?;
+        let quantize = args.quantize.quantize();
         let metrics = match task {
             "ner" => serde_json::to_value(evaluate_tagger(
                 &dir,
                 &args.data,
                 args.max_length,
                 args.batch_size,
+                quantize,
             )?)?,
             "qa" => {
                 let recipe = FinetuneRecipe {
@@ -232,7 +234,8 @@ impl Evaluate {
                     max_answer_length: args.max_answer_length,
                     ..FinetuneRecipe::default()
                 };
-                let (scores, answers) = evaluate_qa(&dir, &args.data, &recipe, args.batch_size)?;
+                let (scores, answers) =
+                    evaluate_qa(&dir, &args.data, &recipe, args.batch_size, quantize)?;
                 if let Some(path) = &args.predictions {
                     let json = serde_json::to_string_pretty(&answers)?;
                     lingo_nn::io::write_atomic(path, json.as_bytes())?;
@@ -263,14 +266,14 @@ impl Evaluate {
                 }
                 let data = PairFile::new(&args.data, args.data_target.as_deref());
                 let (scores, predictions) =
-                    evaluate_seq2seq(&dir, &data, &recipe, args.batch_size)?;
+                    evaluate_seq2seq(&dir, &data, &recipe, args.batch_size, quantize)?;
                 if let Some(path) = &args.predictions {
                     let text = predictions.join("\n") + "\n";
                     lingo_nn::io::write_atomic(path, text.as_bytes())?;
                 }
                 serde_json::to_value(scores)?
             }
-            _ => evaluate_classifier(&dir, &args.data, args.max_length, args.batch_size)?,
+            _ => evaluate_classifier(&dir, &args.data, args.max_length, args.batch_size, quantize)?,
         };
         super::metric::print_metrics(&metrics, args.json)
     }
@@ -282,6 +285,8 @@ pub struct EvaluateArgs {
     model: String,
     #[arg(long)]
     offline: bool,
+    #[command(flatten)]
+    quantize: super::QuantizeArg,
     /// Labelled data (TSV/CSV with a header, or JSONL; CoNLL for ner; SQuAD JSON for qa; .gz allowed).
     #[arg(long)]
     data: PathBuf,

@@ -4,7 +4,7 @@
 use anyhow::{bail, Context};
 use candle_core::{DType, Device, Tensor};
 use clap::Args;
-use lingo_models::auto::{AutoModel, LoadOptions};
+use lingo_models::auto::AutoModel;
 use lingo_models::ModelInputs;
 use lingo_nn::Ctx;
 use serde::Deserialize;
@@ -19,6 +19,8 @@ pub struct Forward {
     /// Never download: use the local folder or the cache only (also: HF_HUB_OFFLINE=1).
     #[arg(long)]
     offline: bool,
+    #[command(flatten)]
+    quantize: super::QuantizeArg,
     /// JSON with `input_ids` (a batch: list of lists) and optionally `attention_mask`,
     /// `token_type_ids`, `decoder_input_ids`.
     #[arg(long)]
@@ -93,7 +95,7 @@ impl Forward {
             predict_positions: None,
         };
         let dir = lingo_models::hub::resolve_model(&self.model, self.offline)?;
-        let loaded = AutoModel::load(&dir, &LoadOptions::default())?;
+        let loaded = AutoModel::load(&dir, &self.quantize.options())?;
         let out = (loaded.model.forward(&inputs, &mut Ctx::eval())?.output).to_dtype(DType::F32)?;
         let data = out.flatten_all()?.to_vec1::<f32>()?;
         let bytes = lingo_nn::io::npy_f32(&data, out.dims());

@@ -12,6 +12,8 @@ pub struct Generate {
     /// Never download (also: HF_HUB_OFFLINE=1).
     #[arg(long)]
     offline: bool,
+    #[command(flatten)]
+    quantize: super::QuantizeArg,
     /// Text to continue.
     #[arg(long)]
     prompt: String,
@@ -50,7 +52,10 @@ pub struct Generate {
 impl Generate {
     pub fn run(self) -> anyhow::Result<()> {
         let dir = lingo_models::hub::resolve_model(&self.model, self.offline)?;
-        let lm = LanguageModel::load(&dir)?;
+        let lm = LanguageModel::from_pretrained(lingo_tasks::Pretrained::open(
+            &dir,
+            &self.quantize.options(),
+        )?)?;
         let cfg = SamplingConfig {
             temperature: if self.greedy { 0.0 } else { self.temperature },
             top_k: self.top_k,

@@ -41,6 +41,8 @@ pub struct Serve {
     /// Allow browsers on this origin to call the API (repeat, or `*` for any); CORS is off without.
     #[arg(long = "cors-origin")]
     cors_origins: Vec<String>,
+    #[command(flatten)]
+    quantize: super::QuantizeArg,
 }
 
 impl Serve {
@@ -56,8 +58,12 @@ impl Serve {
             .api_key
             .or_else(|| std::env::var("LINGO_API_KEY").ok())
             .filter(|k| !k.is_empty());
+        let mut models = self.models;
+        for spec in &mut models {
+            spec.quantize = self.quantize.quantize();
+        }
         let config = ServeConfig {
-            models: self.models,
+            models,
             host: self.host,
             port: self.port,
             limits: Limits {

@@ -13,6 +13,8 @@ pub struct Translate {
     /// Never download (also: HF_HUB_OFFLINE=1).
     #[arg(long)]
     offline: bool,
+    #[command(flatten)]
+    quantize: super::QuantizeArg,
     /// Sentences to translate; with none and no --input, lines are read from standard input.
     sentences: Vec<String>,
     /// A file of sentences, one per line (.gz allowed).
@@ -37,7 +39,10 @@ pub struct Translate {
 impl Translate {
     pub fn run(self) -> anyhow::Result<()> {
         let dir = lingo_models::hub::resolve_model(&self.model, self.offline)?;
-        let mut translator = Translator::load(&dir)?;
+        let mut translator = Translator::from_pretrained(lingo_tasks::Pretrained::open(
+            &dir,
+            &self.quantize.options(),
+        )?)?;
         if let Some(prefix) = &self.prefix {
             translator.source_prefix = prefix.clone();
         }

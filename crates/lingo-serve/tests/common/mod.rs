@@ -58,6 +58,7 @@ pub fn spec(name: &str, dir: &Path) -> ModelSpec {
     ModelSpec {
         name: name.into(),
         source: dir.display().to_string(),
+        quantize: None,
     }
 }
 
