@@ -271,7 +271,65 @@ pub struct LanguageModel {
     pub eos: Option<u32>,
 }
 
+/// A language model's score on a text: mean next-token cross-entropy over every non-overlapping
+/// window of the model's context, as `lingo train lm` validates.
+#[derive(Clone, Debug, Serialize)]
+pub struct LmScore {
+    /// Nats per token.
+    pub loss: f64,
+    pub perplexity: f64,
+    pub windows: usize,
+    pub tokens: usize,
+}
+
 impl LanguageModel {
+    /// Scores the model on `text` — on its last `validation_fraction` of characters, the split
+    /// `lingo train lm` validated on, or on all of it with 0 — in batches of `batch_size`
+    /// context-length windows.
+    pub fn evaluate(
+        &self,
+        text: &str,
+        validation_fraction: f64,
+        batch_size: usize,
+    ) -> Result<LmScore> {
+        let t = self.model.config.context_length;
+        let data = if validation_fraction == 0.0 {
+            TextDataset {
+                train: Vec::new(),
+                validation: self.tokenizer.encode(text)?,
+            }
+        } else {
+            TextDataset::new(text, &self.tokenizer, validation_fraction)?
+        };
+        let starts = data.window_starts(Split::Validation, t);
+        if starts.is_empty() {
+            return Err(bad_input!(
+                "the text gives {} tokens to score, fewer than one window of {} (the model's context plus one)",
+                data.validation.len(),
+                t + 1
+            ));
+        }
+        let (mut total, mut windows) = (0.0, 0usize);
+        for chunk in starts.chunks(batch_size.max(1)) {
+            let (x, y) = data.windows(Split::Validation, chunk, t);
+            let x = Tensor::from_vec(x, (chunk.len(), t), &Device::Cpu)?;
+            let y = Tensor::from_vec(y, (chunk.len(), t), &Device::Cpu)?;
+            let loss = self
+                .model
+                .loss(&x, &y, &mut Ctx::eval())?
+                .to_scalar::<f32>()?;
+            total += loss as f64 * chunk.len() as f64;
+            windows += chunk.len();
+        }
+        let loss = total / windows as f64;
+        Ok(LmScore {
+            loss,
+            perplexity: loss.exp(),
+            windows,
+            tokens: windows * t,
+        })
+    }
+
     /// Loads a folder written by `lingo train lm` (or `lingo finetune lm`), or a Hugging Face
     /// GPT-2 folder with its tokenizer.json.
     pub fn load(dir: &Path) -> Result<Self> {
@@ -490,6 +548,7 @@ mod tests {
         r.train.grad_accum = 1;
         r.train.eval_every = 400;
         r.model.context_length = 32;
+        r.train.eval_batches = 0;
         let mut task = LmTask::new(r, &text, None)?;
         let dir = tempfile::tempdir()?;
         let mut trainer = Trainer::new(task.recipe.train.clone(), dir.path());
@@ -498,6 +557,19 @@ mod tests {
         // Uniform over ~30 characters is ln(30) ≈ 3.4 nats; the grammar's entropy is far lower.
         let val = report.val_loss.unwrap();
         assert!(val < 0.9, "validation loss {val}");
+        // The saved folder scores what training validated, and close to it in int8.
+        let lm = LanguageModel::load(dir.path())?;
+        let score = lm.evaluate(&text, 0.1, 16)?;
+        assert!((score.loss - val).abs() < 1e-5, "{} vs {val}", score.loss);
+        assert!((score.perplexity - val.exp()).abs() < 1e-4);
+        let options = LoadOptions {
+            quantize: Some(lingo_models::Quantization::Int8Dynamic),
+            ..LoadOptions::default()
+        };
+        let int8 = LanguageModel::from_pretrained(Pretrained::open(dir.path(), &options)?)?;
+        let int8_loss = int8.evaluate(&text, 0.1, 16)?.loss;
+        assert!(int8_loss != score.loss && (int8_loss / score.loss - 1.0).abs() < 0.02);
+        assert!(lm.evaluate("too short", 0.0, 16).is_err());
         Ok(())
     }
 

@@ -6,7 +6,8 @@ use lingo_tasks::question_answering::evaluate_qa;
 use lingo_tasks::seq2seq::{evaluate_seq2seq, PairFile};
 use lingo_tasks::token_classification::evaluate_tagger;
 use lingo_tasks::{
-    ClassifyTask, FinetuneRecipe, LmTask, QaTask, Seq2SeqFinetune, TokenClassifyTask,
+    ClassifyTask, FinetuneRecipe, LanguageModel, LmTask, Pretrained, QaTask, Seq2SeqFinetune,
+    TokenClassifyTask,
 };
 use std::path::{Path, PathBuf};
 
@@ -207,6 +208,10 @@ pub enum Evaluate {
     /// search, scored with ROUGE (`rouge1`…`rougeLsum`, rouge-score's) and BLEU (`bleu`,
     /// sacreBLEU's). A folder `finetune seq2seq` wrote supplies its prefix, fields and lengths.
     Seq2seq(EvaluateArgs),
+    /// A causal language model on text: mean next-token loss (nats per token) and perplexity over
+    /// every non-overlapping window of its context (on the last --validation-fraction of the
+    /// file, the split `lingo train lm` validated on; all of it by default).
+    Lm(EvaluateArgs),
 }
 
 impl Evaluate {
@@ -216,10 +221,21 @@ impl Evaluate {
             Evaluate::Ner(a) => (a, "ner"),
             Evaluate::Qa(a) => (a, "qa"),
             Evaluate::Seq2seq(a) => (a, "seq2seq"),
+            Evaluate::Lm(a) => (a, "lm"),
         };
         let dir = lingo_models::hub::resolve_model(&args.model, args.offline)?;
         let quantize = args.quantize.quantize();
         let metrics = match task {
+            "lm" => {
+                let options = args.quantize.options();
+                let lm = LanguageModel::from_pretrained(Pretrained::open(&dir, &options)?)?;
+                let text = lingo_data::read_text(&args.data)?;
+                serde_json::to_value(lm.evaluate(
+                    &text,
+                    args.validation_fraction,
+                    args.batch_size,
+                )?)?
+            }
             "ner" => serde_json::to_value(evaluate_tagger(
                 &dir,
                 &args.data,
@@ -310,6 +326,9 @@ pub struct EvaluateArgs {
     /// seq2seq: the target side when --data is a plain source file.
     #[arg(long)]
     data_target: Option<PathBuf>,
+    /// lm: score the last this fraction of the file's characters (0: all of it).
+    #[arg(long, default_value_t = 0.0)]
+    validation_fraction: f64,
     /// seq2seq: source tokens (default: the fine-tuning recipe's `max_length`).
     #[arg(long)]
     max_source_length: Option<usize>,
