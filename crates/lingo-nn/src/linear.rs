@@ -78,7 +78,9 @@ impl Linear {
         let weight = if p.store().quantizes_linears() {
             let (out, inp) = table.dims2()?;
             let values = table.flatten_all()?.to_vec1::<f32>()?;
-            LinearWeight::Int8(Arc::new(Int8Matrix::quantize(&values, out, inp)?))
+            let matrix = Arc::new(Int8Matrix::quantize(&values, out, inp)?);
+            p.store().hold_derived(matrix.clone());
+            LinearWeight::Int8(matrix)
         } else {
             LinearWeight::F32(table.clone())
         };

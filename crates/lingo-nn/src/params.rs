@@ -52,6 +52,8 @@ struct Inner {
     by_name: HashMap<String, usize>,
     /// Linear weights held as int8 (when `quantize_linears`), in creation order.
     quantized: Vec<(String, Arc<Int8Matrix>)>,
+    /// Int8 copies derived from other parameters (a head tied to an embedding): held, not saved.
+    derived: Vec<Arc<Int8Matrix>>,
     quantize_linears: bool,
     rng: LingoRng,
     device: Device,
@@ -71,6 +73,7 @@ impl ParamStore {
             params: Vec::new(),
             by_name: HashMap::new(),
             quantized: Vec::new(),
+            derived: Vec::new(),
             quantize_linears: false,
             rng: LingoRng::new(seed),
             device: device.clone(),
@@ -106,16 +109,18 @@ impl ParamStore {
         self.lock().quantized.clone()
     }
 
-    /// Bytes the weights take: 4 per f32 parameter, and the int8 weights as held.
+    /// Bytes the weights take in memory: 4 per f32 parameter, and the int8 weights (derived
+    /// copies too) as held.
     pub fn weight_bytes(&self) -> usize {
         let inner = self.lock();
         let dense: usize = inner.params.iter().map(|(_, v)| 4 * v.elem_count()).sum();
-        dense
-            + inner
-                .quantized
-                .iter()
-                .map(|(_, q)| q.bytes())
-                .sum::<usize>()
+        let int8 = inner.quantized.iter().map(|(_, q)| q).chain(&inner.derived);
+        dense + int8.map(|q| q.bytes()).sum::<usize>()
+    }
+
+    /// Records an int8 copy derived from a parameter, for [`Self::weight_bytes`].
+    pub fn hold_derived(&self, matrix: Arc<Int8Matrix>) {
+        self.lock().derived.push(matrix);
     }
 
     /// Stops reading from the source (and releases it).

@@ -275,8 +275,9 @@ fn training_rows(t: Timings, tokens: usize) -> Vec<Row> {
 
 const BERT_TOKENS: usize = 128;
 
-/// BERT-base forward passes of one 128-token sequence (with int8 linear layers when `int8`).
-pub(super) fn bench_bert(iters: usize, int8: bool) -> anyhow::Result<Vec<f64>> {
+/// BERT-base forward passes of one 128-token sequence (with int8 linear layers when `int8`), and
+/// the bytes its weights hold.
+pub(super) fn bench_bert(iters: usize, int8: bool) -> anyhow::Result<(Vec<f64>, usize)> {
     // BertConfig()'s defaults, as tools/bench_hf.py builds them.
     let config: BertConfig = serde_json::from_value(serde_json::json!({
         "vocab_size": 30522, "hidden_size": 768, "num_hidden_layers": 12,
@@ -293,14 +294,15 @@ pub(super) fn bench_bert(iters: usize, int8: bool) -> anyhow::Result<Vec<f64>> {
         .map(|_| 1000 + rng.below(29000) as u32)
         .collect();
     let ids = Tensor::from_vec(ids, (1, BERT_TOKENS), &Device::Cpu)?;
-    time_ms(iters, 2, || {
+    let times = time_ms(iters, 2, || {
         model
             .forward(&ModelInputs::new(ids.clone()), &mut Ctx::eval())?
             .output
             .sum_all()?
             .to_scalar::<f32>()?;
         Ok(())
-    })
+    })?;
+    Ok((times, store.weight_bytes()))
 }
 
 const FINETUNE_BATCH: (usize, usize) = (32, 64);
@@ -372,8 +374,9 @@ const GPT2_PROMPT: usize = 32;
 const GPT2_NEW: usize = 128;
 
 /// GPT-2 small: greedy generation of 128 tokens after a 32-token prompt, with the KV cache (with
-/// int8 linear layers when `int8`). Also the bytes of linear weights one decoding step reads.
-pub(super) fn bench_gpt2(iters: usize, int8: bool) -> anyhow::Result<(Vec<f64>, usize)> {
+/// int8 linear layers when `int8`). Also the bytes of linear weights one decoding step reads, and
+/// the bytes all its weights hold.
+pub(super) fn bench_gpt2(iters: usize, int8: bool) -> anyhow::Result<(Vec<f64>, usize, usize)> {
     let hf = Gpt2Config {
         vocab_size: 50257,
         n_positions: 1024,
@@ -410,7 +413,7 @@ pub(super) fn bench_gpt2(iters: usize, int8: bool) -> anyhow::Result<(Vec<f64>, 
         anyhow::ensure!(out.len() == GPT2_NEW, "generation stopped early");
         Ok(())
     })?;
-    Ok((times, linear_bytes))
+    Ok((times, linear_bytes, store.weight_bytes()))
 }
 
 pub(super) fn bench_pytorch(
@@ -532,7 +535,7 @@ impl Bench {
                 timing();
                 let row = Row {
                     label: "forward, 1 × 128 tokens",
-                    lingo_ms: bench_bert(iters, false)?,
+                    lingo_ms: bench_bert(iters, false)?.0,
                     key: "ms",
                     per_iter: BERT_TOKENS,
                 };

@@ -29,12 +29,12 @@ pub fn run(iters: usize, python: Option<&str>, json: Option<&Path>) -> anyhow::R
             .collect::<Vec<_>>()
     );
     println!("timing Lingo: BERT-base ({iters} iterations after warm-up) ...");
-    let bert_f32 = bench_bert(iters, false)?;
-    let bert_int8 = bench_bert(iters, true)?;
+    let (bert_f32, bert_f32_held) = bench_bert(iters, false)?;
+    let (bert_int8, bert_int8_held) = bench_bert(iters, true)?;
     let gpt_iters = (iters / 2).max(2);
     println!("timing Lingo: GPT-2 ({gpt_iters} generations after warm-up) ...");
-    let (gpt_f32, f32_bytes) = bench_gpt2(gpt_iters, false)?;
-    let (gpt_int8, int8_bytes) = bench_gpt2(gpt_iters, true)?;
+    let (gpt_f32, f32_bytes, gpt_f32_held) = bench_gpt2(gpt_iters, false)?;
+    let (gpt_int8, int8_bytes, gpt_int8_held) = bench_gpt2(gpt_iters, true)?;
     println!("timing the int8 product per layer shape ...");
     let shapes = layer_shapes(iters)?;
     let bandwidth = read_bandwidth();
@@ -91,6 +91,12 @@ pub fn run(iters: usize, python: Option<&str>, json: Option<&Path>) -> anyhow::R
             );
         }
     }
+    let mb = |b: usize| b as f64 / 1e6;
+    println!(
+        "weights in memory: f32 {:.0} MB, int8 {:.0} MB (embeddings stay f32)",
+        mb(bert_f32_held),
+        mb(bert_int8_held)
+    );
     if let Some(e) = reference
         .as_ref()
         .and_then(|r| r.timings.get("onnxruntime_error"))
@@ -122,6 +128,12 @@ pub fn run(iters: usize, python: Option<&str>, json: Option<&Path>) -> anyhow::R
             );
         }
     }
+    println!(
+        "weights in memory: f32 {:.0} MB, int8 {:.0} MB (the token and position tables stay f32; \
+         the tied head is an int8 copy)",
+        mb(gpt_f32_held),
+        mb(gpt_int8_held)
+    );
     let streamed = |bytes: usize, ms: f64| bytes as f64 * rate(ms) / 1e9;
     println!(
         "linear weights read per token: f32 {:.0} MB, int8 {:.0} MB → {:.1} GB/s and {:.1} GB/s \
@@ -157,6 +169,8 @@ pub fn run(iters: usize, python: Option<&str>, json: Option<&Path>) -> anyhow::R
                 "bert_f32": bert_f32, "bert_int8": bert_int8,
                 "gpt2_f32": gpt_f32, "gpt2_int8": gpt_int8,
                 "gpt2_linear_bytes_f32": f32_bytes, "gpt2_linear_bytes_int8": int8_bytes,
+                "bert_weight_bytes_f32": bert_f32_held, "bert_weight_bytes_int8": bert_int8_held,
+                "gpt2_weight_bytes_f32": gpt_f32_held, "gpt2_weight_bytes_int8": gpt_int8_held,
                 "layers": shapes.iter().map(|s| serde_json::json!({
                     "in": s.inp, "out": s.out, "f32_ms": s.f32_ms, "int8_ms": s.int8_ms,
                     "candle_q8_0_ms": s.q8_0_ms,
