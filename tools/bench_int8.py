@@ -8,6 +8,8 @@ random-weight models Lingo times, timed the same way.
 - gpt2: GPT2LMHeadModel(GPT2Config()) (124M), greedy `generate` of 128 new tokens after 32 with
   the KV cache: PyTorch f32 and PyTorch quantize_dynamic.
 
+Needs torch, transformers, onnxruntime and onnx (`pip install onnxruntime onnx`); without the ONNX
+packages the ONNX Runtime rows are left out with the reason.
 ONNX Runtime runs with intra_op_num_threads = --threads, as PyTorch with set_num_threads.
 Prints one JSON object with per-iteration milliseconds under each key.
 
