@@ -191,26 +191,13 @@ impl TrainTask for LmTask {
     }
 
     fn eval_loss(&mut self, batch_size: usize, max_batches: usize) -> candle_core::Result<f64> {
-        let t = self.block;
-        let starts = self.data.window_starts(Split::Validation, t);
-        let batches = starts.chunks(batch_size);
         let take = if max_batches == 0 {
             usize::MAX
         } else {
             max_batches
         };
-        let (mut total, mut count) = (0.0, 0usize);
-        for chunk in batches.take(take) {
-            let (x, y) = self.data.windows(Split::Validation, chunk, t);
-            let (x, y) = self.batch(x, y, chunk.len())?;
-            let loss = self
-                .model
-                .loss(&x, &y, &mut Ctx::eval())?
-                .to_scalar::<f32>()? as f64;
-            total += loss * chunk.len() as f64;
-            count += chunk.len();
-        }
-        Ok(total / count.max(1) as f64)
+        let (loss, _) = validation_loss(&self.model, &self.data, self.block, batch_size, take)?;
+        Ok(loss)
     }
 
     fn describe(&self) -> serde_json::Value {
@@ -271,6 +258,28 @@ pub struct LanguageModel {
     pub eos: Option<u32>,
 }
 
+/// Mean next-token loss over the first `max_batches` batches of `batch_size` non-overlapping
+/// `t`-token windows of the validation split, and how many windows it covered.
+fn validation_loss(
+    model: &Gpt,
+    data: &TextDataset,
+    t: usize,
+    batch_size: usize,
+    max_batches: usize,
+) -> candle_core::Result<(f64, usize)> {
+    let starts = data.window_starts(Split::Validation, t);
+    let (mut total, mut count) = (0.0, 0usize);
+    for chunk in starts.chunks(batch_size.max(1)).take(max_batches) {
+        let (x, y) = data.windows(Split::Validation, chunk, t);
+        let x = Tensor::from_vec(x, (chunk.len(), t), &Device::Cpu)?;
+        let y = Tensor::from_vec(y, (chunk.len(), t), &Device::Cpu)?;
+        let loss = model.loss(&x, &y, &mut Ctx::eval())?.to_scalar::<f32>()? as f64;
+        total += loss * chunk.len() as f64;
+        count += chunk.len();
+    }
+    Ok((total / count.max(1) as f64, count))
+}
+
 /// A language model's score on a text: mean next-token cross-entropy over every non-overlapping
 /// window of the model's context, as `lingo train lm` validates.
 #[derive(Clone, Debug, Serialize)]
@@ -301,27 +310,14 @@ impl LanguageModel {
         } else {
             TextDataset::new(text, &self.tokenizer, validation_fraction)?
         };
-        let starts = data.window_starts(Split::Validation, t);
-        if starts.is_empty() {
+        let (loss, windows) = validation_loss(&self.model, &data, t, batch_size, usize::MAX)?;
+        if windows == 0 {
             return Err(bad_input!(
                 "the text gives {} tokens to score, fewer than one window of {} (the model's context plus one)",
                 data.validation.len(),
                 t + 1
             ));
         }
-        let (mut total, mut windows) = (0.0, 0usize);
-        for chunk in starts.chunks(batch_size.max(1)) {
-            let (x, y) = data.windows(Split::Validation, chunk, t);
-            let x = Tensor::from_vec(x, (chunk.len(), t), &Device::Cpu)?;
-            let y = Tensor::from_vec(y, (chunk.len(), t), &Device::Cpu)?;
-            let loss = self
-                .model
-                .loss(&x, &y, &mut Ctx::eval())?
-                .to_scalar::<f32>()?;
-            total += loss as f64 * chunk.len() as f64;
-            windows += chunk.len();
-        }
-        let loss = total / windows as f64;
         Ok(LmScore {
             loss,
             perplexity: loss.exp(),

@@ -111,7 +111,7 @@ pub(super) fn median(xs: &[f64]) -> f64 {
     }
 }
 
-fn time_ms(
+pub(super) fn time_ms(
     iters: usize,
     warmup: usize,
     mut f: impl FnMut() -> anyhow::Result<()>,

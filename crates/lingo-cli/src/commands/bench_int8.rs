@@ -5,7 +5,7 @@
 //! BERT-base layer shape beside candle's Q8_0 quantized matmul (whose 32-wide blocks fit these
 //! shapes; its k-quants need inputs in multiples of 256, which MiniLM's 384 is not).
 
-use super::bench::{bench_bert, bench_gpt2, bench_pytorch, median, PyResult};
+use super::bench::{bench_bert, bench_gpt2, bench_pytorch, median, time_ms, PyResult};
 use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
 use candle_core::{Device, Module, Tensor};
 use lingo_kernels::{Int8Kernel, Int8Matrix};
@@ -222,14 +222,7 @@ fn layer_shapes(iters: usize) -> anyhow::Result<Vec<LayerTiming>> {
         let q8 = QMatMul::from_qtensor(QTensor::quantize(&w, GgmlDType::Q8_0)?)?;
         let reps = iters.max(5) * 4;
         let time = |f: &dyn Fn() -> candle_core::Result<Tensor>| -> anyhow::Result<f64> {
-            f()?;
-            let mut times = Vec::with_capacity(reps);
-            for _ in 0..reps {
-                let t = Instant::now();
-                f()?;
-                times.push(t.elapsed().as_secs_f64() * 1e3);
-            }
-            Ok(median(&times))
+            Ok(median(&time_ms(reps, 1, || Ok(f().map(drop)?))?))
         };
         out.push(LayerTiming {
             inp,
