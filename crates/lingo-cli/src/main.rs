@@ -92,6 +92,12 @@ enum Command {
     /// Quantize a model folder: int8 linear layers (per-channel weights, per-row activations at
     /// run time); every command loads the folder it writes.
     Quantize(commands::quantize::Quantize),
+    /// Prune a model: the smallest weights (magnitude), attention heads or feed-forward neurons,
+    /// at once or while fine-tuning.
+    Prune(commands::prune::Prune),
+    /// Distil a fine-tuned teacher into a smaller student (DistilBERT's loss: softened outputs,
+    /// labels, hidden-state cosine).
+    Distill(commands::distill::Distill),
     /// Serve models over HTTP: OpenAI-compatible completions, chat and embeddings, a route per
     /// task, metrics, and a playground page at /.
     Serve(commands::serve::Serve),
@@ -148,6 +154,8 @@ fn main() {
         Command::Tokenizer(t) => t.run(),
         Command::Tokenize(t) => t.run(),
         Command::Quantize(q) => q.run(),
+        Command::Prune(p) => p.run(),
+        Command::Distill(d) => d.run(),
         Command::Serve(_) => unreachable!("served above"),
     });
     if let Err(e) = result {

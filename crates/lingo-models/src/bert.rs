@@ -24,6 +24,7 @@ use lingo_nn::{
     Activation, Ctx, Dropout, Embedding, Init, LayerNorm, Linear, MultiHeadAttention, ParamPath,
 };
 use serde::Deserialize;
+use std::collections::BTreeMap;
 
 /// Which member of the family a checkpoint holds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -179,6 +180,10 @@ pub struct BertConfig {
     /// The standard deviation of new weights (a newly added head).
     #[serde(default = "default_init_range")]
     pub initializer_range: f32,
+    /// Heads removed from each layer (`{"layer": [head, …]}`, original head numbers), as
+    /// `transformers` records them after `prune_heads`: those layers' attention is narrower.
+    #[serde(default)]
+    pub pruned_heads: BTreeMap<usize, Vec<usize>>,
 }
 
 fn default_act() -> String {
@@ -212,6 +217,43 @@ impl BertConfig {
     }
     fn classifier_dropout(&self) -> Dropout {
         Dropout::new(self.classifier_dropout.unwrap_or(self.hidden_dropout_prob))
+    }
+
+    /// Width of one attention head.
+    pub fn head_dim(&self) -> usize {
+        self.hidden_size / self.num_attention_heads.max(1)
+    }
+
+    /// The heads layer `layer` still has, in their original numbers.
+    pub fn kept_heads(&self, layer: usize) -> Vec<usize> {
+        let pruned = self.pruned_heads.get(&layer);
+        (0..self.num_attention_heads)
+            .filter(|h| pruned.is_none_or(|p| !p.contains(h)))
+            .collect()
+    }
+
+    /// `pruned_heads` must name existing layers and heads and leave each layer a head.
+    fn check_pruned_heads(&self) -> std::result::Result<(), String> {
+        for (&layer, heads) in &self.pruned_heads {
+            if layer >= self.num_hidden_layers {
+                return Err(format!(
+                    "field `pruned_heads`: layer {layer} does not exist ({} layers)",
+                    self.num_hidden_layers
+                ));
+            }
+            if let Some(h) = heads.iter().find(|&&h| h >= self.num_attention_heads) {
+                return Err(format!(
+                    "field `pruned_heads`: layer {layer} has no head {h} ({} heads)",
+                    self.num_attention_heads
+                ));
+            }
+            if self.kept_heads(layer).is_empty() {
+                return Err(format!(
+                    "field `pruned_heads`: every head of layer {layer} is pruned"
+                ));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -283,9 +325,28 @@ const DISTILBERT_LAYER: LayerNames = LayerNames {
     ffn_norm: "output_layer_norm",
 };
 
+/// Where one encoder layer's parameters are: the prefixes (`….attention.self.query`) of its
+/// attention projections and feed-forward layers, which head and neuron pruning cut.
+#[derive(Clone, Debug)]
+pub struct LayerParams {
+    pub query: String,
+    pub key: String,
+    pub value: String,
+    pub output: String,
+    pub up: String,
+    pub down: String,
+    /// The heads the layer has, in the config's original numbering (see `pruned_heads`).
+    pub heads: Vec<usize>,
+}
+
 /// One post-norm Transformer encoder layer.
 #[derive(Clone)]
 struct EncoderLayer {
+    /// Where the layer's parameters are (`bert.encoder.layer.3`), and their names under it.
+    prefix: String,
+    names: &'static LayerNames,
+    /// Which of the configured heads the layer still has (original numbers).
+    heads: Vec<usize>,
     attention: MultiHeadAttention,
     attn_norm: LayerNorm,
     up: Linear,
@@ -299,21 +360,31 @@ struct EncoderLayer {
 }
 
 impl EncoderLayer {
-    fn new(p: &ParamPath, names: &LayerNames, family: Family, c: &BertConfig) -> Result<Self> {
+    fn new(
+        p: &ParamPath,
+        names: &'static LayerNames,
+        family: Family,
+        c: &BertConfig,
+        index: usize,
+    ) -> Result<Self> {
         let (h, f, eps) = (c.hidden_size, c.intermediate_size, c.layer_norm_eps);
         let init = c.init();
         let linear = |name: &str, i, o| Linear::new(&p.sub(name), i, o, true, init);
-        let mut attention = MultiHeadAttention::new(
+        let mut attention = MultiHeadAttention::with_head_dim(
             p,
             [names.q, names.k, names.v, names.out],
             h,
-            c.num_attention_heads,
+            c.kept_heads(index).len(),
+            c.head_dim(),
             init,
         )?;
         attention.dropout = Dropout::new(c.attention_probs_dropout_prob);
         let hidden = Dropout::new(c.hidden_dropout_prob);
         let none = Dropout::new(0.0);
         Ok(EncoderLayer {
+            prefix: p.prefix().to_string(),
+            names,
+            heads: c.kept_heads(index),
             attention,
             attn_norm: LayerNorm::new(&p.sub(names.attn_norm), h, true, eps)?,
             up: linear(names.up, h, f)?,
@@ -556,6 +627,12 @@ impl BertModel {
                 c.num_attention_heads
             );
         }
+        if let Err(e) = c.check_pruned_heads() {
+            bail!("{e}");
+        }
+        if family == Family::Albert && !c.pruned_heads.is_empty() {
+            bail!("field `pruned_heads`: ALBERT's layers share their weights, so heads cannot be pruned per layer");
+        }
         let base = p.sub(family.prefix());
         let embeddings = Embeddings::new(&base, tables, family, c)?;
         let (layers, schedule) = match family {
@@ -565,7 +642,7 @@ impl BertModel {
                     .map(|g| {
                         let lp =
                             base.sub(format!("encoder.albert_layer_groups.{g}.albert_layers.0"));
-                        EncoderLayer::new(&lp, &ALBERT_LAYER, family, c)
+                        EncoderLayer::new(&lp, &ALBERT_LAYER, family, c, g)
                     })
                     .collect::<Result<Vec<_>>>()?;
                 let per_group = c.num_hidden_layers.div_ceil(groups);
@@ -580,6 +657,7 @@ impl BertModel {
                             &DISTILBERT_LAYER,
                             family,
                             c,
+                            i,
                         )
                     })
                     .collect::<Result<Vec<_>>>()?;
@@ -593,6 +671,7 @@ impl BertModel {
                             &BERT_LAYER,
                             family,
                             c,
+                            i,
                         )
                     })
                     .collect::<Result<Vec<_>>>()?;
@@ -616,6 +695,25 @@ impl BertModel {
             pooler,
             head_layers,
         })
+    }
+
+    /// Each distinct encoder layer's parameter names (ALBERT's shared layers once per group).
+    pub fn layer_params(&self) -> Vec<LayerParams> {
+        self.layers
+            .iter()
+            .map(|l| {
+                let name = |n: &str| format!("{}.{n}", l.prefix);
+                LayerParams {
+                    query: name(l.names.q),
+                    key: name(l.names.k),
+                    value: name(l.names.v),
+                    output: name(l.names.out),
+                    up: name(l.names.up),
+                    down: name(l.names.down),
+                    heads: l.heads.clone(),
+                }
+            })
+            .collect()
     }
 
     fn head_layers(

@@ -142,6 +142,15 @@ fn bert_family_matches_transformers() {
     }
 }
 
+/// Folders `transformers` 4's `prune_heads` wrote (tools/make_pruning_fixtures.py): narrower
+/// attention in each layer, `pruned_heads` in config.json.
+#[test]
+fn head_pruned_folders_match_transformers() {
+    for name in ["bert-cls-pruned", "distilbert-cls-pruned"] {
+        check_encoder(name);
+    }
+}
+
 /// A copy of a fixture folder that a test may break.
 fn scratch_copy(name: &str) -> tempfile::TempDir {
     let tmp = tempfile::tempdir().unwrap();

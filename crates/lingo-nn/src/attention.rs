@@ -221,15 +221,38 @@ impl MultiHeadAttention {
         heads: usize,
         init: crate::Init,
     ) -> Result<Self> {
-        let linear = |name: &str| Linear::new(&p.sub(name), d_model, d_model, true, init);
+        if heads == 0 || !d_model.is_multiple_of(heads) {
+            candle_core::bail!("d_model {d_model} is not divisible by the number of heads {heads}");
+        }
+        Self::with_head_dim(p, names, d_model, heads, d_model / heads, init)
+    }
+
+    /// As [`Self::new`] with `heads` heads of `head_dim` each, whatever `d_model` is: what is left
+    /// of a layer after some of its heads were pruned.
+    pub fn with_head_dim(
+        p: &ParamPath,
+        names: [&str; 4],
+        d_model: usize,
+        heads: usize,
+        head_dim: usize,
+        init: crate::Init,
+    ) -> Result<Self> {
+        let inner = heads * head_dim;
+        let linear = |name: &str, i, o| Linear::new(&p.sub(name), i, o, true, init);
         Ok(MultiHeadAttention {
-            q: linear(names[0])?,
-            k: linear(names[1])?,
-            v: linear(names[2])?,
-            out: linear(names[3])?,
+            q: linear(names[0], d_model, inner)?,
+            k: linear(names[1], d_model, inner)?,
+            v: linear(names[2], d_model, inner)?,
+            out: linear(names[3], inner, d_model)?,
             heads,
             dropout: Dropout::new(0.0),
         })
+    }
+
+    /// `y: [batch, len, heads·head_dim]` as `[batch, len, heads, head_dim]`.
+    fn split_heads(&self, y: &Tensor) -> Result<Tensor> {
+        let (b, t, width) = y.dims3()?;
+        y.reshape((b, t, self.heads, width / self.heads))
     }
 
     /// `x: [batch, q_len, d_model]` attending over `kv: [batch, k_len, d_model]`; also returns the
@@ -244,11 +267,9 @@ impl MultiHeadAttention {
     ) -> Result<(Tensor, Option<Tensor>)> {
         if x.id() == kv.id() {
             // Self-attention: the three projections read one input (quantized once if int8).
-            let (b, t, d) = x.dims3()?;
             let qkv = Linear::forward_each(&[&self.q, &self.k, &self.v], x)?;
-            let split = |y: &Tensor| y.reshape((b, t, self.heads, d / self.heads));
-            let (q, k, v) = (split(&qkv[0])?, split(&qkv[1])?, split(&qkv[2])?);
-            return self.attend_projected(&q, &k, &v, mask, want_weights, ctx);
+            let [q, k, v] = [0, 1, 2].map(|i| self.split_heads(&qkv[i]));
+            return self.attend_projected(&q?, &k?, &v?, mask, want_weights, ctx);
         }
         let (k, v) = self.keys_values(kv)?;
         self.attend(x, &k, &v, mask, want_weights, ctx)
@@ -257,9 +278,10 @@ impl MultiHeadAttention {
     /// The keys and values `[batch, len, heads, head_dim]` of `kv: [batch, len, d_model]`: what
     /// a decoder computes once per source for its cross-attention.
     pub fn keys_values(&self, kv: &Tensor) -> Result<(Tensor, Tensor)> {
-        let (b, s, d) = kv.dims3()?;
-        let split = |y: Tensor| y.reshape((b, s, self.heads, d / self.heads));
-        Ok((split(self.k.forward(kv)?)?, split(self.v.forward(kv)?)?))
+        Ok((
+            self.split_heads(&self.k.forward(kv)?)?,
+            self.split_heads(&self.v.forward(kv)?)?,
+        ))
     }
 
     /// `x: [batch, q_len, d_model]` attending over keys and values from [`Self::keys_values`].
@@ -272,11 +294,7 @@ impl MultiHeadAttention {
         want_weights: bool,
         ctx: &mut Ctx,
     ) -> Result<(Tensor, Option<Tensor>)> {
-        let (b, t, d) = x.dims3()?;
-        let q = self
-            .q
-            .forward(x)?
-            .reshape((b, t, self.heads, d / self.heads))?;
+        let q = self.split_heads(&self.q.forward(x)?)?;
         self.attend_projected(&q, k, v, mask, want_weights, ctx)
     }
 

@@ -6,11 +6,11 @@
 use crate::error::{bad_input, io, to_candle, to_train, Result};
 use crate::Pretrained;
 use candle_core::{Device, Tensor};
-use lingo_data::{collate, Encoded, TaskTokenizer, Tokenizer};
+use lingo_data::{collate, Batch, Encoded, TaskTokenizer, Tokenizer};
 use lingo_models::auto::{AutoModel, LoadOptions};
 use lingo_models::bert::{BertModel, Head};
 use lingo_models::hf::LoadReport;
-use lingo_models::Quantization;
+use lingo_models::{ModelOutput, Quantization};
 use lingo_nn::{Ctx, LingoRng, ParamStore};
 use lingo_train::{ParamGroup, ScheduleKind, TrainConfig, TrainTask};
 use serde::{Deserialize, Serialize};
@@ -279,8 +279,18 @@ pub struct TaskModel {
 impl TaskModel {
     /// The head's output for `inputs`, padded into one batch, in `ctx`'s mode.
     pub fn output(&self, inputs: &[&Encoded], ctx: &mut Ctx) -> candle_core::Result<Tensor> {
+        Ok(self.forward(inputs, ctx)?.1.output)
+    }
+
+    /// The padded batch of `inputs` and the model's whole output on it (every hidden state).
+    pub fn forward(
+        &self,
+        inputs: &[&Encoded],
+        ctx: &mut Ctx,
+    ) -> candle_core::Result<(Batch, ModelOutput)> {
         let batch = collate(inputs, self.encoder.pad_id, &Device::Cpu)?;
-        Ok(self.model.forward(&batch.inputs(), ctx)?.output)
+        let output = self.model.forward(&batch.inputs(), ctx)?;
+        Ok((batch, output))
     }
 
     /// A folder `lingo finetune` wrote (or any checkpoint with `head`), with its labels.
@@ -409,6 +419,41 @@ impl<O: Objective> Finetune<O> {
         &self.labels
     }
 
+    /// The encoder with its task head.
+    pub fn model(&self) -> &BertModel {
+        &self.encoder.model
+    }
+
+    /// `config.json` as the model now is (its head's architecture and labels).
+    pub fn config(&self) -> &serde_json::Value {
+        &self.config
+    }
+
+    /// The training examples.
+    pub fn train_examples(&self) -> &[O::Example] {
+        &self.train
+    }
+
+    /// Which training examples the current micro-batch (see `start_micro_batch`) takes.
+    pub fn micro_batch_indices(&mut self, batch_size: usize) -> Vec<usize> {
+        self.order
+            .batch(self.micro_batch, batch_size, self.train.len())
+    }
+
+    /// The encoder, its tokenizer and its task encoding.
+    pub fn task_model(&self) -> &TaskModel {
+        &self.encoder
+    }
+
+    /// The task's own loss of the head's `output` on `examples`.
+    pub fn objective_loss(
+        &self,
+        output: &Tensor,
+        examples: &[&O::Example],
+    ) -> candle_core::Result<Tensor> {
+        self.objective.loss(output, examples, &self.recipe)
+    }
+
     fn loss(&self, examples: &[&O::Example], ctx: &mut Ctx) -> candle_core::Result<Tensor> {
         let inputs: Vec<&Encoded> = examples.iter().map(|e| e.input()).collect();
         let output = self.encoder.output(&inputs, ctx)?;
@@ -430,9 +475,7 @@ impl<O: Objective> TrainTask for Finetune<O> {
         batch_size: usize,
         ctx: &mut Ctx,
     ) -> candle_core::Result<(Tensor, usize)> {
-        let picks = self
-            .order
-            .batch(self.micro_batch, batch_size, self.train.len());
+        let picks = self.micro_batch_indices(batch_size);
         let examples: Vec<&O::Example> = picks.iter().map(|&i| &self.train[i]).collect();
         let tokens = examples.iter().map(|e| e.input().ids.len()).sum();
         Ok((self.loss(&examples, ctx)?, tokens))

@@ -9,15 +9,19 @@
 //!   or fine-tunes a GPT.
 //! - [`translation`]: train an encoder–decoder from scratch on sentence pairs; [`translator`]
 //!   decodes with any encoder–decoder.
+//! - [`distillation`]: a small student fine-tuned from a teacher's softened outputs.
+//! - [`pruning`]: magnitude, head and neuron pruning, one-shot or while fine-tuning.
 //! - [`error`]: the one error type, telling bad input from internal failure.
 
 pub mod classification;
+pub mod distillation;
 pub mod encoder;
 pub mod error;
 pub mod finetune;
 pub mod language_model;
 pub mod pretrain;
 pub mod pretrained;
+pub mod pruning;
 pub mod question_answering;
 pub mod seq2seq;
 pub mod token_classification;

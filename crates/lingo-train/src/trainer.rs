@@ -40,6 +40,11 @@ pub trait TrainTask {
     /// Called before each micro-batch with its index in the whole run (`step · grad_accum +
     /// micro-batch`), so a task that walks its data in epochs knows where it is — also after a resume.
     fn start_micro_batch(&mut self, _index: u64) {}
+    /// Called after the optimizer's update of step `step` (counted from 1), before evaluation and
+    /// checkpointing: e.g. to re-apply pruning masks so pruned weights stay zero.
+    fn after_step(&mut self, _step: usize) -> candle_core::Result<()> {
+        Ok(())
+    }
     /// The task's description for the checkpoint (model config, tokenizer, …).
     fn describe(&self) -> serde_json::Value;
     /// Writes what a user needs to run the model (e.g. `config.json`, `tokenizer.json`) into `dir`.
@@ -335,6 +340,7 @@ impl Trainer {
             optimizer.step(meta.step, &grads, lr, scale)?;
             drop(grads);
             meta.step += 1;
+            task.after_step(meta.step)?;
             meta.tokens_seen += tokens as u64;
             run_tokens += tokens as u64;
             train_secs += step_start.elapsed().as_secs_f64();

@@ -60,7 +60,7 @@ impl Quantize {
     }
 }
 
-fn same_folder(a: &Path, b: &Path) -> bool {
+pub(crate) fn same_folder(a: &Path, b: &Path) -> bool {
     match (a.canonicalize(), b.canonicalize()) {
         (Ok(a), Ok(b)) => a == b,
         _ => false,
@@ -90,7 +90,7 @@ fn is_other_weights(name: &str) -> bool {
 
 /// Copies what the saved folder lacks from the source (a sentence-transformers pooling config,
 /// a training recipe, a chat template, a README), recursively; never weights.
-fn copy_other_files(from: &Path, to: &Path) -> anyhow::Result<usize> {
+pub(crate) fn copy_other_files(from: &Path, to: &Path) -> anyhow::Result<usize> {
     let mut copied = 0;
     for entry in std::fs::read_dir(from)? {
         let entry = entry?;
@@ -110,13 +110,20 @@ fn copy_other_files(from: &Path, to: &Path) -> anyhow::Result<usize> {
     Ok(copied)
 }
 
-/// Bytes of the folder's safetensors weights.
-fn weights_size(dir: &Path) -> u64 {
+/// Bytes of the folder's safetensors weights (not a training run's checkpoint files).
+pub(crate) fn weights_size(dir: &Path) -> u64 {
+    let training = [
+        lingo_train::checkpoint::CHECKPOINT_FILE,
+        lingo_train::trainer::BEST_FILE,
+    ];
     std::fs::read_dir(dir)
         .into_iter()
         .flatten()
         .flatten()
-        .filter(|e| e.file_name().to_string_lossy().ends_with(".safetensors"))
+        .filter(|e| {
+            let name = e.file_name().to_string_lossy().to_string();
+            name.ends_with(".safetensors") && !training.contains(&name.as_str())
+        })
         .filter_map(|e| e.metadata().ok())
         .map(|m| m.len())
         .sum()

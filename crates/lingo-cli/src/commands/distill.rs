@@ -1,0 +1,116 @@
+//! `lingo distill`: a student fine-tuned on a task from a fine-tuned teacher's softened outputs
+//! (see lingo_tasks::distillation).
+
+use super::train::RunArgs;
+use clap::{Args, ValueEnum};
+use lingo_tasks::distillation::{student_from_teacher, DistillLoss, Distillation};
+use lingo_tasks::finetune::{Finetune, Objective};
+use lingo_tasks::{ClassifyTask, FinetuneRecipe, TokenClassifyTask};
+use std::path::{Path, PathBuf};
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Task {
+    /// Sequence classification (data as `lingo finetune classify` reads it).
+    Classify,
+    /// Token classification (data as `lingo finetune ner` reads it).
+    Ner,
+}
+
+#[derive(Args)]
+pub struct Distill {
+    /// The fine-tuned teacher folder (its head and labels are the task's).
+    #[arg(long)]
+    teacher: PathBuf,
+    /// The student: a model folder to start from, or a JSON file of config.json fields that
+    /// change the teacher's (e.g. `{"num_hidden_layers": 3}`) — a student initialised from the
+    /// teacher's embeddings, head and every other layer, written to OUT/initial-student.
+    #[arg(long)]
+    student: PathBuf,
+    #[arg(long, value_enum, default_value = "classify")]
+    task: Task,
+    #[arg(long)]
+    train: PathBuf,
+    /// Validation data (5% of --train held out without it).
+    #[arg(long)]
+    valid: Option<PathBuf>,
+    /// Fine-tuning recipe JSON (as `lingo finetune`'s --config).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Softmax temperature of the teacher's and student's distributions.
+    #[arg(long, default_value_t = 2.0)]
+    temperature: f64,
+    /// Weight of T²·KL between the softened distributions.
+    #[arg(long, default_value_t = 0.5)]
+    alpha_soft: f64,
+    /// Weight of the task loss on the labels.
+    #[arg(long, default_value_t = 0.5)]
+    alpha_hard: f64,
+    /// Weight of 1 − cos between the last hidden states (same width only).
+    #[arg(long, default_value_t = 0.0)]
+    alpha_cos: f64,
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+impl Distill {
+    pub fn run(self) -> anyhow::Result<()> {
+        match self.task {
+            Task::Classify => self.run_task(ClassifyTask::new),
+            Task::Ner => self.run_task(TokenClassifyTask::new),
+        }
+    }
+
+    fn run_task<O: Objective>(
+        self,
+        make: impl Fn(&Path, &Path, Option<&Path>, FinetuneRecipe) -> lingo_tasks::Result<Finetune<O>>,
+    ) -> anyhow::Result<()> {
+        let loss = DistillLoss {
+            temperature: self.temperature,
+            soft: self.alpha_soft,
+            hard: self.alpha_hard,
+            cosine: self.alpha_cos,
+        };
+        loss.check()?;
+        let mut recipe = match &self.config {
+            Some(path) => FinetuneRecipe::load(path)?,
+            None => FinetuneRecipe::default(),
+        };
+        if self.run.steps.is_some() {
+            recipe.epochs = None;
+        }
+        self.run.apply(&mut recipe.train);
+        let student_dir = if self.student.is_dir() {
+            self.student.clone()
+        } else {
+            let text = std::fs::read_to_string(&self.student)
+                .map_err(|e| anyhow::anyhow!("--student {}: {e}", self.student.display()))?;
+            let overrides: serde_json::Value = serde_json::from_str(&text)
+                .map_err(|e| anyhow::anyhow!("{}: not valid JSON ({e})", self.student.display()))?;
+            let dir = self.run.out.join("initial-student");
+            let taken = student_from_teacher(&self.teacher, &overrides, &dir)?;
+            eprintln!(
+                "student initialised from teacher layers {taken:?} in {}",
+                dir.display()
+            );
+            dir
+        };
+        let student = make(&student_dir, &self.train, self.valid.as_deref(), recipe)?;
+        let mut task = Distillation::new(student, &self.teacher, loss)?;
+        eprintln!(
+            "distilling {} into {} ({:.1}M parameters) over {} steps",
+            self.teacher.display(),
+            student_dir.display(),
+            lingo_train::TrainTask::params(&task).num_params() as f64 / 1e6,
+            task.student.recipe.train.steps
+        );
+        let config = task.student.recipe.train.clone();
+        let report = self.run.trainer(config).run(&mut task, self.run.resume)?;
+        println!(
+            "{} steps in {:.0}s; student in {}",
+            report.steps,
+            report.elapsed_secs,
+            self.run.out.display()
+        );
+        Ok(())
+    }
+}
