@@ -257,3 +257,65 @@ fn a_student_is_made_from_the_teacher_and_distilled() {
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("--temperature 0"));
 }
+
+#[test]
+fn sequence_level_distillation_trains_on_the_teachers_outputs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let rows: String = [
+        "cat alice",
+        "dog bob",
+        "the cat",
+        "paris",
+        "alice is",
+        "bob in",
+    ]
+    .iter()
+    .map(|s| format!("{}\n", serde_json::json!({"dialogue": s, "summary": "x"})))
+    .collect();
+    let data = tmp.path().join("pairs.jsonl");
+    std::fs::write(&data, rows).unwrap();
+    let recipe = tmp.path().join("recipe.json");
+    std::fs::write(
+        &recipe,
+        r#"{"max_length": 16, "max_target_length": 8, "epochs": null,
+            "source_field": "dialogue", "target_field": "summary",
+            "train": {"steps": 2, "batch_size": 4, "eval_every": 0, "checkpoint_every": 0}}"#,
+    )
+    .unwrap();
+    let t5 = fixture("t5");
+    let out = tmp.path().join("student");
+    let args = [
+        "distill",
+        "--task",
+        "seq2seq",
+        "--teacher",
+        t5.to_str().unwrap(),
+        "--student",
+        t5.to_str().unwrap(),
+        "--train",
+        data.to_str().unwrap(),
+        "--valid",
+        data.to_str().unwrap(),
+        "--config",
+        recipe.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--quiet",
+    ];
+    let report = ok(&args);
+    assert!(report.starts_with("2 steps"), "{report}");
+    // The targets are the teacher's, under the recipe's field names.
+    let targets = std::fs::read_to_string(out.join("teacher-targets.jsonl")).unwrap();
+    let records: Vec<serde_json::Value> = targets
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(records.len(), 6);
+    assert_eq!(records[0]["dialogue"], "cat alice");
+    assert!(records
+        .iter()
+        .all(|r| r["summary"].is_string() && r["summary"] != "x"));
+    // A second run decodes nothing again.
+    let again = lingo(&args);
+    assert!(String::from_utf8_lossy(&again.stderr).contains("reusing"));
+}

@@ -10,9 +10,14 @@
 //! embeddings, pooler and head, and every other layer (DistilBERT's recipe) — which
 //! [`student_from_teacher`] writes as a folder of its own, so the same student can also be trained
 //! without the teacher for comparison.
+//!
+//! An encoder–decoder learns by sequence-level distillation instead (Kim & Rush, 2016):
+//! [`teacher_targets`] replaces every training target by the teacher's beam-search output, and the
+//! student is fine-tuned on those pairs.
 
 use crate::error::{bad_input, io, to_candle, Result};
-use crate::finetune::{Encodable, Finetune, Objective, TaskModel};
+use crate::finetune::{Encodable, Finetune, FinetuneRecipe, Objective, TaskModel};
+use crate::Translator;
 use candle_core::{DType, Tensor, D};
 use lingo_data::Encoded;
 use lingo_models::auto::{AutoModel, LoadOptions};
@@ -339,4 +344,38 @@ impl<O: Objective> TrainTask for Distillation<O> {
     fn save_weights(&self, path: &Path) -> lingo_train::Result<()> {
         self.student.save_weights(path)
     }
+}
+
+/// The training pairs with each target replaced by the teacher's beam-search translation of the
+/// source (its own decoding settings and source prefix), decoded `batch_size` at a time;
+/// `progress` hears how many are done.
+pub fn teacher_targets(
+    teacher: &Path,
+    pairs: &[(String, String)],
+    batch_size: usize,
+    mut progress: impl FnMut(usize),
+) -> Result<Vec<(String, String)>> {
+    let translator = Translator::load(teacher)?;
+    let mut out = Vec::with_capacity(pairs.len());
+    for chunk in pairs.chunks(batch_size.max(1) * 8) {
+        let sources: Vec<String> = chunk.iter().map(|(s, _)| s.clone()).collect();
+        let decoded = translator.translate(&sources, &translator.beam, batch_size)?;
+        out.extend(sources.into_iter().zip(decoded.into_iter().map(|t| t.text)));
+        progress(out.len());
+    }
+    Ok(out)
+}
+
+/// Writes `pairs` as JSON lines under the recipe's source and target field names, which
+/// `PairFile` reads back.
+pub fn write_pairs(path: &Path, pairs: &[(String, String)], recipe: &FinetuneRecipe) -> Result<()> {
+    let mut text = String::new();
+    for (source, target) in pairs {
+        let mut record = serde_json::Map::new();
+        record.insert(recipe.source_field.clone(), source.clone().into());
+        record.insert(recipe.target_field.clone(), target.clone().into());
+        text.push_str(&serde_json::Value::Object(record).to_string());
+        text.push('\n');
+    }
+    lingo_nn::io::write_atomic(path, text.as_bytes()).map_err(io(path))
 }

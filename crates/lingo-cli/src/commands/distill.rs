@@ -3,9 +3,12 @@
 
 use super::train::RunArgs;
 use clap::{Args, ValueEnum};
-use lingo_tasks::distillation::{student_from_teacher, DistillLoss, Distillation};
+use lingo_tasks::distillation::{
+    student_from_teacher, teacher_targets, write_pairs, DistillLoss, Distillation,
+};
 use lingo_tasks::finetune::{Finetune, Objective};
-use lingo_tasks::{ClassifyTask, FinetuneRecipe, TokenClassifyTask};
+use lingo_tasks::seq2seq::PairFile;
+use lingo_tasks::{ClassifyTask, FinetuneRecipe, Seq2SeqFinetune, TokenClassifyTask};
 use std::path::{Path, PathBuf};
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -14,6 +17,9 @@ enum Task {
     Classify,
     /// Token classification (data as `lingo finetune ner` reads it).
     Ner,
+    /// Sequence-level distillation of an encoder–decoder: the teacher's beam-search outputs
+    /// for the training sources (OUT/teacher-targets.jsonl) are the student's targets.
+    Seq2seq,
 }
 
 #[derive(Args)]
@@ -33,6 +39,15 @@ pub struct Distill {
     /// Validation data (5% of --train held out without it).
     #[arg(long)]
     valid: Option<PathBuf>,
+    /// Seq2seq: the target side when --train is a plain source file (the teacher replaces it).
+    #[arg(long)]
+    train_target: Option<PathBuf>,
+    /// Seq2seq: the target side when --valid is a plain source file.
+    #[arg(long)]
+    valid_target: Option<PathBuf>,
+    /// Seq2seq: sentences the teacher decodes at once.
+    #[arg(long, default_value_t = 32)]
+    batch_size: usize,
     /// Fine-tuning recipe JSON (as `lingo finetune`'s --config).
     #[arg(long)]
     config: Option<PathBuf>,
@@ -57,7 +72,86 @@ impl Distill {
         match self.task {
             Task::Classify => self.run_task(ClassifyTask::new),
             Task::Ner => self.run_task(TokenClassifyTask::new),
+            Task::Seq2seq => self.run_seq2seq(),
         }
+    }
+
+    /// The --config recipe with the run's overrides.
+    fn recipe(&self) -> anyhow::Result<FinetuneRecipe> {
+        let mut recipe = match &self.config {
+            Some(path) => FinetuneRecipe::load(path)?,
+            None => FinetuneRecipe::default(),
+        };
+        if self.run.steps.is_some() {
+            recipe.epochs = None;
+        }
+        self.run.apply(&mut recipe.train);
+        Ok(recipe)
+    }
+
+    /// Sequence-level distillation: decode the training sources with the teacher, fine-tune
+    /// the student on those outputs.
+    fn run_seq2seq(self) -> anyhow::Result<()> {
+        if !self.student.is_dir() {
+            anyhow::bail!(
+                "--student {}: sequence-level distillation trains a model folder (a smaller \
+                 encoder-decoder; the recipe's \"random_init\": true starts it afresh)",
+                self.student.display()
+            );
+        }
+        let recipe = self.recipe()?;
+        let (pairs, _) = PairFile::new(&self.train, self.train_target.as_deref()).read(&recipe)?;
+        if pairs.is_empty() {
+            anyhow::bail!("{}: no training pairs", self.train.display());
+        }
+        std::fs::create_dir_all(&self.run.out)?;
+        let targets = self.run.out.join("teacher-targets.jsonl");
+        let reuse = std::fs::read_to_string(&targets)
+            .map(|t| t.lines().count() == pairs.len())
+            .unwrap_or(false);
+        if reuse {
+            eprintln!("reusing the teacher's outputs in {}", targets.display());
+        } else {
+            let bar = indicatif::ProgressBar::new(pairs.len() as u64).with_style(
+                indicatif::ProgressStyle::with_template(
+                    "teacher decoding {bar:30} {pos}/{len} sentences, {per_sec}, ETA {eta}",
+                )?,
+            );
+            if self.run.quiet {
+                bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+            }
+            let taught = teacher_targets(&self.teacher, &pairs, self.batch_size, |done| {
+                bar.set_position(done as u64)
+            })?;
+            bar.finish_and_clear();
+            write_pairs(&targets, &taught, &recipe)?;
+            eprintln!(
+                "the teacher decoded {} training sources into {}",
+                taught.len(),
+                targets.display()
+            );
+        }
+        let valid = (self.valid.as_deref()).map(|v| PairFile::new(v, self.valid_target.as_deref()));
+        let mut task = Seq2SeqFinetune::new(
+            &self.student,
+            &PairFile::new(&targets, None),
+            valid.as_ref(),
+            recipe,
+        )?;
+        eprintln!(
+            "training {} on the teacher's outputs over {} steps",
+            self.student.display(),
+            task.recipe.train.steps
+        );
+        let config = task.recipe.train.clone();
+        let report = self.run.trainer(config).run(&mut task, self.run.resume)?;
+        println!(
+            "{} steps in {:.0}s; student in {}",
+            report.steps,
+            report.elapsed_secs,
+            self.run.out.display()
+        );
+        Ok(())
     }
 
     fn run_task<O: Objective>(
@@ -71,14 +165,7 @@ impl Distill {
             cosine: self.alpha_cos,
         };
         loss.check()?;
-        let mut recipe = match &self.config {
-            Some(path) => FinetuneRecipe::load(path)?,
-            None => FinetuneRecipe::default(),
-        };
-        if self.run.steps.is_some() {
-            recipe.epochs = None;
-        }
-        self.run.apply(&mut recipe.train);
+        let recipe = self.recipe()?;
         let student_dir = if self.student.is_dir() {
             self.student.clone()
         } else {
