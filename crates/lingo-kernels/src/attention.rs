@@ -172,7 +172,7 @@ fn forward(
 }
 
 /// In-place softmax of `scale · row[..limit]` over the kept keys; everything else becomes 0.
-fn softmax_row(row: &mut [f32], limit: usize, keep: Option<&[u8]>, scale: f32) {
+pub(crate) fn softmax_row(row: &mut [f32], limit: usize, keep: Option<&[u8]>, scale: f32) {
     let (live, dead) = row.split_at_mut(limit);
     dead.fill(0.0);
     if let Some(keep) = keep {

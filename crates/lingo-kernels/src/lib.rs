@@ -43,6 +43,7 @@ pub mod rms_norm;
 pub mod shared_grad;
 pub mod softmax;
 pub mod weighted_sum;
+pub mod window_attention;
 
 pub use additive_attention::{additive_scores, additive_scores_shared};
 pub use attention::{

@@ -12,8 +12,8 @@ use crate::CausalLm;
 use candle_core::{bail, DType, Result, Tensor};
 use lingo_kernels::{AttentionMask, CrossEntropy};
 use lingo_nn::{
-    Activation, Ctx, Dropout, Embedding, FeedForward, Init, KvCache, LayerNorm, Linear,
-    MultiHeadSelfAttention, NormPlacement, ParamPath, PositionalEncoding, SublayerInit,
+    Activation, AttentionKind, Ctx, Dropout, Embedding, FeedForward, Init, KvCache, LayerNorm,
+    Linear, MultiHeadSelfAttention, NormPlacement, ParamPath, PositionalEncoding, SublayerInit,
     TransformerBlock,
 };
 use serde::{Deserialize, Serialize};
@@ -50,6 +50,9 @@ pub struct GptConfig {
     pub layer_norm_eps: f64,
     /// Standard deviation of the normal weight init (residual projections get `/√(2·n_layers)`).
     pub init_std: f32,
+    /// `dense`, or `window`: each position attends over the `attention_window` latest positions.
+    pub attention: AttentionKind,
+    pub attention_window: usize,
 }
 
 impl Default for GptConfig {
@@ -69,6 +72,8 @@ impl Default for GptConfig {
             bias: true,
             layer_norm_eps: 1e-5,
             init_std: 0.02,
+            attention: AttentionKind::Dense,
+            attention_window: 256,
         }
     }
 }
@@ -93,7 +98,23 @@ impl GptConfig {
             ("n_layers", self.n_layers),
         ])?;
         check_heads(self.d_model, self.n_heads)?;
+        if self.attention == AttentionKind::Window {
+            check_positive(&[("attention_window", self.attention_window)])?;
+        }
         check_dropout(self.dropout)
+    }
+
+    /// The same model with dense attention.
+    pub fn with_dense(self) -> Self {
+        GptConfig {
+            attention: AttentionKind::Dense,
+            ..self
+        }
+    }
+
+    /// The window each position attends over, if the attention is windowed.
+    fn window(&self) -> Option<usize> {
+        (self.attention == AttentionKind::Window).then_some(self.attention_window)
     }
 }
 
@@ -132,17 +153,21 @@ impl Gpt {
         let mut blocks = Vec::with_capacity(c.n_layers);
         for i in 0..c.n_layers {
             let b = t.sub("h").sub(i);
+            let mut attn = MultiHeadSelfAttention::new(
+                &b.sub("attn"),
+                ("c_attn", "c_proj"),
+                c.d_model,
+                c.n_heads,
+                c.bias,
+                sublayer,
+            )?
+            .with_attention_dropout(c.dropout);
+            if let Some(w) = c.window() {
+                attn = attn.with_window(w);
+            }
             blocks.push(TransformerBlock {
                 norm1: LayerNorm::new(&b.sub("ln_1"), c.d_model, c.bias, c.layer_norm_eps)?,
-                attn: MultiHeadSelfAttention::new(
-                    &b.sub("attn"),
-                    ("c_attn", "c_proj"),
-                    c.d_model,
-                    c.n_heads,
-                    c.bias,
-                    sublayer,
-                )?
-                .with_attention_dropout(c.dropout),
+                attn,
                 norm2: LayerNorm::new(&b.sub("ln_2"), c.d_model, c.bias, c.layer_norm_eps)?,
                 mlp: FeedForward::new(
                     &b.sub("mlp"),
@@ -199,7 +224,7 @@ impl Gpt {
         let (_, t) = ids.dims2()?;
         let offset = cache
             .as_ref()
-            .map_or(0, |c| c.first().map_or(0, |c| c.len()));
+            .map_or(0, |c| c.first().map_or(0, |c| c.position()));
         let pos = self.wpe.forward(offset, t)?;
         let mut x = self
             .drop
@@ -451,7 +476,7 @@ impl CausalLm for Gpt {
 
     fn forward_cached(&self, ids: &Tensor, cache: &mut [KvCache]) -> Result<Tensor> {
         let (_, t) = ids.dims2()?;
-        let seen = cache.first().map_or(0, |c| c.len());
+        let seen = cache.first().map_or(0, |c| c.position());
         if seen + t > self.config.context_length {
             bail!(
                 "{} tokens exceed the model's context of {}",
@@ -478,7 +503,7 @@ impl CausalLm for Gpt {
                     self.blocks.len()
                 );
             }
-            positions.push(self.wpe.forward(cache[0].len(), 1)?);
+            positions.push(self.wpe.forward(cache[0].position(), 1)?);
         }
         let mut x = self
             .wte
@@ -500,7 +525,7 @@ mod tests {
     use super::*;
     use candle_core::Device;
     use lingo_kernels::gradcheck::assert_close;
-    use lingo_nn::ParamStore;
+    use lingo_nn::{LingoRng, ParamStore};
 
     fn tiny(placement: NormPlacement, tied: bool) -> GptConfig {
         GptConfig {
@@ -603,6 +628,64 @@ mod tests {
             assert_eq!(caches[1][0].len(), 20);
         }
         Ok(())
+    }
+
+    fn windowed(window: usize, context: usize) -> GptConfig {
+        GptConfig {
+            context_length: context,
+            attention: AttentionKind::Window,
+            attention_window: window,
+            dropout: 0.1,
+            ..tiny(NormPlacement::Pre, false)
+        }
+    }
+
+    #[test]
+    fn a_window_over_the_whole_context_is_dense_attention() -> Result<()> {
+        let dense_store = ParamStore::new(3, &Device::Cpu);
+        let window_store = ParamStore::new(3, &Device::Cpu);
+        let dense = Gpt::new(
+            GptConfig {
+                dropout: 0.1,
+                ..windowed(70, 70)
+            }
+            .with_dense(),
+            &dense_store.root(),
+        )?;
+        let window = Gpt::new(windowed(70, 70), &window_store.root())?;
+        let x = ids(2, 70, 3);
+        // Training mode: the same dropout masks on the probabilities too.
+        let a = dense.logits(&x, &mut Ctx::train(LingoRng::new(9)))?;
+        let b = window.logits(&x, &mut Ctx::train(LingoRng::new(9)))?;
+        assert_close(&a, &b, 1e-5, "window over everything vs dense")
+    }
+
+    #[test]
+    fn windowed_model_trains_and_decodes_with_a_rolling_cache() -> Result<()> {
+        let store = ParamStore::new(4, &Device::Cpu);
+        let model = Gpt::new(windowed(5, 40), &store.root())?;
+        let loss = model.loss(&ids(2, 40, 1), &ids(2, 40, 3), &mut Ctx::eval())?;
+        let missing = store.without_gradient(&loss.backward()?)?;
+        assert!(missing.is_empty(), "no gradient for {missing:?}");
+
+        // Decoding keeps only the last window − 1 keys and agrees with the full forward.
+        let x = ids(2, 37, 5);
+        let full = model.logits(&x, &mut Ctx::eval())?;
+        let mut cache = model.new_cache();
+        let mut steps = vec![model.forward_cached(&x.narrow(1, 0, 9)?, &mut cache)?];
+        assert_eq!((cache[0].len(), cache[0].position()), (4, 9));
+        for t in 9..33 {
+            steps.push(model.forward_cached(&x.narrow(1, t, 1)?, &mut cache)?);
+        }
+        // A chunk of several tokens after the prompt goes one position at a time.
+        steps.push(model.forward_cached(&x.narrow(1, 33, 4)?, &mut cache)?);
+        assert_eq!((cache[0].len(), cache[0].position()), (4, 37));
+        assert_close(
+            &Tensor::cat(&steps, 1)?,
+            &full,
+            1e-5,
+            "rolling-cache logits",
+        )
     }
 
     #[test]

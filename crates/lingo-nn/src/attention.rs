@@ -6,7 +6,9 @@ use crate::linear::Linear;
 use crate::params::{ParamPath, SublayerInit};
 use crate::Ctx;
 use candle_core::{DType, Result, Tensor};
+use lingo_kernels::window_attention::{window_attention, Window};
 use lingo_kernels::AttentionMask;
+use serde::{Deserialize, Serialize};
 
 /// Keys and values of the positions seen so far, for one layer: `[batch, capacity, heads, head_dim]`
 /// buffers filled up to `len`, grown by doubling.
@@ -14,6 +16,8 @@ use lingo_kernels::AttentionMask;
 pub struct KvCache {
     buffers: Option<(Tensor, Tensor)>,
     len: usize,
+    /// Positions dropped from the front (a sliding window's rolling cache).
+    evicted: usize,
 }
 
 impl KvCache {
@@ -28,6 +32,29 @@ impl KvCache {
 
     pub fn is_empty(&self) -> bool {
         self.len == 0
+    }
+
+    /// Positions seen so far — the next token's position — counting any a rolling window dropped.
+    pub fn position(&self) -> usize {
+        self.evicted + self.len
+    }
+
+    /// Keeps only the last `n` positions (a sliding window's rolling cache: older keys are never
+    /// attended to again).
+    fn keep_last(&mut self, n: usize) -> Result<()> {
+        if self.len <= n {
+            return Ok(());
+        }
+        if let Some((k, v)) = &self.buffers {
+            let drop = self.len - n;
+            for buf in [k, v] {
+                let tail = buf.narrow(1, drop, n)?.contiguous()?;
+                buf.slice_set(&tail, 1, 0)?;
+            }
+            self.evicted += drop;
+            self.len = n;
+        }
+        Ok(())
     }
 
     /// The cached keys and values `[batch, len, heads, head_dim]` (views), or `None` when empty.
@@ -53,6 +80,7 @@ impl KvCache {
         Ok(KvCache {
             len: k.dim(1)?,
             buffers: Some((k.contiguous()?, v.contiguous()?)),
+            evicted: 0,
         })
     }
 
@@ -87,6 +115,18 @@ impl KvCache {
     }
 }
 
+/// Which keys a self-attention layer attends over, as model configs name it (`"attention"`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AttentionKind {
+    /// Every (earlier, if causal) position: `O(n²)`.
+    #[default]
+    Dense,
+    /// The `attention_window` nearest positions (earlier ones if causal, else half either side):
+    /// `O(n·w)`, with a rolling key/value cache when decoding.
+    Window,
+}
+
 /// Self-attention: `out(attend(split_heads(x W_qkvᵀ)))`.
 #[derive(Clone, Debug)]
 pub struct MultiHeadSelfAttention {
@@ -94,6 +134,8 @@ pub struct MultiHeadSelfAttention {
     pub out: Linear,
     pub heads: usize,
     pub attn_dropout: Dropout,
+    /// Sliding-window attention over this many positions instead of all of them.
+    pub window: Option<usize>,
 }
 
 impl MultiHeadSelfAttention {
@@ -115,6 +157,7 @@ impl MultiHeadSelfAttention {
             out: Linear::new(&p.sub(names.1), d_model, d_model, bias, init.output)?,
             heads,
             attn_dropout: Dropout::new(0.0),
+            window: None,
         })
     }
 
@@ -122,6 +165,29 @@ impl MultiHeadSelfAttention {
     pub fn with_attention_dropout(mut self, p: f32) -> Self {
         self.attn_dropout = Dropout::new(p);
         self
+    }
+
+    /// The same layer attending over a sliding window of `size` positions (see
+    /// [`AttentionKind::Window`]).
+    pub fn with_window(mut self, size: usize) -> Self {
+        self.window = Some(size.max(1));
+        self
+    }
+
+    /// The window of keys a query sees.
+    fn band(&self, causal: bool) -> Option<Window> {
+        self.window.map(|w| match causal {
+            true => Window::causal(w),
+            false => Window::centred(w),
+        })
+    }
+
+    /// `qkv: [batch, time, 3·d_model]` as q, k, v `[batch, time, heads, head_dim]`.
+    fn split_qkv(&self, qkv: &Tensor) -> Result<[Tensor; 3]> {
+        let (b, t, c3) = qkv.dims3()?;
+        let qkv = qkv.reshape((b, t, 3, self.heads, c3 / 3 / self.heads))?;
+        let part = |i: usize| qkv.narrow(2, i, 1)?.squeeze(2);
+        Ok([part(0)?, part(1)?, part(2)?])
     }
 
     /// `x: [batch, time, d_model]`. With a cache, `x` holds only the new positions and the cache
@@ -141,7 +207,23 @@ impl MultiHeadSelfAttention {
                     dropout: self.attn_dropout.attention(ctx),
                     ..mask.clone()
                 };
-                lingo_kernels::self_attention(&qkv, self.heads, &mask, want_weights)?
+                match self.band(mask.causal) {
+                    None => lingo_kernels::self_attention(&qkv, self.heads, &mask, want_weights)?,
+                    Some(window) => {
+                        if want_weights {
+                            candle_core::bail!(
+                                "a sliding-window layer keeps its attention weights by blocks: it cannot return them"
+                            );
+                        }
+                        let [q, k, v] = self.split_qkv(&qkv)?;
+                        let mask = AttentionMask {
+                            causal: false,
+                            ..mask
+                        };
+                        let y = window_attention(&q, &k, &v, window, &mask)?;
+                        (y.flatten_from(2)?, None)
+                    }
+                }
             }
             Some(cache) => self.attend_cached(&qkv, mask, cache, want_weights)?,
         };
@@ -158,16 +240,55 @@ impl MultiHeadSelfAttention {
         want_weights: bool,
     ) -> Result<(Tensor, Option<Tensor>)> {
         let (b, t, c3) = qkv.dims3()?;
-        let d = c3 / 3 / self.heads;
-        let qkv = qkv.reshape((b, t, 3, self.heads, d))?;
-        let part = |i: usize| qkv.narrow(2, i, 1)?.squeeze(2);
-        let mask = AttentionMask {
-            query_offset: cache.len(),
-            ..mask.clone()
+        let [q, k, v] = self.split_qkv(qkv)?;
+        let Some(window) = self.window else {
+            let mask = AttentionMask {
+                query_offset: cache.len(),
+                ..mask.clone()
+            };
+            let (k, v) = cache.append(&k, &v)?;
+            let (y, w) = lingo_kernels::attention_with_weights(&q, &k, &v, &mask, want_weights)?;
+            return Ok((y.reshape((b, t, c3 / 3))?, w));
         };
-        let (k, v) = cache.append(&part(1)?, &part(2)?)?;
-        let (y, w) = lingo_kernels::attention_with_weights(&part(0)?, &k, &v, &mask, want_weights)?;
-        Ok((y.reshape((b, t, self.heads * d))?, w))
+        // A rolling cache keeps the window's last `window − 1` keys, which is all the next
+        // query sees: each new position attends over them and itself.
+        if !mask.causal || want_weights || mask.key_padding.is_some() {
+            candle_core::bail!(
+                "a sliding-window cache decodes causally, without padding or attention weights"
+            );
+        }
+        let y = if cache.is_empty() && t > 1 {
+            let y = window_attention(
+                &q,
+                &k,
+                &v,
+                Window::causal(window),
+                &AttentionMask::default(),
+            )?;
+            cache.append(&k, &v)?;
+            y
+        } else {
+            let mut ys = Vec::with_capacity(t);
+            for i in 0..t {
+                let one = |x: &Tensor| x.narrow(1, i, 1);
+                let (keys, values) = cache.append(&one(&k)?, &one(&v)?)?;
+                let causal = AttentionMask {
+                    causal: true,
+                    query_offset: keys.dim(1)? - 1,
+                    ..Default::default()
+                };
+                ys.push(lingo_kernels::attention(
+                    &one(&q)?,
+                    &keys,
+                    &values,
+                    &causal,
+                )?);
+                cache.keep_last(window - 1)?;
+            }
+            Tensor::cat(&ys, 1)?
+        };
+        cache.keep_last(window - 1)?;
+        Ok((y.reshape((b, t, c3 / 3))?, None))
     }
 
     /// One new position for each of several independent sequences (continuous batching):

@@ -17,7 +17,9 @@ pub mod recurrent;
 pub mod rng;
 pub mod rnn_attention;
 
-pub use attention::{DecoderLayerCache, KvCache, MultiHeadAttention, MultiHeadSelfAttention};
+pub use attention::{
+    AttentionKind, DecoderLayerCache, KvCache, MultiHeadAttention, MultiHeadSelfAttention,
+};
 pub use block::{NormPlacement, TransformerBlock};
 pub use dropout::Dropout;
 pub use embedding::{Embedding, LoopEmbedding};
