@@ -6,10 +6,12 @@
 pub mod attention_map;
 pub mod loss_curve;
 pub mod metric_curves;
+pub mod scaling;
 
 pub use attention_map::attention_map;
 pub use loss_curve::loss_curve;
 pub use metric_curves::metric_curves;
+pub use scaling::{scaling_plot, Panel};
 
 use std::path::{Path, PathBuf};
 

@@ -50,6 +50,9 @@ enum Model {
     /// PyTorch's quantize_dynamic and ONNX Runtime's, and the int8 kernel per layer shape
     /// beside candle's Q8_0.
     Int8,
+    /// Causal self-attention at 512 to 16,384 tokens: Lingo's dense and sliding-window kernels
+    /// beside PyTorch's SDPA (dense and band-masked): time, peak memory, a log–log plot.
+    Attention,
     /// `lingo serve` under load (GPT-2-small-shaped generation, MiniLM embeddings) beside
     /// transformers behind FastAPI/uvicorn: requests/s, TTFT, time per token, p50/p99, memory.
     Serve,
@@ -78,6 +81,8 @@ pub struct Bench {
     json: Option<PathBuf>,
     #[command(flatten)]
     serve: super::bench_serve::ServeLoad,
+    #[command(flatten)]
+    attention: super::bench_attention::AttentionBench,
 }
 
 /// The reference side's output: its versions and per-iteration milliseconds under named keys.
@@ -485,6 +490,10 @@ impl Bench {
     }
 
     pub fn run(self) -> anyhow::Result<()> {
+        if let Model::Attention = self.model {
+            let python = (!self.no_python).then_some(self.python.as_str());
+            return self.attention.run(self.iters, python, self.json.as_deref());
+        }
         if let Model::Int8 = self.model {
             let python = (!self.no_python).then_some(self.python.as_str());
             return super::bench_int8::run(self.iters, python, self.json.as_deref());
@@ -576,7 +585,7 @@ impl Bench {
                 };
                 (vec![row], HF_SCRIPT, vec!["gpt2"], "new tokens/s")
             }
-            Model::Serve | Model::Int8 => unreachable!("run above"),
+            Model::Serve | Model::Int8 | Model::Attention => unreachable!("run above"),
         };
         let torch = if self.no_python {
             None

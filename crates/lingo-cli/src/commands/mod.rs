@@ -1,4 +1,5 @@
 pub mod bench;
+pub mod bench_attention;
 pub mod bench_int8;
 pub mod bench_serve;
 pub mod demo;
