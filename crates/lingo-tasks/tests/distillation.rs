@@ -1,21 +1,17 @@
 //! Distillation on tiny checkpoints: the student takes every other teacher layer, the soft loss is
 //! T²·KL with the gradient T·(p_student − p_teacher), and a distilled student learns the task.
 
+mod toy;
+
 use candle_core::{Device, Tensor, Var};
 use lingo_models::auto::{AutoModel, LoadOptions};
 use lingo_nn::params::read_safetensors;
 use lingo_tasks::distillation::{
     cosine_loss, soft_loss, student_from_teacher, DistillLoss, Distillation,
 };
-use lingo_tasks::{ClassifyTask, FinetuneRecipe};
-use lingo_train::Trainer;
-use std::path::{Path, PathBuf};
-
-fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../lingo-models/tests/fixtures/hf")
-        .join(name)
-}
+use lingo_tasks::ClassifyTask;
+use std::path::Path;
+use toy::{fixture, quiet, recipe, toy_data};
 
 #[test]
 fn the_student_takes_every_other_teacher_layer() {
@@ -118,43 +114,6 @@ fn the_soft_loss_is_scaled_kl_with_its_gradient() {
     assert!((c - 0.5).abs() < 1e-5, "{c}");
 }
 
-/// Sentences from the fixture tokenizer's words; the label says whether "cat" or "dog" is in it.
-fn toy_data(dir: &Path, name: &str, n: usize, seed: u64) -> PathBuf {
-    let filler = ["the", "is", "in", "at", "paris", "alice", "bob", "model"];
-    let mut rng = lingo_nn::LingoRng::new(seed);
-    let mut text = String::from("sentence\tlabel\n");
-    for _ in 0..n {
-        let positive = rng.below(2) == 1;
-        let mut words: Vec<&str> = (0..3 + rng.below(4))
-            .map(|_| filler[rng.below(filler.len())])
-            .collect();
-        let at = rng.below(words.len() + 1);
-        words.insert(at, if positive { "cat" } else { "dog" });
-        text.push_str(&format!("{}\t{}\n", words.join(" "), u8::from(positive)));
-    }
-    let path = dir.join(name);
-    std::fs::write(&path, text).expect("write data");
-    path
-}
-
-fn recipe(steps: usize) -> FinetuneRecipe {
-    let mut r = FinetuneRecipe {
-        max_length: 16,
-        epochs: None,
-        ..FinetuneRecipe::default()
-    };
-    r.train.steps = steps;
-    r.train.batch_size = 16;
-    r.train.eval_every = 0;
-    r.train.checkpoint_every = 0;
-    r.train.seed = 5;
-    r.train.optimizer = serde_json::from_value(
-        serde_json::json!({"type": "adamw", "lr": 3e-3, "weight_decay": 0.01}),
-    )
-    .unwrap();
-    r
-}
-
 fn accuracy(out: &Path) -> f64 {
     let log = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
     let last: serde_json::Value = log
@@ -173,9 +132,9 @@ fn a_distilled_student_learns_the_teachers_task() {
     let teacher_dir = tmp.path().join("teacher");
     let mut teacher =
         ClassifyTask::new(&fixture("bert"), &train, Some(&valid), recipe(80)).unwrap();
-    let mut t = Trainer::new(teacher.recipe.train.clone(), &teacher_dir);
-    t.progress = false;
-    t.run(&mut teacher, false).unwrap();
+    quiet(&teacher.recipe, &teacher_dir)
+        .run(&mut teacher, false)
+        .unwrap();
     assert!(accuracy(&teacher_dir) >= 0.95);
 
     let init = tmp.path().join("student-init");
@@ -192,9 +151,9 @@ fn a_distilled_student_learns_the_teachers_task() {
     };
     let mut task = Distillation::new(student, &teacher_dir, loss).unwrap();
     let out = tmp.path().join("student");
-    let mut t = Trainer::new(task.student.recipe.train.clone(), &out);
-    t.progress = false;
-    t.run(&mut task, false).unwrap();
+    quiet(&task.student.recipe, &out)
+        .run(&mut task, false)
+        .unwrap();
     let acc = accuracy(&out);
     assert!(acc >= 0.95, "student accuracy {acc}");
     let config: serde_json::Value =

@@ -2,62 +2,14 @@
 //! a new classifier grows on it, learns a toy task, saves a folder the pipelines load, resumes
 //! exactly, and refuses bad data with the file and line.
 
+mod toy;
+
 use lingo_data::Tokenizer;
 use lingo_tasks::classification::evaluate_classifier;
 use lingo_tasks::encoder::EncoderPipeline;
-use lingo_tasks::{ClassifyTask, FinetuneRecipe};
-use lingo_train::Trainer;
-use std::path::{Path, PathBuf};
-
-fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../lingo-models/tests/fixtures/hf")
-        .join(name)
-}
-
-/// Sentences from the fixture tokenizer's words; the label says whether "cat" or "dog" is in it.
-fn toy_data(dir: &Path, name: &str, n: usize, seed: u64) -> PathBuf {
-    let filler = ["the", "is", "in", "at", "paris", "alice", "bob", "model"];
-    let mut rng = lingo_nn::LingoRng::new(seed);
-    let mut text = String::from("sentence\tlabel\n");
-    for _ in 0..n {
-        let positive = rng.below(2) == 1;
-        let mut words: Vec<&str> = (0..3 + rng.below(4))
-            .map(|_| filler[rng.below(filler.len())])
-            .collect();
-        let at = rng.below(words.len() + 1);
-        words.insert(at, if positive { "cat" } else { "dog" });
-        text.push_str(&format!("{}\t{}\n", words.join(" "), u8::from(positive)));
-    }
-    let path = dir.join(name);
-    std::fs::write(&path, text).expect("write data");
-    path
-}
-
-fn recipe(steps: usize) -> FinetuneRecipe {
-    let mut r = FinetuneRecipe {
-        max_length: 16,
-        epochs: None,
-        warmup_ratio: Some(0.1),
-        ..FinetuneRecipe::default()
-    };
-    r.train.steps = steps;
-    r.train.batch_size = 16;
-    r.train.eval_every = 0;
-    r.train.checkpoint_every = 0;
-    r.train.seed = 5;
-    r.train.optimizer = serde_json::from_value(
-        serde_json::json!({"type": "adamw", "lr": 3e-3, "weight_decay": 0.01}),
-    )
-    .expect("optimizer");
-    r
-}
-
-fn quiet(recipe: &FinetuneRecipe, out: &Path) -> Trainer {
-    let mut t = Trainer::new(recipe.train.clone(), out);
-    t.progress = false;
-    t
-}
+use lingo_tasks::ClassifyTask;
+use std::path::Path;
+use toy::{fixture, quiet, recipe, toy_data};
 
 #[test]
 fn a_new_head_learns_and_saves_a_folder_the_pipelines_load() {

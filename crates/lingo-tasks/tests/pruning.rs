@@ -3,6 +3,8 @@
 //! exactly, head importance is the derivative of the loss by a head's gate, and pruning while
 //! fine-tuning keeps its zeros and resumes exactly.
 
+mod toy;
+
 use candle_core::{DType, Device, Tensor};
 use lingo_models::auto::{AutoModel, LoadOptions};
 use lingo_models::bert::BertModel;
@@ -12,15 +14,10 @@ use lingo_nn::{Ctx, ParamStore};
 use lingo_tasks::pruning::{
     self, cubic_sparsity, Cut, GradualPruning, Masks, PruningSchedule, Scope,
 };
-use lingo_tasks::{ClassifyTask, FinetuneRecipe};
-use lingo_train::{TrainTask, Trainer};
-use std::path::{Path, PathBuf};
-
-fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../lingo-models/tests/fixtures/hf")
-        .join(name)
-}
+use lingo_tasks::ClassifyTask;
+use lingo_train::TrainTask;
+use std::path::Path;
+use toy::{fixture, quiet, recipe, toy_data};
 
 fn open(dir: &Path) -> (BertModel, ParamStore, serde_json::Value) {
     let p = AutoModel::load(dir, &LoadOptions::default()).expect("load");
@@ -248,43 +245,6 @@ fn the_cubic_schedule_prunes_fast_then_slow() {
     assert_eq!(cubic_sparsity(10, 10, 20, 0.5), 0.0);
 }
 
-/// Sentences from the fixture tokenizer's words; the label says whether "cat" or "dog" is in it.
-fn toy_data(dir: &Path, name: &str, n: usize, seed: u64) -> PathBuf {
-    let filler = ["the", "is", "in", "at", "paris", "alice", "bob", "model"];
-    let mut rng = lingo_nn::LingoRng::new(seed);
-    let mut text = String::from("sentence\tlabel\n");
-    for _ in 0..n {
-        let positive = rng.below(2) == 1;
-        let mut words: Vec<&str> = (0..3 + rng.below(4))
-            .map(|_| filler[rng.below(filler.len())])
-            .collect();
-        let at = rng.below(words.len() + 1);
-        words.insert(at, if positive { "cat" } else { "dog" });
-        text.push_str(&format!("{}\t{}\n", words.join(" "), u8::from(positive)));
-    }
-    let path = dir.join(name);
-    std::fs::write(&path, text).expect("write data");
-    path
-}
-
-fn recipe(steps: usize) -> FinetuneRecipe {
-    let mut r = FinetuneRecipe {
-        max_length: 16,
-        epochs: None,
-        ..FinetuneRecipe::default()
-    };
-    r.train.steps = steps;
-    r.train.batch_size = 16;
-    r.train.eval_every = 0;
-    r.train.checkpoint_every = 0;
-    r.train.seed = 5;
-    r.train.optimizer = serde_json::from_value(
-        serde_json::json!({"type": "adamw", "lr": 3e-3, "weight_decay": 0.01}),
-    )
-    .expect("optimizer");
-    r
-}
-
 #[test]
 fn head_importance_is_the_loss_derivative_by_the_head_gate() {
     let tmp = tempfile::tempdir().unwrap();
@@ -324,12 +284,6 @@ fn head_importance_is_the_loss_derivative_by_the_head_gate() {
     let prune = pruning::heads_to_prune(&importance.heads, 0.75).unwrap();
     assert_eq!(prune.iter().map(Vec::len).sum::<usize>(), 6);
     assert!(prune.iter().all(|p| p.len() <= 3));
-}
-
-fn quiet(recipe: &FinetuneRecipe, out: &Path) -> Trainer {
-    let mut t = Trainer::new(recipe.train.clone(), out);
-    t.progress = false;
-    t
 }
 
 #[test]
