@@ -21,7 +21,8 @@ use crate::outputs::{ModelInputs, ModelOutput, Trace};
 use candle_core::{bail, DType, Result, Tensor, D};
 use lingo_kernels::AttentionMask;
 use lingo_nn::{
-    Activation, Ctx, Dropout, Embedding, Init, LayerNorm, Linear, MultiHeadAttention, ParamPath,
+    Activation, AttentionKind, Ctx, Dropout, Embedding, Init, LayerNorm, Linear, Linformer,
+    LinformerSharing, MultiHeadAttention, ParamPath, Pattern,
 };
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -184,6 +185,17 @@ pub struct BertConfig {
     /// `transformers` records them after `prune_heads`: those layers' attention is narrower.
     #[serde(default)]
     pub pruned_heads: BTreeMap<usize, Vec<usize>>,
+    /// Lingo's efficient self-attention (absent from Hugging Face configs: `dense`): `window`
+    /// over `attention_window` positions (half either side), or `linformer` projecting keys and
+    /// values to `linformer_k` rows (`linformer_sharing`: `headwise`, `key_value`, `layerwise`).
+    #[serde(default)]
+    pub attention: AttentionKind,
+    #[serde(default = "default_window")]
+    pub attention_window: usize,
+    #[serde(default = "default_window")]
+    pub linformer_k: usize,
+    #[serde(default)]
+    pub linformer_sharing: LinformerSharing,
 }
 
 fn default_act() -> String {
@@ -204,6 +216,9 @@ fn default_init_range() -> f32 {
 fn yes() -> bool {
     true
 }
+fn default_window() -> usize {
+    256
+}
 
 impl BertConfig {
     fn embedding_width(&self) -> usize {
@@ -222,6 +237,27 @@ impl BertConfig {
     /// Width of one attention head.
     pub fn head_dim(&self) -> usize {
         self.hidden_size / self.num_attention_heads.max(1)
+    }
+
+    /// The keys a layer at `layer` (its parameters' path) attends over; `base` holds what every
+    /// layer shares.
+    fn pattern(&self, layer: &ParamPath, base: &ParamPath) -> Result<Pattern> {
+        Ok(match self.attention {
+            AttentionKind::Dense => Pattern::Dense,
+            AttentionKind::Window => Pattern::Window(self.attention_window.max(1)),
+            AttentionKind::Linformer => {
+                let path = match self.linformer_sharing {
+                    LinformerSharing::Layerwise => base.sub("encoder.linformer"),
+                    _ => layer.sub("attention.linformer"),
+                };
+                Pattern::Linformer(Linformer::new(
+                    &path,
+                    self.linformer_k,
+                    self.max_position_embeddings,
+                    self.linformer_sharing,
+                )?)
+            }
+        })
     }
 
     /// The heads layer `layer` still has, in their original numbers.
@@ -366,6 +402,7 @@ impl EncoderLayer {
         family: Family,
         c: &BertConfig,
         index: usize,
+        pattern: Pattern,
     ) -> Result<Self> {
         let (h, f, eps) = (c.hidden_size, c.intermediate_size, c.layer_norm_eps);
         let init = c.init();
@@ -379,6 +416,7 @@ impl EncoderLayer {
             init,
         )?;
         attention.dropout = Dropout::new(c.attention_probs_dropout_prob);
+        attention.pattern = pattern;
         let hidden = Dropout::new(c.hidden_dropout_prob);
         let none = Dropout::new(0.0);
         Ok(EncoderLayer {
@@ -642,7 +680,7 @@ impl BertModel {
                     .map(|g| {
                         let lp =
                             base.sub(format!("encoder.albert_layer_groups.{g}.albert_layers.0"));
-                        EncoderLayer::new(&lp, &ALBERT_LAYER, family, c, g)
+                        EncoderLayer::new(&lp, &ALBERT_LAYER, family, c, g, c.pattern(&lp, &base)?)
                     })
                     .collect::<Result<Vec<_>>>()?;
                 let per_group = c.num_hidden_layers.div_ceil(groups);
@@ -652,13 +690,9 @@ impl BertModel {
             Family::DistilBert => {
                 let layers = (0..c.num_hidden_layers)
                     .map(|i| {
-                        EncoderLayer::new(
-                            &base.sub(format!("transformer.layer.{i}")),
-                            &DISTILBERT_LAYER,
-                            family,
-                            c,
-                            i,
-                        )
+                        let lp = base.sub(format!("transformer.layer.{i}"));
+                        let pattern = c.pattern(&lp, &base)?;
+                        EncoderLayer::new(&lp, &DISTILBERT_LAYER, family, c, i, pattern)
                     })
                     .collect::<Result<Vec<_>>>()?;
                 (layers, (0..c.num_hidden_layers).collect())
@@ -666,13 +700,9 @@ impl BertModel {
             _ => {
                 let layers = (0..c.num_hidden_layers)
                     .map(|i| {
-                        EncoderLayer::new(
-                            &base.sub(format!("encoder.layer.{i}")),
-                            &BERT_LAYER,
-                            family,
-                            c,
-                            i,
-                        )
+                        let lp = base.sub(format!("encoder.layer.{i}"));
+                        let pattern = c.pattern(&lp, &base)?;
+                        EncoderLayer::new(&lp, &BERT_LAYER, family, c, i, pattern)
                     })
                     .collect::<Result<Vec<_>>>()?;
                 (layers, (0..c.num_hidden_layers).collect())
@@ -1112,11 +1142,16 @@ impl BertModel {
         let new_head = head != stored_head;
         let may_be_new =
             |name: &str| new_head && (!name.starts_with(&base) || name.starts_with(&pooler));
+        // A dense checkpoint fine-tuned with Linformer attention starts its projections afresh.
+        let mut allow_missing = options.allow_missing.clone();
+        if config.attention == AttentionKind::Linformer {
+            allow_missing.push(".linformer.".into());
+        }
         let lookup = Lookup {
             prefixes: &[&base],
             may_be_new: &may_be_new,
             seed: options.seed,
-            allow_missing: &options.allow_missing,
+            allow_missing: &allow_missing,
             ..Lookup::default()
         };
         let built = checkpoint.build(&lookup, |p| {

@@ -13,8 +13,8 @@ use candle_core::{bail, DType, Result, Tensor};
 use lingo_kernels::{AttentionMask, CrossEntropy};
 use lingo_nn::{
     Activation, AttentionKind, Ctx, Dropout, Embedding, FeedForward, Init, KvCache, LayerNorm,
-    Linear, MultiHeadSelfAttention, NormPlacement, ParamPath, PositionalEncoding, SublayerInit,
-    TransformerBlock,
+    Linear, MultiHeadSelfAttention, NormPlacement, ParamPath, Pattern, PositionalEncoding,
+    SublayerInit, TransformerBlock,
 };
 use serde::{Deserialize, Serialize};
 
@@ -98,8 +98,12 @@ impl GptConfig {
             ("n_layers", self.n_layers),
         ])?;
         check_heads(self.d_model, self.n_heads)?;
-        if self.attention == AttentionKind::Window {
-            check_positive(&[("attention_window", self.attention_window)])?;
+        match self.attention {
+            AttentionKind::Window => check_positive(&[("attention_window", self.attention_window)])?,
+            AttentionKind::Linformer => {
+                return Err("field `attention`: Linformer mixes every position into each projected key, so a causal GPT cannot use it (dense or window)".into())
+            }
+            AttentionKind::Dense => {}
         }
         check_dropout(self.dropout)
     }
@@ -163,7 +167,7 @@ impl Gpt {
             )?
             .with_attention_dropout(c.dropout);
             if let Some(w) = c.window() {
-                attn = attn.with_window(w);
+                attn = attn.with_pattern(Pattern::Window(w));
             }
             blocks.push(TransformerBlock {
                 norm1: LayerNorm::new(&b.sub("ln_1"), c.d_model, c.bias, c.layer_norm_eps)?,

@@ -1,6 +1,7 @@
 //! Multi-head self-attention with a fused q/k/v projection, and the key/value cache that makes
 //! generation cost one token's work per step.
 
+use crate::attention_pattern::Pattern;
 use crate::dropout::Dropout;
 use crate::linear::Linear;
 use crate::params::{ParamPath, SublayerInit};
@@ -8,7 +9,6 @@ use crate::Ctx;
 use candle_core::{DType, Result, Tensor};
 use lingo_kernels::window_attention::{window_attention, Window};
 use lingo_kernels::AttentionMask;
-use serde::{Deserialize, Serialize};
 
 /// Keys and values of the positions seen so far, for one layer: `[batch, capacity, heads, head_dim]`
 /// buffers filled up to `len`, grown by doubling.
@@ -115,18 +115,6 @@ impl KvCache {
     }
 }
 
-/// Which keys a self-attention layer attends over, as model configs name it (`"attention"`).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum AttentionKind {
-    /// Every (earlier, if causal) position: `O(n²)`.
-    #[default]
-    Dense,
-    /// The `attention_window` nearest positions (earlier ones if causal, else half either side):
-    /// `O(n·w)`, with a rolling key/value cache when decoding.
-    Window,
-}
-
 /// Self-attention: `out(attend(split_heads(x W_qkvᵀ)))`.
 #[derive(Clone, Debug)]
 pub struct MultiHeadSelfAttention {
@@ -134,8 +122,8 @@ pub struct MultiHeadSelfAttention {
     pub out: Linear,
     pub heads: usize,
     pub attn_dropout: Dropout,
-    /// Sliding-window attention over this many positions instead of all of them.
-    pub window: Option<usize>,
+    /// Which keys it attends over (dense, a sliding window, Linformer's projections).
+    pub pattern: Pattern,
 }
 
 impl MultiHeadSelfAttention {
@@ -157,7 +145,7 @@ impl MultiHeadSelfAttention {
             out: Linear::new(&p.sub(names.1), d_model, d_model, bias, init.output)?,
             heads,
             attn_dropout: Dropout::new(0.0),
-            window: None,
+            pattern: Pattern::Dense,
         })
     }
 
@@ -167,19 +155,10 @@ impl MultiHeadSelfAttention {
         self
     }
 
-    /// The same layer attending over a sliding window of `size` positions (see
-    /// [`AttentionKind::Window`]).
-    pub fn with_window(mut self, size: usize) -> Self {
-        self.window = Some(size.max(1));
+    /// The same layer attending with `pattern` (see [`crate::attention_pattern`]).
+    pub fn with_pattern(mut self, pattern: Pattern) -> Self {
+        self.pattern = pattern;
         self
-    }
-
-    /// The window of keys a query sees.
-    fn band(&self, causal: bool) -> Option<Window> {
-        self.window.map(|w| match causal {
-            true => Window::causal(w),
-            false => Window::centred(w),
-        })
     }
 
     /// `qkv: [batch, time, 3·d_model]` as q, k, v `[batch, time, heads, head_dim]`.
@@ -207,21 +186,14 @@ impl MultiHeadSelfAttention {
                     dropout: self.attn_dropout.attention(ctx),
                     ..mask.clone()
                 };
-                match self.band(mask.causal) {
-                    None => lingo_kernels::self_attention(&qkv, self.heads, &mask, want_weights)?,
-                    Some(window) => {
-                        if want_weights {
-                            candle_core::bail!(
-                                "a sliding-window layer keeps its attention weights by blocks: it cannot return them"
-                            );
-                        }
+                match &self.pattern {
+                    Pattern::Dense => {
+                        lingo_kernels::self_attention(&qkv, self.heads, &mask, want_weights)?
+                    }
+                    pattern => {
                         let [q, k, v] = self.split_qkv(&qkv)?;
-                        let mask = AttentionMask {
-                            causal: false,
-                            ..mask
-                        };
-                        let y = window_attention(&q, &k, &v, window, &mask)?;
-                        (y.flatten_from(2)?, None)
+                        let (y, w) = pattern.attend(&q, &k, &v, &mask, want_weights)?;
+                        (y.flatten_from(2)?, w)
                     }
                 }
             }
@@ -241,7 +213,14 @@ impl MultiHeadSelfAttention {
     ) -> Result<(Tensor, Option<Tensor>)> {
         let (b, t, c3) = qkv.dims3()?;
         let [q, k, v] = self.split_qkv(qkv)?;
-        let Some(window) = self.window else {
+        let window = match self.pattern {
+            Pattern::Window(w) => w,
+            Pattern::Linformer(_) => {
+                candle_core::bail!("Linformer is not causal: it has no decoding cache")
+            }
+            Pattern::Dense => 0,
+        };
+        if window == 0 {
             let mask = AttentionMask {
                 query_offset: cache.len(),
                 ..mask.clone()
@@ -249,7 +228,7 @@ impl MultiHeadSelfAttention {
             let (k, v) = cache.append(&k, &v)?;
             let (y, w) = lingo_kernels::attention_with_weights(&q, &k, &v, &mask, want_weights)?;
             return Ok((y.reshape((b, t, c3 / 3))?, w));
-        };
+        }
         // A rolling cache keeps the window's last `window − 1` keys, which is all the next
         // query sees: each new position attends over them and itself.
         if !mask.causal || want_weights || mask.key_padding.is_some() {
@@ -331,6 +310,8 @@ pub struct MultiHeadAttention {
     pub heads: usize,
     /// Dropout on the attention probabilities while training (BERT's `attention_probs_dropout_prob`).
     pub dropout: Dropout,
+    /// Which keys self-attention attends over (cross-attention is always dense).
+    pub pattern: Pattern,
 }
 
 impl MultiHeadAttention {
@@ -367,6 +348,7 @@ impl MultiHeadAttention {
             out: linear(names[3], inner, d_model)?,
             heads,
             dropout: Dropout::new(0.0),
+            pattern: Pattern::Dense,
         })
     }
 
@@ -390,7 +372,7 @@ impl MultiHeadAttention {
             // Self-attention: the three projections read one input (quantized once if int8).
             let qkv = Linear::forward_each(&[&self.q, &self.k, &self.v], x)?;
             let [q, k, v] = [0, 1, 2].map(|i| self.split_heads(&qkv[i]));
-            return self.attend_projected(&q?, &k?, &v?, mask, want_weights, ctx);
+            return self.attend_projected(&q?, &k?, &v?, mask, want_weights, &self.pattern, ctx);
         }
         let (k, v) = self.keys_values(kv)?;
         self.attend(x, &k, &v, mask, want_weights, ctx)
@@ -416,11 +398,12 @@ impl MultiHeadAttention {
         ctx: &mut Ctx,
     ) -> Result<(Tensor, Option<Tensor>)> {
         let q = self.split_heads(&self.q.forward(x)?)?;
-        self.attend_projected(&q, k, v, mask, want_weights, ctx)
+        self.attend_projected(&q, k, v, mask, want_weights, &Pattern::Dense, ctx)
     }
 
-    /// Attention of projected queries `q: [batch, q_len, heads, head_dim]`, then the output
-    /// projection.
+    /// Attention of projected queries `q: [batch, q_len, heads, head_dim]` under `pattern`, then
+    /// the output projection.
+    #[allow(clippy::too_many_arguments)]
     fn attend_projected(
         &self,
         q: &Tensor,
@@ -428,6 +411,7 @@ impl MultiHeadAttention {
         v: &Tensor,
         mask: &AttentionMask,
         want_weights: bool,
+        pattern: &Pattern,
         ctx: &mut Ctx,
     ) -> Result<(Tensor, Option<Tensor>)> {
         let (b, t, heads, head_dim) = q.dims4()?;
@@ -435,8 +419,7 @@ impl MultiHeadAttention {
             dropout: self.dropout.attention(ctx),
             ..mask.clone()
         };
-        let (context, weights) =
-            lingo_kernels::attention_with_weights(q, k, v, &mask, want_weights)?;
+        let (context, weights) = pattern.attend(q, k, v, &mask, want_weights)?;
         let context = context.reshape((b, t, heads * head_dim))?;
         Ok((self.out.forward(&context)?, weights))
     }

@@ -3,6 +3,7 @@
 //! Every layer computes through [`lingo_kernels`], so gradients reach every parameter.
 
 pub mod attention;
+pub mod attention_pattern;
 pub mod block;
 pub mod dropout;
 pub mod embedding;
@@ -17,9 +18,8 @@ pub mod recurrent;
 pub mod rng;
 pub mod rnn_attention;
 
-pub use attention::{
-    AttentionKind, DecoderLayerCache, KvCache, MultiHeadAttention, MultiHeadSelfAttention,
-};
+pub use attention::{DecoderLayerCache, KvCache, MultiHeadAttention, MultiHeadSelfAttention};
+pub use attention_pattern::{AttentionKind, Linformer, LinformerSharing, Pattern};
 pub use block::{NormPlacement, TransformerBlock};
 pub use dropout::Dropout;
 pub use embedding::{Embedding, LoopEmbedding};
