@@ -21,8 +21,8 @@ use crate::outputs::{ModelInputs, ModelOutput, Trace};
 use candle_core::{bail, DType, Result, Tensor, D};
 use lingo_kernels::AttentionMask;
 use lingo_nn::{
-    Activation, AttentionKind, Ctx, Dropout, Embedding, Init, LayerNorm, Linear, Linformer,
-    LinformerSharing, MultiHeadAttention, ParamPath, Pattern,
+    Activation, AttentionKind, Ctx, Dropout, Embedding, Init, LayerNorm, Linear, LinformerSharing,
+    MultiHeadAttention, ParamPath, Pattern, PatternConfig,
 };
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -242,22 +242,14 @@ impl BertConfig {
     /// The keys a layer at `layer` (its parameters' path) attends over; `base` holds what every
     /// layer shares.
     fn pattern(&self, layer: &ParamPath, base: &ParamPath) -> Result<Pattern> {
-        Ok(match self.attention {
-            AttentionKind::Dense => Pattern::Dense,
-            AttentionKind::Window => Pattern::Window(self.attention_window.max(1)),
-            AttentionKind::Linformer => {
-                let path = match self.linformer_sharing {
-                    LinformerSharing::Layerwise => base.sub("encoder.linformer"),
-                    _ => layer.sub("attention.linformer"),
-                };
-                Pattern::Linformer(Linformer::new(
-                    &path,
-                    self.linformer_k,
-                    self.max_position_embeddings,
-                    self.linformer_sharing,
-                )?)
-            }
-        })
+        let c = PatternConfig {
+            kind: self.attention,
+            window: self.attention_window,
+            linformer_k: self.linformer_k,
+            linformer_sharing: self.linformer_sharing,
+            max_len: self.max_position_embeddings,
+        };
+        Pattern::build(&c, &layer.sub("attention"), &base.sub("encoder"))
     }
 
     /// The heads layer `layer` still has, in their original numbers.

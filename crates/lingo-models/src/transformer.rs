@@ -17,6 +17,7 @@ use lingo_nn::{
     sinusoidal_table, Ctx, DecoderLayerCache, Dropout, Embedding, Init, LayerNorm, Linear,
     MultiHeadAttention, ParamPath,
 };
+use lingo_nn::{AttentionKind, LinformerSharing, Pattern, PatternConfig};
 use serde::{Deserialize, Serialize};
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -37,6 +38,13 @@ pub struct TransformerConfig {
     pub pad_id: u32,
     pub bos_id: u32,
     pub eos_id: u32,
+    /// The encoder's self-attention: `dense`, `window` (over `attention_window` positions, half
+    /// either side) or `linformer` (keys and values projected to `linformer_k` rows). The decoder
+    /// stays dense: it decodes with a cache of everything before.
+    pub attention: AttentionKind,
+    pub attention_window: usize,
+    pub linformer_k: usize,
+    pub linformer_sharing: LinformerSharing,
 }
 
 impl Default for TransformerConfig {
@@ -56,6 +64,10 @@ impl Default for TransformerConfig {
             pad_id: 0,
             bos_id: 1,
             eos_id: 2,
+            attention: AttentionKind::Dense,
+            attention_window: 64,
+            linformer_k: 64,
+            linformer_sharing: LinformerSharing::Headwise,
         }
     }
 }
@@ -192,7 +204,22 @@ impl Transformer {
         };
         let layers = |name: &str, n: usize, decoder: bool| -> Result<Vec<Layer>> {
             (0..n)
-                .map(|i| Layer::new(&p.sub(name).sub(i), c, decoder))
+                .map(|i| {
+                    let lp = p.sub(name).sub(i);
+                    let mut layer = Layer::new(&lp, c, decoder)?;
+                    if !decoder {
+                        let pattern = PatternConfig {
+                            kind: c.attention,
+                            window: c.attention_window,
+                            linformer_k: c.linformer_k,
+                            linformer_sharing: c.linformer_sharing,
+                            max_len: c.max_len,
+                        };
+                        layer.self_attn.pattern =
+                            Pattern::build(&pattern, &lp.sub("self_attn"), &p.sub(name))?;
+                    }
+                    Ok(layer)
+                })
                 .collect()
         };
         Ok(Transformer {
@@ -404,9 +431,22 @@ mod tests {
 
     #[test]
     fn every_parameter_receives_a_gradient() -> Result<()> {
-        for share in [false, true] {
+        let efficient = |kind| TransformerConfig {
+            attention: kind,
+            attention_window: 3,
+            linformer_k: 4,
+            ..config(false)
+        };
+        let configs = [
+            config(false),
+            config(true),
+            efficient(AttentionKind::Window),
+            efficient(AttentionKind::Linformer),
+        ];
+        for (i, c) in configs.into_iter().enumerate() {
+            let share = i == 1;
             let store = ParamStore::new(0, &Device::Cpu);
-            let model = Transformer::new(config(share), &store.root())?;
+            let model = Transformer::new(c, &store.root())?;
             let batch = crate::toy_seq2seq_batch();
             let mut ctx = Ctx::train(lingo_nn::LingoRng::new(1));
             let smoothed = Seq2SeqLoss {
@@ -417,7 +457,7 @@ mod tests {
             let missing = store.without_gradient(&loss.backward()?)?;
             assert!(
                 missing.is_empty(),
-                "share {share}: no gradient for {missing:?}"
+                "config {i} (share {share}): no gradient for {missing:?}"
             );
         }
         Ok(())

@@ -96,7 +96,39 @@ pub enum Pattern {
     Linformer(Linformer),
 }
 
+/// What a model config says about its self-attention (the fields every family shares).
+#[derive(Clone, Copy, Debug)]
+pub struct PatternConfig {
+    pub kind: AttentionKind,
+    pub window: usize,
+    pub linformer_k: usize,
+    pub linformer_sharing: LinformerSharing,
+    /// The longest sequence (Linformer's projection width).
+    pub max_len: usize,
+}
+
 impl Pattern {
+    /// The pattern of a layer whose attention parameters live at `layer`; `shared` holds what
+    /// every layer shares (layer-wise Linformer projections).
+    pub fn build(c: &PatternConfig, layer: &ParamPath, shared: &ParamPath) -> Result<Pattern> {
+        Ok(match c.kind {
+            AttentionKind::Dense => Pattern::Dense,
+            AttentionKind::Window => Pattern::Window(c.window.max(1)),
+            AttentionKind::Linformer => {
+                let path = match c.linformer_sharing {
+                    LinformerSharing::Layerwise => shared.sub("linformer"),
+                    _ => layer.sub("linformer"),
+                };
+                Pattern::Linformer(Linformer::new(
+                    &path,
+                    c.linformer_k,
+                    c.max_len,
+                    c.linformer_sharing,
+                )?)
+            }
+        })
+    }
+
     /// Self-attention of `q, k, v: [B, T, H, D]` under this pattern; the probabilities too, if
     /// asked (dense only: the others never form them whole).
     pub fn attend(
