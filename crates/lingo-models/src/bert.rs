@@ -242,12 +242,20 @@ impl BertConfig {
     /// The keys a layer at `layer` (its parameters' path) attends over; `base` holds what every
     /// layer shares.
     fn pattern(&self, layer: &ParamPath, base: &ParamPath) -> Result<Pattern> {
+        if self.attention == AttentionKind::Lsh {
+            bail!("field `attention`: LSH attention is offered in GPT models (its keys are the queries; these layers have key projections)");
+        }
         let c = PatternConfig {
             kind: self.attention,
             window: self.attention_window,
             linformer_k: self.linformer_k,
             linformer_sharing: self.linformer_sharing,
             max_len: self.max_position_embeddings,
+            lsh_buckets: 0,
+            lsh_rounds: 0,
+            lsh_chunk: 0,
+            head_dim: self.head_dim(),
+            seed: 0,
         };
         Pattern::build(&c, &layer.sub("attention"), &base.sub("encoder"))
     }

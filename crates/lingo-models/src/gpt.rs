@@ -13,8 +13,8 @@ use candle_core::{bail, DType, Result, Tensor};
 use lingo_kernels::{AttentionMask, CrossEntropy};
 use lingo_nn::{
     Activation, AttentionKind, Ctx, Dropout, Embedding, FeedForward, Init, KvCache, LayerNorm,
-    Linear, MultiHeadSelfAttention, NormPlacement, ParamPath, Pattern, PositionalEncoding,
-    SublayerInit, TransformerBlock,
+    Linear, MultiHeadSelfAttention, NormPlacement, ParamPath, Pattern, PatternConfig,
+    PositionalEncoding, SublayerInit, TransformerBlock,
 };
 use serde::{Deserialize, Serialize};
 
@@ -50,9 +50,14 @@ pub struct GptConfig {
     pub layer_norm_eps: f64,
     /// Standard deviation of the normal weight init (residual projections get `/√(2·n_layers)`).
     pub init_std: f32,
-    /// `dense`, or `window`: each position attends over the `attention_window` latest positions.
+    /// `dense`; `window`: each position attends over the `attention_window` latest positions;
+    /// `lsh`: Reformer's hashed attention (`lsh_buckets` buckets, `lsh_rounds` hashes, chunks of
+    /// `lsh_chunk`; keys are the unit queries, so the key third of `c_attn` goes unused).
     pub attention: AttentionKind,
     pub attention_window: usize,
+    pub lsh_buckets: usize,
+    pub lsh_rounds: usize,
+    pub lsh_chunk: usize,
 }
 
 impl Default for GptConfig {
@@ -74,6 +79,9 @@ impl Default for GptConfig {
             init_std: 0.02,
             attention: AttentionKind::Dense,
             attention_window: 256,
+            lsh_buckets: 8,
+            lsh_rounds: 2,
+            lsh_chunk: 64,
         }
     }
 }
@@ -103,6 +111,11 @@ impl GptConfig {
             AttentionKind::Linformer => {
                 return Err("field `attention`: Linformer mixes every position into each projected key, so a causal GPT cannot use it (dense or window)".into())
             }
+            AttentionKind::Lsh => check_positive(&[
+                ("lsh_buckets", self.lsh_buckets),
+                ("lsh_rounds", self.lsh_rounds),
+                ("lsh_chunk", self.lsh_chunk),
+            ])?,
             AttentionKind::Dense => {}
         }
         check_dropout(self.dropout)
@@ -116,9 +129,20 @@ impl GptConfig {
         }
     }
 
-    /// The window each position attends over, if the attention is windowed.
-    fn window(&self) -> Option<usize> {
-        (self.attention == AttentionKind::Window).then_some(self.attention_window)
+    /// What the attention layers need to know about the `attention` choice.
+    fn pattern(&self, layer: usize) -> PatternConfig {
+        PatternConfig {
+            kind: self.attention,
+            window: self.attention_window,
+            linformer_k: 0,
+            linformer_sharing: Default::default(),
+            max_len: self.context_length,
+            lsh_buckets: self.lsh_buckets,
+            lsh_rounds: self.lsh_rounds,
+            lsh_chunk: self.lsh_chunk,
+            head_dim: self.d_model / self.n_heads.max(1),
+            seed: layer as u64,
+        }
     }
 }
 
@@ -157,7 +181,7 @@ impl Gpt {
         let mut blocks = Vec::with_capacity(c.n_layers);
         for i in 0..c.n_layers {
             let b = t.sub("h").sub(i);
-            let mut attn = MultiHeadSelfAttention::new(
+            let attn = MultiHeadSelfAttention::new(
                 &b.sub("attn"),
                 ("c_attn", "c_proj"),
                 c.d_model,
@@ -165,10 +189,8 @@ impl Gpt {
                 c.bias,
                 sublayer,
             )?
-            .with_attention_dropout(c.dropout);
-            if let Some(w) = c.window() {
-                attn = attn.with_pattern(Pattern::Window(w));
-            }
+            .with_attention_dropout(c.dropout)
+            .with_pattern(Pattern::build(&c.pattern(i), &b.sub("attn"), &t)?);
             blocks.push(TransformerBlock {
                 norm1: LayerNorm::new(&b.sub("ln_1"), c.d_model, c.bias, c.layer_norm_eps)?,
                 attn,
@@ -690,6 +712,32 @@ mod tests {
             1e-5,
             "rolling-cache logits",
         )
+    }
+
+    #[test]
+    fn lsh_attention_trains_and_linformer_is_refused() -> Result<()> {
+        let store = ParamStore::new(5, &Device::Cpu);
+        let config = GptConfig {
+            context_length: 40,
+            attention: AttentionKind::Lsh,
+            lsh_buckets: 4,
+            lsh_rounds: 2,
+            lsh_chunk: 8,
+            ..tiny(NormPlacement::Pre, false)
+        };
+        let model = Gpt::new(config.clone(), &store.root())?;
+        let loss = model.loss(&ids(2, 40, 1), &ids(2, 40, 3), &mut Ctx::eval())?;
+        let missing = store.without_gradient(&loss.backward()?)?;
+        assert!(missing.is_empty(), "no gradient for {missing:?}");
+        let mut cache = model.new_cache();
+        let err = model.forward_cached(&ids(1, 3, 0), &mut cache).unwrap_err();
+        assert!(err.to_string().contains("no decoding cache"), "{err}");
+        let linformer = GptConfig {
+            attention: AttentionKind::Linformer,
+            ..config
+        };
+        assert!(linformer.validate().unwrap_err().contains("causal"));
+        Ok(())
     }
 
     #[test]

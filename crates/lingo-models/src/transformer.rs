@@ -85,6 +85,9 @@ impl TransformerConfig {
             ("max_len", self.max_len),
         ])?;
         check_heads(self.d_model, self.n_heads)?;
+        if self.attention == AttentionKind::Lsh {
+            return Err("field `attention`: LSH attention is offered in GPT models (its keys are the queries; these layers have key projections)".into());
+        }
         if self.share_embeddings && self.src_vocab_size != self.tgt_vocab_size {
             return Err(format!(
                 "field `share_embeddings` needs one vocabulary, got {} source and {} target tokens",
@@ -214,6 +217,11 @@ impl Transformer {
                             linformer_k: c.linformer_k,
                             linformer_sharing: c.linformer_sharing,
                             max_len: c.max_len,
+                            lsh_buckets: 0,
+                            lsh_rounds: 0,
+                            lsh_chunk: 0,
+                            head_dim: c.d_model / c.n_heads.max(1),
+                            seed: 0,
                         };
                         layer.self_attn.pattern =
                             Pattern::build(&pattern, &lp.sub("self_attn"), &p.sub(name))?;

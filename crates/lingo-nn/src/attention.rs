@@ -218,6 +218,11 @@ impl MultiHeadSelfAttention {
             Pattern::Linformer(_) => {
                 candle_core::bail!("Linformer is not causal: it has no decoding cache")
             }
+            Pattern::Lsh(_) => {
+                candle_core::bail!(
+                    "LSH attention has no decoding cache yet: score with full sequences"
+                )
+            }
             Pattern::Dense => 0,
         };
         if window == 0 {

@@ -19,7 +19,9 @@ pub mod rng;
 pub mod rnn_attention;
 
 pub use attention::{DecoderLayerCache, KvCache, MultiHeadAttention, MultiHeadSelfAttention};
-pub use attention_pattern::{AttentionKind, Linformer, LinformerSharing, Pattern, PatternConfig};
+pub use attention_pattern::{
+    AttentionKind, Linformer, LinformerSharing, Lsh, Pattern, PatternConfig,
+};
 pub use block::{NormPlacement, TransformerBlock};
 pub use dropout::Dropout;
 pub use embedding::{Embedding, LoopEmbedding};
