@@ -1,6 +1,8 @@
-//! `lingo bench attention`: causal self-attention over long sequences — Lingo's dense fused kernel
-//! and its sliding-window kernel beside PyTorch's SDPA (dense, and with a band mask) — forward and
-//! forward+backward time and the peak memory each adds, every measurement in a fresh process.
+//! `lingo bench attention`: self-attention over long sequences — Lingo's dense fused kernel, its
+//! sliding-window kernel, Linformer (projected to `--window` rows; not causal) and Reformer's LSH
+//! (a bucket per 64 positions, chunks of 64, 2 rounds) beside PyTorch's SDPA (dense, and with a
+//! band mask) — forward and forward+backward time and the peak memory each adds, every
+//! measurement in a fresh process.
 //! Writes a log–log plot of both against the sequence length.
 
 use super::bench::{bench_pytorch, median, time_ms};
@@ -8,6 +10,7 @@ use candle_core::{Tensor, Var};
 use clap::Args;
 use lingo_kernels::window_attention::{window_attention, Window};
 use lingo_kernels::AttentionMask;
+use lingo_nn::{Linformer, Lsh, Pattern};
 use lingo_viz::{scaling_plot, Panel};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -15,6 +18,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 const SCRIPT: &str = include_str!("../../../../tools/bench_attention.py");
+
+/// Lingo's attentions, by their config names.
+const KINDS: [&str; 4] = ["dense", "window", "linformer", "lsh"];
 
 #[derive(Args, Clone)]
 pub struct AttentionBench {
@@ -92,7 +98,7 @@ impl AttentionBench {
             self.heads, self.head_dim, self.window
         );
         let mut lingo: BTreeMap<String, Measured> = BTreeMap::new();
-        for kind in ["dense", "window"] {
+        for kind in KINDS {
             for &t in &self.lengths {
                 println!("timing Lingo {kind} at {t} ...");
                 lingo.insert(format!("{kind}:{t}"), self.child(kind, t, iters)?);
@@ -137,6 +143,14 @@ impl AttentionBench {
                 Box::new(|t| lingo.get(&format!("window:{t}")).cloned()),
             ),
             (
+                "Lingo Linformer (not causal)".into(),
+                Box::new(|t| lingo.get(&format!("linformer:{t}")).cloned()),
+            ),
+            (
+                "Lingo LSH".into(),
+                Box::new(|t| lingo.get(&format!("lsh:{t}")).cloned()),
+            ),
+            (
                 "PyTorch SDPA".into(),
                 Box::new(move |t| torch(&format!("sdpa:{t}"))),
             ),
@@ -151,13 +165,13 @@ impl AttentionBench {
             .collect();
         let table = |title: &str, value: &dyn Fn(&Measured) -> f64, unit: &str| {
             println!("\n{title} ({unit})");
-            print!("{:<26}", "length");
+            print!("{:<30}", "length");
             for t in &self.lengths {
                 print!("{t:>10}");
             }
             println!();
             for (name, m) in &available {
-                print!("{name:<26}");
+                print!("{name:<30}");
                 for &t in &self.lengths {
                     match m(t) {
                         Some(x) => print!("{:>10.1}", value(&x)),
@@ -180,7 +194,7 @@ impl AttentionBench {
                 if let (Some(a), Some(b)) = (m(*first), m(*last)) {
                     let x = (*last as f64 / *first as f64).ln();
                     println!(
-                        "{name:<26} time {:.2}, memory {:.2}",
+                        "{name:<30} time {:.2}, memory {:.2}",
                         (b.forward_backward_ms / a.forward_backward_ms).ln() / x,
                         (b.peak_mb.max(1e-3) / a.peak_mb.max(1e-3)).ln() / x
                     );
@@ -280,18 +294,35 @@ impl AttentionBench {
         });
         let (q, k, v) = (q?, k?, v?);
         let window = Window::causal(self.window);
+        let causal = AttentionMask {
+            causal: true,
+            ..Default::default()
+        };
+        // Linformer projects to `--window` rows (it cannot be causal); LSH hashes into one bucket
+        // per 64 positions and attends in chunks of 64, twice.
+        let projection = |seed| {
+            let values = lingo_kernels::gradcheck::pseudo_random(self.window * t, seed);
+            Tensor::from_vec(values, (self.window, t), &dev).and_then(|x| Var::from_tensor(&x))
+        };
+        let pattern = match kind {
+            "linformer" => Pattern::Linformer(Linformer {
+                e: projection(4)?.as_tensor().clone(),
+                f: projection(5)?.as_tensor().clone(),
+            }),
+            "lsh" => {
+                let buckets = (t / 64).max(2).next_multiple_of(2);
+                Pattern::Lsh(Lsh::new(self.head_dim, buckets, 2, 64, 1, &dev)?)
+            }
+            _ => Pattern::Dense,
+        };
         let attend = || -> candle_core::Result<Tensor> {
             match kind {
-                "dense" => lingo_kernels::attention(
-                    &q,
-                    &k,
-                    &v,
-                    &AttentionMask {
-                        causal: true,
-                        ..Default::default()
-                    },
-                ),
-                _ => window_attention(&q, &k, &v, window, &AttentionMask::default()),
+                "dense" => lingo_kernels::attention(&q, &k, &v, &causal),
+                "window" => window_attention(&q, &k, &v, window, &AttentionMask::default()),
+                "linformer" => Ok(pattern
+                    .attend(&q, &k, &v, &AttentionMask::default(), false)?
+                    .0),
+                _ => Ok(pattern.attend(&q, &k, &v, &causal, false)?.0),
             }
         };
         let iters = if t > 4096 { 1 } else { iters.max(1) };
