@@ -156,9 +156,17 @@ impl Prune {
                     Some(r) => r.clone(),
                     None => self.importance_recipe(&dir)?,
                 };
-                let mut task = make(&dir, train()?, self.valid.as_deref(), importance_recipe)?;
-                self.structured(method, &dir, &mut task)?;
-                drop(task);
+                // A resumed fine-tune continues the folder its first run pruned.
+                let resuming = self.run.resume
+                    && self
+                        .run
+                        .out
+                        .join(lingo_train::checkpoint::CHECKPOINT_FILE)
+                        .exists();
+                if !resuming {
+                    let mut task = make(&dir, train()?, self.valid.as_deref(), importance_recipe)?;
+                    self.structured(method, &dir, &mut task)?;
+                }
                 if let Some(recipe) = recipe {
                     let mut task = make(&self.run.out, train()?, self.valid.as_deref(), recipe)?;
                     eprintln!(
