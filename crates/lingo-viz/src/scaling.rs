@@ -57,6 +57,11 @@ pub fn scaling_plot(
                 .configure_mesh()
                 .x_desc(x_label)
                 .y_desc(panel.y_label.as_str())
+                .x_labels(8)
+                .y_labels(8)
+                .x_label_formatter(&|x| format!("{x:.0}"))
+                .y_label_formatter(&|y| format!("{y:.0}"))
+                .light_line_style(WHITE.mix(0.0))
                 .label_style(("sans-serif", 12))
                 .draw()?;
             for (i, (name, pts)) in panel.series.iter().enumerate() {

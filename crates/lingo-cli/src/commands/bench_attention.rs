@@ -47,6 +47,9 @@ pub struct AttentionBench {
         help_heading = "lingo bench attention"
     )]
     plot: PathBuf,
+    /// Redraw the tables and the plot from the `--json` of an earlier run instead of measuring.
+    #[arg(long, help_heading = "lingo bench attention")]
+    from_json: Option<PathBuf>,
     /// One measurement, `KIND:LENGTH` (what the benchmark runs in a child process).
     #[arg(long, hide = true)]
     one: Option<String>,
@@ -97,41 +100,15 @@ impl AttentionBench {
              median ms, each measurement in its own process",
             self.heads, self.head_dim, self.window
         );
-        let mut lingo: BTreeMap<String, Measured> = BTreeMap::new();
-        for kind in KINDS {
-            for &t in &self.lengths {
-                println!("timing Lingo {kind} at {t} ...");
-                lingo.insert(format!("{kind}:{t}"), self.child(kind, t, iters)?);
-            }
-        }
-        let reference = match python {
-            None => None,
-            Some(python) => {
-                println!("timing PyTorch with {python} ...");
-                let lengths: Vec<String> = self.lengths.iter().map(|t| t.to_string()).collect();
-                let args = [
-                    "--lengths".to_string(),
-                    lengths.join(","),
-                    "--heads".into(),
-                    self.heads.to_string(),
-                    "--dim".into(),
-                    self.head_dim.to_string(),
-                    "--window".into(),
-                    self.window.to_string(),
-                ];
-                let args: Vec<&str> = args.iter().map(String::as_str).collect();
-                match bench_pytorch(python, SCRIPT, &args, iters, threads) {
-                    Ok(r) => Some(r),
-                    Err(e) => {
-                        println!("the PyTorch side is unavailable ({e}); Lingo's figures only");
-                        None
-                    }
-                }
-            }
+        let (lingo, reference) = match &self.from_json {
+            Some(path) => Self::read_results(path)?,
+            None => (
+                self.measure_lingo(iters)?,
+                self.measure_pytorch(python, iters, threads),
+            ),
         };
         let torch = |key: &str| -> Option<Measured> {
-            let r = reference.as_ref()?;
-            serde_json::from_value(r.timings.get(key)?.clone()).ok()
+            serde_json::from_value(reference.as_ref()?.get("timings")?.get(key)?.clone()).ok()
         };
         let methods: Vec<Method> = vec![
             (
@@ -243,12 +220,74 @@ impl AttentionBench {
         if let Some(path) = json {
             let value = serde_json::json!({
                 "lingo": lingo,
-                "reference": reference.as_ref().map(|r| serde_json::json!({"torch": r.torch, "timings": r.timings})),
+                "reference": reference,
                 "heads": self.heads, "head_dim": self.head_dim, "window": self.window,
             });
             std::fs::write(path, serde_json::to_string_pretty(&value)?)?;
         }
         Ok(())
+    }
+
+    /// Lingo's measurements, each in a child process.
+    fn measure_lingo(&self, iters: usize) -> anyhow::Result<BTreeMap<String, Measured>> {
+        let mut lingo = BTreeMap::new();
+        for kind in KINDS {
+            for &t in &self.lengths {
+                println!("timing Lingo {kind} at {t} ...");
+                lingo.insert(format!("{kind}:{t}"), self.child(kind, t, iters)?);
+            }
+        }
+        Ok(lingo)
+    }
+
+    /// PyTorch's (tools/bench_attention.py), `None` without Python or torch.
+    fn measure_pytorch(
+        &self,
+        python: Option<&str>,
+        iters: usize,
+        threads: usize,
+    ) -> Option<serde_json::Value> {
+        match python {
+            None => None,
+            Some(python) => {
+                println!("timing PyTorch with {python} ...");
+                let lengths: Vec<String> = self.lengths.iter().map(|t| t.to_string()).collect();
+                let args = [
+                    "--lengths".to_string(),
+                    lengths.join(","),
+                    "--heads".into(),
+                    self.heads.to_string(),
+                    "--dim".into(),
+                    self.head_dim.to_string(),
+                    "--window".into(),
+                    self.window.to_string(),
+                ];
+                let args: Vec<&str> = args.iter().map(String::as_str).collect();
+                match bench_pytorch(python, SCRIPT, &args, iters, threads) {
+                    Ok(r) => Some(serde_json::json!({"torch": r.torch, "timings": r.timings})),
+                    Err(e) => {
+                        println!("the PyTorch side is unavailable ({e}); Lingo's figures only");
+                        None
+                    }
+                }
+            }
+        }
+    }
+
+    /// A `--json` file an earlier run wrote: Lingo's measurements and the reference's.
+    fn read_results(
+        path: &Path,
+    ) -> anyhow::Result<(BTreeMap<String, Measured>, Option<serde_json::Value>)> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        let json: serde_json::Value = serde_json::from_str(&text)
+            .map_err(|e| anyhow::anyhow!("{}: not valid JSON ({e})", path.display()))?;
+        let lingo = serde_json::from_value(json["lingo"].clone())
+            .map_err(|e| anyhow::anyhow!("{}: field `lingo`: {e}", path.display()))?;
+        Ok((
+            lingo,
+            json.get("reference").filter(|r| !r.is_null()).cloned(),
+        ))
     }
 
     /// Runs one measurement in a child process, so its peak memory is its own.
