@@ -235,6 +235,8 @@ pub struct GradualPruning<T: TrainTask> {
     schedule: PruningSchedule,
     weights: Vec<(String, Var)>,
     masks: Option<Masks>,
+    /// The index of the current micro-batch in the run.
+    micro_batch: u64,
 }
 
 impl<T: TrainTask> GradualPruning<T> {
@@ -249,6 +251,7 @@ impl<T: TrainTask> GradualPruning<T> {
             schedule,
             weights,
             masks: None,
+            micro_batch: 0,
         })
     }
 
@@ -271,21 +274,7 @@ impl<T: TrainTask> TrainTask for GradualPruning<T> {
     }
 
     fn start_micro_batch(&mut self, index: u64) {
-        if self.masks.is_none() {
-            // At the start of a run the weights are dense (pruned at once if the schedule says
-            // so); on a resume, their zeros are the masks.
-            let s = &self.schedule;
-            let masks = if index == 0 && s.begin == 0 && s.end == 0 {
-                self.prune_to(s.sparsity).map(|_| None)
-            } else {
-                Masks::from_zeros(&self.weights).map(Some)
-            };
-            match masks {
-                Ok(Some(m)) => self.masks = Some(m),
-                Ok(None) => {}
-                Err(e) => eprintln!("warning: pruning masks: {e}"),
-            }
-        }
+        self.micro_batch = index;
         self.task.start_micro_batch(index)
     }
 
@@ -294,6 +283,16 @@ impl<T: TrainTask> TrainTask for GradualPruning<T> {
         batch_size: usize,
         ctx: &mut Ctx,
     ) -> candle_core::Result<(Tensor, usize)> {
+        if self.masks.is_none() {
+            // At the start of a run the weights are dense (pruned at once if the schedule says
+            // so); on a resume, their zeros are the masks.
+            let s = &self.schedule;
+            if self.micro_batch == 0 && s.begin == 0 && s.end == 0 {
+                self.prune_to(s.sparsity).map_err(to_candle)?;
+            } else {
+                self.masks = Some(Masks::from_zeros(&self.weights).map_err(to_candle)?);
+            }
+        }
         self.task.train_loss(batch_size, ctx)
     }
 
