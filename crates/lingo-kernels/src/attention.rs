@@ -44,6 +44,17 @@ pub struct AttentionDropout {
     pub seed: u64,
 }
 
+impl AttentionDropout {
+    /// What the kernels apply: (keep threshold, survivor scale, seed).
+    pub(crate) fn parts(self) -> (u32, f32, u64) {
+        (
+            crate::dropout::threshold(self.p),
+            1.0 / (1.0 - self.p),
+            self.seed,
+        )
+    }
+}
+
 /// Where element `(b, t, h, 0)` of a `[batch, time, heads, head_dim]` view lives.
 #[derive(Clone, Copy, Debug)]
 struct View {
@@ -316,9 +327,7 @@ impl AttentionOp {
             scale,
             causal: self.causal,
             query_offset: self.query_offset,
-            drop: self
-                .dropout
-                .map(|dr| (crate::dropout::threshold(dr.p), 1.0 / (1.0 - dr.p), dr.seed)),
+            drop: self.dropout.map(AttentionDropout::parts),
         })
     }
 
@@ -475,7 +484,11 @@ impl candle_core::CustomOp3 for AttentionOp {
     }
 }
 
-fn keep_flags(mask: &AttentionMask, batch: usize, keys: usize) -> Result<Option<Vec<u8>>> {
+pub(crate) fn keep_flags(
+    mask: &AttentionMask,
+    batch: usize,
+    keys: usize,
+) -> Result<Option<Vec<u8>>> {
     let Some(kp) = &mask.key_padding else {
         return Ok(None);
     };
@@ -489,7 +502,7 @@ fn keep_flags(mask: &AttentionMask, batch: usize, keys: usize) -> Result<Option<
 }
 
 /// The mask's dropout, if it drops anything; a probability outside [0, 1) is an error.
-fn checked_dropout(mask: &AttentionMask) -> Result<Option<AttentionDropout>> {
+pub(crate) fn checked_dropout(mask: &AttentionMask) -> Result<Option<AttentionDropout>> {
     match mask.dropout {
         Some(d) if !(0.0..1.0).contains(&d.p) => {
             bail!("attention: dropout probability {} is not in [0, 1)", d.p)

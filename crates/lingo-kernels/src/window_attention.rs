@@ -10,7 +10,7 @@
 //! index in `[batch, heads, queries, keys]`), so a window covering the whole sequence is exactly
 //! dense attention.
 
-use crate::attention::{softmax_row, AttentionMask};
+use crate::attention::{checked_dropout, keep_flags, softmax_row, AttentionDropout, AttentionMask};
 use crate::cpu::{self, Mat, SendPtr};
 use crate::math;
 use candle_core::{bail, CpuStorage, DType, Layout, Result, Shape, Storage, Tensor};
@@ -395,33 +395,11 @@ pub fn window_attention(
     if !q.device().is_cpu() || q.dtype() != DType::F32 {
         return window_attention_composed(q, k, v, window, mask);
     }
-    let keep = match &mask.key_padding {
-        Some(kp) => Some(kp.ne(0.0)?.flatten_all()?.to_vec1::<u8>()?),
-        None => None,
-    };
-    if let Some(keep) = &keep {
-        if keep.len() != b * t {
-            bail!(
-                "window attention: key padding mask is {:?}, expected [{b}, {t}]",
-                mask.key_padding.as_ref().map(|k| k.dims().to_vec())
-            );
-        }
-    }
-    let dropout = match mask.dropout {
-        Some(d) if !(0.0..1.0).contains(&d.p) => {
-            bail!(
-                "window attention: dropout probability {} is not in [0, 1)",
-                d.p
-            )
-        }
-        Some(d) if d.p > 0.0 => Some((crate::dropout::threshold(d.p), 1.0 / (1.0 - d.p), d.seed)),
-        _ => None,
-    };
     let op = WindowOp {
         window,
         scale: mask.scale.map(|s| s as f32),
-        keep,
-        dropout,
+        keep: keep_flags(mask, b, t)?,
+        dropout: checked_dropout(mask)?.map(AttentionDropout::parts),
         probs: Arc::new(Mutex::new(Vec::new())),
     };
     q.contiguous()?

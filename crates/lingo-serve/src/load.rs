@@ -163,8 +163,13 @@ fn has_text(event: &str) -> bool {
 
 /// The peak resident memory of process `pid`, in MB (Linux).
 pub fn peak_memory_mb(pid: u32) -> Option<f64> {
+    memory_mb(pid, "VmHWM:")
+}
+
+/// A memory field of process `pid`'s `/proc/PID/status` (`VmHWM:`, `VmRSS:`, …) in MB (Linux).
+pub fn memory_mb(pid: u32, field: &str) -> Option<f64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let line = status.lines().find(|l| l.starts_with(field))?;
     let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kb / 1024.0)
 }

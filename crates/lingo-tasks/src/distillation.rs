@@ -153,17 +153,12 @@ pub fn student_from_teacher(
         *pruned = moved;
     }
     lingo_models::hf::save_tensors(out, &config, renamed)?;
-    for file in [
-        "tokenizer.json",
-        "tokenizer_config.json",
-        "special_tokens_map.json",
-        "vocab.txt",
-    ] {
-        let from = teacher.join(file);
-        if from.exists() {
-            std::fs::copy(&from, out.join(file)).map_err(io(&out.join(file)))?;
-        }
+    let tokenizer = teacher.join("tokenizer.json");
+    if tokenizer.is_file() {
+        let target = out.join("tokenizer.json");
+        std::fs::copy(&tokenizer, &target).map_err(io(&target))?;
     }
+    crate::pretrained::copy_tokenizer_files(teacher, out)?;
     Ok(taken)
 }
 
@@ -203,6 +198,11 @@ impl<O: Objective> Distillation<O> {
     pub fn new(student: Finetune<O>, teacher: &Path, loss: DistillLoss) -> Result<Self> {
         loss.check()?;
         let head = student.model().head;
+        if head == Head::QuestionAnswering {
+            return Err(bad_input!(
+                "distillation covers classification and token classification heads"
+            ));
+        }
         let max_length = student.recipe.max_length;
         let teacher_model = if loss.uses_teacher() {
             let (model, labels) = TaskModel::load_trained(teacher, head, max_length, None)?;
@@ -228,11 +228,6 @@ impl<O: Objective> Distillation<O> {
         } else {
             None
         };
-        if head == Head::QuestionAnswering {
-            return Err(bad_input!(
-                "distillation covers classification and token classification heads"
-            ));
-        }
         Ok(Distillation {
             student,
             teacher: teacher_model,

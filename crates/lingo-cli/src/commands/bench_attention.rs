@@ -66,17 +66,9 @@ struct Measured {
     peak_mb: f64,
 }
 
-/// A field of /proc/self/status in MB.
+/// A memory field of this process's /proc/self/status in MB.
 fn status_mb(field: &str) -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with(field))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|kb| kb.parse::<f64>().ok())
-        })
-        .map_or(f64::NAN, |kb| kb / 1024.0)
+    lingo_serve::load::memory_mb(std::process::id(), field).unwrap_or(f64::NAN)
 }
 
 impl AttentionBench {
@@ -365,7 +357,7 @@ impl AttentionBench {
             }
         };
         let iters = if t > 4096 { 1 } else { iters.max(1) };
-        let base = status_mb("VmRSS");
+        let base = status_mb("VmRSS:");
         let forward = time_ms(iters, 1, || {
             attend()?;
             Ok(())
@@ -378,7 +370,7 @@ impl AttentionBench {
         Ok(Measured {
             forward_ms: median(&forward),
             forward_backward_ms: median(&both),
-            peak_mb: status_mb("VmHWM") - base,
+            peak_mb: status_mb("VmHWM:") - base,
         })
     }
 }

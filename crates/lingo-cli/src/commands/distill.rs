@@ -9,6 +9,7 @@ use lingo_tasks::distillation::{
 use lingo_tasks::finetune::{Finetune, Objective};
 use lingo_tasks::seq2seq::PairFile;
 use lingo_tasks::{ClassifyTask, FinetuneRecipe, Seq2SeqFinetune, TokenClassifyTask};
+use lingo_train::TrainTask;
 use std::path::{Path, PathBuf};
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -76,19 +77,6 @@ impl Distill {
         }
     }
 
-    /// The --config recipe with the run's overrides.
-    fn recipe(&self) -> anyhow::Result<FinetuneRecipe> {
-        let mut recipe = match &self.config {
-            Some(path) => FinetuneRecipe::load(path)?,
-            None => FinetuneRecipe::default(),
-        };
-        if self.run.steps.is_some() {
-            recipe.epochs = None;
-        }
-        self.run.apply(&mut recipe.train);
-        Ok(recipe)
-    }
-
     /// Sequence-level distillation: decode the training sources with the teacher, fine-tune
     /// the student on those outputs.
     fn run_seq2seq(self) -> anyhow::Result<()> {
@@ -99,7 +87,7 @@ impl Distill {
                 self.student.display()
             );
         }
-        let recipe = self.recipe()?;
+        let recipe = self.run.finetune_recipe(self.config.as_deref())?;
         let (pairs, _) = PairFile::new(&self.train, self.train_target.as_deref()).read(&recipe)?;
         if pairs.is_empty() {
             anyhow::bail!("{}: no training pairs", self.train.display());
@@ -144,14 +132,7 @@ impl Distill {
             task.recipe.train.steps
         );
         let config = task.recipe.train.clone();
-        let report = self.run.trainer(config).run(&mut task, self.run.resume)?;
-        println!(
-            "{} steps in {:.0}s; student in {}",
-            report.steps,
-            report.elapsed_secs,
-            self.run.out.display()
-        );
-        Ok(())
+        self.train(&mut task, config)
     }
 
     fn run_task<O: Objective>(
@@ -165,7 +146,7 @@ impl Distill {
             cosine: self.alpha_cos,
         };
         loss.check()?;
-        let recipe = self.recipe()?;
+        let recipe = self.run.finetune_recipe(self.config.as_deref())?;
         let student_dir = if self.student.is_dir() {
             self.student.clone()
         } else {
@@ -187,11 +168,20 @@ impl Distill {
             "distilling {} into {} ({:.1}M parameters) over {} steps",
             self.teacher.display(),
             student_dir.display(),
-            lingo_train::TrainTask::params(&task).num_params() as f64 / 1e6,
+            TrainTask::params(&task).num_params() as f64 / 1e6,
             task.student.recipe.train.steps
         );
         let config = task.student.recipe.train.clone();
-        let report = self.run.trainer(config).run(&mut task, self.run.resume)?;
+        self.train(&mut task, config)
+    }
+
+    /// Trains the student and says where it is.
+    fn train(
+        &self,
+        task: &mut dyn TrainTask,
+        config: lingo_train::TrainConfig,
+    ) -> anyhow::Result<()> {
+        let report = self.run.trainer(config).run(task, self.run.resume)?;
         println!(
             "{} steps in {:.0}s; student in {}",
             report.steps,

@@ -71,15 +71,8 @@ pub struct FinetuneArgs {
 
 impl FinetuneArgs {
     fn recipe(&self) -> anyhow::Result<FinetuneRecipe> {
-        let mut recipe = match &self.config {
-            Some(path) => FinetuneRecipe::load(path)?,
-            None => FinetuneRecipe::default(),
-        };
-        if self.run.steps.is_some() {
-            recipe.epochs = None;
-        }
+        let mut recipe = self.run.finetune_recipe(self.config.as_deref())?;
         recipe.random_init |= self.random_init;
-        self.run.apply(&mut recipe.train);
         Ok(recipe)
     }
 

@@ -7,7 +7,7 @@ use clap::{Args, ValueEnum};
 use lingo_models::auto::{AutoModel, LoadOptions};
 use lingo_tasks::finetune::{Finetune, Objective};
 use lingo_tasks::pruning::{self, Cut, GradualPruning, Masks, Method, PruningSchedule, Scope};
-use lingo_tasks::{ClassifyTask, FinetuneRecipe, Pretrained, QaTask, TokenClassifyTask};
+use lingo_tasks::{ClassifyTask, FinetuneRecipe, QaTask, TokenClassifyTask};
 use lingo_train::TrainTask;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -195,12 +195,7 @@ impl Prune {
             }
             return Ok(None);
         };
-        let mut recipe = FinetuneRecipe::load(path)?;
-        if self.run.steps.is_some() {
-            recipe.epochs = None;
-        }
-        self.run.apply(&mut recipe.train);
-        Ok(Some(recipe))
+        Ok(Some(self.run.finetune_recipe(Some(path))?))
     }
 
     /// Without --finetune, heads and neurons are scored in batches of --batch-size examples of
@@ -287,12 +282,9 @@ impl Prune {
         task.save_artifacts(out)?;
         lingo_models::hf::save_tensors(out, &config, tensors)?;
         copy_other_files(dir, out)?;
-        let after = Pretrained::open(out, &LoadOptions::default())?;
-        let lingo_models::auto::AutoModel::Encoder(model) = &after.model else {
-            anyhow::bail!("{}: the pruned folder is not an encoder", out.display());
-        };
-        let (heads_after, neurons_after) =
-            pruning::shape_summary(&model.layer_params(), &after.store);
+        let heads_after = heads_before - cut.heads.iter().map(Vec::len).sum::<usize>();
+        let neurons_after =
+            (cut.neurons.as_ref()).map_or(neurons_before, |kept| kept.iter().map(Vec::len).sum());
         for (l, drop) in cut.heads.iter().enumerate().filter(|(_, d)| !d.is_empty()) {
             eprintln!("layer {l}: removed heads {drop:?}");
         }

@@ -92,6 +92,23 @@ impl RunArgs {
         }
     }
 
+    /// A fine-tuning recipe (`--config`, else the defaults) with these overrides: `--steps`
+    /// replaces the recipe's epochs.
+    pub fn finetune_recipe(
+        &self,
+        config: Option<&std::path::Path>,
+    ) -> anyhow::Result<lingo_tasks::FinetuneRecipe> {
+        let mut recipe = match config {
+            Some(path) => lingo_tasks::FinetuneRecipe::load(path)?,
+            None => lingo_tasks::FinetuneRecipe::default(),
+        };
+        if self.steps.is_some() {
+            recipe.epochs = None;
+        }
+        self.apply(&mut recipe.train);
+        Ok(recipe)
+    }
+
     pub fn trainer(&self, config: lingo_train::TrainConfig) -> Trainer {
         let mut trainer = Trainer::new(config, &self.out);
         trainer.progress = !self.quiet;
