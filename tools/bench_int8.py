@@ -1,12 +1,13 @@
-"""PyTorch and ONNX Runtime side of `lingo bench int8`: dynamic int8 quantization of the same
-random-weight models Lingo times, timed the same way.
+"""PyTorch and ONNX Runtime side of `lingo bench int8` / `lingo bench bf16`: dynamic int8
+quantization and bf16 weights of the same random-weight models Lingo times, timed the same way.
 
 - bert: BertModel(BertConfig()) (BERT-base), forward of 1 x 128 token ids, no gradients:
   PyTorch f32; PyTorch `torch.ao.quantization.quantize_dynamic` (every nn.Linear, qint8 weights);
-  ONNX Runtime f32 on the model exported to ONNX; ONNX Runtime after
+  PyTorch bf16 (`model.to(torch.bfloat16)`: the whole model in bf16, the way PyTorch users run
+  bf16 inference); ONNX Runtime f32 on the model exported to ONNX; ONNX Runtime after
   `onnxruntime.quantization.quantize_dynamic` (QInt8 weights, its defaults).
 - gpt2: GPT2LMHeadModel(GPT2Config()) (124M), greedy `generate` of 128 new tokens after 32 with
-  the KV cache: PyTorch f32 and PyTorch quantize_dynamic.
+  the KV cache: PyTorch f32, quantize_dynamic and bf16.
 
 Needs torch, transformers, onnxruntime and onnx (`pip install onnxruntime onnx`); without the ONNX
 packages the ONNX Runtime rows are left out with the reason.
@@ -16,6 +17,7 @@ Prints one JSON object with per-iteration milliseconds under each key.
     python3 tools/bench_int8.py --threads 2 --iters 10
 """
 import argparse
+import copy
 import json
 import os
 import tempfile
@@ -90,7 +92,9 @@ def main():
 
     bert = tf.BertModel(tf.BertConfig()).eval()
     ids = torch.randint(1000, 30000, (1, 128), generator=g)
-    for key, model in [("bert_torch_f32", bert), ("bert_torch_int8", quantized(bert))]:
+    bert_bf16 = copy.deepcopy(bert).to(torch.bfloat16)
+    for key, model in [("bert_torch_f32", bert), ("bert_torch_int8", quantized(bert)),
+                       ("bert_torch_bf16", bert_bf16)]:
         def run(model=model):
             with torch.no_grad():
                 model(input_ids=ids)
@@ -102,7 +106,9 @@ def main():
 
     gpt2 = tf.GPT2LMHeadModel(tf.GPT2Config()).eval()
     prompt = torch.randint(1000, 50000, (1, 32), generator=g)
-    for key, model in [("gpt2_torch_f32", gpt2), ("gpt2_torch_int8", quantized(gpt2))]:
+    gpt2_bf16 = copy.deepcopy(gpt2).to(torch.bfloat16)
+    for key, model in [("gpt2_torch_f32", gpt2), ("gpt2_torch_int8", quantized(gpt2)),
+                       ("gpt2_torch_bf16", gpt2_bf16)]:
         def run(model=model):
             with torch.no_grad():
                 new = model.generate(prompt, attention_mask=torch.ones_like(prompt),

@@ -1,8 +1,12 @@
-"""Reference for Lingo's int8 tests: how far PyTorch's dynamic int8 quantization
+"""Reference for Lingo's int8 and bf16 tests: how far PyTorch's dynamic int8 quantization
 (`torch.ao.quantization.quantize_dynamic` of every nn.Linear, qint8 weights) moves each tiny
-fixture model's output on the fixture's padded batch, as ||int8 - f32|| / ||f32||.
+fixture model's output on the fixture's padded batch, as ||int8 - f32|| / ||f32||; and how far
+bf16 linear layers move it — `bf16_linear`: every linear layer (GPT-2's Conv1D too) multiplying
+bf16-rounded inputs by bf16-rounded weights with f32 sums, everything else f32, which is Lingo's
+`--dtype bf16`; `bf16_autocast`: `torch.autocast("cpu", torch.bfloat16)` for comparison.
 
-crates/lingo-models/tests/quantized.rs checks Lingo's int8 model is no further from f32 than this.
+crates/lingo-models/tests/quantized.rs checks Lingo's int8 model is no further from f32 than
+PyTorch's, and its bf16 model as far as the bf16_linear emulation (summation order aside).
 
     python3 tools/make_int8_fixtures.py
 """
@@ -36,9 +40,35 @@ def output(model, inputs):
     return torch.stack([out.start_logits, out.end_logits], dim=-1)
 
 
+def bf16(t):
+    return t.bfloat16().float()
+
+
+def bf16_linear_output(model, inputs):
+    """The model's output with every linear product in bf16 operands (f32 sums), by patching
+    the modules' forwards; the parameters themselves (tied embeddings) stay f32."""
+    patched = []
+    for module in model.modules():
+        if isinstance(module, torch.nn.Linear):
+            def forward(x, m=module):
+                return torch.nn.functional.linear(bf16(x), bf16(m.weight), m.bias)
+        elif type(module).__name__ == "Conv1D":  # GPT-2: weight [in, out]
+            def forward(x, m=module):
+                y = bf16(x).reshape(-1, x.shape[-1]) @ bf16(m.weight) + m.bias
+                return y.reshape(*x.shape[:-1], -1)
+        else:
+            continue
+        patched.append(module)
+        module.forward = forward
+    out = output(model, inputs)
+    for module in patched:
+        del module.forward
+    return out
+
+
 def main():
     torch.manual_seed(0)
-    errors = {}
+    errors, bf16_errors = {}, {}
     for name, cls in MODELS.items():
         model = cls.from_pretrained(FIXTURES / name).eval()
         expected = load_file(FIXTURES / name / "expected.safetensors")
@@ -48,10 +78,16 @@ def main():
             reference = output(model, inputs)
             quantized = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
             int8 = output(quantized, inputs)
-        errors[name] = float((int8 - reference).norm() / reference.norm())
-        print(f"{name}: {errors[name]:.4f}")
+            linear = bf16_linear_output(model, inputs)
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                autocast = output(model, inputs).float()
+        rel = lambda y: float((y - reference).norm() / reference.norm())
+        errors[name] = rel(int8)
+        bf16_errors[name] = {"bf16_linear": rel(linear), "bf16_autocast": rel(autocast)}
+        print(f"{name}: int8 {errors[name]:.4f}, bf16 {bf16_errors[name]}")
     out = FIXTURES.parent / "int8_reference.json"
-    out.write_text(json.dumps({"torch": torch.__version__, "relative_error": errors}, indent=2) + "\n")
+    record = {"torch": torch.__version__, "relative_error": errors, "bf16_relative_error": bf16_errors}
+    out.write_text(json.dumps(record, indent=2) + "\n")
     print("wrote", out)
 
 

@@ -18,6 +18,7 @@
 //! | [`cross_entropy`] | log-softmax + NLL with `ignore_index` and label smoothing |
 //! | [`gelu`] | GELU, erf and tanh forms |
 //! | [`attention`] | scaled dot-product attention, causal/padding masks, weights on request |
+//! | [`bf16`] | bf16 linear weights for inference, packed once, f32 accumulation |
 //! | [`int8`] | dynamic int8 linear layers: VNNI, AVX2 and portable integer kernels |
 //! | [`mixed_precision`] | bf16 matrix products with f32 accumulation (AVX-512 BF16) |
 //! | [`optim`] | in-place AdamW / SGD updates and gradient norms |
@@ -25,6 +26,7 @@
 
 pub mod additive_attention;
 pub mod attention;
+pub mod bf16;
 mod cpu;
 pub mod cross_entropy;
 pub mod denormals;
@@ -49,6 +51,7 @@ pub use additive_attention::{additive_scores, additive_scores_shared};
 pub use attention::{
     attention, attention_with_weights, self_attention, AttentionDropout, AttentionMask,
 };
+pub use bf16::{linear_bf16, Bf16Matrix};
 pub use cross_entropy::{cross_entropy, CrossEntropy};
 pub use denormals::flush_denormals;
 pub use dropout::dropout;

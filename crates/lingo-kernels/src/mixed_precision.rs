@@ -104,7 +104,7 @@ fn pair(lo: f32, hi: f32) -> u32 {
 }
 
 /// `A[m×k]` as `ceil(m/MR)` micro-panels of `kp` k-pairs × [`MR`] rows, zero-padded.
-fn pack_a(a: Mat, m: usize, k: usize, kp: usize) -> Vec<u32> {
+pub(crate) fn pack_a(a: Mat, m: usize, k: usize, kp: usize) -> Vec<u32> {
     let mut packed = vec![0u32; m.div_ceil(MR) * kp * MR];
     packed
         .par_chunks_mut(kp * MR)
@@ -118,7 +118,7 @@ fn pack_a(a: Mat, m: usize, k: usize, kp: usize) -> Vec<u32> {
 }
 
 /// `B[k×n]` as `ceil(n/NR)` micro-panels of `kp` k-pairs × [`NR`] columns, zero-padded.
-fn pack_b(b: Mat, k: usize, n: usize, kp: usize) -> Vec<u32> {
+pub(crate) fn pack_b(b: Mat, k: usize, n: usize, kp: usize) -> Vec<u32> {
     let mut packed = vec![0u32; n.div_ceil(NR) * kp * NR];
     packed
         .par_chunks_mut(kp * NR)
@@ -261,13 +261,42 @@ pub(crate) unsafe fn gemm(
     let kp = k.div_ceil(2);
     let a = pack_a(lhs, m, k, kp);
     let b = pack_b(rhs, k, n, kp);
+    gemm_packed(m, n, kp, dst, dst_rs, accumulate, &a, &b);
+}
+
+/// [`gemm`] on operands already packed: `a` by [`pack_a`], `b` by [`pack_b`], both `kp` k-pairs
+/// deep. A weight packed once (see [`crate::bf16::Bf16Matrix`]) is multiplied with no conversion.
+///
+/// # Safety
+/// `dst` valid for `m` rows of stride `dst_rs` and `n` columns; `a` and `b` packed for `m`, `n` and
+/// `kp`; and [`bf16_supported`] must hold.
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn gemm_packed(
+    m: usize,
+    n: usize,
+    kp: usize,
+    dst: *mut f32,
+    dst_rs: usize,
+    accumulate: bool,
+    a: &[u32],
+    b: &[u32],
+) {
+    debug_assert!(a.len() >= m.div_ceil(MR) * kp * MR && b.len() >= n.div_ceil(NR) * kp * NR);
+    // Few rows (decoding, one sentence): narrower column blocks, so both threads get work.
+    let nc = if m <= MC {
+        (n.div_ceil(4 * rayon::current_num_threads())
+            .next_multiple_of(NR))
+        .clamp(NR, NC)
+    } else {
+        NC
+    };
     let blocks: Vec<(usize, usize)> = (0..m.div_ceil(MC))
-        .flat_map(|i| (0..n.div_ceil(NC)).map(move |j| (i * MC, j * NC)))
+        .flat_map(|i| (0..n.div_ceil(nc)).map(move |j| (i * MC, j * nc)))
         .collect();
     let dst = SendPtr(dst);
-    blocks.par_iter().for_each(|&(row0, col0)| {
+    let block = |&(row0, col0): &(usize, usize)| {
         let rows = (m - row0).min(MC);
-        let cols = (n - col0).min(NC);
+        let cols = (n - col0).min(nc);
         for p0 in (0..kp).step_by(KC) {
             let pairs = (kp - p0).min(KC);
             let load = accumulate || p0 > 0;
@@ -285,7 +314,13 @@ pub(crate) unsafe fn gemm(
                 }
             }
         }
-    });
+    };
+    // A product too small to share pays more in wake-ups than it saves.
+    if m * n * kp < MIN_WORK / 4 || blocks.len() == 1 {
+        blocks.iter().for_each(block);
+    } else {
+        blocks.par_iter().for_each(block);
+    }
 }
 
 /// Where one micro-tile of `C` lives, and how much of it is inside `C`.
@@ -298,8 +333,16 @@ struct Tile {
 
 /// One micro-tile: edge tiles go through a full-size scratch tile.
 unsafe fn micro_tile(pairs: usize, a: &[u32], b: &[u32], tile: Tile, load: bool) {
-    if tile.rows == MR && tile.cols == NR {
-        kernel(pairs, a.as_ptr(), b.as_ptr(), tile.ptr, tile.rs, load);
+    if tile.cols == NR {
+        kernel(
+            tile.rows,
+            pairs,
+            a.as_ptr(),
+            b.as_ptr(),
+            tile.ptr,
+            tile.rs,
+            load,
+        );
         return;
     }
     let mut scratch = [0f32; MR * NR];
@@ -313,6 +356,7 @@ unsafe fn micro_tile(pairs: usize, a: &[u32], b: &[u32], tile: Tile, load: bool)
         }
     }
     kernel(
+        tile.rows,
         pairs,
         a.as_ptr(),
         b.as_ptr(),
@@ -329,21 +373,41 @@ unsafe fn micro_tile(pairs: usize, a: &[u32], b: &[u32], tile: Tile, load: bool)
     }
 }
 
+/// The micro-kernel for `rows` rows of `C` (1..=MR): a short tile (one row when decoding) does
+/// only its own rows' products.
 #[cfg(target_arch = "x86_64")]
-unsafe fn kernel(pairs: usize, a: *const u32, b: *const u32, c: *mut f32, rs: usize, load: bool) {
-    kernel_avx512(pairs, a, b, c, rs, load)
+unsafe fn kernel(
+    rows: usize,
+    pairs: usize,
+    a: *const u32,
+    b: *const u32,
+    c: *mut f32,
+    rs: usize,
+    load: bool,
+) {
+    match rows {
+        1 => kernel_avx512::<1>(pairs, a, b, c, rs, load),
+        2 => kernel_avx512::<2>(pairs, a, b, c, rs, load),
+        3 => kernel_avx512::<3>(pairs, a, b, c, rs, load),
+        4 => kernel_avx512::<4>(pairs, a, b, c, rs, load),
+        5 => kernel_avx512::<5>(pairs, a, b, c, rs, load),
+        6 => kernel_avx512::<6>(pairs, a, b, c, rs, load),
+        7 => kernel_avx512::<7>(pairs, a, b, c, rs, load),
+        _ => kernel_avx512::<MR>(pairs, a, b, c, rs, load),
+    }
 }
 
 #[cfg(not(target_arch = "x86_64"))]
-unsafe fn kernel(_: usize, _: *const u32, _: *const u32, _: *mut f32, _: usize, _: bool) {
+unsafe fn kernel(_: usize, _: usize, _: *const u32, _: *const u32, _: *mut f32, _: usize, _: bool) {
     unreachable!("bf16 products are only switched on where the CPU has them")
 }
 
-/// `C[MR×NR] (+)= Σ_p A[:, p] · B[p, :]` over `pairs` k-pairs: per pair, two loads of `B`, one
-/// broadcast of each row's pair of `A` and `2·MR` `vdpbf16ps` into 16 accumulator registers.
+/// `C[R×NR] (+)= Σ_p A[:, p] · B[p, :]` over `pairs` k-pairs: per pair, two loads of `B`, one
+/// broadcast of each row's pair of `A` and `2·R` `vdpbf16ps` into `2·R` accumulator registers.
+/// `A`'s micro-panel is [`MR`] rows wide whatever `R` is.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bf16")]
-unsafe fn kernel_avx512(
+unsafe fn kernel_avx512<const R: usize>(
     pairs: usize,
     a: *const u32,
     b: *const u32,
@@ -352,7 +416,7 @@ unsafe fn kernel_avx512(
     load: bool,
 ) {
     use std::arch::x86_64::*;
-    let mut acc = [[_mm512_setzero_ps(); 2]; MR];
+    let mut acc = [[_mm512_setzero_ps(); 2]; R];
     if load {
         for (r, row) in acc.iter_mut().enumerate() {
             row[0] = _mm512_loadu_ps(c.add(r * rs));

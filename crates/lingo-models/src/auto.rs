@@ -63,8 +63,8 @@ pub struct LoadOptions {
     /// Ignore the weights: the folder's architecture with every parameter newly initialised
     /// from `seed` — the from-scratch baseline a pre-trained model is measured against.
     pub random_init: bool,
-    /// Build every linear layer with int8 weights for inference ([`crate::quantize`]). A folder
-    /// saved quantized loads quantized whatever this says.
+    /// Build every linear layer with int8 or bf16 weights for inference ([`crate::quantize`]). A
+    /// folder saved int8 loads int8 whatever this says.
     pub quantize: Option<Quantization>,
 }
 
@@ -173,12 +173,15 @@ impl AutoModel {
                     )))
                 }
                 Some(d) => d,
+                // A model held in bf16 is saved as the bfloat16 folder it is.
+                None if checkpoint.quantize == Some(Quantization::Bf16) => DType::BF16,
                 None => checkpoint.saved_dtype()?,
             };
             crate::hf::set_saved_dtype(&mut loaded.config, dtype);
         }
-        if let (Some(q), Some(map)) = (checkpoint.quantize, loaded.config.as_object_mut()) {
-            map.insert("quantization_config".into(), q.config_entry());
+        let entry = checkpoint.quantize.and_then(|q| q.config_entry());
+        if let (Some(entry), Some(map)) = (entry, loaded.config.as_object_mut()) {
+            map.insert("quantization_config".into(), entry);
         }
         Ok(loaded)
     }

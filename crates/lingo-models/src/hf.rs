@@ -53,8 +53,8 @@ pub struct Checkpoint {
     stored_dtype: DType,
     /// A new model: no weights, every parameter initialised from the seed.
     fresh: bool,
-    /// Build the linear layers with int8 weights ([`ParamStore::quantize_linears`]): asked for at
-    /// load time, or declared by a quantized folder.
+    /// Build the linear layers with int8 or bf16 weights ([`ParamStore::hold_linears_as`]): asked
+    /// for at load time, or (int8) declared by a quantized folder.
     pub quantize: Option<crate::quantize::Quantization>,
 }
 
@@ -205,8 +205,8 @@ impl Checkpoint {
     ) -> Result<Built<M>> {
         let source = self.source(lookup);
         let store = ParamStore::reading(lookup.seed, &self.device, source);
-        if self.quantize.is_some() {
-            store.quantize_linears();
+        if let Some(q) = self.quantize {
+            store.hold_linears_as(q.linear_precision());
         }
         let model = make(&store.root());
         store.end_source();
@@ -218,8 +218,8 @@ impl Checkpoint {
             .named()
             .into_iter()
             .map(|(n, v)| (n, v.dims().to_vec()));
-        let int8 = (store.quantized().into_iter()).map(|(n, q)| (n, vec![q.dims().0, q.dims().1]));
-        for (name, dims) in params.chain(int8) {
+        let packed = (store.packed_linears().into_iter()).map(|(n, (o, i))| (n, vec![o, i]));
+        for (name, dims) in params.chain(packed) {
             match taken.get(&name) {
                 Some(stored) => {
                     names.0.insert(name, stored.clone());
@@ -502,6 +502,11 @@ pub fn save_pretrained(
             names.stored(&name).to_string(),
             convert(&name, var.as_tensor().clone())?,
         ));
+    }
+    // bf16 weights are saved by value (exact in any float dtype; the folder's is bfloat16).
+    for (name, matrix) in store.bf16_linears() {
+        let value = Tensor::from_vec(matrix.to_f32(), matrix.dims(), &candle_core::Device::Cpu)?;
+        tensors.push((names.stored(&name).to_string(), convert(&name, value)?));
     }
     let int8 =
         crate::quantize::stored_int8(store, |name| names.stored(name).to_string(), &convert)?;

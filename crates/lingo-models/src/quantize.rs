@@ -25,24 +25,40 @@ pub enum Quantization {
     /// Int8 linear weights (per output channel), int8 activations per row at run time, int32
     /// accumulation.
     Int8Dynamic,
+    /// bf16 linear weights, products of bf16-rounded activations with f32 accumulation (AVX-512
+    /// BF16; a portable loop elsewhere). Saved, the folder is an ordinary bfloat16 one.
+    Bf16,
 }
 
 impl Quantization {
     pub fn name(self) -> &'static str {
         match self {
             Quantization::Int8Dynamic => "int8-dynamic",
+            Quantization::Bf16 => "bf16",
         }
     }
 
-    /// The `quantization_config` entry of a folder saved this way.
-    pub fn config_entry(self) -> serde_json::Value {
-        serde_json::json!({
+    /// How the store holds the linear weights.
+    pub fn linear_precision(self) -> lingo_nn::LinearPrecision {
+        match self {
+            Quantization::Int8Dynamic => lingo_nn::LinearPrecision::Int8,
+            Quantization::Bf16 => lingo_nn::LinearPrecision::Bf16,
+        }
+    }
+
+    /// The `quantization_config` entry of a folder saved this way; none for bf16, which is
+    /// saved as a plain bfloat16 folder (`transformers` loads it).
+    pub fn config_entry(self) -> Option<serde_json::Value> {
+        if self == Quantization::Bf16 {
+            return None;
+        }
+        Some(serde_json::json!({
             "quant_method": QUANT_METHOD,
             "scheme": self.name(),
             "weights": "int8, symmetric per output channel; <name>_scale holds the scales",
             "activations": "int8, symmetric per row, quantized at run time",
             "modules": "every linear layer; an output projection tied to an embedding is derived from it at load",
-        })
+        }))
     }
 }
 
@@ -52,8 +68,9 @@ impl std::str::FromStr for Quantization {
     fn from_str(s: &str) -> Result<Self, String> {
         match s {
             "int8-dynamic" | "int8" => Ok(Quantization::Int8Dynamic),
+            "bf16" | "bfloat16" => Ok(Quantization::Bf16),
             other => Err(format!(
-                "unknown quantization scheme `{other}` (supported: int8-dynamic)"
+                "unknown quantization scheme `{other}` (supported: int8-dynamic, bf16)"
             )),
         }
     }

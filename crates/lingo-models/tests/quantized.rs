@@ -217,3 +217,95 @@ fn foreign_quantized_folders_are_named_errors() {
         "{err}"
     );
 }
+
+/// bf16 weights: each family's output moves from f32's exactly as far as PyTorch's with every
+/// linear layer on bf16-rounded operands and f32 sums (tools/make_int8_fixtures.py; the two differ
+/// only in summation order), and less than under `torch.autocast(bfloat16)`; within the issue's
+/// 1e-2 relative for the encoders and GPT-2 (these tiny random encoder–decoders move 1–2%, in
+/// PyTorch too). Every linear weight is held once, in bf16.
+#[test]
+fn every_family_runs_bf16_as_pytorch_does() {
+    let reference: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fixture("../int8_reference.json")).unwrap())
+            .unwrap();
+    for name in FAMILIES {
+        let dir = fixture(name);
+        let inputs = batch(&dir);
+        let f32_model = load(&dir, None);
+        let bf16 = load(&dir, Some(Quantization::Bf16));
+        let error = relative_error(&output(&bf16, &inputs), &output(&f32_model, &inputs));
+        let torch = &reference["bf16_relative_error"][name];
+        let (linear, autocast) = (
+            torch["bf16_linear"].as_f64().unwrap() as f32,
+            torch["bf16_autocast"].as_f64().unwrap() as f32,
+        );
+        assert!(
+            (error - linear).abs() <= 0.02 * linear && error < autocast,
+            "{name}: bf16 output off by {error} relative; PyTorch's bf16 linear layers by \
+             {linear}, autocast by {autocast}"
+        );
+        if !["bart", "t5", "marian"].contains(&name) {
+            assert!(error < 1e-2, "{name}: bf16 output off by {error}");
+        }
+        let linears = bf16.store.bf16_linears();
+        assert!(!linears.is_empty(), "{name}: no bf16 weight");
+        assert!(bf16.store.quantized().is_empty());
+        for (weight, _) in &linears {
+            assert!(
+                bf16.store.get(weight).is_none(),
+                "{name}: {weight} also in f32"
+            );
+        }
+        assert!(bf16.store.weight_bytes() < f32_model.store.weight_bytes());
+        assert_eq!(bf16.store.num_params(), f32_model.store.num_params());
+        assert!(bf16.config.get("quantization_config").is_none());
+    }
+}
+
+/// A bf16 model saves as an ordinary bfloat16 folder (what `transformers` loads), which loads
+/// back in bf16 to the same outputs.
+#[test]
+fn bf16_models_save_as_bfloat16_folders() {
+    for name in ["bert-cls", "gpt2", "t5"] {
+        let dir = fixture(name);
+        let inputs = batch(&dir);
+        let bf16 = load(&dir, Some(Quantization::Bf16));
+        let tmp = tempfile::tempdir().unwrap();
+        bf16.save(tmp.path()).unwrap();
+        let bytes = std::fs::read(tmp.path().join("model.safetensors")).unwrap();
+        let file = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+        assert!(
+            (file.tensors().iter()).all(|(_, v)| v.dtype() == safetensors::Dtype::BF16),
+            "{name}: every tensor of a bf16 folder is bf16"
+        );
+        let again = load(tmp.path(), Some(Quantization::Bf16));
+        for ((n1, q1), (n2, q2)) in bf16
+            .store
+            .bf16_linears()
+            .iter()
+            .zip(again.store.bf16_linears())
+        {
+            assert_eq!(n1, &n2);
+            assert_eq!(q1.to_bits(), q2.to_bits(), "{name}: {n1} values");
+        }
+        // Embeddings, norms and biases were saved in bf16 too: close, not equal (the tiny random
+        // T5 moves 6% when they are rounded; its linear weights are checked above).
+        let error = relative_error(&output(&again, &inputs), &output(&bf16, &inputs));
+        assert!(
+            error < if name == "t5" { 0.1 } else { 1e-2 },
+            "{name}: reloaded bf16 output off by {error}"
+        );
+    }
+}
+
+#[test]
+fn bf16_layers_refuse_to_train() {
+    let dir = fixture("bert-cls");
+    let bf16 = load(&dir, Some(Quantization::Bf16));
+    let out = (bf16.model)
+        .forward(&batch(&dir), &mut Ctx::train(lingo_nn::LingoRng::new(0)))
+        .unwrap()
+        .output;
+    let err = out.sum_all().unwrap().backward().unwrap_err().to_string();
+    assert!(err.contains("for inference"), "{err}");
+}

@@ -28,7 +28,7 @@ pub use embedding::{Embedding, LoopEmbedding};
 pub use feed_forward::{Activation, FeedForward};
 pub use linear::{Linear, LinearWeight, LoopLinear};
 pub use norm::{LayerNorm, RmsNorm};
-pub use params::{Init, ParamPath, ParamSource, ParamStore, SublayerInit};
+pub use params::{Init, LinearPrecision, ParamPath, ParamSource, ParamStore, SublayerInit};
 pub use position::{sinusoidal_table, PositionalEncoding};
 pub use recurrent::{CellKind, Recurrent, RecurrentConfig, RecurrentOutput, Stepper};
 pub use rng::{LingoRng, RngState};

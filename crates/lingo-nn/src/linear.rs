@@ -1,14 +1,61 @@
+use crate::params::LinearPrecision;
 use crate::params::{Init, ParamPath};
 use candle_core::{Result, Tensor};
-use lingo_kernels::{Int8Matrix, SharedGrad};
+use lingo_kernels::{Bf16Matrix, Int8Matrix, SharedGrad};
 use std::sync::{Arc, Mutex};
 
-/// A linear layer's weight `[out, in]`: an f32 parameter, or int8 for inference (see
-/// [`crate::ParamStore::quantize_linears`]).
+/// A linear layer's weight `[out, in]`: an f32 parameter, or int8 or bf16 for inference (see
+/// [`crate::ParamStore::hold_linears_as`]).
 #[derive(Clone, Debug)]
 pub enum LinearWeight {
     F32(Tensor),
     Int8(Arc<Int8Matrix>),
+    Bf16(Arc<Bf16Matrix>),
+}
+
+impl LinearWeight {
+    /// `values` (`[out, in]`, row-major) held as `precision` says.
+    pub fn convert(
+        values: &[f32],
+        out: usize,
+        inp: usize,
+        precision: LinearPrecision,
+    ) -> Result<Self> {
+        Ok(match precision {
+            LinearPrecision::F32 => LinearWeight::F32(Tensor::from_slice(
+                values,
+                (out, inp),
+                &candle_core::Device::Cpu,
+            )?),
+            LinearPrecision::Int8 => {
+                LinearWeight::Int8(Arc::new(Int8Matrix::quantize(values, out, inp)?))
+            }
+            LinearPrecision::Bf16 => {
+                LinearWeight::Bf16(Arc::new(Bf16Matrix::from_f32(values, out, inp)?))
+            }
+        })
+    }
+
+    /// `(out, in)`.
+    pub fn dims(&self) -> (usize, usize) {
+        match self {
+            LinearWeight::F32(w) => {
+                let d = w.dims();
+                (d[0], d.get(1).copied().unwrap_or(1))
+            }
+            LinearWeight::Int8(q) => q.dims(),
+            LinearWeight::Bf16(q) => q.dims(),
+        }
+    }
+
+    /// Bytes held.
+    pub fn bytes(&self) -> usize {
+        match self {
+            LinearWeight::F32(w) => w.dtype().size_in_bytes() * w.elem_count(),
+            LinearWeight::Int8(q) => q.bytes(),
+            LinearWeight::Bf16(q) => q.bytes(),
+        }
+    }
 }
 
 /// `y = x Wᵀ + b`, weight `[out, in]` as in PyTorch.
@@ -20,8 +67,9 @@ pub enum LinearWeight {
 /// once any parameter is written the copy is stale and the next call drops it. Inference thus holds
 /// each weight twice.
 ///
-/// A layer built in a store that quantizes ([`crate::ParamStore::quantize_linears`]) holds its
-/// weight as int8 only, and multiplies with [`lingo_kernels::linear_int8`] (inference only).
+/// A layer built in a store that holds linear weights as int8 or bf16
+/// ([`crate::ParamStore::hold_linears_as`]) holds its weight that way only, and multiplies with
+/// [`lingo_kernels::linear_int8`] or [`lingo_kernels::linear_bf16`] (inference only).
 #[derive(Clone, Debug)]
 pub struct Linear {
     weight: LinearWeight,
@@ -72,26 +120,29 @@ impl Linear {
     }
 
     /// An output projection tied to an embedding table (`[vocab, dim]`) of the store `p` is in.
-    /// In a store that quantizes, the projection is an int8 copy of the table (the lookup keeps
-    /// reading the f32 table): what is derived is not saved, and loading derives it again.
+    /// In a store that holds linear weights as int8 or bf16, the projection is such a copy of the
+    /// table (the lookup keeps reading the table): what is derived is not saved, and loading
+    /// derives it again.
     pub fn tied(p: &ParamPath, table: &Tensor, bias: Option<Tensor>) -> Result<Self> {
-        let weight = if p.store().quantizes_linears() {
-            let (out, inp) = table.dims2()?;
-            let values = table.flatten_all()?.to_vec1::<f32>()?;
-            let matrix = Arc::new(Int8Matrix::quantize(&values, out, inp)?);
-            p.store().hold_derived(matrix.clone());
-            LinearWeight::Int8(matrix)
-        } else {
+        let precision = p.store().linear_precision();
+        let weight = if precision == LinearPrecision::F32 {
             LinearWeight::F32(table.clone())
+        } else {
+            let (out, inp) = table.dims2()?;
+            let values = table.to_dtype(candle_core::DType::F32)?;
+            let values = values.flatten_all()?.to_vec1::<f32>()?;
+            let weight = LinearWeight::convert(&values, out, inp, precision)?;
+            p.store().hold_derived(weight.clone());
+            weight
         };
         Ok(Linear::with_weight(weight, bias))
     }
 
-    /// The f32 weight `[out, in]`; `None` for an int8 layer.
+    /// The f32 weight `[out, in]`; `None` for an int8 or bf16 layer.
     pub fn weight(&self) -> Option<&Tensor> {
         match &self.weight {
             LinearWeight::F32(w) => Some(w),
-            LinearWeight::Int8(_) => None,
+            LinearWeight::Int8(_) | LinearWeight::Bf16(_) => None,
         }
     }
 
@@ -103,7 +154,7 @@ impl Linear {
     pub fn dims(&self) -> Result<(usize, usize)> {
         match &self.weight {
             LinearWeight::F32(w) => w.dims2(),
-            LinearWeight::Int8(q) => Ok(q.dims()),
+            other => Ok(other.dims()),
         }
     }
 
@@ -111,6 +162,7 @@ impl Linear {
         let weight = match &self.weight {
             LinearWeight::F32(w) => w,
             LinearWeight::Int8(q) => return lingo_kernels::linear_int8(x, q, self.bias.as_ref()),
+            LinearWeight::Bf16(q) => return lingo_kernels::linear_bf16(x, q, self.bias.as_ref()),
         };
         let rows = x.elem_count() / x.dim(candle_core::D::Minus1)?.max(1);
         match self.transposed_weight(weight, rows)? {
@@ -126,7 +178,7 @@ impl Linear {
             .iter()
             .map(|l| match &l.weight {
                 LinearWeight::Int8(q) => Some((q, l.bias.as_ref())),
-                LinearWeight::F32(_) => None,
+                LinearWeight::F32(_) | LinearWeight::Bf16(_) => None,
             })
             .collect();
         match int8 {

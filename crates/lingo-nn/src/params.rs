@@ -9,7 +9,7 @@ use crate::io::write_atomic;
 use crate::linear::LinearWeight;
 use crate::rng::LingoRng;
 use candle_core::{bail, DType, Device, Result, Tensor, Var};
-use lingo_kernels::Int8Matrix;
+use lingo_kernels::{Bf16Matrix, Int8Matrix};
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -47,14 +47,27 @@ impl SublayerInit {
 /// overwrite. `Ok(None)`: the source has no such tensor, and the initialiser fills it.
 pub type ParamSource = Box<dyn FnMut(&str, &[usize]) -> Result<Option<Tensor>> + Send>;
 
+/// How a store holds the weights of the linear layers built in it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum LinearPrecision {
+    /// f32 parameters (trainable).
+    #[default]
+    F32,
+    /// Int8 per output channel, for dynamic int8 inference ([`Int8Matrix`]).
+    Int8,
+    /// bf16, packed for f32-accumulating products, for inference ([`Bf16Matrix`]).
+    Bf16,
+}
+
 struct Inner {
     params: Vec<(String, Var)>,
     by_name: HashMap<String, usize>,
-    /// Linear weights held as int8 (when `quantize_linears`), in creation order.
-    quantized: Vec<(String, Arc<Int8Matrix>)>,
-    /// Int8 copies derived from other parameters (a head tied to an embedding): held, not saved.
-    derived: Vec<Arc<Int8Matrix>>,
-    quantize_linears: bool,
+    /// Linear weights held as int8 or bf16 (see [`LinearPrecision`]), in creation order.
+    packed: Vec<(String, LinearWeight)>,
+    /// Int8 or bf16 copies derived from other parameters (a head tied to an embedding): held, not
+    /// saved.
+    derived: Vec<LinearWeight>,
+    linear_precision: LinearPrecision,
     rng: LingoRng,
     device: Device,
     source: Option<ParamSource>,
@@ -72,9 +85,9 @@ impl ParamStore {
         let inner = Inner {
             params: Vec::new(),
             by_name: HashMap::new(),
-            quantized: Vec::new(),
+            packed: Vec::new(),
             derived: Vec::new(),
-            quantize_linears: false,
+            linear_precision: LinearPrecision::F32,
             rng: LingoRng::new(seed),
             device: device.clone(),
             source: None,
@@ -93,34 +106,64 @@ impl ParamStore {
         store
     }
 
-    /// From now on, every [`crate::Linear`] built in this store holds its weight as int8 (per output
-    /// channel, [`Int8Matrix`]) instead of an f32 parameter: dynamic int8 inference. The f32 values
-    /// (from the source, or initialised) are quantized as each layer asks for them and dropped.
-    pub fn quantize_linears(&self) {
-        self.lock().quantize_linears = true;
+    /// From now on, every [`crate::Linear`] built in this store holds its weight as `precision`
+    /// says: int8 (per output channel, [`Int8Matrix`]) for dynamic int8 inference, or bf16
+    /// ([`Bf16Matrix`]) for bf16 inference, instead of an f32 parameter. The f32 values (from the
+    /// source, or initialised) are converted as each layer asks for them and dropped.
+    pub fn hold_linears_as(&self, precision: LinearPrecision) {
+        self.lock().linear_precision = precision;
     }
 
-    pub fn quantizes_linears(&self) -> bool {
-        self.lock().quantize_linears
+    /// Shorthand for [`Self::hold_linears_as`] int8.
+    pub fn quantize_linears(&self) {
+        self.hold_linears_as(LinearPrecision::Int8);
+    }
+
+    pub fn linear_precision(&self) -> LinearPrecision {
+        self.lock().linear_precision
     }
 
     /// The int8 linear weights with their names, in creation order.
     pub fn quantized(&self) -> Vec<(String, Arc<Int8Matrix>)> {
-        self.lock().quantized.clone()
+        let inner = self.lock();
+        let int8 = inner.packed.iter().filter_map(|(n, w)| match w {
+            LinearWeight::Int8(q) => Some((n.clone(), q.clone())),
+            _ => None,
+        });
+        int8.collect()
     }
 
-    /// Bytes the weights take in memory: 4 per f32 parameter, and the int8 weights (derived
-    /// copies too) as held.
+    /// The bf16 linear weights with their names, in creation order.
+    pub fn bf16_linears(&self) -> Vec<(String, Arc<Bf16Matrix>)> {
+        let inner = self.lock();
+        let bf16 = inner.packed.iter().filter_map(|(n, w)| match w {
+            LinearWeight::Bf16(q) => Some((n.clone(), q.clone())),
+            _ => None,
+        });
+        bf16.collect()
+    }
+
+    /// Every int8 or bf16 linear weight with its name and `(out, in)`, in creation order.
+    pub fn packed_linears(&self) -> Vec<(String, (usize, usize))> {
+        let inner = self.lock();
+        let dims = inner.packed.iter().map(|(n, w)| (n.clone(), w.dims()));
+        dims.collect()
+    }
+
+    /// Bytes the weights take in memory: each f32 parameter's, and the int8 or bf16 weights
+    /// (derived copies too) as held.
     pub fn weight_bytes(&self) -> usize {
         let inner = self.lock();
-        let dense: usize = inner.params.iter().map(|(_, v)| 4 * v.elem_count()).sum();
-        let int8 = inner.quantized.iter().map(|(_, q)| q).chain(&inner.derived);
-        dense + int8.map(|q| q.bytes()).sum::<usize>()
+        let dense: usize = (inner.params.iter())
+            .map(|(_, v)| v.dtype().size_in_bytes() * v.elem_count())
+            .sum();
+        let packed = inner.packed.iter().map(|(_, w)| w).chain(&inner.derived);
+        dense + packed.map(|w| w.bytes()).sum::<usize>()
     }
 
-    /// Records an int8 copy derived from a parameter, for [`Self::weight_bytes`].
-    pub fn hold_derived(&self, matrix: Arc<Int8Matrix>) {
-        self.lock().derived.push(matrix);
+    /// Records an int8 or bf16 copy derived from a parameter, for [`Self::weight_bytes`].
+    pub fn hold_derived(&self, weight: LinearWeight) {
+        self.lock().derived.push(weight);
     }
 
     /// Stops reading from the source (and releases it).
@@ -173,15 +216,16 @@ impl ParamStore {
         Ok(missing)
     }
 
-    /// Total number of scalar parameters (int8 weights included).
+    /// Total number of scalar parameters (int8 and bf16 weights included).
     pub fn num_params(&self) -> usize {
         let inner = self.lock();
         let dense: usize = inner.params.iter().map(|(_, v)| v.elem_count()).sum();
-        let quantized = inner.quantized.iter().map(|(_, q)| q.dims().0 * q.dims().1);
-        dense + quantized.sum::<usize>()
+        let packed = inner.packed.iter().map(|(_, w)| w.dims().0 * w.dims().1);
+        dense + packed.sum::<usize>()
     }
 
-    /// A linear weight `[out, in]`: an f32 parameter, or int8 in a store that quantizes.
+    /// A linear weight `[out, in]`: an f32 parameter, or int8 or bf16 as the store's
+    /// [`LinearPrecision`] says.
     fn linear_weight(
         &self,
         name: &str,
@@ -189,40 +233,39 @@ impl ParamStore {
         inp: usize,
         init: Init,
     ) -> Result<LinearWeight> {
-        if !self.quantizes_linears() {
+        let precision = self.linear_precision();
+        if precision == LinearPrecision::F32 {
             return Ok(LinearWeight::F32(self.create(name, &[out, inp], init)?));
         }
         let mut inner = self.lock();
-        if let Some((_, q)) = inner.quantized.iter().find(|(n, _)| n == name) {
-            if q.dims() != (out, inp) {
+        if let Some((_, w)) = inner.packed.iter().find(|(n, _)| n == name) {
+            if w.dims() != (out, inp) {
                 bail!(
                     "parameter {name} exists with shape {:?}, asked for {:?}",
-                    q.dims(),
+                    w.dims(),
                     (out, inp)
                 );
             }
-            return Ok(LinearWeight::Int8(q.clone()));
+            return Ok(w.clone());
         }
         if inner.by_name.contains_key(name) {
-            bail!("parameter {name} is an f32 parameter; it cannot also be an int8 linear weight");
+            bail!("parameter {name} is an f32 parameter; it cannot also be a {precision:?} linear weight");
         }
         let values = inner.produce(name, &[out, inp], init)?;
         let values = values
             .to_dtype(DType::F32)?
             .flatten_all()?
             .to_vec1::<f32>()?;
-        let q = Arc::new(
-            Int8Matrix::quantize(&values, out, inp)
-                .map_err(|e| candle_core::Error::Msg(format!("parameter {name}: {e}")))?,
-        );
-        inner.quantized.push((name.to_string(), q.clone()));
-        Ok(LinearWeight::Int8(q))
+        let weight = LinearWeight::convert(&values, out, inp, precision)
+            .map_err(|e| candle_core::Error::Msg(format!("parameter {name}: {e}")))?;
+        inner.packed.push((name.to_string(), weight.clone()));
+        Ok(weight)
     }
 
     fn create(&self, name: &str, shape: &[usize], init: Init) -> Result<Tensor> {
         let mut inner = self.lock();
-        if inner.quantized.iter().any(|(n, _)| n == name) {
-            bail!("parameter {name} is an int8 linear weight; it has no f32 tensor");
+        if inner.packed.iter().any(|(n, _)| n == name) {
+            bail!("parameter {name} is an int8 or bf16 linear weight; it has no f32 tensor");
         }
         if let Some(&i) = inner.by_name.get(name) {
             let existing = &inner.params[i].1;
@@ -457,7 +500,8 @@ impl ParamPath {
         self.store.create(&self.sub(name).prefix, shape, init)
     }
 
-    /// The weight `prefix.name` of a linear layer, `[out, in]`: int8 if the store quantizes.
+    /// The weight `prefix.name` of a linear layer, `[out, in]`: int8 or bf16 if the store holds
+    /// linear weights so ([`LinearPrecision`]).
     pub fn linear_weight(
         &self,
         name: &str,

@@ -17,7 +17,7 @@ use lingo_models::bert::{BertConfig, BertModel, Family, Head};
 use lingo_models::gpt::Gpt2Config;
 use lingo_models::{Gpt, GptConfig, RnnSeq2Seq, RnnSeq2SeqConfig, Seq2SeqAttention};
 use lingo_models::{ModelInputs, Seq2SeqBatch, Seq2SeqLoss, Seq2SeqTrain};
-use lingo_nn::{CellKind, Ctx, LingoRng, ParamStore};
+use lingo_nn::{CellKind, Ctx, LinearPrecision, LingoRng, ParamStore};
 use lingo_train::grads::{clip_scale, Gradients};
 use lingo_train::{AdamWConfig, DecayPolicy, Optimizer, OptimizerConfig};
 use serde::Deserialize;
@@ -46,9 +46,10 @@ enum Model {
     /// Masked-LM pre-training step of bert-mini (4 layers, 256 wide, vocabulary 16,000): batch
     /// 32 × 128 tokens, 15% masked, dropout 0.1, AdamW.
     Pretrain,
-    /// Int8 dynamic quantization: BERT-base forward and GPT-2 decoding in f32 and int8 beside
-    /// PyTorch's quantize_dynamic and ONNX Runtime's, and the int8 kernel per layer shape
-    /// beside candle's Q8_0.
+    /// Reduced-precision inference: BERT-base forward and GPT-2 decoding in f32, int8 and bf16
+    /// beside PyTorch (quantize_dynamic, bf16 weights) and ONNX Runtime's int8, and the int8 and
+    /// bf16 products per layer shape beside candle's Q8_0.
+    #[value(alias = "bf16")]
     Int8,
     /// Causal self-attention at 512 to 16,384 tokens: Lingo's dense and sliding-window kernels
     /// beside PyTorch's SDPA (dense and band-masked): time, peak memory, a log–log plot.
@@ -280,9 +281,12 @@ fn training_rows(t: Timings, tokens: usize) -> Vec<Row> {
 
 const BERT_TOKENS: usize = 128;
 
-/// BERT-base forward passes of one 128-token sequence (with int8 linear layers when `int8`), and
-/// the bytes its weights hold.
-pub(super) fn bench_bert(iters: usize, int8: bool) -> anyhow::Result<(Vec<f64>, usize)> {
+/// BERT-base forward passes of one 128-token sequence (linear weights held as `precision` says),
+/// and the bytes its weights hold.
+pub(super) fn bench_bert(
+    iters: usize,
+    precision: LinearPrecision,
+) -> anyhow::Result<(Vec<f64>, usize)> {
     // BertConfig()'s defaults, as tools/bench_hf.py builds them.
     let config: BertConfig = serde_json::from_value(serde_json::json!({
         "vocab_size": 30522, "hidden_size": 768, "num_hidden_layers": 12,
@@ -290,9 +294,7 @@ pub(super) fn bench_bert(iters: usize, int8: bool) -> anyhow::Result<(Vec<f64>, 
         "type_vocab_size": 2, "pad_token_id": 0,
     }))?;
     let store = ParamStore::new(0, &Device::Cpu);
-    if int8 {
-        store.quantize_linears();
-    }
+    store.hold_linears_as(precision);
     let model = BertModel::new(Family::Bert, Head::Base, config, true, &store.root())?;
     let mut rng = LingoRng::new(0);
     let ids: Vec<u32> = (0..BERT_TOKENS)
@@ -378,10 +380,13 @@ fn bench_pretrain(iters: usize) -> anyhow::Result<Timings> {
 const GPT2_PROMPT: usize = 32;
 const GPT2_NEW: usize = 128;
 
-/// GPT-2 small: greedy generation of 128 tokens after a 32-token prompt, with the KV cache (with
-/// int8 linear layers when `int8`). Also the bytes of linear weights one decoding step reads, and
-/// the bytes all its weights hold.
-pub(super) fn bench_gpt2(iters: usize, int8: bool) -> anyhow::Result<(Vec<f64>, usize, usize)> {
+/// GPT-2 small: greedy generation of 128 tokens after a 32-token prompt, with the KV cache (linear
+/// weights held as `precision` says). Also the bytes of linear weights one decoding step reads,
+/// and the bytes all its weights hold.
+pub(super) fn bench_gpt2(
+    iters: usize,
+    precision: LinearPrecision,
+) -> anyhow::Result<(Vec<f64>, usize, usize)> {
     let hf = Gpt2Config {
         vocab_size: 50257,
         n_positions: 1024,
@@ -400,14 +405,17 @@ pub(super) fn bench_gpt2(iters: usize, int8: bool) -> anyhow::Result<(Vec<f64>, 
         attn_pdrop: 0.1,
     };
     let store = ParamStore::new(0, &Device::Cpu);
-    if int8 {
-        store.quantize_linears();
-    }
+    store.hold_linears_as(precision);
     let model = Gpt::new(hf.to_gpt().map_err(anyhow::Error::msg)?, &store.root())?;
     // Each step reads every linear weight once: 12·d² per block (attention 4·d², MLP 8·d²) and
-    // the tied head, vocabulary × d; 4 bytes each in f32, 1 in int8.
+    // the tied head, vocabulary × d; 4 bytes each in f32, 2 in bf16, 1 in int8.
     let (d, vocab) = (hf.n_embd, hf.vocab_size);
-    let linear_bytes = (hf.n_layer * 12 * d * d + vocab * d) * if int8 { 1 } else { 4 };
+    let bytes = match precision {
+        LinearPrecision::F32 => 4,
+        LinearPrecision::Bf16 => 2,
+        LinearPrecision::Int8 => 1,
+    };
+    let linear_bytes = (hf.n_layer * 12 * d * d + vocab * d) * bytes;
     let mut rng = LingoRng::new(0);
     let prompt: Vec<u32> = (0..GPT2_PROMPT)
         .map(|_| 1000 + rng.below(49000) as u32)
@@ -544,7 +552,7 @@ impl Bench {
                 timing();
                 let row = Row {
                     label: "forward, 1 × 128 tokens",
-                    lingo_ms: bench_bert(iters, false)?.0,
+                    lingo_ms: bench_bert(iters, LinearPrecision::F32)?.0,
                     key: "ms",
                     per_iter: BERT_TOKENS,
                 };
@@ -579,7 +587,7 @@ impl Bench {
                 timing();
                 let row = Row {
                     label: "generate 128 tokens",
-                    lingo_ms: bench_gpt2(iters, false)?.0,
+                    lingo_ms: bench_gpt2(iters, LinearPrecision::F32)?.0,
                     key: "ms",
                     per_iter: GPT2_NEW,
                 };

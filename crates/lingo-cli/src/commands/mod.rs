@@ -22,18 +22,39 @@ use lingo_models::auto::LoadOptions;
 use lingo_models::Quantization;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-/// `--int8`: load the model with int8 linear layers (as `lingo quantize` would make it).
+/// `--int8` / `--dtype bf16`: how the model's linear layers hold their weights for inference.
 #[derive(clap::Args, Clone, Copy, Default)]
 pub struct QuantizeArg {
     /// Run the linear layers in int8 (dynamic quantization: per-channel int8 weights, per-row
     /// int8 activations); a folder `lingo quantize` wrote is int8 without it.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "dtype")]
     pub int8: bool,
+    /// The linear layers' weights: `f32`, or `bf16` (half the memory; f32 accumulation, fast on
+    /// AVX-512 BF16 CPUs, a portable loop elsewhere).
+    #[arg(long, value_enum)]
+    pub dtype: Option<WeightDtype>,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, PartialEq, Eq)]
+pub enum WeightDtype {
+    F32,
+    Bf16,
 }
 
 impl QuantizeArg {
     pub fn quantize(self) -> Option<Quantization> {
-        self.int8.then_some(Quantization::Int8Dynamic)
+        match self.dtype {
+            Some(WeightDtype::Bf16) => {
+                if !lingo_kernels::mixed_precision::bf16_supported() {
+                    eprintln!(
+                        "note: this CPU has no AVX-512 BF16: bf16 weights halve the memory, but \
+                         their products run in a slower portable loop"
+                    );
+                }
+                Some(Quantization::Bf16)
+            }
+            _ => self.int8.then_some(Quantization::Int8Dynamic),
+        }
     }
 
     pub fn options(self) -> LoadOptions {

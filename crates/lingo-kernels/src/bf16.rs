@@ -1,0 +1,305 @@
+//! bf16 weights for inference: each linear weight held once, as bfloat16, and multiplied with f32
+//! accumulation.
+//!
+//! A [`Bf16Matrix`] is a weight `W [out, in]` rounded to bf16 (to nearest even) and packed once as
+//! `Wᵀ`'s micro-panels, the layout [`crate::mixed_precision`]'s blocked product reads — so a call
+//! converts only the activations, and the weight costs half its f32 memory and half its bandwidth,
+//! which is what bounds decoding. On a CPU with AVX-512 BF16 the product runs on `vdpbf16ps`; on
+//! any other, a portable loop reads the same packed weight (correct and slower): the halved memory
+//! holds everywhere, the speed where the instruction is.
+//!
+//! Activations are rounded to bf16 too (the instruction multiplies bf16 pairs); sums, the bias and
+//! everything outside the linear layers stay f32. That is `model.to(torch.bfloat16)` for the matrix
+//! products, without bf16 activations between them.
+
+use crate::cpu::{Mat, SendPtr};
+use crate::mixed_precision::{self, bf16_supported, from_bf16, to_bf16, MR, NR};
+use candle_core::{bail, CpuStorage, Layout, Result, Shape, Tensor};
+use rayon::prelude::*;
+use std::sync::Arc;
+
+/// A linear weight `[out, in]` in bf16, packed for `x · Wᵀ`.
+pub struct Bf16Matrix {
+    out: usize,
+    inp: usize,
+    /// k-pairs: `ceil(in / 2)`.
+    kp: usize,
+    /// `ceil(out / NR)` panels of `kp` pairs × `NR` columns; each u32 holds the bf16 pair
+    /// `(W[c][2p], W[c][2p+1])`, zero past the edges.
+    packed: Vec<u32>,
+}
+
+impl std::fmt::Debug for Bf16Matrix {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Bf16Matrix[{}×{}]", self.out, self.inp)
+    }
+}
+
+impl Bf16Matrix {
+    /// `w` row-major `[out, in]`, rounded to bf16.
+    pub fn from_f32(w: &[f32], out: usize, inp: usize) -> Result<Self> {
+        if w.len() != out * inp || out == 0 || inp == 0 {
+            bail!("bf16 weight: {} values for a {out}×{inp} matrix", w.len());
+        }
+        let kp = inp.div_ceil(2);
+        // `Wᵀ [in, out]` has element (l, c) at `w[c·in + l]`.
+        let wt = Mat {
+            ptr: w.as_ptr(),
+            rs: 1,
+            cs: inp as isize,
+        };
+        let packed = mixed_precision::pack_b(wt, inp, out, kp);
+        Ok(Bf16Matrix {
+            out,
+            inp,
+            kp,
+            packed,
+        })
+    }
+
+    /// `(out, in)`.
+    pub fn dims(&self) -> (usize, usize) {
+        (self.out, self.inp)
+    }
+
+    /// The bf16 bits of `W [out, in]`, row-major (what a bf16 safetensors file stores).
+    pub fn to_bits(&self) -> Vec<u16> {
+        let mut bits = vec![0u16; self.out * self.inp];
+        for c in 0..self.out {
+            let panel = &self.packed[c / NR * self.kp * NR..];
+            for l in 0..self.inp {
+                let pair = panel[l / 2 * NR + c % NR];
+                bits[c * self.inp + l] = (pair >> (16 * (l % 2))) as u16;
+            }
+        }
+        bits
+    }
+
+    /// `W` back in f32 (exactly the bf16 values).
+    pub fn to_f32(&self) -> Vec<f32> {
+        self.to_bits().into_iter().map(from_bf16).collect()
+    }
+
+    /// Bytes held.
+    pub fn bytes(&self) -> usize {
+        4 * self.packed.len()
+    }
+
+    /// `x [m, in] · Wᵀ (+ bias)` → `[m, out]`.
+    pub fn matmul(&self, x: &[f32], m: usize, bias: Option<&[f32]>) -> Result<Vec<f32>> {
+        if x.len() != m * self.inp {
+            bail!(
+                "bf16 linear: {} input values for {m} rows of {}",
+                x.len(),
+                self.inp
+            );
+        }
+        if let Some(b) = bias {
+            if b.len() != self.out {
+                bail!("bf16 linear: bias of {} for {} outputs", b.len(), self.out);
+            }
+        }
+        let mut y = vec![0f32; m * self.out];
+        if let Some(b) = bias {
+            for row in y.chunks_mut(self.out) {
+                row.copy_from_slice(b);
+            }
+        }
+        if m == 0 {
+            return Ok(y);
+        }
+        if bf16_supported() {
+            let a = mixed_precision::pack_a(Mat::rows(x.as_ptr(), self.inp), m, self.inp, self.kp);
+            // SAFETY: `y` is `m × out`, `a` and `packed` were packed for these sizes, and the CPU
+            // has AVX-512 BF16.
+            unsafe {
+                mixed_precision::gemm_packed(
+                    m,
+                    self.out,
+                    self.kp,
+                    y.as_mut_ptr(),
+                    self.out,
+                    bias.is_some(),
+                    &a,
+                    &self.packed,
+                )
+            };
+        } else {
+            self.matmul_portable(x, m, &mut y);
+        }
+        Ok(y)
+    }
+
+    /// `y += x · Wᵀ` in plain Rust over the packed weight, rounding `x` to bf16 as the instruction
+    /// does: column panels in parallel, each one's `NR` sums vectorised by the compiler.
+    fn matmul_portable(&self, x: &[f32], m: usize, y: &mut [f32]) {
+        let (inp, out, kp) = (self.inp, self.out, self.kp);
+        let xr: Vec<f32> = x.iter().map(|&v| from_bf16(to_bf16(v))).collect();
+        let y = SendPtr(y.as_mut_ptr());
+        (0..out.div_ceil(NR)).into_par_iter().for_each(|t| {
+            let panel = &self.packed[t * kp * NR..(t + 1) * kp * NR];
+            let cols = (out - t * NR).min(NR);
+            for rows in (0..m).step_by(MR) {
+                let rows = rows..(rows + MR).min(m);
+                let mut acc = [[0f32; NR]; MR];
+                for p in 0..kp {
+                    let pairs = &panel[p * NR..(p + 1) * NR];
+                    for (r, i) in rows.clone().enumerate() {
+                        let lo = xr[i * inp + 2 * p];
+                        let hi = if 2 * p + 1 < inp {
+                            xr[i * inp + 2 * p + 1]
+                        } else {
+                            0.0
+                        };
+                        for (a, &w) in acc[r].iter_mut().zip(pairs) {
+                            *a += lo * from_bf16(w as u16) + hi * from_bf16((w >> 16) as u16);
+                        }
+                    }
+                }
+                for (r, i) in rows.enumerate() {
+                    // SAFETY: each task writes only its own panel's columns of `y` (`m × out`).
+                    unsafe {
+                        let dst = y.get().add(i * out + t * NR);
+                        for (c, &a) in acc[r][..cols].iter().enumerate() {
+                            *dst.add(c) += a;
+                        }
+                    }
+                }
+            }
+        });
+    }
+}
+
+/// `linear` through a bf16 weight: `x [.., in] → [.., out]`. Inference only: a bf16 weight held for
+/// inference has no gradient (train in f32 or bf16 mixed precision, then load with bf16 weights).
+pub fn linear_bf16(x: &Tensor, w: &Arc<Bf16Matrix>, bias: Option<&Tensor>) -> Result<Tensor> {
+    let bias = match bias {
+        Some(b) => Some(
+            b.to_dtype(candle_core::DType::F32)?
+                .flatten_all()?
+                .to_vec1()?,
+        ),
+        None => None,
+    };
+    x.contiguous()?.apply_op1(Bf16Linear { w: w.clone(), bias })
+}
+
+struct Bf16Linear {
+    w: Arc<Bf16Matrix>,
+    bias: Option<Vec<f32>>,
+}
+
+impl candle_core::CustomOp1 for Bf16Linear {
+    fn name(&self) -> &'static str {
+        "linear-bf16"
+    }
+
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
+        let x = crate::cpu::slice(storage, layout, "linear-bf16")?;
+        let (out, inp) = self.w.dims();
+        let last = layout.dims().last().copied().unwrap_or(0);
+        if last != inp {
+            bail!("bf16 linear: input width {last}, the weight takes {inp}");
+        }
+        let m = x.len() / inp;
+        let y = self.w.matmul(x, m, self.bias.as_deref())?;
+        let mut dims = layout.dims().to_vec();
+        *dims.last_mut().expect("rank >= 1") = out;
+        Ok((CpuStorage::F32(y), Shape::from(dims)))
+    }
+
+    fn bwd(&self, _: &Tensor, _: &Tensor, _: &Tensor) -> Result<Option<Tensor>> {
+        bail!(
+            "a bf16-weight linear layer is for inference and has no gradient: train in f32 \
+             (or with --precision bf16), then load with --dtype bf16"
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::{Rng, SeedableRng};
+
+    fn random(n: usize, seed: u64) -> Vec<f32> {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+        (0..n).map(|_| rng.random_range(-1.0f32..1.0)).collect()
+    }
+
+    /// The exact product of the bf16-rounded operands, plus the bias, in f64.
+    fn reference(
+        x: &[f32],
+        w: &[f32],
+        b: &[f32],
+        (m, out, inp): (usize, usize, usize),
+    ) -> Vec<f64> {
+        let r = |v: f32| from_bf16(to_bf16(v)) as f64;
+        let mut y = vec![0f64; m * out];
+        for i in 0..m {
+            for c in 0..out {
+                y[i * out + c] = b[c] as f64
+                    + (0..inp)
+                        .map(|l| r(x[i * inp + l]) * r(w[c * inp + l]))
+                        .sum::<f64>();
+            }
+        }
+        y
+    }
+
+    const SHAPES: [(usize, usize, usize); 6] = [
+        (1, 1, 1),
+        (1, 70, 33),
+        (3, 17, 5),
+        (9, 50, 301),
+        (70, 100, 130),
+        (130, 300, 64),
+    ];
+
+    /// The packed weight gives back exactly its bf16 values, and holds half of f32's bytes (up to
+    /// panel padding).
+    #[test]
+    fn packing_round_trips_the_rounded_weight() -> Result<()> {
+        for &(_, out, inp) in &SHAPES {
+            let w = random(out * inp, 7);
+            let q = Bf16Matrix::from_f32(&w, out, inp)?;
+            let want: Vec<u16> = w.iter().map(|&v| to_bf16(v)).collect();
+            assert_eq!(q.to_bits(), want, "{out}×{inp}");
+            assert!(q.bytes() <= 2 * (out.next_multiple_of(NR)) * inp.next_multiple_of(2));
+        }
+        Ok(())
+    }
+
+    /// Both kernels (the AVX-512 BF16 one where the CPU has it) equal the product of the rounded
+    /// operands, over ragged rows, columns and an odd `in`.
+    #[test]
+    fn products_match_the_rounded_operands() -> Result<()> {
+        for &(m, out, inp) in &SHAPES {
+            let w = random(out * inp, 1);
+            let x = random(m * inp, 2);
+            let b = random(out, 3);
+            let q = Bf16Matrix::from_f32(&w, out, inp)?;
+            let want = reference(&x, &w, &b, (m, out, inp));
+            let tol = 1e-4 * (1.0 + inp as f64).sqrt();
+            let mut portable = b.repeat(m);
+            q.matmul_portable(&x, m, &mut portable);
+            let fast = q.matmul(&x, m, Some(&b))?;
+            for (name, got) in [("portable", &portable), ("dispatched", &fast)] {
+                for (idx, (&g, &w)) in got.iter().zip(&want).enumerate() {
+                    assert!(
+                        (g as f64 - w).abs() < tol,
+                        "{name} {m}×{out}×{inp} at {idx}: {g} vs {w}"
+                    );
+                }
+            }
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn bad_shapes_are_errors() {
+        assert!(Bf16Matrix::from_f32(&[1.0; 5], 2, 3).is_err());
+        let q = Bf16Matrix::from_f32(&[1.0; 6], 2, 3).unwrap();
+        assert!(q.matmul(&[1.0; 5], 2, None).is_err());
+        assert!(q.matmul(&[1.0; 3], 1, Some(&[0.0; 3])).is_err());
+    }
+}
