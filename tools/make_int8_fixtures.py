@@ -1,9 +1,9 @@
 """Reference for Lingo's int8 and bf16 tests: how far PyTorch's dynamic int8 quantization
 (`torch.ao.quantization.quantize_dynamic` of every nn.Linear, qint8 weights) moves each tiny
 fixture model's output on the fixture's padded batch, as ||int8 - f32|| / ||f32||; and how far
-bf16 linear layers move it — `bf16_linear`: every linear layer (GPT-2's Conv1D too) multiplying
-bf16-rounded inputs by bf16-rounded weights with f32 sums, everything else f32, which is Lingo's
-`--dtype bf16`; `bf16_autocast`: `torch.autocast("cpu", torch.bfloat16)` for comparison.
+bf16 weights move it — `bf16_linear`: every linear layer (GPT-2's Conv1D too) multiplying
+bf16-rounded inputs by bf16-rounded weights with f32 sums, embedding tables rounded to bf16,
+everything else f32, which is Lingo's `--dtype bf16`; `bf16_autocast`: `torch.autocast("cpu", torch.bfloat16)` for comparison.
 
 crates/lingo-models/tests/quantized.rs checks Lingo's int8 model is no further from f32 than
 PyTorch's, and its bf16 model as far as the bf16_linear emulation (summation order aside).
@@ -45,8 +45,8 @@ def bf16(t):
 
 
 def bf16_linear_output(model, inputs):
-    """The model's output with every linear product in bf16 operands (f32 sums), by patching
-    the modules' forwards; the parameters themselves (tied embeddings) stay f32."""
+    """The model's output with every linear product in bf16 operands (f32 sums), by patching the
+    linear modules' forwards, and every embedding table rounded to bf16 for the call."""
     patched = []
     for module in model.modules():
         if isinstance(module, torch.nn.Linear):
@@ -60,7 +60,17 @@ def bf16_linear_output(model, inputs):
             continue
         patched.append(module)
         module.forward = forward
+    # Embedding tables (subclasses scale or offset their lookups: keep their forwards) are
+    # rounded in place for the call and restored. BART's and Marian's position tables stay f32,
+    # as in Lingo (a plain parameter there; Marian's sines are computed).
+    tables = [m.weight for m in model.modules() if isinstance(m, torch.nn.Embedding)
+              and "Positional" not in type(m).__name__]
+    saved = [t.detach().clone() for t in tables]
+    for t in tables:
+        t.data.copy_(bf16(t.data))
     out = output(model, inputs)
+    for t, v in zip(tables, saved):
+        t.data.copy_(v)
     for module in patched:
         del module.forward
     return out

@@ -1,5 +1,6 @@
-//! `lingo quantize` and `--int8` as a user runs them: the quantized folder holds every file of the
-//! original, loads in the task commands as int8, and answers as `--int8` on the f32 folder does.
+//! `lingo quantize` and `--int8` / `--dtype bf16` as a user runs them: the quantized folder holds
+//! every file of the original, loads in the task commands as int8, and answers as `--int8` on the
+//! f32 folder does; a bf16 folder is a plain bfloat16 one.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -110,4 +111,60 @@ fn quantize_refuses_to_overwrite_its_source_and_unknown_schemes() {
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown quantization scheme `int4`"));
+}
+
+#[test]
+fn bf16_folder_and_dtype_flag() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("bert-cls-bf16");
+    let source = fixture("bert-cls");
+    let s = source.to_str().unwrap();
+    lingo(&[
+        "quantize",
+        s,
+        "--scheme",
+        "bf16",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("config.json")).unwrap()).unwrap();
+    assert!(config.get("quantization_config").is_none());
+    assert_eq!(config["dtype"], "bfloat16");
+    let size = |dir: &Path| {
+        std::fs::metadata(dir.join("model.safetensors"))
+            .unwrap()
+            .len()
+    };
+    assert!(
+        size(&out) * 10 < size(&source) * 6,
+        "{} vs {}",
+        size(&out),
+        size(&source)
+    );
+
+    let scores = |v: &[serde_json::Value]| -> Vec<f64> {
+        (v.iter().flat_map(|r| r.as_array().unwrap()))
+            .map(|x| x["score"].as_f64().unwrap())
+            .collect()
+    };
+    let f32_answer = scores(&classify(&source, &[]));
+    for answer in [
+        classify(&source, &["--dtype", "bf16"]),
+        classify(&out, &["--dtype", "bf16"]),
+        classify(&out, &[]),
+    ] {
+        let answer = scores(&answer);
+        assert_eq!(answer.len(), f32_answer.len());
+        let off = (answer.iter().zip(&f32_answer))
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0, f64::max);
+        assert!(off < 1e-2, "bf16 scores {answer:?} vs f32 {f32_answer:?}");
+    }
+    let both = Command::new(env!("CARGO_BIN_EXE_lingo"))
+        .args(["classify", "--model", s, "--int8", "--dtype", "bf16", "x"])
+        .output()
+        .unwrap();
+    assert!(!both.status.success());
+    assert!(String::from_utf8_lossy(&both.stderr).contains("cannot be used with"));
 }

@@ -218,11 +218,12 @@ fn foreign_quantized_folders_are_named_errors() {
     );
 }
 
-/// bf16 weights: each family's output moves from f32's exactly as far as PyTorch's with every
-/// linear layer on bf16-rounded operands and f32 sums (tools/make_int8_fixtures.py; the two differ
-/// only in summation order), and less than under `torch.autocast(bfloat16)`; within the issue's
-/// 1e-2 relative for the encoders and GPT-2 (these tiny random encoder–decoders move 1–2%, in
-/// PyTorch too). Every linear weight is held once, in bf16.
+/// bf16 weights: each family's output moves from f32's as far as PyTorch's does with every linear
+/// layer on bf16-rounded operands with f32 sums and the embedding tables in bf16
+/// (tools/make_int8_fixtures.py; the two agree to 5–6 digits, differing only in summation order),
+/// and less than under `torch.autocast(bfloat16)`; within the issue's 1e-2 relative but for the
+/// tiny random T5 and Marian (2.1% and 1.2%, in PyTorch too). Every linear weight is held once,
+/// in bf16.
 #[test]
 fn every_family_runs_bf16_as_pytorch_does() {
     let reference: serde_json::Value =
@@ -240,11 +241,11 @@ fn every_family_runs_bf16_as_pytorch_does() {
             torch["bf16_autocast"].as_f64().unwrap() as f32,
         );
         assert!(
-            (error - linear).abs() <= 0.02 * linear && error < autocast,
+            (error - linear).abs() <= 0.005 * linear && error < autocast,
             "{name}: bf16 output off by {error} relative; PyTorch's bf16 linear layers by \
              {linear}, autocast by {autocast}"
         );
-        if !["bart", "t5", "marian"].contains(&name) {
+        if !["t5", "marian"].contains(&name) {
             assert!(error < 1e-2, "{name}: bf16 output off by {error}");
         }
         let linears = bf16.store.bf16_linears();

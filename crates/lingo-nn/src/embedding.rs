@@ -1,8 +1,9 @@
 use crate::params::{Init, ParamPath};
-use candle_core::{Result, Tensor};
+use candle_core::{DType, Result, Tensor};
 use lingo_kernels::SharedGrad;
 
-/// A lookup table of `rows` vectors of width `dim`.
+/// A lookup table of `rows` vectors of width `dim`: f32, or bf16 in a store that holds linear
+/// weights in bf16 (inference), whose lookups convert the rows they read to f32.
 #[derive(Clone, Debug)]
 pub struct Embedding {
     pub weight: Tensor,
@@ -13,7 +14,7 @@ pub struct Embedding {
 impl Embedding {
     pub fn new(p: &ParamPath, rows: usize, dim: usize, init: Init) -> Result<Self> {
         Ok(Embedding {
-            weight: p.get("weight", &[rows, dim], init)?,
+            weight: p.table("weight", &[rows, dim], init)?,
             padding_idx: None,
         })
     }
@@ -28,6 +29,12 @@ impl Embedding {
 
     /// `ids` of any shape → `[ids..., dim]`.
     pub fn forward(&self, ids: &Tensor) -> Result<Tensor> {
+        if self.weight.dtype() == DType::BF16 {
+            let mut dims = ids.dims().to_vec();
+            dims.push(self.weight.dim(1)?);
+            let rows = self.weight.index_select(&ids.flatten_all()?, 0)?;
+            return rows.to_dtype(DType::F32)?.reshape(dims);
+        }
         lingo_kernels::embedding_padded(&self.weight, ids, self.padding_idx)
     }
 }
@@ -50,6 +57,9 @@ impl Embedding {
 
 impl LoopEmbedding<'_> {
     pub fn forward(&self, ids: &Tensor) -> Result<Tensor> {
+        if self.table.weight.dtype() == DType::BF16 {
+            return self.table.forward(ids); // inference: nothing to share
+        }
         lingo_kernels::embedding_shared(&self.table.weight, ids, &self.dtable)
     }
 }

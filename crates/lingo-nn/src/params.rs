@@ -263,6 +263,11 @@ impl ParamStore {
     }
 
     fn create(&self, name: &str, shape: &[usize], init: Init) -> Result<Tensor> {
+        self.create_as(name, shape, init, DType::F32)
+    }
+
+    /// [`Self::create`], the new parameter held in `dtype`.
+    fn create_as(&self, name: &str, shape: &[usize], init: Init, dtype: DType) -> Result<Tensor> {
         let mut inner = self.lock();
         if inner.packed.iter().any(|(n, _)| n == name) {
             bail!("parameter {name} is an int8 or bf16 linear weight; it has no f32 tensor");
@@ -277,7 +282,7 @@ impl ParamStore {
             }
             return Ok(existing.as_tensor().clone());
         }
-        let value = inner.produce(name, shape, init)?;
+        let value = inner.produce(name, shape, init)?.to_dtype(dtype)?;
         let var = Var::from_tensor(&value)?;
         let index = inner.params.len();
         inner.params.push((name.to_string(), var.clone()));
@@ -498,6 +503,17 @@ impl ParamPath {
     /// The parameter `prefix.name`, created with `init` the first time it is asked for.
     pub fn get(&self, name: &str, shape: &[usize], init: Init) -> Result<Tensor> {
         self.store.create(&self.sub(name).prefix, shape, init)
+    }
+
+    /// The lookup table `prefix.name` of an embedding: f32, or bf16 in a store holding linear
+    /// weights in bf16 (inference: the lookup converts the rows it reads to f32).
+    pub fn table(&self, name: &str, shape: &[usize], init: Init) -> Result<Tensor> {
+        let dtype = match self.store.linear_precision() {
+            LinearPrecision::Bf16 => DType::BF16,
+            LinearPrecision::F32 | LinearPrecision::Int8 => DType::F32,
+        };
+        self.store
+            .create_as(&self.sub(name).prefix, shape, init, dtype)
     }
 
     /// The weight `prefix.name` of a linear layer, `[out, in]`: int8 or bf16 if the store holds

@@ -1,6 +1,6 @@
 use crate::embedding::Embedding;
 use crate::params::{Init, ParamPath};
-use candle_core::{bail, Device, Result, Tensor};
+use candle_core::{bail, DType, Device, Result, Tensor};
 
 /// Where a token is, added to its embedding.
 #[derive(Clone, Debug)]
@@ -54,7 +54,7 @@ impl PositionalEncoding {
             );
         }
         match self {
-            PositionalEncoding::Learned(e) => e.weight.narrow(0, offset, len),
+            PositionalEncoding::Learned(e) => e.weight.narrow(0, offset, len)?.to_dtype(DType::F32),
             PositionalEncoding::Sinusoidal(t) => t.narrow(0, offset, len),
         }
     }

@@ -1,5 +1,5 @@
 //! `lingo quantize`: a model folder with int8 linear layers, which every Lingo command loads as
-//! it is (see lingo_models::quantize).
+//! it is (see lingo_models::quantize), or a bfloat16 folder.
 
 use clap::Args;
 use lingo_models::auto::LoadOptions;
@@ -16,6 +16,7 @@ pub struct Quantize {
     #[arg(long)]
     out: PathBuf,
     /// `int8-dynamic`: int8 weights per output channel, int8 activations per row at run time.
+    /// `bf16`: a bfloat16 folder (`transformers` loads it; `--dtype bf16` runs it in bf16).
     #[arg(long, default_value = "int8-dynamic")]
     scheme: Quantization,
     /// Never download (also: HF_HUB_OFFLINE=1).
@@ -40,14 +41,14 @@ impl Quantize {
         let pretrained = Pretrained::open(&dir, &options)?;
         pretrained.save(&self.out)?;
         let copied = copy_other_files(&dir, &self.out)?;
-        let layers = pretrained.store.quantized();
-        let int8_params: usize = layers.iter().map(|(_, q)| q.dims().0 * q.dims().1).sum();
+        let layers = pretrained.store.packed_linears();
+        let packed_params: usize = layers.iter().map(|(_, (o, i))| o * i).sum();
         let mb = |b: u64| b as f64 / 1e6;
         println!(
             "{} linear layers ({:.1}M weights) → {}; weights in memory {:.1} MB → {:.1} MB; \
              files {:.1} MB → {:.1} MB; {copied} other files copied; {:.1}s",
             layers.len(),
-            int8_params as f64 / 1e6,
+            packed_params as f64 / 1e6,
             self.scheme,
             mb(4 * pretrained.store.num_params() as u64),
             mb(pretrained.store.weight_bytes() as u64),
