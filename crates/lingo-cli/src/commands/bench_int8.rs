@@ -153,7 +153,8 @@ pub fn run(iters: usize, python: Option<&str>, json: Option<&Path>) -> anyhow::R
     }
     let mb = |b: usize| b as f64 / 1e6;
     println!(
-        "weights in memory: f32 {:.0} MB, int8 {:.0} MB, bf16 {:.0} MB (embeddings stay f32)",
+        "weights in memory: f32 {:.0} MB, int8 {:.0} MB, bf16 {:.0} MB (embeddings: f32 in int8, \
+         bf16 in bf16)",
         mb(bert.held[0]),
         mb(bert.held[1]),
         mb(bert.held[2])
@@ -193,7 +194,7 @@ pub fn run(iters: usize, python: Option<&str>, json: Option<&Path>) -> anyhow::R
     }
     println!(
         "weights in memory: f32 {:.0} MB, int8 {:.0} MB, bf16 {:.0} MB (the token and position \
-         tables stay f32; the tied head is an int8 or bf16 copy)",
+         tables: f32 in int8, bf16 in bf16; the tied head is a packed int8 or bf16 copy)",
         mb(gpt.held[0]),
         mb(gpt.held[1]),
         mb(gpt.held[2])
