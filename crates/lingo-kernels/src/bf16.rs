@@ -18,11 +18,54 @@ use candle_core::{bail, CpuStorage, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 use std::sync::Arc;
 
+/// The bf16 product kernels, chosen per call at run time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kernel {
+    /// AMX tiles (`tdpbf16ps`), for 32 rows or more.
+    Amx,
+    /// AVX-512 BF16 (`vdpbf16ps`) micro-tiles.
+    Avx512,
+    Portable,
+}
+
+impl Kernel {
+    /// The fastest kernel this CPU runs for `m` rows: AMX for whole blocks of rows, AVX-512 BF16
+    /// below (decoding: bound by streaming the weight, where the tiles gain nothing).
+    pub fn best(m: usize) -> Kernel {
+        let available = Kernel::available();
+        match available[0] {
+            Kernel::Amx if m < crate::amx::ROWS => available[1],
+            k => k,
+        }
+    }
+
+    /// The kernels this CPU runs, fastest first.
+    pub fn available() -> Vec<Kernel> {
+        let mut kernels = Vec::new();
+        if bf16_supported() {
+            if cfg!(target_arch = "x86_64") && crate::amx::available() {
+                kernels.push(Kernel::Amx);
+            }
+            kernels.push(Kernel::Avx512);
+        }
+        kernels.push(Kernel::Portable);
+        kernels
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Kernel::Amx => "amx",
+            Kernel::Avx512 => "avx512bf16",
+            Kernel::Portable => "portable",
+        }
+    }
+}
+
 /// A linear weight `[out, in]` in bf16, packed for `x · Wᵀ`.
 pub struct Bf16Matrix {
     out: usize,
     inp: usize,
-    /// k-pairs: `ceil(in / 2)`.
+    /// k-pairs: `ceil(in / 2)` rounded up to a whole AMX tile step (zero pairs past the end).
     kp: usize,
     /// `ceil(out / NR)` panels of `kp` pairs × `NR` columns; each u32 holds the bf16 pair
     /// `(W[c][2p], W[c][2p+1])`, zero past the edges.
@@ -41,7 +84,7 @@ impl Bf16Matrix {
         if w.len() != out * inp || out == 0 || inp == 0 {
             bail!("bf16 weight: {} values for a {out}×{inp} matrix", w.len());
         }
-        let kp = inp.div_ceil(2);
+        let kp = inp.div_ceil(2).next_multiple_of(crate::amx::PAIRS);
         // `Wᵀ [in, out]` has element (l, c) at `w[c·in + l]`.
         let wt = Mat {
             ptr: w.as_ptr(),
@@ -105,35 +148,88 @@ impl Bf16Matrix {
                 row.copy_from_slice(b);
             }
         }
-        if m == 0 {
-            return Ok(y);
-        }
-        if bf16_supported() {
-            let a = mixed_precision::pack_a(Mat::rows(x.as_ptr(), self.inp), m, self.inp, self.kp);
-            // SAFETY: `y` is `m × out`, `a` and `packed` were packed for these sizes, and the CPU
-            // has AVX-512 BF16.
-            unsafe {
-                mixed_precision::gemm_packed(
-                    m,
-                    self.out,
-                    self.kp,
-                    y.as_mut_ptr(),
-                    self.out,
-                    bias.is_some(),
-                    &a,
-                    &self.packed,
-                )
-            };
-        } else {
-            self.matmul_portable(x, m, &mut y);
+        if m > 0 {
+            self.product(x, m, &mut y, bias.is_some(), Kernel::best(m));
         }
         Ok(y)
+    }
+
+    /// `y (+)= x · Wᵀ` with `kernel`, which must run on this CPU.
+    fn product(&self, x: &[f32], m: usize, y: &mut [f32], accumulate: bool, kernel: Kernel) {
+        match kernel {
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Amx => {
+                let a = self.rows_as_pairs(x, m);
+                // SAFETY: AMX is available (`Kernel::best`); `a` holds whole 32-row blocks of
+                // `kp` pairs, `packed` the weight's panels, `y` is `m × out`.
+                unsafe {
+                    crate::amx::gemm(
+                        m,
+                        self.out,
+                        self.kp,
+                        y.as_mut_ptr(),
+                        self.out,
+                        accumulate,
+                        &a,
+                        &self.packed,
+                    )
+                }
+            }
+            Kernel::Avx512 => {
+                let a =
+                    mixed_precision::pack_a(Mat::rows(x.as_ptr(), self.inp), m, self.inp, self.kp);
+                // SAFETY: `y` is `m × out`, `a` and `packed` were packed for these sizes, and the
+                // CPU has AVX-512 BF16 (`Kernel::best`).
+                unsafe {
+                    mixed_precision::gemm_packed(
+                        m,
+                        self.out,
+                        self.kp,
+                        y.as_mut_ptr(),
+                        self.out,
+                        accumulate,
+                        &a,
+                        &self.packed,
+                    )
+                }
+            }
+            _ => {
+                if !accumulate {
+                    y.fill(0.0);
+                }
+                self.matmul_portable(x, m, y)
+            }
+        }
+    }
+
+    /// `x [m, in]` as rows of `kp` bf16 pairs, in whole blocks of [`crate::amx::ROWS`] rows
+    /// (zero past `m` and past `in`): AMX's left operand.
+    fn rows_as_pairs(&self, x: &[f32], m: usize) -> Vec<u32> {
+        let (inp, kp) = (self.inp, self.kp);
+        let mut a = vec![0u32; m.next_multiple_of(crate::amx::ROWS) * kp];
+        let full = inp / 2;
+        let convert = |(i, row): (usize, &mut [u32])| {
+            if i < m {
+                let src = &x[i * inp..(i + 1) * inp];
+                mixed_precision::convert_adjacent(&src[..2 * full], &mut row[..full]);
+                if inp % 2 == 1 {
+                    row[full] = to_bf16(src[inp - 1]) as u32;
+                }
+            }
+        };
+        if m * inp >= 1 << 16 {
+            a.par_chunks_mut(kp).enumerate().for_each(convert);
+        } else {
+            a.chunks_mut(kp).enumerate().for_each(convert);
+        }
+        a
     }
 
     /// `y += x · Wᵀ` in plain Rust over the packed weight, rounding `x` to bf16 as the instruction
     /// does: column panels in parallel, each one's `NR` sums vectorised by the compiler.
     fn matmul_portable(&self, x: &[f32], m: usize, y: &mut [f32]) {
         let (inp, out, kp) = (self.inp, self.out, self.kp);
+        let pairs = inp.div_ceil(2);
         let xr: Vec<f32> = x.iter().map(|&v| from_bf16(to_bf16(v))).collect();
         let y = SendPtr(y.as_mut_ptr());
         (0..out.div_ceil(NR)).into_par_iter().for_each(|t| {
@@ -142,7 +238,7 @@ impl Bf16Matrix {
             for rows in (0..m).step_by(MR) {
                 let rows = rows..(rows + MR).min(m);
                 let mut acc = [[0f32; NR]; MR];
-                for p in 0..kp {
+                for p in 0..pairs {
                     let pairs = &panel[p * NR..(p + 1) * NR];
                     for (r, i) in rows.clone().enumerate() {
                         let lo = xr[i * inp + 2 * p];
@@ -246,11 +342,12 @@ mod tests {
         y
     }
 
-    const SHAPES: [(usize, usize, usize); 6] = [
+    const SHAPES: [(usize, usize, usize); 7] = [
         (1, 1, 1),
         (1, 70, 33),
         (3, 17, 5),
         (9, 50, 301),
+        (32, 32, 32),
         (70, 100, 130),
         (130, 300, 64),
     ];
@@ -264,13 +361,14 @@ mod tests {
             let q = Bf16Matrix::from_f32(&w, out, inp)?;
             let want: Vec<u16> = w.iter().map(|&v| to_bf16(v)).collect();
             assert_eq!(q.to_bits(), want, "{out}×{inp}");
-            assert!(q.bytes() <= 2 * (out.next_multiple_of(NR)) * inp.next_multiple_of(2));
+            let kp = inp.div_ceil(2).next_multiple_of(crate::amx::PAIRS);
+            assert_eq!(q.bytes(), 4 * out.next_multiple_of(NR) * kp);
         }
         Ok(())
     }
 
-    /// Both kernels (the AVX-512 BF16 one where the CPU has it) equal the product of the rounded
-    /// operands, over ragged rows, columns and an odd `in`.
+    /// Every kernel this CPU runs (AMX, AVX-512 BF16, portable) equals the product of the rounded
+    /// operands, over ragged rows, columns, an odd `in` and several 32-row blocks.
     #[test]
     fn products_match_the_rounded_operands() -> Result<()> {
         for &(m, out, inp) in &SHAPES {
@@ -280,10 +378,13 @@ mod tests {
             let q = Bf16Matrix::from_f32(&w, out, inp)?;
             let want = reference(&x, &w, &b, (m, out, inp));
             let tol = 1e-4 * (1.0 + inp as f64).sqrt();
-            let mut portable = b.repeat(m);
-            q.matmul_portable(&x, m, &mut portable);
-            let fast = q.matmul(&x, m, Some(&b))?;
-            for (name, got) in [("portable", &portable), ("dispatched", &fast)] {
+            let mut outputs = vec![("dispatched", q.matmul(&x, m, Some(&b))?)];
+            for kernel in Kernel::available() {
+                let mut y = b.repeat(m);
+                q.product(&x, m, &mut y, true, kernel);
+                outputs.push((kernel.name(), y));
+            }
+            for (name, got) in &outputs {
                 for (idx, (&g, &w)) in got.iter().zip(&want).enumerate() {
                     assert!(
                         (g as f64 - w).abs() < tol,

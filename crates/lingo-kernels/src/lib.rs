@@ -18,6 +18,7 @@
 //! | [`cross_entropy`] | log-softmax + NLL with `ignore_index` and label smoothing |
 //! | [`gelu`] | GELU, erf and tanh forms |
 //! | [`attention`] | scaled dot-product attention, causal/padding masks, weights on request |
+//! | [`amx`] | AMX tile products for bf16 weights (Sapphire Rapids and later) |
 //! | [`bf16`] | bf16 linear weights for inference, packed once, f32 accumulation |
 //! | [`int8`] | dynamic int8 linear layers: VNNI, AVX2 and portable integer kernels |
 //! | [`mixed_precision`] | bf16 matrix products with f32 accumulation (AVX-512 BF16) |
@@ -25,6 +26,7 @@
 //! | [`shared_grad`] | one in-place gradient sum for a tensor read at every step of a loop |
 
 pub mod additive_attention;
+pub mod amx;
 pub mod attention;
 pub mod bf16;
 mod cpu;

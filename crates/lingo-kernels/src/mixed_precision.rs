@@ -182,7 +182,7 @@ unsafe fn pack_panel(src: Mat, lines: usize, k: usize, width: usize, panel: &mut
 }
 
 /// `out[p] = (x[2p], x[2p+1])`: a bf16 conversion in place order.
-fn convert_adjacent(x: &[f32], out: &mut [u32]) {
+pub(crate) fn convert_adjacent(x: &[f32], out: &mut [u32]) {
     let vectors = out.len() / 16;
     #[cfg(target_arch = "x86_64")]
     // SAFETY: `gemm` runs only where `bf16_supported`; 16 pairs read 32 floats of `x`.

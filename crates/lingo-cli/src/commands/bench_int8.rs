@@ -41,19 +41,17 @@ impl ByPrecision {
 pub fn run(iters: usize, python: Option<&str>, json: Option<&Path>) -> anyhow::Result<()> {
     let threads = rayon::current_num_threads();
     let kernel = Int8Kernel::detect();
-    let bf16_fast = lingo_kernels::mixed_precision::bf16_supported();
+    let bf16_kernels: Vec<_> = (lingo_kernels::bf16::Kernel::available().iter())
+        .map(|k| k.name())
+        .collect();
     println!(
-        "Reduced-precision inference: {threads} threads, int8 kernel `{}` (of {:?}), bf16 {}",
+        "Reduced-precision inference: {threads} threads, int8 kernel `{}` (of {:?}), bf16 kernels \
+         {bf16_kernels:?} (AMX from 32 rows)",
         kernel.name(),
         Int8Kernel::available()
             .iter()
             .map(|k| k.name())
             .collect::<Vec<_>>(),
-        if bf16_fast {
-            "AVX-512 BF16"
-        } else {
-            "portable (this CPU has no AVX-512 BF16)"
-        }
     );
     println!("timing Lingo: BERT-base ({iters} iterations after warm-up) ...");
     let mut bert = ByPrecision {
@@ -233,7 +231,7 @@ pub fn run(iters: usize, python: Option<&str>, json: Option<&Path>) -> anyhow::R
         let value = serde_json::json!({
             "threads": threads,
             "kernel": kernel.name(),
-            "bf16_kernel": if bf16_fast { "avx512bf16" } else { "portable" },
+            "bf16_kernels": bf16_kernels,
             "read_bandwidth_gb_s": bandwidth,
             "lingo": {
                 "bert_f32": bert.ms[0], "bert_int8": bert.ms[1], "bert_bf16": bert.ms[2],
