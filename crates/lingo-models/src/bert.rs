@@ -186,8 +186,10 @@ pub struct BertConfig {
     #[serde(default)]
     pub pruned_heads: BTreeMap<usize, Vec<usize>>,
     /// Lingo's efficient self-attention (absent from Hugging Face configs: `dense`): `window`
-    /// over `attention_window` positions (half either side), or `linformer` projecting keys and
-    /// values to `linformer_k` rows (`linformer_sharing`: `headwise`, `key_value`, `layerwise`).
+    /// over `attention_window` positions (half either side), `linformer` projecting keys and
+    /// values to `linformer_k` rows (`linformer_sharing`: `headwise`, `key_value`, `layerwise`),
+    /// or `lsh`, Reformer's hashed shared-QK attention (`lsh_buckets` buckets, `lsh_rounds`
+    /// hashes, chunks of `lsh_chunk`; the layers have no key projection).
     #[serde(default)]
     pub attention: AttentionKind,
     #[serde(default = "default_window")]
@@ -196,6 +198,12 @@ pub struct BertConfig {
     pub linformer_k: usize,
     #[serde(default)]
     pub linformer_sharing: LinformerSharing,
+    #[serde(default = "default_lsh_buckets")]
+    pub lsh_buckets: usize,
+    #[serde(default = "default_lsh_rounds")]
+    pub lsh_rounds: usize,
+    #[serde(default = "default_lsh_chunk")]
+    pub lsh_chunk: usize,
 }
 
 fn default_act() -> String {
@@ -219,6 +227,15 @@ fn yes() -> bool {
 fn default_window() -> usize {
     256
 }
+fn default_lsh_buckets() -> usize {
+    8
+}
+fn default_lsh_rounds() -> usize {
+    2
+}
+fn default_lsh_chunk() -> usize {
+    64
+}
 
 impl BertConfig {
     fn embedding_width(&self) -> usize {
@@ -239,23 +256,20 @@ impl BertConfig {
         self.hidden_size / self.num_attention_heads.max(1)
     }
 
-    /// The keys a layer at `layer` (its parameters' path) attends over; `base` holds what every
-    /// layer shares.
-    fn pattern(&self, layer: &ParamPath, base: &ParamPath) -> Result<Pattern> {
-        if self.attention == AttentionKind::Lsh {
-            bail!("field `attention`: LSH attention is offered in GPT models (its keys are the queries; these layers have key projections)");
-        }
+    /// The keys layer `index` at `layer` (its parameters' path) attends over; `base` holds what
+    /// every layer shares. LSH draws the layer's rotations from its index.
+    fn pattern(&self, layer: &ParamPath, base: &ParamPath, index: usize) -> Result<Pattern> {
         let c = PatternConfig {
             kind: self.attention,
             window: self.attention_window,
             linformer_k: self.linformer_k,
             linformer_sharing: self.linformer_sharing,
             max_len: self.max_position_embeddings,
-            lsh_buckets: 0,
-            lsh_rounds: 0,
-            lsh_chunk: 0,
+            lsh_buckets: self.lsh_buckets,
+            lsh_rounds: self.lsh_rounds,
+            lsh_chunk: self.lsh_chunk,
             head_dim: self.head_dim(),
-            seed: 0,
+            seed: index as u64,
         };
         Pattern::build(&c, &layer.sub("attention"), &base.sub("encoder"))
     }
@@ -407,7 +421,11 @@ impl EncoderLayer {
         let (h, f, eps) = (c.hidden_size, c.intermediate_size, c.layer_norm_eps);
         let init = c.init();
         let linear = |name: &str, i, o| Linear::new(&p.sub(name), i, o, true, init);
-        let mut attention = MultiHeadAttention::with_head_dim(
+        let build = match pattern {
+            Pattern::Lsh(_) => MultiHeadAttention::shared_qk,
+            _ => MultiHeadAttention::with_head_dim,
+        };
+        let mut attention = build(
             p,
             [names.q, names.k, names.v, names.out],
             h,
@@ -680,7 +698,14 @@ impl BertModel {
                     .map(|g| {
                         let lp =
                             base.sub(format!("encoder.albert_layer_groups.{g}.albert_layers.0"));
-                        EncoderLayer::new(&lp, &ALBERT_LAYER, family, c, g, c.pattern(&lp, &base)?)
+                        EncoderLayer::new(
+                            &lp,
+                            &ALBERT_LAYER,
+                            family,
+                            c,
+                            g,
+                            c.pattern(&lp, &base, g)?,
+                        )
                     })
                     .collect::<Result<Vec<_>>>()?;
                 let per_group = c.num_hidden_layers.div_ceil(groups);
@@ -691,7 +716,7 @@ impl BertModel {
                 let layers = (0..c.num_hidden_layers)
                     .map(|i| {
                         let lp = base.sub(format!("transformer.layer.{i}"));
-                        let pattern = c.pattern(&lp, &base)?;
+                        let pattern = c.pattern(&lp, &base, i)?;
                         EncoderLayer::new(&lp, &DISTILBERT_LAYER, family, c, i, pattern)
                     })
                     .collect::<Result<Vec<_>>>()?;
@@ -701,7 +726,7 @@ impl BertModel {
                 let layers = (0..c.num_hidden_layers)
                     .map(|i| {
                         let lp = base.sub(format!("encoder.layer.{i}"));
-                        let pattern = c.pattern(&lp, &base)?;
+                        let pattern = c.pattern(&lp, &base, i)?;
                         EncoderLayer::new(&lp, &BERT_LAYER, family, c, i, pattern)
                     })
                     .collect::<Result<Vec<_>>>()?;

@@ -39,12 +39,16 @@ pub struct TransformerConfig {
     pub bos_id: u32,
     pub eos_id: u32,
     /// The encoder's self-attention: `dense`, `window` (over `attention_window` positions, half
-    /// either side) or `linformer` (keys and values projected to `linformer_k` rows). The decoder
-    /// stays dense: it decodes with a cache of everything before.
+    /// either side), `linformer` (keys and values projected to `linformer_k` rows) or `lsh`
+    /// (Reformer's hashed shared-QK attention: `lsh_buckets`, `lsh_rounds`, `lsh_chunk`; no key
+    /// projection). The decoder stays dense: it decodes with a cache of everything before.
     pub attention: AttentionKind,
     pub attention_window: usize,
     pub linformer_k: usize,
     pub linformer_sharing: LinformerSharing,
+    pub lsh_buckets: usize,
+    pub lsh_rounds: usize,
+    pub lsh_chunk: usize,
 }
 
 impl Default for TransformerConfig {
@@ -68,6 +72,9 @@ impl Default for TransformerConfig {
             attention_window: 64,
             linformer_k: 64,
             linformer_sharing: LinformerSharing::Headwise,
+            lsh_buckets: 8,
+            lsh_rounds: 2,
+            lsh_chunk: 64,
         }
     }
 }
@@ -85,9 +92,6 @@ impl TransformerConfig {
             ("max_len", self.max_len),
         ])?;
         check_heads(self.d_model, self.n_heads)?;
-        if self.attention == AttentionKind::Lsh {
-            return Err("field `attention`: LSH attention is offered in GPT models (its keys are the queries; these layers have key projections)".into());
-        }
         if self.share_embeddings && self.src_vocab_size != self.tgt_vocab_size {
             return Err(format!(
                 "field `share_embeddings` needs one vocabulary, got {} source and {} target tokens",
@@ -115,12 +119,27 @@ impl Layer {
         let norm = |name: &str| LayerNorm::new(&p.sub(name), d, true, 1e-5);
         // Glorot-uniform initialisation, as the reference implementation.
         let glorot = |i: usize, o: usize| Init::Uniform((6.0 / (i + o) as f32).sqrt());
-        let attention = |name: &str| {
-            let names = ["q", "k", "v", "out"];
-            MultiHeadAttention::new(&p.sub(name), names, d, c.n_heads, glorot(d, d))
+        let names = ["q", "k", "v", "out"];
+        let attention =
+            |name: &str| MultiHeadAttention::new(&p.sub(name), names, d, c.n_heads, glorot(d, d));
+        // The encoder's LSH layers attend with keys that are their queries.
+        let shared_qk = !decoder && c.attention == AttentionKind::Lsh;
+        let self_attn = match shared_qk {
+            true => {
+                let (heads, init) = (c.n_heads, glorot(d, d));
+                MultiHeadAttention::shared_qk(
+                    &p.sub("self_attn"),
+                    names,
+                    d,
+                    heads,
+                    d / heads,
+                    init,
+                )?
+            }
+            false => attention("self_attn")?,
         };
         Ok(Layer {
-            self_attn: attention("self_attn")?,
+            self_attn,
             self_norm: norm("self_attn_norm")?,
             cross: if decoder {
                 Some((attention("cross_attn")?, norm("cross_attn_norm")?))
@@ -217,11 +236,11 @@ impl Transformer {
                             linformer_k: c.linformer_k,
                             linformer_sharing: c.linformer_sharing,
                             max_len: c.max_len,
-                            lsh_buckets: 0,
-                            lsh_rounds: 0,
-                            lsh_chunk: 0,
+                            lsh_buckets: c.lsh_buckets,
+                            lsh_rounds: c.lsh_rounds,
+                            lsh_chunk: c.lsh_chunk,
                             head_dim: c.d_model / c.n_heads.max(1),
-                            seed: 0,
+                            seed: i as u64,
                         };
                         layer.self_attn.pattern =
                             Pattern::build(&pattern, &lp.sub("self_attn"), &p.sub(name))?;
@@ -443,6 +462,9 @@ mod tests {
             attention: kind,
             attention_window: 3,
             linformer_k: 4,
+            lsh_buckets: 2,
+            lsh_rounds: 2,
+            lsh_chunk: 2,
             ..config(false)
         };
         let configs = [
@@ -450,6 +472,7 @@ mod tests {
             config(true),
             efficient(AttentionKind::Window),
             efficient(AttentionKind::Linformer),
+            efficient(AttentionKind::Lsh),
         ];
         for (i, c) in configs.into_iter().enumerate() {
             let share = i == 1;
@@ -467,6 +490,11 @@ mod tests {
                 missing.is_empty(),
                 "config {i} (share {share}): no gradient for {missing:?}"
             );
+            // Shared-QK: the encoder's LSH layers have no key projection.
+            let encoder_keys = (store.named().iter())
+                .filter(|(n, _)| n.starts_with("encoder.") && n.contains("self_attn.k."))
+                .count();
+            assert_eq!(encoder_keys, if i == 4 { 0 } else { 4 }, "config {i}");
         }
         Ok(())
     }
@@ -475,8 +503,23 @@ mod tests {
     /// padding does not change a sentence's result.
     #[test]
     fn stepping_equals_the_full_pass_and_padding_is_ignored() -> Result<()> {
+        // Dense, and LSH with one bucket in one chunk (every key visible, padding masked).
+        let lsh = TransformerConfig {
+            attention: AttentionKind::Lsh,
+            lsh_buckets: 1,
+            lsh_rounds: 1,
+            lsh_chunk: 16,
+            ..config(false)
+        };
+        for c in [config(false), lsh] {
+            stepping_and_padding(c)?;
+        }
+        Ok(())
+    }
+
+    fn stepping_and_padding(c: TransformerConfig) -> Result<()> {
         let store = ParamStore::new(3, &Device::Cpu);
-        let model = Transformer::new(config(false), &store.root())?;
+        let model = Transformer::new(c, &store.root())?;
         let batch = crate::toy_seq2seq_batch();
         let (src, lengths, tgt_in) = (&batch.source, &batch.source_lengths, &batch.decoder_input);
         let keep = model.keep_mask(src, lengths)?;

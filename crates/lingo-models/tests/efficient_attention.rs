@@ -1,5 +1,6 @@
 //! Efficient attention in the BERT family: a window covering the sequence and Linformer with
-//! identity projections at k = n are dense attention; both train every parameter.
+//! identity projections at k = n are dense attention; LSH (shared-QK, no key projection) masks
+//! padding; all train every parameter.
 
 use candle_core::{DType, Device, Tensor};
 use lingo_kernels::gradcheck::assert_close;
@@ -123,6 +124,10 @@ fn efficient_attention_trains_every_parameter() {
             "linformer-layerwise",
             serde_json::json!({"attention": "linformer", "linformer_k": 8, "linformer_sharing": "layerwise"}),
         ),
+        (
+            "lsh",
+            serde_json::json!({"attention": "lsh", "lsh_buckets": 2, "lsh_rounds": 2, "lsh_chunk": 4}),
+        ),
     ] {
         let m = variant(tmp.path(), name, changes);
         let out = logits(&m, &inputs(20, true));
@@ -136,12 +141,65 @@ fn efficient_attention_trains_every_parameter() {
             .iter()
             .filter(|(n, _)| n.contains("linformer"))
             .count();
+        let keys = (m.store.named().iter())
+            .filter(|(n, _)| n.contains("attention.self.key"))
+            .count();
+        assert_eq!(
+            keys,
+            if name == "lsh" { 0 } else { 4 },
+            "{name}: key tensors"
+        );
         let want = match name {
-            "window" => 0,
+            "window" | "lsh" => 0,
             "linformer-kv" => 2,
             "linformer-layerwise" => 2,
             _ => 4,
         };
         assert_eq!(shared, want, "{name}: projection tensors");
     }
+}
+
+/// LSH with one bucket in one chunk sees every key: a padded sequence's states equal the same
+/// sequence's alone; with several buckets it is not dense attention.
+#[test]
+fn lsh_masks_padding_and_hashes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let one = variant(
+        tmp.path(),
+        "lsh1",
+        serde_json::json!({"attention": "lsh", "lsh_buckets": 1, "lsh_rounds": 1, "lsh_chunk": 64}),
+    );
+    let t = 24;
+    let batch = inputs(t, true);
+    let both = logits(&one, &batch);
+    let alone = ModelInputs::new(
+        batch
+            .input_ids
+            .narrow(0, 1, 1)
+            .unwrap()
+            .narrow(1, 0, t - 5)
+            .unwrap(),
+    );
+    assert_close(
+        &logits(&one, &alone),
+        &both.narrow(0, 1, 1).unwrap(),
+        1e-5,
+        "padded vs alone",
+    )
+    .unwrap();
+    let hashed = variant(
+        tmp.path(),
+        "lsh8",
+        serde_json::json!({"attention": "lsh", "lsh_buckets": 8, "lsh_rounds": 1, "lsh_chunk": 4}),
+    );
+    let last = |m: &Loaded| {
+        let out = m.model.forward(&batch, &mut Ctx::eval()).unwrap();
+        out.hidden_states.last().unwrap().clone()
+    };
+    let d = (last(&hashed) - last(&one)).unwrap().abs().unwrap();
+    let d = d.max_all().unwrap().to_scalar::<f32>().unwrap();
+    assert!(
+        d > 1e-2,
+        "8 buckets in chunks of 4 gave one bucket's states (off by {d})"
+    );
 }

@@ -309,7 +309,8 @@ impl MultiHeadSelfAttention {
 #[derive(Clone, Debug)]
 pub struct MultiHeadAttention {
     pub q: Linear,
-    pub k: Linear,
+    /// `None` in a shared-QK layer (Reformer's LSH attention: the keys are the queries).
+    pub k: Option<Linear>,
     pub v: Linear,
     pub out: Linear,
     pub heads: usize,
@@ -344,11 +345,39 @@ impl MultiHeadAttention {
         head_dim: usize,
         init: crate::Init,
     ) -> Result<Self> {
+        Self::build(p, names, d_model, heads, head_dim, init, false)
+    }
+
+    /// A self-attention layer whose keys are its queries (no key projection), for
+    /// [`Pattern::Lsh`]: Reformer's shared-QK attention.
+    pub fn shared_qk(
+        p: &ParamPath,
+        names: [&str; 4],
+        d_model: usize,
+        heads: usize,
+        head_dim: usize,
+        init: crate::Init,
+    ) -> Result<Self> {
+        Self::build(p, names, d_model, heads, head_dim, init, true)
+    }
+
+    fn build(
+        p: &ParamPath,
+        names: [&str; 4],
+        d_model: usize,
+        heads: usize,
+        head_dim: usize,
+        init: crate::Init,
+        shared_qk: bool,
+    ) -> Result<Self> {
         let inner = heads * head_dim;
         let linear = |name: &str, i, o| Linear::new(&p.sub(name), i, o, true, init);
         Ok(MultiHeadAttention {
             q: linear(names[0], d_model, inner)?,
-            k: linear(names[1], d_model, inner)?,
+            k: match shared_qk {
+                true => None,
+                false => Some(linear(names[1], d_model, inner)?),
+            },
             v: linear(names[2], d_model, inner)?,
             out: linear(names[3], inner, d_model)?,
             heads,
@@ -374,8 +403,14 @@ impl MultiHeadAttention {
         ctx: &mut Ctx,
     ) -> Result<(Tensor, Option<Tensor>)> {
         if x.id() == kv.id() {
-            // Self-attention: the three projections read one input (quantized once if int8).
-            let qkv = Linear::forward_each(&[&self.q, &self.k, &self.v], x)?;
+            // Self-attention: the projections read one input (quantized once if int8).
+            let Some(k) = &self.k else {
+                let qv = Linear::forward_each(&[&self.q, &self.v], x)?;
+                let [q, v] = [0, 1].map(|i| self.split_heads(&qv[i]));
+                let q = q?;
+                return self.attend_projected(&q, &q, &v?, mask, want_weights, &self.pattern, ctx);
+            };
+            let qkv = Linear::forward_each(&[&self.q, k, &self.v], x)?;
             let [q, k, v] = [0, 1, 2].map(|i| self.split_heads(&qkv[i]));
             return self.attend_projected(&q?, &k?, &v?, mask, want_weights, &self.pattern, ctx);
         }
@@ -386,8 +421,11 @@ impl MultiHeadAttention {
     /// The keys and values `[batch, len, heads, head_dim]` of `kv: [batch, len, d_model]`: what
     /// a decoder computes once per source for its cross-attention.
     pub fn keys_values(&self, kv: &Tensor) -> Result<(Tensor, Tensor)> {
+        let Some(k) = &self.k else {
+            candle_core::bail!("a shared-QK (LSH) layer attends only over its own input");
+        };
         Ok((
-            self.split_heads(&self.k.forward(kv)?)?,
+            self.split_heads(&k.forward(kv)?)?,
             self.split_heads(&self.v.forward(kv)?)?,
         ))
     }
