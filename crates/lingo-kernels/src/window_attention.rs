@@ -1,6 +1,9 @@
 //! Sliding-window (local, banded) self-attention: query `i` attends to keys `i − left ..= i + right`
 //! only — `left = w − 1, right = 0` is a causal window of `w` tokens (Mistral), `left = right = w/2`
-//! a centred one (Longformer's local attention).
+//! a centred one (Longformer's local attention). Optionally the first `global` positions are
+//! global tokens, as Longformer's: every query also sees them, and they see every key (every
+//! earlier key, causally) — a classifier's `[CLS]`, a question before its context, or the
+//! "attention sinks" that keep a streaming causal model stable.
 //!
 //! Fused like [`crate::attention`], but by blocks of [`BLOCK`] queries: a block's keys are the
 //! `BLOCK + left + right` around it, so scores, probabilities (kept for the backward) and work are
@@ -27,6 +30,10 @@ pub struct Window {
     pub left: usize,
     /// …and this many ahead.
     pub right: usize,
+    /// The first `global` positions are global tokens (see the module's documentation).
+    pub global: usize,
+    /// Nothing ahead of a query is visible, global tokens included.
+    pub causal: bool,
 }
 
 impl Window {
@@ -35,6 +42,8 @@ impl Window {
         Window {
             left: size.saturating_sub(1),
             right: 0,
+            global: 0,
+            causal: true,
         }
     }
 
@@ -43,7 +52,21 @@ impl Window {
         Window {
             left: size / 2,
             right: size / 2,
+            global: 0,
+            causal: false,
         }
+    }
+
+    /// This window with the first `global` positions global.
+    pub fn with_global(self, global: usize) -> Window {
+        Window { global, ..self }
+    }
+
+    /// Whether query `i` sees key `j` (the dense reference's mask).
+    pub fn sees(&self, i: usize, j: usize) -> bool {
+        let ahead_ok = !self.causal || j <= i;
+        let local = j + self.left >= i && j <= i + self.right;
+        local || (ahead_ok && (j < self.global || i < self.global))
     }
 }
 
@@ -59,13 +82,24 @@ struct Geometry {
     drop: Option<(u32, f32, u64)>,
 }
 
-/// One block of queries and the keys they may see.
+/// One block of queries and the keys they may see: the window's range `k0..k1` in columns
+/// `off..off + (k1 − k0)` of a probability row, and global keys `0..pre` before it in columns
+/// `0..pre` (when the range does not already start at 0).
 struct Block {
     /// Queries `i0..i1`, keys `k0..k1`.
     i0: usize,
     i1: usize,
     k0: usize,
     k1: usize,
+    pre: usize,
+    off: usize,
+}
+
+impl Block {
+    /// Columns of a probability row this block uses.
+    fn len(&self) -> usize {
+        self.off + self.k1 - self.k0
+    }
 }
 
 impl Geometry {
@@ -73,27 +107,56 @@ impl Geometry {
         self.t.div_ceil(BLOCK)
     }
 
+    fn global(&self) -> usize {
+        self.window.global.min(self.t)
+    }
+
     /// Columns of a stored probability block.
     fn width(&self) -> usize {
-        (BLOCK + self.window.left + self.window.right).min(self.t)
+        (self.global() + BLOCK + self.window.left + self.window.right).min(self.t)
     }
 
     fn block(&self, n: usize) -> Block {
         let i0 = n * BLOCK;
         let i1 = (i0 + BLOCK).min(self.t);
+        let (mut k0, mut k1) = (
+            i0.saturating_sub(self.window.left),
+            (i1 + self.window.right).min(self.t),
+        );
+        let global = self.global();
+        if k0 <= global {
+            // The range meets the global tokens: widen it to take them in (ahead too, unless
+            // causal), so they need no columns of their own.
+            k0 = 0;
+            if !self.window.causal {
+                k1 = k1.max(global);
+            }
+            return Block {
+                i0,
+                i1,
+                k0,
+                k1,
+                pre: 0,
+                off: 0,
+            };
+        }
         Block {
             i0,
             i1,
-            k0: i0.saturating_sub(self.window.left),
-            k1: (i1 + self.window.right).min(self.t),
+            k0,
+            k1,
+            pre: global,
+            off: global,
         }
     }
 
-    /// The columns of query `i`'s row (relative to the block's `k0`) that its window covers.
-    fn span(&self, blk: &Block, i: usize) -> (usize, usize) {
-        let lo = i.saturating_sub(self.window.left).max(blk.k0) - blk.k0;
-        let hi = (i + self.window.right + 1).min(blk.k1) - blk.k0;
-        (lo, hi)
+    /// Which columns of query `i`'s row it may see (before key padding): `valid[c]`.
+    fn visible(&self, blk: &Block, i: usize, valid: &mut [u8]) {
+        valid[..blk.pre].fill(1);
+        valid[blk.pre..blk.off].fill(0);
+        for (c, v) in valid[blk.off..blk.len()].iter_mut().enumerate() {
+            *v = u8::from(self.window.sees(i, blk.k0 + c));
+        }
     }
 
     /// Element `(b, t, h, 0)` of a contiguous `[b, t, h, d]` tensor.
@@ -108,10 +171,18 @@ impl Geometry {
 
     /// The probabilities of query `i`'s row as they weigh the values: dropped out in place of a
     /// copy, by the dense kernel's index (`[b, h, i, key]`).
-    fn drop_row(&self, bh: usize, i: usize, k0: usize, row: &mut [f32]) {
+    fn drop_row(&self, bh: usize, i: usize, blk: &Block, row: &mut [f32]) {
         if let Some((threshold, scale, seed)) = self.drop {
-            let first = ((bh * self.t + i) * self.t + k0) as u64;
-            crate::dropout::apply_in_place(seed, first, threshold, scale, row);
+            let first = |key: usize| ((bh * self.t + i) * self.t + key) as u64;
+            let (globals, rest) = row[..blk.len()].split_at_mut(blk.off);
+            crate::dropout::apply_in_place(
+                seed,
+                first(0),
+                threshold,
+                scale,
+                &mut globals[..blk.pre],
+            );
+            crate::dropout::apply_in_place(seed, first(blk.k0), threshold, scale, rest);
         }
     }
 }
@@ -133,7 +204,8 @@ fn forward(
             let (bh, n) = (task / g.blocks(), task % g.blocks());
             let (b, h) = (bh / g.h, bh % g.h);
             let blk = g.block(n);
-            let (rows, cols) = (blk.i1 - blk.i0, blk.k1 - blk.k0);
+            let (rows, cols, len) = (blk.i1 - blk.i0, blk.k1 - blk.k0, blk.len());
+            let queries = || Mat::rows(q[g.at(b, blk.i0, h)..].as_ptr(), g.row());
             // SAFETY: each (b, h, block) reads its own rows of q/k/v and writes its own rows of
             // out and its own probability block.
             unsafe {
@@ -141,27 +213,47 @@ fn forward(
                     rows,
                     cols,
                     g.d,
-                    p.as_mut_ptr(),
+                    p.as_mut_ptr().add(blk.off),
                     w,
                     false,
-                    Mat::rows(q.as_ptr().add(g.at(b, blk.i0, h)), g.row()),
+                    queries(),
                     Mat::rows_t(k.as_ptr().add(g.at(b, blk.k0, h)), g.row()),
                     false,
                 );
+                if blk.pre > 0 {
+                    cpu::gemm(
+                        rows,
+                        blk.pre,
+                        g.d,
+                        p.as_mut_ptr(),
+                        w,
+                        false,
+                        queries(),
+                        Mat::rows_t(k.as_ptr().add(g.at(b, 0, h)), g.row()),
+                        false,
+                    );
+                }
             }
             let keep_b = keep.map(|k| &k[b * g.t..(b + 1) * g.t]);
             let mut weighed = vec![0f32; rows * w];
+            let mut valid = vec![0u8; w];
             for r in 0..rows {
                 let i = blk.i0 + r;
-                let (lo, hi) = g.span(&blk, i);
+                g.visible(&blk, i, &mut valid);
+                if let Some(kb) = keep_b {
+                    let (globals, rest) = valid[..len].split_at_mut(blk.off);
+                    for (v, &k) in globals[..blk.pre].iter_mut().zip(kb) {
+                        *v &= u8::from(k != 0);
+                    }
+                    for (v, &k) in rest.iter_mut().zip(&kb[blk.k0..blk.k1]) {
+                        *v &= u8::from(k != 0);
+                    }
+                }
                 let row = &mut p[r * w..(r + 1) * w];
-                row[..lo].fill(0.0);
-                row[hi..].fill(0.0);
-                let keep_row = keep_b.map(|kb| &kb[blk.k0 + lo..blk.k0 + hi]);
-                softmax_row(&mut row[lo..hi], hi - lo, keep_row, g.scale);
-                let wr = &mut weighed[r * w..r * w + cols];
-                wr.copy_from_slice(&row[..cols]);
-                g.drop_row(bh, i, blk.k0, wr);
+                softmax_row(row, len, Some(&valid[..len]), g.scale);
+                let wr = &mut weighed[r * w..r * w + len];
+                wr.copy_from_slice(&row[..len]);
+                g.drop_row(bh, i, &blk, wr);
             }
             let o = out_ptr;
             unsafe {
@@ -172,10 +264,23 @@ fn forward(
                     o.0.add(g.at(b, blk.i0, h)),
                     g.row(),
                     false,
-                    Mat::rows(weighed.as_ptr(), w),
+                    Mat::rows(weighed.as_ptr().add(blk.off), w),
                     Mat::rows(v.as_ptr().add(g.at(b, blk.k0, h)), g.row()),
                     false,
                 );
+                if blk.pre > 0 {
+                    cpu::gemm(
+                        rows,
+                        g.d,
+                        blk.pre,
+                        o.0.add(g.at(b, blk.i0, h)),
+                        g.row(),
+                        true,
+                        Mat::rows(weighed.as_ptr(), w),
+                        Mat::rows(v.as_ptr().add(g.at(b, 0, h)), g.row()),
+                        false,
+                    );
+                }
             }
         });
 }
@@ -197,77 +302,90 @@ fn backward(
         let mut weighed = vec![0f32; BLOCK * w];
         for n in 0..g.blocks() {
             let blk = g.block(n);
-            let (rows, cols) = (blk.i1 - blk.i0, blk.k1 - blk.k0);
+            let (rows, cols, len, off, pre) = (
+                blk.i1 - blk.i0,
+                blk.k1 - blk.k0,
+                blk.len(),
+                blk.off,
+                blk.pre,
+            );
             let p = &probs[(bh * g.blocks() + n) * BLOCK * w..][..rows * w];
             for r in 0..rows {
-                let wr = &mut weighed[r * w..r * w + cols];
-                wr.copy_from_slice(&p[r * w..r * w + cols]);
-                g.drop_row(bh, blk.i0 + r, blk.k0, wr);
+                let wr = &mut weighed[r * w..r * w + len];
+                wr.copy_from_slice(&p[r * w..r * w + len]);
+                g.drop_row(bh, blk.i0 + r, &blk, wr);
             }
+            // The parts of a row: the window's range, then (if any) the global keys before it.
+            let parts = [(off, blk.k0, cols), (0, 0, pre)];
             // SAFETY: (b, h) writes only its own rows of dq, dk and dv.
             unsafe {
                 let dout_blk = Mat::rows(dout.as_ptr().add(g.at(b, blk.i0, h)), g.row());
-                // dV += P'ᵀ dO
-                cpu::gemm(
-                    cols,
-                    g.d,
-                    rows,
-                    dv.0.add(g.at(b, blk.k0, h)),
-                    g.row(),
-                    true,
-                    Mat::rows_t(weighed.as_ptr(), w),
-                    dout_blk,
-                    false,
-                );
-                // dP' = dO Vᵀ
-                cpu::gemm(
-                    rows,
-                    cols,
-                    g.d,
-                    ds.as_mut_ptr(),
-                    w,
-                    false,
-                    dout_blk,
-                    Mat::rows_t(v.as_ptr().add(g.at(b, blk.k0, h)), g.row()),
-                    false,
-                );
+                for &(col, key, n) in parts.iter().filter(|p| p.2 > 0) {
+                    // dV += P'ᵀ dO
+                    cpu::gemm(
+                        n,
+                        g.d,
+                        rows,
+                        dv.0.add(g.at(b, key, h)),
+                        g.row(),
+                        true,
+                        Mat::rows_t(weighed.as_ptr().add(col), w),
+                        dout_blk,
+                        false,
+                    );
+                    // dP' = dO Vᵀ
+                    cpu::gemm(
+                        rows,
+                        n,
+                        g.d,
+                        ds.as_mut_ptr().add(col),
+                        w,
+                        false,
+                        dout_blk,
+                        Mat::rows_t(v.as_ptr().add(g.at(b, key, h)), g.row()),
+                        false,
+                    );
+                }
             }
             for r in 0..rows {
-                let dr = &mut ds[r * w..r * w + cols];
+                let dr = &mut ds[r * w..r * w + len];
+                dr[pre..off].fill(0.0);
                 // Through the dropout: dP = dP' ⊙ M / (1 − p).
-                g.drop_row(bh, blk.i0 + r, blk.k0, dr);
+                g.drop_row(bh, blk.i0 + r, &blk, dr);
                 // dS = P ⊙ (dP − Σ dP⊙P) · scale
-                let pr = &p[r * w..r * w + cols];
+                let pr = &p[r * w..r * w + len];
                 let s = math::dot(pr, dr);
                 for (d, &pi) in dr.iter_mut().zip(pr) {
                     *d = pi * (*d - s) * g.scale;
                 }
             }
             unsafe {
-                // dQ = dS K (each query row is in one block)
-                cpu::gemm(
-                    rows,
-                    g.d,
-                    cols,
-                    dq.0.add(g.at(b, blk.i0, h)),
-                    g.row(),
-                    false,
-                    Mat::rows(ds.as_ptr(), w),
-                    Mat::rows(k.as_ptr().add(g.at(b, blk.k0, h)), g.row()),
-                    false,
-                );
-                // dK += dSᵀ Q
-                cpu::gemm(
-                    cols,
-                    g.d,
-                    rows,
-                    dk.0.add(g.at(b, blk.k0, h)),
-                    g.row(),
-                    true,
-                    Mat::rows_t(ds.as_ptr(), w),
-                    Mat::rows(q.as_ptr().add(g.at(b, blk.i0, h)), g.row()),
-                    false,
-                );
+                for (first, &(col, key, n)) in parts.iter().filter(|p| p.2 > 0).enumerate() {
+                    // dQ = dS K (each query row is in one block)
+                    cpu::gemm(
+                        rows,
+                        g.d,
+                        n,
+                        dq.0.add(g.at(b, blk.i0, h)),
+                        g.row(),
+                        first > 0,
+                        Mat::rows(ds.as_ptr().add(col), w),
+                        Mat::rows(k.as_ptr().add(g.at(b, key, h)), g.row()),
+                        false,
+                    );
+                    // dK += dSᵀ Q
+                    cpu::gemm(
+                        n,
+                        g.d,
+                        rows,
+                        dk.0.add(g.at(b, key, h)),
+                        g.row(),
+                        true,
+                        Mat::rows_t(ds.as_ptr().add(col), w),
+                        Mat::rows(q.as_ptr().add(g.at(b, blk.i0, h)), g.row()),
+                        false,
+                    );
+                }
             }
         }
     });
@@ -370,9 +488,10 @@ impl candle_core::CustomOp3 for WindowOp {
 }
 
 /// Sliding-window self-attention over `q, k, v: [B, T, H, D]`: query `i` sees keys within
-/// `window` of it (and not padding, per `mask.key_padding`), scaled by `mask.scale` (default
-/// `1/√D`), with `mask.dropout` on the probabilities. `mask.causal` is the window's business and
-/// must be unset. Returns `[B, T, H, D]`.
+/// `window` of it and the window's global tokens (and not padding, per `mask.key_padding`),
+/// scaled by `mask.scale` (default `1/√D`), with `mask.dropout` on the probabilities. The global
+/// tokens' own rows attend over every key (causally, in a causal window) through the dense kernel.
+/// `mask.causal` is the window's business and must be unset. Returns `[B, T, H, D]`.
 pub fn window_attention(
     q: &Tensor,
     k: &Tensor,
@@ -402,8 +521,43 @@ pub fn window_attention(
         dropout: checked_dropout(mask)?.map(AttentionDropout::parts),
         probs: Arc::new(Mutex::new(Vec::new())),
     };
-    q.contiguous()?
-        .apply_op3(&k.contiguous()?, &v.contiguous()?, op)
+    let local = q
+        .contiguous()?
+        .apply_op3(&k.contiguous()?, &v.contiguous()?, op)?;
+    let global = window.global.min(t);
+    if global == 0 {
+        return Ok(local);
+    }
+    let rows = global_rows(q, k, v, window, mask)?;
+    Tensor::cat(&[rows, local.narrow(1, global, t - global)?], 1)
+}
+
+/// The global tokens' rows: dense attention of the first `window.global` queries over every key
+/// (over the keys up to each, in a causal window).
+fn global_rows(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    window: Window,
+    mask: &AttentionMask,
+) -> Result<Tensor> {
+    let t = q.dim(1)?;
+    let global = window.global.min(t);
+    let queries = q.narrow(1, 0, global)?;
+    if window.causal {
+        // Keys after the last global token are ahead of every global query.
+        let mask = AttentionMask {
+            causal: true,
+            key_padding: (mask.key_padding.as_ref())
+                .map(|p| p.narrow(1, 0, global))
+                .transpose()?,
+            ..mask.clone()
+        };
+        let keys = |x: &Tensor| x.narrow(1, 0, global);
+        crate::attention::attention(&queries, &keys(k)?, &keys(v)?, &mask)
+    } else {
+        crate::attention::attention(&queries, k, v, mask)
+    }
 }
 
 /// The composed reference: dense attention with every key outside the window masked, `O(n²)`.
@@ -420,7 +574,7 @@ pub fn window_attention_composed(
     let kt = k.transpose(1, 2)?.contiguous()?;
     let scores = (qt.matmul(&kt.t()?)? * scale)?;
     let band: Vec<u8> = (0..t)
-        .flat_map(|i| (0..t).map(move |j| u8::from(j + window.left >= i && j <= i + window.right)))
+        .flat_map(|i| (0..t).map(move |j| u8::from(window.sees(i, j))))
         .collect();
     let mut keep = Tensor::from_vec(band, (1, 1, t, t), q.device())?;
     if let Some(kp) = &mask.key_padding {
@@ -489,6 +643,82 @@ mod tests {
                     1e-5,
                 )?;
             }
+        }
+        Ok(())
+    }
+
+    /// Global tokens: every query sees them and they see every key (causally in a causal
+    /// window); as the masked dense reference, for a few, more than a block, and all positions.
+    #[test]
+    fn global_tokens_match_the_masked_dense_reference() -> Result<()> {
+        let (b, t, h, d) = (2, 150, 2, 8);
+        let inputs = [11, 12, 13].map(|s| random_tensor(&[b, t, h, d], s).unwrap());
+        for global in [1, 5, 70, 150] {
+            for window in [Window::causal(20), Window::centred(16)] {
+                let window = window.with_global(global);
+                let mask = AttentionMask {
+                    key_padding: Some(padding(b, t)),
+                    ..Default::default()
+                };
+                let m2 = mask.clone();
+                check_parity(
+                    &move |x| window_attention(&x[0], &x[1], &x[2], window, &mask),
+                    &move |x| window_attention_composed(&x[0], &x[1], &x[2], window, &m2),
+                    &inputs,
+                    1e-5,
+                )?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Every position global is dense attention (causal or not), whatever the window.
+    #[test]
+    fn all_global_is_dense_attention() -> Result<()> {
+        let (b, t, h, d) = (2, 90, 2, 8);
+        let inputs = [14, 15, 16].map(|s| random_tensor(&[b, t, h, d], s).unwrap());
+        for (window, causal) in [(Window::causal(4), true), (Window::centred(4), false)] {
+            let mask = AttentionMask {
+                key_padding: Some(padding(b, t)),
+                ..Default::default()
+            };
+            let dense = AttentionMask {
+                causal,
+                ..mask.clone()
+            };
+            let window = window.with_global(t);
+            check_parity(
+                &move |x| window_attention(&x[0], &x[1], &x[2], window, &mask),
+                &move |x| attention(&x[0], &x[1], &x[2], &dense),
+                &inputs,
+                1e-5,
+            )?;
+        }
+        let w = Window::centred(2).with_global(2);
+        assert!(w.sees(50, 0) && w.sees(0, 50) && w.sees(50, 51) && !w.sees(50, 53));
+        let c = Window::causal(2).with_global(2);
+        assert!(c.sees(50, 1) && !c.sees(1, 50) && c.sees(50, 49) && !c.sees(50, 48));
+        Ok(())
+    }
+
+    #[test]
+    fn global_token_gradients_match_finite_differences() -> Result<()> {
+        let shape = [1, 150, 2, 4];
+        let inputs = [1, 2, 3].map(|s| random_tensor(&shape, s).unwrap());
+        for window in [
+            Window::causal(20).with_global(3),
+            Window::centred(10).with_global(70),
+        ] {
+            let mask = AttentionMask {
+                key_padding: Some(padding(1, 150)),
+                dropout: Some(AttentionDropout { p: 0.2, seed: 4 }),
+                ..Default::default()
+            };
+            check_gradients(
+                &move |t| window_attention(&t[0], &t[1], &t[2], window, &mask),
+                &inputs,
+                GradCheck::default(),
+            )?;
         }
         Ok(())
     }

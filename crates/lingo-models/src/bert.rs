@@ -194,6 +194,9 @@ pub struct BertConfig {
     pub attention: AttentionKind,
     #[serde(default = "default_window")]
     pub attention_window: usize,
+    /// Leading global tokens of a `window` (Longformer): they see and are seen by every position.
+    #[serde(default)]
+    pub attention_global: usize,
     #[serde(default = "default_window")]
     pub linformer_k: usize,
     #[serde(default)]
@@ -262,6 +265,7 @@ impl BertConfig {
         let c = PatternConfig {
             kind: self.attention,
             window: self.attention_window,
+            global: self.attention_global,
             linformer_k: self.linformer_k,
             linformer_sharing: self.linformer_sharing,
             max_len: self.max_position_embeddings,

@@ -50,11 +50,13 @@ pub struct GptConfig {
     pub layer_norm_eps: f64,
     /// Standard deviation of the normal weight init (residual projections get `/√(2·n_layers)`).
     pub init_std: f32,
-    /// `dense`; `window`: each position attends over the `attention_window` latest positions;
+    /// `dense`; `window`: each position attends over the `attention_window` latest positions
+    /// and the first `attention_global` (global tokens: attention sinks);
     /// `lsh`: Reformer's hashed attention (`lsh_buckets` buckets, `lsh_rounds` hashes, chunks of
     /// `lsh_chunk`; keys are the unit queries, so the key third of `c_attn` goes unused).
     pub attention: AttentionKind,
     pub attention_window: usize,
+    pub attention_global: usize,
     pub lsh_buckets: usize,
     pub lsh_rounds: usize,
     pub lsh_chunk: usize,
@@ -79,6 +81,7 @@ impl Default for GptConfig {
             init_std: 0.02,
             attention: AttentionKind::Dense,
             attention_window: 256,
+            attention_global: 0,
             lsh_buckets: 8,
             lsh_rounds: 2,
             lsh_chunk: 64,
@@ -134,6 +137,7 @@ impl GptConfig {
         PatternConfig {
             kind: self.attention,
             window: self.attention_window,
+            global: self.attention_global,
             linformer_k: 0,
             linformer_sharing: Default::default(),
             max_len: self.context_length,
@@ -684,6 +688,39 @@ mod tests {
         let a = dense.logits(&x, &mut Ctx::train(LingoRng::new(9)))?;
         let b = window.logits(&x, &mut Ctx::train(LingoRng::new(9)))?;
         assert_close(&a, &b, 1e-5, "window over everything vs dense")
+    }
+
+    /// Attention sinks: a narrow window whose every position is global is dense attention; a
+    /// few global tokens train every parameter and refuse the rolling cache.
+    #[test]
+    fn global_tokens_in_a_causal_window() -> Result<()> {
+        let x = ids(2, 40, 3);
+        let all_global = GptConfig {
+            attention_global: 40,
+            ..windowed(3, 40)
+        };
+        let store = |seed| ParamStore::new(seed, &Device::Cpu);
+        let (s1, s2) = (store(6), store(6));
+        let dense = Gpt::new(all_global.clone().with_dense(), &s1.root())?;
+        let sinks = Gpt::new(all_global, &s2.root())?;
+        let a = dense.logits(&x, &mut Ctx::eval())?;
+        let b = sinks.logits(&x, &mut Ctx::eval())?;
+        assert_close(&a, &b, 1e-5, "all-global window vs dense")?;
+        let s3 = store(7);
+        let model = Gpt::new(
+            GptConfig {
+                attention_global: 2,
+                ..windowed(4, 40)
+            },
+            &s3.root(),
+        )?;
+        let loss = model.loss(&x, &ids(2, 40, 1), &mut Ctx::eval())?;
+        let missing = s3.without_gradient(&loss.backward()?)?;
+        assert!(missing.is_empty(), "no gradient for {missing:?}");
+        let mut cache = model.new_cache();
+        let err = model.forward_cached(&ids(1, 3, 0), &mut cache).unwrap_err();
+        assert!(err.to_string().contains("global tokens"), "{err}");
+        Ok(())
     }
 
     #[test]

@@ -44,6 +44,8 @@ pub struct TransformerConfig {
     /// projection). The decoder stays dense: it decodes with a cache of everything before.
     pub attention: AttentionKind,
     pub attention_window: usize,
+    /// Leading global tokens of a `window` (Longformer): they see and are seen by every position.
+    pub attention_global: usize,
     pub linformer_k: usize,
     pub linformer_sharing: LinformerSharing,
     pub lsh_buckets: usize,
@@ -70,6 +72,7 @@ impl Default for TransformerConfig {
             eos_id: 2,
             attention: AttentionKind::Dense,
             attention_window: 64,
+            attention_global: 0,
             linformer_k: 64,
             linformer_sharing: LinformerSharing::Headwise,
             lsh_buckets: 8,
@@ -233,6 +236,7 @@ impl Transformer {
                         let pattern = PatternConfig {
                             kind: c.attention,
                             window: c.attention_window,
+                            global: c.attention_global,
                             linformer_k: c.linformer_k,
                             linformer_sharing: c.linformer_sharing,
                             max_len: c.max_len,

@@ -76,6 +76,28 @@ fn a_window_over_the_sequence_and_identity_linformer_are_dense() {
     let d = d.max_all().unwrap().to_scalar::<f32>().unwrap();
     assert!(d > 1e-2, "a 4-token window changes the states by {d} only");
 
+    // Every position global: dense whatever the window; one global token ([CLS]) changes things.
+    let all_global = variant(
+        tmp.path(),
+        "all-global",
+        serde_json::json!({"attention": "window", "attention_window": 4, "attention_global": 40}),
+    );
+    assert_close(
+        &logits(&all_global, &x),
+        &logits(&dense, &x),
+        1e-5,
+        "all global",
+    )
+    .unwrap();
+    let cls = variant(
+        tmp.path(),
+        "cls-global",
+        serde_json::json!({"attention": "window", "attention_window": 4, "attention_global": 1}),
+    );
+    let d = (last(&cls) - last(&narrow)).unwrap().abs().unwrap();
+    let d = d.max_all().unwrap().to_scalar::<f32>().unwrap();
+    assert!(d > 1e-3, "a global [CLS] changes the states by {d} only");
+
     // Linformer at k = n = 64 positions: the dense checkpoint loads, its projections new…
     let linformer = variant(
         tmp.path(),
@@ -128,6 +150,10 @@ fn efficient_attention_trains_every_parameter() {
             "lsh",
             serde_json::json!({"attention": "lsh", "lsh_buckets": 2, "lsh_rounds": 2, "lsh_chunk": 4}),
         ),
+        (
+            "window-global",
+            serde_json::json!({"attention": "window", "attention_window": 4, "attention_global": 2}),
+        ),
     ] {
         let m = variant(tmp.path(), name, changes);
         let out = logits(&m, &inputs(20, true));
@@ -150,7 +176,7 @@ fn efficient_attention_trains_every_parameter() {
             "{name}: key tensors"
         );
         let want = match name {
-            "window" | "lsh" => 0,
+            "window" | "window-global" | "lsh" => 0,
             "linformer-kv" => 2,
             "linformer-layerwise" => 2,
             _ => 4,

@@ -214,7 +214,13 @@ impl MultiHeadSelfAttention {
         let (b, t, c3) = qkv.dims3()?;
         let [q, k, v] = self.split_qkv(qkv)?;
         let window = match self.pattern {
-            Pattern::Window(w) => w,
+            Pattern::Window { global, .. } if global > 0 => {
+                candle_core::bail!(
+                    "global tokens need the whole sequence: a window with attention_global has no \
+                     rolling decoding cache yet"
+                )
+            }
+            Pattern::Window { size, .. } => size,
             Pattern::Linformer(_) => {
                 candle_core::bail!("Linformer is not causal: it has no decoding cache")
             }

@@ -2,7 +2,8 @@
 //!
 //! - `dense`: every position (every earlier one if causal), `O(n²)`;
 //! - `window`: the `attention_window` nearest positions (the earlier ones if causal, half either
-//!   side otherwise), by the fused banded kernel of `lingo_kernels::window_attention`, `O(n·w)`;
+//!   side otherwise) and the first `attention_global` positions (Longformer's global tokens), by
+//!   the fused banded kernel of `lingo_kernels::window_attention`, `O(n·(w + g))`;
 //! - `linformer` (Wang et al., 2020): keys and values projected along the sequence to `k` rows by
 //!   learned `E, F: [k, max_len]` (one pair per layer shared by its heads, or `E = F`, or one pair
 //!   shared by every layer), then dense attention over those `k`: `O(n·k)`. Every projected row
@@ -324,8 +325,11 @@ pub fn shared_qk_reference(q: &Tensor, v: &Tensor, mask: &AttentionMask) -> Resu
 pub enum Pattern {
     #[default]
     Dense,
-    /// A sliding window of this many positions.
-    Window(usize),
+    /// A sliding window of `size` positions, the first `global` positions global (Longformer).
+    Window {
+        size: usize,
+        global: usize,
+    },
     Linformer(Linformer),
     Lsh(Lsh),
 }
@@ -335,6 +339,8 @@ pub enum Pattern {
 pub struct PatternConfig {
     pub kind: AttentionKind,
     pub window: usize,
+    /// Leading global tokens of a window (see [`Window::global`]).
+    pub global: usize,
     pub linformer_k: usize,
     pub linformer_sharing: LinformerSharing,
     /// The longest sequence (Linformer's projection width).
@@ -353,7 +359,10 @@ impl Pattern {
     pub fn build(c: &PatternConfig, layer: &ParamPath, shared: &ParamPath) -> Result<Pattern> {
         Ok(match c.kind {
             AttentionKind::Dense => Pattern::Dense,
-            AttentionKind::Window => Pattern::Window(c.window.max(1)),
+            AttentionKind::Window => Pattern::Window {
+                size: c.window.max(1),
+                global: c.global,
+            },
             AttentionKind::Linformer => {
                 let path = match c.linformer_sharing {
                     LinformerSharing::Layerwise => shared.sub("linformer"),
@@ -392,11 +401,12 @@ impl Pattern {
             _ if want_weights => {
                 bail!("only dense attention can return its attention weights")
             }
-            Pattern::Window(size) => {
+            Pattern::Window { size, global } => {
                 let window = match mask.causal {
                     true => Window::causal(*size),
                     false => Window::centred(*size),
-                };
+                }
+                .with_global(*global);
                 let mask = AttentionMask {
                     causal: false,
                     ..mask.clone()
