@@ -269,14 +269,7 @@ impl Bf16Matrix {
 /// `linear` through a bf16 weight: `x [.., in] → [.., out]`. Inference only: a bf16 weight held for
 /// inference has no gradient (train in f32 or bf16 mixed precision, then load with bf16 weights).
 pub fn linear_bf16(x: &Tensor, w: &Arc<Bf16Matrix>, bias: Option<&Tensor>) -> Result<Tensor> {
-    let bias = match bias {
-        Some(b) => Some(
-            b.to_dtype(candle_core::DType::F32)?
-                .flatten_all()?
-                .to_vec1()?,
-        ),
-        None => None,
-    };
+    let bias = crate::cpu::bias_values(bias)?;
     x.contiguous()?.apply_op1(Bf16Linear { w: w.clone(), bias })
 }
 
@@ -291,17 +284,10 @@ impl candle_core::CustomOp1 for Bf16Linear {
     }
 
     fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
-        let x = crate::cpu::slice(storage, layout, "linear-bf16")?;
         let (out, inp) = self.w.dims();
-        let last = layout.dims().last().copied().unwrap_or(0);
-        if last != inp {
-            bail!("bf16 linear: input width {last}, the weight takes {inp}");
-        }
-        let m = x.len() / inp;
+        let (x, m) = crate::cpu::linear_input(storage, layout, inp, "bf16 linear")?;
         let y = self.w.matmul(x, m, self.bias.as_deref())?;
-        let mut dims = layout.dims().to_vec();
-        *dims.last_mut().expect("rank >= 1") = out;
-        Ok((CpuStorage::F32(y), Shape::from(dims)))
+        Ok((CpuStorage::F32(y), crate::cpu::with_last_dim(layout, out)))
     }
 
     fn bwd(&self, _: &Tensor, _: &Tensor, _: &Tensor) -> Result<Option<Tensor>> {

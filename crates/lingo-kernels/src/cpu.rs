@@ -6,6 +6,41 @@ use candle_core::{bail, CpuStorage, Layout, Result, Shape, Storage, Tensor};
 use rayon::prelude::*;
 
 /// The contiguous f32 data that `layout` views in `storage`.
+/// An inference linear layer's input `[.., inp]` (contiguous f32) with its number of rows, or an
+/// error naming `op` if its width is not the weight's.
+pub(crate) fn linear_input<'a>(
+    storage: &'a CpuStorage,
+    layout: &Layout,
+    inp: usize,
+    op: &str,
+) -> Result<(&'a [f32], usize)> {
+    let x = slice(storage, layout, op)?;
+    let last = layout.dims().last().copied().unwrap_or(0);
+    if last != inp {
+        bail!("{op}: input width {last}, the weight takes {inp}");
+    }
+    Ok((x, x.len() / inp.max(1)))
+}
+
+/// The shape of `layout`'s dims with the last one replaced by `out`.
+pub(crate) fn with_last_dim(layout: &Layout, out: usize) -> candle_core::Shape {
+    let mut dims = layout.dims().to_vec();
+    if let Some(last) = dims.last_mut() {
+        *last = out;
+    }
+    candle_core::Shape::from(dims)
+}
+
+/// A bias as f32 values, for the inference linear kernels.
+pub(crate) fn bias_values(bias: Option<&Tensor>) -> Result<Option<Vec<f32>>> {
+    bias.map(|b| {
+        b.to_dtype(candle_core::DType::F32)?
+            .flatten_all()?
+            .to_vec1()
+    })
+    .transpose()
+}
+
 pub(crate) fn slice<'a>(storage: &'a CpuStorage, layout: &Layout, op: &str) -> Result<&'a [f32]> {
     let data = match storage {
         CpuStorage::F32(data) => data.as_slice(),

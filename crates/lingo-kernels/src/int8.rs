@@ -648,17 +648,9 @@ impl Int8Linear {
         bias: Option<&Tensor>,
         acts: Option<Arc<Activations>>,
     ) -> Result<Self> {
-        let bias = match bias {
-            Some(b) => Some(
-                b.to_dtype(candle_core::DType::F32)?
-                    .flatten_all()?
-                    .to_vec1()?,
-            ),
-            None => None,
-        };
         Ok(Int8Linear {
             w: w.clone(),
-            bias,
+            bias: crate::cpu::bias_values(bias)?,
             acts,
         })
     }
@@ -670,20 +662,13 @@ impl candle_core::CustomOp1 for Int8Linear {
     }
 
     fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
-        let x = crate::cpu::slice(storage, layout, "linear-int8")?;
         let (out, inp) = self.w.dims();
-        let last = layout.dims().last().copied().unwrap_or(0);
-        if last != inp {
-            bail!("int8 linear: input width {last}, the weight takes {inp}");
-        }
-        let m = x.len() / inp.max(1);
+        let (x, m) = crate::cpu::linear_input(storage, layout, inp, "int8 linear")?;
         let y = match &self.acts {
             Some(acts) if acts.rows == m => self.w.product_of(acts, self.bias.as_deref())?,
             _ => self.w.matmul(x, m, self.bias.as_deref())?,
         };
-        let mut dims = layout.dims().to_vec();
-        *dims.last_mut().expect("rank >= 1") = out;
-        Ok((CpuStorage::F32(y), Shape::from(dims)))
+        Ok((CpuStorage::F32(y), crate::cpu::with_last_dim(layout, out)))
     }
 
     fn bwd(&self, _: &Tensor, _: &Tensor, _: &Tensor) -> Result<Option<Tensor>> {
