@@ -298,6 +298,195 @@ impl candle_core::CustomOp1 for Bf16Linear {
     }
 }
 
+/// `x [m, in] · Tᵀ (+ bias)` for a row-major bf16 matrix `T [out, in]` read where it lies — an
+/// embedding table held in bf16 and tied to the output projection, so the head costs no copy.
+/// With AMX, from 32 rows and `in` a multiple of 32: `yᵀ = T · xᵀ` on tiles whose left operand is
+/// `T`'s rows as they are (their bf16 pairs are the tile layout) and whose right is `x` packed;
+/// otherwise one dot product per output and row (`vdpbf16ps` where the CPU has it).
+pub fn matmul_rows(
+    table: &[u16],
+    out: usize,
+    inp: usize,
+    x: &[f32],
+    m: usize,
+    bias: Option<&[f32]>,
+) -> Result<Vec<f32>> {
+    if table.len() != out * inp || x.len() != m * inp {
+        bail!(
+            "bf16 rows product: a {}-value table for {out}×{inp}, {} inputs for {m} rows",
+            table.len(),
+            x.len()
+        );
+    }
+    if bias.is_some_and(|b| b.len() != out) {
+        bail!("bf16 rows product: bias for {out} outputs expected");
+    }
+    let mut y = vec![0f32; m * out];
+    let done = rows_amx(table, out, inp, x, m, &mut y);
+    rows_dot(table, (done, out), inp, x, m, &mut y);
+    if let Some(b) = bias {
+        for row in y.chunks_mut(out) {
+            for (v, &b) in row.iter_mut().zip(b) {
+                *v += b;
+            }
+        }
+    }
+    Ok(y)
+}
+
+/// The AMX part of [`matmul_rows`]: the first whole 32-row blocks of `T` into `y`; how many rows
+/// it did (0 where it does not apply).
+fn rows_amx(table: &[u16], out: usize, inp: usize, x: &[f32], m: usize, y: &mut [f32]) -> usize {
+    let blocks = out / crate::amx::ROWS * crate::amx::ROWS;
+    let aligned = (table.as_ptr() as usize).is_multiple_of(4);
+    let applies = m >= crate::amx::ROWS
+        && inp.is_multiple_of(2 * crate::amx::PAIRS)
+        && aligned
+        && blocks > 0
+        && bf16_supported()
+        && crate::amx::available();
+    if !applies {
+        return 0;
+    }
+    #[cfg(target_arch = "x86_64")]
+    {
+        let kp = inp / 2;
+        // SAFETY: 4-byte aligned (checked), and `out · in` u16 values are `out · kp` pairs.
+        let pairs = unsafe { std::slice::from_raw_parts(table.as_ptr().cast::<u32>(), out * kp) };
+        // `x` as the right operand: element (l, i) = x[i][l], the layout of a packed weight.
+        let xt = Mat {
+            ptr: x.as_ptr(),
+            rs: 1,
+            cs: inp as isize,
+        };
+        let b = mixed_precision::pack_b(xt, inp, m, kp);
+        let mut yt = vec![0f32; blocks * m];
+        // SAFETY: AMX is available; `pairs` holds `blocks` whole 32-row blocks of `kp` pairs,
+        // `b` the packed `x`, `yt` is `blocks × m`.
+        unsafe { crate::amx::gemm(blocks, m, kp, yt.as_mut_ptr(), m, false, pairs, &b) };
+        for (c, row) in yt.chunks(m).enumerate() {
+            for (i, &v) in row.iter().enumerate() {
+                y[i * out + c] = v;
+            }
+        }
+    }
+    blocks
+}
+
+/// Outputs `from..to` of [`matmul_rows`] by dot products over `T`'s rows, in parallel over rows
+/// of `T`; `x` rounded to bf16 as the instruction rounds it.
+fn rows_dot(
+    table: &[u16],
+    (from, to): (usize, usize),
+    inp: usize,
+    x: &[f32],
+    m: usize,
+    y: &mut [f32],
+) {
+    if from >= to {
+        return;
+    }
+    let out = table.len() / inp.max(1);
+    let xb: Vec<u16> = x.iter().map(|&v| to_bf16(v)).collect();
+    let fast = bf16_supported() && inp.is_multiple_of(2);
+    let y = SendPtr(y.as_mut_ptr());
+    (from..to).into_par_iter().with_min_len(64).for_each(|c| {
+        let row = &table[c * inp..(c + 1) * inp];
+        for i in 0..m {
+            let xi = &xb[i * inp..(i + 1) * inp];
+            let v = if fast {
+                dot_avx512(row, xi)
+            } else {
+                dot_portable(row, xi)
+            };
+            // SAFETY: each task writes column `c` of `y` (`m × out`) only.
+            unsafe { *y.get().add(i * out + c) = v };
+        }
+    });
+}
+
+fn dot_portable(a: &[u16], b: &[u16]) -> f32 {
+    a.iter()
+        .zip(b)
+        .map(|(&a, &b)| from_bf16(a) * from_bf16(b))
+        .sum()
+}
+
+/// `Σ a·b` of two bf16 vectors of even length, 32 values a `vdpbf16ps`.
+fn dot_avx512(a: &[u16], b: &[u16]) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    {
+        #[target_feature(enable = "avx512f,avx512bf16")]
+        unsafe fn dot(a: &[u16], b: &[u16]) -> f32 {
+            use std::arch::x86_64::*;
+            let mut acc = _mm512_setzero_ps();
+            let full = a.len() / 32 * 32;
+            for j in (0..full).step_by(32) {
+                let va: __m512bh = std::mem::transmute(_mm512_loadu_si512(a[j..].as_ptr().cast()));
+                let vb: __m512bh = std::mem::transmute(_mm512_loadu_si512(b[j..].as_ptr().cast()));
+                acc = _mm512_dpbf16_ps(acc, va, vb);
+            }
+            _mm512_reduce_add_ps(acc) + dot_portable(&a[full..], &b[full..])
+        }
+        // SAFETY: callers check `bf16_supported`.
+        unsafe { dot(a, b) }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    dot_portable(a, b)
+}
+
+/// `linear` through a row-major bf16 weight `[out, in]` (a bf16 embedding table tied to the
+/// head): `x [.., in] → [.., out]`, reading the table where it lies. Inference only.
+pub fn linear_bf16_rows(x: &Tensor, table: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
+    if table.dtype() != candle_core::DType::BF16 {
+        bail!(
+            "bf16 rows product: the table is {:?}, not bf16",
+            table.dtype()
+        );
+    }
+    let bias = crate::cpu::bias_values(bias)?;
+    x.contiguous()?.apply_op1(Bf16RowsLinear {
+        table: table.contiguous()?,
+        bias,
+    })
+}
+
+struct Bf16RowsLinear {
+    table: Tensor,
+    bias: Option<Vec<f32>>,
+}
+
+impl candle_core::CustomOp1 for Bf16RowsLinear {
+    fn name(&self) -> &'static str {
+        "linear-bf16-rows"
+    }
+
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (out, inp) = self.table.dims2()?;
+        let (x, m) = crate::cpu::linear_input(storage, layout, inp, "bf16 linear")?;
+        let (table_storage, table_layout) = self.table.storage_and_layout();
+        let candle_core::Storage::Cpu(CpuStorage::BF16(values)) = &*table_storage else {
+            bail!("bf16 rows product: the table must be a bf16 CPU tensor");
+        };
+        let Some((start, end)) = table_layout.contiguous_offsets() else {
+            bail!("bf16 rows product: the table must be contiguous");
+        };
+        // SAFETY: `half::bf16` is a transparent u16.
+        let bits = unsafe {
+            std::slice::from_raw_parts(values[start..end].as_ptr().cast::<u16>(), end - start)
+        };
+        let y = matmul_rows(bits, out, inp, x, m, self.bias.as_deref())?;
+        Ok((CpuStorage::F32(y), crate::cpu::with_last_dim(layout, out)))
+    }
+
+    fn bwd(&self, _: &Tensor, _: &Tensor, _: &Tensor) -> Result<Option<Tensor>> {
+        bail!(
+            "a bf16-weight linear layer is for inference and has no gradient: train in f32 \
+             (or with --precision bf16), then load with --dtype bf16"
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -372,6 +561,47 @@ mod tests {
             }
             for (name, got) in &outputs {
                 for (idx, (&g, &w)) in got.iter().zip(&want).enumerate() {
+                    assert!(
+                        (g as f64 - w).abs() < tol,
+                        "{name} {m}×{out}×{inp} at {idx}: {g} vs {w}"
+                    );
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// A row-major bf16 table multiplies as the same matrix packed does: AMX blocks, the
+    /// dot-product remainder and the portable path, odd widths included.
+    #[test]
+    fn row_major_tables_multiply_as_packed_ones() -> Result<()> {
+        for &(m, out, inp) in &[
+            (1, 70, 64),
+            (5, 33, 7),
+            (40, 100, 64),
+            (70, 65, 96),
+            (33, 40, 30),
+        ] {
+            let w: Vec<f32> = random(out * inp, 4)
+                .iter()
+                .map(|&v| from_bf16(to_bf16(v)))
+                .collect();
+            let bits: Vec<u16> = w.iter().map(|&v| to_bf16(v)).collect();
+            let x = random(m * inp, 5);
+            let b = random(out, 6);
+            let want = reference(&x, &w, &b, (m, out, inp));
+            let got = matmul_rows(&bits, out, inp, &x, m, Some(&b))?;
+            let mut portable = vec![0f32; m * out];
+            let xb: Vec<u16> = x.iter().map(|&v| to_bf16(v)).collect();
+            for c in 0..out {
+                for i in 0..m {
+                    portable[i * out + c] = b[c]
+                        + dot_portable(&bits[c * inp..(c + 1) * inp], &xb[i * inp..(i + 1) * inp]);
+                }
+            }
+            let tol = 1e-4 * (1.0 + inp as f64).sqrt();
+            for (name, y) in [("dispatched", &got), ("portable", &portable)] {
+                for (idx, (&g, &w)) in y.iter().zip(&want).enumerate() {
                     assert!(
                         (g as f64 - w).abs() < tol,
                         "{name} {m}×{out}×{inp} at {idx}: {g} vs {w}"

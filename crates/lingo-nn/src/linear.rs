@@ -11,6 +11,8 @@ pub enum LinearWeight {
     F32(Tensor),
     Int8(Arc<Int8Matrix>),
     Bf16(Arc<Bf16Matrix>),
+    /// A bf16 embedding table `[vocab, dim]` read in place by the head tied to it.
+    Bf16Rows(Tensor),
 }
 
 impl LinearWeight {
@@ -39,7 +41,7 @@ impl LinearWeight {
     /// `(out, in)`.
     pub fn dims(&self) -> (usize, usize) {
         match self {
-            LinearWeight::F32(w) => {
+            LinearWeight::F32(w) | LinearWeight::Bf16Rows(w) => {
                 let d = w.dims();
                 (d[0], d.get(1).copied().unwrap_or(1))
             }
@@ -51,7 +53,9 @@ impl LinearWeight {
     /// Bytes held.
     pub fn bytes(&self) -> usize {
         match self {
-            LinearWeight::F32(w) => w.dtype().size_in_bytes() * w.elem_count(),
+            LinearWeight::F32(w) | LinearWeight::Bf16Rows(w) => {
+                w.dtype().size_in_bytes() * w.elem_count()
+            }
             LinearWeight::Int8(q) => q.bytes(),
             LinearWeight::Bf16(q) => q.bytes(),
         }
@@ -120,13 +124,16 @@ impl Linear {
     }
 
     /// An output projection tied to an embedding table (`[vocab, dim]`) of the store `p` is in.
-    /// In a store that holds linear weights as int8 or bf16, the projection is such a copy of the
-    /// table (the lookup keeps reading the table): what is derived is not saved, and loading
-    /// derives it again.
+    /// In a store that holds linear weights as int8, the projection is an int8 copy of the table
+    /// (the lookup keeps reading the table): what is derived is not saved, and loading derives it
+    /// again. In a bf16 store the table is bf16 and the projection reads it in place.
     pub fn tied(p: &ParamPath, table: &Tensor, bias: Option<Tensor>) -> Result<Self> {
         let precision = p.store().linear_precision();
         let weight = if precision == LinearPrecision::F32 {
             LinearWeight::F32(table.clone())
+        } else if table.dtype() == candle_core::DType::BF16 {
+            // The bf16 table serves the lookup and the head alike: no copy.
+            LinearWeight::Bf16Rows(table.clone())
         } else {
             let (out, inp) = table.dims2()?;
             let values = table.to_dtype(candle_core::DType::F32)?;
@@ -142,7 +149,7 @@ impl Linear {
     pub fn weight(&self) -> Option<&Tensor> {
         match &self.weight {
             LinearWeight::F32(w) => Some(w),
-            LinearWeight::Int8(_) | LinearWeight::Bf16(_) => None,
+            LinearWeight::Int8(_) | LinearWeight::Bf16(_) | LinearWeight::Bf16Rows(_) => None,
         }
     }
 
@@ -163,6 +170,9 @@ impl Linear {
             LinearWeight::F32(w) => w,
             LinearWeight::Int8(q) => return lingo_kernels::linear_int8(x, q, self.bias.as_ref()),
             LinearWeight::Bf16(q) => return lingo_kernels::linear_bf16(x, q, self.bias.as_ref()),
+            LinearWeight::Bf16Rows(t) => {
+                return lingo_kernels::bf16::linear_bf16_rows(x, t, self.bias.as_ref())
+            }
         };
         let rows = x.elem_count() / x.dim(candle_core::D::Minus1)?.max(1);
         match self.transposed_weight(weight, rows)? {
@@ -178,7 +188,7 @@ impl Linear {
             .iter()
             .map(|l| match &l.weight {
                 LinearWeight::Int8(q) => Some((q, l.bias.as_ref())),
-                LinearWeight::F32(_) | LinearWeight::Bf16(_) => None,
+                _ => None,
             })
             .collect();
         match int8 {

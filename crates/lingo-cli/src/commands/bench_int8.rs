@@ -192,7 +192,7 @@ pub fn run(iters: usize, python: Option<&str>, json: Option<&Path>) -> anyhow::R
     }
     println!(
         "weights in memory: f32 {:.0} MB, int8 {:.0} MB, bf16 {:.0} MB (the token and position \
-         tables: f32 in int8, bf16 in bf16; the tied head is a packed int8 or bf16 copy)",
+         tables: f32 in int8, bf16 in bf16; the tied head is an int8 copy, or reads the bf16 table)",
         mb(gpt.held[0]),
         mb(gpt.held[1]),
         mb(gpt.held[2])
