@@ -1,4 +1,4 @@
-//! Intel AMX tile products for bf16 weights (Sapphire Rapids and later).
+//! Intel AMX tile products for bf16 and int8 weights (Sapphire Rapids and later).
 //!
 //! An AMX core holds eight 1 KiB tile registers; `tdpbf16ps` multiplies a 16 × 32 bf16 tile by a
 //! 32 × 16 one (16 k-pairs) and adds the 16 × 16 product into an f32 tile: 8,192 multiply-adds in
@@ -6,6 +6,11 @@
 //! holds the pairs `(B[2p][n], B[2p+1][n])` of 16 columns — which is exactly the panel layout of
 //! [`crate::bf16::Bf16Matrix`], so the packed weight is loaded as it is, 16 pair-rows with a
 //! stride of one panel row. The left operand is the input converted to bf16 pairs row by row.
+//!
+//! Likewise `tdpbusd` multiplies u8 by s8 tiles (16 × 64 by 64 × 16, 16,384 multiply-adds) into
+//! i32: an [`crate::Int8Matrix`]'s panels — 16 columns, each group of four inputs one 32-bit lane
+//! — are its right-operand layout, and the VNNI kernel's unsigned activations (`q + 128`) its left,
+//! so [`int8_block`] sums exactly what the VNNI kernel sums.
 //!
 //! Rust has no AMX intrinsics on stable, so the six instructions are written as inline assembly.
 //! Linux hands a process the tile state only when it asks (`arch_prctl(ARCH_REQ_XCOMP_PERM,
@@ -133,12 +138,12 @@ pub(crate) unsafe fn gemm(
 }
 
 #[cfg(target_arch = "x86_64")]
-unsafe fn configure() {
+pub(crate) unsafe fn configure() {
     std::arch::asm!("ldtilecfg [{}]", in(reg) CONFIG.0.as_ptr(), options(nostack, readonly));
 }
 
 #[cfg(target_arch = "x86_64")]
-unsafe fn release() {
+pub(crate) unsafe fn release() {
     std::arch::asm!("tilerelease", options(nostack, nomem));
 }
 
@@ -177,6 +182,84 @@ unsafe fn block(kp: usize, a: *const u32, b: *const u32, c: &mut [f32; ROWS * NR
             sb = in(reg) b_stride,
             options(nostack, readonly)
         );
+    }
+    let out = c.as_mut_ptr();
+    std::arch::asm!(
+        "tilestored [{c0} + {s}*1], tmm0",
+        "tilestored [{c1} + {s}*1], tmm1",
+        "tilestored [{c2} + {s}*1], tmm2",
+        "tilestored [{c3} + {s}*1], tmm3",
+        c0 = in(reg) out,
+        c1 = in(reg) out.add(16),
+        c2 = in(reg) out.add(16 * NR),
+        c3 = in(reg) out.add(16 * NR + 16),
+        s = in(reg) NR * 4,
+        options(nostack)
+    );
+}
+
+/// Int8 products of one block: rows `0..32` of `a` (u8, row stride `lda`) against `panels` (1 or
+/// 2) weight panels at `b` (s8, `panel_stride` apart), over `groups` groups of four inputs (a
+/// multiple of 16), summed into `c` (32 rows × 32 i32, row stride 32; the second panel's columns
+/// zero when `panels` is 1). Needs [`configure`] on this thread.
+///
+/// # Safety
+/// [`available`] must hold and the tile configuration be loaded; `a` valid for 32 rows of `lda`
+/// bytes, `b` for `panels` panels of `groups · 64` bytes.
+#[cfg(target_arch = "x86_64")]
+pub(crate) unsafe fn int8_block(
+    groups: usize,
+    a: *const u8,
+    lda: usize,
+    b: *const i8,
+    panel_stride: usize,
+    panels: usize,
+    c: &mut [i32; ROWS * NR],
+) {
+    std::arch::asm!(
+        "tilezero tmm0",
+        "tilezero tmm1",
+        "tilezero tmm2",
+        "tilezero tmm3",
+        options(nostack, nomem)
+    );
+    for g0 in (0..groups).step_by(16) {
+        let a0 = a.add(4 * g0);
+        let a1 = a0.add(16 * lda);
+        let b0 = b.add(64 * g0);
+        if panels == 2 {
+            std::arch::asm!(
+                "tileloadd tmm4, [{a0} + {sa}*1]",
+                "tileloadd tmm5, [{a1} + {sa}*1]",
+                "tileloadd tmm6, [{b0} + {sb}*1]",
+                "tileloadd tmm7, [{b1} + {sb}*1]",
+                "tdpbusd tmm0, tmm4, tmm6",
+                "tdpbusd tmm1, tmm4, tmm7",
+                "tdpbusd tmm2, tmm5, tmm6",
+                "tdpbusd tmm3, tmm5, tmm7",
+                a0 = in(reg) a0,
+                a1 = in(reg) a1,
+                b0 = in(reg) b0,
+                b1 = in(reg) b0.add(panel_stride),
+                sa = in(reg) lda,
+                sb = in(reg) 64usize,
+                options(nostack, readonly)
+            );
+        } else {
+            std::arch::asm!(
+                "tileloadd tmm4, [{a0} + {sa}*1]",
+                "tileloadd tmm5, [{a1} + {sa}*1]",
+                "tileloadd tmm6, [{b0} + {sb}*1]",
+                "tdpbusd tmm0, tmm4, tmm6",
+                "tdpbusd tmm2, tmm5, tmm6",
+                a0 = in(reg) a0,
+                a1 = in(reg) a1,
+                b0 = in(reg) b0,
+                sa = in(reg) lda,
+                sb = in(reg) 64usize,
+                options(nostack, readonly)
+            );
+        }
     }
     let out = c.as_mut_ptr();
     std::arch::asm!(

@@ -290,6 +290,14 @@ impl Int8Matrix {
     /// Runs the kernel over tiles of `y` in parallel: blocks of [`ROW_BLOCK`] rows × a few tiles of
     /// columns, each tile's weight panels reused across the block's rows.
     fn product(&self, kernel: Int8Kernel, acts: &Activations, bias: Option<&[f32]>, y: *mut f32) {
+        #[cfg(target_arch = "x86_64")]
+        if kernel == Int8Kernel::Vnni
+            && acts.rows >= crate::amx::ROWS
+            && self.k4.is_multiple_of(4 * GROUP * GROUP)
+            && crate::amx::available()
+        {
+            return self.product_amx(acts, bias, y);
+        }
         let m = acts.rows;
         let (mr, nrr) = kernel.tile();
         let panels = self.out.div_ceil(PANEL);
@@ -340,6 +348,71 @@ impl Int8Matrix {
                     }
                 }
             });
+    }
+}
+
+impl Int8Matrix {
+    /// [`Self::product`] on AMX tiles (`tdpbusd`), for the VNNI kernel's activations: blocks of 32
+    /// rows × 2 panels, the integer sums exactly the VNNI kernel's, then its epilogue.
+    #[cfg(target_arch = "x86_64")]
+    fn product_amx(&self, acts: &Activations, bias: Option<&[f32]>, y: *mut f32) {
+        use crate::amx::{self, ROWS};
+        let (m, k4) = (acts.rows, self.k4);
+        let rows_padded = m.next_multiple_of(ROWS);
+        // Whole 32-row blocks of activations; the padding rows stand for zeros (q + 128 = 128).
+        let data: std::borrow::Cow<[u8]> = if rows_padded == m {
+            std::borrow::Cow::Borrowed(&acts.data)
+        } else {
+            let mut d = acts.data.clone();
+            d.resize(rows_padded * k4, 128);
+            std::borrow::Cow::Owned(d)
+        };
+        let panels = self.out.div_ceil(PANEL);
+        let blocks: Vec<(usize, usize)> = (0..rows_padded / ROWS)
+            .flat_map(|i| (0..panels.div_ceil(2)).map(move |j| (i, j)))
+            .collect();
+        let per_task = blocks
+            .len()
+            .div_ceil(4 * rayon::current_num_threads())
+            .max(1);
+        let out = SendPtr(y);
+        let epilogue = Epilogue {
+            scales: &self.scales,
+            offsets: &self.offsets,
+            bias,
+        };
+        blocks.par_chunks(per_task).for_each(|task| {
+            let mut c = [0i32; ROWS * 2 * PANEL];
+            // SAFETY: AMX is available (checked by the caller); each block reads 32 whole rows
+            // of `data` and its panels of `packed`, and writes its own rows × columns of `y`.
+            unsafe {
+                amx::configure();
+                for &(i, j) in task {
+                    let np = (panels - 2 * j).min(2);
+                    amx::int8_block(
+                        k4 / GROUP,
+                        data[i * ROWS * k4..].as_ptr(),
+                        k4,
+                        self.packed[2 * j * k4 * PANEL..].as_ptr(),
+                        k4 * PANEL,
+                        np,
+                        &mut c,
+                    );
+                    let col0 = 2 * j * PANEL;
+                    let cols = (np * PANEL).min(self.out - col0);
+                    for r in 0..(m - i * ROWS).min(ROWS) {
+                        let row = i * ROWS + r;
+                        let row_scale = acts.scales[row];
+                        let dst = out.get().add(row * self.out + col0);
+                        for (cc, &acc) in c[r * 2 * PANEL..][..cols].iter().enumerate() {
+                            let n = col0 + cc;
+                            *dst.add(cc) = epilogue.scalar(acc - self.offsets[n], row_scale, n);
+                        }
+                    }
+                }
+                amx::release();
+            }
+        });
     }
 }
 
@@ -689,8 +762,9 @@ mod tests {
         (0..n).map(|_| rng.random_range(-1.0f32..1.0)).collect()
     }
 
-    /// Every kernel on this CPU gives bit-identical outputs, over shapes with ragged rows, columns
-    /// and inputs (tile and panel remainders, k not a multiple of 4).
+    /// Every kernel on this CPU gives bit-identical outputs (AMX's tiles included, where the CPU
+    /// has them), over shapes with ragged rows, columns and inputs (tile and panel remainders, k
+    /// not a multiple of 4).
     #[test]
     fn kernels_agree_exactly() -> Result<()> {
         for &(m, out, inp) in &[
@@ -699,6 +773,12 @@ mod tests {
             (9, 50, 33),
             (70, 100, 130),
             (128, 48, 64),
+            // AMX blocks (inputs a multiple of 64, 32 rows or more): ragged rows, one panel,
+            // an odd panel count.
+            (70, 50, 192),
+            (33, 17, 64),
+            (40, 10, 128),
+            (64, 80, 256),
         ] {
             let w = Int8Matrix::quantize(&random(out * inp, 1), out, inp)?;
             let x = random(m * inp, 2);
