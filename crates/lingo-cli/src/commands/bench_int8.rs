@@ -45,9 +45,14 @@ pub fn run(iters: usize, python: Option<&str>, json: Option<&Path>) -> anyhow::R
         .map(|k| k.name())
         .collect();
     println!(
-        "Reduced-precision inference: {threads} threads, int8 kernel `{}` (of {:?}), bf16 kernels \
-         {bf16_kernels:?} (AMX from 32 rows)",
+        "Reduced-precision inference: {threads} threads, int8 kernel `{}`{} (of {:?}), bf16 \
+         kernels {bf16_kernels:?} (AMX from 32 rows)",
         kernel.name(),
+        if lingo_kernels::amx::available() {
+            " with AMX tiles from 32 rows"
+        } else {
+            ""
+        },
         Int8Kernel::available()
             .iter()
             .map(|k| k.name())
