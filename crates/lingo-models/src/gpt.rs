@@ -691,7 +691,8 @@ mod tests {
     }
 
     /// Attention sinks: a narrow window whose every position is global is dense attention; a
-    /// few global tokens train every parameter and refuse the rolling cache.
+    /// few global tokens train every parameter, and decoding keeps them in the rolling cache
+    /// beside the window's last keys, agreeing with the full forward.
     #[test]
     fn global_tokens_in_a_causal_window() -> Result<()> {
         let x = ids(2, 40, 3);
@@ -717,10 +718,28 @@ mod tests {
         let loss = model.loss(&x, &ids(2, 40, 1), &mut Ctx::eval())?;
         let missing = s3.without_gradient(&loss.backward()?)?;
         assert!(missing.is_empty(), "no gradient for {missing:?}");
+        let full = model.logits(&x, &mut Ctx::eval())?;
         let mut cache = model.new_cache();
-        let err = model.forward_cached(&ids(1, 3, 0), &mut cache).unwrap_err();
-        assert!(err.to_string().contains("global tokens"), "{err}");
-        Ok(())
+        let mut steps = vec![model.forward_cached(&x.narrow(1, 0, 7)?, &mut cache)?];
+        assert_eq!((cache[0].len(), cache[0].position()), (2 + 3, 7));
+        for t in 7..36 {
+            steps.push(model.forward_cached(&x.narrow(1, t, 1)?, &mut cache)?);
+        }
+        steps.push(model.forward_cached(&x.narrow(1, 36, 4)?, &mut cache)?);
+        assert_eq!((cache[0].len(), cache[0].position()), (2 + 3, 40));
+        assert_close(&Tensor::cat(&steps, 1)?, &full, 1e-5, "sink-cache logits")?;
+        // Token by token from the first, the global ones included.
+        let mut cache = model.new_cache();
+        let steps = (0..12)
+            .map(|t| model.forward_cached(&x.narrow(1, t, 1)?, &mut cache))
+            .collect::<Result<Vec<_>>>()?;
+        let head = full.narrow(1, 0, 12)?;
+        assert_close(
+            &Tensor::cat(&steps, 1)?,
+            &head,
+            1e-5,
+            "token-by-token sinks",
+        )
     }
 
     #[test]

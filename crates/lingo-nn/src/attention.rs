@@ -39,20 +39,20 @@ impl KvCache {
         self.evicted + self.len
     }
 
-    /// Keeps only the last `n` positions (a sliding window's rolling cache: older keys are never
-    /// attended to again).
-    fn keep_last(&mut self, n: usize) -> Result<()> {
-        if self.len <= n {
+    /// Keeps only the first `sinks` positions and the last `n` (a sliding window's rolling cache
+    /// with its global tokens: other keys are never attended to again).
+    fn keep(&mut self, sinks: usize, n: usize) -> Result<()> {
+        if self.len <= sinks + n {
             return Ok(());
         }
         if let Some((k, v)) = &self.buffers {
-            let drop = self.len - n;
+            let drop = self.len - sinks - n;
             for buf in [k, v] {
-                let tail = buf.narrow(1, drop, n)?.contiguous()?;
-                buf.slice_set(&tail, 1, 0)?;
+                let tail = buf.narrow(1, sinks + drop, n)?.contiguous()?;
+                buf.slice_set(&tail, 1, sinks)?;
             }
             self.evicted += drop;
-            self.len = n;
+            self.len = sinks + n;
         }
         Ok(())
     }
@@ -213,14 +213,8 @@ impl MultiHeadSelfAttention {
     ) -> Result<(Tensor, Option<Tensor>)> {
         let (b, t, c3) = qkv.dims3()?;
         let [q, k, v] = self.split_qkv(qkv)?;
-        let window = match self.pattern {
-            Pattern::Window { global, .. } if global > 0 => {
-                candle_core::bail!(
-                    "global tokens need the whole sequence: a window with attention_global has no \
-                     rolling decoding cache yet"
-                )
-            }
-            Pattern::Window { size, .. } => size,
+        let (window, sinks) = match self.pattern {
+            Pattern::Window { size, global } => (size, global),
             Pattern::Linformer(_) => {
                 candle_core::bail!("Linformer is not causal: it has no decoding cache")
             }
@@ -229,7 +223,7 @@ impl MultiHeadSelfAttention {
                     "LSH attention has no decoding cache yet: score with full sequences"
                 )
             }
-            Pattern::Dense => 0,
+            Pattern::Dense => (0, 0),
         };
         if window == 0 {
             let mask = AttentionMask {
@@ -240,8 +234,8 @@ impl MultiHeadSelfAttention {
             let (y, w) = lingo_kernels::attention_with_weights(&q, &k, &v, &mask, want_weights)?;
             return Ok((y.reshape((b, t, c3 / 3))?, w));
         }
-        // A rolling cache keeps the window's last `window − 1` keys, which is all the next
-        // query sees: each new position attends over them and itself.
+        // A rolling cache keeps the global tokens and the window's last `window − 1` keys,
+        // which is all the next query sees: each new position attends over them and itself.
         if !mask.causal || want_weights || mask.key_padding.is_some() {
             candle_core::bail!(
                 "a sliding-window cache decodes causally, without padding or attention weights"
@@ -252,7 +246,7 @@ impl MultiHeadSelfAttention {
                 &q,
                 &k,
                 &v,
-                Window::causal(window),
+                Window::causal(window).with_global(sinks),
                 &AttentionMask::default(),
             )?;
             cache.append(&k, &v)?;
@@ -273,11 +267,11 @@ impl MultiHeadSelfAttention {
                     &values,
                     &causal,
                 )?);
-                cache.keep_last(window - 1)?;
+                cache.keep(sinks, window - 1)?;
             }
             Tensor::cat(&ys, 1)?
         };
-        cache.keep_last(window - 1)?;
+        cache.keep(sinks, window - 1)?;
         Ok((y.reshape((b, t, c3 / 3))?, None))
     }
 
