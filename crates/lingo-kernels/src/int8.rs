@@ -402,17 +402,50 @@ impl Int8Matrix {
                     let cols = (np * PANEL).min(self.out - col0);
                     for r in 0..(m - i * ROWS).min(ROWS) {
                         let row = i * ROWS + r;
-                        let row_scale = acts.scales[row];
-                        let dst = out.get().add(row * self.out + col0);
-                        for (cc, &acc) in c[r * 2 * PANEL..][..cols].iter().enumerate() {
-                            let n = col0 + cc;
-                            *dst.add(cc) = epilogue.scalar(acc - self.offsets[n], row_scale, n);
-                        }
+                        epilogue_avx512(
+                            &c[r * 2 * PANEL..][..cols],
+                            acts.scales[row],
+                            col0,
+                            &epilogue,
+                            out.get().add(row * self.out + col0),
+                        );
                     }
                 }
                 amx::release();
             }
         });
+    }
+}
+
+/// The VNNI kernel's epilogue for one row of i32 sums (columns `col0..col0 + acc.len()`), 16
+/// columns a vector: `(acc − offset) · (row scale · column scale) + bias`, as `tile_vnni` writes it.
+///
+/// # Safety
+/// `dst` valid for `acc.len()` values; the CPU has AVX-512 (AMX implies it).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn epilogue_avx512(acc: &[i32], row_scale: f32, col0: usize, e: &Epilogue, dst: *mut f32) {
+    use std::arch::x86_64::*;
+    let rs = _mm512_set1_ps(row_scale);
+    for c in (0..acc.len()).step_by(PANEL) {
+        let cols = (acc.len() - c).min(PANEL);
+        let mask: __mmask16 = if cols == PANEL {
+            !0
+        } else {
+            (1u16 << cols) - 1
+        };
+        let first = col0 + c;
+        // Offsets and scales are padded to whole panels; the bias is not.
+        let offset = _mm512_loadu_si512(e.offsets.as_ptr().add(first).cast());
+        let scale = _mm512_loadu_ps(e.scales.as_ptr().add(first));
+        let bias = match e.bias {
+            Some(b) => _mm512_maskz_loadu_ps(mask, b.as_ptr().add(first)),
+            None => _mm512_setzero_ps(),
+        };
+        let a = _mm512_maskz_loadu_epi32(mask, acc.as_ptr().add(c));
+        let sum = _mm512_cvtepi32_ps(_mm512_sub_epi32(a, offset));
+        let y = _mm512_fmadd_ps(sum, _mm512_mul_ps(rs, scale), bias);
+        _mm512_mask_storeu_ps(dst.add(c), mask, y);
     }
 }
 
