@@ -89,6 +89,9 @@ enum Command {
     Tokenizer(commands::tokenizer::TokenizerCommand),
     /// Print the ids and tokens a tokenizer gives some texts.
     Tokenize(commands::tokenizer::Tokenize),
+    /// n-gram language models: train (modified Kneser–Ney, ARPA out), eval (perplexity), generate.
+    #[command(subcommand)]
+    Ngram(commands::ngram::NgramCommand),
     /// Quantize a model folder: int8 linear layers (per-channel weights, per-row activations at
     /// run time); every command loads the folder it writes.
     Quantize(commands::quantize::Quantize),
@@ -148,6 +151,7 @@ fn main() {
         Command::Qa(c) => c.run(),
         Command::Embed(c) => c.run(),
         Command::Metric(m) => m.run(),
+        Command::Ngram(n) => n.run(),
         Command::Pretrain(p) => p.run(),
         Command::Finetune(f) => f.run(),
         Command::Evaluate(e) => e.run(),

@@ -10,6 +10,7 @@
 //! interpolated model the backoff weight is the interpolation weight γ(h), so backing off
 //! reproduces the interpolated probability exactly.
 
+mod arpa;
 mod counts;
 mod model;
 

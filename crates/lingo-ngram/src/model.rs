@@ -285,11 +285,11 @@ impl NgramModel {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    /// Sentences from a skewed random source over 30 words, deterministic.
-    fn corpus(n: usize) -> Vec<Vec<String>> {
+    /// Sentences from a skewed random source with rare words, deterministic.
+    pub(crate) fn corpus(n: usize) -> Vec<Vec<String>> {
         let mut state = 12345u64;
         let mut next = move || {
             state = state

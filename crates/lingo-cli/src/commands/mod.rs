@@ -9,6 +9,7 @@ pub mod finetune;
 pub mod forward;
 pub mod generate;
 pub mod metric;
+pub mod ngram;
 pub mod pretrain;
 pub mod prune;
 pub mod quantize;

@@ -1,0 +1,180 @@
+//! `lingo ngram train | eval | generate`: n-gram language models in ARPA files (lingo_ngram).
+
+use anyhow::Context;
+use clap::{Args, Subcommand, ValueEnum};
+use lingo_ngram::{estimate_mkn, Counts, NgramModel, BOS, EOS};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+#[derive(Subcommand)]
+pub enum NgramCommand {
+    /// Count a corpus (one sentence a line, tokens separated by spaces; .gz allowed) and write a
+    /// smoothed model as an ARPA file.
+    Train(Train),
+    /// Perplexity of an ARPA model on a corpus, as SRILM's `ngram -ppl` reports it.
+    Eval(Eval),
+    /// Sample sentences from an ARPA model.
+    Generate(Generate),
+}
+
+impl NgramCommand {
+    pub fn run(self) -> anyhow::Result<()> {
+        match self {
+            NgramCommand::Train(t) => t.run(),
+            NgramCommand::Eval(e) => e.run(),
+            NgramCommand::Generate(g) => g.run(),
+        }
+    }
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Smoothing {
+    /// Interpolated modified Kneser–Ney (SRILM `-kndiscount -interpolate`, KenLM `lmplz`).
+    Mkn,
+}
+
+#[derive(Args)]
+pub struct Train {
+    #[arg(long, default_value_t = 3)]
+    order: usize,
+    #[arg(long, value_enum, default_value = "mkn")]
+    smoothing: Smoothing,
+    #[arg(long)]
+    corpus: PathBuf,
+    /// The ARPA file to write.
+    #[arg(long)]
+    out: PathBuf,
+}
+
+/// The sentences of a corpus file: whitespace-separated tokens, blank lines skipped.
+fn read_corpus(path: &Path) -> anyhow::Result<String> {
+    Ok(lingo_data::read_file(path)?)
+}
+
+fn sentences(text: &str) -> impl Iterator<Item = Vec<&str>> {
+    text.lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .filter(|s| !s.is_empty())
+}
+
+impl Train {
+    fn run(self) -> anyhow::Result<()> {
+        let start = Instant::now();
+        let text = read_corpus(&self.corpus)?;
+        let counts = Counts::count(self.order, sentences(&text))
+            .with_context(|| format!("counting {}", self.corpus.display()))?;
+        let model = match self.smoothing {
+            Smoothing::Mkn => estimate_mkn(&counts)?,
+        };
+        lingo_nn::io::write_atomic(&self.out, model.to_arpa().as_bytes())
+            .with_context(|| format!("writing {}", self.out.display()))?;
+        let sizes: Vec<String> = (model.levels.iter().enumerate())
+            .map(|(i, l)| format!("{}-grams {}", i + 1, l.grams.len()))
+            .collect();
+        println!(
+            "{} sentences, {} tokens, vocabulary {}; {}; {:.1}s → {}",
+            counts.sentences,
+            counts.tokens,
+            counts.vocab.len(),
+            sizes.join(", "),
+            start.elapsed().as_secs_f64(),
+            self.out.display()
+        );
+        Ok(())
+    }
+}
+
+fn load(path: &Path) -> anyhow::Result<NgramModel> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    Ok(NgramModel::from_arpa(&text, &path.display().to_string())?)
+}
+
+#[derive(Args)]
+pub struct Eval {
+    #[arg(long)]
+    model: PathBuf,
+    #[arg(long)]
+    corpus: PathBuf,
+    /// Print JSON (`perplexity`, `perplexity_excluding_oovs`, `oovs`, …).
+    #[arg(long)]
+    json: bool,
+}
+
+impl Eval {
+    fn run(self) -> anyhow::Result<()> {
+        let model = load(&self.model)?;
+        let text = read_corpus(&self.corpus)?;
+        let start = Instant::now();
+        let e = model.evaluate(sentences(&text));
+        let secs = start.elapsed().as_secs_f64();
+        if self.json {
+            let mut value = serde_json::to_value(&e)?;
+            value["queries_per_second"] = ((e.words + e.sentences) as f64 / secs).into();
+            println!("{}", serde_json::to_string_pretty(&value)?);
+        } else {
+            println!(
+                "{} sentences, {} words, {} OOVs\nlogprob= {:.2} ppl= {:.2} ppl1= {:.2} (OOVs as <unk>: ppl {:.2}); {:.0} queries/s",
+                e.sentences,
+                e.words,
+                e.oovs,
+                e.logprob,
+                e.perplexity_excluding_oovs,
+                e.perplexity_without_eos,
+                e.perplexity,
+                (e.words + e.sentences) as f64 / secs
+            );
+        }
+        Ok(())
+    }
+}
+
+#[derive(Args)]
+pub struct Generate {
+    #[arg(long)]
+    model: PathBuf,
+    /// Sentences to sample.
+    #[arg(long, default_value_t = 5)]
+    count: usize,
+    /// Longest sentence, in words.
+    #[arg(long, default_value_t = 50)]
+    max_words: usize,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+}
+
+impl Generate {
+    fn run(self) -> anyhow::Result<()> {
+        let model = load(&self.model)?;
+        let mut rng = lingo_nn::LingoRng::new(self.seed);
+        let words: Vec<u32> = (0..model.vocab.len() as u32)
+            .filter(|&w| w != BOS)
+            .collect();
+        for _ in 0..self.count {
+            let mut ids = vec![BOS];
+            let mut out = Vec::new();
+            while out.len() < self.max_words {
+                let probs: Vec<f64> = (words.iter())
+                    .map(|&w| 10f64.powf(model.logprob(&ids, w) as f64))
+                    .collect();
+                let total: f64 = probs.iter().sum();
+                let mut u = rng.uniform() as f64 * total;
+                let mut pick = words[words.len() - 1];
+                for (&w, &p) in words.iter().zip(&probs) {
+                    if u < p {
+                        pick = w;
+                        break;
+                    }
+                    u -= p;
+                }
+                if pick == EOS {
+                    break;
+                }
+                ids.push(pick);
+                out.push(model.vocab.word(pick));
+            }
+            println!("{}", out.join(" "));
+        }
+        Ok(())
+    }
+}

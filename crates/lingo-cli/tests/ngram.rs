@@ -1,0 +1,111 @@
+//! `lingo ngram train | eval | generate` as a user runs them, on a corpus the test writes.
+
+use std::process::Command;
+
+fn lingo(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_lingo"))
+        .args(args)
+        .output()
+        .expect("run lingo")
+}
+
+/// Sentences with rare words (the modified Kneser–Ney discounts need counts of 1–4).
+fn corpus(n: usize, seed: u64) -> String {
+    let mut state = seed;
+    let mut next = move || {
+        state = state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (state >> 33) as usize
+    };
+    (0..n)
+        .map(|_| {
+            let len = 3 + next() % 8;
+            let words: Vec<String> = (0..len)
+                .map(|_| match next() % 4 {
+                    0 => format!("r{}", next() % 3000),
+                    _ => format!("w{}", 2000 / (1 + next() % 2000)),
+                })
+                .collect();
+            words.join(" ") + "\n"
+        })
+        .collect()
+}
+
+#[test]
+fn train_eval_generate() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (train, test, arpa) = (
+        tmp.path().join("train.txt"),
+        tmp.path().join("test.txt"),
+        tmp.path().join("model.arpa"),
+    );
+    std::fs::write(&train, corpus(2000, 1)).unwrap();
+    std::fs::write(&test, corpus(200, 2)).unwrap();
+    let s = |p: &std::path::Path| p.to_str().unwrap().to_string();
+    let out = lingo(&[
+        "ngram",
+        "train",
+        "--order",
+        "3",
+        "--smoothing",
+        "mkn",
+        "--corpus",
+        &s(&train),
+        "--out",
+        &s(&arpa),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = std::fs::read_to_string(&arpa).unwrap();
+    assert!(text.contains("\\data\\") && text.contains("\\3-grams:") && text.contains("\\end\\"));
+
+    let out = lingo(&[
+        "ngram",
+        "eval",
+        "--model",
+        &s(&arpa),
+        "--corpus",
+        &s(&test),
+        "--json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let ppl = v["perplexity"].as_f64().unwrap();
+    assert!(ppl > 1.0 && ppl < 3000.0, "{v}");
+    assert!(
+        v["oovs"].as_u64().unwrap() > 0,
+        "unseen rare words count as OOVs"
+    );
+
+    let out = lingo(&[
+        "ngram",
+        "generate",
+        "--model",
+        &s(&arpa),
+        "--count",
+        "3",
+        "--seed",
+        "1",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 3);
+
+    // Bad input: a truncated ARPA file names the file and the line.
+    std::fs::write(&arpa, &text[..text.len() / 3]).unwrap();
+    let out = lingo(&["ngram", "eval", "--model", &s(&arpa), "--corpus", &s(&test)]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("model.arpa") && err.contains("line"), "{err}");
+}
