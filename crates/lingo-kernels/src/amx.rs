@@ -153,13 +153,7 @@ pub(crate) unsafe fn release() {
 unsafe fn block(kp: usize, a: *const u32, b: *const u32, c: &mut [f32; ROWS * NR]) {
     let a_stride = kp * 4;
     let b_stride = NR * 4;
-    std::arch::asm!(
-        "tilezero tmm0",
-        "tilezero tmm1",
-        "tilezero tmm2",
-        "tilezero tmm3",
-        options(nostack, nomem)
-    );
+    zero_accumulators();
     for p0 in (0..kp).step_by(PAIRS) {
         let a0 = a.add(p0);
         let a1 = a.add(16 * kp + p0);
@@ -183,19 +177,7 @@ unsafe fn block(kp: usize, a: *const u32, b: *const u32, c: &mut [f32; ROWS * NR
             options(nostack, readonly)
         );
     }
-    let out = c.as_mut_ptr();
-    std::arch::asm!(
-        "tilestored [{c0} + {s}*1], tmm0",
-        "tilestored [{c1} + {s}*1], tmm1",
-        "tilestored [{c2} + {s}*1], tmm2",
-        "tilestored [{c3} + {s}*1], tmm3",
-        c0 = in(reg) out,
-        c1 = in(reg) out.add(16),
-        c2 = in(reg) out.add(16 * NR),
-        c3 = in(reg) out.add(16 * NR + 16),
-        s = in(reg) NR * 4,
-        options(nostack)
-    );
+    store_accumulators(c.as_mut_ptr().cast());
 }
 
 /// Int8 products of one block: rows `0..32` of `a` (u8, row stride `lda`) against `panels` (1 or
@@ -216,13 +198,7 @@ pub(crate) unsafe fn int8_block(
     panels: usize,
     c: &mut [i32; ROWS * NR],
 ) {
-    std::arch::asm!(
-        "tilezero tmm0",
-        "tilezero tmm1",
-        "tilezero tmm2",
-        "tilezero tmm3",
-        options(nostack, nomem)
-    );
+    zero_accumulators();
     for g0 in (0..groups).step_by(16) {
         let a0 = a.add(4 * g0);
         let a1 = a0.add(16 * lda);
@@ -261,7 +237,25 @@ pub(crate) unsafe fn int8_block(
             );
         }
     }
-    let out = c.as_mut_ptr();
+    store_accumulators(c.as_mut_ptr().cast());
+}
+
+/// Zeroes the four accumulator tiles tmm0–3.
+#[cfg(target_arch = "x86_64")]
+unsafe fn zero_accumulators() {
+    std::arch::asm!(
+        "tilezero tmm0",
+        "tilezero tmm1",
+        "tilezero tmm2",
+        "tilezero tmm3",
+        options(nostack, nomem)
+    );
+}
+
+/// Stores tmm0–3 as one 32 × 32 block of 4-byte values (f32 or i32) at `out`, row stride 32:
+/// tmm0 top left, tmm1 top right, tmm2 bottom left, tmm3 bottom right.
+#[cfg(target_arch = "x86_64")]
+unsafe fn store_accumulators(out: *mut u32) {
     std::arch::asm!(
         "tilestored [{c0} + {s}*1], tmm0",
         "tilestored [{c1} + {s}*1], tmm1",
