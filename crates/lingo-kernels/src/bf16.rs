@@ -32,10 +32,12 @@ impl Kernel {
     /// The fastest kernel this CPU runs for `m` rows: AMX for whole blocks of rows, AVX-512 BF16
     /// below (decoding: bound by streaming the weight, where the tiles gain nothing).
     pub fn best(m: usize) -> Kernel {
-        let available = Kernel::available();
-        match available[0] {
-            Kernel::Amx if m < crate::amx::ROWS => available[1],
-            k => k,
+        if !bf16_supported() {
+            Kernel::Portable
+        } else if m >= crate::amx::ROWS && amx_runs() {
+            Kernel::Amx
+        } else {
+            Kernel::Avx512
         }
     }
 
@@ -43,7 +45,7 @@ impl Kernel {
     pub fn available() -> Vec<Kernel> {
         let mut kernels = Vec::new();
         if bf16_supported() {
-            if cfg!(target_arch = "x86_64") && crate::amx::available() {
+            if amx_runs() {
                 kernels.push(Kernel::Amx);
             }
             kernels.push(Kernel::Avx512);
@@ -59,6 +61,11 @@ impl Kernel {
             Kernel::Portable => "portable",
         }
     }
+}
+
+/// Whether the AMX kernel is compiled in and can run here.
+fn amx_runs() -> bool {
+    cfg!(target_arch = "x86_64") && crate::amx::available()
 }
 
 /// A linear weight `[out, in]` in bf16, packed for `x · Wᵀ`.
@@ -339,12 +346,10 @@ pub fn matmul_rows(
 fn rows_amx(table: &[u16], out: usize, inp: usize, x: &[f32], m: usize, y: &mut [f32]) -> usize {
     let blocks = out / crate::amx::ROWS * crate::amx::ROWS;
     let aligned = (table.as_ptr() as usize).is_multiple_of(4);
-    let applies = m >= crate::amx::ROWS
+    let applies = Kernel::best(m) == Kernel::Amx
         && inp.is_multiple_of(2 * crate::amx::PAIRS)
         && aligned
-        && blocks > 0
-        && bf16_supported()
-        && crate::amx::available();
+        && blocks > 0;
     if !applies {
         return 0;
     }
@@ -517,6 +522,18 @@ mod tests {
         y
     }
 
+    /// `got` within f32 rounding of the exact `want` (tolerance growing with `√in`).
+    fn assert_near(name: &str, got: &[f32], want: &[f64], (m, out, inp): (usize, usize, usize)) {
+        let tol = 1e-4 * (1.0 + inp as f64).sqrt();
+        assert_eq!(got.len(), want.len(), "{name} {m}×{out}×{inp}");
+        for (idx, (&g, &w)) in got.iter().zip(want).enumerate() {
+            assert!(
+                (g as f64 - w).abs() < tol,
+                "{name} {m}×{out}×{inp} at {idx}: {g} vs {w}"
+            );
+        }
+    }
+
     const SHAPES: [(usize, usize, usize); 7] = [
         (1, 1, 1),
         (1, 70, 33),
@@ -552,20 +569,16 @@ mod tests {
             let b = random(out, 3);
             let q = Bf16Matrix::from_f32(&w, out, inp)?;
             let want = reference(&x, &w, &b, (m, out, inp));
-            let tol = 1e-4 * (1.0 + inp as f64).sqrt();
-            let mut outputs = vec![("dispatched", q.matmul(&x, m, Some(&b))?)];
+            assert_near(
+                "dispatched",
+                &q.matmul(&x, m, Some(&b))?,
+                &want,
+                (m, out, inp),
+            );
             for kernel in Kernel::available() {
                 let mut y = b.repeat(m);
                 q.product(&x, m, &mut y, true, kernel);
-                outputs.push((kernel.name(), y));
-            }
-            for (name, got) in &outputs {
-                for (idx, (&g, &w)) in got.iter().zip(&want).enumerate() {
-                    assert!(
-                        (g as f64 - w).abs() < tol,
-                        "{name} {m}×{out}×{inp} at {idx}: {g} vs {w}"
-                    );
-                }
+                assert_near(kernel.name(), &y, &want, (m, out, inp));
             }
         }
         Ok(())
@@ -599,15 +612,8 @@ mod tests {
                         + dot_portable(&bits[c * inp..(c + 1) * inp], &xb[i * inp..(i + 1) * inp]);
                 }
             }
-            let tol = 1e-4 * (1.0 + inp as f64).sqrt();
-            for (name, y) in [("dispatched", &got), ("portable", &portable)] {
-                for (idx, (&g, &w)) in y.iter().zip(&want).enumerate() {
-                    assert!(
-                        (g as f64 - w).abs() < tol,
-                        "{name} {m}×{out}×{inp} at {idx}: {g} vs {w}"
-                    );
-                }
-            }
+            assert_near("dispatched", &got, &want, (m, out, inp));
+            assert_near("portable", &portable, &want, (m, out, inp));
         }
         Ok(())
     }

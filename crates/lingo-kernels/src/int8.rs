@@ -291,11 +291,7 @@ impl Int8Matrix {
     /// columns, each tile's weight panels reused across the block's rows.
     fn product(&self, kernel: Int8Kernel, acts: &Activations, bias: Option<&[f32]>, y: *mut f32) {
         #[cfg(target_arch = "x86_64")]
-        if kernel == Int8Kernel::Vnni
-            && acts.rows >= crate::amx::ROWS
-            && self.k4.is_multiple_of(4 * GROUP * GROUP)
-            && crate::amx::available()
-        {
+        if uses_amx(kernel, acts.rows, self.k4) {
             return self.product_amx(acts, bias, y);
         }
         let m = acts.rows;
@@ -359,14 +355,9 @@ impl Int8Matrix {
         use crate::amx::{self, ROWS};
         let (m, k4) = (acts.rows, self.k4);
         let rows_padded = m.next_multiple_of(ROWS);
-        // Whole 32-row blocks of activations; the padding rows stand for zeros (q + 128 = 128).
-        let data: std::borrow::Cow<[u8]> = if rows_padded == m {
-            std::borrow::Cow::Borrowed(&acts.data)
-        } else {
-            let mut d = acts.data.clone();
-            d.resize(rows_padded * k4, 128);
-            std::borrow::Cow::Owned(d)
-        };
+        // `Activations::quantize` padded the VNNI activations to whole 32-row blocks.
+        let data = &acts.data;
+        debug_assert!(data.len() >= rows_padded * k4);
         let panels = self.out.div_ceil(PANEL);
         let blocks: Vec<(usize, usize)> = (0..rows_padded / ROWS)
             .flat_map(|i| (0..panels.div_ceil(2)).map(move |j| (i, j)))
@@ -452,6 +443,19 @@ unsafe fn epilogue_avx512(acc: &[i32], row_scale: f32, col0: usize, e: &Epilogue
 /// Rows of `y` per parallel task.
 const ROW_BLOCK: usize = 72;
 
+/// Rows of one AMX block ([`crate::amx::ROWS`]), named where the activations are laid out.
+const AMX_ROWS: usize = crate::amx::ROWS;
+
+/// Whether a product of `rows` VNNI-format rows of `k4` inputs runs on AMX tiles: 32 rows or
+/// more, whole 64-input tile steps, and a CPU (and kernel) that grants the tiles.
+fn uses_amx(kernel: Int8Kernel, rows: usize, k4: usize) -> bool {
+    cfg!(target_arch = "x86_64")
+        && kernel == Int8Kernel::Vnni
+        && rows >= AMX_ROWS
+        && k4.is_multiple_of(4 * GROUP * GROUP)
+        && crate::amx::available()
+}
+
 /// Activations quantized per row, padded to `k4` with zeros: i8, or u8 (`q + 128`) for VNNI.
 struct Activations {
     kernel: Int8Kernel,
@@ -464,7 +468,13 @@ struct Activations {
 impl Activations {
     fn quantize(x: &[f32], rows: usize, inp: usize, k4: usize, kernel: Int8Kernel) -> Result<Self> {
         let offset = if kernel == Int8Kernel::Vnni { 128 } else { 0 };
-        let mut data = vec![0u8; rows * k4];
+        // AMX tiles read whole blocks of 32 rows: padding rows stand for zeros (`q + 128 = 128`),
+        // so the product never copies the activations.
+        let padded_rows = match uses_amx(kernel, rows, k4) {
+            true => rows.next_multiple_of(AMX_ROWS),
+            false => rows,
+        };
+        let mut data = vec![offset; padded_rows * k4];
         let mut scales = vec![0f32; rows];
         let quantize = |(q, s): (&mut [u8], &mut f32), x: &[f32]| {
             *s = quantize_row(x, &mut q[..inp], offset);

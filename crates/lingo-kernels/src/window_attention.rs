@@ -623,6 +623,17 @@ mod tests {
         Ok(())
     }
 
+    /// The kernel equals the masked dense reference on `inputs`, forward and backward.
+    fn matches_reference(inputs: &[Tensor; 3], window: Window, mask: AttentionMask) -> Result<()> {
+        let m2 = mask.clone();
+        check_parity(
+            &move |x| window_attention(&x[0], &x[1], &x[2], window, &mask),
+            &move |x| window_attention_composed(&x[0], &x[1], &x[2], window, &m2),
+            inputs,
+            1e-5,
+        )
+    }
+
     #[test]
     fn matches_the_masked_dense_reference() -> Result<()> {
         let (b, t, h, d) = (2, 140, 3, 8);
@@ -635,13 +646,7 @@ mod tests {
                     dropout,
                     ..Default::default()
                 };
-                let m2 = mask.clone();
-                check_parity(
-                    &move |x| window_attention(&x[0], &x[1], &x[2], window, &mask),
-                    &move |x| window_attention_composed(&x[0], &x[1], &x[2], window, &m2),
-                    &inputs,
-                    1e-5,
-                )?;
+                matches_reference(&inputs, window, mask)?;
             }
         }
         Ok(())
@@ -660,13 +665,7 @@ mod tests {
                     key_padding: Some(padding(b, t)),
                     ..Default::default()
                 };
-                let m2 = mask.clone();
-                check_parity(
-                    &move |x| window_attention(&x[0], &x[1], &x[2], window, &mask),
-                    &move |x| window_attention_composed(&x[0], &x[1], &x[2], window, &m2),
-                    &inputs,
-                    1e-5,
-                )?;
+                matches_reference(&inputs, window, mask)?;
             }
         }
         Ok(())

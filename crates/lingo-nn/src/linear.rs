@@ -16,7 +16,8 @@ pub enum LinearWeight {
 }
 
 impl LinearWeight {
-    /// `values` (`[out, in]`, row-major) held as `precision` says.
+    /// `values` (`[out, in]`, row-major) held as int8 or bf16, as `precision` says. An f32
+    /// weight is a parameter of its store, never converted.
     pub fn convert(
         values: &[f32],
         out: usize,
@@ -24,11 +25,9 @@ impl LinearWeight {
         precision: LinearPrecision,
     ) -> Result<Self> {
         Ok(match precision {
-            LinearPrecision::F32 => LinearWeight::F32(Tensor::from_slice(
-                values,
-                (out, inp),
-                &candle_core::Device::Cpu,
-            )?),
+            LinearPrecision::F32 => {
+                candle_core::bail!("an f32 linear weight is a parameter, not a conversion")
+            }
             LinearPrecision::Int8 => {
                 LinearWeight::Int8(Arc::new(Int8Matrix::quantize(values, out, inp)?))
             }

@@ -114,11 +114,6 @@ impl ParamStore {
         self.lock().linear_precision = precision;
     }
 
-    /// Shorthand for [`Self::hold_linears_as`] int8.
-    pub fn quantize_linears(&self) {
-        self.hold_linears_as(LinearPrecision::Int8);
-    }
-
     pub fn linear_precision(&self) -> LinearPrecision {
         self.lock().linear_precision
     }

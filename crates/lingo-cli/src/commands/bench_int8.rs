@@ -26,6 +26,7 @@ const PRECISIONS: [LinearPrecision; 3] = [
 
 /// One model timed in each precision: milliseconds per iteration, bytes of weights held, and
 /// (GPT-2) bytes of linear weights read per token.
+#[derive(Default)]
 struct ByPrecision {
     ms: [Vec<f64>; 3],
     held: [usize; 3],
@@ -59,21 +60,13 @@ pub fn run(iters: usize, python: Option<&str>, json: Option<&Path>) -> anyhow::R
             .collect::<Vec<_>>(),
     );
     println!("timing Lingo: BERT-base ({iters} iterations after warm-up) ...");
-    let mut bert = ByPrecision {
-        ms: Default::default(),
-        held: [0; 3],
-        streamed: [0; 3],
-    };
+    let mut bert = ByPrecision::default();
     for (i, &p) in PRECISIONS.iter().enumerate() {
         (bert.ms[i], bert.held[i]) = bench_bert(iters, p)?;
     }
     let gpt_iters = (iters / 2).max(2);
     println!("timing Lingo: GPT-2 ({gpt_iters} generations after warm-up) ...");
-    let mut gpt = ByPrecision {
-        ms: Default::default(),
-        held: [0; 3],
-        streamed: [0; 3],
-    };
+    let mut gpt = ByPrecision::default();
     for (i, &p) in PRECISIONS.iter().enumerate() {
         (gpt.ms[i], gpt.streamed[i], gpt.held[i]) = bench_gpt2(gpt_iters, p)?;
     }

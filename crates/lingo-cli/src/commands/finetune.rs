@@ -220,7 +220,11 @@ impl Evaluate {
         let quantize = args.quantize.quantize();
         let metrics = match task {
             "lm" => {
-                let options = args.quantize.options();
+                // The one quantization asked for above (asking again repeats its notes).
+                let options = lingo_models::auto::LoadOptions {
+                    quantize,
+                    ..Default::default()
+                };
                 let lm = LanguageModel::from_pretrained(Pretrained::open(&dir, &options)?)?;
                 let text = lingo_data::read_text(&args.data)?;
                 serde_json::to_value(lm.evaluate(
