@@ -109,3 +109,69 @@ fn train_eval_generate() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("model.arpa") && err.contains("line"), "{err}");
 }
+
+#[test]
+fn every_smoothing_trains_and_scores() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (train, test) = (tmp.path().join("train.txt"), tmp.path().join("test.txt"));
+    std::fs::write(&train, corpus(2000, 1)).unwrap();
+    std::fs::write(&test, corpus(200, 2)).unwrap();
+    let s = |p: &std::path::Path| p.to_str().unwrap().to_string();
+    let mut ppl = std::collections::BTreeMap::new();
+    for smoothing in ["add-k", "witten-bell", "absolute", "kn", "mkn", "stupid"] {
+        let arpa = tmp.path().join(format!("{smoothing}.arpa"));
+        let out = lingo(&[
+            "ngram",
+            "train",
+            "--order",
+            "3",
+            "--smoothing",
+            smoothing,
+            "--corpus",
+            &s(&train),
+            "--out",
+            &s(&arpa),
+        ]);
+        assert!(
+            out.status.success(),
+            "{smoothing}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let out = lingo(&[
+            "ngram",
+            "eval",
+            "--model",
+            &s(&arpa),
+            "--corpus",
+            &s(&test),
+            "--json",
+        ]);
+        assert!(
+            out.status.success(),
+            "{smoothing}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let p = v["perplexity"].as_f64().unwrap();
+        assert!(p.is_finite() && p > 1.0, "{smoothing}: {p}");
+        ppl.insert(smoothing, p);
+    }
+    assert!(
+        ppl["mkn"] < ppl["add-k"] && ppl["kn"] < ppl["witten-bell"],
+        "{ppl:?}"
+    );
+    let out = lingo(&[
+        "ngram",
+        "train",
+        "--smoothing",
+        "kn",
+        "--discount",
+        "1.5",
+        "--corpus",
+        &s(&train),
+        "--out",
+        &s(&tmp.path().join("x.arpa")),
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("discount"), "{err}");
+}

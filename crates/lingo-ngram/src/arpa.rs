@@ -192,7 +192,7 @@ impl NgramModel {
 
 #[cfg(test)]
 mod tests {
-    use crate::{estimate_mkn, Counts, NgramModel};
+    use crate::{estimate, Counts, NgramModel, Smoothing};
 
     fn model() -> NgramModel {
         let text = crate::model::tests::corpus(1000);
@@ -201,7 +201,7 @@ mod tests {
             text.iter().map(|s| s.iter().map(|w| w.as_str()).collect()),
         )
         .unwrap();
-        estimate_mkn(&counts).unwrap()
+        estimate(&counts, Smoothing::ModifiedKneserNey).unwrap()
     }
 
     #[test]

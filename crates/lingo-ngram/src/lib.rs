@@ -1,11 +1,12 @@
 //! n-gram language models: counting n-grams of any order into sorted arrays of word ids,
-//! interpolated modified Kneser–Ney smoothing (Chen & Goodman 1998; three discounts per order, as
-//! SRILM's `-kndiscount -interpolate` and KenLM's `lmplz`), ARPA files, and perplexity.
+//! smoothing (add-k, Witten–Bell, absolute discounting, Kneser–Ney, interpolated modified
+//! Kneser–Ney as SRILM's `-kndiscount -interpolate` and KenLM's `lmplz`, Stupid Backoff), ARPA
+//! files, and perplexity.
 //!
 //! Sentences are wrapped in `<s>` … `</s>`; every n-gram of every order ending at each position
-//! after `<s>` is counted. Lower orders are estimated from continuation counts (how many distinct
-//! words precede an n-gram), except n-grams that start with `<s>`, which nothing can precede and
-//! which keep their raw counts. The model is stored as ARPA has it: for every seen n-gram its
+//! after `<s>` is counted. For Kneser–Ney, lower orders are estimated from continuation counts
+//! (how many distinct words precede an n-gram), except n-grams that start with `<s>`, which
+//! nothing can precede and which keep their raw counts. The model is stored as ARPA has it: for every seen n-gram its
 //! interpolated log10 probability, for every context its log10 backoff weight — for an
 //! interpolated model the backoff weight is the interpolation weight γ(h), so backing off
 //! reproduces the interpolated probability exactly.
@@ -15,7 +16,7 @@ mod counts;
 mod model;
 
 pub use counts::{Counts, Vocab, BOS, EOS, UNK};
-pub use model::{estimate_mkn, Evaluation, NgramModel};
+pub use model::{estimate, Evaluation, NgramModel, Smoothing};
 
 #[derive(Debug, thiserror::Error)]
 pub enum NgramError {

@@ -2,7 +2,7 @@
 //! the published ~141 test perplexity (Mikolov et al. 2011: 141.2). Skips, saying so, without
 //! `../shared/data/ptb/`.
 
-use lingo_ngram::{estimate_mkn, Counts};
+use lingo_ngram::{estimate, Counts, Smoothing};
 use std::io::Read;
 use std::path::PathBuf;
 
@@ -34,7 +34,7 @@ fn ptb_5gram_reaches_the_published_perplexity() {
     let counts = Counts::count(5, sentences(train)).unwrap();
     // 9,999 words (with <unk>) and </s>, which plays <eos>: the usual 10,000; and <s>.
     assert_eq!(counts.vocab.len(), 10_001);
-    let model = estimate_mkn(&counts).unwrap();
+    let model = estimate(&counts, Smoothing::ModifiedKneserNey).unwrap();
     let e = model.evaluate(sentences(test));
     eprintln!("PTB test: {e:?}");
     assert_eq!(e.oovs, 0);

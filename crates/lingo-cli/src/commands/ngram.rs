@@ -2,7 +2,7 @@
 
 use anyhow::Context;
 use clap::{Args, Subcommand, ValueEnum};
-use lingo_ngram::{estimate_mkn, Counts, NgramModel, BOS, EOS};
+use lingo_ngram::{estimate, Counts, NgramModel, BOS, EOS};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -27,10 +27,20 @@ impl NgramCommand {
     }
 }
 
-#[derive(Clone, Copy, ValueEnum)]
+#[derive(Clone, Copy, PartialEq, ValueEnum)]
 enum Smoothing {
+    /// Add-k (`--k 1` is Laplace), backing the unseen mass off to the lower order.
+    AddK,
+    /// Interpolated Witten–Bell.
+    WittenBell,
+    /// Interpolated absolute discounting (`--discount`, or estimated per order).
+    Absolute,
+    /// Interpolated Kneser–Ney (`--discount`, or estimated per order).
+    Kn,
     /// Interpolated modified Kneser–Ney (SRILM `-kndiscount -interpolate`, KenLM `lmplz`).
     Mkn,
+    /// Stupid Backoff (`--alpha`): scores, not probabilities.
+    Stupid,
 }
 
 #[derive(Args)]
@@ -39,11 +49,35 @@ pub struct Train {
     order: usize,
     #[arg(long, value_enum, default_value = "mkn")]
     smoothing: Smoothing,
+    /// The k of add-k smoothing.
+    #[arg(long, default_value_t = 1.0)]
+    k: f64,
+    /// The discount of absolute discounting and Kneser–Ney; estimated as n1/(n1 + 2·n2) per order
+    /// when not given.
+    #[arg(long)]
+    discount: Option<f64>,
+    /// Stupid Backoff's factor for backing off.
+    #[arg(long, default_value_t = 0.4)]
+    alpha: f64,
     #[arg(long)]
     corpus: PathBuf,
     /// The ARPA file to write.
     #[arg(long)]
     out: PathBuf,
+}
+
+impl Train {
+    fn smoothing(&self) -> lingo_ngram::Smoothing {
+        use lingo_ngram::Smoothing as S;
+        match self.smoothing {
+            Smoothing::AddK => S::AddK(self.k),
+            Smoothing::WittenBell => S::WittenBell,
+            Smoothing::Absolute => S::Absolute(self.discount),
+            Smoothing::Kn => S::KneserNey(self.discount),
+            Smoothing::Mkn => S::ModifiedKneserNey,
+            Smoothing::Stupid => S::StupidBackoff(self.alpha),
+        }
+    }
 }
 
 /// The sentences of a corpus file: whitespace-separated tokens, blank lines skipped.
@@ -63,9 +97,7 @@ impl Train {
         let text = read_corpus(&self.corpus)?;
         let counts = Counts::count(self.order, sentences(&text))
             .with_context(|| format!("counting {}", self.corpus.display()))?;
-        let model = match self.smoothing {
-            Smoothing::Mkn => estimate_mkn(&counts)?,
-        };
+        let model = estimate(&counts, self.smoothing())?;
         lingo_nn::io::write_atomic(&self.out, model.to_arpa().as_bytes())
             .with_context(|| format!("writing {}", self.out.display()))?;
         let sizes: Vec<String> = (model.levels.iter().enumerate())
@@ -80,6 +112,12 @@ impl Train {
             start.elapsed().as_secs_f64(),
             self.out.display()
         );
+        if self.smoothing == Smoothing::Stupid {
+            println!(
+                "note: Stupid Backoff gives scores that do not sum to 1; a perplexity from them \
+                 is not comparable with the other smoothings'"
+            );
+        }
         Ok(())
     }
 }
