@@ -89,9 +89,12 @@ enum Command {
     Tokenizer(commands::tokenizer::TokenizerCommand),
     /// Print the ids and tokens a tokenizer gives some texts.
     Tokenize(commands::tokenizer::Tokenize),
-    /// n-gram language models: train (modified Kneser–Ney, ARPA out), eval (perplexity), generate.
+    /// n-gram language models: train (six smoothings, ARPA out), eval (perplexity), generate.
     #[command(subcommand)]
     Ngram(commands::ngram::NgramCommand),
+    /// HMM part-of-speech taggers: train (TnT or first-order) on CoNLL-U, tag, eval, baum-welch.
+    #[command(subcommand)]
+    Hmm(commands::hmm::HmmCommand),
     /// Quantize a model folder: int8 linear layers (per-channel weights, per-row activations at
     /// run time); every command loads the folder it writes.
     Quantize(commands::quantize::Quantize),
@@ -152,6 +155,7 @@ fn main() {
         Command::Embed(c) => c.run(),
         Command::Metric(m) => m.run(),
         Command::Ngram(n) => n.run(),
+        Command::Hmm(h) => h.run(),
         Command::Pretrain(p) => p.run(),
         Command::Finetune(f) => f.run(),
         Command::Evaluate(e) => e.run(),

@@ -8,6 +8,7 @@ pub mod encoder;
 pub mod finetune;
 pub mod forward;
 pub mod generate;
+pub mod hmm;
 pub mod metric;
 pub mod ngram;
 pub mod pretrain;
