@@ -22,6 +22,7 @@ pub mod hub;
 pub mod outputs;
 pub mod presets;
 pub mod quantize;
+pub mod rnn;
 pub mod rnn_seq2seq;
 pub mod t5;
 pub mod transformer;
@@ -31,6 +32,7 @@ pub use contracts::{Batched, CausalLm, Seq2SeqBatch, Seq2SeqLm, Seq2SeqLoss, Seq
 pub use gpt::{Gpt, GptConfig};
 pub use outputs::{ModelInputs, ModelOutput, Trace};
 pub use quantize::Quantization;
+pub use rnn::{Pooling, RnnClassifier, RnnClassifierConfig};
 pub use rnn_seq2seq::{RnnSeq2Seq, RnnSeq2SeqConfig, Seq2SeqAttention};
 
 use candle_core::{DType, Result, Tensor};

@@ -72,14 +72,51 @@ pub struct Classify {
     texts: Vec<String>,
 }
 
+/// One label and its probability, as `lingo classify` prints them.
+#[derive(serde::Serialize)]
+struct Scored {
+    label: String,
+    score: f32,
+}
+
 impl Classify {
     pub fn run(self) -> anyhow::Result<()> {
+        let dir = lingo_models::hub::resolve_model(&self.model.model, self.model.offline)?;
+        if lingo_tasks::RnnClassifierPipeline::is_one(&dir) {
+            return self.run_recurrent(&dir);
+        }
         let pipeline = self.model.load()?;
         for text in &self.texts {
             let labels = pipeline.classify(text)?;
             self.model.print(&labels, || {
                 let top: Vec<String> = labels
                     .iter()
+                    .map(|l| format!("{} {:.4}", l.label, l.score))
+                    .collect();
+                format!("{text}\n  {}", top.join(", "))
+            })?;
+        }
+        Ok(())
+    }
+}
+
+impl Classify {
+    /// A recurrent classifier `lingo train classify` wrote.
+    fn run_recurrent(&self, dir: &std::path::Path) -> anyhow::Result<()> {
+        if self.model.quantize.quantize().is_some() {
+            anyhow::bail!(
+                "--int8 and --dtype apply to Transformer models, not recurrent classifiers"
+            );
+        }
+        let pipeline = lingo_tasks::RnnClassifierPipeline::load(dir)?;
+        for text in &self.texts {
+            let labels: Vec<Scored> = pipeline
+                .scores(text)?
+                .into_iter()
+                .map(|(label, score)| Scored { label, score })
+                .collect();
+            self.model.print(&labels, || {
+                let top: Vec<String> = (labels.iter())
                     .map(|l| format!("{} {:.4}", l.label, l.score))
                     .collect();
                 format!("{text}\n  {}", top.join(", "))

@@ -12,6 +12,9 @@ pub enum Train {
     Lm(TrainLm),
     /// Train a sequence-to-sequence (translation) model on sentence pairs.
     Seq2seq(TrainSeq2Seq),
+    /// Train a recurrent sentence classifier (many-to-one: (bi)LSTM/GRU/RNN with pooling) from
+    /// scratch on labelled texts.
+    Classify(TrainClassify),
 }
 
 impl Train {
@@ -19,6 +22,7 @@ impl Train {
         match self {
             Train::Lm(t) => t.run(),
             Train::Seq2seq(t) => t.run(),
+            Train::Classify(t) => t.run(),
         }
     }
 }
@@ -211,6 +215,119 @@ impl TrainSeq2Seq {
         }
         println!(
             "model folder: {}  (try: lingo translate --model {} \"...\")",
+            self.run.out.display(),
+            self.run.out.display()
+        );
+        Ok(())
+    }
+}
+
+#[derive(Args)]
+pub struct TrainClassify {
+    /// Labelled texts: `.tsv`/`.csv` with a header (`sentence`/`text` and `label` columns) or
+    /// `.jsonl`; `.gz` allowed.
+    #[arg(long)]
+    train: PathBuf,
+    /// Validation texts (same formats); without them 5% of --train is held out.
+    #[arg(long)]
+    valid: Option<PathBuf>,
+    /// Recipe JSON: `model` (cell, hidden_size, pooling, …), `vocab_size`, `max_length`,
+    /// `epochs`, `train` (see configs/sst2-bilstm.json).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// The recurrent cell: `lstm`, `gru`, `rnn` (tanh) or `rnn_relu`; overrides the recipe's.
+    #[arg(long)]
+    arch: Option<String>,
+    /// How a sentence's states become one vector: `last`, `mean`, `max` or `attention`.
+    #[arg(long)]
+    pooling: Option<String>,
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+impl TrainClassify {
+    pub fn run(self) -> anyhow::Result<()> {
+        use lingo_models::Pooling;
+        use lingo_nn::CellKind;
+        let mut recipe = match &self.config {
+            Some(path) => lingo_tasks::RnnClassifyRecipe::load(path)?,
+            None => lingo_tasks::RnnClassifyRecipe::default(),
+        };
+        if let Some(arch) = &self.arch {
+            recipe.model.cell = match arch.as_str() {
+                "lstm" => CellKind::Lstm,
+                "gru" => CellKind::Gru,
+                "rnn" => CellKind::Rnn,
+                "rnn_relu" => CellKind::RnnRelu,
+                other => anyhow::bail!("--arch {other}: expected lstm, gru, rnn or rnn_relu"),
+            };
+        }
+        if let Some(pooling) = &self.pooling {
+            recipe.model.pooling = match pooling.as_str() {
+                "last" => Pooling::Last,
+                "mean" => Pooling::Mean,
+                "max" => Pooling::Max,
+                "attention" => Pooling::Attention,
+                other => anyhow::bail!("--pooling {other}: expected last, mean, max or attention"),
+            };
+        }
+        if self.run.steps.is_some() {
+            recipe.epochs = None;
+        }
+        self.run.apply(&mut recipe.train);
+        let mut train = lingo_data::read_labelled(&self.train)?;
+        let valid = match &self.valid {
+            Some(v) => lingo_data::read_labelled(v)?,
+            None => lingo_tasks::finetune::hold_out(&mut train, recipe.train.seed, &self.train)?,
+        };
+        let tokenizer = if self.run.resume {
+            Some(
+                Tokenizer::load(&self.run.out.join("tokenizer.json"))
+                    .context("resuming needs the run's tokenizer.json")?,
+            )
+        } else {
+            None
+        };
+        let mut task = lingo_tasks::RnnClassifyTask::new(recipe, &train, &valid, tokenizer)?;
+        let (n_train, n_valid) = task.sizes();
+        let m = &task.recipe.model;
+        eprintln!(
+            "{n_train} training and {n_valid} validation texts, labels {}; vocabulary {}; {}{:?} {}×{} with {:?} pooling, {:.2}M parameters; {} steps × {}",
+            task.labels.join("/"),
+            m.vocab_size,
+            if m.bidirectional { "bi" } else { "" },
+            m.cell,
+            m.num_layers,
+            m.hidden_size,
+            m.pooling,
+            lingo_train::TrainTask::params(&task).num_params() as f64 / 1e6,
+            task.recipe.train.steps,
+            task.recipe.train.batch_size * task.recipe.train.grad_accum,
+        );
+        let trainer = self.run.trainer(task.recipe.train.clone());
+        let report = trainer.run(&mut task, self.run.resume)?;
+        let scores = task.scores(256)?;
+        println!(
+            "{} after {} steps: val loss {} (best {}), {:.1}s, {:.0} words/s",
+            if report.interrupted {
+                "stopped"
+            } else {
+                "done"
+            },
+            report.steps,
+            fmt(report.val_loss),
+            fmt(report.best_val_loss),
+            report.elapsed_secs,
+            report.tokens_per_sec
+        );
+        println!(
+            "validation accuracy {:.2}%, macro F1 {:.2}; {:.0} sentences/s",
+            100.0 * scores["accuracy"],
+            100.0 * scores["macro_f1"],
+            scores["sentences_per_second"]
+        );
+        println!(
+            "model folder: {}  (try: lingo classify --model {} \"...\")",
             self.run.out.display(),
             self.run.out.display()
         );

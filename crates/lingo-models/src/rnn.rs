@@ -1,0 +1,364 @@
+//! Recurrent networks over one sequence: the many-to-one classifier (a sentence → a label).
+//!
+//! Embeddings → (bidirectional, multi-layer) RNN/LSTM/GRU over the padded batch → one vector per
+//! sentence by pooling → dropout → a linear layer to the labels. Pooling:
+//! - *last*: the last layer's final state of each direction (the forward one after the last real
+//!   token, the backward one after the first), side by side;
+//! - *mean* / *max*: over the real positions of the last layer's outputs;
+//! - *attention*: `α = softmax(vᵀ tanh(W hₜ))` over the real positions, then `Σ αₜ hₜ` (Yang et
+//!   al. 2016's word attention).
+
+use candle_core::{bail, DType, Device, Result, Tensor, D};
+use lingo_nn::{
+    CellKind, Ctx, Dropout, Embedding, Init, Linear, ParamPath, Recurrent, RecurrentConfig,
+};
+use serde::{Deserialize, Serialize};
+
+/// How a sentence's states become one vector.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Pooling {
+    #[default]
+    Last,
+    Mean,
+    Max,
+    Attention,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RnnClassifierConfig {
+    pub vocab_size: usize,
+    pub embed_dim: usize,
+    pub cell: CellKind,
+    pub hidden_size: usize,
+    pub num_layers: usize,
+    pub bidirectional: bool,
+    pub pooling: Pooling,
+    /// Width of the attention pooling's hidden layer (0: `hidden_size`).
+    pub attention_dim: usize,
+    /// Dropout on the embeddings, between layers and before the output layer.
+    pub dropout: f32,
+    pub num_labels: usize,
+    pub pad_id: u32,
+}
+
+impl Default for RnnClassifierConfig {
+    fn default() -> Self {
+        RnnClassifierConfig {
+            vocab_size: 0,
+            embed_dim: 100,
+            cell: CellKind::Lstm,
+            hidden_size: 150,
+            num_layers: 1,
+            bidirectional: true,
+            pooling: Pooling::Max,
+            attention_dim: 0,
+            dropout: 0.5,
+            num_labels: 2,
+            pad_id: 0,
+        }
+    }
+}
+
+impl RnnClassifierConfig {
+    pub fn validate(&self) -> std::result::Result<(), String> {
+        crate::config::check_positive(&[
+            ("vocab_size", self.vocab_size),
+            ("embed_dim", self.embed_dim),
+            ("hidden_size", self.hidden_size),
+            ("num_layers", self.num_layers),
+            ("num_labels", self.num_labels),
+        ])?;
+        if self.pad_id as usize >= self.vocab_size {
+            return Err(format!(
+                "field `pad_id` ({}) is outside the vocabulary ({})",
+                self.pad_id, self.vocab_size
+            ));
+        }
+        crate::config::check_dropout(self.dropout)
+    }
+
+    fn state_size(&self) -> usize {
+        self.hidden_size * (1 + usize::from(self.bidirectional))
+    }
+}
+
+struct AttentionPool {
+    project: Linear,
+    score: Linear,
+}
+
+pub struct RnnClassifier {
+    pub config: RnnClassifierConfig,
+    embed: Embedding,
+    rnn: Recurrent,
+    attention: Option<AttentionPool>,
+    out: Linear,
+    drop: Dropout,
+}
+
+impl RnnClassifier {
+    pub fn new(config: RnnClassifierConfig, p: &ParamPath) -> Result<Self> {
+        config.validate().map_err(candle_core::Error::Msg)?;
+        let c = &config;
+        let embed = Embedding::new(
+            &p.sub("embed"),
+            c.vocab_size,
+            c.embed_dim,
+            Init::Normal(0.1),
+        )?
+        .with_padding_idx(c.pad_id as usize);
+        let rnn = Recurrent::new(
+            &p.sub("rnn"),
+            RecurrentConfig {
+                cell: c.cell,
+                input_size: c.embed_dim,
+                hidden_size: c.hidden_size,
+                num_layers: c.num_layers,
+                bidirectional: c.bidirectional,
+                dropout: c.dropout,
+                bias: true,
+            },
+        )?;
+        let width = c.state_size();
+        let attention = match c.pooling {
+            Pooling::Attention => {
+                let a = if c.attention_dim == 0 {
+                    c.hidden_size
+                } else {
+                    c.attention_dim
+                };
+                Some(AttentionPool {
+                    project: Linear::new(
+                        &p.sub("pool.project"),
+                        width,
+                        a,
+                        true,
+                        Init::Uniform(0.1),
+                    )?,
+                    score: Linear::new(&p.sub("pool.score"), a, 1, false, Init::Uniform(0.1))?,
+                })
+            }
+            _ => None,
+        };
+        let out = Linear::new(&p.sub("out"), width, c.num_labels, true, Init::Uniform(0.1))?;
+        Ok(RnnClassifier {
+            drop: Dropout::new(c.dropout),
+            config,
+            embed,
+            rnn,
+            attention,
+            out,
+        })
+    }
+
+    /// Pads token-id sentences into `[batch, longest]` with their lengths.
+    pub fn batch(&self, sentences: &[&[u32]], device: &Device) -> Result<(Tensor, Vec<usize>)> {
+        let lengths: Vec<usize> = sentences.iter().map(|s| s.len()).collect();
+        if lengths.contains(&0) {
+            bail!("a sentence has no tokens");
+        }
+        let width = lengths.iter().copied().max().unwrap_or(0);
+        let pad = self.config.pad_id;
+        let ids: Vec<u32> = sentences
+            .iter()
+            .flat_map(|s| {
+                s.iter()
+                    .copied()
+                    .chain(std::iter::repeat_n(pad, width - s.len()))
+            })
+            .collect();
+        Ok((
+            Tensor::from_vec(ids, (sentences.len(), width), device)?,
+            lengths,
+        ))
+    }
+
+    /// `[batch, num_labels]` logits for `ids: [batch, time]` padded, `lengths` the real lengths.
+    pub fn forward(&self, ids: &Tensor, lengths: &[usize], ctx: &mut Ctx) -> Result<Tensor> {
+        let (b, t) = ids.dims2()?;
+        if lengths.len() != b || lengths.iter().any(|&l| l == 0 || l > t) {
+            bail!("lengths {lengths:?} do not fit a batch of {b} sentences of at most {t} tokens");
+        }
+        let x = self.drop.forward(&self.embed.forward(ids)?, ctx)?;
+        let run = self.rnn.forward(&x, Some(lengths), None, ctx)?;
+        let c = &self.config;
+        let keep = crate::length_mask(lengths, t, DType::U8, ids.device())?;
+        let pooled = match c.pooling {
+            Pooling::Last => {
+                let dirs = 1 + usize::from(c.bidirectional);
+                run.h_n
+                    .narrow(0, (c.num_layers - 1) * dirs, dirs)?
+                    .transpose(0, 1)?
+                    .reshape((b, ()))?
+            }
+            Pooling::Mean => {
+                let n: Vec<f32> = lengths.iter().map(|&l| l as f32).collect();
+                let n = Tensor::from_vec(n, (b, 1), ids.device())?;
+                run.output.sum(1)?.broadcast_div(&n)?
+            }
+            Pooling::Max => {
+                let keep = keep.unsqueeze(2)?.broadcast_as(run.output.shape())?;
+                let low = Tensor::full(f32::NEG_INFINITY, run.output.shape(), ids.device())?;
+                keep.where_cond(&run.output, &low)?.max(1)?
+            }
+            Pooling::Attention => {
+                let a = self
+                    .attention
+                    .as_ref()
+                    .expect("built with attention pooling");
+                let scores = a
+                    .score
+                    .forward(&a.project.forward(&run.output)?.tanh()?)?
+                    .squeeze(2)?;
+                let alpha = lingo_kernels::softmax_masked(&scores, &keep)?;
+                run.output.broadcast_mul(&alpha.unsqueeze(2)?)?.sum(1)?
+            }
+        };
+        self.out.forward(&self.drop.forward(&pooled, ctx)?)
+    }
+
+    /// Mean cross-entropy of the logits of a padded batch against `labels`.
+    pub fn loss(
+        &self,
+        ids: &Tensor,
+        lengths: &[usize],
+        labels: &[u32],
+        ctx: &mut Ctx,
+    ) -> Result<Tensor> {
+        let logits = self.forward(ids, lengths, ctx)?;
+        let targets = Tensor::new(labels, ids.device())?;
+        lingo_kernels::cross_entropy(&logits, &targets, lingo_kernels::CrossEntropy::default())
+    }
+
+    /// The most probable label of each sentence, and the logits.
+    pub fn predict(&self, sentences: &[&[u32]]) -> Result<(Vec<u32>, Tensor)> {
+        let (ids, lengths) = self.batch(sentences, &Device::Cpu)?;
+        let logits = self.forward(&ids, &lengths, &mut Ctx::eval())?;
+        let best = logits.argmax(D::Minus1)?.to_vec1::<u32>()?;
+        Ok((best, logits))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lingo_nn::ParamStore;
+
+    fn config(cell: CellKind, pooling: Pooling, bidirectional: bool) -> RnnClassifierConfig {
+        RnnClassifierConfig {
+            vocab_size: 12,
+            embed_dim: 6,
+            cell,
+            hidden_size: 5,
+            num_layers: 2,
+            bidirectional,
+            pooling,
+            attention_dim: 4,
+            dropout: 0.0,
+            num_labels: 3,
+            pad_id: 0,
+        }
+    }
+
+    const SENTENCES: [&[u32]; 3] = [&[3, 4, 5, 6, 7], &[8, 9], &[10, 11, 2, 1]];
+
+    #[test]
+    fn every_parameter_receives_a_gradient_for_every_pooling() -> Result<()> {
+        for pooling in [
+            Pooling::Last,
+            Pooling::Mean,
+            Pooling::Max,
+            Pooling::Attention,
+        ] {
+            for (cell, bidirectional) in [
+                (CellKind::Lstm, true),
+                (CellKind::Gru, false),
+                (CellKind::Rnn, true),
+            ] {
+                let store = ParamStore::new(0, &Device::Cpu);
+                let model =
+                    RnnClassifier::new(config(cell, pooling, bidirectional), &store.root())?;
+                let (ids, lengths) = model.batch(&SENTENCES, &Device::Cpu)?;
+                let loss = model.loss(&ids, &lengths, &[0, 2, 1], &mut Ctx::eval())?;
+                let grads = loss.backward()?;
+                let missing = store.without_gradient(&grads)?;
+                // The padding row of the embedding table is the one parameter row kept at zero.
+                assert!(
+                    missing.is_empty(),
+                    "{pooling:?} {cell:?}: no gradient for {missing:?}"
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// Padding never changes a sentence's logits: each sentence scores alone as it does in a batch.
+    #[test]
+    fn padding_changes_nothing() -> Result<()> {
+        for pooling in [
+            Pooling::Last,
+            Pooling::Mean,
+            Pooling::Max,
+            Pooling::Attention,
+        ] {
+            let store = ParamStore::new(1, &Device::Cpu);
+            let model = RnnClassifier::new(config(CellKind::Lstm, pooling, true), &store.root())?;
+            let (_, together) = model.predict(&SENTENCES)?;
+            for (i, s) in SENTENCES.iter().enumerate() {
+                let (_, alone) = model.predict(&[s])?;
+                let d = (together.get(i)? - alone.get(0)?)?
+                    .abs()?
+                    .max(0)?
+                    .to_scalar::<f32>()?;
+                assert!(d < 1e-5, "{pooling:?}, sentence {i}: {d}");
+            }
+        }
+        Ok(())
+    }
+
+    /// Each parameter's gradient agrees with finite differences of the loss along a random
+    /// direction.
+    #[test]
+    fn gradients_match_finite_differences() -> Result<()> {
+        use lingo_kernels::gradcheck::random_tensor;
+        let poolings = [
+            Pooling::Last,
+            Pooling::Mean,
+            Pooling::Max,
+            Pooling::Attention,
+        ];
+        for (k, pooling) in poolings.into_iter().enumerate() {
+            let store = ParamStore::new(k as u64, &Device::Cpu);
+            let model = RnnClassifier::new(config(CellKind::Lstm, pooling, true), &store.root())?;
+            let (ids, lengths) = model.batch(&SENTENCES, &Device::Cpu)?;
+            let loss = || -> Result<f64> {
+                Ok(loss_tensor(&model, &ids, &lengths)?.to_scalar::<f32>()? as f64)
+            };
+            let grads = loss_tensor(&model, &ids, &lengths)?.backward()?;
+            for (i, (name, v)) in store.named().iter().enumerate() {
+                let d = random_tensor(v.dims(), 100 + i as u64)?;
+                let g = grads.get(v.as_tensor()).expect("gradient");
+                let analytic = (g * &d)?.sum_all()?.to_scalar::<f32>()? as f64;
+                let original = v.as_tensor().copy()?;
+                let eps = 1e-2;
+                let at = |sign: f64| -> Result<f64> {
+                    lingo_nn::params::assign(v, &(&original + (&d * (sign * eps))?)?)?;
+                    loss()
+                };
+                let numeric = (at(1.0)? - at(-1.0)?) / (2.0 * eps);
+                lingo_nn::params::assign(v, &original)?;
+                assert!(
+                    (numeric - analytic).abs() <= 1e-4 + 1e-2 * analytic.abs(),
+                    "{pooling:?} {name}: gradient · direction {analytic} vs finite difference {numeric}"
+                );
+            }
+        }
+        Ok(())
+    }
+
+    fn loss_tensor(model: &RnnClassifier, ids: &Tensor, lengths: &[usize]) -> Result<Tensor> {
+        model.loss(ids, lengths, &[0, 2, 1], &mut Ctx::eval())
+    }
+}
