@@ -95,6 +95,9 @@ enum Command {
     /// HMM part-of-speech taggers: train (TnT or first-order) on CoNLL-U, tag, eval, baum-welch.
     #[command(subcommand)]
     Hmm(commands::hmm::HmmCommand),
+    /// Word vectors by skip-gram with negative sampling: train (a `.vec` file), similar.
+    #[command(subcommand)]
+    Word2vec(commands::word2vec::Word2VecCommand),
     /// Quantize a model folder: int8 linear layers (per-channel weights, per-row activations at
     /// run time); every command loads the folder it writes.
     Quantize(commands::quantize::Quantize),
@@ -156,6 +159,7 @@ fn main() {
         Command::Metric(m) => m.run(),
         Command::Ngram(n) => n.run(),
         Command::Hmm(h) => h.run(),
+        Command::Word2vec(w) => w.run(),
         Command::Pretrain(p) => p.run(),
         Command::Finetune(f) => f.run(),
         Command::Evaluate(e) => e.run(),

@@ -12,6 +12,7 @@ pub mod synthetic;
 pub mod text;
 pub mod tokenizer;
 pub mod tokenizer_training;
+pub mod word_vectors;
 
 pub use collate::{collate, Batch, Encoded, TaskTokenizer};
 pub use conll::{read_conllu, read_tagged, TaggedSentence, UdColumn};
@@ -23,6 +24,7 @@ pub use synthetic::{Date, DateTask, Grammar, Pair};
 pub use text::{read_text, Split, TextDataset};
 pub use tokenizer::{Tokenizer, TokenizerKind};
 pub use tokenizer_training::{BpeStyle, Scheme, TokenizerSpec};
+pub use word_vectors::{read_word_vectors, write_word_vectors, WordVectors};
 
 use std::path::PathBuf;
 

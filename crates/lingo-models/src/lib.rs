@@ -32,7 +32,9 @@ pub use contracts::{Batched, CausalLm, Seq2SeqBatch, Seq2SeqLm, Seq2SeqLoss, Seq
 pub use gpt::{Gpt, GptConfig};
 pub use outputs::{ModelInputs, ModelOutput, Trace};
 pub use quantize::Quantization;
-pub use rnn::{Pooling, RnnClassifier, RnnClassifierConfig};
+pub use rnn::{
+    Pooling, RnnClassifier, RnnClassifierConfig, RnnTagger, RnnTaggerConfig, TaggerBatch,
+};
 pub use rnn_seq2seq::{RnnSeq2Seq, RnnSeq2SeqConfig, Seq2SeqAttention};
 
 use candle_core::{DType, Result, Tensor};

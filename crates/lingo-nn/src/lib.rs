@@ -5,6 +5,7 @@
 pub mod attention;
 pub mod attention_pattern;
 pub mod block;
+pub mod crf;
 pub mod dropout;
 pub mod embedding;
 pub mod feed_forward;
@@ -23,6 +24,7 @@ pub use attention_pattern::{
     AttentionKind, Linformer, LinformerSharing, Lsh, Pattern, PatternConfig,
 };
 pub use block::{NormPlacement, TransformerBlock};
+pub use crf::Crf;
 pub use dropout::Dropout;
 pub use embedding::{Embedding, LoopEmbedding};
 pub use feed_forward::{Activation, FeedForward};

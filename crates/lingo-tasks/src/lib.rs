@@ -36,7 +36,10 @@ pub use language_model::{LanguageModel, LmRecipe, LmTask};
 pub use pretrain::{CorpusFiles, Objective, PretrainRecipe, PretrainTask};
 pub use pretrained::Pretrained;
 pub use question_answering::QaTask;
-pub use recurrent::{RnnClassifierPipeline, RnnClassifyRecipe, RnnClassifyTask};
+pub use recurrent::{
+    RnnClassifierPipeline, RnnClassifyRecipe, RnnClassifyTask, RnnTagRecipe, RnnTagTask,
+    RnnTaggerPipeline,
+};
 pub use seq2seq::Seq2SeqFinetune;
 pub use token_classification::TokenClassifyTask;
 pub use translation::{exact_match, Seq2SeqRecipe, Seq2SeqTask};

@@ -1,16 +1,23 @@
-//! Training recurrent classifiers from scratch: a word tokenizer learnt from the training texts,
-//! a (bi)LSTM/GRU/RNN with pooling ([`RnnClassifier`]), one shuffled pass over the data per epoch,
-//! accuracy and F1 at each evaluation. The output folder holds `config.json` (`model_type`
-//! `lingo-rnn-classifier`, the architecture and `id2label`), `tokenizer.json`,
-//! `model.safetensors` and `recipe.json`; [`RnnClassifierPipeline::load`] reads it back.
+//! Training recurrent models from scratch on the shared trainer, one shuffled pass over the data
+//! per epoch:
+//! - classifiers (many-to-one): a word tokenizer learnt from the training texts, a
+//!   (bi)LSTM/GRU/RNN with pooling ([`RnnClassifier`]), accuracy and F1 at each evaluation; the
+//!   folder holds `config.json` (`model_type` `lingo-rnn-classifier`, the architecture,
+//!   `id2label`), `tokenizer.json`, `model.safetensors` and `recipe.json`, which
+//!   [`RnnClassifierPipeline::load`] reads back;
+//! - taggers (synchronous many-to-many): word and character vocabularies from the training
+//!   sentences, a BiLSTM(-CRF) with character features ([`RnnTagger`]), accuracy (known and
+//!   unknown words apart) and, for BIO tags, entity F1 at each evaluation; the folder holds
+//!   `config.json` (`lingo-rnn-tagger`), `vocab.json`, `model.safetensors` and `recipe.json`,
+//!   which [`RnnTaggerPipeline::load`] reads back.
 
 use crate::error::{bad_input, io, to_candle, to_train, Result};
 use crate::finetune::EpochOrder;
 use candle_core::{Device, Tensor};
-use lingo_data::{LabelledText, Tokenizer, TokenizerKind};
+use lingo_data::{LabelledText, TaggedSentence, Tokenizer, TokenizerKind};
 use lingo_eval::classification::{classification_report, sorted_labels};
 use lingo_models::config::read_json;
-use lingo_models::{RnnClassifier, RnnClassifierConfig};
+use lingo_models::{RnnClassifier, RnnClassifierConfig, RnnTagger, RnnTaggerConfig, TaggerBatch};
 use lingo_nn::{Ctx, ParamStore};
 use lingo_train::{TrainConfig, TrainTask};
 use serde::{Deserialize, Serialize};
@@ -29,6 +36,7 @@ pub struct RnnClassifyRecipe {
     pub max_length: usize,
     /// Passes over the training data; when set, `train.steps` is computed from it.
     pub epochs: Option<usize>,
+    pub pretrained_embeddings: Option<PretrainedEmbeddings>,
     pub train: TrainConfig,
 }
 
@@ -39,6 +47,7 @@ impl Default for RnnClassifyRecipe {
             vocab_size: 20_000,
             max_length: 128,
             epochs: Some(3),
+            pretrained_embeddings: None,
             train: TrainConfig::default(),
         }
     }
@@ -48,6 +57,69 @@ impl RnnClassifyRecipe {
     pub fn load(path: &Path) -> Result<Self> {
         Ok(read_json(path)?)
     }
+}
+
+/// Pretrained word vectors to start the word embeddings from (GloVe, word2vec or fastText text
+/// files; see [`lingo_data::read_word_vectors`]).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PretrainedEmbeddings {
+    pub path: std::path::PathBuf,
+    /// Keep them as they are (the optimizer never updates the table).
+    #[serde(default)]
+    pub freeze: bool,
+}
+
+/// The parameter that holds a recurrent model's word embeddings.
+const WORD_EMBEDDINGS: &str = "word_embed.weight";
+
+/// Copies the vectors of `words` (by id; the exact word, else its lower case) into the word
+/// embedding table, and freezes it if asked. Returns how many words were found.
+fn load_embeddings(
+    store: &ParamStore,
+    words: &[String],
+    spec: &PretrainedEmbeddings,
+    train: &mut TrainConfig,
+) -> Result<usize> {
+    let wanted: std::collections::HashSet<String> = words
+        .iter()
+        .flat_map(|w| [w.clone(), w.to_lowercase()])
+        .collect();
+    let found = lingo_data::read_word_vectors(&spec.path, |w| wanted.contains(w))?;
+    let var = store
+        .get(WORD_EMBEDDINGS)
+        .ok_or_else(|| bad_input!("the model has no `{WORD_EMBEDDINGS}`"))?;
+    let (rows, dim) = var.as_tensor().dims2()?;
+    if found.dim != dim {
+        return Err(bad_input!(
+            "{}: vectors of width {}, but the model's embeddings are {dim} wide (set `embed_dim`)",
+            spec.path.display(),
+            found.dim
+        ));
+    }
+    let mut table = var.as_tensor().flatten_all()?.to_vec1::<f32>()?;
+    let mut covered = 0;
+    // Ids 0 and 1 are `<pad>` and `<unk>`.
+    for (id, w) in words.iter().enumerate().take(rows).skip(2) {
+        if let Some(v) = found
+            .vectors
+            .get(w)
+            .or_else(|| found.vectors.get(&w.to_lowercase()))
+        {
+            table[id * dim..(id + 1) * dim].copy_from_slice(v);
+            covered += 1;
+        }
+    }
+    lingo_nn::params::assign(&var, &Tensor::from_vec(table, (rows, dim), &Device::Cpu)?)?;
+    if spec.freeze {
+        train.param_groups.push(lingo_train::ParamGroup {
+            pattern: "word_embed".into(),
+            weight_decay: Some(0.0),
+            lr_scale: Some(0.0),
+            from_step: None,
+        });
+    }
+    Ok(covered)
 }
 
 /// What `config.json` holds for a recurrent classifier.
@@ -77,6 +149,8 @@ fn encode(tokenizer: &Tokenizer, text: &str, max_length: usize) -> Result<Vec<u3
 
 pub struct RnnClassifyTask {
     pub recipe: RnnClassifyRecipe,
+    /// Vocabulary words given a pretrained vector.
+    pub embeddings_found: Option<usize>,
     pub tokenizer: Tokenizer,
     pub labels: Vec<String>,
     pub model: RnnClassifier,
@@ -150,7 +224,15 @@ impl RnnClassifyTask {
         }
         let store = ParamStore::new(recipe.train.seed, &Device::Cpu);
         let model = RnnClassifier::new(recipe.model.clone(), &store.root())?;
+        let mut embeddings_found = None;
+        if let Some(spec) = recipe.pretrained_embeddings.clone() {
+            let words: Vec<String> = (0..tokenizer.vocab_size() as u32)
+                .map(|i| tokenizer.inner().id_to_token(i).unwrap_or_default())
+                .collect();
+            embeddings_found = Some(load_embeddings(&store, &words, &spec, &mut recipe.train)?);
+        }
         Ok(RnnClassifyTask {
+            embeddings_found,
             order: EpochOrder::new(recipe.train.seed),
             recipe,
             tokenizer,
@@ -348,6 +430,489 @@ impl RnnClassifierPipeline {
             let probs = lingo_kernels::softmax(&logits)?.to_vec2::<f32>()?;
             for (b, p) in best.iter().zip(probs) {
                 out.push((self.labels[*b as usize].clone(), p[*b as usize]));
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Everything that defines a recurrent tagger's training run (the `--config` file).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RnnTagRecipe {
+    /// The network; `vocab_size`, `char_vocab_size`, `num_tags` and `pad_id` are filled in.
+    pub model: RnnTaggerConfig,
+    /// Feed each word's characters through a BiLSTM beside its embedding.
+    pub char_features: bool,
+    /// Words seen fewer times in training are `<unk>`.
+    pub min_word_count: usize,
+    /// While training, a word seen once is replaced by `<unk>` with this probability, so the
+    /// `<unk>` embedding learns what rare words look like (Lample et al. 2016).
+    pub word_dropout: f32,
+    pub epochs: Option<usize>,
+    pub pretrained_embeddings: Option<PretrainedEmbeddings>,
+    pub train: TrainConfig,
+}
+
+impl Default for RnnTagRecipe {
+    fn default() -> Self {
+        RnnTagRecipe {
+            model: RnnTaggerConfig::default(),
+            char_features: true,
+            min_word_count: 1,
+            word_dropout: 0.5,
+            epochs: Some(10),
+            pretrained_embeddings: None,
+            train: TrainConfig::default(),
+        }
+    }
+}
+
+impl RnnTagRecipe {
+    pub fn load(path: &Path) -> Result<Self> {
+        Ok(read_json(path)?)
+    }
+}
+
+pub const TAGGER_MODEL_TYPE: &str = "lingo-rnn-tagger";
+const PAD: u32 = 0;
+const UNK: u32 = 1;
+
+/// The words and characters a tagger knows (`<pad>` and `<unk>` first).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct TaggerVocab {
+    pub words: Vec<String>,
+    pub chars: Vec<String>,
+    #[serde(skip)]
+    word_ids: std::collections::HashMap<String, u32>,
+    #[serde(skip)]
+    char_ids: std::collections::HashMap<char, u32>,
+}
+
+impl TaggerVocab {
+    fn build(sentences: &[TaggedSentence], min_count: usize) -> TaggerVocab {
+        let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+        let mut chars = std::collections::BTreeSet::new();
+        for s in sentences {
+            for w in &s.words {
+                *counts.entry(w).or_default() += 1;
+                chars.extend(w.chars());
+            }
+        }
+        let mut by_count: Vec<(&str, usize)> = counts
+            .into_iter()
+            .filter(|&(_, n)| n >= min_count.max(1))
+            .collect();
+        by_count.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+        let specials = ["<pad>".to_string(), "<unk>".to_string()];
+        let words = specials
+            .iter()
+            .cloned()
+            .chain(by_count.into_iter().map(|(w, _)| w.to_string()))
+            .collect();
+        let chars = specials
+            .iter()
+            .cloned()
+            .chain(chars.into_iter().map(String::from))
+            .collect();
+        TaggerVocab {
+            words,
+            chars,
+            word_ids: Default::default(),
+            char_ids: Default::default(),
+        }
+        .indexed()
+    }
+
+    fn indexed(mut self) -> Self {
+        self.word_ids = self
+            .words
+            .iter()
+            .enumerate()
+            .map(|(i, w)| (w.clone(), i as u32))
+            .collect();
+        self.char_ids = (self.chars.iter().enumerate().skip(2))
+            .filter_map(|(i, c)| Some((c.chars().next()?, i as u32)))
+            .collect();
+        self
+    }
+
+    pub fn word(&self, w: &str) -> u32 {
+        self.word_ids.get(w).copied().unwrap_or(UNK)
+    }
+
+    pub fn knows(&self, w: &str) -> bool {
+        self.word_ids.contains_key(w)
+    }
+
+    fn chars_of(&self, w: &str) -> Vec<u32> {
+        let ids: Vec<u32> = w
+            .chars()
+            .map(|c| self.char_ids.get(&c).copied().unwrap_or(UNK))
+            .collect();
+        if ids.is_empty() {
+            vec![UNK]
+        } else {
+            ids
+        }
+    }
+}
+
+/// One encoded sentence: word ids, each word's character ids, tag ids, and which words are seen
+/// once in training (the ones word dropout may hide).
+struct TaggedExample {
+    words: Vec<u32>,
+    chars: Vec<Vec<u32>>,
+    tags: Vec<u32>,
+    known: Vec<bool>,
+}
+
+pub struct RnnTagTask {
+    pub recipe: RnnTagRecipe,
+    /// Vocabulary words given a pretrained vector.
+    pub embeddings_found: Option<usize>,
+    pub vocab: TaggerVocab,
+    pub tags: Vec<String>,
+    pub model: RnnTagger,
+    store: ParamStore,
+    train: Vec<TaggedExample>,
+    valid: Vec<TaggedExample>,
+    singletons: std::collections::HashSet<u32>,
+    order: EpochOrder,
+    micro_batch: u64,
+}
+
+/// Token accuracy (known and unknown words apart) and, for BIO tags, seqeval's entity scores.
+pub fn tagging_scores(
+    predicted: &[Vec<String>],
+    gold: &[Vec<String>],
+    known: &[Vec<bool>],
+) -> Result<BTreeMap<String, f64>> {
+    let (mut n, mut right, mut k, mut k_right) = (0usize, 0usize, 0usize, 0usize);
+    for ((p, g), kn) in predicted.iter().zip(gold).zip(known) {
+        for ((a, b), &is_known) in p.iter().zip(g).zip(kn) {
+            n += 1;
+            right += usize::from(a == b);
+            if is_known {
+                k += 1;
+                k_right += usize::from(a == b);
+            }
+        }
+    }
+    let ratio = |a: usize, b: usize| if b == 0 { 0.0 } else { a as f64 / b as f64 };
+    let mut out = BTreeMap::from([
+        ("accuracy".to_string(), ratio(right, n)),
+        ("known_accuracy".to_string(), ratio(k_right, k)),
+        (
+            "unknown_accuracy".to_string(),
+            ratio(right - k_right, n - k),
+        ),
+    ]);
+    if gold
+        .iter()
+        .flatten()
+        .any(|t| t.starts_with("B-") || t.starts_with("I-"))
+    {
+        let r = lingo_eval::seqeval::seqeval(predicted, gold, lingo_eval::seqeval::Mode::Default)
+            .map_err(|e| bad_input!("{e}"))?;
+        out.insert("precision".into(), r.precision);
+        out.insert("recall".into(), r.recall);
+        out.insert("f1".into(), r.f1);
+    }
+    Ok(out)
+}
+
+impl RnnTagTask {
+    /// Builds the vocabularies (or keeps `vocab`, on resume), the tag set and the network, and
+    /// encodes the data. A validation tag never seen in training is an error naming its line.
+    pub fn new(
+        mut recipe: RnnTagRecipe,
+        train: &[TaggedSentence],
+        valid: &[TaggedSentence],
+        vocab: Option<TaggerVocab>,
+    ) -> Result<Self> {
+        if train.is_empty() || valid.is_empty() {
+            return Err(bad_input!(
+                "the training and validation sets must not be empty"
+            ));
+        }
+        let vocab = match vocab {
+            Some(v) => v.indexed(),
+            None => TaggerVocab::build(train, recipe.min_word_count),
+        };
+        let tags = sorted_labels(train.iter().flat_map(|s| s.tags.iter().map(|t| t.as_str())));
+        let index: BTreeMap<&str, u32> = tags
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.as_str(), i as u32))
+            .collect();
+        let mut counts: std::collections::HashMap<&str, usize> = Default::default();
+        for w in train.iter().flat_map(|s| &s.words) {
+            *counts.entry(w).or_default() += 1;
+        }
+        let encode_all = |data: &[TaggedSentence]| -> Result<Vec<TaggedExample>> {
+            data.iter()
+                .map(|s| {
+                    let tag_ids = (s.tags.iter())
+                        .map(|t| {
+                            index.get(t.as_str()).copied().ok_or_else(|| {
+                                bad_input!(
+                                    "the sentence at line {}: tag `{t}` is not among the training tags ({})",
+                                    s.line,
+                                    tags.join(" ")
+                                )
+                            })
+                        })
+                        .collect::<Result<Vec<u32>>>()?;
+                    Ok(TaggedExample {
+                        words: s.words.iter().map(|w| vocab.word(w)).collect(),
+                        chars: s.words.iter().map(|w| vocab.chars_of(w)).collect(),
+                        tags: tag_ids,
+                        known: s.words.iter().map(|w| counts.contains_key(w.as_str())).collect(),
+                    })
+                })
+                .collect()
+        };
+        let (train_examples, valid_examples) = (encode_all(train)?, encode_all(valid)?);
+        let singletons = (counts.iter())
+            .filter(|&(_, &n)| n == 1)
+            .map(|(w, _)| vocab.word(w))
+            .filter(|&id| id != UNK)
+            .collect();
+        recipe.model.vocab_size = vocab.words.len();
+        recipe.model.char_vocab_size = if recipe.char_features {
+            vocab.chars.len()
+        } else {
+            0
+        };
+        recipe.model.num_tags = tags.len();
+        recipe.model.pad_id = PAD;
+        if let Some(epochs) = recipe.epochs {
+            let per_epoch = train_examples
+                .len()
+                .div_ceil(recipe.train.batch_size.max(1));
+            recipe.train.steps = (per_epoch * epochs).div_ceil(recipe.train.grad_accum.max(1));
+        }
+        let store = ParamStore::new(recipe.train.seed, &Device::Cpu);
+        let model = RnnTagger::new(recipe.model.clone(), &store.root())?;
+        let mut embeddings_found = None;
+        if let Some(spec) = recipe.pretrained_embeddings.clone() {
+            embeddings_found = Some(load_embeddings(
+                &store,
+                &vocab.words,
+                &spec,
+                &mut recipe.train,
+            )?);
+        }
+        Ok(RnnTagTask {
+            embeddings_found,
+            order: EpochOrder::new(recipe.train.seed),
+            recipe,
+            vocab,
+            tags,
+            model,
+            store,
+            train: train_examples,
+            valid: valid_examples,
+            singletons,
+            micro_batch: 0,
+        })
+    }
+
+    pub fn sizes(&self) -> (usize, usize) {
+        (self.train.len(), self.valid.len())
+    }
+
+    fn batch(
+        &self,
+        examples: &[&TaggedExample],
+        words: Option<Vec<Vec<u32>>>,
+    ) -> candle_core::Result<TaggerBatch> {
+        let words = words.unwrap_or_else(|| examples.iter().map(|e| e.words.clone()).collect());
+        let refs: Vec<&[u32]> = words.iter().map(|w| w.as_slice()).collect();
+        let chars: Vec<Vec<Vec<u32>>> = examples.iter().map(|e| e.chars.clone()).collect();
+        let chars = self.recipe.char_features.then_some(chars.as_slice());
+        self.model.batch(&refs, chars, &Device::Cpu)
+    }
+
+    /// Accuracy and entity scores on the validation set, and its words per second.
+    pub fn scores(&self, batch_size: usize) -> Result<BTreeMap<String, f64>> {
+        let start = std::time::Instant::now();
+        let mut predicted = Vec::with_capacity(self.valid.len());
+        for chunk in self.valid.chunks(batch_size.max(1)) {
+            let refs: Vec<&TaggedExample> = chunk.iter().collect();
+            predicted.extend(self.model.decode(&self.batch(&refs, None)?)?);
+        }
+        let words: usize = self.valid.iter().map(|e| e.words.len()).sum();
+        let rate = words as f64 / start.elapsed().as_secs_f64();
+        let name = |ids: &[u32]| -> Vec<String> {
+            ids.iter().map(|&i| self.tags[i as usize].clone()).collect()
+        };
+        let p: Vec<Vec<String>> = predicted.iter().map(|x| name(x)).collect();
+        let g: Vec<Vec<String>> = self.valid.iter().map(|e| name(&e.tags)).collect();
+        let known: Vec<Vec<bool>> = self.valid.iter().map(|e| e.known.clone()).collect();
+        let mut out = tagging_scores(&p, &g, &known)?;
+        out.insert("words_per_second".into(), rate);
+        Ok(out)
+    }
+
+    fn write_artifacts(&self, dir: &Path) -> Result<()> {
+        let write = |file: &str, text: String| {
+            let path = dir.join(file);
+            lingo_nn::io::write_atomic(&path, text.as_bytes()).map_err(io(&path))
+        };
+        let config = serde_json::json!({
+            "model_type": TAGGER_MODEL_TYPE,
+            "model": self.recipe.model,
+            "id2label": self.tags.iter().enumerate().map(|(i, t)| (i.to_string(), t.clone())).collect::<BTreeMap<_, _>>(),
+        });
+        write("config.json", serde_json::to_string_pretty(&config)?)?;
+        write("vocab.json", serde_json::to_string(&self.vocab)?)?;
+        write("recipe.json", serde_json::to_string_pretty(&self.recipe)?)?;
+        Ok(())
+    }
+}
+
+impl TrainTask for RnnTagTask {
+    fn params(&self) -> &ParamStore {
+        &self.store
+    }
+
+    fn start_micro_batch(&mut self, index: u64) {
+        self.micro_batch = index;
+    }
+
+    /// The mean loss of a batch (per sentence with a CRF, per word without), and its words.
+    fn train_loss(
+        &mut self,
+        batch_size: usize,
+        ctx: &mut Ctx,
+    ) -> candle_core::Result<(Tensor, usize)> {
+        let picks = self
+            .order
+            .batch(self.micro_batch, batch_size, self.train.len());
+        let examples: Vec<&TaggedExample> = picks.iter().map(|&i| &self.train[i]).collect();
+        let p = self.recipe.word_dropout;
+        let words: Vec<Vec<u32>> = (examples.iter())
+            .map(|e| {
+                (e.words.iter())
+                    .map(|&w| {
+                        if p > 0.0 && self.singletons.contains(&w) && ctx.rng.uniform() < p {
+                            UNK
+                        } else {
+                            w
+                        }
+                    })
+                    .collect()
+            })
+            .collect();
+        let n = words.iter().map(|w| w.len()).sum();
+        let batch = self.batch(&examples, Some(words))?;
+        let tags: Vec<Vec<u32>> = examples.iter().map(|e| e.tags.clone()).collect();
+        Ok((self.model.loss(&batch, &tags, ctx)?, n))
+    }
+
+    fn eval_loss(&mut self, batch_size: usize, max_batches: usize) -> candle_core::Result<f64> {
+        let take = if max_batches == 0 {
+            usize::MAX
+        } else {
+            max_batches
+        };
+        let (mut total, mut count) = (0.0, 0usize);
+        for chunk in self.valid.chunks(batch_size.max(1)).take(take) {
+            let refs: Vec<&TaggedExample> = chunk.iter().collect();
+            let tags: Vec<Vec<u32>> = chunk.iter().map(|e| e.tags.clone()).collect();
+            let loss = self
+                .model
+                .loss(&self.batch(&refs, None)?, &tags, &mut Ctx::eval())?;
+            total += loss.to_scalar::<f32>()? as f64 * chunk.len() as f64;
+            count += chunk.len();
+        }
+        Ok(total / count.max(1) as f64)
+    }
+
+    fn evaluate(&mut self, batch_size: usize) -> candle_core::Result<BTreeMap<String, f64>> {
+        self.scores(batch_size).map_err(to_candle)
+    }
+
+    fn describe(&self) -> serde_json::Value {
+        serde_json::json!({
+            "task": "rnn_tag",
+            "model": self.recipe.model,
+            "tags": self.tags,
+            "train_examples": self.train.len(),
+        })
+    }
+
+    fn save_artifacts(&self, dir: &Path) -> lingo_train::Result<()> {
+        self.write_artifacts(dir).map_err(to_train)
+    }
+}
+
+/// A trained recurrent tagger read back from its folder.
+pub struct RnnTaggerPipeline {
+    pub model: RnnTagger,
+    pub vocab: TaggerVocab,
+    pub tags: Vec<String>,
+    _store: ParamStore,
+}
+
+impl RnnTaggerPipeline {
+    pub fn load(dir: &Path) -> Result<Self> {
+        #[derive(Deserialize)]
+        struct Saved {
+            model_type: String,
+            model: RnnTaggerConfig,
+            id2label: BTreeMap<String, String>,
+        }
+        let path = dir.join("config.json");
+        let saved: Saved = read_json(&path)?;
+        if saved.model_type != TAGGER_MODEL_TYPE {
+            return Err(bad_input!(
+                "{}: model_type `{}`, not `{TAGGER_MODEL_TYPE}`",
+                path.display(),
+                saved.model_type
+            ));
+        }
+        let tags = (0..saved.model.num_tags)
+            .map(|i| {
+                saved
+                    .id2label
+                    .get(&i.to_string())
+                    .cloned()
+                    .ok_or_else(|| bad_input!("{}: id2label lacks {i}", path.display()))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let vocab: TaggerVocab = read_json(&dir.join("vocab.json"))?;
+        let vocab = vocab.indexed();
+        let store = ParamStore::new(0, &Device::Cpu);
+        let model = RnnTagger::new(saved.model, &store.root())?;
+        store.load(&dir.join("model.safetensors"))?;
+        Ok(RnnTaggerPipeline {
+            model,
+            vocab,
+            tags,
+            _store: store,
+        })
+    }
+
+    /// Tags sentences of words.
+    pub fn tag(&self, sentences: &[Vec<String>], batch_size: usize) -> Result<Vec<Vec<String>>> {
+        let mut out = Vec::with_capacity(sentences.len());
+        for chunk in sentences.chunks(batch_size.max(1)) {
+            let words: Vec<Vec<u32>> = chunk
+                .iter()
+                .map(|s| s.iter().map(|w| self.vocab.word(w)).collect())
+                .collect();
+            let chars: Vec<Vec<Vec<u32>>> = chunk
+                .iter()
+                .map(|s| s.iter().map(|w| self.vocab.chars_of(w)).collect())
+                .collect();
+            let refs: Vec<&[u32]> = words.iter().map(|w| w.as_slice()).collect();
+            let chars = (self.model.config.char_vocab_size > 0).then_some(chars.as_slice());
+            let batch = self.model.batch(&refs, chars, &Device::Cpu)?;
+            for ids in self.model.decode(&batch)? {
+                out.push(ids.iter().map(|&i| self.tags[i as usize].clone()).collect());
             }
         }
         Ok(out)

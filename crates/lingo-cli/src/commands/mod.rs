@@ -19,6 +19,7 @@ pub mod serve;
 pub mod tokenizer;
 pub mod train;
 pub mod translate;
+pub mod word2vec;
 
 use lingo_models::auto::LoadOptions;
 use lingo_models::Quantization;

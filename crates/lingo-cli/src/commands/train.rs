@@ -15,6 +15,9 @@ pub enum Train {
     /// Train a recurrent sentence classifier (many-to-one: (bi)LSTM/GRU/RNN with pooling) from
     /// scratch on labelled texts.
     Classify(TrainClassify),
+    /// Train a recurrent tagger (synchronous many-to-many: BiLSTM with character features,
+    /// optionally with a CRF) from scratch on tagged sentences.
+    Tag(TrainTag),
 }
 
 impl Train {
@@ -23,6 +26,7 @@ impl Train {
             Train::Lm(t) => t.run(),
             Train::Seq2seq(t) => t.run(),
             Train::Classify(t) => t.run(),
+            Train::Tag(t) => t.run(),
         }
     }
 }
@@ -241,6 +245,13 @@ pub struct TrainClassify {
     /// How a sentence's states become one vector: `last`, `mean`, `max` or `attention`.
     #[arg(long)]
     pooling: Option<String>,
+    /// Pretrained word vectors (GloVe, word2vec or fastText text; `.gz` allowed) to start the word
+    /// embeddings from; their width must be the recipe's `embed_dim`.
+    #[arg(long)]
+    embeddings: Option<PathBuf>,
+    /// Keep the pretrained embeddings fixed.
+    #[arg(long, requires = "embeddings")]
+    freeze_embeddings: bool,
     #[command(flatten)]
     run: RunArgs,
 }
@@ -248,19 +259,12 @@ pub struct TrainClassify {
 impl TrainClassify {
     pub fn run(self) -> anyhow::Result<()> {
         use lingo_models::Pooling;
-        use lingo_nn::CellKind;
         let mut recipe = match &self.config {
             Some(path) => lingo_tasks::RnnClassifyRecipe::load(path)?,
             None => lingo_tasks::RnnClassifyRecipe::default(),
         };
         if let Some(arch) = &self.arch {
-            recipe.model.cell = match arch.as_str() {
-                "lstm" => CellKind::Lstm,
-                "gru" => CellKind::Gru,
-                "rnn" => CellKind::Rnn,
-                "rnn_relu" => CellKind::RnnRelu,
-                other => anyhow::bail!("--arch {other}: expected lstm, gru, rnn or rnn_relu"),
-            };
+            recipe.model.cell = cell(arch)?;
         }
         if let Some(pooling) = &self.pooling {
             recipe.model.pooling = match pooling.as_str() {
@@ -273,6 +277,12 @@ impl TrainClassify {
         }
         if self.run.steps.is_some() {
             recipe.epochs = None;
+        }
+        if let Some(path) = &self.embeddings {
+            recipe.pretrained_embeddings = Some(lingo_tasks::recurrent::PretrainedEmbeddings {
+                path: path.clone(),
+                freeze: self.freeze_embeddings,
+            });
         }
         self.run.apply(&mut recipe.train);
         let mut train = lingo_data::read_labelled(&self.train)?;
@@ -289,6 +299,12 @@ impl TrainClassify {
             None
         };
         let mut task = lingo_tasks::RnnClassifyTask::new(recipe, &train, &valid, tokenizer)?;
+        if let Some(found) = task.embeddings_found {
+            eprintln!(
+                "pretrained vectors for {found} of {} words",
+                task.recipe.model.vocab_size - 2
+            );
+        }
         let (n_train, n_valid) = task.sizes();
         let m = &task.recipe.model;
         eprintln!(
@@ -331,6 +347,155 @@ impl TrainClassify {
             self.run.out.display(),
             self.run.out.display()
         );
+        Ok(())
+    }
+}
+
+#[derive(Args)]
+pub struct TrainTag {
+    /// Tagged sentences: CoNLL columns (word first, tag last; CoNLL-2003 as it is), CoNLL-U
+    /// (`--column`), or `.jsonl` with `tokens` and `tags`; `.gz` allowed.
+    #[arg(long)]
+    train: PathBuf,
+    /// Validation sentences (same formats); without them 5% of --train is held out.
+    #[arg(long)]
+    valid: Option<PathBuf>,
+    /// Which tag of a CoNLL-U file: `upos` or `xpos`.
+    #[arg(long, default_value = "upos")]
+    column: String,
+    /// Recipe JSON: `model` (cell, hidden_size, crf, …), `char_features`, `min_word_count`,
+    /// `word_dropout`, `epochs`, `train` (see configs/ewt-bilstm.json, configs/conll-bilstm-crf.json).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// The recurrent cell: `lstm`, `gru`, `rnn` or `rnn_relu`; overrides the recipe's.
+    #[arg(long)]
+    arch: Option<String>,
+    /// Score whole tag sequences with a linear-chain CRF.
+    #[arg(long)]
+    crf: bool,
+    /// Pretrained word vectors (GloVe, word2vec or fastText text; `.gz` allowed) to start the word
+    /// embeddings from; their width must be the recipe's `embed_dim`.
+    #[arg(long)]
+    embeddings: Option<PathBuf>,
+    /// Keep the pretrained embeddings fixed.
+    #[arg(long, requires = "embeddings")]
+    freeze_embeddings: bool,
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+fn cell(arch: &str) -> anyhow::Result<lingo_nn::CellKind> {
+    use lingo_nn::CellKind;
+    Ok(match arch {
+        "lstm" => CellKind::Lstm,
+        "gru" => CellKind::Gru,
+        "rnn" => CellKind::Rnn,
+        "rnn_relu" => CellKind::RnnRelu,
+        other => anyhow::bail!("--arch {other}: expected lstm, gru, rnn or rnn_relu"),
+    })
+}
+
+impl TrainTag {
+    pub fn run(self) -> anyhow::Result<()> {
+        let mut recipe = match &self.config {
+            Some(path) => lingo_tasks::RnnTagRecipe::load(path)?,
+            None => lingo_tasks::RnnTagRecipe::default(),
+        };
+        if let Some(arch) = &self.arch {
+            recipe.model.cell = cell(arch)?;
+        }
+        recipe.model.crf |= self.crf;
+        if let Some(path) = &self.embeddings {
+            recipe.pretrained_embeddings = Some(lingo_tasks::recurrent::PretrainedEmbeddings {
+                path: path.clone(),
+                freeze: self.freeze_embeddings,
+            });
+        }
+        if self.run.steps.is_some() {
+            recipe.epochs = None;
+        }
+        self.run.apply(&mut recipe.train);
+        let column = match self.column.as_str() {
+            "upos" => lingo_data::UdColumn::Upos,
+            "xpos" => lingo_data::UdColumn::Xpos,
+            other => anyhow::bail!("--column {other}: expected upos or xpos"),
+        };
+        let read = |path: &std::path::Path| -> anyhow::Result<Vec<lingo_data::TaggedSentence>> {
+            let name = path
+                .to_string_lossy()
+                .trim_end_matches(".gz")
+                .to_lowercase();
+            Ok(if name.ends_with(".conllu") {
+                lingo_data::read_conllu(path, column)?
+            } else {
+                lingo_data::read_tagged(path)?
+            })
+        };
+        let mut train = read(&self.train)?;
+        let valid = match &self.valid {
+            Some(v) => read(v)?,
+            None => lingo_tasks::finetune::hold_out(&mut train, recipe.train.seed, &self.train)?,
+        };
+        let vocab = if self.run.resume {
+            let path = self.run.out.join("vocab.json");
+            Some(
+                lingo_models::config::read_json(&path)
+                    .context("resuming needs the run's vocab.json")?,
+            )
+        } else {
+            None
+        };
+        let mut task = lingo_tasks::RnnTagTask::new(recipe, &train, &valid, vocab)?;
+        if let Some(found) = task.embeddings_found {
+            eprintln!(
+                "pretrained vectors for {found} of {} words",
+                task.recipe.model.vocab_size - 2
+            );
+        }
+        let (n_train, n_valid) = task.sizes();
+        let m = &task.recipe.model;
+        eprintln!(
+            "{n_train} training and {n_valid} validation sentences, {} tags; {} words, {} characters; {}{:?} {}×{}{}{}, {:.2}M parameters; {} steps × {}",
+            task.tags.len(),
+            m.vocab_size,
+            m.char_vocab_size,
+            if m.bidirectional { "bi" } else { "" },
+            m.cell,
+            m.num_layers,
+            m.hidden_size,
+            if m.char_vocab_size > 0 { " with character BiLSTM" } else { "" },
+            if m.crf { " and CRF" } else { "" },
+            lingo_train::TrainTask::params(&task).num_params() as f64 / 1e6,
+            task.recipe.train.steps,
+            task.recipe.train.batch_size * task.recipe.train.grad_accum,
+        );
+        let trainer = self.run.trainer(task.recipe.train.clone());
+        let report = trainer.run(&mut task, self.run.resume)?;
+        let scores = task.scores(64)?;
+        println!(
+            "{} after {} steps: val loss {} (best {}), {:.1}s, {:.0} words/s",
+            if report.interrupted {
+                "stopped"
+            } else {
+                "done"
+            },
+            report.steps,
+            fmt(report.val_loss),
+            fmt(report.best_val_loss),
+            report.elapsed_secs,
+            report.tokens_per_sec
+        );
+        let f1 = scores
+            .get("f1")
+            .map_or(String::new(), |f| format!(", entity F1 {:.2}", 100.0 * f));
+        println!(
+            "validation accuracy {:.2}% (known words {:.2}%, unknown {:.2}%){f1}; {:.0} words/s",
+            100.0 * scores["accuracy"],
+            100.0 * scores["known_accuracy"],
+            100.0 * scores["unknown_accuracy"],
+            scores["words_per_second"]
+        );
+        println!("model folder: {}", self.run.out.display());
         Ok(())
     }
 }
