@@ -144,3 +144,59 @@ fn unknown_validation_labels_and_bad_flags_are_clear_errors() {
     ]);
     assert!(String::from_utf8_lossy(&o.stderr).contains("expected lstm, gru"));
 }
+
+#[test]
+fn pretrained_vectors_start_the_embeddings() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (train, vec) = (tmp.path().join("train.tsv"), tmp.path().join("w.vec"));
+    std::fs::write(&train, sentiment(200, 3)).unwrap();
+    let row = |w: &str, x: f32| format!("{w} {}\n", vec![x.to_string(); 100].join(" "));
+    std::fs::write(
+        &vec,
+        format!(
+            "3 100\n{}{}{}",
+            row("great", 0.5),
+            row("awful", -0.5),
+            row("zebra", 0.1)
+        ),
+    )
+    .unwrap();
+    let s = |p: &std::path::Path| p.to_str().unwrap().to_string();
+    let out = s(&tmp.path().join("run"));
+    let o = lingo(&[
+        "train",
+        "classify",
+        "--train",
+        &s(&train),
+        "--embeddings",
+        &s(&vec),
+        "--freeze-embeddings",
+        "--out",
+        &out,
+        "--steps",
+        "5",
+        "--quiet",
+    ]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        o.status.success() && err.contains("pretrained vectors for 2 of"),
+        "{err}"
+    );
+    // A width other than the model's is an error that says so.
+    std::fs::write(&vec, "great 1 2\n").unwrap();
+    let o = lingo(&[
+        "train",
+        "classify",
+        "--train",
+        &s(&train),
+        "--embeddings",
+        &s(&vec),
+        "--out",
+        &out,
+    ]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && err.contains("width 2") && err.contains("embed_dim"),
+        "{err}"
+    );
+}

@@ -2,7 +2,7 @@
 //! trains it: a vocabulary of the words seen at least `min_count` times; frequent words
 //! subsampled (kept with probability `(√(f/(s·N)) + 1)·s·N/f`); for each word, a window shrunk to a
 //! random width in `1..=window`; for each (centre, context) pair one positive and `negative`
-//! negatives drawn from the unigram distribution raised to ¾, each a logistic-loss SGD step on the
+//! negatives drawn from the unigram distribution raised to ¾, each a logistic-loss SGD step (the logistic function tabulated) on the
 //! input vector of the context word and the output vectors; the rate falls linearly from `lr` to
 //! `lr·10⁻⁴` over the run. One thread, seeded: the same corpus and seed give the same vectors.
 
@@ -52,17 +52,75 @@ pub struct Word2Vec {
     pub losses: Vec<f64>,
 }
 
-const TABLE: usize = 10_000_000;
+/// The cumulative negative-sampling distribution in units of 2⁻³¹.
+const CUM_SCALE: u32 = 1 << 31;
 const MAX_EXP: f32 = 6.0;
 
-fn sigmoid(x: f32) -> f32 {
-    1.0 / (1.0 + (-x.clamp(-MAX_EXP, MAX_EXP)).exp())
+/// The logistic function tabulated on [−6, 6] (word2vec.c's `expTable`, finer): an `exp` per
+/// update would cost more than the update's arithmetic.
+struct Sigmoid(Vec<f32>);
+
+impl Sigmoid {
+    const SIZE: usize = 4096;
+
+    fn new() -> Self {
+        Sigmoid(
+            (0..=Self::SIZE)
+                .map(|i| {
+                    let x = (i as f32 / Self::SIZE as f32 * 2.0 - 1.0) * MAX_EXP;
+                    1.0 / (1.0 + (-x).exp())
+                })
+                .collect(),
+        )
+    }
+
+    fn at(&self, x: f32) -> f32 {
+        let i = ((x.clamp(-MAX_EXP, MAX_EXP) / MAX_EXP + 1.0) * 0.5 * Self::SIZE as f32) as usize;
+        self.0[i]
+    }
 }
 
+/// The reported loss is the mean over every 16th update (a logarithm per update would cost as
+/// much as the update).
+const LOSS_EVERY: u64 = 16;
+
+/// Sixteen independent partial sums, so the compiler vectorises the loop (a single f32 sum must
+/// keep its order and cannot be).
+#[inline(always)]
 fn dot(a: &[f32], b: &[f32]) -> f32 {
-    a.iter().zip(b).map(|(x, y)| x * y).sum()
+    let mut acc = [0f32; 16];
+    let (ca, cb) = (a.chunks_exact(16), b.chunks_exact(16));
+    let tail: f32 = ca
+        .remainder()
+        .iter()
+        .zip(cb.remainder())
+        .map(|(x, y)| x * y)
+        .sum();
+    for (x, y) in ca.zip(cb) {
+        for i in 0..16 {
+            acc[i] += x[i] * y[i];
+        }
+    }
+    acc.iter().sum::<f32>() + tail
 }
 
+/// word2vec.c's linear congruential generator: the inner loop draws a window width and several
+/// negatives per pair, where a cryptographic generator would dominate. Seeded from the run's
+/// seeded ChaCha stream.
+struct Lcg(u64);
+
+impl Lcg {
+    fn below(&mut self, n: usize) -> usize {
+        self.0 = self.0.wrapping_mul(25_214_903_917).wrapping_add(11);
+        ((self.0 >> 16) % n as u64) as usize
+    }
+
+    fn unit(&mut self) -> f64 {
+        self.below(1 << 24) as f64 / (1u64 << 24) as f64
+    }
+}
+
+#[inline(always)]
 fn axpy(a: f32, x: &[f32], y: &mut [f32]) {
     y.iter_mut().zip(x).for_each(|(y, x)| *y += a * x);
 }
@@ -115,21 +173,19 @@ impl Word2Vec {
             })
             .collect();
         let total: u64 = vocab.iter().map(|w| w.1).sum();
-        // Negatives: a table where each word fills a share proportional to count^¾.
+        // Negatives: the cumulative distribution of count^¾ over the vocabulary, searched with a
+        // uniform draw (gensim's `cum_table`). word2vec.c's 10⁸-entry table is a cache miss per
+        // negative; this array is the vocabulary's size.
         let norm: f64 = vocab.iter().map(|w| (w.1 as f64).powf(0.75)).sum();
-        let table_size = TABLE.min(vocab.len() * 1000).max(vocab.len());
-        let mut table = Vec::with_capacity(table_size);
         let mut cumulative = 0.0;
-        for (i, w) in vocab.iter().enumerate() {
-            cumulative += (w.1 as f64).powf(0.75) / norm;
-            while (table.len() as f64) < cumulative * table_size as f64 && table.len() < table_size
-            {
-                table.push(i as u32);
-            }
-        }
-        while table.len() < table_size {
-            table.push((vocab.len() - 1) as u32);
-        }
+        let cum_table: Vec<u32> = (vocab.iter())
+            .map(|w| {
+                cumulative += (w.1 as f64).powf(0.75) / norm;
+                (cumulative * CUM_SCALE as f64)
+                    .round()
+                    .min(CUM_SCALE as f64) as u32
+            })
+            .collect();
         let keep: Vec<f64> = (vocab.iter())
             .map(|w| {
                 if c.sample <= 0.0 {
@@ -148,6 +204,9 @@ impl Word2Vec {
             .collect();
         let mut output = vec![0f32; v * d];
         let mut grad = vec![0f32; d];
+        let mut targets: Vec<(u32, f32)> = Vec::with_capacity(c.negative + 1);
+        let mut fast = Lcg(rng.random());
+        let sigmoid = Sigmoid::new();
         let planned = total as f64 * c.epochs as f64;
         let mut seen = 0f64;
         let mut losses = Vec::with_capacity(c.epochs);
@@ -161,44 +220,45 @@ impl Word2Vec {
                 sentence.extend(
                     s.iter()
                         .copied()
-                        .filter(|&w| keep[w as usize] >= rng.random::<f64>()),
+                        .filter(|&w| keep[w as usize] >= fast.unit()),
                 );
                 for (pos, &centre) in sentence.iter().enumerate() {
-                    let b = rng.random_range(0..c.window);
+                    let b = fast.below(c.window);
                     let lo = pos.saturating_sub(c.window - b);
                     let hi = (pos + c.window - b + 1).min(sentence.len());
                     for (ctx_pos, &context) in sentence.iter().enumerate().take(hi).skip(lo) {
                         if ctx_pos == pos {
                             continue;
                         }
-                        let x = &input[context as usize * d..(context as usize + 1) * d];
-                        grad.iter_mut().for_each(|g| *g = 0.0);
-                        for k in 0..=c.negative {
-                            let (target, label) = if k == 0 {
-                                (centre, 1.0)
-                            } else {
-                                let t = table[rng.random_range(0..table.len())];
-                                if t == centre {
-                                    continue;
-                                }
-                                (t, 0.0)
-                            };
-                            let out = &mut output[target as usize * d..(target as usize + 1) * d];
-                            let p = sigmoid(dot(x, out));
-                            loss -= f64::from(if label == 1.0 { p } else { 1.0 - p })
-                                .max(1e-12)
-                                .ln();
-                            updates += 1;
-                            let g = (label - p) * lr;
-                            axpy(g, out, &mut grad);
-                            axpy(g, x, out);
+                        targets.clear();
+                        targets.push((centre, 1.0));
+                        for _ in 0..c.negative {
+                            let u = fast.below(CUM_SCALE as usize) as u32;
+                            let t = cum_table.partition_point(|&c| c <= u).min(v - 1) as u32;
+                            if t != centre {
+                                targets.push((t, 0.0));
+                            }
                         }
-                        let x = &mut input[context as usize * d..(context as usize + 1) * d];
-                        x.iter_mut().zip(&grad).for_each(|(x, g)| *x += g);
+                        let scores = update_pair(
+                            &mut input[context as usize * d..(context as usize + 1) * d],
+                            &mut output,
+                            &targets,
+                            lr,
+                            &sigmoid,
+                            &mut grad,
+                        );
+                        for (&(_, label), p) in targets.iter().zip(scores) {
+                            updates += 1;
+                            if updates % LOSS_EVERY == 0 {
+                                loss -= f64::from(if label == 1.0 { p } else { 1.0 - p })
+                                    .max(1e-12)
+                                    .ln();
+                            }
+                        }
                     }
                 }
             }
-            let mean = loss / updates.max(1) as f64;
+            let mean = loss / (updates / LOSS_EVERY).max(1) as f64;
             progress(epoch, mean);
             losses.push(mean);
         }
@@ -216,6 +276,34 @@ impl Word2Vec {
         let i = self.words.iter().position(|w| w == word)?;
         Some(most_similar(&self.words, &self.vectors, self.dim, i, n))
     }
+}
+
+/// One (context, centre) pair's logistic-loss SGD step: for each target (the centre with label
+/// 1, the negatives with 0) the output vector moves, and the context's input vector moves by the
+/// sum of their gradients. Returns the predicted probabilities.
+/// Compiled for AVX-512 and AVX2 as well, chosen at run time.
+#[multiversion::multiversion(targets("x86_64+avx512f+avx512vl+avx2+fma", "x86_64+avx2+fma"))]
+fn update_pair(
+    x: &mut [f32],
+    output: &mut [f32],
+    targets: &[(u32, f32)],
+    lr: f32,
+    sigmoid: &Sigmoid,
+    grad: &mut [f32],
+) -> Vec<f32> {
+    let d = x.len();
+    grad.iter_mut().for_each(|g| *g = 0.0);
+    let mut scores = Vec::with_capacity(targets.len());
+    for &(target, label) in targets {
+        let out = &mut output[target as usize * d..(target as usize + 1) * d];
+        let p = sigmoid.at(dot(x, out));
+        scores.push(p);
+        let g = (label - p) * lr;
+        axpy(g, out, grad);
+        axpy(g, x, out);
+    }
+    x.iter_mut().zip(grad.iter()).for_each(|(x, g)| *x += g);
+    scores
 }
 
 /// The `n` rows most similar to row `i` by cosine.
