@@ -122,6 +122,12 @@ fn load_embeddings(
     Ok(covered)
 }
 
+/// Optimizer steps for `epochs` passes over `examples` in the recipe's batches.
+fn steps_for(epochs: usize, examples: usize, train: &TrainConfig) -> usize {
+    let per_epoch = examples.div_ceil(train.batch_size.max(1));
+    (per_epoch * epochs).div_ceil(train.grad_accum.max(1))
+}
+
 /// What `config.json` holds for a recurrent classifier.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 struct SavedConfig {
@@ -219,8 +225,7 @@ impl RnnClassifyTask {
         recipe.model.pad_id = tokenizer.pad_id();
         recipe.model.num_labels = labels.len();
         if let Some(epochs) = recipe.epochs {
-            let per_epoch = train.len().div_ceil(recipe.train.batch_size.max(1));
-            recipe.train.steps = (per_epoch * epochs).div_ceil(recipe.train.grad_accum.max(1));
+            recipe.train.steps = steps_for(epochs, train.len(), &recipe.train);
         }
         let store = ParamStore::new(recipe.train.seed, &Device::Cpu);
         let model = RnnClassifier::new(recipe.model.clone(), &store.root())?;
@@ -688,10 +693,7 @@ impl RnnTagTask {
         recipe.model.num_tags = tags.len();
         recipe.model.pad_id = PAD;
         if let Some(epochs) = recipe.epochs {
-            let per_epoch = train_examples
-                .len()
-                .div_ceil(recipe.train.batch_size.max(1));
-            recipe.train.steps = (per_epoch * epochs).div_ceil(recipe.train.grad_accum.max(1));
+            recipe.train.steps = steps_for(epochs, train_examples.len(), &recipe.train);
         }
         let store = ParamStore::new(recipe.train.seed, &Device::Cpu);
         let model = RnnTagger::new(recipe.model.clone(), &store.root())?;

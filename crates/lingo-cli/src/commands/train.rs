@@ -195,19 +195,7 @@ impl TrainSeq2Seq {
         );
         let trainer = self.run.trainer(task.recipe.train.clone());
         let report = trainer.run(&mut task, self.run.resume)?;
-        println!(
-            "{} after {} steps: val loss {} (best {}), {:.1}s, {:.0} target tokens/s",
-            if report.interrupted {
-                "stopped"
-            } else {
-                "done"
-            },
-            report.steps,
-            fmt(report.val_loss),
-            fmt(report.best_val_loss),
-            report.elapsed_secs,
-            report.tokens_per_sec
-        );
+        println!("{}", summary(&report, "target tokens/s"));
         if !report.interrupted {
             let translator = Translator::load(&self.run.out)?;
             let sources: Vec<String> = validation.iter().map(|p| p.0.clone()).collect();
@@ -323,19 +311,7 @@ impl TrainClassify {
         let trainer = self.run.trainer(task.recipe.train.clone());
         let report = trainer.run(&mut task, self.run.resume)?;
         let scores = task.scores(256)?;
-        println!(
-            "{} after {} steps: val loss {} (best {}), {:.1}s, {:.0} words/s",
-            if report.interrupted {
-                "stopped"
-            } else {
-                "done"
-            },
-            report.steps,
-            fmt(report.val_loss),
-            fmt(report.best_val_loss),
-            report.elapsed_secs,
-            report.tokens_per_sec
-        );
+        println!("{}", summary(&report, "words/s"));
         println!(
             "validation accuracy {:.2}%, macro F1 {:.2}; {:.0} sentences/s",
             100.0 * scores["accuracy"],
@@ -472,19 +448,7 @@ impl TrainTag {
         let trainer = self.run.trainer(task.recipe.train.clone());
         let report = trainer.run(&mut task, self.run.resume)?;
         let scores = task.scores(64)?;
-        println!(
-            "{} after {} steps: val loss {} (best {}), {:.1}s, {:.0} words/s",
-            if report.interrupted {
-                "stopped"
-            } else {
-                "done"
-            },
-            report.steps,
-            fmt(report.val_loss),
-            fmt(report.best_val_loss),
-            report.elapsed_secs,
-            report.tokens_per_sec
-        );
+        println!("{}", summary(&report, "words/s"));
         let f1 = scores
             .get("f1")
             .map_or(String::new(), |f| format!(", entity F1 {:.2}", 100.0 * f));
@@ -566,6 +530,23 @@ impl TrainLm {
         );
         Ok(())
     }
+}
+
+/// The run's closing line: how it ended, its losses, time and rate (`unit`: what the rate counts).
+fn summary(report: &lingo_train::TrainReport, unit: &str) -> String {
+    format!(
+        "{} after {} steps: val loss {} (best {}), {:.1}s, {:.0} {unit}",
+        if report.interrupted {
+            "stopped"
+        } else {
+            "done"
+        },
+        report.steps,
+        fmt(report.val_loss),
+        fmt(report.best_val_loss),
+        report.elapsed_secs,
+        report.tokens_per_sec
+    )
 }
 
 fn fmt(x: Option<f64>) -> String {
