@@ -102,6 +102,43 @@ pub fn check_gradients(
     Ok(())
 }
 
+/// Checks each of `params`' gradients in `grads` along its own pseudo-random direction (seed
+/// `seed + i` for the `i`-th, so an error in any one gradient shows) against the central finite
+/// difference of `loss` with the parameter moved `±eps` that way; each parameter is restored
+/// after. Agreement means `|numeric − analytic| ≤ atol + rtol·|analytic|`; an error names the
+/// parameter.
+pub fn check_directions(
+    params: &[(String, Var)],
+    grads: &candle_core::backprop::GradStore,
+    loss: &dyn Fn() -> Result<f64>,
+    eps: f64,
+    (atol, rtol): (f64, f64),
+    seed: u64,
+) -> Result<()> {
+    let set = |v: &Var, t: &Tensor| -> Result<()> {
+        crate::params_changed();
+        v.set(t)
+    };
+    for (i, (name, v)) in params.iter().enumerate() {
+        let d = random_tensor(v.dims(), seed + i as u64)?;
+        let Some(g) = grads.get(v.as_tensor()) else {
+            bail!("{name}: no gradient reached it");
+        };
+        let analytic = (g * &d)?.sum_all()?.to_scalar::<f32>()? as f64;
+        let original = v.as_tensor().copy()?;
+        let at = |sign: f64| -> Result<f64> {
+            set(v, &(&original + (&d * (sign * eps))?)?)?;
+            loss()
+        };
+        let numeric = (at(1.0)? - at(-1.0)?) / (2.0 * eps);
+        set(v, &original)?;
+        if (numeric - analytic).abs() > atol + rtol * analytic.abs() {
+            bail!("{name}: gradient · direction {analytic} vs finite difference {numeric}");
+        }
+    }
+    Ok(())
+}
+
 /// Largest absolute difference between two tensors of the same shape.
 pub fn max_abs_diff(a: &Tensor, b: &Tensor) -> Result<f32> {
     if a.dims() != b.dims() {

@@ -592,7 +592,7 @@ mod tests {
     /// gradients in place) agrees with finite differences of the loss along a random direction.
     #[test]
     fn gradients_match_finite_differences() -> Result<()> {
-        use lingo_kernels::gradcheck::random_tensor;
+        use lingo_kernels::gradcheck::check_directions;
         use Seq2SeqAttention::*;
         for (k, (attention, bidirectional, cell)) in [
             (Bahdanau, true, CellKind::Lstm),
@@ -612,23 +612,9 @@ mod tests {
             };
             let l = model.loss(&batch, &Seq2SeqLoss::default(), &mut Ctx::eval())?;
             let grads = l.backward()?;
-            // One random direction per parameter tensor, so an error in any one gradient shows.
-            for (i, (name, v)) in store.named().iter().enumerate() {
-                let d = random_tensor(v.dims(), 100 + i as u64)?;
-                let g = grads.get(v.as_tensor()).expect("gradient");
-                let analytic = (g * &d)?.sum_all()?.to_scalar::<f32>()? as f64;
-                let original = v.as_tensor().copy()?;
-                let eps = 1e-2;
-                let at = |sign: f64| -> Result<f64> {
-                    lingo_nn::params::assign(v, &(&original + (&d * (sign * eps))?)?)?;
-                    loss()
-                };
-                let numeric = (at(1.0)? - at(-1.0)?) / (2.0 * eps);
-                lingo_nn::params::assign(v, &original)?;
-                assert!(
-                    (numeric - analytic).abs() <= 1e-4 + 1e-2 * analytic.abs(),
-                    "{attention:?} {cell:?} {name}: gradient · direction {analytic} vs finite difference {numeric}"
-                );
+            if let Err(e) = check_directions(&store.named(), &grads, &loss, 1e-2, (1e-4, 1e-2), 100)
+            {
+                panic!("{attention:?} {cell:?} {e}");
             }
         }
         Ok(())
