@@ -482,19 +482,10 @@ impl<O: Objective> TrainTask for Finetune<O> {
     }
 
     fn eval_loss(&mut self, batch_size: usize, max_batches: usize) -> candle_core::Result<f64> {
-        let take = if max_batches == 0 {
-            usize::MAX
-        } else {
-            max_batches
-        };
         let all: Vec<&O::Example> = self.valid.iter().collect();
-        let (mut total, mut count) = (0.0, 0usize);
-        for chunk in all.chunks(batch_size.max(1)).take(take) {
-            let loss = self.loss(chunk, &mut Ctx::eval())?.to_scalar::<f32>()? as f64;
-            total += loss * chunk.len() as f64;
-            count += chunk.len();
-        }
-        Ok(total / count.max(1) as f64)
+        mean_loss(&all, batch_size, max_batches, |chunk| {
+            Ok((self.loss(chunk, &mut Ctx::eval())?, chunk.len()))
+        })
     }
 
     fn evaluate(&mut self, batch_size: usize) -> candle_core::Result<BTreeMap<String, f64>> {
@@ -562,6 +553,29 @@ impl EpochOrder {
         let start = (within * batch_size).min(n);
         order[start..(start + batch_size).min(n)].to_vec()
     }
+}
+
+/// The validation loss as the trainer reports it: `loss` over `examples` in batches of
+/// `batch_size` (at most `max_batches` of them; 0 = all), each batch's mean weighted by the count
+/// it reports covering (examples or target tokens).
+pub fn mean_loss<T>(
+    examples: &[T],
+    batch_size: usize,
+    max_batches: usize,
+    mut loss: impl FnMut(&[T]) -> candle_core::Result<(Tensor, usize)>,
+) -> candle_core::Result<f64> {
+    let take = if max_batches == 0 {
+        usize::MAX
+    } else {
+        max_batches
+    };
+    let (mut total, mut count) = (0.0, 0usize);
+    for chunk in examples.chunks(batch_size.max(1)).take(take) {
+        let (l, n) = loss(chunk)?;
+        total += l.to_scalar::<f32>()? as f64 * n as f64;
+        count += n;
+    }
+    Ok(total / count.max(1) as f64)
 }
 
 /// Moves 5% of `data` (at least one example), drawn with `seed`, into a validation split.

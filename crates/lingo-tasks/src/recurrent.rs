@@ -12,7 +12,7 @@
 //!   which [`RnnTaggerPipeline::load`] reads back.
 
 use crate::error::{bad_input, io, to_candle, to_train, Result};
-use crate::finetune::EpochOrder;
+use crate::finetune::{mean_loss, EpochOrder};
 use candle_core::{Device, Tensor};
 use lingo_data::{LabelledText, TaggedSentence, Tokenizer, TokenizerKind};
 use lingo_eval::classification::{classification_report, sorted_labels};
@@ -329,19 +329,10 @@ impl TrainTask for RnnClassifyTask {
     }
 
     fn eval_loss(&mut self, batch_size: usize, max_batches: usize) -> candle_core::Result<f64> {
-        let take = if max_batches == 0 {
-            usize::MAX
-        } else {
-            max_batches
-        };
         let all: Vec<&(Vec<u32>, u32)> = self.valid.iter().collect();
-        let (mut total, mut count) = (0.0, 0usize);
-        for chunk in all.chunks(batch_size.max(1)).take(take) {
-            let loss = self.loss(chunk, &mut Ctx::eval())?;
-            total += loss.to_scalar::<f32>()? as f64 * chunk.len() as f64;
-            count += chunk.len();
-        }
-        Ok(total / count.max(1) as f64)
+        mean_loss(&all, batch_size, max_batches, |chunk| {
+            Ok((self.loss(chunk, &mut Ctx::eval())?, chunk.len()))
+        })
     }
 
     fn evaluate(&mut self, batch_size: usize) -> candle_core::Result<BTreeMap<String, f64>> {
@@ -815,22 +806,15 @@ impl TrainTask for RnnTagTask {
     }
 
     fn eval_loss(&mut self, batch_size: usize, max_batches: usize) -> candle_core::Result<f64> {
-        let take = if max_batches == 0 {
-            usize::MAX
-        } else {
-            max_batches
-        };
-        let (mut total, mut count) = (0.0, 0usize);
-        for chunk in self.valid.chunks(batch_size.max(1)).take(take) {
+        mean_loss(&self.valid, batch_size, max_batches, |chunk| {
             let refs: Vec<&TaggedExample> = chunk.iter().collect();
             let tags: Vec<Vec<u32>> = chunk.iter().map(|e| e.tags.clone()).collect();
-            let loss = self
-                .model
-                .loss(&self.batch(&refs, None)?, &tags, &mut Ctx::eval())?;
-            total += loss.to_scalar::<f32>()? as f64 * chunk.len() as f64;
-            count += chunk.len();
-        }
-        Ok(total / count.max(1) as f64)
+            let batch = self.batch(&refs, None)?;
+            Ok((
+                self.model.loss(&batch, &tags, &mut Ctx::eval())?,
+                chunk.len(),
+            ))
+        })
     }
 
     fn evaluate(&mut self, batch_size: usize) -> candle_core::Result<BTreeMap<String, f64>> {

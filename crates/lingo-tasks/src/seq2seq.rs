@@ -325,19 +325,10 @@ impl TrainTask for Seq2SeqFinetune {
 
     /// The mean loss per target token over the validation pairs.
     fn eval_loss(&mut self, batch_size: usize, max_batches: usize) -> candle_core::Result<f64> {
-        let take = if max_batches == 0 {
-            usize::MAX
-        } else {
-            max_batches
-        };
         let all: Vec<&Example> = self.valid.iter().collect();
-        let (mut total, mut count) = (0.0, 0usize);
-        for chunk in all.chunks(batch_size.max(1)).take(take) {
-            let (loss, tokens) = self.loss(chunk, &mut Ctx::eval())?;
-            total += loss.to_scalar::<f32>()? as f64 * tokens as f64;
-            count += tokens;
-        }
-        Ok(total / count.max(1) as f64)
+        crate::finetune::mean_loss(&all, batch_size, max_batches, |chunk| {
+            self.loss(chunk, &mut Ctx::eval())
+        })
     }
 
     fn evaluate(&mut self, batch_size: usize) -> candle_core::Result<BTreeMap<String, f64>> {

@@ -286,20 +286,11 @@ impl TrainTask for Seq2SeqTask {
     }
 
     fn eval_loss(&mut self, batch_size: usize, max_batches: usize) -> candle_core::Result<f64> {
-        let take = if max_batches == 0 {
-            usize::MAX
-        } else {
-            max_batches
-        };
-        let (mut total, mut count) = (0.0, 0usize);
         let refs: Vec<&IdPair> = self.validation.iter().collect();
-        for chunk in refs.chunks(batch_size).take(take) {
+        crate::finetune::mean_loss(&refs, batch_size, max_batches, |chunk| {
             let batch = self.batch(chunk)?;
-            let loss = self.loss(&batch, &mut Ctx::eval())?.to_scalar::<f32>()? as f64;
-            total += loss * batch.target_tokens as f64;
-            count += batch.target_tokens;
-        }
-        Ok(total / count.max(1) as f64)
+            Ok((self.loss(&batch, &mut Ctx::eval())?, batch.target_tokens))
+        })
     }
 
     fn describe(&self) -> serde_json::Value {
