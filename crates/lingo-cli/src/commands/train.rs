@@ -214,6 +214,36 @@ impl TrainSeq2Seq {
     }
 }
 
+/// Pretrained word vectors for the recurrent models' embeddings.
+#[derive(Args)]
+pub struct EmbeddingArgs {
+    /// Pretrained word vectors (GloVe, word2vec or fastText text; `.gz` allowed) to start the word
+    /// embeddings from; their width must be the recipe's `embed_dim`.
+    #[arg(long)]
+    embeddings: Option<PathBuf>,
+    /// Keep the pretrained embeddings fixed.
+    #[arg(long, requires = "embeddings")]
+    freeze_embeddings: bool,
+}
+
+impl EmbeddingArgs {
+    fn spec(&self) -> Option<lingo_tasks::recurrent::PretrainedEmbeddings> {
+        self.embeddings
+            .as_ref()
+            .map(|path| lingo_tasks::recurrent::PretrainedEmbeddings {
+                path: path.clone(),
+                freeze: self.freeze_embeddings,
+            })
+    }
+
+    /// Says how many vocabulary words (of `vocab_size`, `<pad>` and `<unk>` aside) got a vector.
+    fn report(found: Option<usize>, vocab_size: usize) {
+        if let Some(found) = found {
+            eprintln!("pretrained vectors for {found} of {} words", vocab_size - 2);
+        }
+    }
+}
+
 #[derive(Args)]
 pub struct TrainClassify {
     /// Labelled texts: `.tsv`/`.csv` with a header (`sentence`/`text` and `label` columns) or
@@ -233,13 +263,8 @@ pub struct TrainClassify {
     /// How a sentence's states become one vector: `last`, `mean`, `max` or `attention`.
     #[arg(long)]
     pooling: Option<String>,
-    /// Pretrained word vectors (GloVe, word2vec or fastText text; `.gz` allowed) to start the word
-    /// embeddings from; their width must be the recipe's `embed_dim`.
-    #[arg(long)]
-    embeddings: Option<PathBuf>,
-    /// Keep the pretrained embeddings fixed.
-    #[arg(long, requires = "embeddings")]
-    freeze_embeddings: bool,
+    #[command(flatten)]
+    embeddings: EmbeddingArgs,
     #[command(flatten)]
     run: RunArgs,
 }
@@ -266,11 +291,8 @@ impl TrainClassify {
         if self.run.steps.is_some() {
             recipe.epochs = None;
         }
-        if let Some(path) = &self.embeddings {
-            recipe.pretrained_embeddings = Some(lingo_tasks::recurrent::PretrainedEmbeddings {
-                path: path.clone(),
-                freeze: self.freeze_embeddings,
-            });
+        if let Some(spec) = self.embeddings.spec() {
+            recipe.pretrained_embeddings = Some(spec);
         }
         self.run.apply(&mut recipe.train);
         let mut train = lingo_data::read_labelled(&self.train)?;
@@ -287,12 +309,7 @@ impl TrainClassify {
             None
         };
         let mut task = lingo_tasks::RnnClassifyTask::new(recipe, &train, &valid, tokenizer)?;
-        if let Some(found) = task.embeddings_found {
-            eprintln!(
-                "pretrained vectors for {found} of {} words",
-                task.recipe.model.vocab_size - 2
-            );
-        }
+        EmbeddingArgs::report(task.embeddings_found, task.recipe.model.vocab_size);
         let (n_train, n_valid) = task.sizes();
         let m = &task.recipe.model;
         eprintln!(
@@ -349,13 +366,8 @@ pub struct TrainTag {
     /// Score whole tag sequences with a linear-chain CRF.
     #[arg(long)]
     crf: bool,
-    /// Pretrained word vectors (GloVe, word2vec or fastText text; `.gz` allowed) to start the word
-    /// embeddings from; their width must be the recipe's `embed_dim`.
-    #[arg(long)]
-    embeddings: Option<PathBuf>,
-    /// Keep the pretrained embeddings fixed.
-    #[arg(long, requires = "embeddings")]
-    freeze_embeddings: bool,
+    #[command(flatten)]
+    embeddings: EmbeddingArgs,
     #[command(flatten)]
     run: RunArgs,
 }
@@ -381,11 +393,8 @@ impl TrainTag {
             recipe.model.cell = cell(arch)?;
         }
         recipe.model.crf |= self.crf;
-        if let Some(path) = &self.embeddings {
-            recipe.pretrained_embeddings = Some(lingo_tasks::recurrent::PretrainedEmbeddings {
-                path: path.clone(),
-                freeze: self.freeze_embeddings,
-            });
+        if let Some(spec) = self.embeddings.spec() {
+            recipe.pretrained_embeddings = Some(spec);
         }
         if self.run.steps.is_some() {
             recipe.epochs = None;
@@ -422,12 +431,7 @@ impl TrainTag {
             None
         };
         let mut task = lingo_tasks::RnnTagTask::new(recipe, &train, &valid, vocab)?;
-        if let Some(found) = task.embeddings_found {
-            eprintln!(
-                "pretrained vectors for {found} of {} words",
-                task.recipe.model.vocab_size - 2
-            );
-        }
+        EmbeddingArgs::report(task.embeddings_found, task.recipe.model.vocab_size);
         let (n_train, n_valid) = task.sizes();
         let m = &task.recipe.model;
         eprintln!(
