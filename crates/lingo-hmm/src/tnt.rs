@@ -68,6 +68,41 @@ fn held_out(x: u32, y: u32) -> f64 {
     }
 }
 
+/// What the tag trigram counts imply: counts of predicted bigrams `(b, c)` and unigrams `c`, their
+/// total, and how often each `(a, b)` and each `b` is a context.
+struct Marginals {
+    bigrams: Vec<u32>,
+    unigrams: Vec<u32>,
+    total: u32,
+    contexts2: Vec<u32>,
+    contexts1: Vec<u32>,
+}
+
+impl Marginals {
+    fn of(trigrams: &[u32], k: usize) -> Marginals {
+        let mut m = Marginals {
+            bigrams: vec![0; k * k],
+            unigrams: vec![0; k],
+            total: 0,
+            contexts2: vec![0; k * k],
+            contexts1: vec![0; k],
+        };
+        for a in 0..k {
+            for b in 0..k {
+                for c in 0..k {
+                    let n = trigrams[(a * k + b) * k + c];
+                    m.bigrams[b * k + c] += n;
+                    m.unigrams[c] += n;
+                    m.contexts2[a * k + b] += n;
+                    m.contexts1[b] += n;
+                    m.total += n;
+                }
+            }
+        }
+        m
+    }
+}
+
 /// Per-position candidates for decoding: tag index and log emission score.
 type Candidates = Vec<(usize, f64)>;
 
@@ -116,28 +151,13 @@ impl Tnt {
                 trigrams[(w[0] * k + w[1]) * k + w[2]] += 1;
             }
         }
-        // Bigram and unigram counts of predicted tags, and context counts.
-        let mut bigrams = vec![0u32; k * k];
-        let mut unigrams = vec![0u32; k];
-        for a in 0..k {
-            for b in 0..k {
-                for c in 0..k {
-                    let n = trigrams[(a * k + b) * k + c];
-                    bigrams[b * k + c] += n;
-                    unigrams[c] += n;
-                }
-            }
-        }
-        let total: u32 = unigrams.iter().sum();
-        let ctx2 =
-            |a: usize, b: usize| -> u32 { (0..k).map(|c| trigrams[(a * k + b) * k + c]).sum() };
-        let ctx1 = |b: usize| -> u32 { (0..k).map(|c| bigrams[b * k + c]).sum() };
+        let m = Marginals::of(&trigrams, k);
         // Deleted interpolation (Brants 2000, fig. 1): each trigram votes, with its count, for the
         // order that predicts it best once that very trigram is held out.
         let mut lambdas = [0f64; 3];
         for a in 0..k {
             for b in 0..k {
-                let cab = ctx2(a, b);
+                let cab = m.contexts2[a * k + b];
                 if cab == 0 {
                     continue;
                 }
@@ -147,8 +167,8 @@ impl Tnt {
                         continue;
                     }
                     let ratios = [
-                        held_out(unigrams[c], total),
-                        held_out(bigrams[b * k + c], ctx1(b)),
+                        held_out(m.unigrams[c], m.total),
+                        held_out(m.bigrams[b * k + c], m.contexts1[b]),
                         held_out(f, cab),
                     ];
                     let best = ratios.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
@@ -224,27 +244,16 @@ impl Tnt {
     fn transitions(&self) -> Vec<f64> {
         let k = self.k();
         let tri = &self.trigrams;
-        let mut bigrams = vec![0u32; k * k];
-        let mut unigrams = vec![0u32; k];
-        for a in 0..k {
-            for b in 0..k {
-                for c in 0..k {
-                    bigrams[b * k + c] += tri[(a * k + b) * k + c];
-                    unigrams[c] += tri[(a * k + b) * k + c];
-                }
-            }
-        }
-        let total: u32 = unigrams.iter().sum();
+        let m = Marginals::of(tri, k);
         let [l1, l2, l3] = self.lambdas;
+        let ratio = |x: u32, y: u32| if y == 0 { 0.0 } else { x as f64 / y as f64 };
         let mut out = vec![f64::NEG_INFINITY; k * k * k];
         for a in 0..k {
             for b in 0..k {
-                let cab: u32 = (0..k).map(|c| tri[(a * k + b) * k + c]).sum();
-                let cb: u32 = (0..k).map(|c| bigrams[b * k + c]).sum();
+                let (cab, cb) = (m.contexts2[a * k + b], m.contexts1[b]);
                 for c in 0..k {
-                    let ratio = |x: u32, y: u32| if y == 0 { 0.0 } else { x as f64 / y as f64 };
-                    let p = l1 * ratio(unigrams[c], total)
-                        + l2 * ratio(bigrams[b * k + c], cb)
+                    let p = l1 * ratio(m.unigrams[c], m.total)
+                        + l2 * ratio(m.bigrams[b * k + c], cb)
                         + l3 * ratio(tri[(a * k + b) * k + c], cab);
                     out[(a * k + b) * k + c] = p.ln();
                 }
