@@ -129,9 +129,7 @@ pub fn write_word_vectors(
         }
         writeln!(text).map_err(io)?;
     }
-    let tmp = path.with_extension("tmp-write");
-    std::fs::write(&tmp, &text).map_err(io)?;
-    std::fs::rename(&tmp, path).map_err(io)
+    lingo_nn::io::write_atomic(path, &text).map_err(io)
 }
 
 #[cfg(test)]

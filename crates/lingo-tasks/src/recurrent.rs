@@ -412,24 +412,6 @@ impl RnnClassifierPipeline {
         out.sort_by(|a, b| b.1.total_cmp(&a.1));
         Ok(out)
     }
-
-    /// The label of each text and its probability.
-    pub fn classify(&self, texts: &[&str], batch_size: usize) -> Result<Vec<(String, f32)>> {
-        let mut out = Vec::with_capacity(texts.len());
-        for chunk in texts.chunks(batch_size.max(1)) {
-            let ids = chunk
-                .iter()
-                .map(|t| encode(&self.tokenizer, t, self.max_length))
-                .collect::<Result<Vec<_>>>()?;
-            let sentences: Vec<&[u32]> = ids.iter().map(|s| s.as_slice()).collect();
-            let (best, logits) = self.model.predict(&sentences)?;
-            let probs = lingo_kernels::softmax(&logits)?.to_vec2::<f32>()?;
-            for (b, p) in best.iter().zip(probs) {
-                out.push((self.labels[*b as usize].clone(), p[*b as usize]));
-            }
-        }
-        Ok(out)
-    }
 }
 
 /// Everything that defines a recurrent tagger's training run (the `--config` file).
