@@ -56,6 +56,12 @@ macro_rules! bad_input {
 }
 pub(crate) use bad_input;
 
+/// Writes `text` to `dir/file` atomically; an error names the file.
+pub(crate) fn write_in(dir: &Path, file: &str, text: String) -> Result<()> {
+    let path = dir.join(file);
+    lingo_nn::io::write_atomic(&path, text.as_bytes()).map_err(io(&path))
+}
+
 /// The error of an I/O operation on `path`.
 pub(crate) fn io(path: &Path) -> impl FnOnce(std::io::Error) -> TaskError + '_ {
     move |source| TaskError::Io {

@@ -6,7 +6,7 @@
 //! continues training a pretrained causal LM (a Hugging Face GPT-2 folder or a Lingo one) on new
 //! text, and saves it in the layout it came in.
 
-use crate::error::{bad_input, io, to_train, Result};
+use crate::error::{bad_input, to_train, write_in, Result};
 use crate::Pretrained;
 use candle_core::{Device, Tensor};
 use lingo_data::{Split, TextDataset, Tokenizer, TokenizerKind};
@@ -229,18 +229,19 @@ impl TrainTask for LmTask {
 
 impl LmTask {
     fn write_artifacts(&self, dir: &Path) -> Result<()> {
-        let write = |file: &str, text: String| {
-            let path = dir.join(file);
-            lingo_nn::io::write_atomic(&path, text.as_bytes()).map_err(io(&path))
-        };
         if let Some((config, _)) = &self.pretrained {
-            write("config.json", serde_json::to_string_pretty(config)?)?;
+            write_in(dir, "config.json", serde_json::to_string_pretty(config)?)?;
         } else {
-            write(
+            write_in(
+                dir,
                 "config.json",
                 serde_json::to_string_pretty(&ModelConfig::Gpt(self.recipe.model.clone()))?,
             )?;
-            write("recipe.json", serde_json::to_string_pretty(&self.recipe)?)?;
+            write_in(
+                dir,
+                "recipe.json",
+                serde_json::to_string_pretty(&self.recipe)?,
+            )?;
         }
         self.tokenizer.save(&dir.join("tokenizer.json"))?;
         match &self.source {

@@ -11,7 +11,7 @@
 //!   `config.json` (`lingo-rnn-tagger`), `vocab.json`, `model.safetensors` and `recipe.json`,
 //!   which [`RnnTaggerPipeline::load`] reads back.
 
-use crate::error::{bad_input, io, to_candle, to_train, Result};
+use crate::error::{bad_input, to_candle, to_train, write_in, Result};
 use crate::finetune::{mean_loss, EpochOrder};
 use candle_core::{Device, Tensor};
 use lingo_data::{LabelledText, TaggedSentence, Tokenizer, TokenizerKind};
@@ -287,10 +287,6 @@ impl RnnClassifyTask {
     }
 
     fn write_artifacts(&self, dir: &Path) -> Result<()> {
-        let write = |file: &str, text: String| {
-            let path = dir.join(file);
-            lingo_nn::io::write_atomic(&path, text.as_bytes()).map_err(io(&path))
-        };
         let config = SavedConfig {
             model_type: MODEL_TYPE.into(),
             model: self.recipe.model.clone(),
@@ -298,8 +294,12 @@ impl RnnClassifyTask {
                 .map(|(i, l)| (i.to_string(), l.clone()))
                 .collect(),
         };
-        write("config.json", serde_json::to_string_pretty(&config)?)?;
-        write("recipe.json", serde_json::to_string_pretty(&self.recipe)?)?;
+        write_in(dir, "config.json", serde_json::to_string_pretty(&config)?)?;
+        write_in(
+            dir,
+            "recipe.json",
+            serde_json::to_string_pretty(&self.recipe)?,
+        )?;
         self.tokenizer.save(&dir.join("tokenizer.json"))?;
         Ok(())
     }
@@ -732,18 +732,18 @@ impl RnnTagTask {
     }
 
     fn write_artifacts(&self, dir: &Path) -> Result<()> {
-        let write = |file: &str, text: String| {
-            let path = dir.join(file);
-            lingo_nn::io::write_atomic(&path, text.as_bytes()).map_err(io(&path))
-        };
         let config = serde_json::json!({
             "model_type": TAGGER_MODEL_TYPE,
             "model": self.recipe.model,
             "id2label": self.tags.iter().enumerate().map(|(i, t)| (i.to_string(), t.clone())).collect::<BTreeMap<_, _>>(),
         });
-        write("config.json", serde_json::to_string_pretty(&config)?)?;
-        write("vocab.json", serde_json::to_string(&self.vocab)?)?;
-        write("recipe.json", serde_json::to_string_pretty(&self.recipe)?)?;
+        write_in(dir, "config.json", serde_json::to_string_pretty(&config)?)?;
+        write_in(dir, "vocab.json", serde_json::to_string(&self.vocab)?)?;
+        write_in(
+            dir,
+            "recipe.json",
+            serde_json::to_string_pretty(&self.recipe)?,
+        )?;
         Ok(())
     }
 }

@@ -8,7 +8,7 @@
 //! (rouge-score's) and BLEU (sacreBLEU's). The output folder has the layout of the input, so
 //! `lingo translate`/`summarize` and `transformers` load it.
 
-use crate::error::{bad_input, io, to_candle, to_train, Result};
+use crate::error::{bad_input, to_candle, to_train, write_in, Result};
 use crate::finetune::{hold_out, EpochOrder, FinetuneRecipe};
 use crate::{Pretrained, Translator};
 use candle_core::{Device, Tensor};
@@ -210,11 +210,11 @@ impl Seq2SeqFinetune {
     }
 
     fn write_artifacts(&self, dir: &Path) -> Result<()> {
-        let write = |file: &str, text: String| {
-            let path = dir.join(file);
-            lingo_nn::io::write_atomic(&path, text.as_bytes()).map_err(io(&path))
-        };
-        write("config.json", serde_json::to_string_pretty(&self.config)?)?;
+        write_in(
+            dir,
+            "config.json",
+            serde_json::to_string_pretty(&self.config)?,
+        )?;
         let t = &self.translator;
         if matches!(t.model, AutoModel::Transformer(_) | AutoModel::Rnn(_)) {
             t.source_tokenizer
@@ -223,18 +223,23 @@ impl Seq2SeqFinetune {
                 .save(&dir.join("target_tokenizer.json"))?;
             let recipe = self.model_dir.join("recipe.json");
             if let Ok(text) = std::fs::read_to_string(&recipe) {
-                write("recipe.json", text)?;
+                write_in(dir, "recipe.json", text)?;
             }
         } else {
             t.source_tokenizer.save(&dir.join("tokenizer.json"))?;
         }
         if let Some(generation) = &self.generation {
-            write(
+            write_in(
+                dir,
                 "generation_config.json",
                 serde_json::to_string_pretty(generation)?,
             )?;
         }
-        write("finetune.json", serde_json::to_string_pretty(&self.recipe)?)?;
+        write_in(
+            dir,
+            "finetune.json",
+            serde_json::to_string_pretty(&self.recipe)?,
+        )?;
         crate::pretrained::copy_tokenizer_files(&self.model_dir, dir)
     }
 }

@@ -6,7 +6,7 @@
 //! `"lingo-transformer"`), `source_tokenizer.json`, `target_tokenizer.json`, `model.safetensors`,
 //! `recipe.json`, `checkpoint.safetensors`, `metrics.jsonl` and `loss.png`.
 
-use crate::error::{bad_input, io, to_train, Result};
+use crate::error::{bad_input, to_train, write_in, Result};
 use candle_core::{Device, Tensor};
 use lingo_data::{Tokenizer, TokenizerKind};
 use lingo_generate::BeamConfig;
@@ -314,16 +314,16 @@ impl TrainTask for Seq2SeqTask {
 
 impl Seq2SeqTask {
     fn write_artifacts(&self, dir: &Path) -> Result<()> {
-        let write = |file: &str, text: String| {
-            let path = dir.join(file);
-            lingo_nn::io::write_atomic(&path, text.as_bytes()).map_err(io(&path))
-        };
         let config = match self.recipe.arch {
             Arch::Rnn => ModelConfig::RnnSeq2Seq(self.recipe.model.clone()),
             Arch::Transformer => ModelConfig::Transformer(self.recipe.transformer.clone()),
         };
-        write("config.json", serde_json::to_string_pretty(&config)?)?;
-        write("recipe.json", serde_json::to_string_pretty(&self.recipe)?)?;
+        write_in(dir, "config.json", serde_json::to_string_pretty(&config)?)?;
+        write_in(
+            dir,
+            "recipe.json",
+            serde_json::to_string_pretty(&self.recipe)?,
+        )?;
         self.source_tokenizer
             .save(&dir.join("source_tokenizer.json"))?;
         self.target_tokenizer
