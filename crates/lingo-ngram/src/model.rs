@@ -187,32 +187,28 @@ pub fn estimate(counts: &Counts, smoothing: Smoothing) -> Result<NgramModel> {
             let group = start..end;
             let total: f64 = a[group.clone()].iter().map(|&c| c as f64).sum();
             let types = a[group.clone()].iter().filter(|&&c| c > 0).count() as f64;
-            // The probability of each seen word from its own count, and how the rest is shared.
-            let (own, combine): (Box<dyn Fn(u32) -> f64>, Combine) = match smoothing {
+            // Each seen word's own share, `max(c − discount[min(c, 3)], 0) / denominator` (a
+            // negative discount adds), and how the rest is shared.
+            let (discount, denominator, combine) = match smoothing {
                 Smoothing::ModifiedKneserNey => {
-                    let d = |c: u32| [0.0, mkn[0], mkn[1], mkn[2]][c.min(3) as usize];
-                    let mass: f64 = a[group.clone()].iter().map(|&c| d(c)).sum();
-                    (
-                        Box::new(move |c| (c as f64 - d(c)).max(0.0) / total),
-                        Combine::Interpolate(mass / total),
-                    )
+                    let d = [0.0, mkn[0], mkn[1], mkn[2]];
+                    let mass: f64 = a[group.clone()].iter().map(|&c| d[c.min(3) as usize]).sum();
+                    (d, total, Combine::Interpolate(mass / total))
                 }
                 Smoothing::Absolute(_) | Smoothing::KneserNey(_) => (
-                    Box::new(move |c| (c as f64 - single).max(0.0) / total),
+                    [0.0, single, single, single],
+                    total,
                     Combine::Interpolate(single * types / total),
                 ),
                 Smoothing::WittenBell => (
-                    Box::new(move |c| c as f64 / (total + types)),
+                    [0.0; 4],
+                    total + types,
                     Combine::Interpolate(types / (total + types)),
                 ),
-                Smoothing::AddK(k) => (
-                    Box::new(move |c| (c as f64 + k) / (total + k * predictable)),
-                    Combine::BackOff,
-                ),
-                Smoothing::StupidBackoff(alpha) => {
-                    (Box::new(move |c| c as f64 / total), Combine::Fixed(alpha))
-                }
+                Smoothing::AddK(k) => ([-k; 4], total + k * predictable, Combine::BackOff),
+                Smoothing::StupidBackoff(alpha) => ([0.0; 4], total, Combine::Fixed(alpha)),
             };
+            let own = |c: u32| (c as f64 - discount[c.min(3) as usize]).max(0.0) / denominator;
             let mut seen_lower = 0f64;
             for i in group.clone() {
                 let lower = if n == 1 {
