@@ -131,10 +131,17 @@ impl InplaceOp2 for Rule<'_> {
             }
             Rule::Sgd { buf, k } => {
                 let mut buf = buf.lock().expect("lock");
-                p.par_chunks_mut(CHUNK)
-                    .zip(g.par_chunks(CHUNK))
-                    .zip(buf.par_chunks_mut(CHUNK))
-                    .for_each(|((p, g), b)| sgd_chunk(p, g, b, k));
+                if buf.is_empty() {
+                    // No momentum, so no buffer to walk beside the parameter.
+                    p.par_chunks_mut(CHUNK)
+                        .zip(g.par_chunks(CHUNK))
+                        .for_each(|(p, g)| sgd_chunk(p, g, &mut [], k));
+                } else {
+                    p.par_chunks_mut(CHUNK)
+                        .zip(g.par_chunks(CHUNK))
+                        .zip(buf.par_chunks_mut(CHUNK))
+                        .for_each(|((p, g), b)| sgd_chunk(p, g, b, k));
+                }
             }
             Rule::Custom(update) => match update.lock().expect("lock").take() {
                 Some(update) => update(p, g)?,
@@ -249,6 +256,27 @@ mod tests {
                 got[i]
             );
         }
+        Ok(())
+    }
+
+    /// Plain SGD has no momentum buffer; every element still moves (a run of more than one chunk).
+    #[test]
+    fn plain_sgd_updates_every_element() -> Result<()> {
+        let n = 3 * CHUNK + 5;
+        let var = Var::from_vec(vec![1.0f32; n], n, &Device::Cpu)?;
+        let grad = Tensor::from_vec(vec![0.5f32; n], n, &Device::Cpu)?;
+        let k = SgdStep {
+            lr: 0.1,
+            momentum: 0.0,
+            dampening: 0.0,
+            nesterov: false,
+            weight_decay: 0.0,
+            first: true,
+            grad_scale: 2.0,
+        };
+        sgd_update(var.as_tensor(), &grad, &mut [], k)?;
+        let p = var.as_tensor().to_vec1::<f32>()?;
+        assert!(p.iter().all(|&v| (v - 0.9).abs() < 1e-6), "{:?}", &p[..4]);
         Ok(())
     }
 
