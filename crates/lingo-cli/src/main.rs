@@ -92,6 +92,10 @@ enum Command {
     /// n-gram language models: train (six smoothings, ARPA out), eval (perplexity), generate.
     #[command(subcommand)]
     Ngram(commands::ngram::NgramCommand),
+    /// Recurrent language models (`lingo train rnn-lm` trains them): eval (perplexity, as `ngram
+    /// eval`), generate.
+    #[command(subcommand)]
+    RnnLm(commands::rnn_lm::RnnLmCommand),
     /// HMM part-of-speech taggers: train (TnT or first-order) on CoNLL-U, tag, eval, baum-welch.
     #[command(subcommand)]
     Hmm(commands::hmm::HmmCommand),
@@ -158,6 +162,7 @@ fn main() {
         Command::Embed(c) => c.run(),
         Command::Metric(m) => m.run(),
         Command::Ngram(n) => n.run(),
+        Command::RnnLm(r) => r.run(),
         Command::Hmm(h) => h.run(),
         Command::Word2vec(w) => w.run(),
         Command::Pretrain(p) => p.run(),

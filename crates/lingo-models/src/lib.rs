@@ -6,6 +6,7 @@
 //! - [`gpt`]: decoder-only Transformer language model (GPT-2 style).
 //! - [`transformer`]: the original encoder–decoder Transformer, trained from scratch.
 //! - [`t5`]: T5 v1.0 and v1.1, loaded from Hugging Face checkpoints.
+//! - [`rnn_lm`]: recurrent language model (Zaremba et al.), and sentences generated from a label.
 //! - [`rnn_seq2seq`]: recurrent encoder–decoder with Bahdanau or Luong attention.
 //!
 //! Any of them loads with int8 linear layers for inference ([`quantize`]).
@@ -23,6 +24,7 @@ pub mod outputs;
 pub mod presets;
 pub mod quantize;
 pub mod rnn;
+pub mod rnn_lm;
 pub mod rnn_seq2seq;
 pub mod t5;
 pub mod transformer;
@@ -35,6 +37,7 @@ pub use quantize::Quantization;
 pub use rnn::{
     Pooling, RnnClassifier, RnnClassifierConfig, RnnTagger, RnnTaggerConfig, TaggerBatch,
 };
+pub use rnn_lm::{LmState, RnnLm, RnnLmConfig};
 pub use rnn_seq2seq::{RnnSeq2Seq, RnnSeq2SeqConfig, Seq2SeqAttention};
 
 use candle_core::{DType, Result, Tensor};

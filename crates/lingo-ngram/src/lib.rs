@@ -14,9 +14,11 @@
 mod arpa;
 mod counts;
 mod model;
+mod perplexity;
 
 pub use counts::{Counts, Vocab, BOS, EOS, UNK};
-pub use model::{estimate, Evaluation, NgramModel, Smoothing};
+pub use model::{estimate, NgramModel, Smoothing};
+pub use perplexity::{perplexity, Evaluation, WordLm};
 
 #[derive(Debug, thiserror::Error)]
 pub enum NgramError {

@@ -303,23 +303,6 @@ fn add_unigram(level: &mut Level, w: u32, logp: f32) {
     level.bow.insert(at, 0.0);
 }
 
-/// Perplexity of a model over a corpus, as SRILM's `ngram -ppl` reports it.
-#[derive(Clone, Debug, PartialEq, serde::Serialize)]
-pub struct Evaluation {
-    pub sentences: usize,
-    pub words: usize,
-    /// Words not in the vocabulary (scored as `<unk>`).
-    pub oovs: usize,
-    /// Total log10 probability of the words and `</s>`, OOVs scored as `<unk>`.
-    pub logprob: f64,
-    /// `10^(−logprob / (words + sentences))`, OOVs scored as `<unk>` (KenLM's "including OOVs").
-    pub perplexity: f64,
-    /// SRILM's `ppl`: OOVs left out of the sum and the count.
-    pub perplexity_excluding_oovs: f64,
-    /// SRILM's `ppl1`: OOVs and the `</s>` tokens left out.
-    pub perplexity_without_eos: f64,
-}
-
 impl NgramModel {
     pub fn order(&self) -> usize {
         self.levels.len()
@@ -352,48 +335,42 @@ impl NgramModel {
     }
 
     /// Scores `sentences` (words without `<s>`/`</s>`).
-    pub fn evaluate<'a>(&self, sentences: impl IntoIterator<Item = Vec<&'a str>>) -> Evaluation {
-        let (mut n_sent, mut words, mut oovs) = (0usize, 0usize, 0usize);
-        let (mut total, mut oov_total, mut eos_total) = (0f64, 0f64, 0f64);
+    pub fn evaluate<'a>(
+        &self,
+        sentences: impl IntoIterator<Item = Vec<&'a str>>,
+    ) -> crate::Evaluation {
+        let sentences: Vec<Vec<&str>> = sentences.into_iter().collect();
+        crate::perplexity(&mut &*self, &sentences).expect("an n-gram model scores every word")
+    }
+}
+
+/// An n-gram model conditions each sentence on `<s>` alone.
+impl crate::WordLm for &NgramModel {
+    fn word_id(&self, word: &str) -> Option<u32> {
+        self.vocab.get(word).filter(|&i| i != BOS && i != EOS)
+    }
+
+    fn unk_id(&self) -> u32 {
+        UNK
+    }
+
+    fn log10_probs(
+        &mut self,
+        sentences: &[Vec<u32>],
+    ) -> std::result::Result<Vec<Vec<f64>>, String> {
         let mut ids = Vec::new();
-        let mut unknown = Vec::new();
-        for sentence in sentences {
-            n_sent += 1;
-            ids.clear();
-            unknown.clear();
-            ids.push(BOS);
-            unknown.push(false);
-            for w in sentence {
-                words += 1;
-                let id = self.vocab.get(w).filter(|&i| i != BOS && i != EOS);
-                oovs += usize::from(id.is_none());
-                unknown.push(id.is_none());
-                ids.push(id.unwrap_or(UNK));
-            }
-            ids.push(EOS);
-            unknown.push(false);
-            for j in 1..ids.len() {
-                let lp = self.logprob(&ids[..j], ids[j]) as f64;
-                total += lp;
-                if unknown[j] {
-                    oov_total += lp;
-                }
-                if j == ids.len() - 1 {
-                    eos_total += lp;
-                }
-            }
-        }
-        let ppl = |sum: f64, n: usize| 10f64.powf(-sum / n.max(1) as f64);
-        let known = total - oov_total;
-        Evaluation {
-            sentences: n_sent,
-            words,
-            oovs,
-            logprob: total,
-            perplexity: ppl(total, words + n_sent),
-            perplexity_excluding_oovs: ppl(known, words + n_sent - oovs),
-            perplexity_without_eos: ppl(known - eos_total, words - oovs),
-        }
+        Ok(sentences
+            .iter()
+            .map(|s| {
+                ids.clear();
+                ids.push(BOS);
+                ids.extend_from_slice(s);
+                ids.push(EOS);
+                (1..ids.len())
+                    .map(|j| self.logprob(&ids[..j], ids[j]) as f64)
+                    .collect()
+            })
+            .collect())
     }
 }
 

@@ -7,6 +7,8 @@
 //! - [`finetune`]: fine-tuning such a model for [`classification`], [`token_classification`] and
 //!   [`question_answering`]; [`seq2seq`] fine-tunes any encoder–decoder; [`language_model`] trains
 //!   or fine-tunes a GPT.
+//! - [`rnn_lm`]: a recurrent word-level language model trained from scratch (and sentences
+//!   generated from a label).
 //! - [`translation`]: train an encoder–decoder from scratch on sentence pairs; [`translator`]
 //!   decodes with any encoder–decoder.
 //! - [`distillation`]: a small student fine-tuned from a teacher's softened outputs.
@@ -24,6 +26,7 @@ pub mod pretrained;
 pub mod pruning;
 pub mod question_answering;
 pub mod recurrent;
+pub mod rnn_lm;
 pub mod seq2seq;
 pub mod token_classification;
 pub mod translation;
@@ -40,6 +43,7 @@ pub use recurrent::{
     RnnClassifierPipeline, RnnClassifyRecipe, RnnClassifyTask, RnnTagRecipe, RnnTagTask,
     RnnTaggerPipeline,
 };
+pub use rnn_lm::{RnnLmPipeline, RnnLmRecipe, RnnLmTask};
 pub use seq2seq::Seq2SeqFinetune;
 pub use token_classification::TokenClassifyTask;
 pub use translation::{exact_match, Seq2SeqRecipe, Seq2SeqTask};

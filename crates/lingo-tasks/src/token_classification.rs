@@ -183,13 +183,19 @@ impl Objective for Tagging {
 }
 
 /// Entity scores as `lingo metric seqeval` names them: `precision`, `recall`, `f1` (default mode),
-/// `strict_f1` (strict IOB2, when the tags are IOB2) and each type's `f1` as `<TYPE>_f1`.
+/// `strict_f1` (strict IOB2, when the tags are IOB2) and each type's `f1` as `<TYPE>_f1`; and
+/// `accuracy`, the share of words tagged right (the score of part-of-speech tags).
 pub fn entity_metrics(
     predicted: &[Vec<String>],
     references: &[Vec<String>],
 ) -> Result<BTreeMap<String, f64>> {
     let rep = lingo_eval::seqeval(predicted, references, Mode::Default)?;
+    let (right, words) = (predicted.iter().zip(references)).fold((0, 0), |(r, n), (p, t)| {
+        let same = p.iter().zip(t).filter(|(a, b)| a == b).count();
+        (r + same, n + t.len())
+    });
     let mut m = BTreeMap::from([
+        ("accuracy".to_string(), right as f64 / words.max(1) as f64),
         ("precision".to_string(), rep.precision),
         ("recall".to_string(), rep.recall),
         ("f1".to_string(), rep.f1),

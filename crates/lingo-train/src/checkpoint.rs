@@ -64,11 +64,13 @@ impl CheckpointMeta {
     }
 }
 
-/// Writes the checkpoint atomically.
+/// Writes the checkpoint atomically: the parameters, the optimizer's state, and the tensors the
+/// task carries between steps.
 pub fn save(
     path: &Path,
     params: &ParamStore,
     optimizer: &Optimizer,
+    carried: Vec<(String, Tensor)>,
     meta: &CheckpointMeta,
 ) -> crate::Result<()> {
     let state = optimizer.state()?;
@@ -85,6 +87,7 @@ pub fn save(
             .into_iter()
             .map(|(n, t)| (format!("optim.{n}"), t)),
     );
+    tensors.extend(carried.into_iter().map(|(n, t)| (format!("task.{n}"), t)));
     let metadata = HashMap::from([(META_KEY.to_string(), serde_json::to_string(&meta)?)]);
     let bytes = tensors_to_safetensors(&tensors, Some(metadata))?;
     lingo_nn::io::write_atomic(path, &bytes).map_err(crate::io(path))
@@ -115,18 +118,21 @@ pub fn read_meta(path: &Path) -> crate::Result<CheckpointMeta> {
     Ok(meta)
 }
 
-/// Restores weights and optimizer state from a checkpoint and returns its metadata.
+/// Restores weights and optimizer state from a checkpoint; returns its metadata and the tensors
+/// the task carried.
 pub fn load(
     path: &Path,
     params: &ParamStore,
     optimizer: &mut Optimizer,
-) -> crate::Result<CheckpointMeta> {
+) -> crate::Result<(CheckpointMeta, HashMap<String, Tensor>)> {
     let meta = read_meta(path)?;
     let tensors = read_safetensors(path, &Device::Cpu)?;
     let source = path.display().to_string();
-    let (model, optim): (HashMap<_, _>, HashMap<_, _>) = tensors
+    let (model, rest): (HashMap<_, _>, HashMap<_, _>) = tensors
         .into_iter()
         .partition(|(k, _)| k.starts_with("model."));
+    let (carried, optim): (HashMap<_, _>, HashMap<_, _>) =
+        rest.into_iter().partition(|(k, _)| k.starts_with("task."));
     let strip = |m: HashMap<String, Tensor>, prefix: &str| -> HashMap<String, Tensor> {
         m.into_iter()
             .filter_map(|(k, v)| k.strip_prefix(prefix).map(|k| (k.to_string(), v)))
@@ -134,5 +140,5 @@ pub fn load(
     };
     params.load_from(&strip(model, "model."), &source)?;
     optimizer.load_state(&strip(optim, "optim."), &meta.optimizer_steps, &source)?;
-    Ok(meta)
+    Ok((meta, strip(carried, "task.")))
 }

@@ -19,6 +19,10 @@ pub enum ScheduleKind {
     Polynomial,
     /// `peak · gamma^(steps after warm-up)`, never below `min_lr`.
     Exponential,
+    /// `peak` for `hold_steps` after warm-up, then multiplied by `gamma` at the start of every
+    /// `step_size` steps (Zaremba et al.'s "halve the rate every epoch after the fourth"; torch's
+    /// `StepLR` when `hold_steps` is 0), never below `min_lr`.
+    Step,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -37,8 +41,12 @@ pub struct Schedule {
     pub cycles: f32,
     /// Polynomial decay: the exponent (1 is linear).
     pub power: f32,
-    /// Exponential decay: the factor per step.
+    /// Exponential decay: the factor per step; step decay: the factor per `step_size` steps.
     pub gamma: f32,
+    /// Step decay: steps between decays.
+    pub step_size: usize,
+    /// Step decay: steps at the peak (after warm-up) before the first decay.
+    pub hold_steps: usize,
 }
 
 impl Default for Schedule {
@@ -52,6 +60,8 @@ impl Default for Schedule {
             cycles: 1.0,
             power: 1.0,
             gamma: 0.999,
+            step_size: 1,
+            hold_steps: 0,
         }
     }
 }
@@ -92,6 +102,11 @@ impl Schedule {
             ScheduleKind::Polynomial => self.min_lr + range * (1.0 - progress).powf(self.power),
             ScheduleKind::Exponential => {
                 (peak * self.gamma.powi(after.min(i32::MAX as usize) as i32)).max(self.min_lr)
+            }
+            ScheduleKind::Step if after < self.hold_steps => peak,
+            ScheduleKind::Step => {
+                let decays = 1 + (after - self.hold_steps) / self.step_size.max(1);
+                (peak * self.gamma.powi(decays.min(i32::MAX as usize) as i32)).max(self.min_lr)
             }
         }
     }
@@ -138,6 +153,16 @@ mod tests {
             ..Default::default()
         };
         assert_eq!((e.lr(1.0, 2, 100), e.lr(1.0, 9, 100)), (0.25, 0.1));
+        // Zaremba's small recipe with 10 steps an epoch: 4 epochs at the peak, then halved each.
+        let z = Schedule {
+            kind: ScheduleKind::Step,
+            gamma: 0.5,
+            step_size: 10,
+            hold_steps: 40,
+            ..Default::default()
+        };
+        let lrs: Vec<f32> = [0, 39, 40, 49, 50, 129].map(|s| z.lr(1.0, s, 130)).to_vec();
+        assert_eq!(lrs, [1.0, 1.0, 0.5, 0.5, 0.25, 0.5f32.powi(9)]);
     }
 
     /// After the warm-up, every decay equals `transformers`' schedule of the same name

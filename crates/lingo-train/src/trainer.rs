@@ -45,6 +45,18 @@ pub trait TrainTask {
     fn after_step(&mut self, _step: usize) -> candle_core::Result<()> {
         Ok(())
     }
+    /// Tensors the task carries from one step to the next (a recurrent language model's state
+    /// between windows), saved in the checkpoint so that a resumed run continues exactly.
+    fn carried_state(&self) -> Vec<(String, Tensor)> {
+        Vec::new()
+    }
+    /// Takes back what [`TrainTask::carried_state`] saved (nothing from an older checkpoint).
+    fn restore_carried_state(
+        &mut self,
+        _state: std::collections::HashMap<String, Tensor>,
+    ) -> candle_core::Result<()> {
+        Ok(())
+    }
     /// The task's description for the checkpoint (model config, tokenizer, …).
     fn describe(&self) -> serde_json::Value;
     /// Writes what a user needs to run the model (e.g. `config.json`, `tokenizer.json`) into `dir`.
@@ -284,7 +296,10 @@ impl Trainer {
             if saved.train_config != train_json {
                 eprintln!("warning: the training config differs from the checkpoint's; continuing with the new one");
             }
-            checkpoint::load(&ckpt_path, &params, &mut optimizer)?
+            let (meta, carried) = checkpoint::load(&ckpt_path, &params, &mut optimizer)?;
+            task.restore_carried_state(carried)
+                .map_err(|e| TrainError::Input(format!("{}: {e}", ckpt_path.display())))?;
+            meta
         } else {
             CheckpointMeta::new(
                 0,
@@ -414,7 +429,7 @@ impl Trainer {
             {
                 meta.rng = ctx.rng.state();
                 meta.elapsed_secs = elapsed_before + start.elapsed().as_secs_f64();
-                checkpoint::save(&ckpt_path, &params, &optimizer, &meta)?;
+                checkpoint::save(&ckpt_path, &params, &optimizer, task.carried_state(), &meta)?;
                 task.save_weights(&self.out_dir.join("model.safetensors"))?;
             }
             if out_of_patience && !last {

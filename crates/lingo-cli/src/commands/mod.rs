@@ -15,6 +15,7 @@ pub mod pretrain;
 pub mod prune;
 pub mod quantize;
 pub mod quickstart;
+pub mod rnn_lm;
 pub mod serve;
 pub mod tokenizer;
 pub mod train;

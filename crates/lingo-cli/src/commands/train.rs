@@ -18,6 +18,9 @@ pub enum Train {
     /// Train a recurrent tagger (synchronous many-to-many: BiLSTM with character features,
     /// optionally with a CRF) from scratch on tagged sentences.
     Tag(TrainTag),
+    /// Train a recurrent word-level language model (LSTM/GRU/RNN, truncated BPTT over running
+    /// text, Zaremba et al.) — or, from labelled texts, one that generates a sentence from a label.
+    RnnLm(TrainRnnLm),
 }
 
 impl Train {
@@ -27,6 +30,7 @@ impl Train {
             Train::Seq2seq(t) => t.run(),
             Train::Classify(t) => t.run(),
             Train::Tag(t) => t.run(),
+            Train::RnnLm(t) => t.run(),
         }
     }
 }
@@ -555,4 +559,103 @@ fn summary(report: &lingo_train::TrainReport, unit: &str) -> String {
 
 fn fmt(x: Option<f64>) -> String {
     x.map_or("-".into(), |v| format!("{v:.4}"))
+}
+
+#[derive(Args)]
+pub struct TrainRnnLm {
+    /// Training text, one sentence a line, words separated by spaces (PTB, WikiText); or labelled
+    /// texts (`.tsv`/`.csv` with a header, `.jsonl`) for a model that generates from a label;
+    /// `.gz` allowed.
+    #[arg(long)]
+    train: PathBuf,
+    /// Validation text in the same format.
+    #[arg(long)]
+    valid: PathBuf,
+    /// Recipe JSON: `model` (cell, hidden_size, num_layers, dropout, …), `vocab_size`, `bptt`,
+    /// `epochs`, `lr_decay`, `train` (see configs/ptb-lstm-small.json).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// The recurrent cell: `lstm`, `gru`, `rnn` (tanh) or `rnn_relu`; overrides the recipe's.
+    #[arg(long)]
+    arch: Option<String>,
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+/// Whether a data file holds labelled texts rather than running text.
+fn is_labelled(path: &std::path::Path) -> bool {
+    let name = path.to_string_lossy().to_lowercase();
+    let name = name.trim_end_matches(".gz");
+    [".tsv", ".csv", ".jsonl", ".json"]
+        .iter()
+        .any(|e| name.ends_with(e))
+}
+
+impl TrainRnnLm {
+    pub fn run(self) -> anyhow::Result<()> {
+        use lingo_tasks::rnn_lm::{sentences_of, WordVocab};
+        let mut recipe = match &self.config {
+            Some(path) => lingo_tasks::RnnLmRecipe::load(path)?,
+            None => lingo_tasks::RnnLmRecipe::default(),
+        };
+        if let Some(arch) = &self.arch {
+            recipe.model.cell = cell(arch)?;
+        }
+        if self.run.steps.is_some() {
+            recipe.epochs = None;
+            recipe.lr_decay = None;
+        }
+        self.run.apply(&mut recipe.train);
+        let vocab = if self.run.resume {
+            let path = self.run.out.join("vocab.json");
+            Some(WordVocab::load(&path).context("resuming needs the run's vocab.json")?)
+        } else {
+            None
+        };
+        let labelled = is_labelled(&self.train);
+        let mut task = if labelled {
+            let train = lingo_data::read_labelled(&self.train)?;
+            let valid = lingo_data::read_labelled(&self.valid)?;
+            lingo_tasks::RnnLmTask::from_labelled(recipe, &train, &valid, vocab)?
+        } else {
+            let train = sentences_of(&lingo_data::read_file(&self.train)?);
+            let valid = sentences_of(&lingo_data::read_file(&self.valid)?);
+            lingo_tasks::RnnLmTask::from_text(recipe, &train, &valid, vocab)?
+        };
+        let (n_train, n_valid) = task.sizes();
+        let m = &task.recipe.model;
+        eprintln!(
+            "{}; vocabulary {}; {:?} {}×{}, {:.2}M parameters; {} steps × {}",
+            if labelled {
+                format!(
+                    "{n_train} training and {n_valid} validation sentences, generated from labels {}",
+                    task.labels.join("/")
+                )
+            } else {
+                format!(
+                    "{n_train} training and {n_valid} validation tokens, windows of {}",
+                    task.recipe.bptt
+                )
+            },
+            m.vocab_size,
+            m.cell,
+            m.num_layers,
+            m.hidden_size,
+            lingo_train::TrainTask::params(&task).num_params() as f64 / 1e6,
+            task.recipe.train.steps,
+            task.recipe.train.batch_size * task.recipe.train.grad_accum,
+        );
+        let trainer = self.run.trainer(task.recipe.train.clone());
+        let report = trainer.run(&mut task, self.run.resume)?;
+        println!("{}", summary(&report, "words/s"));
+        if let Some(loss) = report.val_loss {
+            println!("validation perplexity {:.2}", loss.exp());
+        }
+        println!(
+            "model folder: {}  (try: lingo rnn-lm eval --model {} --corpus FILE)",
+            self.run.out.display(),
+            self.run.out.display()
+        );
+        Ok(())
+    }
 }
