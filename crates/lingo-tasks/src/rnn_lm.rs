@@ -1,10 +1,12 @@
-//! Training a recurrent word-level language model ([`RnnLm`]) from scratch, and reading it back.
+//! Training a word-level language model from scratch — recurrent ([`RnnLm`]), or a Transformer
+//! decoder ([`Gpt`]) over the same words for comparison — and reading it back.
 //!
 //! - From plain text (one sentence a line, words separated by spaces, as PTB and WikiText ship),
 //!   the sentences become one stream — each sentence's words, then `</s>` — cut into `batch_size`
 //!   columns and walked in windows of `bptt` steps, the state carried from window to window and
 //!   reset at each epoch (Zaremba et al. 2014). The carried state is saved in the checkpoint, so a
-//!   resumed run continues exactly.
+//!   resumed run continues exactly. A Transformer reads the same windows without carried state,
+//!   and is scored over sliding windows of its context.
 //! - From labelled texts (`.tsv`/`.jsonl`, as the classifiers read), each sentence is generated
 //!   from its label's vector (one-to-many): shuffled sentence batches, padded.
 //!
@@ -19,7 +21,7 @@ use candle_core::{Device, Tensor, D};
 use lingo_data::LabelledText;
 use lingo_eval::classification::sorted_labels;
 use lingo_models::config::read_json;
-use lingo_models::{LmState, RnnLm, RnnLmConfig};
+use lingo_models::{Gpt, GptConfig, LmState, RnnLm, RnnLmConfig};
 use lingo_nn::{Ctx, LingoRng, ParamStore};
 use lingo_train::{TrainConfig, TrainTask};
 use serde::{Deserialize, Serialize};
@@ -52,6 +54,9 @@ pub struct RnnLmRecipe {
     /// Zaremba's decay: after `after_epochs` epochs, the rate is multiplied by `factor` at every
     /// epoch (needs `epochs`; sets `train.schedule`).
     pub lr_decay: Option<EpochDecay>,
+    /// A Transformer decoder instead of the recurrent network (`model` is then unused):
+    /// `vocab_size` is filled in, and `context_length` is `bptt` (the training windows).
+    pub transformer: Option<GptConfig>,
     pub train: TrainConfig,
 }
 
@@ -73,6 +78,7 @@ impl Default for RnnLmRecipe {
                 after_epochs: 4,
                 factor: 0.5,
             }),
+            transformer: None,
             train: TrainConfig::default(),
         }
     }
@@ -193,12 +199,107 @@ fn columns_of(stream: &[u32], columns: usize) -> Vec<u32> {
     stream[..length * columns].to_vec()
 }
 
+/// The network that predicts the next word.
+pub enum Network {
+    Recurrent(RnnLm),
+    Transformer(Gpt),
+}
+
+impl Network {
+    fn build(recipe: &RnnLmRecipe, store: &ParamStore) -> Result<Self> {
+        Ok(match &recipe.transformer {
+            Some(c) => Network::Transformer(Gpt::new(c.clone(), &store.root())?),
+            None => Network::Recurrent(RnnLm::new(recipe.model.clone(), &store.root())?),
+        })
+    }
+
+    fn recurrent(&self) -> candle_core::Result<&RnnLm> {
+        match self {
+            Network::Recurrent(m) => Ok(m),
+            Network::Transformer(_) => {
+                candle_core::bail!("a Transformer language model does not generate from labels")
+            }
+        }
+    }
+
+    /// Mean loss of predicting `targets` from `ids` (`[batch, time]`), starting from `state`
+    /// (recurrent), and the state after.
+    fn loss(
+        &self,
+        ids: &Tensor,
+        targets: &Tensor,
+        state: Option<&LmState>,
+        ctx: &mut Ctx,
+    ) -> candle_core::Result<(Tensor, Option<LmState>)> {
+        match self {
+            Network::Recurrent(m) => {
+                let (loss, state) = m.loss(ids, targets, None, state, None, ctx)?;
+                Ok((loss, Some(state)))
+            }
+            Network::Transformer(m) => Ok((m.loss(ids, targets, ctx)?, None)),
+        }
+    }
+
+    /// Natural-log probability of each of `ids[1..]` after the words before it: the recurrent
+    /// state carried through (batch 1, as Zaremba et al. evaluate), or for a Transformer windows
+    /// of its context sliding by half of it.
+    fn stream_log_probs(&self, ids: &[u32]) -> candle_core::Result<Vec<f64>> {
+        let mut flat = Vec::with_capacity(ids.len().saturating_sub(1));
+        let input = |ids: &[u32]| Tensor::from_vec(ids.to_vec(), (1, ids.len()), &Device::Cpu);
+        match self {
+            Network::Recurrent(m) => {
+                let mut state: Option<LmState> = None;
+                for a in (1..ids.len()).step_by(SCORE_CHUNK) {
+                    let b = (a + SCORE_CHUNK).min(ids.len());
+                    let x = input(&ids[a - 1..b - 1])?;
+                    let (logits, next) = m.forward(&x, None, state.as_ref(), &mut Ctx::eval())?;
+                    flat.extend(target_log_probs(&logits, 0, &ids[a..b])?);
+                    // Without its history: a graph over the whole text would be dropped recursively.
+                    state = Some(next.detach());
+                }
+            }
+            Network::Transformer(m) => {
+                let context = m.config.context_length;
+                let stride = (context / 2).max(1);
+                for a in (1..ids.len()).step_by(stride) {
+                    let b = (a + stride).min(ids.len());
+                    let start = (b - 1).saturating_sub(context);
+                    let logits = m.logits(&input(&ids[start..b - 1])?, &mut Ctx::eval())?;
+                    flat.extend(target_log_probs(&logits, a - 1 - start, &ids[a..b])?);
+                }
+            }
+        }
+        Ok(flat)
+    }
+}
+
+/// The natural-log probabilities of `targets` under the logits `[1, time, vocab]` from position
+/// `skip` on.
+fn target_log_probs(
+    logits: &Tensor,
+    skip: usize,
+    targets: &[u32],
+) -> candle_core::Result<Vec<f64>> {
+    let l = logits.squeeze(0)?.narrow(0, skip, targets.len())?;
+    let t = Tensor::from_vec(targets.to_vec(), (targets.len(), 1), &Device::Cpu)?;
+    let lp = lingo_kernels::log_softmax(&l)?.gather(&t, D::Minus1)?;
+    Ok(lp
+        .flatten_all()?
+        .to_vec1::<f32>()?
+        .into_iter()
+        .map(f64::from)
+        .collect())
+}
+
 /// What `config.json` holds.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 struct SavedConfig {
     model_type: String,
     #[serde(flatten)]
     model: RnnLmConfig,
+    /// A Transformer language model's network (then `model` is unused).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    transformer: Option<GptConfig>,
     /// The conditions of a one-to-many model, in id order.
     #[serde(default)]
     labels: Vec<String>,
@@ -208,7 +309,7 @@ pub struct RnnLmTask {
     pub recipe: RnnLmRecipe,
     pub vocab: WordVocab,
     pub labels: Vec<String>,
-    pub model: RnnLm,
+    pub net: Network,
     pub data: LmData,
     store: ParamStore,
     order: EpochOrder,
@@ -304,6 +405,18 @@ impl RnnLmTask {
     ) -> Result<Self> {
         recipe.model.vocab_size = vocab.len();
         recipe.model.num_conditions = labels.len();
+        if let Some(t) = &mut recipe.transformer {
+            t.vocab_size = vocab.len();
+            if !labels.is_empty() {
+                return Err(bad_input!(
+                    "a Transformer language model does not generate from labels; train on running text"
+                ));
+            }
+            // It learns positions only as far as its training windows reach.
+            t.context_length = recipe.bptt;
+            t.validate()
+                .map_err(|e| bad_input!("transformer config: {e}"))?;
+        }
         if let Some(epochs) = recipe.epochs {
             let t = &mut recipe.train;
             let per_epoch = batches_per_epoch.div_ceil(t.grad_accum.max(1));
@@ -324,13 +437,13 @@ impl RnnLmTask {
             .validate()
             .map_err(|e| bad_input!("model config: {e}"))?;
         let store = ParamStore::new(recipe.train.seed, &Device::Cpu);
-        let model = RnnLm::new(recipe.model.clone(), &store.root())?;
+        let net = Network::build(&recipe, &store)?;
         Ok(RnnLmTask {
             order: EpochOrder::new(recipe.train.seed),
             recipe,
             vocab,
             labels,
-            model,
+            net,
             data,
             store,
             micro_batch: 0,
@@ -368,7 +481,7 @@ impl RnnLmTask {
         len: usize,
         state: Option<&LmState>,
         ctx: &mut Ctx,
-    ) -> candle_core::Result<(Tensor, LmState)> {
+    ) -> candle_core::Result<(Tensor, Option<LmState>)> {
         let length = rows.len() / columns;
         let take = |offset: usize| -> candle_core::Result<Tensor> {
             let ids: Vec<u32> = (0..columns)
@@ -379,8 +492,7 @@ impl RnnLmTask {
                 .collect();
             Tensor::from_vec(ids, (columns, len), &Device::Cpu)
         };
-        self.model
-            .loss(&take(0)?, &take(1)?, None, state, None, ctx)
+        self.net.loss(&take(0)?, &take(1)?, state, ctx)
     }
 
     /// Loss over labelled sentences, each from its label's state.
@@ -391,8 +503,9 @@ impl RnnLmTask {
     ) -> candle_core::Result<(Tensor, usize)> {
         let (ids, targets, lengths) = sentence_batch(batch.iter().map(|e| e.1.as_slice()))?;
         let labels: Vec<u32> = batch.iter().map(|e| e.0).collect();
-        let state = self.model.condition_state(&labels, &Device::Cpu)?;
-        let (loss, _) = self.model.loss(
+        let model = self.net.recurrent()?;
+        let state = model.condition_state(&labels, &Device::Cpu)?;
+        let (loss, _) = model.loss(
             &ids,
             &targets,
             Some(&lengths),
@@ -407,6 +520,7 @@ impl RnnLmTask {
         let config = SavedConfig {
             model_type: MODEL_TYPE.into(),
             model: self.recipe.model.clone(),
+            transformer: self.recipe.transformer.clone(),
             labels: self.labels.clone(),
         };
         write_in(dir, "config.json", serde_json::to_string_pretty(&config)?)?;
@@ -477,7 +591,7 @@ impl TrainTask for RnnLmTask {
                 let bptt = self.recipe.bptt;
                 let (loss, state) =
                     self.window_loss(train, *columns, within * bptt, bptt, state.as_ref(), ctx)?;
-                self.carried = Some((index + 1, state.detach()));
+                self.carried = state.map(|s| (index + 1, s.detach()));
                 Ok((loss, columns * bptt))
             }
             LmData::Labelled { train, .. } => {
@@ -512,7 +626,7 @@ impl TrainTask for RnnLmTask {
                     )?;
                     total += l.to_scalar::<f32>()? as f64 * (len * columns) as f64;
                     count += len * columns;
-                    state = Some(s.detach());
+                    state = s.map(|s| s.detach());
                     start += len;
                     windows += 1;
                 }
@@ -569,6 +683,7 @@ impl TrainTask for RnnLmTask {
         serde_json::json!({
             "task": "rnn_lm",
             "model": self.recipe.model,
+            "transformer": self.recipe.transformer,
             "bptt": self.recipe.bptt,
             "labels": self.labels,
             "train_size": train,
@@ -582,7 +697,7 @@ impl TrainTask for RnnLmTask {
 
 /// A trained recurrent language model read back from its folder.
 pub struct RnnLmPipeline {
-    pub model: RnnLm,
+    pub net: Network,
     pub vocab: WordVocab,
     /// The conditions of a one-to-many model.
     pub labels: Vec<String>,
@@ -619,19 +734,26 @@ impl RnnLmPipeline {
             ));
         }
         let vocab = WordVocab::load(&dir.join("vocab.json"))?;
-        if vocab.len() != config.model.vocab_size {
+        let vocab_size = config
+            .transformer
+            .as_ref()
+            .map_or(config.model.vocab_size, |t| t.vocab_size);
+        if vocab.len() != vocab_size {
             return Err(bad_input!(
                 "{}: {} words, but the model's `vocab_size` is {}",
                 dir.join("vocab.json").display(),
                 vocab.len(),
-                config.model.vocab_size
+                vocab_size
             ));
         }
         let store = ParamStore::new(0, &Device::Cpu);
-        let model = RnnLm::new(config.model, &store.root())?;
+        let net = match config.transformer {
+            Some(t) => Network::Transformer(Gpt::new(t, &store.root())?),
+            None => Network::Recurrent(RnnLm::new(config.model, &store.root())?),
+        };
         store.load(&dir.join("model.safetensors"))?;
         Ok(RnnLmPipeline {
-            model,
+            net,
             vocab,
             labels: config.labels,
             _store: store,
@@ -654,41 +776,14 @@ impl RnnLmPipeline {
             })
     }
 
-    /// Natural-log probabilities of each sentence's words and end, the state carried through the
-    /// whole text (batch 1, as Zaremba et al. evaluate).
+    /// Natural-log probabilities of each sentence's words and end, in running text.
     fn stream_log_probs(&self, sentences: &[Vec<u32>]) -> candle_core::Result<Vec<Vec<f64>>> {
-        let ids = {
-            let mut ids = vec![EOS];
-            for s in sentences {
-                ids.extend_from_slice(s);
-                ids.push(EOS);
-            }
-            ids
-        };
-        let mut flat = Vec::with_capacity(ids.len() - 1);
-        let mut state = None;
-        for start in (0..ids.len() - 1).step_by(SCORE_CHUNK) {
-            let len = SCORE_CHUNK.min(ids.len() - 1 - start);
-            let input = Tensor::from_vec(ids[start..start + len].to_vec(), (1, len), &Device::Cpu)?;
-            let (logits, s) = self
-                .model
-                .forward(&input, None, state.as_ref(), &mut Ctx::eval())?;
-            // Without its history: a graph over the whole text would be dropped recursively.
-            state = Some(s.detach());
-            let targets = Tensor::from_vec(
-                ids[start + 1..start + 1 + len].to_vec(),
-                (len, 1),
-                &Device::Cpu,
-            )?;
-            let lp =
-                lingo_kernels::log_softmax(&logits.squeeze(0)?)?.gather(&targets, D::Minus1)?;
-            flat.extend(
-                lp.flatten_all()?
-                    .to_vec1::<f32>()?
-                    .into_iter()
-                    .map(f64::from),
-            );
+        let mut ids = vec![EOS];
+        for s in sentences {
+            ids.extend_from_slice(s);
+            ids.push(EOS);
         }
+        let flat = self.net.stream_log_probs(&ids)?;
         let mut at = 0;
         Ok(sentences
             .iter()
@@ -709,10 +804,10 @@ impl RnnLmPipeline {
         let mut out = Vec::with_capacity(sentences.len());
         for (chunk, labels) in sentences.chunks(64).zip(labels.chunks(64)) {
             let (ids, targets, lengths) = sentence_batch(chunk.iter().map(Vec::as_slice))?;
-            let state = self.model.condition_state(labels, &Device::Cpu)?;
+            let model = self.net.recurrent()?;
+            let state = model.condition_state(labels, &Device::Cpu)?;
             let (logits, _) =
-                self.model
-                    .forward(&ids, Some(&lengths), Some(&state), &mut Ctx::eval())?;
+                model.forward(&ids, Some(&lengths), Some(&state), &mut Ctx::eval())?;
             // Padding targets read position 0; those values are dropped below.
             let targets = targets.to_vec2::<u32>()?;
             let safe: Vec<u32> = (targets.iter().flatten())
@@ -783,31 +878,63 @@ impl RnnLmPipeline {
         temperature: f32,
         seed: u64,
     ) -> Result<Vec<String>> {
-        let mut state = match label {
-            Some(l) => self.model.condition_state(&vec![l; count], &Device::Cpu)?,
-            None => self.model.zero_state(count, &Device::Cpu)?,
-        };
         let mut rng = LingoRng::new(seed);
-        let mut words = vec![EOS; count];
         let mut out: Vec<Vec<u32>> = vec![Vec::new(); count];
         let mut done = vec![false; count];
-        for _ in 0..max_words {
-            if done.iter().all(|&d| d) {
-                break;
+        let mut pick = |out: &mut Vec<Vec<u32>>, done: &mut Vec<bool>, rows: Vec<Vec<f32>>| {
+            for (i, row) in rows.into_iter().enumerate() {
+                if !done[i] {
+                    match sample(&row, temperature, &mut rng) {
+                        EOS => done[i] = true,
+                        w => out[i].push(w),
+                    }
+                }
             }
-            let (log_probs, next) = self.model.step(&words, Some(&state))?;
-            state = next.detach();
-            for (i, row) in log_probs.to_vec2::<f32>()?.into_iter().enumerate() {
-                if done[i] {
-                    continue;
+        };
+        match &self.net {
+            Network::Recurrent(m) => {
+                let mut state = match label {
+                    Some(l) => m.condition_state(&vec![l; count], &Device::Cpu)?,
+                    None => m.zero_state(count, &Device::Cpu)?,
+                };
+                let mut words = vec![EOS; count];
+                for _ in 0..max_words {
+                    if done.iter().all(|&d| d) {
+                        break;
+                    }
+                    let (log_probs, next) = m.step(&words, Some(&state))?;
+                    state = next.detach();
+                    pick(&mut out, &mut done, log_probs.to_vec2::<f32>()?);
+                    for (w, o) in words.iter_mut().zip(&out) {
+                        *w = o.last().copied().unwrap_or(EOS);
+                    }
                 }
-                let pick = sample(&row, temperature, &mut rng);
-                if pick == EOS {
-                    done[i] = true;
-                } else {
-                    out[i].push(pick);
+            }
+            Network::Transformer(m) => {
+                if label.is_some() {
+                    return Err(bad_input!("a Transformer language model has no labels"));
                 }
-                words[i] = pick;
+                let context = m.config.context_length;
+                for _ in 0..max_words {
+                    if done.iter().all(|&d| d) {
+                        break;
+                    }
+                    // Every sequence is as long as the longest (finished ones are not read).
+                    let len = out.iter().map(Vec::len).max().unwrap_or(0);
+                    let rows: Vec<u32> = (out.iter())
+                        .flat_map(|o| {
+                            let mut r = vec![EOS];
+                            r.extend_from_slice(o);
+                            r.resize(len + 1, EOS);
+                            r[r.len().saturating_sub(context)..].to_vec()
+                        })
+                        .collect();
+                    let width = rows.len() / count;
+                    let x = Tensor::from_vec(rows, (count, width), &Device::Cpu)?;
+                    let last = m.logits(&x, &mut Ctx::eval())?.narrow(1, width - 1, 1)?;
+                    let lp = lingo_kernels::log_softmax(&last.squeeze(1)?)?;
+                    pick(&mut out, &mut done, lp.to_vec2::<f32>()?);
+                }
             }
         }
         Ok(out

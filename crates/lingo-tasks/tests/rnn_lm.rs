@@ -234,4 +234,75 @@ fn the_shipped_recipes_load() {
     );
     assert_eq!(small.train.batch_size, 20);
     RnnLmRecipe::load(&root.join("sst2-conditional-lstm.json")).expect("sst2-conditional-lstm");
+    let gpt = RnnLmRecipe::load(&root.join("ptb-transformer.json")).expect("ptb-transformer");
+    assert_eq!(gpt.transformer.map(|t| t.n_layers), Some(4));
+}
+
+#[test]
+fn a_transformer_learns_the_stream_and_scores_it_in_sliding_windows() {
+    use lingo_tasks::rnn_lm::Network;
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (train_s, test_s) = (
+        sentences_of(&bracketed(600, 1)),
+        sentences_of(&bracketed(150, 2)),
+    );
+    let mut r = recipe(30);
+    r.train.optimizer = OptimizerConfig::AdamW(lingo_train::AdamWConfig {
+        lr: 3e-3,
+        weight_decay: 0.0,
+        ..Default::default()
+    });
+    r.bptt = 16;
+    r.transformer = Some(lingo_models::GptConfig {
+        d_model: 32,
+        n_heads: 2,
+        n_layers: 2,
+        ..Default::default()
+    });
+    let mut task = RnnLmTask::from_text(r, &train_s, &test_s, None).expect("task");
+    let out = tmp.path().join("gpt");
+    train(&mut task, &out, None, false);
+    let lm = RnnLmPipeline::load(&out).expect("the folder loads");
+    let gpt = perplexity(&mut lm.scorer(None), &test_s).expect("scores");
+    let counts = Counts::count(3, train_s.iter().map(|s| as_words(s))).expect("counts");
+    let trigram = estimate(&counts, Smoothing::WittenBell).expect("estimate");
+    let ngram = trigram.evaluate(test_s.iter().map(|s| as_words(s)));
+    assert!(
+        gpt.perplexity < 0.85 * ngram.perplexity,
+        "Transformer {:.3} vs trigram {:.3}",
+        gpt.perplexity,
+        ngram.perplexity
+    );
+
+    // A text shorter than the context: every sliding window starts at its beginning, so the
+    // scores are those of one pass over the whole text.
+    let Network::Transformer(m) = &lm.net else {
+        panic!("a Transformer folder")
+    };
+    let short = &test_s[..2];
+    let ids: Vec<u32> = std::iter::once(0)
+        .chain(
+            short
+                .iter()
+                .flat_map(|s| lm.vocab.encode(s).into_iter().chain([0])),
+        )
+        .collect();
+    assert!(ids.len() <= 16, "{} tokens", ids.len());
+    let x = candle_core::Tensor::new(&ids[..ids.len() - 1], &candle_core::Device::Cpu)
+        .and_then(|t| t.unsqueeze(0))
+        .expect("ids");
+    let logits = m.logits(&x, &mut lingo_nn::Ctx::eval()).expect("logits");
+    let lp = lingo_kernels::log_softmax(&logits.squeeze(0).expect("squeeze"))
+        .and_then(|l| l.to_vec2::<f32>())
+        .expect("log-probs");
+    let direct: f64 = (1..ids.len())
+        .map(|p| lp[p - 1][ids[p] as usize] as f64 * std::f64::consts::LOG10_E)
+        .sum();
+    let sliding = perplexity(&mut lm.scorer(None), short).expect("scores");
+    assert!(
+        (sliding.logprob - direct).abs() < 1e-4,
+        "{} vs {direct}",
+        sliding.logprob
+    );
+    assert!(lm.generate(None, 2, 12, 1.0, 3).expect("generate").len() == 2);
 }

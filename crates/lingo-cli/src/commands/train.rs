@@ -624,8 +624,15 @@ impl TrainRnnLm {
         };
         let (n_train, n_valid) = task.sizes();
         let m = &task.recipe.model;
+        let network = match &task.recipe.transformer {
+            Some(t) => format!(
+                "Transformer {}×{} ({} heads, context {})",
+                t.n_layers, t.d_model, t.n_heads, t.context_length
+            ),
+            None => format!("{:?} {}×{}", m.cell, m.num_layers, m.hidden_size),
+        };
         eprintln!(
-            "{}; vocabulary {}; {:?} {}×{}, {:.2}M parameters; {} steps × {}",
+            "{}; vocabulary {}; {network}, {:.2}M parameters; {} steps × {}",
             if labelled {
                 format!(
                     "{n_train} training and {n_valid} validation sentences, generated from labels {}",
@@ -638,9 +645,6 @@ impl TrainRnnLm {
                 )
             },
             m.vocab_size,
-            m.cell,
-            m.num_layers,
-            m.hidden_size,
             lingo_train::TrainTask::params(&task).num_params() as f64 / 1e6,
             task.recipe.train.steps,
             task.recipe.train.batch_size * task.recipe.train.grad_accum,
