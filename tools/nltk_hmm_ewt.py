@@ -5,9 +5,10 @@ words, NLTK's default).
 
     pip install nltk
     python3 tools/nltk_hmm_ewt.py ../shared/data/ud_en_ewt [--column upos|xpos]
+    python3 tools/nltk_hmm_ewt.py ../shared/data/conll2003 --conll   # NER tags (needs seqeval)
 
 Prints one JSON line per tagger: accuracy, known-word and unknown-word accuracy, train and tag
-seconds.
+seconds, and for CoNLL-2003 seqeval's entity F1 on the development set.
 """
 import argparse
 import gzip
@@ -41,6 +42,23 @@ def read(path, column):
     return sentences
 
 
+def read_conll(path):
+    """CoNLL-2003 columns: the word first, the tag last; -DOCSTART- and blank lines end sentences."""
+    sentences, current = [], []
+    with gzip.open(path, "rt", encoding="utf-8") as f:
+        for line in f:
+            fields = line.split()
+            if not fields or fields[0] == "-DOCSTART-":
+                if current:
+                    sentences.append(current)
+                current = []
+                continue
+            current.append((fields[0], fields[-1]))
+    if current:
+        sentences.append(current)
+    return sentences
+
+
 def score(name, tagger, train_words, gold, train_s):
     start = time.time()
     predicted = tagger.tag_sents([[w for w, _ in s] for s in gold])
@@ -55,11 +73,15 @@ def score(name, tagger, train_words, gold, train_s):
                 known += 1
                 known_right += ok
     unknown = n - known
-    print(json.dumps({
+    result = {
         "tagger": name, "accuracy": right / n, "known_accuracy": known_right / known,
         "unknown_accuracy": (right - known_right) / max(unknown, 1), "words": n,
         "unknown_words": unknown, "train_seconds": round(train_s, 2), "tag_seconds": round(tag_s, 2),
-    }))
+    }
+    if any(t.startswith(("B-", "I-")) for s in gold for _, t in s):
+        from seqeval.metrics import f1_score
+        result["f1"] = f1_score([[t for _, t in s] for s in gold], [[q for _, q in s] for s in predicted])
+    print(json.dumps(result))
 
 
 def main():
@@ -67,10 +89,14 @@ def main():
     ap.add_argument("data")
     ap.add_argument("--column", default="upos", choices=["upos", "xpos"])
     ap.add_argument("--split", default="test", choices=["dev", "test"])
+    ap.add_argument("--conll", action="store_true", help="DATA is CoNLL-2003: train on train.txt.gz, score valid.txt.gz")
     args = ap.parse_args()
     d = pathlib.Path(args.data)
-    train = read(d / "en_ewt-ud-train.conllu.gz", args.column)
-    gold = read(d / f"en_ewt-ud-{args.split}.conllu.gz", args.column)
+    if args.conll:
+        train, gold = read_conll(d / "train.txt.gz"), read_conll(d / "valid.txt.gz")
+    else:
+        train = read(d / "en_ewt-ud-train.conllu.gz", args.column)
+        gold = read(d / f"en_ewt-ud-{args.split}.conllu.gz", args.column)
     words = {w for s in train for w, _ in s}
 
     start = time.time()

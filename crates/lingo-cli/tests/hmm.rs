@@ -172,3 +172,45 @@ fn bad_input_is_a_clear_error() {
         "tagger.json",
     );
 }
+
+/// CoNLL column files (CoNLL-2003's layout) train and score too; BIO tags add entity scores.
+#[test]
+fn conll_named_entities_get_entity_scores() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("train.txt");
+    let mut text = String::from("-DOCSTART- -X- -X- O\n\n");
+    for i in 0..80 {
+        let (first, last, city) = (
+            ["John", "Mary", "Ann"][i % 3],
+            ["Smith", "Jones"][i % 2],
+            ["Paris", "Rome"][i % 2],
+        );
+        text.push_str(&format!(
+            "{first} NNP B-NP B-PER\n{last} NNP I-NP I-PER\nvisited VBD B-VP O\n{city} NNP B-NP B-LOC\n. . O O\n\n"
+        ));
+    }
+    std::fs::write(&data, text).unwrap();
+    let s = |p: &std::path::Path| p.to_str().unwrap().to_string();
+    let model = tmp.path().join("ner");
+    let out = ok(&lingo(&[
+        "hmm",
+        "train",
+        "--data",
+        &s(&data),
+        "--out",
+        &s(&model),
+    ]));
+    assert!(out.contains("4 CoNLL tags"), "{out}");
+    let json: serde_json::Value = serde_json::from_str(&ok(&lingo(&[
+        "hmm",
+        "eval",
+        "--model",
+        &s(&model),
+        "--data",
+        &s(&data),
+        "--json",
+    ])))
+    .unwrap();
+    assert_eq!(json["accuracy"].as_f64(), Some(1.0), "{json}");
+    assert_eq!(json["f1"].as_f64(), Some(1.0), "{json}");
+}

@@ -1,4 +1,4 @@
-//! `lingo ngram train | eval | generate` as a user runs them, on a corpus the test writes.
+//! `lingo ngram train | eval | generate | classify` as a user runs them, on a corpus the test writes.
 
 use std::process::Command;
 
@@ -174,4 +174,72 @@ fn every_smoothing_trains_and_scores() {
     ]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && err.contains("discount"), "{err}");
+}
+
+/// One model per label: texts whose words lean to one label are classified by it.
+#[test]
+fn classify_with_a_model_per_label() {
+    let tmp = tempfile::tempdir().unwrap();
+    let p = |name: &str| tmp.path().join(name).to_str().unwrap().to_string();
+    let rows = |n: usize, offset: usize| -> String {
+        let mut s = String::from("sentence\tlabel\n");
+        for i in offset..offset + n {
+            let (w, l) = if i % 2 == 0 {
+                (["good", "fine", "great"][i % 3], "pos")
+            } else {
+                (["bad", "dull", "weak"][i % 3], "neg")
+            };
+            s.push_str(&format!(
+                "a {w} film with a {} cast\t{l}\n",
+                ["young", "old"][i % 4 / 2]
+            ));
+        }
+        s
+    };
+    std::fs::write(p("train.tsv"), rows(60, 0)).unwrap();
+    std::fs::write(p("valid.tsv"), rows(20, 60)).unwrap();
+    for (order, smoothing) in [("1", "add-k"), ("2", "witten-bell")] {
+        let out = lingo(&[
+            "ngram",
+            "classify",
+            "--train",
+            &p("train.tsv"),
+            "--valid",
+            &p("valid.tsv"),
+            "--order",
+            order,
+            "--smoothing",
+            smoothing,
+            "--json",
+        ]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(
+            json["accuracy"].as_f64(),
+            Some(1.0),
+            "{order} {smoothing}: {json}"
+        );
+    }
+    std::fs::write(
+        p("odd.tsv"),
+        "sentence\tlabel\na good film\tpos\na film\tmeh\n",
+    )
+    .unwrap();
+    let out = lingo(&[
+        "ngram",
+        "classify",
+        "--train",
+        &p("train.tsv"),
+        "--valid",
+        &p("odd.tsv"),
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("line 3") && err.contains("`meh`"),
+        "{err}"
+    );
 }

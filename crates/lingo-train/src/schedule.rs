@@ -1,7 +1,7 @@
 //! Learning-rate schedules: linear warm-up, then constant, linear, cosine, cosine with hard restarts,
-//! polynomial or exponential decay to `min_lr`. After the warm-up each follows the `transformers`
-//! schedule of the same name (`get_*_schedule_with_warmup`; exponential as `torch.optim`'s
-//! `ExponentialLR`); warm-up step `s` (0-based) runs at `peak · (s + 1) / warmup`, so the first step
+//! polynomial, exponential or step decay to `min_lr`. After the warm-up each follows the
+//! `transformers` schedule of the same name (`get_*_schedule_with_warmup`; exponential and step as
+//! `torch.optim`'s `ExponentialLR` and `StepLR`); warm-up step `s` (0-based) runs at `peak · (s + 1) / warmup`, so the first step
 //! already learns (`transformers` starts at 0).
 
 use serde::{Deserialize, Serialize};

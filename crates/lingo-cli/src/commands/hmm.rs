@@ -60,6 +60,30 @@ struct Saved {
 const FORMAT: &str = "lingo-hmm-tagger/1";
 const FILE: &str = "tagger.json";
 
+/// The tagged sentences of a CoNLL-U file (with `column`'s tags) or of a CoNLL column file (word
+/// first, tag last: CoNLL-2003) or `.jsonl`, `.gz` allowed.
+fn read_data(path: &Path, column: UdColumn) -> anyhow::Result<Vec<TaggedSentence>> {
+    Ok(if is_conllu(path) {
+        read_conllu(path, column)?
+    } else {
+        lingo_data::read_tagged(path)?
+    })
+}
+
+fn is_conllu(path: &Path) -> bool {
+    let name = path.to_string_lossy().to_lowercase();
+    name.trim_end_matches(".gz").ends_with(".conllu")
+}
+
+/// What the tags of `path` are called: the CoNLL-U column, or "CoNLL" for column files.
+fn tag_kind(path: &Path, column: UdColumn) -> &'static str {
+    if is_conllu(path) {
+        column.name()
+    } else {
+        "CoNLL"
+    }
+}
+
 fn pairs(sentences: Vec<TaggedSentence>) -> Vec<(Vec<String>, Vec<String>)> {
     sentences.into_iter().map(|s| (s.words, s.tags)).collect()
 }
@@ -82,7 +106,8 @@ fn load(dir: &Path) -> anyhow::Result<Saved> {
 
 #[derive(Args)]
 pub struct Train {
-    /// A CoNLL-U file (`.gz` allowed).
+    /// A CoNLL-U file (tags from `--column`), or a CoNLL column file (word first, tag last, as
+    /// CoNLL-2003) or `.jsonl`; `.gz` allowed.
     #[arg(long)]
     data: PathBuf,
     #[arg(long, value_enum, default_value = "upos")]
@@ -101,7 +126,7 @@ pub struct Train {
 impl Train {
     fn run(self) -> anyhow::Result<()> {
         let start = Instant::now();
-        let data = pairs(read_conllu(&self.data, self.column.into())?);
+        let data = pairs(read_data(&self.data, self.column.into())?);
         let words: usize = data.iter().map(|s| s.0.len()).sum();
         let tagger = match self.order {
             2 => Tagger::Tnt(Tnt::train(&data)?),
@@ -129,7 +154,7 @@ impl Train {
             "{} sentences, {words} words, {} {} tags; {detail}; {:.1}s → {}",
             data.len(),
             saved.tagger.tags().len(),
-            saved.column.name(),
+            tag_kind(&self.data, saved.column),
             start.elapsed().as_secs_f64(),
             path.display()
         );
@@ -177,10 +202,11 @@ impl Tag {
 pub struct Eval {
     #[arg(long)]
     model: PathBuf,
-    /// A CoNLL-U file (`.gz` allowed), read with the model's column.
+    /// A CoNLL-U file (read with the model's column) or a CoNLL column file; `.gz` allowed.
     #[arg(long)]
     data: PathBuf,
-    /// Print JSON (`accuracy`, `known_accuracy`, `unknown_accuracy`, …).
+    /// Print JSON (`accuracy`, `known_accuracy`, `unknown_accuracy`, and `f1`, `precision`,
+    /// `recall` — seqeval's entity scores — for BIO tags).
     #[arg(long)]
     json: bool,
 }
@@ -188,22 +214,28 @@ pub struct Eval {
 impl Eval {
     fn run(self) -> anyhow::Result<()> {
         let saved = load(&self.model)?;
-        let gold = pairs(read_conllu(&self.data, saved.column)?);
+        let gold = pairs(read_data(&self.data, saved.column)?);
         let start = Instant::now();
         let a = saved
             .tagger
             .evaluate(&gold)
             .with_context(|| format!("evaluating on {}", self.data.display()))?;
         let rate = a.words as f64 / start.elapsed().as_secs_f64();
+        let entities = entity_scores(&saved.tagger, &gold)?;
         if self.json {
             let mut v = serde_json::to_value(&a)?;
             v["words_per_second"] = rate.into();
             v["column"] = saved.column.name().into();
+            if let Some(e) = &entities {
+                v["precision"] = e.precision.into();
+                v["recall"] = e.recall.into();
+                v["f1"] = e.f1.into();
+            }
             println!("{}", serde_json::to_string_pretty(&v)?);
         } else {
             println!(
                 "{} accuracy {:.2}% on {} words; known words {:.2}% ({}), unknown words {:.2}% ({}); {:.0} words/s",
-                saved.column.name(),
+                tag_kind(&self.data, saved.column),
                 100.0 * a.accuracy,
                 a.words,
                 100.0 * a.known_accuracy,
@@ -212,9 +244,36 @@ impl Eval {
                 a.unknown_words,
                 rate
             );
+            if let Some(e) = &entities {
+                println!(
+                    "entities (seqeval): F1 {:.2}, precision {:.2}, recall {:.2}",
+                    100.0 * e.f1,
+                    100.0 * e.precision,
+                    100.0 * e.recall
+                );
+            }
         }
         Ok(())
     }
+}
+
+/// seqeval's entity scores when the tags are BIO-style (`B-…`/`I-…`), else `None`.
+fn entity_scores(
+    tagger: &Tagger,
+    gold: &[(Vec<String>, Vec<String>)],
+) -> anyhow::Result<Option<lingo_eval::SeqevalReport>> {
+    let bio = |t: &String| t.starts_with("B-") || t.starts_with("I-");
+    if !gold.iter().any(|(_, tags)| tags.iter().any(bio)) {
+        return Ok(None);
+    }
+    let words: Vec<Vec<String>> = gold.iter().map(|(w, _)| w.clone()).collect();
+    let predicted = tagger.tag_all(&words);
+    let references: Vec<Vec<String>> = gold.iter().map(|(_, t)| t.clone()).collect();
+    Ok(Some(lingo_eval::seqeval(
+        &predicted,
+        &references,
+        lingo_eval::SeqevalMode::Default,
+    )?))
 }
 
 #[derive(Args)]

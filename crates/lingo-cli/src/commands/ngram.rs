@@ -15,6 +15,9 @@ pub enum NgramCommand {
     Eval(Eval),
     /// Sample sentences from an ARPA model.
     Generate(Generate),
+    /// Classify texts with one n-gram model per label (the label whose model, times its prior,
+    /// makes the text likeliest; order 1 with add-k is multinomial Naive Bayes).
+    Classify(Classify),
 }
 
 impl NgramCommand {
@@ -23,6 +26,7 @@ impl NgramCommand {
             NgramCommand::Train(t) => t.run(),
             NgramCommand::Eval(e) => e.run(),
             NgramCommand::Generate(g) => g.run(),
+            NgramCommand::Classify(c) => c.run(),
         }
     }
 }
@@ -212,6 +216,109 @@ impl Generate {
                 out.push(model.vocab.word(pick));
             }
             println!("{}", out.join(" "));
+        }
+        Ok(())
+    }
+}
+
+#[derive(Args)]
+pub struct Classify {
+    /// Labelled texts: `.tsv`/`.csv` with a header (`sentence`/`text` and `label`) or `.jsonl`.
+    #[arg(long)]
+    train: PathBuf,
+    /// Texts to classify and score, in the same format.
+    #[arg(long)]
+    valid: PathBuf,
+    #[arg(long, default_value_t = 1)]
+    order: usize,
+    #[arg(long, value_enum, default_value = "add-k")]
+    smoothing: Smoothing,
+    #[arg(long, default_value_t = 1.0)]
+    k: f64,
+    #[arg(long)]
+    discount: Option<f64>,
+    /// Print JSON (`accuracy`, `sentences_per_second`, …).
+    #[arg(long)]
+    json: bool,
+}
+
+impl Classify {
+    fn run(self) -> anyhow::Result<()> {
+        let start = Instant::now();
+        let train = lingo_data::read_labelled(&self.train)?;
+        let valid = lingo_data::read_labelled(&self.valid)?;
+        let smoothing = Train {
+            order: self.order,
+            smoothing: self.smoothing,
+            k: self.k,
+            discount: self.discount,
+            alpha: 0.4,
+            corpus: PathBuf::new(),
+            out: PathBuf::new(),
+        }
+        .smoothing();
+        let words = |t: &str| t.split_whitespace().map(String::from).collect::<Vec<_>>();
+        let mut labels: Vec<String> = train.iter().map(|e| e.label.clone()).collect();
+        labels.sort();
+        labels.dedup();
+        // One model and one log10 prior per label.
+        let models = (labels.iter())
+            .map(|label| {
+                let texts: Vec<Vec<String>> = (train.iter())
+                    .filter(|e| &e.label == label)
+                    .map(|e| words(&e.text))
+                    .collect();
+                let counts = Counts::count(
+                    self.order,
+                    texts.iter().map(|t| t.iter().map(String::as_str).collect()),
+                )
+                .with_context(|| format!("counting the texts labelled `{label}`"))?;
+                let model = estimate(&counts, smoothing)
+                    .with_context(|| format!("the model of `{label}`"))?;
+                let prior = (texts.len() as f64 / train.len() as f64).log10();
+                Ok((model, prior))
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let trained = start.elapsed().as_secs_f64();
+        let start = Instant::now();
+        let mut right = 0;
+        for e in &valid {
+            if !labels.contains(&e.label) {
+                anyhow::bail!(
+                    "{}: line {}: label `{}` is not among the training labels ({})",
+                    self.valid.display(),
+                    e.line,
+                    e.label,
+                    labels.join(", ")
+                );
+            }
+            let text = words(&e.text);
+            let sentence = [text.iter().map(String::as_str).collect::<Vec<_>>()];
+            let best = (models.iter())
+                .map(|(m, prior)| prior + m.evaluate(sentence.clone()).logprob)
+                .enumerate()
+                .max_by(|a, b| a.1.total_cmp(&b.1))
+                .map_or(0, |(i, _)| i);
+            right += usize::from(labels[best] == e.label);
+        }
+        let rate = valid.len() as f64 / start.elapsed().as_secs_f64();
+        let accuracy = right as f64 / valid.len().max(1) as f64;
+        if self.json {
+            let v = serde_json::json!({
+                "accuracy": accuracy,
+                "texts": valid.len(),
+                "labels": labels,
+                "train_seconds": trained,
+                "sentences_per_second": rate,
+            });
+            println!("{}", serde_json::to_string_pretty(&v)?);
+        } else {
+            println!(
+                "accuracy {:.2}% on {} texts ({} labels); trained in {trained:.2}s, {rate:.0} texts/s",
+                100.0 * accuracy,
+                valid.len(),
+                labels.len()
+            );
         }
         Ok(())
     }
