@@ -708,13 +708,6 @@ pub struct RnnLmPipeline {
 const SCORE_CHUNK: usize = 64;
 
 impl RnnLmPipeline {
-    pub fn is_one(dir: &Path) -> bool {
-        std::fs::read_to_string(dir.join("config.json"))
-            .ok()
-            .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
-            .is_some_and(|v| v["model_type"] == MODEL_TYPE)
-    }
-
     pub fn load(dir: &Path) -> Result<Self> {
         let path = dir.join("config.json");
         let config: SavedConfig = read_json(&path)?;

@@ -149,26 +149,49 @@ impl Eval {
         let text = read_corpus(&self.corpus)?;
         let start = Instant::now();
         let e = model.evaluate(sentences(&text));
-        let secs = start.elapsed().as_secs_f64();
-        if self.json {
-            let mut value = serde_json::to_value(&e)?;
-            value["queries_per_second"] = ((e.words + e.sentences) as f64 / secs).into();
-            println!("{}", serde_json::to_string_pretty(&value)?);
-        } else {
-            println!(
-                "{} sentences, {} words, {} OOVs\nlogprob= {:.2} ppl= {:.2} ppl1= {:.2} (OOVs as <unk>: ppl {:.2}); {:.0} queries/s",
-                e.sentences,
-                e.words,
-                e.oovs,
-                e.logprob,
-                e.perplexity_excluding_oovs,
-                e.perplexity_without_eos,
-                e.perplexity,
-                (e.words + e.sentences) as f64 / secs
-            );
-        }
-        Ok(())
+        print_evaluation(
+            &e,
+            "queries",
+            start.elapsed().as_secs_f64(),
+            self.json,
+            None,
+        )
     }
+}
+
+/// Prints a perplexity as SRILM does (or as JSON, with `<unit>_per_second` and `extra` fields):
+/// `lingo ngram eval` and `lingo rnn-lm eval` alike.
+pub fn print_evaluation(
+    e: &lingo_ngram::Evaluation,
+    unit: &str,
+    secs: f64,
+    json: bool,
+    extra: Option<(&str, f64)>,
+) -> anyhow::Result<()> {
+    let rate = (e.words + e.sentences) as f64 / secs;
+    if json {
+        let mut value = serde_json::to_value(e)?;
+        value[format!("{unit}_per_second")] = rate.into();
+        if let Some((key, v)) = extra {
+            value[key] = v.into();
+        }
+        println!("{}", serde_json::to_string_pretty(&value)?);
+    } else {
+        println!(
+            "{} sentences, {} words, {} OOVs\nlogprob= {:.2} ppl= {:.2} ppl1= {:.2} (OOVs as <unk>: ppl {:.2}); {rate:.0} {unit}/s",
+            e.sentences,
+            e.words,
+            e.oovs,
+            e.logprob,
+            e.perplexity_excluding_oovs,
+            e.perplexity_without_eos,
+            e.perplexity,
+        );
+        if let Some((key, v)) = extra {
+            println!("{key}: {v:.4}");
+        }
+    }
+    Ok(())
 }
 
 #[derive(Args)]

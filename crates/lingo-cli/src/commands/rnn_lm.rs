@@ -71,35 +71,9 @@ impl Eval {
             (e, Some(right as f64 / labels.len().max(1) as f64))
         };
         let e = e.map_err(|err| anyhow::anyhow!("{}: {err}", self.corpus.display()))?;
-        let secs = start.elapsed().as_secs_f64();
-        let rate = (e.words + e.sentences) as f64 / secs;
-        if self.json {
-            let mut value = serde_json::to_value(&e)?;
-            value["words_per_second"] = rate.into();
-            if let Some(a) = label_accuracy {
-                value["label_accuracy"] = a.into();
-            }
-            println!("{}", serde_json::to_string_pretty(&value)?);
-        } else {
-            println!(
-                "{} sentences, {} words, {} OOVs\nlogprob= {:.2} ppl= {:.2} ppl1= {:.2} (OOVs as <unk>: ppl {:.2}); {:.0} words/s",
-                e.sentences,
-                e.words,
-                e.oovs,
-                e.logprob,
-                e.perplexity_excluding_oovs,
-                e.perplexity_without_eos,
-                e.perplexity,
-                rate
-            );
-            if let Some(a) = label_accuracy {
-                println!(
-                    "label accuracy (the label under which each sentence is likeliest): {:.2}%",
-                    100.0 * a
-                );
-            }
-        }
-        Ok(())
+        // The label under which each sentence is likeliest, right or wrong.
+        let extra = label_accuracy.map(|a| ("label_accuracy", a));
+        super::ngram::print_evaluation(&e, "words", start.elapsed().as_secs_f64(), self.json, extra)
     }
 }
 
