@@ -680,14 +680,18 @@ impl TrainTask for RnnLmTask {
 
     fn describe(&self) -> serde_json::Value {
         let (train, _) = self.sizes();
-        serde_json::json!({
+        let mut task = serde_json::json!({
             "task": "rnn_lm",
             "model": self.recipe.model,
-            "transformer": self.recipe.transformer,
             "bptt": self.recipe.bptt,
             "labels": self.labels,
             "train_size": train,
-        })
+        });
+        // Only when there is one, so a recurrent run's description stays what it was.
+        if let Some(t) = &self.recipe.transformer {
+            task["transformer"] = serde_json::json!(t);
+        }
+        task
     }
 
     fn save_artifacts(&self, dir: &Path) -> lingo_train::Result<()> {
