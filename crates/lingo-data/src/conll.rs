@@ -38,12 +38,17 @@ impl UdColumn {
 /// Reads every sentence of `path` (`.jsonl` for JSON lines, `.conllu` as CoNLL-U with UPOS tags,
 /// anything else as CoNLL columns).
 pub fn read_tagged(path: &Path) -> Result<Vec<TaggedSentence>> {
+    read_tagged_column(path, UdColumn::Upos)
+}
+
+/// [`read_tagged`], a CoNLL-U file giving its `column`'s tags.
+pub fn read_tagged_column(path: &Path, column: UdColumn) -> Result<Vec<TaggedSentence>> {
     let name = path
         .to_string_lossy()
         .trim_end_matches(".gz")
         .to_lowercase();
     if name.ends_with(".conllu") {
-        return read_conllu(path, UdColumn::Upos);
+        return read_conllu(path, column);
     }
     let lines = read_lines(path)?;
     let sentences = if name.ends_with(".jsonl") || name.ends_with(".json") {

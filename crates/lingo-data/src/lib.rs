@@ -15,7 +15,7 @@ pub mod tokenizer_training;
 pub mod word_vectors;
 
 pub use collate::{collate, Batch, Encoded, TaskTokenizer};
-pub use conll::{read_conllu, read_tagged, TaggedSentence, UdColumn};
+pub use conll::{read_conllu, read_tagged, read_tagged_column, TaggedSentence, UdColumn};
 pub use corpus::{Corpus, DocumentBreak, TokenCache};
 pub use labelled::{read_labelled, LabelledText};
 pub use parallel::{is_json, read_file, read_json_pairs, read_lines, read_pairs};

@@ -3,7 +3,7 @@
 
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
-use lingo_data::{read_conllu, TaggedSentence, UdColumn};
+use lingo_data::{read_conllu, read_tagged_column, TaggedSentence, UdColumn};
 use lingo_hmm::{BigramTagger, Hmm, Tagger, Tnt};
 use std::collections::HashMap;
 use std::io::Read;
@@ -59,16 +59,6 @@ struct Saved {
 
 const FORMAT: &str = "lingo-hmm-tagger/1";
 const FILE: &str = "tagger.json";
-
-/// The tagged sentences of a CoNLL-U file (with `column`'s tags) or of a CoNLL column file (word
-/// first, tag last: CoNLL-2003) or `.jsonl`, `.gz` allowed.
-fn read_data(path: &Path, column: UdColumn) -> anyhow::Result<Vec<TaggedSentence>> {
-    Ok(if is_conllu(path) {
-        read_conllu(path, column)?
-    } else {
-        lingo_data::read_tagged(path)?
-    })
-}
 
 fn is_conllu(path: &Path) -> bool {
     let name = path.to_string_lossy().to_lowercase();
@@ -126,7 +116,7 @@ pub struct Train {
 impl Train {
     fn run(self) -> anyhow::Result<()> {
         let start = Instant::now();
-        let data = pairs(read_data(&self.data, self.column.into())?);
+        let data = pairs(read_tagged_column(&self.data, self.column.into())?);
         let words: usize = data.iter().map(|s| s.0.len()).sum();
         let tagger = match self.order {
             2 => Tagger::Tnt(Tnt::train(&data)?),
@@ -214,7 +204,7 @@ pub struct Eval {
 impl Eval {
     fn run(self) -> anyhow::Result<()> {
         let saved = load(&self.model)?;
-        let gold = pairs(read_data(&self.data, saved.column)?);
+        let gold = pairs(read_tagged_column(&self.data, saved.column)?);
         let start = Instant::now();
         let a = saved
             .tagger

@@ -409,17 +409,7 @@ impl TrainTag {
             "xpos" => lingo_data::UdColumn::Xpos,
             other => anyhow::bail!("--column {other}: expected upos or xpos"),
         };
-        let read = |path: &std::path::Path| -> anyhow::Result<Vec<lingo_data::TaggedSentence>> {
-            let name = path
-                .to_string_lossy()
-                .trim_end_matches(".gz")
-                .to_lowercase();
-            Ok(if name.ends_with(".conllu") {
-                lingo_data::read_conllu(path, column)?
-            } else {
-                lingo_data::read_tagged(path)?
-            })
-        };
+        let read = |path: &std::path::Path| lingo_data::read_tagged_column(path, column);
         let mut train = read(&self.train)?;
         let valid = match &self.valid {
             Some(v) => read(v)?,
