@@ -18,6 +18,23 @@ pub struct LabelledText {
     pub line: usize,
 }
 
+impl LabelledText {
+    /// The index of this example's label in `labels` (the training labels); an unknown label is
+    /// an error naming its line and the labels there are.
+    pub fn label_index(&self, labels: &[String]) -> std::result::Result<u32, String> {
+        (labels.iter().position(|l| *l == self.label))
+            .map(|i| i as u32)
+            .ok_or_else(|| {
+                format!(
+                    "line {}: label `{}` is not among the training labels ({})",
+                    self.line,
+                    self.label,
+                    labels.join(", ")
+                )
+            })
+    }
+}
+
 const TEXT: [&str; 4] = ["text", "sentence", "sentence1", "question"];
 const PAIR: [&str; 4] = ["text_pair", "sentence2", "context", "question2"];
 const LABEL: [&str; 1] = ["label"];

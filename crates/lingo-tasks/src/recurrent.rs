@@ -201,21 +201,10 @@ impl RnnClassifyTask {
             }
         };
         let labels = sorted_labels(train.iter().map(|e| e.label.as_str()));
-        let index: BTreeMap<&str, u32> = (labels.iter())
-            .enumerate()
-            .map(|(i, l)| (l.as_str(), i as u32))
-            .collect();
         let encode_all = |data: &[LabelledText]| -> Result<Vec<(Vec<u32>, u32)>> {
             data.iter()
                 .map(|e| {
-                    let label = *index.get(e.label.as_str()).ok_or_else(|| {
-                        bad_input!(
-                            "line {}: label `{}` is not among the training labels ({})",
-                            e.line,
-                            e.label,
-                            labels.join(", ")
-                        )
-                    })?;
+                    let label = e.label_index(&labels).map_err(|m| bad_input!("{m}"))?;
                     Ok((encode(&tokenizer, &e.text, recipe.max_length)?, label))
                 })
                 .collect()

@@ -376,15 +376,8 @@ impl RnnLmTask {
         let encode = |data: &[LabelledText]| -> Result<Vec<(u32, Vec<u32>)>> {
             data.iter()
                 .map(|e| {
-                    let label = labels.iter().position(|l| *l == e.label).ok_or_else(|| {
-                        bad_input!(
-                            "line {}: label `{}` is not among the training labels ({})",
-                            e.line,
-                            e.label,
-                            labels.join(", ")
-                        )
-                    })?;
-                    Ok((label as u32, vocab.encode(&words(e))))
+                    let label = e.label_index(&labels).map_err(|m| bad_input!("{m}"))?;
+                    Ok((label, vocab.encode(&words(e))))
                 })
                 .collect()
         };

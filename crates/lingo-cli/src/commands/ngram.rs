@@ -70,17 +70,16 @@ pub struct Train {
     out: PathBuf,
 }
 
-impl Train {
-    fn smoothing(&self) -> lingo_ngram::Smoothing {
-        use lingo_ngram::Smoothing as S;
-        match self.smoothing {
-            Smoothing::AddK => S::AddK(self.k),
-            Smoothing::WittenBell => S::WittenBell,
-            Smoothing::Absolute => S::Absolute(self.discount),
-            Smoothing::Kn => S::KneserNey(self.discount),
-            Smoothing::Mkn => S::ModifiedKneserNey,
-            Smoothing::Stupid => S::StupidBackoff(self.alpha),
-        }
+/// The estimator a `--smoothing` flag and its parameters name.
+fn smoothing(kind: Smoothing, k: f64, discount: Option<f64>, alpha: f64) -> lingo_ngram::Smoothing {
+    use lingo_ngram::Smoothing as S;
+    match kind {
+        Smoothing::AddK => S::AddK(k),
+        Smoothing::WittenBell => S::WittenBell,
+        Smoothing::Absolute => S::Absolute(discount),
+        Smoothing::Kn => S::KneserNey(discount),
+        Smoothing::Mkn => S::ModifiedKneserNey,
+        Smoothing::Stupid => S::StupidBackoff(alpha),
     }
 }
 
@@ -101,7 +100,10 @@ impl Train {
         let text = read_corpus(&self.corpus)?;
         let counts = Counts::count(self.order, sentences(&text))
             .with_context(|| format!("counting {}", self.corpus.display()))?;
-        let model = estimate(&counts, self.smoothing())?;
+        let model = estimate(
+            &counts,
+            smoothing(self.smoothing, self.k, self.discount, self.alpha),
+        )?;
         lingo_nn::io::write_atomic(&self.out, model.to_arpa().as_bytes())
             .with_context(|| format!("writing {}", self.out.display()))?;
         let sizes: Vec<String> = (model.levels.iter().enumerate())
@@ -270,20 +272,10 @@ impl Classify {
         let start = Instant::now();
         let train = lingo_data::read_labelled(&self.train)?;
         let valid = lingo_data::read_labelled(&self.valid)?;
-        let smoothing = Train {
-            order: self.order,
-            smoothing: self.smoothing,
-            k: self.k,
-            discount: self.discount,
-            alpha: 0.4,
-            corpus: PathBuf::new(),
-            out: PathBuf::new(),
-        }
-        .smoothing();
+        let smoothing = smoothing(self.smoothing, self.k, self.discount, 0.4);
         let words = |t: &str| t.split_whitespace().map(String::from).collect::<Vec<_>>();
-        let mut labels: Vec<String> = train.iter().map(|e| e.label.clone()).collect();
-        labels.sort();
-        labels.dedup();
+        let labels =
+            lingo_eval::classification::sorted_labels(train.iter().map(|e| e.label.as_str()));
         // One model and one log10 prior per label.
         let models = (labels.iter())
             .map(|label| {
@@ -306,15 +298,8 @@ impl Classify {
         let start = Instant::now();
         let mut right = 0;
         for e in &valid {
-            if !labels.contains(&e.label) {
-                anyhow::bail!(
-                    "{}: line {}: label `{}` is not among the training labels ({})",
-                    self.valid.display(),
-                    e.line,
-                    e.label,
-                    labels.join(", ")
-                );
-            }
+            let truth = (e.label_index(&labels))
+                .map_err(|m| anyhow::anyhow!("{}: {m}", self.valid.display()))?;
             let text = words(&e.text);
             let sentence = [text.iter().map(String::as_str).collect::<Vec<_>>()];
             let best = (models.iter())
@@ -322,7 +307,7 @@ impl Classify {
                 .enumerate()
                 .max_by(|a, b| a.1.total_cmp(&b.1))
                 .map_or(0, |(i, _)| i);
-            right += usize::from(labels[best] == e.label);
+            right += usize::from(best as u32 == truth);
         }
         let rate = valid.len() as f64 / start.elapsed().as_secs_f64();
         let accuracy = right as f64 / valid.len().max(1) as f64;
