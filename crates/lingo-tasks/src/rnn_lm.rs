@@ -199,6 +199,16 @@ fn columns_of(stream: &[u32], columns: usize) -> Vec<u32> {
     stream[..length * columns].to_vec()
 }
 
+/// Training windows (or sentence batches) in an epoch of `data`.
+fn batches_per_epoch(data: &LmData, recipe: &RnnLmRecipe) -> usize {
+    match data {
+        LmData::Stream { train, columns, .. } => {
+            (train.len() / columns).saturating_sub(1) / recipe.bptt.max(1)
+        }
+        LmData::Labelled { train, .. } => train.len().div_ceil(recipe.train.batch_size.max(1)),
+    }
+}
+
 /// The network that predicts the next word.
 pub enum Network {
     Recurrent(RnnLm),
@@ -336,21 +346,20 @@ impl RnnLmTask {
             WordVocab::count(train.iter().map(Vec::as_slice), recipe.vocab_size)
         });
         let columns = recipe.train.batch_size.max(1);
-        let (train_ids, valid_ids) = (stream(&vocab, train), stream(&vocab, valid));
-        let windows = (train_ids.len() / columns).saturating_sub(1) / recipe.bptt.max(1);
-        if windows == 0 {
+        let train_ids = stream(&vocab, train);
+        let data = LmData::Stream {
+            train: columns_of(&train_ids, columns),
+            columns,
+            valid: stream(&vocab, valid),
+        };
+        if batches_per_epoch(&data, &recipe) == 0 {
             return Err(bad_input!(
                 "{} training words are too few for {columns} columns of {} steps",
                 train_ids.len(),
                 recipe.bptt
             ));
         }
-        let data = LmData::Stream {
-            train: columns_of(&train_ids, columns),
-            columns,
-            valid: valid_ids,
-        };
-        Self::build(recipe, vocab, Vec::new(), data, windows)
+        Self::build(recipe, vocab, Vec::new(), data)
     }
 
     /// A one-to-many model: each sentence is generated from its label.
@@ -385,8 +394,7 @@ impl RnnLmTask {
             train: encode(train)?,
             valid: encode(valid)?,
         };
-        let windows = train.len().div_ceil(recipe.train.batch_size.max(1));
-        Self::build(recipe, vocab, labels, data, windows)
+        Self::build(recipe, vocab, labels, data)
     }
 
     fn build(
@@ -394,7 +402,6 @@ impl RnnLmTask {
         vocab: WordVocab,
         labels: Vec<String>,
         data: LmData,
-        batches_per_epoch: usize,
     ) -> Result<Self> {
         recipe.model.vocab_size = vocab.len();
         recipe.model.num_conditions = labels.len();
@@ -411,8 +418,9 @@ impl RnnLmTask {
                 .map_err(|e| bad_input!("transformer config: {e}"))?;
         }
         if let Some(epochs) = recipe.epochs {
+            let batches = batches_per_epoch(&data, &recipe);
             let t = &mut recipe.train;
-            let per_epoch = batches_per_epoch.div_ceil(t.grad_accum.max(1));
+            let per_epoch = batches.div_ceil(t.grad_accum.max(1));
             t.steps = per_epoch * epochs;
             t.eval_every = per_epoch;
             t.checkpoint_every = per_epoch;
@@ -443,18 +451,6 @@ impl RnnLmTask {
             carried: None,
             last_eval_loss: None,
         })
-    }
-
-    /// Training windows (or sentence batches) per epoch.
-    fn windows(&self) -> usize {
-        match &self.data {
-            LmData::Stream { train, columns, .. } => {
-                (train.len() / columns).saturating_sub(1) / self.recipe.bptt.max(1)
-            }
-            LmData::Labelled { train, .. } => {
-                train.len().div_ceil(self.recipe.train.batch_size.max(1))
-            }
-        }
     }
 
     /// Training and validation tokens (or sentences).
@@ -575,7 +571,7 @@ impl TrainTask for RnnLmTask {
                         "the stream was cut into {columns} columns, not {batch_size}"
                     );
                 }
-                let within = (index % self.windows() as u64) as usize;
+                let within = (index % batches_per_epoch(&self.data, &self.recipe) as u64) as usize;
                 // Each epoch starts from the zero state; every later window from the last one's.
                 let state = match &self.carried {
                     Some((next, s)) if *next == index && within > 0 => Some(s.clone()),
