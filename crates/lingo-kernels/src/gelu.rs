@@ -37,21 +37,22 @@ fn forward_block(form: GeluForm, x: &[f32], y: &mut [f32]) {
 
 #[multiversion(targets("x86_64+avx512f+avx512vl+avx2+fma", "x86_64+avx2+fma"))]
 fn backward_block(form: GeluForm, x: &[f32], dy: &[f32], dx: &mut [f32]) {
+    // Zipped iterators, not indices: with three slices indexed the bounds checks kept this loop
+    // scalar (6% of a small GPT's training step).
+    let pairs = dx.iter_mut().zip(x.iter().zip(dy));
     match form {
         GeluForm::Erf => {
-            for i in 0..dx.len() {
-                let v = x[i];
+            for (o, (&v, &g)) in pairs {
                 let cdf = 0.5 * (1.0 + math::erf(v * FRAC_1_SQRT_2));
                 let pdf = FRAC_1_SQRT_2PI * math::exp(-0.5 * v * v);
-                dx[i] = dy[i] * (cdf + v * pdf);
+                *o = g * (cdf + v * pdf);
             }
         }
         GeluForm::Tanh => {
-            for i in 0..dx.len() {
-                let v = x[i];
+            for (o, (&v, &g)) in pairs {
                 let t = math::tanh(SQRT_2_OVER_PI * (v + 0.044715 * v * v * v));
                 let du = SQRT_2_OVER_PI * (1.0 + 3.0 * 0.044715 * v * v);
-                dx[i] = dy[i] * (0.5 * (1.0 + t) + 0.5 * v * (1.0 - t * t) * du);
+                *o = g * (0.5 * (1.0 + t) + 0.5 * v * (1.0 - t * t) * du);
             }
         }
     }

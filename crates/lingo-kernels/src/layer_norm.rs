@@ -15,24 +15,24 @@ struct LayerNormOp {
     stats: Mutex<Vec<f32>>,
 }
 
+// Every reduction here runs in 16 lanes: a single running sum is a chain of dependent adds the
+// compiler may not reorder, which kept these rows scalar (a 128-wide row took ~500 cycles).
+
 #[multiversion(targets("x86_64+avx512f+avx512vl+avx2+fma", "x86_64+avx2+fma"))]
 fn forward_row(x: &[f32], w: &[f32], b: Option<&[f32]>, eps: f32, y: &mut [f32]) -> (f32, f32) {
     let n = x.len() as f32;
     let mean = math::sum(x) / n;
-    let mut var = 0f32;
-    for &v in x {
-        var += (v - mean) * (v - mean);
-    }
-    let rstd = 1.0 / (var / n + eps).sqrt();
+    let var = math::sum_squared_deviations(x, mean) / n;
+    let rstd = 1.0 / (var + eps).sqrt();
     match b {
         Some(b) => {
-            for i in 0..x.len() {
-                y[i] = (x[i] - mean) * rstd * w[i] + b[i];
+            for ((y, &x), (&w, &b)) in y.iter_mut().zip(x).zip(w.iter().zip(b)) {
+                *y = (x - mean) * rstd * w + b;
             }
         }
         None => {
-            for i in 0..x.len() {
-                y[i] = (x[i] - mean) * rstd * w[i];
+            for ((y, &x), &w) in y.iter_mut().zip(x).zip(w) {
+                *y = (x - mean) * rstd * w;
             }
         }
     }
@@ -50,11 +50,27 @@ fn backward_row(
     dx: &mut [f32],
     acc: &mut [f32],
 ) {
+    const L: usize = 16;
     let c = x.len();
     let (dw, db) = acc.split_at_mut(c);
-    let mut sum_g = 0f32;
-    let mut sum_gx = 0f32;
-    for i in 0..c {
+    let (mut lanes_g, mut lanes_gx) = ([0f32; L], [0f32; L]);
+    let chunks = x
+        .chunks_exact(L)
+        .zip(w.chunks_exact(L))
+        .zip(dy.chunks_exact(L))
+        .zip(dw.chunks_exact_mut(L).zip(db.chunks_exact_mut(L)));
+    for (((x, w), dy), (dw, db)) in chunks {
+        for l in 0..L {
+            let xhat = (x[l] - mean) * rstd;
+            let g = dy[l] * w[l];
+            lanes_g[l] += g;
+            lanes_gx[l] += g * xhat;
+            dw[l] += dy[l] * xhat;
+            db[l] += dy[l];
+        }
+    }
+    let (mut sum_g, mut sum_gx) = (0f32, 0f32);
+    for i in c / L * L..c {
         let xhat = (x[i] - mean) * rstd;
         let g = dy[i] * w[i];
         sum_g += g;
@@ -62,11 +78,11 @@ fn backward_row(
         dw[i] += dy[i] * xhat;
         db[i] += dy[i];
     }
-    let a = sum_g / c as f32;
-    let b = sum_gx / c as f32;
-    for i in 0..c {
-        let xhat = (x[i] - mean) * rstd;
-        dx[i] = rstd * (dy[i] * w[i] - a - xhat * b);
+    let a = (sum_g + lanes_g.iter().sum::<f32>()) / c as f32;
+    let b = (sum_gx + lanes_gx.iter().sum::<f32>()) / c as f32;
+    for ((dx, &x), (&dy, &w)) in dx.iter_mut().zip(x).zip(dy.iter().zip(w)) {
+        let xhat = (x - mean) * rstd;
+        *dx = rstd * (dy * w - a - xhat * b);
     }
 }
 

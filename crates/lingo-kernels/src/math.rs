@@ -18,7 +18,8 @@ pub fn exp(x: f32) -> f32 {
     // arithmetic that vectorises on every x86-64 level, where `round()` and `round_ties_even()`
     // become libm calls without SSE4.1 and stop the loops around them from vectorising.
     const ROUND: f32 = 12_582_912.0;
-    let n = (x * LOG2E + ROUND) - ROUND;
+    let shifted = x * LOG2E + ROUND;
+    let n = shifted - ROUND;
     let r = x - n * LN2_HI - n * LN2_LO;
     let mut p = 1.987_569_1e-4f32;
     p = p * r + 1.398_199_9e-3;
@@ -27,8 +28,11 @@ pub fn exp(x: f32) -> f32 {
     p = p * r + 1.666_666_5e-1;
     p = p * r + 0.5;
     let y = p * r * r + r + 1.0;
-    // 2^n by building the exponent bits directly.
-    let scale = f32::from_bits(((n as i32 + 127) << 23) as u32);
+    // 2^n by building the exponent bits directly. n is read from `shifted`'s low mantissa bits
+    // (its bits are those of 1.5·2²³ plus n) rather than converted with `as i32`, which saturates:
+    // x86 has no vector instruction for that, and the loops around it fell back to scalar.
+    let n_bits = shifted.to_bits().wrapping_sub(ROUND.to_bits());
+    let scale = f32::from_bits(n_bits.wrapping_add(127) << 23);
     y * scale
 }
 
@@ -130,6 +134,24 @@ pub fn sum(xs: &[f32]) -> f32 {
         }
     }
     lanes.iter().sum::<f32>() + tail.iter().sum::<f32>()
+}
+
+/// `Σ (x − mean)²`, accumulated in 16 lanes.
+#[multiversion(targets("x86_64+avx512f+avx512vl+avx2+fma", "x86_64+avx2+fma"))]
+pub fn sum_squared_deviations(xs: &[f32], mean: f32) -> f32 {
+    let mut lanes = [0f32; 16];
+    let chunks = xs.chunks_exact(16);
+    let tail: f32 = chunks
+        .remainder()
+        .iter()
+        .map(|x| (x - mean) * (x - mean))
+        .sum();
+    for c in chunks {
+        for i in 0..16 {
+            lanes[i] += (c[i] - mean) * (c[i] - mean);
+        }
+    }
+    lanes.iter().sum::<f32>() + tail
 }
 
 /// `Σ a·b`, accumulated in 16 lanes.

@@ -90,6 +90,10 @@ struct Transposed {
 /// Inputs of at most this many rows are multiplied as plain `gemv`, where `[out, in]` is as fast.
 const GEMV_ROWS: usize = 1;
 
+/// A copy is made only for inputs of fewer rows than this: above, `gemm` packs either layout
+/// equally fast, and in training (weights change every step) the copy would be remade each step.
+const COPY_BELOW_ROWS: usize = 128;
+
 impl Linear {
     /// Weight drawn from `init`, bias (if any) zero.
     pub fn new(
@@ -213,7 +217,7 @@ impl Linear {
             };
             return Ok(None);
         }
-        if cache.weight.is_none() {
+        if cache.weight.is_none() && rows < COPY_BELOW_ROWS {
             cache.weight = Some(weight.detach().t()?.contiguous()?);
         }
         Ok(cache.weight.clone())
