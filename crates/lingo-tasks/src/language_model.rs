@@ -15,7 +15,7 @@ use lingo_models::auto::{AutoModel, LoadOptions};
 use lingo_models::hf::StoredNames;
 use lingo_models::{config::read_json, Gpt, GptConfig, ModelConfig};
 use lingo_nn::{Ctx, LingoRng, ParamStore};
-use lingo_train::{TrainConfig, TrainTask};
+use lingo_train::{Shard, TrainConfig, TrainTask};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
@@ -190,6 +190,31 @@ impl TrainTask for LmTask {
         Ok((self.model.loss(&x, &y, ctx)?, batch_size * t))
     }
 
+    fn train_shards(
+        &mut self,
+        batch_size: usize,
+        shards: usize,
+        ctx: &mut Ctx,
+    ) -> candle_core::Result<Option<Vec<Shard<'_>>>> {
+        let t = self.block;
+        let (x, y) = self
+            .data
+            .random_batch(Split::Train, batch_size, t, &mut ctx.rng);
+        let (x, y) = self.batch(x, y, batch_size)?;
+        let model = &self.model;
+        let rows = batch_size.div_ceil(shards);
+        let mut parts = Vec::with_capacity(shards);
+        for start in (0..batch_size).step_by(rows) {
+            let len = rows.min(batch_size - start);
+            let (x, y) = (x.narrow(0, start, len)?, y.narrow(0, start, len)?);
+            parts.push(Shard {
+                tokens: len * t,
+                loss: Box::new(move |ctx: &mut Ctx| model.loss(&x, &y, ctx)),
+            });
+        }
+        Ok(Some(parts))
+    }
+
     fn eval_loss(&mut self, batch_size: usize, max_batches: usize) -> candle_core::Result<f64> {
         let take = if max_batches == 0 {
             usize::MAX
@@ -268,16 +293,23 @@ fn validation_loss(
     batch_size: usize,
     max_batches: usize,
 ) -> candle_core::Result<(f64, usize)> {
+    use rayon::prelude::*;
     let starts = data.window_starts(Split::Validation, t);
-    let (mut total, mut count) = (0.0, 0usize);
-    for chunk in starts.chunks(batch_size.max(1)).take(max_batches) {
-        let (x, y) = data.windows(Split::Validation, chunk, t);
-        let x = Tensor::from_vec(x, (chunk.len(), t), &Device::Cpu)?;
-        let y = Tensor::from_vec(y, (chunk.len(), t), &Device::Cpu)?;
-        let loss = model.loss(&x, &y, &mut Ctx::eval())?.to_scalar::<f32>()? as f64;
-        total += loss * chunk.len() as f64;
-        count += chunk.len();
-    }
+    let chunks: Vec<&[usize]> = starts.chunks(batch_size.max(1)).take(max_batches).collect();
+    // Batches on different threads at once (a small model's products are too small to split
+    // well), summed in order so the result does not depend on the thread count.
+    let losses = chunks
+        .par_iter()
+        .map(|chunk| {
+            let (x, y) = data.windows(Split::Validation, chunk, t);
+            let x = Tensor::from_vec(x, (chunk.len(), t), &Device::Cpu)?;
+            let y = Tensor::from_vec(y, (chunk.len(), t), &Device::Cpu)?;
+            let loss = model.loss(&x, &y, &mut Ctx::eval())?.to_scalar::<f32>()? as f64;
+            Ok(loss * chunk.len() as f64)
+        })
+        .collect::<candle_core::Result<Vec<f64>>>()?;
+    let total: f64 = losses.iter().sum();
+    let count: usize = chunks.iter().map(|c| c.len()).sum();
     Ok((total / count.max(1) as f64, count))
 }
 
@@ -532,6 +564,58 @@ mod tests {
             ..beam
         };
         assert_eq!(lm.generate_beam("the ", &wide, false)?.chars().count(), 10);
+        Ok(())
+    }
+
+    /// Trains `recipe` in a pool of `threads` threads: the metrics (no wall-clock fields) and
+    /// the weights.
+    fn train_in_pool(recipe: LmRecipe, threads: usize) -> anyhow::Result<(Vec<String>, Vec<u8>)> {
+        let text = Grammar::corpus(300, 3);
+        let dir = tempfile::tempdir()?;
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()?;
+        pool.install(|| -> anyhow::Result<()> {
+            let mut task = LmTask::new(recipe, &text, None)?;
+            let mut trainer = Trainer::new(task.recipe.train.clone(), dir.path());
+            trainer.progress = false;
+            trainer.run(&mut task, false)?;
+            Ok(())
+        })?;
+        let weights = std::fs::read(dir.path().join("model.safetensors"))?;
+        Ok((losses(dir.path()), weights))
+    }
+
+    fn train_losses(metrics: &[String]) -> Vec<f64> {
+        metrics
+            .iter()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()?["loss"].as_f64())
+            .collect()
+    }
+
+    #[test]
+    fn data_parallel_shards_match_one_piece_and_not_the_thread_count() -> anyhow::Result<()> {
+        // Without dropout, shards compute the same losses as the whole micro-batch, on the same
+        // data (the shards' dropout streams do not draw from the run's RNG).
+        let mut r = recipe(6);
+        r.model.dropout = 0.0;
+        let (whole, _) = train_in_pool(r.clone(), 2)?;
+        r.train.data_parallel = 3;
+        let (sharded, _) = train_in_pool(r, 2)?;
+        let (a, b) = (train_losses(&whole), train_losses(&sharded));
+        assert_eq!(a.len(), 6);
+        for (x, y) in a.iter().zip(&b) {
+            assert!((x - y).abs() < 1e-5 * x.abs(), "{a:?} vs {b:?}");
+        }
+        // With dropout, each shard draws its own stream: one thread or two, the same run, bit
+        // for bit.
+        let mut r = recipe(6);
+        r.train.data_parallel = 2;
+        let one = train_in_pool(r.clone(), 1)?;
+        let two = train_in_pool(r.clone(), 2)?;
+        assert_eq!(one, two);
+        r.train.data_parallel = 0;
+        assert!(r.train.validate().unwrap_err().contains("data_parallel"));
         Ok(())
     }
 

@@ -22,7 +22,7 @@ pub use optim::{AdamWConfig, DecayPolicy, Optimizer, OptimizerConfig, ParamGroup
 pub use precision::Precision;
 pub use rules::{AdafactorConfig, AdagradConfig, AdamConfig, RmspropConfig};
 pub use schedule::{Schedule, ScheduleKind};
-pub use trainer::{EarlyStopping, TrainConfig, TrainReport, TrainTask, Trainer};
+pub use trainer::{EarlyStopping, Shard, TrainConfig, TrainReport, TrainTask, Trainer};
 
 use std::path::{Path, PathBuf};
 

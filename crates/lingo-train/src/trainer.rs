@@ -21,6 +21,16 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
+/// One part of a micro-batch (see [`TrainTask::train_shards`]): the target tokens it covers and the
+/// computation of its mean loss, which may run on any thread.
+pub struct Shard<'a> {
+    pub tokens: usize,
+    pub loss: ShardLoss<'a>,
+}
+
+/// Computes a shard's mean loss with the given context (its own dropout stream).
+pub type ShardLoss<'a> = Box<dyn FnOnce(&mut Ctx) -> candle_core::Result<Tensor> + Send + 'a>;
+
 /// What the trainer needs from a model and its data.
 pub trait TrainTask {
     fn params(&self) -> &ParamStore;
@@ -31,6 +41,17 @@ pub trait TrainTask {
         batch_size: usize,
         ctx: &mut Ctx,
     ) -> candle_core::Result<(Tensor, usize)>;
+    /// Draws a micro-batch exactly as [`TrainTask::train_loss`] does and cuts it into at most
+    /// `shards` parts, whose losses the trainer computes at the same time on different threads
+    /// (`data_parallel` in the recipe). `None`: the task computes a micro-batch as one piece.
+    fn train_shards(
+        &mut self,
+        _batch_size: usize,
+        _shards: usize,
+        _ctx: &mut Ctx,
+    ) -> candle_core::Result<Option<Vec<Shard<'_>>>> {
+        Ok(None)
+    }
     /// Mean validation loss over at most `max_batches` batches (0 = the whole split).
     fn eval_loss(&mut self, batch_size: usize, max_batches: usize) -> candle_core::Result<f64>;
     /// The task's own validation metrics (accuracy, F1, …), computed after each evaluation.
@@ -97,6 +118,11 @@ pub struct TrainConfig {
     pub gradient_checkpointing: bool,
     /// `f32`, or `bf16` mixed precision (bf16 products, f32 accumulation and master weights).
     pub precision: Precision,
+    /// Cut each micro-batch into this many shards, computed at the same time on different threads,
+    /// each single-threaded, and sum their gradients in shard order. For small models, where one
+    /// step's matrix products are too small to split well across cores; results do not depend on
+    /// the number of threads (each shard's dropout draws from its own stream of the run's RNG).
+    pub data_parallel: usize,
 }
 
 /// Early stopping as `transformers`' `EarlyStoppingCallback` with `load_best_model_at_end`.
@@ -194,6 +220,7 @@ impl Default for TrainConfig {
             early_stopping: None,
             gradient_checkpointing: false,
             precision: Precision::F32,
+            data_parallel: 1,
         }
     }
 }
@@ -204,6 +231,7 @@ impl TrainConfig {
             ("steps", self.steps),
             ("batch_size", self.batch_size),
             ("grad_accum", self.grad_accum),
+            ("data_parallel", self.data_parallel),
         ] {
             if v == 0 {
                 return Err(format!("field `{name}` must be positive"));
@@ -503,16 +531,22 @@ impl Trainer {
         let mut total: Option<Gradients> = None;
         let (mut loss_sum, mut tokens) = (0.0, 0);
         for micro in 0..self.config.grad_accum {
-            task.start_micro_batch((step * self.config.grad_accum + micro) as u64);
-            let (loss, n) = task.train_loss(self.config.batch_size, ctx)?;
-            loss_sum += loss.to_scalar::<f32>()? as f64;
+            let index = (step * self.config.grad_accum + micro) as u64;
+            task.start_micro_batch(index);
+            let batch = self.config.batch_size;
+            let sharded = match self.config.data_parallel {
+                1 => None,
+                k => task
+                    .train_shards(batch, k, ctx)?
+                    .map(|shards| sharded_micro_batch(shards, index, ctx, params, &named))
+                    .transpose()?,
+            };
+            let (loss, n, grads) = match sharded {
+                Some(done) => done,
+                None => whole_micro_batch(task, batch, ctx, &named)?,
+            };
+            loss_sum += loss;
             tokens += n;
-            let mut store = loss.backward()?;
-            drop(loss);
-            if let Some(recomputed) = &ctx.recompute {
-                store.extend(recomputed.take())?;
-            }
-            let grads = Gradients::from_store(&named, &store);
             match &mut total {
                 None => total = Some(grads),
                 Some(t) => t.accumulate(grads)?,
@@ -550,6 +584,82 @@ impl Trainer {
         bar.reset_eta();
         bar
     }
+}
+
+/// Tags the dropout streams of shards apart from other forks of the run's seed.
+const SHARD_STREAMS: u64 = 0x5348_4152_4453_0000;
+
+/// One micro-batch in one piece: its mean loss, tokens and gradients.
+fn whole_micro_batch(
+    task: &mut dyn TrainTask,
+    batch_size: usize,
+    ctx: &mut Ctx,
+    named: &[(String, candle_core::Var)],
+) -> crate::Result<(f64, usize, Gradients)> {
+    let (loss, n) = task.train_loss(batch_size, ctx)?;
+    let value = loss.to_scalar::<f32>()? as f64;
+    let mut store = loss.backward()?;
+    drop(loss);
+    if let Some(recomputed) = &ctx.recompute {
+        store.extend(recomputed.take())?;
+    }
+    Ok((value, n, Gradients::from_store(named, &store)))
+}
+
+/// One micro-batch in shards, each forward and backward on its own thread: the token-weighted
+/// mean of their losses and gradients (summed in shard order, so the result does not depend on
+/// which thread finished first). Shard `s` of micro-batch `index` draws its dropout from a stream
+/// forked from the run's seed, leaving the run's own stream (the data order) as without shards.
+fn sharded_micro_batch(
+    shards: Vec<Shard<'_>>,
+    index: u64,
+    ctx: &Ctx,
+    params: &ParamStore,
+    named: &[(String, candle_core::Var)],
+) -> crate::Result<(f64, usize, Gradients)> {
+    use rayon::prelude::*;
+    let total: usize = shards.iter().map(|s| s.tokens).sum();
+    if total == 0 {
+        return Err(TrainError::Input(
+            "a training batch has no target tokens".into(),
+        ));
+    }
+    let jobs: Vec<(Shard, Ctx)> = shards
+        .into_iter()
+        .enumerate()
+        .map(|(s, shard)| {
+            let salt = SHARD_STREAMS ^ (index << 16) ^ s as u64;
+            let mut shard_ctx = Ctx::train(ctx.rng.fork(salt));
+            if ctx.recompute.is_some() {
+                shard_ctx.recompute = Some(Recomputed::for_params(params));
+            }
+            (shard, shard_ctx)
+        })
+        .collect();
+    let results: Vec<candle_core::Result<(f64, Gradients)>> = jobs
+        .into_par_iter()
+        .map(|(shard, mut shard_ctx)| {
+            let weight = shard.tokens as f64 / total as f64;
+            let loss = (shard.loss)(&mut shard_ctx)?;
+            let value = loss.to_scalar::<f32>()? as f64 * weight;
+            let mut store = (loss * weight)?.backward()?;
+            if let Some(recomputed) = &shard_ctx.recompute {
+                store.extend(recomputed.take())?;
+            }
+            Ok((value, Gradients::from_store(named, &store)))
+        })
+        .collect();
+    let mut loss = 0.0;
+    let mut sum: Option<Gradients> = None;
+    for result in results {
+        let (value, grads) = result?;
+        loss += value;
+        match &mut sum {
+            None => sum = Some(grads),
+            Some(s) => s.accumulate(grads)?,
+        }
+    }
+    Ok((loss, total, sum.expect("at least one shard")))
 }
 
 /// `12345.6` → `"12.3k"`.

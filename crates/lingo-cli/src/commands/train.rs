@@ -87,6 +87,10 @@ pub struct RunArgs {
     /// accumulation, f32 weights and optimizer; AVX-512 BF16 CPUs, f32 elsewhere).
     #[arg(long)]
     pub precision: Option<lingo_train::Precision>,
+    /// Cut each micro-batch into N shards computed at the same time, one thread each (small
+    /// models: faster than splitting every small matrix product across the cores).
+    #[arg(long, value_name = "N")]
+    pub data_parallel: Option<usize>,
 }
 
 impl RunArgs {
@@ -101,6 +105,9 @@ impl RunArgs {
         train.gradient_checkpointing |= self.gradient_checkpointing;
         if let Some(precision) = self.precision {
             train.precision = precision;
+        }
+        if let Some(n) = self.data_parallel {
+            train.data_parallel = n;
         }
     }
 
