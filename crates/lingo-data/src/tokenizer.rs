@@ -189,10 +189,25 @@ impl Tokenizer {
 
     /// Loads a `tokenizer.json` (Lingo's own or any Hugging Face one).
     pub fn load(path: &Path) -> Result<Self> {
-        let inner = tokenizers::Tokenizer::from_file(path).map_err(|e| DataError::File {
+        let invalid = |why: String| DataError::File {
             path: path.into(),
-            message: format!("not a valid tokenizer.json ({e})"),
-        })?;
+            message: format!("not a valid tokenizer.json ({why})"),
+        };
+        // `tokenizers` panics on some malformed files (found by fuzzing: a decoder whose keys
+        // are not strings) instead of returning its error; either way the answer is an error
+        // that names the file.
+        let parsed = std::panic::catch_unwind(|| tokenizers::Tokenizer::from_file(path));
+        let inner = match parsed {
+            Ok(result) => result.map_err(|e| invalid(e.to_string()))?,
+            Err(panic) => {
+                let why = panic
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                    .unwrap_or_else(|| "the tokenizers crate panicked reading it".into());
+                return Err(invalid(why));
+            }
+        };
         Ok(Tokenizer::from_inner(inner))
     }
 

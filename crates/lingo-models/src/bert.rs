@@ -680,6 +680,9 @@ impl BertModel {
         tables: &ParamPath,
     ) -> Result<Self> {
         let c = &config;
+        if let Err(e) = crate::config::check_layers("num_hidden_layers", c.num_hidden_layers) {
+            bail!("{e}");
+        }
         if c.num_attention_heads == 0 || !c.hidden_size.is_multiple_of(c.num_attention_heads) {
             bail!(
                 "hidden_size {} is not a multiple of num_attention_heads {}",

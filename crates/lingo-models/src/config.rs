@@ -35,6 +35,21 @@ pub fn check_positive(fields: &[(&str, usize)]) -> Result<(), String> {
     }
 }
 
+/// More layers than any real model has by orders of magnitude: a config asking for more is
+/// corrupt, and is refused before anything is sized by it (ALBERT would otherwise schedule 2^40
+/// applications of its shared layer — found by fuzzing).
+pub const MAX_LAYERS: usize = 10_000;
+
+/// Checks a layer count against [`MAX_LAYERS`].
+pub fn check_layers(name: &str, layers: usize) -> Result<(), String> {
+    if layers > MAX_LAYERS {
+        return Err(format!(
+            "field `{name}` is {layers}: more than {MAX_LAYERS} layers is not a real model"
+        ));
+    }
+    Ok(())
+}
+
 /// Checks that `d_model` splits into `n_heads` equal heads.
 pub fn check_heads(d_model: usize, n_heads: usize) -> Result<(), String> {
     if !d_model.is_multiple_of(n_heads) {

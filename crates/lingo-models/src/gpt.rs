@@ -109,6 +109,7 @@ impl GptConfig {
             ("n_layers", self.n_layers),
         ])?;
         check_heads(self.d_model, self.n_heads)?;
+        crate::config::check_layers("n_layers", self.n_layers)?;
         match self.attention {
             AttentionKind::Window => check_positive(&[("attention_window", self.attention_window)])?,
             AttentionKind::Linformer => {
@@ -182,7 +183,10 @@ impl Gpt {
                 PositionalEncoding::sinusoidal(c.context_length, c.d_model, &p.store().device())?
             }
         };
-        let mut blocks = Vec::with_capacity(c.n_layers);
+        // Grown block by block, not reserved: `n_layers` comes from a config file, and a corrupt
+        // one (found by fuzzing: 2^64 − 1) must meet the missing-weights error, not a
+        // capacity overflow.
+        let mut blocks = Vec::new();
         for i in 0..c.n_layers {
             let b = t.sub("h").sub(i);
             let attn = MultiHeadSelfAttention::new(

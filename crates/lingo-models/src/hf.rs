@@ -261,9 +261,22 @@ impl Checkpoint {
         let prefixes: Vec<String> = lookup.prefixes.iter().map(|p| p.to_string()).collect();
         let convert = lookup.convert;
         let file = self.weights_file.clone();
+        // A config that describes far more than the weights hold (a layer count of 4 billion in
+        // a small file) would otherwise initialise every missing parameter before `build` could
+        // name the first: new parameters (a head) are few, so past as many as the stored tensors
+        // (and at least 64) the build stops.
+        let (fresh, mut missing) = (self.fresh, 0usize);
+        let most_missing = self.stored.len().max(64);
         Box::new(move |name: &str, shape: &[usize]| {
             let mut tensors = tensors.lock().expect("checkpoint lock poisoned");
             let Some(stored) = candidates(name, &prefixes).find(|n| tensors.contains_key(n)) else {
+                missing += 1;
+                if !fresh && missing > most_missing {
+                    candle_core::bail!(
+                        "{file}: tensor `{name}` (shape {shape:?}) is missing, and {} more before it: config.json describes a larger model than these weights",
+                        missing - 1
+                    );
+                }
                 return Ok(None);
             };
             let t = convert(name, tensors.remove(&stored).expect("found above"))?;

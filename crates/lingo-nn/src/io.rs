@@ -25,6 +25,32 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     result
 }
 
+/// Removes the temporary files [`write_atomic`] left in `dir` when a process was killed while
+/// writing (`.{name}.{pid}.tmp` of a process no longer running): a run killed many times would
+/// otherwise collect a checkpoint-sized file per kill. Linux only (it asks `/proc` which
+/// processes live); elsewhere they stay.
+pub fn remove_stale_temporaries(dir: &Path) {
+    if !Path::new("/proc/self").exists() {
+        return;
+    }
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        let Some(stem) = name.strip_prefix('.').and_then(|n| n.strip_suffix(".tmp")) else {
+            continue;
+        };
+        let Some(pid) = stem.rsplit('.').next().and_then(|p| p.parse::<u32>().ok()) else {
+            continue;
+        };
+        if pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+}
+
 /// The bytes of a NumPy `.npy` file (format 1.0) holding `data`, little-endian f32, of `shape`.
 pub fn npy_f32(data: &[f32], shape: &[usize]) -> Vec<u8> {
     let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
@@ -51,6 +77,28 @@ pub fn npy_f32(data: &[f32], shape: &[usize]) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stale_temporaries_of_dead_processes_are_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let mine = format!(".checkpoint.safetensors.{}.tmp", std::process::id());
+        // Pid 4194304 is above Linux's largest (2^22): never a live process.
+        for name in [
+            mine.as_str(),
+            ".checkpoint.safetensors.4194304.tmp",
+            "keep.tmp",
+            ".x.y",
+        ] {
+            std::fs::write(dir.path().join(name), b"partial").unwrap();
+        }
+        remove_stale_temporaries(dir.path());
+        let mut left: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        left.sort();
+        assert_eq!(left, vec![mine, ".x.y".to_string(), "keep.tmp".into()]);
+    }
 
     #[test]
     fn npy_header_is_aligned_and_describes_the_data() {

@@ -246,7 +246,9 @@ fn a_transformer_learns_the_stream_and_scores_it_in_sliding_windows() {
         sentences_of(&bracketed(600, 1)),
         sentences_of(&bracketed(150, 2)),
     );
-    let mut r = recipe(30);
+    // 20 epochs: past ~30 this small Transformer overfits the 600 sentences, and at 30 the
+    // margin over the trigram was 1% — within what a change of float summation order moves.
+    let mut r = recipe(20);
     r.train.optimizer = OptimizerConfig::AdamW(lingo_train::AdamWConfig {
         lr: 3e-3,
         weight_decay: 0.0,

@@ -298,6 +298,7 @@ impl Trainer {
         cfg.validate()
             .map_err(|e| TrainError::Input(format!("training config: {e}")))?;
         std::fs::create_dir_all(&self.out_dir).map_err(crate::io(&self.out_dir))?;
+        lingo_nn::io::remove_stale_temporaries(&self.out_dir);
         let params = task.params().clone();
         let mut optimizer =
             Optimizer::new(cfg.optimizer.clone(), &params, cfg.decay, &cfg.param_groups);
