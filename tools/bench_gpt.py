@@ -80,10 +80,11 @@ def main():
     ap.add_argument("--heads", type=int, default=4)
     ap.add_argument("--layers", type=int, default=4)
     ap.add_argument("--d-ff", type=int, default=1024)
+    ap.add_argument("--tied", action="store_true", help="share the token embedding with the head")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
-    model = GPT(a.vocab, a.context, a.d_model, a.heads, a.layers, a.d_ff)
+    model = GPT(a.vocab, a.context, a.d_model, a.heads, a.layers, a.d_ff, tied=a.tied)
     decay = [p for p in model.parameters() if p.dim() >= 2]
     no_decay = [p for p in model.parameters() if p.dim() < 2]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.1}, {"params": no_decay, "weight_decay": 0.0}], lr=1e-3, betas=(0.9, 0.99))

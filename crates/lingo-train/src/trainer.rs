@@ -611,7 +611,7 @@ fn whole_micro_batch(
 /// mean of their losses and gradients (summed in shard order, so the result does not depend on
 /// which thread finished first). Shard `s` of micro-batch `index` draws its dropout from a stream
 /// forked from the run's seed, leaving the run's own stream (the data order) as without shards.
-fn sharded_micro_batch(
+pub fn sharded_micro_batch(
     shards: Vec<Shard<'_>>,
     index: u64,
     ctx: &Ctx,

@@ -1,7 +1,9 @@
 //! `lingo bench`: a benchmark model trained and run by Lingo and by PyTorch on this machine, in the
-//! same run, one after the other (never concurrently), with the same thread count.
+//! same run, one after the other (never concurrently), with the same thread count. With no
+//! argument every one of the following runs, and a summary table (and `--json`) gathers them:
 //!
 //! - `gpt`: the decoder-only Transformer of tools/bench_gpt.py;
+//! - `char`: the nanoGPT character recipe's model, its step as the recipe trains it (two shards);
 //! - `seq2seq`: the attention LSTM encoder–decoder of tools/bench_seq2seq.py (Multi30k sizes);
 //! - `bert`, `gpt2`: BERT-base forward and GPT-2 small generation against `transformers`
 //!   (tools/bench_hf.py);
@@ -29,10 +31,17 @@ const GPT_SCRIPT: &str = include_str!("../../../../tools/bench_gpt.py");
 const SEQ2SEQ_SCRIPT: &str = include_str!("../../../../tools/bench_seq2seq.py");
 const HF_SCRIPT: &str = include_str!("../../../../tools/bench_hf.py");
 
-#[derive(Clone, Copy, ValueEnum)]
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Model {
+    /// Every row below that runs beside PyTorch (gpt, char, seq2seq, bert, gpt2, finetune,
+    /// pretrain), then one summary table.
+    All,
     /// GPT: vocab 8192, context 128, batch 8, d_model 256, 4 heads, 4 layers, d_ff 1024.
     Gpt,
+    /// The nanoGPT character recipe's model (configs/shakespeare-char.json): vocab 65, context
+    /// 64, batch 12, d_model 128, 4 heads, 4 layers, tied embeddings; its training step as the
+    /// recipe runs it (two shards on two threads).
+    Char,
     /// Attention LSTM seq2seq: vocab 8000/8000, embed 256, hidden 256, bidirectional encoder,
     /// Bahdanau attention, dropout 0.3, batch 64 of 8–24-token sentences.
     Seq2seq,
@@ -61,8 +70,8 @@ enum Model {
 
 #[derive(Args)]
 pub struct Bench {
-    /// Which benchmark model to time.
-    #[arg(value_enum, default_value = "gpt")]
+    /// Which benchmark to run (default: all of them, and a summary).
+    #[arg(value_enum, default_value = "all")]
     model: Model,
     /// Python interpreter with torch installed, for the reference side.
     #[arg(long, default_value = "python3")]
@@ -140,7 +149,20 @@ fn time_training(
     iters: usize,
     store: &ParamStore,
     adamw: AdamWConfig,
+    loss: impl FnMut(&mut Ctx) -> candle_core::Result<Tensor>,
+) -> anyhow::Result<Timings> {
+    time_sharded_training(iters, store, adamw, loss, |_| unreachable!("one shard"), 1)
+}
+
+/// As [`time_training`], the step's batch computed as `shards` shards at once (`shard_losses`
+/// gives their losses and token counts, as the trainer's `data_parallel` runs them).
+fn time_sharded_training<'a>(
+    iters: usize,
+    store: &ParamStore,
+    adamw: AdamWConfig,
     mut loss: impl FnMut(&mut Ctx) -> candle_core::Result<Tensor>,
+    shard_losses: impl Fn(usize) -> candle_core::Result<Vec<lingo_train::Shard<'a>>>,
+    shards: usize,
 ) -> anyhow::Result<Timings> {
     let lr = adamw.lr;
     let mut opt = Optimizer::new(
@@ -153,11 +175,17 @@ fn time_training(
     let mut steps = 0;
     let train_ms = time_ms(iters, 3, || {
         steps += 1;
-        let loss = loss(&mut Ctx::train(LingoRng::new(steps)))?;
-        let grads = Gradients::from_store(&named, &loss.backward()?);
+        let mut ctx = Ctx::train(LingoRng::new(steps));
+        let grads = if shards > 1 {
+            let parts = shard_losses(shards)?;
+            lingo_train::trainer::sharded_micro_batch(parts, steps, &ctx, store, &named)?.2
+        } else {
+            let loss = loss(&mut ctx)?;
+            loss.to_scalar::<f32>()?;
+            Gradients::from_store(&named, &loss.backward()?)
+        };
         let scale = clip_scale(grads.global_norm()?, Some(1.0));
         opt.step(0, &grads, lr, scale)?;
-        loss.to_scalar::<f32>()?;
         Ok(())
     })?;
     let forward_ms = time_ms(iters, 3, || {
@@ -206,6 +234,66 @@ fn bench_gpt(iters: usize) -> anyhow::Result<Timings> {
     };
     // The benchmark GPT has no dropout, so training mode computes what evaluation does.
     time_training(iters, &store, adamw, |ctx| model.loss(&x, &y, ctx))
+}
+
+/// The nanoGPT character recipe (configs/shakespeare-char.json): batch 12, two shards.
+const CHAR_BATCH: usize = 12;
+const CHAR_SHARDS: usize = 2;
+
+fn char_config() -> GptConfig {
+    GptConfig {
+        vocab_size: 65,
+        context_length: 64,
+        d_model: 128,
+        n_heads: 4,
+        n_layers: 4,
+        tied_embeddings: true,
+        ..Default::default()
+    }
+}
+
+fn bench_char(iters: usize) -> anyhow::Result<Timings> {
+    let cfg = char_config();
+    let store = ParamStore::new(0, &Device::Cpu);
+    let model = Gpt::new(cfg.clone(), &store.root())?;
+    let mut rng = LingoRng::new(0);
+    let (b, t) = (CHAR_BATCH, cfg.context_length);
+    let mut ids = || -> candle_core::Result<Tensor> {
+        let v = (0..b * t)
+            .map(|_| rng.below(cfg.vocab_size) as u32)
+            .collect();
+        Tensor::from_vec(v, (b, t), &Device::Cpu)
+    };
+    let (x, y) = (ids()?, ids()?);
+    let adamw = AdamWConfig {
+        lr: 1e-3,
+        beta2: 0.99,
+        weight_decay: 0.1,
+        ..Default::default()
+    };
+    let shard_losses = |shards: usize| {
+        let rows = b.div_ceil(shards);
+        (0..b)
+            .step_by(rows)
+            .map(|start| {
+                let len = rows.min(b - start);
+                let (x, y) = (x.narrow(0, start, len)?, y.narrow(0, start, len)?);
+                let model = &model;
+                Ok(lingo_train::Shard {
+                    tokens: len * t,
+                    loss: Box::new(move |ctx: &mut Ctx| model.loss(&x, &y, ctx)),
+                })
+            })
+            .collect()
+    };
+    time_sharded_training(
+        iters,
+        &store,
+        adamw,
+        |ctx| model.loss(&x, &y, ctx),
+        shard_losses,
+        CHAR_SHARDS,
+    )
 }
 
 /// The Multi30k recipe's model (configs/multi30k-lstm.json) on a fixed batch of 64 pairs.
@@ -485,7 +573,10 @@ impl Bench {
             }
             lingo_train::Precision::Bf16 => {
                 anyhow::ensure!(
-                    !matches!(self.model, Model::Gpt | Model::Seq2seq),
+                    !matches!(
+                        self.model,
+                        Model::All | Model::Gpt | Model::Char | Model::Seq2seq
+                    ),
                     "--precision bf16 is for the transformers benchmarks: bert, gpt2, finetune, pretrain"
                 );
                 anyhow::ensure!(
@@ -498,108 +589,205 @@ impl Bench {
     }
 
     pub fn run(self) -> anyhow::Result<()> {
-        if let Model::Attention = self.model {
-            let python = (!self.no_python).then_some(self.python.as_str());
-            return self.attention.run(self.iters, python, self.json.as_deref());
+        let python = (!self.no_python).then_some(self.python.as_str());
+        match self.model {
+            Model::Attention => {
+                return self.attention.run(self.iters, python, self.json.as_deref())
+            }
+            Model::Int8 => return super::bench_int8::run(self.iters, python, self.json.as_deref()),
+            Model::Serve => {
+                let runtime = tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(2)
+                    .enable_all()
+                    .build()?;
+                return runtime.block_on(self.serve.run(python, self.json.as_deref()));
+            }
+            _ => {}
         }
-        if let Model::Int8 = self.model {
-            let python = (!self.no_python).then_some(self.python.as_str());
-            return super::bench_int8::run(self.iters, python, self.json.as_deref());
+        let bf16 = self.mixed_precision()?;
+        let models = match self.model {
+            Model::All => vec![
+                Model::Gpt,
+                Model::Char,
+                Model::Seq2seq,
+                Model::Bert,
+                Model::Gpt2,
+                Model::Finetune,
+                Model::Pretrain,
+            ],
+            one => vec![one],
+        };
+        let mut measured = Vec::new();
+        for model in models {
+            let m = self.measure(model, bf16)?;
+            m.print();
+            measured.push(m);
         }
-        if let Model::Serve = self.model {
-            let python = (!self.no_python).then_some(self.python.as_str());
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()?;
-            return runtime.block_on(self.serve.run(python, self.json.as_deref()));
+        if measured.len() > 1 {
+            print_summary(&measured);
         }
+        if let Some(path) = &self.json {
+            let value = serde_json::json!({
+                "threads": rayon::current_num_threads(),
+                "benchmarks": measured.iter().map(Measured::to_json).collect::<Vec<_>>(),
+            });
+            lingo_nn::io::write_atomic(path, serde_json::to_string_pretty(&value)?.as_bytes())?;
+        }
+        Ok(())
+    }
+
+    /// Times one benchmark in Lingo, then (unless `--no-python`) in PyTorch.
+    fn measure(&self, model: Model, bf16: bool) -> anyhow::Result<Measured> {
         let threads = rayon::current_num_threads();
         let iters = self.iters;
-        let bf16 = self.mixed_precision()?;
         let dtype = if bf16 { "bf16 mixed precision" } else { "f32" };
         let timing = || println!("timing Lingo ({iters} iterations after warm-up) ...");
-        let (rows, script, args, unit): (Vec<Row>, &str, Vec<&str>, &str) = match self.model {
-            Model::Gpt => {
-                let c = gpt_config();
-                println!(
-                    "GPT benchmark: vocab {}, context {}, batch {GPT_BATCH}, d_model {}, {} heads, {} layers, d_ff {}, pre-norm, GELU, untied head, {dtype}, {threads} threads",
-                    c.vocab_size, c.context_length, c.d_model, c.n_heads, c.n_layers, c.d_ff()
-                );
-                timing();
-                let t = bench_gpt(iters)?;
-                let tokens = GPT_BATCH * c.context_length;
-                (training_rows(t, tokens), GPT_SCRIPT, vec![], "tokens/s")
+        let gpt_args = |c: &GptConfig, batch: usize| {
+            let mut args = vec![
+                "--vocab".to_string(),
+                c.vocab_size.to_string(),
+                "--context".into(),
+                c.context_length.to_string(),
+                "--batch".into(),
+                batch.to_string(),
+                "--d-model".into(),
+                c.d_model.to_string(),
+                "--heads".into(),
+                c.n_heads.to_string(),
+                "--layers".into(),
+                c.n_layers.to_string(),
+                "--d-ff".into(),
+                c.d_ff().to_string(),
+            ];
+            if c.tied_embeddings {
+                args.push("--tied".into());
             }
-            Model::Seq2seq => {
-                let c = seq2seq_config();
-                let tokens = seq2seq_batch(&c)?.target_tokens;
-                println!(
-                    "Seq2seq benchmark: LSTM, vocab {}/{}, embed {}, hidden {}, bidirectional encoder, Bahdanau attention, dropout {}, batch {SEQ2SEQ_BATCH} ({tokens} target tokens), {dtype}, {threads} threads",
-                    c.src_vocab_size, c.tgt_vocab_size, c.embed_dim, c.hidden_size, c.dropout
-                );
-                timing();
-                let t = bench_seq2seq(iters)?;
-                (
-                    training_rows(t, tokens),
-                    SEQ2SEQ_SCRIPT,
-                    vec![],
-                    "target tokens/s",
-                )
-            }
-            Model::Bert => {
-                println!("BERT-base forward: random weights, batch 1 × {BERT_TOKENS} tokens, f32, {threads} threads");
-                timing();
-                let row = Row {
-                    label: "forward, 1 × 128 tokens",
-                    lingo_ms: bench_bert(iters, LinearPrecision::F32)?.0,
-                    key: "ms",
-                    per_iter: BERT_TOKENS,
-                };
-                (vec![row], HF_SCRIPT, vec!["bert"], "tokens/s")
-            }
-            Model::Finetune => {
-                let (b, t) = FINETUNE_BATCH;
-                println!("Fine-tuning step: MiniLM-shaped BERT classifier (6 layers, 384 wide, 12 heads), random weights, batch {b} × {t} tokens, dropout 0.1, AdamW, f32, {threads} threads");
-                timing();
-                let timings = bench_finetune(iters)?;
-                (
-                    training_rows(timings, b * t),
-                    HF_SCRIPT,
-                    vec!["finetune"],
-                    "tokens/s",
-                )
-            }
-            Model::Pretrain => {
-                let (b, t) = PRETRAIN_BATCH;
-                println!("Pre-training step: bert-mini masked LM (4 layers, 256 wide, 4 heads, vocabulary 16,000), random weights, batch {b} × {t} tokens, 15% masked, dropout 0.1, AdamW, {dtype}, {threads} threads");
-                timing();
-                let timings = bench_pretrain(iters)?;
-                (
-                    training_rows(timings, b * t),
-                    HF_SCRIPT,
-                    vec!["pretrain"],
-                    "tokens/s",
-                )
-            }
-            Model::Gpt2 => {
-                println!("GPT-2 small greedy generation: random weights, {GPT2_NEW} new tokens after {GPT2_PROMPT}, KV cache, {dtype}, {threads} threads");
-                timing();
-                let row = Row {
-                    label: "generate 128 tokens",
-                    lingo_ms: bench_gpt2(iters, LinearPrecision::F32)?.0,
-                    key: "ms",
-                    per_iter: GPT2_NEW,
-                };
-                (vec![row], HF_SCRIPT, vec!["gpt2"], "new tokens/s")
-            }
-            Model::Serve | Model::Int8 | Model::Attention => unreachable!("run above"),
+            args
         };
+        let (name, rows, script, args, unit): (&str, Vec<Row>, &str, Vec<String>, &str) =
+            match model {
+                Model::Gpt => {
+                    let c = gpt_config();
+                    println!(
+                        "GPT benchmark: vocab {}, context {}, batch {GPT_BATCH}, d_model {}, {} heads, {} layers, d_ff {}, pre-norm, GELU, untied head, {dtype}, {threads} threads",
+                        c.vocab_size, c.context_length, c.d_model, c.n_heads, c.n_layers, c.d_ff()
+                    );
+                    timing();
+                    let t = bench_gpt(iters)?;
+                    let tokens = GPT_BATCH * c.context_length;
+                    (
+                        "gpt",
+                        training_rows(t, tokens),
+                        GPT_SCRIPT,
+                        gpt_args(&c, GPT_BATCH),
+                        "tokens/s",
+                    )
+                }
+                Model::Char => {
+                    let c = char_config();
+                    println!(
+                        "nanoGPT character recipe: vocab {}, context {}, batch {CHAR_BATCH} in {CHAR_SHARDS} shards, d_model {}, {} heads, {} layers, tied embeddings, {threads} threads",
+                        c.vocab_size, c.context_length, c.d_model, c.n_heads, c.n_layers
+                    );
+                    timing();
+                    let t = bench_char(iters)?;
+                    let tokens = CHAR_BATCH * c.context_length;
+                    (
+                        "char",
+                        training_rows(t, tokens),
+                        GPT_SCRIPT,
+                        gpt_args(&c, CHAR_BATCH),
+                        "tokens/s",
+                    )
+                }
+                Model::Seq2seq => {
+                    let c = seq2seq_config();
+                    let tokens = seq2seq_batch(&c)?.target_tokens;
+                    println!(
+                        "Seq2seq benchmark: LSTM, vocab {}/{}, embed {}, hidden {}, bidirectional encoder, Bahdanau attention, dropout {}, batch {SEQ2SEQ_BATCH} ({tokens} target tokens), {dtype}, {threads} threads",
+                        c.src_vocab_size, c.tgt_vocab_size, c.embed_dim, c.hidden_size, c.dropout
+                    );
+                    timing();
+                    let t = bench_seq2seq(iters)?;
+                    (
+                        "seq2seq",
+                        training_rows(t, tokens),
+                        SEQ2SEQ_SCRIPT,
+                        vec![],
+                        "target tokens/s",
+                    )
+                }
+                Model::Bert => {
+                    println!("BERT-base forward: random weights, batch 1 × {BERT_TOKENS} tokens, f32, {threads} threads");
+                    timing();
+                    let row = Row {
+                        label: "forward, 1 × 128 tokens",
+                        lingo_ms: bench_bert(iters, LinearPrecision::F32)?.0,
+                        key: "ms",
+                        per_iter: BERT_TOKENS,
+                    };
+                    (
+                        "bert",
+                        vec![row],
+                        HF_SCRIPT,
+                        vec!["bert".into()],
+                        "tokens/s",
+                    )
+                }
+                Model::Finetune => {
+                    let (b, t) = FINETUNE_BATCH;
+                    println!("Fine-tuning step: MiniLM-shaped BERT classifier (6 layers, 384 wide, 12 heads), random weights, batch {b} × {t} tokens, dropout 0.1, AdamW, f32, {threads} threads");
+                    timing();
+                    let timings = bench_finetune(iters)?;
+                    let rows = training_rows(timings, b * t);
+                    (
+                        "finetune",
+                        rows,
+                        HF_SCRIPT,
+                        vec!["finetune".into()],
+                        "tokens/s",
+                    )
+                }
+                Model::Pretrain => {
+                    let (b, t) = PRETRAIN_BATCH;
+                    println!("Pre-training step: bert-mini masked LM (4 layers, 256 wide, 4 heads, vocabulary 16,000), random weights, batch {b} × {t} tokens, 15% masked, dropout 0.1, AdamW, {dtype}, {threads} threads");
+                    timing();
+                    let timings = bench_pretrain(iters)?;
+                    let rows = training_rows(timings, b * t);
+                    (
+                        "pretrain",
+                        rows,
+                        HF_SCRIPT,
+                        vec!["pretrain".into()],
+                        "tokens/s",
+                    )
+                }
+                Model::Gpt2 => {
+                    println!("GPT-2 small greedy generation: random weights, {GPT2_NEW} new tokens after {GPT2_PROMPT}, KV cache, {dtype}, {threads} threads");
+                    timing();
+                    let row = Row {
+                        label: "generate 128 tokens",
+                        lingo_ms: bench_gpt2(iters, LinearPrecision::F32)?.0,
+                        key: "ms",
+                        per_iter: GPT2_NEW,
+                    };
+                    (
+                        "gpt2",
+                        vec![row],
+                        HF_SCRIPT,
+                        vec!["gpt2".into()],
+                        "new tokens/s",
+                    )
+                }
+                Model::All | Model::Serve | Model::Int8 | Model::Attention => {
+                    unreachable!("run above")
+                }
+            };
         let torch = if self.no_python {
             None
         } else {
             println!("timing PyTorch with {} ...", self.python);
-            let mut args = args;
+            let mut args: Vec<&str> = args.iter().map(String::as_str).collect();
             if bf16 {
                 args.push("--bf16");
             }
@@ -611,20 +799,48 @@ impl Bench {
                 }
             }
         };
+        Ok(Measured {
+            name,
+            unit,
+            rows,
+            torch,
+        })
+    }
+}
+
+/// One benchmark's rows, both sides.
+struct Measured {
+    name: &'static str,
+    unit: &'static str,
+    rows: Vec<Row>,
+    torch: Option<PyResult>,
+}
+
+impl Measured {
+    /// PyTorch's per-iteration milliseconds for `row`, if it ran.
+    fn torch_ms(&self, row: &Row) -> Option<Vec<f64>> {
+        self.torch.as_ref().and_then(|t| t.ms(row.key))
+    }
+
+    fn print(&self) {
         println!();
-        let torch_name = torch.as_ref().map(|t| format!("PyTorch {}", t.torch));
+        let torch_name = self.torch.as_ref().map(|t| format!("PyTorch {}", t.torch));
         println!(
             "{:<34} {:>16} {:>20} {:>14}",
-            format!("median ms ({unit})"),
+            format!("median ms ({})", self.unit),
             "Lingo",
             torch_name.as_deref().unwrap_or(""),
-            if torch.is_some() { "PyTorch/Lingo" } else { "" }
+            if self.torch.is_some() {
+                "PyTorch/Lingo"
+            } else {
+                ""
+            }
         );
-        for row in &rows {
+        for row in &self.rows {
             let ours = median(&row.lingo_ms);
             let rate = |ms: f64| row.per_iter as f64 / ms * 1e3;
             let lingo_cell = format!("{ours:.1} ({:.0})", rate(ours));
-            match torch.as_ref().and_then(|t| t.ms(row.key)) {
+            match self.torch_ms(row) {
                 Some(t) => {
                     let t = median(&t);
                     println!(
@@ -637,24 +853,60 @@ impl Bench {
                 None => println!("{:<34} {lingo_cell:>16}", row.label),
             }
         }
-        if let Some(t) = &torch {
+        if let Some(t) = &self.torch {
             println!(
                 "(ratio > 1 means Lingo is faster; PyTorch ran with {} threads)",
                 t.threads
             );
         }
-        if let Some(path) = &self.json {
-            let lingo: serde_json::Map<String, serde_json::Value> = rows
-                .iter()
-                .map(|r| (r.key.to_string(), serde_json::json!(r.lingo_ms)))
-                .collect();
-            let value = serde_json::json!({
-                "threads": threads,
-                "lingo": lingo,
-                "pytorch": torch.as_ref().map(|t| serde_json::json!({ "version": t.torch, "timings": t.timings })),
-            });
-            std::fs::write(path, serde_json::to_string_pretty(&value)?)?;
+        println!();
+    }
+
+    fn to_json(&self) -> serde_json::Value {
+        let rows: Vec<serde_json::Value> = self
+            .rows
+            .iter()
+            .map(|r| {
+                let ours = median(&r.lingo_ms);
+                let theirs = self.torch_ms(r).map(|t| median(&t));
+                serde_json::json!({
+                    "measure": r.key,
+                    "label": r.label,
+                    "lingo_ms": r.lingo_ms,
+                    "lingo_median_ms": ours,
+                    "pytorch_ms": self.torch_ms(r),
+                    "pytorch_median_ms": theirs,
+                    "ratio": theirs.map(|t| t / ours),
+                })
+            })
+            .collect();
+        serde_json::json!({
+            "benchmark": self.name,
+            "pytorch": self.torch.as_ref().map(|t| t.torch.clone()),
+            "rows": rows,
+        })
+    }
+}
+
+/// Every row of every benchmark in one table.
+fn print_summary(measured: &[Measured]) {
+    println!("summary (median ms; ratio > 1 means Lingo is faster)");
+    println!(
+        "{:<10} {:<34} {:>12} {:>12} {:>8}",
+        "benchmark", "measure", "Lingo", "PyTorch", "ratio"
+    );
+    for m in measured {
+        for row in &m.rows {
+            let ours = median(&row.lingo_ms);
+            let theirs = m.torch_ms(row).map(|t| median(&t));
+            println!(
+                "{:<10} {:<34} {:>12.1} {:>12} {:>8}",
+                m.name,
+                row.label,
+                ours,
+                theirs.map_or("-".into(), |t| format!("{t:.1}")),
+                theirs.map_or("-".into(), |t| format!("{:.2}×", t / ours)),
+            );
         }
-        Ok(())
     }
 }
