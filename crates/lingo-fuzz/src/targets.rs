@@ -220,51 +220,40 @@ fn tokenizer_json() -> Target {
 
 type RecipeLoader = fn(&Path) -> Result<(), String>;
 
-fn recipes() -> Vec<Target> {
-    let loaders: [(&str, RecipeLoader); 8] = [
-        ("recipe:lm", |p| {
-            lingo_tasks::LmRecipe::load(p)
-                .map(drop)
-                .map_err(|e| e.to_string())
-        }),
+/// A loader's answer without its value.
+fn accepted<T, E: std::fmt::Display>(result: Result<T, E>) -> Result<(), String> {
+    result.map(drop).map_err(|e| e.to_string())
+}
+
+/// Every kind of recipe file and its loader (each validates what it reads).
+fn recipe_kinds() -> [(&'static str, RecipeLoader); 7] {
+    [
+        ("recipe:lm", |p| accepted(lingo_tasks::LmRecipe::load(p))),
         ("recipe:finetune", |p| {
-            lingo_tasks::FinetuneRecipe::load(p)
-                .map(drop)
-                .map_err(|e| e.to_string())
+            accepted(lingo_tasks::FinetuneRecipe::load(p))
         }),
         ("recipe:pretrain", |p| {
-            lingo_tasks::PretrainRecipe::load(p)
-                .map(drop)
-                .map_err(|e| e.to_string())
+            accepted(lingo_tasks::PretrainRecipe::load(p))
         }),
         ("recipe:seq2seq", |p| {
-            lingo_tasks::Seq2SeqRecipe::load(p)
-                .map(drop)
-                .map_err(|e| e.to_string())
+            accepted(lingo_tasks::Seq2SeqRecipe::load(p))
         }),
         ("recipe:rnn-classify", |p| {
-            lingo_tasks::RnnClassifyRecipe::load(p)
-                .map(drop)
-                .map_err(|e| e.to_string())
+            accepted(lingo_tasks::RnnClassifyRecipe::load(p))
         }),
         ("recipe:rnn-tag", |p| {
-            lingo_tasks::RnnTagRecipe::load(p)
-                .map(drop)
-                .map_err(|e| e.to_string())
+            accepted(lingo_tasks::RnnTagRecipe::load(p))
         }),
         ("recipe:rnn-lm", |p| {
-            lingo_tasks::RnnLmRecipe::load(p)
-                .map(drop)
-                .map_err(|e| e.to_string())
+            accepted(lingo_tasks::RnnLmRecipe::load(p))
         }),
-        ("recipe:any", |p| {
-            // Whatever the file is, no loader may panic on it.
-            for (_, load) in recipe_loaders_without_any() {
-                let _ = load(p);
-            }
-            Ok(())
-        }),
-    ];
+    ]
+}
+
+/// One target per recipe kind, seeded with the shipped recipes its loader accepts, and
+/// `recipe:any`: every shipped recipe's mutants through every loader (a user may pass any file to
+/// any command).
+fn recipes() -> Vec<Target> {
     let configs: Vec<PathBuf> = {
         let mut v: Vec<PathBuf> = std::fs::read_dir(repo().join("configs"))
             .expect("configs/")
@@ -274,47 +263,29 @@ fn recipes() -> Vec<Target> {
         v.sort();
         v
     };
-    loaders
+    let mut targets: Vec<Target> = recipe_kinds()
         .into_iter()
         .map(|(name, load)| {
-            // A kind's seeds are the shipped recipes its loader accepts.
             let seeds: Vec<Vec<u8>> = configs
                 .iter()
-                .filter(|p| name == "recipe:any" || load(p).is_ok())
+                .filter(|p| load(p).is_ok())
                 .map(|p| read(p))
                 .collect();
             assert!(!seeds.is_empty(), "no shipped recipe loads as {name}");
             target(name, Format::Json, seeds, move |input, dir| {
-                let path = write(dir, "recipe.json", input)?;
-                load(&path)
+                load(&write(dir, "recipe.json", input)?)
             })
         })
-        .collect()
-}
-
-fn recipe_loaders_without_any() -> Vec<(&'static str, RecipeLoader)> {
-    vec![
-        ("lm", |p| {
-            lingo_tasks::LmRecipe::load(p)
-                .map(drop)
-                .map_err(|e| e.to_string())
-        }),
-        ("finetune", |p| {
-            lingo_tasks::FinetuneRecipe::load(p)
-                .map(drop)
-                .map_err(|e| e.to_string())
-        }),
-        ("pretrain", |p| {
-            lingo_tasks::PretrainRecipe::load(p)
-                .map(drop)
-                .map_err(|e| e.to_string())
-        }),
-        ("seq2seq", |p| {
-            lingo_tasks::Seq2SeqRecipe::load(p)
-                .map(drop)
-                .map_err(|e| e.to_string())
-        }),
-    ]
+        .collect();
+    let all = configs.iter().map(|p| read(p)).collect();
+    targets.push(target("recipe:any", Format::Json, all, |input, dir| {
+        let path = write(dir, "recipe.json", input)?;
+        for (_, load) in recipe_kinds() {
+            let _ = load(&path);
+        }
+        Ok(())
+    }));
+    targets
 }
 
 /// Small hand-written samples of each dataset format Lingo reads.
