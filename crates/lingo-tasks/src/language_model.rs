@@ -158,18 +158,37 @@ impl LmTask {
         })
     }
 
-    fn batch(
-        &self,
-        x: Vec<u32>,
-        y: Vec<u32>,
-        rows: usize,
-    ) -> candle_core::Result<(Tensor, Tensor)> {
+    /// `rows` random training windows drawn with `rng`: inputs and next-token targets.
+    fn draw(&self, rows: usize, rng: &mut LingoRng) -> candle_core::Result<(Tensor, Tensor)> {
         let t = self.block;
+        let (x, y) = self.data.random_batch(Split::Train, rows, t, rng);
         Ok((
             Tensor::from_vec(x, (rows, t), &Device::Cpu)?,
             Tensor::from_vec(y, (rows, t), &Device::Cpu)?,
         ))
     }
+}
+
+/// The batch `x → y` (`[rows, t]` token ids) cut into at most `shards` runs of rows, each a
+/// [`Shard`] computing `model`'s mean loss over its rows.
+pub fn shards<'a>(
+    model: &'a Gpt,
+    x: &Tensor,
+    y: &Tensor,
+    shards: usize,
+) -> candle_core::Result<Vec<Shard<'a>>> {
+    let (b, t) = x.dims2()?;
+    let rows = b.div_ceil(shards.max(1));
+    let mut parts = Vec::with_capacity(shards);
+    for start in (0..b).step_by(rows.max(1)) {
+        let len = rows.min(b - start);
+        let (x, y) = (x.narrow(0, start, len)?, y.narrow(0, start, len)?);
+        parts.push(Shard {
+            tokens: len * t,
+            loss: Box::new(move |ctx: &mut Ctx| model.loss(&x, &y, ctx)),
+        });
+    }
+    Ok(parts)
 }
 
 impl TrainTask for LmTask {
@@ -182,37 +201,18 @@ impl TrainTask for LmTask {
         batch_size: usize,
         ctx: &mut Ctx,
     ) -> candle_core::Result<(Tensor, usize)> {
-        let t = self.block;
-        let (x, y) = self
-            .data
-            .random_batch(Split::Train, batch_size, t, &mut ctx.rng);
-        let (x, y) = self.batch(x, y, batch_size)?;
-        Ok((self.model.loss(&x, &y, ctx)?, batch_size * t))
+        let (x, y) = self.draw(batch_size, &mut ctx.rng)?;
+        Ok((self.model.loss(&x, &y, ctx)?, batch_size * self.block))
     }
 
     fn train_shards(
         &mut self,
         batch_size: usize,
-        shards: usize,
+        n: usize,
         ctx: &mut Ctx,
     ) -> candle_core::Result<Option<Vec<Shard<'_>>>> {
-        let t = self.block;
-        let (x, y) = self
-            .data
-            .random_batch(Split::Train, batch_size, t, &mut ctx.rng);
-        let (x, y) = self.batch(x, y, batch_size)?;
-        let model = &self.model;
-        let rows = batch_size.div_ceil(shards);
-        let mut parts = Vec::with_capacity(shards);
-        for start in (0..batch_size).step_by(rows) {
-            let len = rows.min(batch_size - start);
-            let (x, y) = (x.narrow(0, start, len)?, y.narrow(0, start, len)?);
-            parts.push(Shard {
-                tokens: len * t,
-                loss: Box::new(move |ctx: &mut Ctx| model.loss(&x, &y, ctx)),
-            });
-        }
-        Ok(Some(parts))
+        let (x, y) = self.draw(batch_size, &mut ctx.rng)?;
+        Ok(Some(shards(&self.model, &x, &y, n)?))
     }
 
     fn eval_loss(&mut self, batch_size: usize, max_batches: usize) -> candle_core::Result<f64> {

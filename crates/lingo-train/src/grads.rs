@@ -30,6 +30,15 @@ impl Gradients {
         Ok(())
     }
 
+    /// Adds `grads` to a running sum that has no term before the first.
+    pub fn sum_into(total: &mut Option<Gradients>, grads: Gradients) -> Result<()> {
+        match total {
+            None => *total = Some(grads),
+            Some(t) => t.accumulate(grads)?,
+        }
+        Ok(())
+    }
+
     /// `√Σ‖g‖²` over every gradient.
     pub fn global_norm(&self) -> Result<f64> {
         let mut total = 0.0;

@@ -548,10 +548,7 @@ impl Trainer {
             };
             loss_sum += loss;
             tokens += n;
-            match &mut total {
-                None => total = Some(grads),
-                Some(t) => t.accumulate(grads)?,
-            }
+            Gradients::sum_into(&mut total, grads)?;
         }
         Ok((
             loss_sum / self.config.grad_accum as f64,
@@ -599,12 +596,21 @@ fn whole_micro_batch(
 ) -> crate::Result<(f64, usize, Gradients)> {
     let (loss, n) = task.train_loss(batch_size, ctx)?;
     let value = loss.to_scalar::<f32>()? as f64;
+    Ok((value, n, gradients(loss, ctx, named)?))
+}
+
+/// The parameters' gradients of `loss`, with those of the layers `ctx` recomputed.
+fn gradients(
+    loss: Tensor,
+    ctx: &Ctx,
+    named: &[(String, candle_core::Var)],
+) -> candle_core::Result<Gradients> {
     let mut store = loss.backward()?;
     drop(loss);
     if let Some(recomputed) = &ctx.recompute {
         store.extend(recomputed.take())?;
     }
-    Ok((value, n, Gradients::from_store(named, &store)))
+    Ok(Gradients::from_store(named, &store))
 }
 
 /// One micro-batch in shards, each forward and backward on its own thread: the token-weighted
@@ -643,11 +649,7 @@ pub fn sharded_micro_batch(
             let weight = shard.tokens as f64 / total as f64;
             let loss = (shard.loss)(&mut shard_ctx)?;
             let value = loss.to_scalar::<f32>()? as f64 * weight;
-            let mut store = (loss * weight)?.backward()?;
-            if let Some(recomputed) = &shard_ctx.recompute {
-                store.extend(recomputed.take())?;
-            }
-            Ok((value, Gradients::from_store(named, &store)))
+            Ok((value, gradients((loss * weight)?, &shard_ctx, named)?))
         })
         .collect();
     let mut loss = 0.0;
@@ -655,10 +657,7 @@ pub fn sharded_micro_batch(
     for result in results {
         let (value, grads) = result?;
         loss += value;
-        match &mut sum {
-            None => sum = Some(grads),
-            Some(s) => s.accumulate(grads)?,
-        }
+        Gradients::sum_into(&mut sum, grads)?;
     }
     Ok((loss, total, sum.expect("at least one shard")))
 }

@@ -143,26 +143,18 @@ pub(super) fn time_ms(
     Ok(times)
 }
 
+/// A step's batch as shards computed at once, as the trainer's `data_parallel` runs them.
+type MakeShards<'s, 'a> = &'s dyn Fn() -> candle_core::Result<Vec<lingo_train::Shard<'a>>>;
+
 /// Times `loss` as a training step (forward in training mode with a fresh seed each step,
-/// backward, clipping at 1.0, AdamW) and as a forward pass in evaluation mode.
+/// backward, clipping at 1.0, AdamW) — the step's batch in `shards` when given — and as a forward
+/// pass in evaluation mode.
 fn time_training(
     iters: usize,
     store: &ParamStore,
     adamw: AdamWConfig,
-    loss: impl FnMut(&mut Ctx) -> candle_core::Result<Tensor>,
-) -> anyhow::Result<Timings> {
-    time_sharded_training(iters, store, adamw, loss, |_| unreachable!("one shard"), 1)
-}
-
-/// As [`time_training`], the step's batch computed as `shards` shards at once (`shard_losses`
-/// gives their losses and token counts, as the trainer's `data_parallel` runs them).
-fn time_sharded_training<'a>(
-    iters: usize,
-    store: &ParamStore,
-    adamw: AdamWConfig,
     mut loss: impl FnMut(&mut Ctx) -> candle_core::Result<Tensor>,
-    shard_losses: impl Fn(usize) -> candle_core::Result<Vec<lingo_train::Shard<'a>>>,
-    shards: usize,
+    shards: Option<MakeShards>,
 ) -> anyhow::Result<Timings> {
     let lr = adamw.lr;
     let mut opt = Optimizer::new(
@@ -176,13 +168,16 @@ fn time_sharded_training<'a>(
     let train_ms = time_ms(iters, 3, || {
         steps += 1;
         let mut ctx = Ctx::train(LingoRng::new(steps));
-        let grads = if shards > 1 {
-            let parts = shard_losses(shards)?;
-            lingo_train::trainer::sharded_micro_batch(parts, steps, &ctx, store, &named)?.2
-        } else {
-            let loss = loss(&mut ctx)?;
-            loss.to_scalar::<f32>()?;
-            Gradients::from_store(&named, &loss.backward()?)
+        let grads = match shards {
+            Some(shards) => {
+                let parts = shards()?;
+                lingo_train::trainer::sharded_micro_batch(parts, steps, &ctx, store, &named)?.2
+            }
+            None => {
+                let loss = loss(&mut ctx)?;
+                loss.to_scalar::<f32>()?;
+                Gradients::from_store(&named, &loss.backward()?)
+            }
         };
         let scale = clip_scale(grads.global_norm()?, Some(1.0));
         opt.step(0, &grads, lr, scale)?;
@@ -213,14 +208,21 @@ fn gpt_config() -> GptConfig {
     }
 }
 
-fn bench_gpt(iters: usize) -> anyhow::Result<Timings> {
-    let cfg = gpt_config();
+/// A GPT of shape `cfg` on a fixed random batch of `batch` windows, its training step computed
+/// in `shards` shards (1: in one piece). Neither benchmark GPT has dropout, so training mode
+/// computes what evaluation does.
+fn bench_gpt(
+    cfg: &GptConfig,
+    batch: usize,
+    shards: usize,
+    iters: usize,
+) -> anyhow::Result<Timings> {
     let store = ParamStore::new(0, &Device::Cpu);
     let model = Gpt::new(cfg.clone(), &store.root())?;
     let mut rng = LingoRng::new(0);
-    let shape = (GPT_BATCH, cfg.context_length);
+    let shape = (batch, cfg.context_length);
     let mut ids = || -> candle_core::Result<Tensor> {
-        let v = (0..GPT_BATCH * cfg.context_length)
+        let v = (0..batch * cfg.context_length)
             .map(|_| rng.below(cfg.vocab_size) as u32)
             .collect();
         Tensor::from_vec(v, shape, &Device::Cpu)
@@ -232,8 +234,9 @@ fn bench_gpt(iters: usize) -> anyhow::Result<Timings> {
         weight_decay: 0.1,
         ..Default::default()
     };
-    // The benchmark GPT has no dropout, so training mode computes what evaluation does.
-    time_training(iters, &store, adamw, |ctx| model.loss(&x, &y, ctx))
+    let make_shards = || lingo_tasks::language_model::shards(&model, &x, &y, shards);
+    let sharded = (shards > 1).then_some(&make_shards as MakeShards);
+    time_training(iters, &store, adamw, |ctx| model.loss(&x, &y, ctx), sharded)
 }
 
 /// The nanoGPT character recipe (configs/shakespeare-char.json): batch 12, two shards.
@@ -250,50 +253,6 @@ fn char_config() -> GptConfig {
         tied_embeddings: true,
         ..Default::default()
     }
-}
-
-fn bench_char(iters: usize) -> anyhow::Result<Timings> {
-    let cfg = char_config();
-    let store = ParamStore::new(0, &Device::Cpu);
-    let model = Gpt::new(cfg.clone(), &store.root())?;
-    let mut rng = LingoRng::new(0);
-    let (b, t) = (CHAR_BATCH, cfg.context_length);
-    let mut ids = || -> candle_core::Result<Tensor> {
-        let v = (0..b * t)
-            .map(|_| rng.below(cfg.vocab_size) as u32)
-            .collect();
-        Tensor::from_vec(v, (b, t), &Device::Cpu)
-    };
-    let (x, y) = (ids()?, ids()?);
-    let adamw = AdamWConfig {
-        lr: 1e-3,
-        beta2: 0.99,
-        weight_decay: 0.1,
-        ..Default::default()
-    };
-    let shard_losses = |shards: usize| {
-        let rows = b.div_ceil(shards);
-        (0..b)
-            .step_by(rows)
-            .map(|start| {
-                let len = rows.min(b - start);
-                let (x, y) = (x.narrow(0, start, len)?, y.narrow(0, start, len)?);
-                let model = &model;
-                Ok(lingo_train::Shard {
-                    tokens: len * t,
-                    loss: Box::new(move |ctx: &mut Ctx| model.loss(&x, &y, ctx)),
-                })
-            })
-            .collect()
-    };
-    time_sharded_training(
-        iters,
-        &store,
-        adamw,
-        |ctx| model.loss(&x, &y, ctx),
-        shard_losses,
-        CHAR_SHARDS,
-    )
 }
 
 /// The Multi30k recipe's model (configs/multi30k-lstm.json) on a fixed batch of 64 pairs.
@@ -345,9 +304,13 @@ fn bench_seq2seq(iters: usize) -> anyhow::Result<Timings> {
         weight_decay: 0.0,
         ..Default::default()
     };
-    time_training(iters, &store, adamw, |ctx| {
-        model.loss(&batch, &Seq2SeqLoss::default(), ctx)
-    })
+    time_training(
+        iters,
+        &store,
+        adamw,
+        |ctx| model.loss(&batch, &Seq2SeqLoss::default(), ctx),
+        None,
+    )
 }
 
 fn training_rows(t: Timings, tokens: usize) -> Vec<Row> {
@@ -428,10 +391,16 @@ fn bench_finetune(iters: usize) -> anyhow::Result<Timings> {
         weight_decay: 0.01,
         ..Default::default()
     };
-    time_training(iters, &store, adamw, |ctx| {
-        let logits = model.forward(&ModelInputs::new(ids.clone()), ctx)?.output;
-        lingo_kernels::cross_entropy(&logits, &labels, Default::default())
-    })
+    time_training(
+        iters,
+        &store,
+        adamw,
+        |ctx| {
+            let logits = model.forward(&ModelInputs::new(ids.clone()), ctx)?.output;
+            lingo_kernels::cross_entropy(&logits, &labels, Default::default())
+        },
+        None,
+    )
 }
 
 const PRETRAIN_BATCH: (usize, usize) = (32, 128);
@@ -459,10 +428,16 @@ fn bench_pretrain(iters: usize) -> anyhow::Result<Timings> {
         weight_decay: 0.01,
         ..Default::default()
     };
-    time_training(iters, &store, adamw, |ctx| {
-        let logits = model.forward(&inputs, ctx)?.output;
-        lingo_kernels::cross_entropy(&logits, &targets, Default::default())
-    })
+    time_training(
+        iters,
+        &store,
+        adamw,
+        |ctx| {
+            let logits = model.forward(&inputs, ctx)?.output;
+            lingo_kernels::cross_entropy(&logits, &targets, Default::default())
+        },
+        None,
+    )
 }
 
 const GPT2_PROMPT: usize = 32;
@@ -673,7 +648,7 @@ impl Bench {
                         c.vocab_size, c.context_length, c.d_model, c.n_heads, c.n_layers, c.d_ff()
                     );
                     timing();
-                    let t = bench_gpt(iters)?;
+                    let t = bench_gpt(&c, GPT_BATCH, 1, iters)?;
                     let tokens = GPT_BATCH * c.context_length;
                     (
                         "gpt",
@@ -690,7 +665,7 @@ impl Bench {
                         c.vocab_size, c.context_length, c.d_model, c.n_heads, c.n_layers
                     );
                     timing();
-                    let t = bench_char(iters)?;
+                    let t = bench_gpt(&c, CHAR_BATCH, CHAR_SHARDS, iters)?;
                     let tokens = CHAR_BATCH * c.context_length;
                     (
                         "char",
@@ -822,6 +797,14 @@ impl Measured {
         self.torch.as_ref().and_then(|t| t.ms(row.key))
     }
 
+    /// The median milliseconds of `row`: Lingo's, and PyTorch's if it ran.
+    fn medians(&self, row: &Row) -> (f64, Option<f64>) {
+        (
+            median(&row.lingo_ms),
+            self.torch_ms(row).map(|t| median(&t)),
+        )
+    }
+
     fn print(&self) {
         println!();
         let torch_name = self.torch.as_ref().map(|t| format!("PyTorch {}", t.torch));
@@ -837,12 +820,11 @@ impl Measured {
             }
         );
         for row in &self.rows {
-            let ours = median(&row.lingo_ms);
+            let (ours, theirs) = self.medians(row);
             let rate = |ms: f64| row.per_iter as f64 / ms * 1e3;
             let lingo_cell = format!("{ours:.1} ({:.0})", rate(ours));
-            match self.torch_ms(row) {
+            match theirs {
                 Some(t) => {
-                    let t = median(&t);
                     println!(
                         "{:<34} {lingo_cell:>16} {:>20} {:>13.2}×",
                         row.label,
@@ -867,8 +849,7 @@ impl Measured {
             .rows
             .iter()
             .map(|r| {
-                let ours = median(&r.lingo_ms);
-                let theirs = self.torch_ms(r).map(|t| median(&t));
+                let (ours, theirs) = self.medians(r);
                 serde_json::json!({
                     "measure": r.key,
                     "label": r.label,
@@ -897,8 +878,7 @@ fn print_summary(measured: &[Measured]) {
     );
     for m in measured {
         for row in &m.rows {
-            let ours = median(&row.lingo_ms);
-            let theirs = m.torch_ms(row).map(|t| median(&t));
+            let (ours, theirs) = m.medians(row);
             println!(
                 "{:<10} {:<34} {:>12.1} {:>12} {:>8}",
                 m.name,
