@@ -86,8 +86,7 @@ fn hf_folders() -> Vec<Target> {
                 move |input, dir| {
                     write(dir, "config.json", input)?;
                     write(dir, "model.safetensors", &weights)?;
-                    AutoModel::load(dir, &LoadOptions::default()).map_err(|e| e.to_string())?;
-                    Ok(())
+                    accepted(AutoModel::load(dir, &LoadOptions::default()))
                 },
             )
         })
@@ -100,12 +99,16 @@ fn safetensors_file() -> Target {
         .iter()
         .map(|f| read(&hf_fixture(f).join("model.safetensors")))
         .collect();
-    target("safetensors", Format::Safetensors, seeds, |input, dir| {
-        let path = write(dir, "model.safetensors", input)?;
-        lingo_nn::params::read_safetensors_metadata(&path).map_err(|e| e.to_string())?;
-        lingo_nn::params::read_safetensors(&path, &Device::Cpu).map_err(|e| e.to_string())?;
-        Ok(())
-    })
+    one_file(
+        "safetensors",
+        Format::Safetensors,
+        seeds,
+        "model.safetensors",
+        |path| {
+            accepted(lingo_nn::params::read_safetensors_metadata(path))?;
+            accepted(lingo_nn::params::read_safetensors(path, &Device::Cpu))
+        },
+    )
 }
 
 /// The BERT fixture's weights in two shards; the index is fuzzed (including names of shards that
@@ -143,8 +146,7 @@ fn sharded_weights() -> Target {
                 write(dir, file, bytes)?;
             }
             write(dir, "model.safetensors.index.json", input)?;
-            AutoModel::load(dir, &LoadOptions::default()).map_err(|e| e.to_string())?;
-            Ok(())
+            accepted(AutoModel::load(dir, &LoadOptions::default()))
         },
     )
 }
@@ -187,16 +189,15 @@ fn checkpoint_file() -> Target {
         serde_json::json!({ "task": "fuzz" }),
     );
     checkpoint::save(&path, &store, &optimizer, Vec::new(), &meta).expect("saves");
-    target(
+    one_file(
         "checkpoint",
         Format::Safetensors,
         vec![read(&path)],
-        |input, dir| {
-            let path = write(dir, "checkpoint.safetensors", input)?;
-            checkpoint::read_meta(&path).map_err(|e| e.to_string())?;
+        "checkpoint.safetensors",
+        |path| {
+            accepted(checkpoint::read_meta(path))?;
             let (store, mut optimizer) = tiny_run();
-            checkpoint::load(&path, &store, &mut optimizer).map_err(|e| e.to_string())?;
-            Ok(())
+            accepted(checkpoint::load(path, &store, &mut optimizer))
         },
     )
 }
@@ -207,14 +208,12 @@ fn tokenizer_json() -> Target {
         .iter()
         .map(|d| read(&fixtures.join(d).join("tokenizer.json")))
         .collect();
-    target("tokenizer", Format::Json, seeds, |input, dir| {
-        let path = write(dir, "tokenizer.json", input)?;
-        let tok = lingo_data::Tokenizer::load(&path).map_err(|e| e.to_string())?;
+    one_file("tokenizer", Format::Json, seeds, "tokenizer.json", |path| {
+        let tok = lingo_data::Tokenizer::load(path).map_err(|e| e.to_string())?;
         let ids = tok
             .encode("Hello, world! naïve café — 1234 \u{1F600}")
             .map_err(|e| e.to_string())?;
-        tok.decode(&ids).map_err(|e| e.to_string())?;
-        Ok(())
+        accepted(tok.decode(&ids))
     })
 }
 
@@ -272,9 +271,7 @@ fn recipes() -> Vec<Target> {
                 .map(|p| read(p))
                 .collect();
             assert!(!seeds.is_empty(), "no shipped recipe loads as {name}");
-            target(name, Format::Json, seeds, move |input, dir| {
-                load(&write(dir, "recipe.json", input)?)
-            })
+            one_file(name, Format::Json, seeds, "recipe.json", load)
         })
         .collect();
     let all = configs.iter().map(|p| read(p)).collect();
@@ -288,48 +285,53 @@ fn recipes() -> Vec<Target> {
     targets
 }
 
+/// A reader of one file, fuzzed as `file` (its extension picks the format) from `seeds`.
+fn one_file(
+    name: &str,
+    format: Format,
+    seeds: Vec<Vec<u8>>,
+    file: &'static str,
+    read: fn(&Path) -> Result<(), String>,
+) -> Target {
+    target(name, format, seeds, move |input, dir| {
+        read(&write(dir, file, input)?)
+    })
+}
+
 /// Small hand-written samples of each dataset format Lingo reads.
 fn datasets() -> Vec<Target> {
     let text = |s: &str| vec![s.as_bytes().to_vec()];
     vec![
-        target(
+        one_file(
             "data:labelled-tsv",
             Format::Text,
             text("sentence\tlabel\na fine film\t1\nnot good at all\t0\n\"quoted\ttab\"\t1\n"),
-            |input, dir| {
-                let p = write(dir, "train.tsv", input)?;
-                lingo_data::read_labelled(&p).map(drop).map_err(|e| e.to_string())
-            },
+            "train.tsv",
+            |p| accepted(lingo_data::read_labelled(p)),
         ),
-        target(
+        one_file(
             "data:labelled-jsonl",
             Format::Text,
             text("{\"text\": \"a fine film\", \"label\": 1}\n{\"sentence1\": \"q\", \"sentence2\": \"r\", \"label\": \"yes\"}\n"),
-            |input, dir| {
-                let p = write(dir, "train.jsonl", input)?;
-                lingo_data::read_labelled(&p).map(drop).map_err(|e| e.to_string())
-            },
+            "train.jsonl",
+            |p| accepted(lingo_data::read_labelled(p)),
         ),
-        target(
+        one_file(
             "data:parallel-tsv",
             Format::Text,
             text("a small house\tein kleines Haus\ntwo dogs run\tzwei Hunde laufen\n"),
-            |input, dir| {
-                let p = write(dir, "pairs.tsv", input)?;
-                lingo_data::read_pairs(&p, None).map(drop).map_err(|e| e.to_string())
-            },
+            "pairs.tsv",
+            |p| accepted(lingo_data::read_pairs(p, None)),
         ),
-        target(
+        one_file(
             "data:parallel-jsonl",
             Format::Text,
             vec![
                 b"{\"source\": \"a small house\", \"target\": \"ein kleines Haus\"}\n{\"source\": \"x\", \"target\": \"y\"}\n".to_vec(),
                 b"[{\"source\": \"two dogs\", \"target\": \"zwei Hunde\"}]".to_vec(),
             ],
-            |input, dir| {
-                let p = write(dir, "pairs.jsonl", input)?;
-                lingo_data::read_pairs(&p, None).map(drop).map_err(|e| e.to_string())
-            },
+            "pairs.jsonl",
+            |p| accepted(lingo_data::read_pairs(p, None)),
         ),
         target(
             "data:parallel-lines",
@@ -338,54 +340,46 @@ fn datasets() -> Vec<Target> {
             |input, dir| {
                 let s = write(dir, "train.en", input)?;
                 let t = write(dir, "train.de", b"ein kleines Haus\nzwei Hunde laufen\n")?;
-                lingo_data::read_pairs(&s, Some(&t)).map(drop).map_err(|e| e.to_string())
+                accepted(lingo_data::read_pairs(&s, Some(&t)))
             },
         ),
-        target(
+        one_file(
             "data:conll",
             Format::Text,
             text("-DOCSTART- -X- -X- O\n\nAnna NNP B-NP B-PER\nlives VBZ B-VP O\nin IN B-PP O\nParis NNP B-NP B-LOC\n. . O O\n\n"),
-            |input, dir| {
-                let p = write(dir, "train.conll", input)?;
-                lingo_data::read_tagged_column(&p, UdColumn::Upos).map(drop).map_err(|e| e.to_string())
-            },
+            "train.conll",
+            |p| accepted(lingo_data::read_tagged_column(p, UdColumn::Upos)),
         ),
-        target(
+        one_file(
             "data:conllu",
             Format::Text,
             text("# sent_id = 1\n# text = Dogs bark.\n1\tDogs\tdog\tNOUN\tNNS\t_\t2\tnsubj\t_\t_\n2\tbark\tbark\tVERB\tVBP\t_\t0\troot\t_\tSpaceAfter=No\n2.1\tx\tx\tX\tX\t_\t_\t_\t_\t_\n3-4\tdon't\t_\t_\t_\t_\t_\t_\t_\t_\n3\t.\t.\tPUNCT\t.\t_\t2\tpunct\t_\t_\n\n"),
-            |input, dir| {
-                let p = write(dir, "train.conllu", input)?;
-                lingo_data::read_conllu(&p, UdColumn::Xpos).map(drop).map_err(|e| e.to_string())
-            },
+            "train.conllu",
+            |p| accepted(lingo_data::read_conllu(p, UdColumn::Xpos)),
         ),
-        target(
+        one_file(
             "data:squad",
             Format::Json,
             text(r#"{"version": "v2.0", "data": [{"title": "T", "paragraphs": [{"context": "The cat sat on the mat in 1999.", "qas": [{"id": "q1", "question": "Where did the cat sit?", "answers": [{"text": "on the mat", "answer_start": 8}], "is_impossible": false}, {"id": "q2", "question": "Why?", "answers": [], "is_impossible": true}]}]}]}"#),
-            |input, dir| {
-                let p = write(dir, "train.json", input)?;
-                let _ = lingo_data::read_squad(&p, true);
-                lingo_data::read_squad(&p, false).map(drop).map_err(|e| e.to_string())
+            "train.json",
+            |p| {
+                let _ = lingo_data::read_squad(p, true);
+                accepted(lingo_data::read_squad(p, false))
             },
         ),
-        target(
+        one_file(
             "data:text",
             Format::Text,
             text("First line of text.\nSecond line, with ünïcödé.\n"),
-            |input, dir| {
-                let p = write(dir, "input.txt", input)?;
-                lingo_data::read_text(&p).map(drop).map_err(|e| e.to_string())
-            },
+            "input.txt",
+            |p| accepted(lingo_data::read_text(p)),
         ),
-        target(
+        one_file(
             "data:word-vectors",
             Format::Text,
             text("3 4\nthe 0.1 0.2 -0.3 0.4\ncat 1e-3 2 3 4\n, 0 0 0 0\n"),
-            |input, dir| {
-                let p = write(dir, "vectors.txt", input)?;
-                lingo_data::read_word_vectors(&p, |_| true).map(drop).map_err(|e| e.to_string())
-            },
+            "vectors.txt",
+            |p| accepted(lingo_data::read_word_vectors(p, |_| true)),
         ),
     ]
 }
