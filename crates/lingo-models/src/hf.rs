@@ -7,7 +7,7 @@
 //! not, and tied weights are stored once. Every failure names the file and the tensor or field.
 
 use candle_core::{DType, Device, Tensor};
-use lingo_nn::params::read_safetensors;
+use lingo_nn::params::MappedSafetensors;
 use lingo_nn::{ParamPath, ParamStore};
 use serde::de::DeserializeOwned;
 use std::collections::{BTreeSet, HashMap, HashSet};
@@ -35,14 +35,14 @@ impl LoadError {
 
 pub type Result<T> = std::result::Result<T, LoadError>;
 
-/// An opened model folder: its parsed `config.json` and every tensor of its weights, which a model
-/// takes as it is built ([`Checkpoint::build`]).
+/// An opened model folder: its parsed `config.json` and its weights, memory-mapped, from which a
+/// model takes each tensor as it is built ([`Checkpoint::build`]).
 pub struct Checkpoint {
     pub dir: PathBuf,
     pub config: serde_json::Value,
     pub device: Device,
     /// The tensors no parameter has taken yet.
-    tensors: Arc<Mutex<HashMap<String, Tensor>>>,
+    tensors: Arc<Mutex<HashMap<String, Pending>>>,
     /// Every stored name.
     stored: BTreeSet<String>,
     /// Parameter name → the stored name its value came from.
@@ -56,6 +56,29 @@ pub struct Checkpoint {
     /// Build the linear layers with int8 or bf16 weights ([`ParamStore::hold_linears_as`]): asked
     /// for at load time, or (int8) declared by a quantized folder.
     pub quantize: Option<crate::quantize::Quantization>,
+}
+
+/// A stored tensor no parameter has taken yet: still in its (mapped) file, or already read (the
+/// dequantized weights of an int8 folder).
+enum Pending {
+    Mapped(Arc<MappedSafetensors>),
+    Read(Tensor),
+}
+
+impl Pending {
+    fn dtype(&self, name: &str) -> Option<DType> {
+        match self {
+            Pending::Mapped(file) => file.dtype(name),
+            Pending::Read(t) => Some(t.dtype()),
+        }
+    }
+
+    fn read(self, name: &str, device: &Device) -> candle_core::Result<Tensor> {
+        match self {
+            Pending::Mapped(file) => file.load(name, device),
+            Pending::Read(t) => Ok(t),
+        }
+    }
 }
 
 /// A conversion of a stored tensor into Lingo's layout (GPT-2's `[in, out]` Conv1D weights).
@@ -107,14 +130,23 @@ pub struct Built<M> {
 impl Checkpoint {
     pub fn open(dir: &Path, device: &Device) -> Result<Self> {
         let config = read_config(dir)?;
-        let (mut tensors, weights_file) = read_weights(dir, device)?;
+        let (mut tensors, weights_file) = read_weights(dir)?;
         let quantize = crate::quantize::declared(&config)
             .map_err(|e| LoadError::invalid(&dir.join("config.json"), e))?;
         if quantize.is_some() {
-            crate::quantize::dequantize_stored(&mut tensors)
+            // Dequantizing pairs each int8 weight with its scale: read everything first.
+            let mut read = HashMap::new();
+            for (name, pending) in tensors.drain() {
+                let t = pending.read(&name, device)?;
+                read.insert(name, t);
+            }
+            crate::quantize::dequantize_stored(&mut read)
                 .map_err(|e| LoadError::invalid(Path::new(&weights_file), e))?;
+            tensors = (read.into_iter())
+                .map(|(n, t)| (n, Pending::Read(t)))
+                .collect();
         }
-        let stored_dtype = most_common_float_dtype(tensors.values());
+        let stored_dtype = most_common_float_dtype(tensors.iter().filter_map(|(n, p)| p.dtype(n)));
         Ok(Checkpoint {
             dir: dir.into(),
             config,
@@ -261,6 +293,7 @@ impl Checkpoint {
         let prefixes: Vec<String> = lookup.prefixes.iter().map(|p| p.to_string()).collect();
         let convert = lookup.convert;
         let file = self.weights_file.clone();
+        let device = self.device.clone();
         // A config that describes far more than the weights hold (a layer count of 4 billion in
         // a small file) would otherwise initialise every missing parameter before `build` could
         // name the first: new parameters (a head) are few, so past as many as the stored tensors
@@ -279,7 +312,8 @@ impl Checkpoint {
                 }
                 return Ok(None);
             };
-            let t = convert(name, tensors.remove(&stored).expect("found above"))?;
+            let pending = tensors.remove(&stored).expect("found above");
+            let t = convert(name, pending.read(&stored, &device)?)?;
             if t.dims() != shape {
                 candle_core::bail!(
                     "{file}: tensor `{name}` has shape {:?}, the model expects {shape:?}",
@@ -371,10 +405,10 @@ pub fn set_saved_dtype(config: &mut serde_json::Value, dtype: DType) {
     }
 }
 
-fn most_common_float_dtype<'a>(tensors: impl Iterator<Item = &'a Tensor>) -> DType {
+fn most_common_float_dtype(dtypes: impl Iterator<Item = DType>) -> DType {
     let mut counts: HashMap<DType, usize> = HashMap::new();
-    for t in tensors.filter(|t| t.dtype().is_float()) {
-        *counts.entry(t.dtype()).or_default() += 1;
+    for d in dtypes.filter(|d| d.is_float()) {
+        *counts.entry(d).or_default() += 1;
     }
     // Ties go to the wider dtype, so nothing is narrowed on a guess.
     let width = |d: &DType| {
@@ -388,12 +422,18 @@ fn most_common_float_dtype<'a>(tensors: impl Iterator<Item = &'a Tensor>) -> DTy
         .map_or(DType::F32, |(d, _)| d)
 }
 
-/// Every tensor of the folder's safetensors weights (one file, or the shards of an index).
-fn read_weights(dir: &Path, device: &Device) -> Result<(HashMap<String, Tensor>, String)> {
+/// Every tensor of the folder's safetensors weights (one file, or the shards of an index), still
+/// in their mapped files.
+fn read_weights(dir: &Path) -> Result<(HashMap<String, Pending>, String)> {
+    let mapped = |path: &Path| -> Result<HashMap<String, Pending>> {
+        let file = Arc::new(MappedSafetensors::open(path)?);
+        Ok((file.names())
+            .map(|n| (n.to_string(), Pending::Mapped(file.clone())))
+            .collect())
+    };
     let single = dir.join("model.safetensors");
     if single.exists() {
-        let t = read_safetensors(&single, device)?;
-        return Ok((t, single.display().to_string()));
+        return Ok((mapped(&single)?, single.display().to_string()));
     }
     let index = dir.join("model.safetensors.index.json");
     if index.exists() {
@@ -408,7 +448,7 @@ fn read_weights(dir: &Path, device: &Device) -> Result<(HashMap<String, Tensor>,
         shards.dedup();
         let mut tensors = HashMap::new();
         for shard in shards {
-            tensors.extend(read_safetensors(&dir.join(shard), device)?);
+            tensors.extend(mapped(&dir.join(shard))?);
         }
         for (name, shard) in map {
             if !tensors.contains_key(name) {

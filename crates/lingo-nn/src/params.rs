@@ -278,7 +278,7 @@ impl ParamStore {
             return Ok(existing.as_tensor().clone());
         }
         let value = inner.produce(name, shape, init)?.to_dtype(dtype)?;
-        let var = Var::from_tensor(&value)?;
+        let var = Var::from_owned_tensor(value)?;
         let index = inner.params.len();
         inner.params.push((name.to_string(), var.clone()));
         inner.by_name.insert(name.to_string(), index);
@@ -406,41 +406,131 @@ pub fn tensors_to_safetensors_with_int8(
 /// Reads a safetensors file, with errors that name it (missing, truncated, malformed). Int8
 /// tensors (quantized weights; candle has no i8 dtype) are read as their values in f32.
 pub fn read_safetensors(path: &Path, device: &Device) -> Result<HashMap<String, Tensor>> {
-    use candle_core::safetensors::Load;
-    let bytes = std::fs::read(path)
-        .map_err(|e| candle_core::Error::Msg(format!("reading {}: {e}", path.display())))?;
-    let invalid = |e: &dyn std::fmt::Display| {
-        candle_core::Error::Msg(format!(
-            "{}: not a valid safetensors file ({e})",
-            path.display()
-        ))
-    };
-    let file = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| invalid(&e))?;
+    let file = MappedSafetensors::open(path)?;
     let mut tensors = HashMap::new();
-    for (name, view) in file.tensors() {
-        let t = match view.dtype() {
-            safetensors::Dtype::I8 => {
-                let values: Vec<f32> = view.data().iter().map(|&b| b as i8 as f32).collect();
-                Tensor::from_vec(values, view.shape(), device)
-            }
-            _ => view.load(device),
-        }
-        .map_err(|e| invalid(&format!("tensor {name}: {e}")))?;
-        tensors.insert(name, t);
+    for name in file.names() {
+        tensors.insert(name.to_string(), file.load(name, device)?);
     }
     Ok(tensors)
 }
 
+/// A safetensors file whose header is validated when it is opened, each tensor read only when
+/// [`MappedSafetensors::load`] asks for it: an f32 tensor is read from the file straight into the
+/// parameter's own buffer, so loading a model holds its parameters and nothing else — not the
+/// file's bytes beside them. (The file is memory-mapped to validate the header against its
+/// length; the tensors' pages are never touched through the mapping.)
+pub struct MappedSafetensors {
+    path: std::path::PathBuf,
+    file: std::fs::File,
+    map: memmap2::Mmap,
+    /// Name → (dtype, shape, byte range in the file).
+    entries: HashMap<String, (safetensors::Dtype, Vec<usize>, std::ops::Range<usize>)>,
+}
+
+impl MappedSafetensors {
+    pub fn open(path: &Path) -> Result<Self> {
+        let io =
+            |e: std::io::Error| candle_core::Error::Msg(format!("reading {}: {e}", path.display()));
+        let file = std::fs::File::open(path).map_err(io)?;
+        // SAFETY: the mapping is read-only and private. Like every reader that maps weights
+        // (safetensors' own, transformers'), it assumes the file is not truncated while open.
+        let map = unsafe { memmap2::Mmap::map(&file) }.map_err(io)?;
+        let parsed =
+            safetensors::SafeTensors::deserialize(&map).map_err(|e| not_safetensors(path, &e))?;
+        let base = map.as_ptr() as usize;
+        let entries = (parsed.tensors().into_iter())
+            .map(|(name, view)| {
+                let start = view.data().as_ptr() as usize - base;
+                let range = start..start + view.data().len();
+                (name, (view.dtype(), view.shape().to_vec(), range))
+            })
+            .collect();
+        Ok(MappedSafetensors {
+            path: path.into(),
+            file,
+            map,
+            entries,
+        })
+    }
+
+    /// Every tensor name, in no particular order.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.entries.keys().map(String::as_str)
+    }
+
+    /// The dtype a tensor is stored in, when candle has it (int8 reads as f32).
+    pub fn dtype(&self, name: &str) -> Option<DType> {
+        use safetensors::Dtype as S;
+        Some(match self.entries.get(name)?.0 {
+            S::F64 => DType::F64,
+            S::F32 | S::I8 => DType::F32,
+            S::F16 => DType::F16,
+            S::BF16 => DType::BF16,
+            S::U8 => DType::U8,
+            S::U32 => DType::U32,
+            S::I64 => DType::I64,
+            _ => return None,
+        })
+    }
+
+    /// Reads the tensor `name` from the file onto `device`.
+    pub fn load(&self, name: &str, device: &Device) -> Result<Tensor> {
+        use candle_core::safetensors::Load;
+        use std::os::unix::fs::FileExt;
+        let invalid =
+            |e: &dyn std::fmt::Display| not_safetensors(&self.path, &format!("tensor {name}: {e}"));
+        let Some((dtype, shape, range)) = self.entries.get(name) else {
+            bail!("{}: no tensor {name}", self.path.display());
+        };
+        let read = |buffer: &mut [u8]| {
+            self.file
+                .read_exact_at(buffer, range.start as u64)
+                .map_err(|e| invalid(&e))
+        };
+        match dtype {
+            safetensors::Dtype::F32 => {
+                let mut values = vec![0f32; range.len() / 4];
+                // SAFETY: any bytes are a valid f32; the slice covers exactly `values`' memory.
+                read(unsafe {
+                    std::slice::from_raw_parts_mut(values.as_mut_ptr().cast::<u8>(), range.len())
+                })?;
+                if cfg!(target_endian = "big") {
+                    values
+                        .iter_mut()
+                        .for_each(|v| *v = f32::from_bits(u32::from_le(v.to_bits())));
+                }
+                Tensor::from_vec(values, shape.as_slice(), device)
+            }
+            safetensors::Dtype::I8 => {
+                let mut bytes = vec![0u8; range.len()];
+                read(&mut bytes)?;
+                let values: Vec<f32> = bytes.iter().map(|&b| b as i8 as f32).collect();
+                Tensor::from_vec(values, shape.as_slice(), device)
+            }
+            _ => {
+                let mut bytes = vec![0u8; range.len()];
+                read(&mut bytes)?;
+                safetensors::tensor::TensorView::new(*dtype, shape.clone(), &bytes)
+                    .map_err(|e| invalid(&e))?
+                    .load(device)
+            }
+        }
+        .map_err(|e| invalid(&e))
+    }
+}
+
+fn not_safetensors(path: &Path, e: &dyn std::fmt::Display) -> candle_core::Error {
+    candle_core::Error::Msg(format!(
+        "{}: not a valid safetensors file ({e})",
+        path.display()
+    ))
+}
+
 /// Reads the string metadata of a safetensors file.
 pub fn read_safetensors_metadata(path: &Path) -> Result<HashMap<String, String>> {
-    let bytes = std::fs::read(path)
-        .map_err(|e| candle_core::Error::Msg(format!("reading {}: {e}", path.display())))?;
-    let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).map_err(|e| {
-        candle_core::Error::Msg(format!(
-            "{}: not a valid safetensors file ({e})",
-            path.display()
-        ))
-    })?;
+    let file = MappedSafetensors::open(path)?;
+    let (_, meta) = safetensors::SafeTensors::read_metadata(&file.map)
+        .map_err(|e| not_safetensors(path, &e))?;
     Ok(meta.metadata().clone().unwrap_or_default())
 }
 
@@ -592,6 +682,112 @@ mod tests {
         std::fs::write(&path, &bytes[..bytes.len() - 5]).unwrap();
         let err = b.load(&path).unwrap_err().to_string();
         assert!(err.contains("not a valid safetensors file"), "{err}");
+        Ok(())
+    }
+
+    #[test]
+    fn mapped_safetensors_reads_each_dtype_as_stored() -> Result<()> {
+        let dir = tempfile::tempdir().map_err(|e| candle_core::Error::Msg(e.to_string()))?;
+        let path = dir.path().join("mixed.safetensors");
+        let dev = Device::Cpu;
+        let f32s = Tensor::new(&[[1.5f32, -2.0, 3.25], [0.0, 1e-8, -7.0]], &dev)?;
+        let halves = f32s.to_dtype(DType::F16)?;
+        let bf16s = f32s.to_dtype(DType::BF16)?;
+        let ids = Tensor::new(&[7u32, 0, 4_000_000_000], &dev)?;
+        let tensors = [("a", &f32s), ("h", &halves), ("b", &bf16s), ("ids", &ids)];
+        let tensors = tensors.map(|(n, t)| (n, t.clone()));
+        candle_core::safetensors::save(&HashMap::from(tensors), &path)?;
+        // One int8 tensor, as quantized folders store them.
+        let mut bytes = std::fs::read(&path).unwrap();
+        let header_len = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+        let mut header: serde_json::Value =
+            serde_json::from_slice(&bytes[8..8 + header_len]).unwrap();
+        let end = bytes.len() - 8 - header_len;
+        header["q"] =
+            serde_json::json!({"dtype": "I8", "shape": [3], "data_offsets": [end, end + 3]});
+        let header = serde_json::to_vec(&header).unwrap();
+        let mut file = (header.len() as u64).to_le_bytes().to_vec();
+        file.extend(&header);
+        file.extend(&bytes.split_off(8 + header_len));
+        file.extend([0xFFu8, 0x01, 0x80]);
+        std::fs::write(&path, &file).unwrap();
+
+        let mapped = MappedSafetensors::open(&path)?;
+        let mut names: Vec<&str> = mapped.names().collect();
+        names.sort_unstable();
+        assert_eq!(names, ["a", "b", "h", "ids", "q"]);
+        assert_eq!(mapped.dtype("h"), Some(DType::F16));
+        assert_eq!(mapped.dtype("q"), Some(DType::F32));
+        assert_eq!(
+            mapped.load("a", &dev)?.to_vec2::<f32>()?,
+            f32s.to_vec2::<f32>()?
+        );
+        let h = mapped.load("h", &dev)?;
+        assert_eq!(h.dtype(), DType::F16);
+        let as_f32 = |t: &Tensor| t.to_dtype(DType::F32)?.to_vec2::<f32>();
+        assert_eq!(as_f32(&h)?, as_f32(&halves)?);
+        assert_eq!(as_f32(&mapped.load("b", &dev)?)?, as_f32(&bf16s)?);
+        assert_eq!(
+            mapped.load("ids", &dev)?.to_vec1::<u32>()?,
+            [7, 0, 4_000_000_000]
+        );
+        assert_eq!(
+            mapped.load("q", &dev)?.to_vec1::<f32>()?,
+            [-1.0, 1.0, -128.0]
+        );
+        let err = mapped.load("nothing", &dev).unwrap_err().to_string();
+        assert!(
+            err.contains("mixed.safetensors") && err.contains("nothing"),
+            "{err}"
+        );
+        // read_safetensors reads the same through the same reader.
+        assert_eq!(read_safetensors(&path, &dev)?.len(), 5);
+
+        std::fs::write(&path, &file[..file.len() - 1]).unwrap();
+        let err = MappedSafetensors::open(&path)
+            .err()
+            .expect("truncated")
+            .to_string();
+        assert!(
+            err.contains("mixed.safetensors") && err.contains("not a valid safetensors"),
+            "{err}"
+        );
+        std::fs::write(&path, b"").unwrap();
+        assert!(MappedSafetensors::open(&path).is_err());
+        let err = MappedSafetensors::open(&dir.path().join("absent.safetensors"))
+            .err()
+            .expect("missing")
+            .to_string();
+        assert!(err.contains("absent.safetensors"), "{err}");
+        Ok(())
+    }
+
+    /// A parameter takes over a tensor nobody else holds, and copies one that is shared: a
+    /// variable must never write into a tensor the caller still reads.
+    #[test]
+    fn parameters_take_owned_values_and_copy_shared_ones() -> Result<()> {
+        let dev = Device::Cpu;
+        let owned = Tensor::new(&[1f32, 2.0, 3.0], &dev)?;
+        let var = Var::from_owned_tensor(owned)?;
+        assert!(var.as_tensor().is_variable());
+        assert_eq!(var.to_vec1::<f32>()?, [1.0, 2.0, 3.0]);
+
+        let shared = Tensor::new(&[1f32, 2.0, 3.0], &dev)?;
+        let var = Var::from_owned_tensor(shared.clone())?;
+        var.set(&Tensor::new(&[9f32, 9.0, 9.0], &dev)?)?;
+        assert_eq!(shared.to_vec1::<f32>()?, [1.0, 2.0, 3.0]);
+        let view = Tensor::new(&[[1f32, 2.0], [3.0, 4.0]], &dev)?.t()?;
+        let var = Var::from_owned_tensor(view)?;
+        assert_eq!(var.to_vec2::<f32>()?, [[1.0, 3.0], [2.0, 4.0]]);
+        // A store built from a source keeps the values it was given.
+        let store = ParamStore::reading(
+            0,
+            &dev,
+            Box::new(|_, shape| Ok(Some(Tensor::ones(shape, DType::F32, &Device::Cpu)?))),
+        );
+        let w = store.root().get("w", &[2, 2], Init::Zeros)?;
+        store.end_source();
+        assert_eq!(w.to_vec2::<f32>()?, [[1.0, 1.0], [1.0, 1.0]]);
         Ok(())
     }
 }

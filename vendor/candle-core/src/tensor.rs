@@ -2516,6 +2516,31 @@ impl Tensor {
 
     /// Create a variable based on the values currently stored in a tensor. The storage is always
     /// copied.
+    /// `self` as a variable, taking its storage without a copy when nothing else holds it (a
+    /// tensor just built from a vector) and its layout is the plain contiguous one; otherwise
+    /// a copy, as [`Tensor::make_var`]. (Lingo addition, see vendor/README.md.)
+    pub(crate) fn into_var(self) -> Result<Tensor> {
+        if self.is_variable() {
+            return Ok(self);
+        }
+        let plain = self.layout.is_contiguous() && self.layout.start_offset() == 0;
+        match Arc::try_unwrap(self.0) {
+            Ok(inner) if plain && Arc::strong_count(&inner.storage) == 1 => {
+                Ok(Tensor(Arc::new(Tensor_ {
+                    id: TensorId::new(),
+                    storage: inner.storage,
+                    layout: inner.layout,
+                    op: BackpropOp::none(),
+                    is_variable: true,
+                    dtype: inner.dtype,
+                    device: inner.device,
+                })))
+            }
+            Ok(inner) => Tensor(Arc::new(inner)).make_var(),
+            Err(shared) => Tensor(shared).make_var(),
+        }
+    }
+
     pub(crate) fn make_var(&self) -> Result<Tensor> {
         let shape = self.shape().clone();
         let mut storage = unsafe { self.device().alloc_uninit(&shape, self.dtype())? };

@@ -44,6 +44,12 @@ impl Var {
         }
     }
 
+    /// [`Var::from_tensor`] for a tensor the caller gives up: its storage becomes the variable's
+    /// without a copy when nothing else holds it. (Lingo addition, see vendor/README.md.)
+    pub fn from_owned_tensor(t: Tensor) -> Result<Self> {
+        Ok(Self(t.into_var()?))
+    }
+
     pub fn rand_f64<S: Into<Shape>>(
         lo: f64,
         up: f64,
