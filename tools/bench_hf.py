@@ -1,8 +1,12 @@
 """PyTorch + transformers side of `lingo bench bert` and `lingo bench gpt2`: the same random-weight
 models from the default configs, timed the same way as Lingo's side.
 
-- bert: BertModel(BertConfig()) (BERT-base: 12 layers, 768 wide, 12 heads), forward of batch 1 x 128
-  token ids, no gradients.
+- bert: BertModel(BertConfig()) (BERT-base: 12 layers, 768 wide, 12 heads) and a BertModel of
+  all-MiniLM-L6-v2's shape (6 layers, 384 wide, 12 heads, 1536 feed-forward), forward of batch 1
+  and 32 x 128 token ids, no gradients (`base_1_ms`, `base_32_ms`, `minilm_1_ms`, `minilm_32_ms`).
+  When onnxruntime is installed (and not with --bf16), the same models exported with `torch.onnx`
+  run in ONNX Runtime f32 too (all graph optimisations, `intra_op_num_threads` = --threads), under
+  the same keys prefixed `ort_`.
 - gpt2: GPT2LMHeadModel(GPT2Config()) (GPT-2 small, 124M), greedy `generate` of 128 new tokens
   after a 32-token prompt, with the KV cache.
 - finetune: BertForSequenceClassification with all-MiniLM-L6-v2's shape (6 layers, 384 wide, 12
@@ -27,6 +31,62 @@ import time
 
 import torch
 import transformers as tf
+
+
+def timed(fn, a):
+    """Per-iteration milliseconds of `fn` after `a.warmup` untimed calls."""
+    for _ in range(a.warmup):
+        fn()
+    times = []
+    for _ in range(a.iters):
+        t0 = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - t0) * 1e3)
+    return times
+
+
+class Encoder(torch.nn.Module):
+    """`model`'s last hidden state from token ids alone: the graph torch.onnx exports."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids):
+        return self.model(input_ids=input_ids).last_hidden_state
+
+
+def onnx_runtime(model, name, a, g, out):
+    """Exports `model` with torch.onnx (batch and length dynamic) and times ONNX Runtime f32 at the
+    same batches; skipped, with a note on stderr, when onnxruntime or the exporter is missing."""
+    import os
+    import sys
+    import tempfile
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        print("onnxruntime not installed: no ONNX Runtime rows", file=sys.stderr)
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, f"{name}.onnx")
+        ids = torch.randint(1000, 30000, (1, 128), generator=g)
+        try:
+            encoder = Encoder(model).eval()
+            torch.onnx.export(encoder, (ids,), path, input_names=["input_ids"],
+                              output_names=["last_hidden_state"], dynamo=False,
+                              dynamic_axes={"input_ids": {0: "batch", 1: "length"}})
+        except Exception as e:  # the exporter's optional dependencies (onnx, onnxscript)
+            print(f"torch.onnx export failed ({e}): no ONNX Runtime rows", file=sys.stderr)
+            return
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = a.threads
+        options.inter_op_num_threads = 1
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+        out["onnxruntime"] = ort.__version__
+        for batch in (1, 32):
+            ids = torch.randint(1000, 30000, (batch, 128), generator=g).numpy()
+            out[f"ort_{name}_{batch}_ms"] = timed(lambda: session.run(None, {"input_ids": ids}), a)
 
 
 def main():
@@ -78,42 +138,39 @@ def main():
         out = {"torch": torch.__version__, "transformers": tf.__version__,
                "threads": torch.get_num_threads()}
         for key, fn in [("train_ms", step), ("forward_ms", forward)]:
-            for _ in range(a.warmup):
-                fn()
-            times = []
-            for _ in range(a.iters):
-                t0 = time.perf_counter()
-                fn()
-                times.append((time.perf_counter() - t0) * 1e3)
-            out[key] = times
+            out[key] = timed(fn, a)
         print(json.dumps(out))
         return
     if a.model == "bert":
-        model = tf.BertModel(tf.BertConfig()).eval()
-        ids = torch.randint(1000, 30000, (1, 128), generator=g)
+        out = {"torch": torch.__version__, "transformers": tf.__version__,
+               "threads": torch.get_num_threads()}
+        minilm = tf.BertConfig(hidden_size=384, num_hidden_layers=6, num_attention_heads=12,
+                               intermediate_size=1536)
+        for name, cfg in [("base", tf.BertConfig()), ("minilm", minilm)]:
+            model = tf.BertModel(cfg).eval()
+            for batch in (1, 32):
+                ids = torch.randint(1000, 30000, (batch, 128), generator=g)
 
-        def run():
-            with torch.no_grad(), precision:
-                model(input_ids=ids)
-    else:
-        model = tf.GPT2LMHeadModel(tf.GPT2Config()).eval()
-        ids = torch.randint(1000, 50000, (1, 32), generator=g)
+                def forward():
+                    with torch.no_grad(), precision:
+                        model(input_ids=ids)
 
-        def run():
-            with torch.no_grad(), precision:
-                out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=128,
-                                     min_new_tokens=128, do_sample=False, pad_token_id=0)
-            assert out.shape[1] == 32 + 128
+                out[f"{name}_{batch}_ms"] = timed(forward, a)
+            if not a.bf16:
+                onnx_runtime(model, name, a, g, out)
+        print(json.dumps(out))
+        return
+    model = tf.GPT2LMHeadModel(tf.GPT2Config()).eval()
+    ids = torch.randint(1000, 50000, (1, 32), generator=g)
 
-    for _ in range(a.warmup):
-        run()
-    times = []
-    for _ in range(a.iters):
-        t0 = time.perf_counter()
-        run()
-        times.append((time.perf_counter() - t0) * 1e3)
+    def run():
+        with torch.no_grad(), precision:
+            out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=128,
+                                 min_new_tokens=128, do_sample=False, pad_token_id=0)
+        assert out.shape[1] == 32 + 128
+
     print(json.dumps({"torch": torch.__version__, "transformers": tf.__version__,
-                      "threads": torch.get_num_threads(), "ms": times}))
+                      "threads": torch.get_num_threads(), "ms": timed(run, a)}))
 
 
 if __name__ == "__main__":

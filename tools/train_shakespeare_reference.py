@@ -5,10 +5,14 @@ embeddings, AdamW lr 1e-3, beta2 0.99, weight decay 0.1 on matrices, 100 warm-up
 1e-4, clip 1.0, 2000 steps — evaluated exactly as Lingo evaluates: mean loss over every non-overlapping
 64-character window of the last 10% of the text. Prints the validation curve and the wall time.
 
-    python3 tools/train_shakespeare_reference.py ../shared/data/tinyshakespeare/input.txt
+    python3 tools/train_shakespeare_reference.py ../shared/data/tinyshakespeare/input.txt [SEED] [--json] [--threads N]
+
+With --json the last line is a JSON object (torch version, threads, wall_ms, the final val_loss),
+which `lingo bench recipe` reads.
 """
+import argparse
+import json
 import math
-import sys
 import time
 
 import torch
@@ -27,9 +31,16 @@ def lr_at(step):
 
 
 def main():
-    torch.set_num_threads(2)
-    torch.manual_seed(int(sys.argv[2]) if len(sys.argv) > 2 else 1337)
-    text = open(sys.argv[1], encoding="utf-8").read()
+    ap = argparse.ArgumentParser()
+    ap.add_argument("data")
+    ap.add_argument("seed", type=int, nargs="?", default=1337)
+    ap.add_argument("--json", action="store_true")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--iters", type=int, help="ignored: the recipe is one run")
+    a = ap.parse_args()
+    torch.set_num_threads(a.threads)
+    torch.manual_seed(a.seed)
+    text = open(a.data, encoding="utf-8").read()
     chars = sorted(set(text))
     index = {c: i for i, c in enumerate(chars)}
     data = torch.tensor([index[c] for c in text], dtype=torch.long)
@@ -66,8 +77,13 @@ def main():
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         if (step + 1) % 250 == 0:
-            print(f"step {step + 1}: train {loss.item():.4f} val {evaluate():.4f} ({time.time() - t0:.0f}s)", flush=True)
-    print(f"wall time {time.time() - t0:.1f}s")
+            val_loss = evaluate()
+            print(f"step {step + 1}: train {loss.item():.4f} val {val_loss:.4f} ({time.time() - t0:.0f}s)", flush=True)
+    wall = time.time() - t0
+    print(f"wall time {wall:.1f}s")
+    if a.json:
+        print(json.dumps({"torch": torch.__version__, "threads": torch.get_num_threads(),
+                          "wall_ms": [wall * 1e3], "val_loss": val_loss}))
 
 
 if __name__ == "__main__":

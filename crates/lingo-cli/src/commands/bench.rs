@@ -5,8 +5,11 @@
 //! - `gpt`: the decoder-only Transformer of tools/bench_gpt.py;
 //! - `char`: the nanoGPT character recipe's model, its step as the recipe trains it (two shards);
 //! - `seq2seq`: the attention LSTM encoder–decoder of tools/bench_seq2seq.py (Multi30k sizes);
-//! - `bert`, `gpt2`: BERT-base forward and GPT-2 small generation against `transformers`
-//!   (tools/bench_hf.py);
+//! - `transformer`: the Multi30k Transformer's training step and beam search against
+//!   `transformers`' MarianMTModel of the same shape (tools/bench_transformer.py);
+//! - `bert`: BERT-base and MiniLM forward at batch 1 and 32 against `transformers` and ONNX
+//!   Runtime (tools/bench_hf.py);
+//! - `gpt2`: GPT-2 small generation against `transformers` (tools/bench_hf.py);
 //! - `finetune`: a fine-tuning step of a MiniLM-shaped BERT classifier against `transformers`;
 //! - `pretrain`: a masked-LM pre-training step of `bert-mini` against `transformers`'
 //!   `BertForMaskedLM` (which scores every position; Lingo runs the vocabulary projection on the
@@ -14,9 +17,10 @@
 
 use candle_core::{Device, Tensor};
 use clap::{Args, ValueEnum};
-use lingo_generate::SamplingConfig;
+use lingo_generate::{beam_search, BeamConfig, SamplingConfig};
 use lingo_models::bert::{BertConfig, BertModel, Family, Head};
 use lingo_models::gpt::Gpt2Config;
+use lingo_models::transformer::{Transformer, TransformerConfig};
 use lingo_models::{Gpt, GptConfig, RnnSeq2Seq, RnnSeq2SeqConfig, Seq2SeqAttention};
 use lingo_models::{ModelInputs, Seq2SeqBatch, Seq2SeqLoss, Seq2SeqTrain};
 use lingo_nn::{CellKind, Ctx, LinearPrecision, LingoRng, ParamStore};
@@ -30,11 +34,14 @@ use std::time::Instant;
 const GPT_SCRIPT: &str = include_str!("../../../../tools/bench_gpt.py");
 const SEQ2SEQ_SCRIPT: &str = include_str!("../../../../tools/bench_seq2seq.py");
 const HF_SCRIPT: &str = include_str!("../../../../tools/bench_hf.py");
+const TRANSFORMER_SCRIPT: &str = include_str!("../../../../tools/bench_transformer.py");
+const RECIPE_SCRIPT: &str = include_str!("../../../../tools/train_shakespeare_reference.py");
+const CHAR_RECIPE: &str = include_str!("../../../../configs/shakespeare-char.json");
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Model {
-    /// Every row below that runs beside PyTorch (gpt, char, seq2seq, bert, gpt2, finetune,
-    /// pretrain), then one summary table.
+    /// Every row below that runs beside PyTorch (gpt, char, seq2seq, transformer, bert, gpt2,
+    /// finetune, pretrain), then one summary table.
     All,
     /// GPT: vocab 8192, context 128, batch 8, d_model 256, 4 heads, 4 layers, d_ff 1024.
     Gpt,
@@ -42,10 +49,24 @@ enum Model {
     /// 64, batch 12, d_model 128, 4 heads, 4 layers, tied embeddings; its training step as the
     /// recipe runs it (two shards on two threads).
     Char,
+    /// The whole nanoGPT character recipe (configs/shakespeare-char.json, 2,000 steps with every
+    /// evaluation) on tiny Shakespeare (`--data`), `lingo train lm` beside
+    /// tools/train_shakespeare_reference.py: wall time, and the final validation loss of each.
+    Recipe,
+    /// Tokens/s of the benchmark GPT's training step and forward as d_model grows from 64 to 768
+    /// (4 layers, heads of 64, d_ff 4·d_model, batch 8 × 128), beside PyTorch at every width;
+    /// draws `--scaling-plot`.
+    Scaling,
     /// Attention LSTM seq2seq: vocab 8000/8000, embed 256, hidden 256, bidirectional encoder,
     /// Bahdanau attention, dropout 0.3, batch 64 of 8–24-token sentences.
     Seq2seq,
-    /// BERT-base (random weights, default config): forward of 1 × 128 tokens.
+    /// The Multi30k recipe's Transformer (3 + 3 layers of 256, 8 heads, shared vocabulary of
+    /// 8,000) beside transformers' MarianMTModel of that shape: training step on 128 sentence
+    /// pairs, its forward, and beam search (5 beams) of 64 sentences to 24 tokens each.
+    #[value(alias = "multi30k")]
+    Transformer,
+    /// BERT-base (random weights, default config) and MiniLM (all-MiniLM-L6-v2's shape): forward
+    /// of 1 and 32 × 128 tokens, also beside ONNX Runtime f32 when it is installed.
     Bert,
     /// GPT-2 small (124M, random weights): greedy generation of 128 tokens after 32, KV-cached.
     Gpt2,
@@ -63,6 +84,9 @@ enum Model {
     /// Causal self-attention at 512 to 16,384 tokens: Lingo's dense and sliding-window kernels
     /// beside PyTorch's SDPA (dense and band-masked): time, peak memory, a log–log plot.
     Attention,
+    /// Peak memory and time of loading BERT-base and GPT-2 folders (random weights written here)
+    /// beside transformers' `from_pretrained`, each in a fresh process.
+    Load,
     /// `lingo serve` under load (GPT-2-small-shaped generation, MiniLM embeddings) beside
     /// transformers behind FastAPI/uvicorn: requests/s, TTFT, time per token, p50/p99, memory.
     Serve,
@@ -89,6 +113,16 @@ pub struct Bench {
     /// Also write the results as JSON here.
     #[arg(long)]
     json: Option<PathBuf>,
+    /// `recipe`: the tiny Shakespeare text (default: ../shared/data/tinyshakespeare/input.txt
+    /// when it exists; without it `lingo bench` skips the row).
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// `scaling`: where to draw tokens/s against d_model, both libraries.
+    #[arg(long, default_value = "gpt-scaling.png")]
+    scaling_plot: PathBuf,
+    /// (Internal) load this model folder and print the peak memory: the child side of `load`.
+    #[arg(long, hide = true)]
+    load_probe: Option<PathBuf>,
     #[command(flatten)]
     serve: super::bench_serve::ServeLoad,
     #[command(flatten)]
@@ -239,6 +273,42 @@ fn bench_gpt(
     time_training(iters, &store, adamw, |ctx| model.loss(&x, &y, ctx), sharded)
 }
 
+/// tools/bench_gpt.py's arguments for a GPT of shape `c` on `batch` windows.
+fn gpt_args(c: &GptConfig, batch: usize) -> Vec<String> {
+    let mut args = vec![
+        "--vocab".to_string(),
+        c.vocab_size.to_string(),
+        "--context".into(),
+        c.context_length.to_string(),
+        "--batch".into(),
+        batch.to_string(),
+        "--d-model".into(),
+        c.d_model.to_string(),
+        "--heads".into(),
+        c.n_heads.to_string(),
+        "--layers".into(),
+        c.n_layers.to_string(),
+        "--d-ff".into(),
+        c.d_ff().to_string(),
+    ];
+    if c.tied_embeddings {
+        args.push("--tied".into());
+    }
+    args
+}
+
+/// The widths of the `scaling` benchmark, and the benchmark GPT at each (heads of 64).
+const SCALING_WIDTHS: [usize; 6] = [64, 128, 256, 384, 512, 768];
+
+fn scaling_config(d_model: usize) -> GptConfig {
+    GptConfig {
+        d_model,
+        n_heads: (d_model / 64).max(1),
+        d_ff: 4 * d_model,
+        ..gpt_config()
+    }
+}
+
 /// The nanoGPT character recipe (configs/shakespeare-char.json): batch 12, two shards.
 const CHAR_BATCH: usize = 12;
 const CHAR_SHARDS: usize = 2;
@@ -272,26 +342,35 @@ fn seq2seq_config() -> RnnSeq2SeqConfig {
     }
 }
 
-/// The batch of tools/bench_seq2seq.py: lengths `8 + (7i mod 17)` (source) and `8 + (11i mod 17)`
-/// (target, then the end token).
-fn seq2seq_batch(cfg: &RnnSeq2SeqConfig) -> candle_core::Result<Seq2SeqBatch> {
-    let n = SEQ2SEQ_BATCH;
+/// The sentence pairs of tools/bench_seq2seq.py and tools/bench_transformer.py: `n` pairs of
+/// lengths `8 + (7i mod 17)` (source) and `8 + (11i mod 17)` (target, then the end token), words
+/// drawn from 3 up.
+fn sentence_pairs(n: usize, vocab: (usize, usize), eos: u32) -> Vec<(Vec<u32>, Vec<u32>)> {
     let mut rng = LingoRng::new(0);
     let mut word = |vocab: usize| 3 + rng.below(vocab - 3) as u32;
-    let pairs: Vec<(Vec<u32>, Vec<u32>)> = (0..n)
+    (0..n)
         .map(|i| {
-            let src = (0..8 + (7 * i) % 17)
-                .map(|_| word(cfg.src_vocab_size))
-                .collect();
-            let mut labels: Vec<u32> = (0..8 + (11 * i) % 17)
-                .map(|_| word(cfg.tgt_vocab_size))
-                .collect();
-            labels.push(cfg.eos_id);
+            let src = (0..8 + (7 * i) % 17).map(|_| word(vocab.0)).collect();
+            let mut labels: Vec<u32> = (0..8 + (11 * i) % 17).map(|_| word(vocab.1)).collect();
+            labels.push(eos);
             (src, labels)
         })
-        .collect();
+        .collect()
+}
+
+fn pair_batch(
+    pairs: &[(Vec<u32>, Vec<u32>)],
+    pad: u32,
+    bos: u32,
+) -> candle_core::Result<Seq2SeqBatch> {
     let refs: Vec<(&[u32], &[u32])> = pairs.iter().map(|(s, t)| (&s[..], &t[..])).collect();
-    Seq2SeqBatch::new(&refs, cfg.pad_id, cfg.bos_id, &Device::Cpu)
+    Seq2SeqBatch::new(&refs, pad, bos, &Device::Cpu)
+}
+
+fn seq2seq_batch(cfg: &RnnSeq2SeqConfig) -> candle_core::Result<Seq2SeqBatch> {
+    let vocab = (cfg.src_vocab_size, cfg.tgt_vocab_size);
+    let pairs = sentence_pairs(SEQ2SEQ_BATCH, vocab, cfg.eos_id);
+    pair_batch(&pairs, cfg.pad_id, cfg.bos_id)
 }
 
 fn bench_seq2seq(iters: usize) -> anyhow::Result<Timings> {
@@ -313,45 +392,140 @@ fn bench_seq2seq(iters: usize) -> anyhow::Result<Timings> {
     )
 }
 
+/// The Multi30k recipe's Transformer (configs/multi30k-transformer.json) with one shared
+/// vocabulary, as tools/bench_transformer.py builds it in transformers (`MarianMTModel`).
+const TRANSFORMER_BATCH: usize = 128;
+const BEAM_SENTENCES: usize = 64;
+const BEAM_TOKENS: usize = 24;
+
+fn transformer_config() -> TransformerConfig {
+    TransformerConfig {
+        src_vocab_size: 8000,
+        tgt_vocab_size: 8000,
+        d_model: 256,
+        n_heads: 8,
+        encoder_layers: 3,
+        decoder_layers: 3,
+        d_ff: 1024,
+        dropout: 0.1,
+        max_len: 128,
+        share_embeddings: true,
+        ..Default::default()
+    }
+}
+
+/// A training step on 128 pairs (label smoothing 0.1, AdamW with β₂ 0.98 as the recipe), the
+/// same batch's forward, and beam search (5 beams) of 64 sources to exactly 24 tokens each.
+fn bench_transformer(iters: usize) -> anyhow::Result<(Timings, Vec<f64>)> {
+    let cfg = transformer_config();
+    let store = ParamStore::new(0, &Device::Cpu);
+    let model = Transformer::new(cfg.clone(), &store.root())?;
+    let vocab = (cfg.src_vocab_size, cfg.tgt_vocab_size);
+    let batch = pair_batch(
+        &sentence_pairs(TRANSFORMER_BATCH, vocab, cfg.eos_id),
+        cfg.pad_id,
+        cfg.bos_id,
+    )?;
+    let adamw = AdamWConfig {
+        lr: 7e-4,
+        beta2: 0.98,
+        weight_decay: 0.0,
+        ..Default::default()
+    };
+    let smoothed = Seq2SeqLoss {
+        label_smoothing: 0.1,
+        ..Default::default()
+    };
+    let timings = time_training(
+        iters,
+        &store,
+        adamw,
+        |ctx| model.loss(&batch, &smoothed, ctx),
+        None,
+    )?;
+    let sources: Vec<Vec<u32>> = sentence_pairs(BEAM_SENTENCES, vocab, cfg.eos_id)
+        .into_iter()
+        .map(|(s, _)| s)
+        .collect();
+    let width = sources.iter().map(Vec::len).max().unwrap_or(1);
+    let mut flat = vec![cfg.pad_id; sources.len() * width];
+    for (row, s) in flat.chunks_mut(width).zip(&sources) {
+        row[..s.len()].copy_from_slice(s);
+    }
+    let src = Tensor::from_vec(flat, (sources.len(), width), &Device::Cpu)?;
+    let lengths: Vec<usize> = sources.iter().map(Vec::len).collect();
+    let beam = BeamConfig {
+        beam_size: 5,
+        max_length: BEAM_TOKENS,
+        min_length: BEAM_TOKENS,
+        ..Default::default()
+    };
+    let beam_ms = time_ms(iters, 2, || {
+        let out = beam_search(&model, &src, &lengths, &beam)?;
+        anyhow::ensure!(
+            out.iter().all(|h| h[0].tokens.len() == BEAM_TOKENS),
+            "beam search stopped early"
+        );
+        Ok(())
+    })?;
+    Ok((timings, beam_ms))
+}
+
 fn training_rows(t: Timings, tokens: usize) -> Vec<Row> {
     vec![
         Row {
-            label: "train step (fwd+bwd+clip+AdamW)",
+            label: "train step (fwd+bwd+clip+AdamW)".into(),
             lingo_ms: t.train_ms,
-            key: "train_ms",
+            key: "train_ms".into(),
             per_iter: tokens,
         },
         Row {
-            label: "forward (logits + loss)",
+            label: "forward (logits + loss)".into(),
             lingo_ms: t.forward_ms,
-            key: "forward_ms",
+            key: "forward_ms".into(),
             per_iter: tokens,
         },
     ]
 }
 
 const BERT_TOKENS: usize = 128;
+/// The batch sizes of the `bert` rows: one request, and a batch as offline inference runs it.
+const BERT_BATCHES: [usize; 2] = [1, 32];
 
-/// BERT-base forward passes of one 128-token sequence (linear weights held as `precision` says),
-/// and the bytes its weights hold.
-pub(super) fn bench_bert(
-    iters: usize,
-    precision: LinearPrecision,
-) -> anyhow::Result<(Vec<f64>, usize)> {
-    // BertConfig()'s defaults, as tools/bench_hf.py builds them.
-    let config: BertConfig = serde_json::from_value(serde_json::json!({
+/// `BertConfig()`'s defaults (BERT-base), as tools/bench_hf.py builds them.
+fn bert_base_config() -> anyhow::Result<BertConfig> {
+    Ok(serde_json::from_value(serde_json::json!({
         "vocab_size": 30522, "hidden_size": 768, "num_hidden_layers": 12,
         "num_attention_heads": 12, "intermediate_size": 3072, "max_position_embeddings": 512,
         "type_vocab_size": 2, "pad_token_id": 0,
-    }))?;
+    }))?)
+}
+
+/// all-MiniLM-L6-v2's shape: 6 layers, 384 wide, 12 heads, feed-forward 1536.
+fn minilm_config() -> anyhow::Result<BertConfig> {
+    Ok(serde_json::from_value(serde_json::json!({
+        "vocab_size": 30522, "hidden_size": 384, "num_hidden_layers": 6,
+        "num_attention_heads": 12, "intermediate_size": 1536, "max_position_embeddings": 512,
+        "type_vocab_size": 2, "pad_token_id": 0,
+    }))?)
+}
+
+/// Forward passes of a random-weight BERT encoder over `batch` × 128 token ids (linear weights
+/// held as `precision` says), and the bytes its weights hold.
+fn time_bert_forward(
+    iters: usize,
+    precision: LinearPrecision,
+    config: BertConfig,
+    batch: usize,
+) -> anyhow::Result<(Vec<f64>, usize)> {
     let store = ParamStore::new(0, &Device::Cpu);
     store.hold_linears_as(precision);
     let model = BertModel::new(Family::Bert, Head::Base, config, true, &store.root())?;
     let mut rng = LingoRng::new(0);
-    let ids: Vec<u32> = (0..BERT_TOKENS)
+    let ids: Vec<u32> = (0..batch * BERT_TOKENS)
         .map(|_| 1000 + rng.below(29000) as u32)
         .collect();
-    let ids = Tensor::from_vec(ids, (1, BERT_TOKENS), &Device::Cpu)?;
+    let ids = Tensor::from_vec(ids, (batch, BERT_TOKENS), &Device::Cpu)?;
     let times = time_ms(iters, 2, || {
         model
             .forward(&ModelInputs::new(ids.clone()), &mut Ctx::eval())?
@@ -363,20 +537,48 @@ pub(super) fn bench_bert(
     Ok((times, store.weight_bytes()))
 }
 
+/// BERT-base forward passes of one 128-token sequence (linear weights held as `precision` says),
+/// and the bytes its weights hold.
+pub(super) fn bench_bert(
+    iters: usize,
+    precision: LinearPrecision,
+) -> anyhow::Result<(Vec<f64>, usize)> {
+    time_bert_forward(iters, precision, bert_base_config()?, 1)
+}
+
+/// The `bert` rows: BERT-base and MiniLM at batch 1 and 32, f32.
+fn bert_rows(iters: usize) -> anyhow::Result<Vec<Row>> {
+    const LABELS: [[&str; 2]; 2] = [
+        ["BERT-base 1 × 128", "BERT-base 32 × 128"],
+        ["MiniLM 1 × 128", "MiniLM 32 × 128"],
+    ];
+    const KEYS: [[&str; 2]; 2] = [["base_1_ms", "base_32_ms"], ["minilm_1_ms", "minilm_32_ms"]];
+    let mut rows = Vec::new();
+    for (m, config) in [bert_base_config()?, minilm_config()?]
+        .into_iter()
+        .enumerate()
+    {
+        for (b, &batch) in BERT_BATCHES.iter().enumerate() {
+            rows.push(Row {
+                label: LABELS[m][b].into(),
+                lingo_ms: time_bert_forward(iters, LinearPrecision::F32, config.clone(), batch)?.0,
+                key: KEYS[m][b].into(),
+                per_iter: batch * BERT_TOKENS,
+            });
+        }
+    }
+    Ok(rows)
+}
+
 const FINETUNE_BATCH: (usize, usize) = (32, 64);
 
 /// A MiniLM-shaped BertForSequenceClassification: training steps (dropout on) and forward passes.
 fn bench_finetune(iters: usize) -> anyhow::Result<Timings> {
-    let config: BertConfig = serde_json::from_value(serde_json::json!({
-        "vocab_size": 30522, "hidden_size": 384, "num_hidden_layers": 6,
-        "num_attention_heads": 12, "intermediate_size": 1536, "max_position_embeddings": 512,
-        "type_vocab_size": 2, "pad_token_id": 0,
-    }))?;
     let store = ParamStore::new(0, &Device::Cpu);
     let model = BertModel::new(
         Family::Bert,
         Head::SequenceClassification,
-        config,
+        minilm_config()?,
         true,
         &store.root(),
     )?;
@@ -503,6 +705,8 @@ pub(super) fn bench_pytorch(
     std::fs::create_dir_all(&dir)?;
     let path = dir.join("bench.py");
     std::fs::write(&path, script)?;
+    // The recipe's reference imports its model from bench_gpt.
+    std::fs::write(dir.join("bench_gpt.py"), GPT_SCRIPT)?;
     let out = Command::new(python)
         .arg(&path)
         .args(args)
@@ -531,9 +735,9 @@ pub(super) fn bench_pytorch(
 /// One line of the report: what was timed, Lingo's milliseconds, the reference script's key for the
 /// same measurement, and the units of work per iteration for a rate column.
 struct Row {
-    label: &'static str,
+    label: String,
     lingo_ms: Vec<f64>,
-    key: &'static str,
+    key: String,
     per_iter: usize,
 }
 
@@ -550,7 +754,13 @@ impl Bench {
                 anyhow::ensure!(
                     !matches!(
                         self.model,
-                        Model::All | Model::Gpt | Model::Char | Model::Seq2seq
+                        Model::All
+                            | Model::Gpt
+                            | Model::Char
+                            | Model::Seq2seq
+                            | Model::Transformer
+                            | Model::Recipe
+                            | Model::Scaling
                     ),
                     "--precision bf16 is for the transformers benchmarks: bert, gpt2, finetune, pretrain"
                 );
@@ -570,6 +780,12 @@ impl Bench {
                 return self.attention.run(self.iters, python, self.json.as_deref())
             }
             Model::Int8 => return super::bench_int8::run(self.iters, python, self.json.as_deref()),
+            Model::Load => {
+                return match &self.load_probe {
+                    Some(dir) => super::bench_load::probe(dir),
+                    None => super::bench_load::run(python, self.json.as_deref()),
+                }
+            }
             Model::Serve => {
                 let runtime = tokio::runtime::Builder::new_multi_thread()
                     .worker_threads(2)
@@ -584,19 +800,23 @@ impl Bench {
             Model::All => vec![
                 Model::Gpt,
                 Model::Char,
+                Model::Recipe,
                 Model::Seq2seq,
+                Model::Transformer,
                 Model::Bert,
                 Model::Gpt2,
                 Model::Finetune,
                 Model::Pretrain,
+                Model::Scaling,
             ],
             one => vec![one],
         };
         let mut measured = Vec::new();
         for model in models {
-            let m = self.measure(model, bf16)?;
-            m.print();
-            measured.push(m);
+            if let Some(m) = self.measure(model, bf16)? {
+                m.print();
+                measured.push(m);
+            }
         }
         if measured.len() > 1 {
             print_summary(&measured);
@@ -611,34 +831,127 @@ impl Bench {
         Ok(())
     }
 
-    /// Times one benchmark in Lingo, then (unless `--no-python`) in PyTorch.
-    fn measure(&self, model: Model, bf16: bool) -> anyhow::Result<Measured> {
+    /// The text the `recipe` row trains on: `--data`, else the shared corpus when it is there.
+    /// Without either, asking for `recipe` is an error and `all` skips the row.
+    fn recipe_data(&self, model: Model) -> anyhow::Result<Option<PathBuf>> {
+        let default = PathBuf::from("../shared/data/tinyshakespeare/input.txt");
+        match &self.data {
+            Some(path) if path.is_file() => Ok(Some(path.clone())),
+            Some(path) => anyhow::bail!("--data {}: no such file", path.display()),
+            None if default.is_file() => Ok(Some(default)),
+            None if self.model == model => anyhow::bail!(
+                "the recipe row trains on tiny Shakespeare: pass --data PATH/input.txt"
+            ),
+            None => {
+                println!(
+                    "(skipping the recipe row: no --data and no {})",
+                    default.display()
+                );
+                Ok(None)
+            }
+        }
+    }
+
+    /// The `scaling` rows: the benchmark GPT at each width of [`SCALING_WIDTHS`], Lingo then
+    /// PyTorch at each, and the plot.
+    fn measure_scaling(&self) -> anyhow::Result<Measured> {
+        let threads = rayon::current_num_threads();
+        println!("Scaling: the benchmark GPT (4 layers, heads of 64, d_ff 4·d_model, batch {GPT_BATCH} × 128, vocab 8192) at d_model {SCALING_WIDTHS:?}, {threads} threads");
+        let mut rows = Vec::new();
+        let mut torch: Option<PyResult> = None;
+        for d in SCALING_WIDTHS {
+            let c = scaling_config(d);
+            println!("d_model {d}: timing Lingo ...");
+            let t = bench_gpt(&c, GPT_BATCH, 1, self.iters)?;
+            let tokens = GPT_BATCH * c.context_length;
+            for (what, ms) in [("train step", t.train_ms), ("forward", t.forward_ms)] {
+                let key = format!("d{d}_{}_ms", what.split(' ').next().unwrap_or(what));
+                rows.push(Row {
+                    label: format!("{what}, d_model {d}"),
+                    lingo_ms: ms,
+                    key,
+                    per_iter: tokens,
+                });
+            }
+            if self.no_python {
+                continue;
+            }
+            println!("d_model {d}: timing PyTorch ...");
+            let args = gpt_args(&c, GPT_BATCH);
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            match bench_pytorch(&self.python, GPT_SCRIPT, &args, self.iters, threads) {
+                Ok(r) => {
+                    let all = torch.get_or_insert(PyResult {
+                        torch: r.torch.clone(),
+                        threads: r.threads,
+                        timings: Default::default(),
+                    });
+                    for (from, to) in [("train_ms", "train"), ("forward_ms", "forward")] {
+                        if let Some(v) = r.timings.get(from) {
+                            all.timings.insert(format!("d{d}_{to}_ms"), v.clone());
+                        }
+                    }
+                }
+                Err(e) => println!("PyTorch side unavailable ({e})"),
+            }
+        }
+        let measured = Measured {
+            name: "scaling",
+            unit: "tokens/s",
+            rows,
+            torch,
+        };
+        let rate = |ms: f64| (GPT_BATCH * 128) as f64 / ms * 1e3;
+        let mut series = Vec::new();
+        for (what, key) in [("train step", "train"), ("forward", "forward")] {
+            let rows = || {
+                measured
+                    .rows
+                    .iter()
+                    .filter(|r| r.key.ends_with(&format!("_{key}_ms")))
+            };
+            let width = |r: &Row| {
+                r.key[1..]
+                    .split('_')
+                    .next()
+                    .and_then(|d| d.parse::<f64>().ok())
+            };
+            let lingo: Vec<(f64, f64)> = rows()
+                .filter_map(|r| Some((width(r)?, rate(measured.medians(r).0))))
+                .collect();
+            let pytorch: Vec<(f64, f64)> = rows()
+                .filter_map(|r| Some((width(r)?, rate(measured.medians(r).1?))))
+                .collect();
+            series.push((format!("Lingo, {what}"), lingo));
+            if !pytorch.is_empty() {
+                series.push((format!("PyTorch, {what}"), pytorch));
+            }
+        }
+        let panel = lingo_viz::Panel {
+            caption: "tokens per second".into(),
+            y_label: "tokens/s".into(),
+            series,
+        };
+        lingo_viz::scaling_plot(
+            &[panel],
+            "d_model",
+            &self.scaling_plot,
+            "Benchmark GPT, 4 layers",
+        )?;
+        println!("plot: {}", self.scaling_plot.display());
+        Ok(measured)
+    }
+
+    /// Times one benchmark in Lingo, then (unless `--no-python`) in PyTorch; `None` when the
+    /// benchmark's data is missing.
+    fn measure(&self, model: Model, bf16: bool) -> anyhow::Result<Option<Measured>> {
+        if model == Model::Scaling {
+            return self.measure_scaling().map(Some);
+        }
         let threads = rayon::current_num_threads();
         let iters = self.iters;
         let dtype = if bf16 { "bf16 mixed precision" } else { "f32" };
         let timing = || println!("timing Lingo ({iters} iterations after warm-up) ...");
-        let gpt_args = |c: &GptConfig, batch: usize| {
-            let mut args = vec![
-                "--vocab".to_string(),
-                c.vocab_size.to_string(),
-                "--context".into(),
-                c.context_length.to_string(),
-                "--batch".into(),
-                batch.to_string(),
-                "--d-model".into(),
-                c.d_model.to_string(),
-                "--heads".into(),
-                c.n_heads.to_string(),
-                "--layers".into(),
-                c.n_layers.to_string(),
-                "--d-ff".into(),
-                c.d_ff().to_string(),
-            ];
-            if c.tied_embeddings {
-                args.push("--tied".into());
-            }
-            args
-        };
         let (name, rows, script, args, unit): (&str, Vec<Row>, &str, Vec<String>, &str) =
             match model {
                 Model::Gpt => {
@@ -675,6 +988,31 @@ impl Bench {
                         "tokens/s",
                     )
                 }
+                Model::Recipe => {
+                    let Some(data) = self.recipe_data(model)? else {
+                        return Ok(None);
+                    };
+                    println!("nanoGPT character recipe, whole run: configs/shakespeare-char.json (2,000 steps, evaluation every 250) on {}, {threads} threads", data.display());
+                    println!("training with Lingo ...");
+                    let (wall_ms, val_loss) = run_char_recipe(&data)?;
+                    println!(
+                        "Lingo: {:.1} s, validation loss {val_loss:.4}",
+                        wall_ms / 1e3
+                    );
+                    let row = Row {
+                        label: "whole recipe, 2,000 steps + evals".into(),
+                        lingo_ms: vec![wall_ms],
+                        key: "wall_ms".into(),
+                        per_iter: 2000,
+                    };
+                    (
+                        "recipe",
+                        vec![row],
+                        RECIPE_SCRIPT,
+                        vec![data.display().to_string(), "--json".into()],
+                        "steps/s",
+                    )
+                }
                 Model::Seq2seq => {
                     let c = seq2seq_config();
                     let tokens = seq2seq_batch(&c)?.target_tokens;
@@ -692,18 +1030,38 @@ impl Bench {
                         "target tokens/s",
                     )
                 }
-                Model::Bert => {
-                    println!("BERT-base forward: random weights, batch 1 × {BERT_TOKENS} tokens, f32, {threads} threads");
+                Model::Transformer => {
+                    let c = transformer_config();
+                    println!(
+                        "Multi30k Transformer: {} + {} post-norm layers of {}, {} heads, d_ff {}, shared vocabulary {}, dropout {}, batch {TRANSFORMER_BATCH} pairs; beam 5 over {BEAM_SENTENCES} sources to {BEAM_TOKENS} tokens, {threads} threads",
+                        c.encoder_layers, c.decoder_layers, c.d_model, c.n_heads, c.d_ff, c.src_vocab_size, c.dropout
+                    );
                     timing();
-                    let row = Row {
-                        label: "forward, 1 × 128 tokens",
-                        lingo_ms: bench_bert(iters, LinearPrecision::F32)?.0,
-                        key: "ms",
-                        per_iter: BERT_TOKENS,
-                    };
+                    let (t, beam_ms) = bench_transformer(iters)?;
+                    let vocab = (c.src_vocab_size, c.tgt_vocab_size);
+                    let pairs = sentence_pairs(TRANSFORMER_BATCH, vocab, c.eos_id);
+                    let tokens = pairs.iter().map(|(_, t)| t.len()).sum();
+                    let mut rows = training_rows(t, tokens);
+                    rows.push(Row {
+                        label: "beam 5, 64 sentences × 24 tokens".into(),
+                        lingo_ms: beam_ms,
+                        key: "beam_ms".into(),
+                        per_iter: BEAM_SENTENCES,
+                    });
+                    (
+                        "transformer",
+                        rows,
+                        TRANSFORMER_SCRIPT,
+                        vec![],
+                        "target tokens/s; sentences/s",
+                    )
+                }
+                Model::Bert => {
+                    println!("BERT-base and MiniLM (all-MiniLM-L6-v2's shape) forward: random weights, batch 1 and 32 × {BERT_TOKENS} tokens, f32, {threads} threads; also ONNX Runtime when installed");
+                    timing();
                     (
                         "bert",
-                        vec![row],
+                        bert_rows(iters)?,
                         HF_SCRIPT,
                         vec!["bert".into()],
                         "tokens/s",
@@ -741,9 +1099,9 @@ impl Bench {
                     println!("GPT-2 small greedy generation: random weights, {GPT2_NEW} new tokens after {GPT2_PROMPT}, KV cache, {dtype}, {threads} threads");
                     timing();
                     let row = Row {
-                        label: "generate 128 tokens",
+                        label: "generate 128 tokens".into(),
                         lingo_ms: bench_gpt2(iters, LinearPrecision::F32)?.0,
-                        key: "ms",
+                        key: "ms".into(),
                         per_iter: GPT2_NEW,
                     };
                     (
@@ -754,7 +1112,12 @@ impl Bench {
                         "new tokens/s",
                     )
                 }
-                Model::All | Model::Serve | Model::Int8 | Model::Attention => {
+                Model::All
+                | Model::Serve
+                | Model::Int8
+                | Model::Attention
+                | Model::Load
+                | Model::Scaling => {
                     unreachable!("run above")
                 }
             };
@@ -774,13 +1137,56 @@ impl Bench {
                 }
             }
         };
-        Ok(Measured {
+        if let (Some(t), Model::Recipe) = (&torch, model) {
+            if let Some(loss) = t.timings.get("val_loss").and_then(|v| v.as_f64()) {
+                println!("PyTorch: validation loss {loss:.4}");
+            }
+        }
+        Ok(Some(Measured {
             name,
             unit,
             rows,
             torch,
-        })
+        }))
     }
+}
+
+/// Runs `lingo train lm` with the character recipe on `data` in a fresh process: the run's wall
+/// time in ms (training and every evaluation, as its metrics record it) and the last validation
+/// loss.
+fn run_char_recipe(data: &std::path::Path) -> anyhow::Result<(f64, f64)> {
+    let dir = tempfile::tempdir()?;
+    let config = dir.path().join("shakespeare-char.json");
+    std::fs::write(&config, CHAR_RECIPE)?;
+    let out = dir.path().join("run");
+    let status = Command::new(std::env::current_exe()?)
+        .args(["train", "lm", "--quiet", "--data"])
+        .arg(data)
+        .arg("--config")
+        .arg(&config)
+        .arg("--out")
+        .arg(&out)
+        .output()?;
+    if !status.status.success() {
+        let err = String::from_utf8_lossy(&status.stderr);
+        anyhow::bail!(
+            "lingo train lm failed: {}",
+            err.lines().last().unwrap_or_default()
+        );
+    }
+    let metrics = std::fs::read_to_string(out.join("metrics.jsonl"))?;
+    let last = metrics
+        .lines()
+        .rev()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|v| v.get("val_loss").is_some())
+        .ok_or_else(|| anyhow::anyhow!("the recipe run recorded no validation loss"))?;
+    let number = |key: &str| {
+        last[key]
+            .as_f64()
+            .ok_or_else(|| anyhow::anyhow!("metrics.jsonl: `{key}` is not a number"))
+    };
+    Ok((number("elapsed_s")? * 1e3, number("val_loss")?))
 }
 
 /// One benchmark's rows, both sides.
@@ -794,21 +1200,34 @@ struct Measured {
 impl Measured {
     /// PyTorch's per-iteration milliseconds for `row`, if it ran.
     fn torch_ms(&self, row: &Row) -> Option<Vec<f64>> {
-        self.torch.as_ref().and_then(|t| t.ms(row.key))
+        self.torch.as_ref().and_then(|t| t.ms(&row.key))
     }
 
-    /// The median milliseconds of `row`: Lingo's, and PyTorch's if it ran.
-    fn medians(&self, row: &Row) -> (f64, Option<f64>) {
+    /// ONNX Runtime's per-iteration milliseconds for `row`, if the script ran it too.
+    fn ort_ms(&self, row: &Row) -> Option<Vec<f64>> {
+        self.torch
+            .as_ref()
+            .and_then(|t| t.ms(&format!("ort_{}", row.key)))
+    }
+
+    /// The median milliseconds of `row`: Lingo's, PyTorch's and ONNX Runtime's if they ran.
+    fn medians(&self, row: &Row) -> (f64, Option<f64>, Option<f64>) {
         (
             median(&row.lingo_ms),
             self.torch_ms(row).map(|t| median(&t)),
+            self.ort_ms(row).map(|t| median(&t)),
         )
+    }
+
+    fn has_ort(&self) -> bool {
+        self.rows.iter().any(|r| self.ort_ms(r).is_some())
     }
 
     fn print(&self) {
         println!();
         let torch_name = self.torch.as_ref().map(|t| format!("PyTorch {}", t.torch));
-        println!(
+        let ort = self.has_ort();
+        print!(
             "{:<34} {:>16} {:>20} {:>14}",
             format!("median ms ({})", self.unit),
             "Lingo",
@@ -819,21 +1238,30 @@ impl Measured {
                 ""
             }
         );
+        if ort {
+            let version = self
+                .torch
+                .as_ref()
+                .and_then(|t| t.timings.get("onnxruntime"));
+            let name = format!(
+                "ONNX Runtime {}",
+                version.and_then(|v| v.as_str()).unwrap_or("")
+            );
+            print!(" {:>20} {:>10}", name.trim_end(), "ORT/Lingo");
+        }
+        println!();
         for row in &self.rows {
-            let (ours, theirs) = self.medians(row);
+            let (ours, theirs, ort_ms) = self.medians(row);
             let rate = |ms: f64| row.per_iter as f64 / ms * 1e3;
-            let lingo_cell = format!("{ours:.1} ({:.0})", rate(ours));
-            match theirs {
-                Some(t) => {
-                    println!(
-                        "{:<34} {lingo_cell:>16} {:>20} {:>13.2}×",
-                        row.label,
-                        format!("{t:.1} ({:.0})", rate(t)),
-                        t / ours
-                    )
-                }
-                None => println!("{:<34} {lingo_cell:>16}", row.label),
+            let cell = |ms: f64| format!("{ms:.1} ({:.0})", rate(ms));
+            print!("{:<34} {:>16}", row.label, cell(ours));
+            if let Some(t) = theirs {
+                print!(" {:>20} {:>13.2}×", cell(t), t / ours);
             }
+            if let Some(o) = ort_ms {
+                print!(" {:>20} {:>9.2}×", cell(o), o / ours);
+            }
+            println!();
         }
         if let Some(t) = &self.torch {
             println!(
@@ -849,7 +1277,7 @@ impl Measured {
             .rows
             .iter()
             .map(|r| {
-                let (ours, theirs) = self.medians(r);
+                let (ours, theirs, ort) = self.medians(r);
                 serde_json::json!({
                     "measure": r.key,
                     "label": r.label,
@@ -858,6 +1286,9 @@ impl Measured {
                     "pytorch_ms": self.torch_ms(r),
                     "pytorch_median_ms": theirs,
                     "ratio": theirs.map(|t| t / ours),
+                    "onnxruntime_ms": self.ort_ms(r),
+                    "onnxruntime_median_ms": ort,
+                    "ratio_onnxruntime": ort.map(|o| o / ours),
                 })
             })
             .collect();
@@ -873,19 +1304,23 @@ impl Measured {
 fn print_summary(measured: &[Measured]) {
     println!("summary (median ms; ratio > 1 means Lingo is faster)");
     println!(
-        "{:<10} {:<34} {:>12} {:>12} {:>8}",
-        "benchmark", "measure", "Lingo", "PyTorch", "ratio"
+        "{:<11} {:<34} {:>10} {:>10} {:>8} {:>10} {:>8}",
+        "benchmark", "measure", "Lingo", "PyTorch", "ratio", "ONNX RT", "ratio"
     );
+    let ms = |x: Option<f64>| x.map_or("-".into(), |t| format!("{t:.1}"));
     for m in measured {
         for row in &m.rows {
-            let (ours, theirs) = m.medians(row);
+            let (ours, theirs, ort) = m.medians(row);
+            let ratio = |x: Option<f64>| x.map_or("-".into(), |t| format!("{:.2}×", t / ours));
             println!(
-                "{:<10} {:<34} {:>12.1} {:>12} {:>8}",
+                "{:<11} {:<34} {:>10.1} {:>10} {:>8} {:>10} {:>8}",
                 m.name,
                 row.label,
                 ours,
-                theirs.map_or("-".into(), |t| format!("{t:.1}")),
-                theirs.map_or("-".into(), |t| format!("{:.2}×", t / ours)),
+                ms(theirs),
+                ratio(theirs),
+                ms(ort),
+                ratio(ort),
             );
         }
     }

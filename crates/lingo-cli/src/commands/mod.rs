@@ -1,6 +1,7 @@
 pub mod bench;
 pub mod bench_attention;
 pub mod bench_int8;
+pub mod bench_load;
 pub mod bench_serve;
 pub mod demo;
 pub mod distill;
