@@ -217,6 +217,12 @@ pub(crate) unsafe fn gemm(
     if parallel && crate::mixed_precision::takes(m, n, k) {
         return crate::mixed_precision::gemm(m, n, k, dst, dst_rs, accumulate, lhs, rhs);
     }
+    // SAFETY: the caller's guarantees are the same.
+    if m <= crate::few_rows::MAX_ROWS
+        && unsafe { crate::few_rows::product(m, n, k, dst, dst_rs, accumulate, lhs, rhs, parallel) }
+    {
+        return;
+    }
     let threads = rayon::current_num_threads();
     let parallelism = if parallel && threads > 1 {
         gemm::Parallelism::Rayon(threads)

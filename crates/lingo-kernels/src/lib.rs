@@ -34,6 +34,7 @@ pub mod cross_entropy;
 pub mod denormals;
 pub mod dropout;
 pub mod embedding;
+mod few_rows;
 pub mod gelu;
 pub mod gradcheck;
 pub mod int8;
