@@ -104,7 +104,7 @@ fn dot_columns(
         let j = cols.start + c;
         let column = &w[j * stride..j * stride + k];
         for (r, x) in xs.iter().enumerate() {
-            out[r * width + c] = dot16(x, column);
+            out[r * width + c] = crate::math::dot_inline(x, column);
         }
     }
     out
@@ -132,23 +132,6 @@ fn scale_rows(
         }
     }
     out
-}
-
-/// `Σ a·b` in 16 independent lanes, so it vectorises (inlined into each target's copy).
-#[inline(always)]
-fn dot16(a: &[f32], b: &[f32]) -> f32 {
-    let mut lanes = [0f32; 16];
-    let (ca, cb) = (a.chunks_exact(16), b.chunks_exact(16));
-    let tail: f32 = (ca.remainder().iter())
-        .zip(cb.remainder())
-        .map(|(x, y)| x * y)
-        .sum();
-    for (x, y) in ca.zip(cb) {
-        for i in 0..16 {
-            lanes[i] += x[i] * y[i];
-        }
-    }
-    lanes.iter().sum::<f32>() + tail
 }
 
 #[cfg(test)]

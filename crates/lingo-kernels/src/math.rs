@@ -157,6 +157,13 @@ pub fn sum_squared_deviations(xs: &[f32], mean: f32) -> f32 {
 /// `Σ a·b`, accumulated in 16 lanes.
 #[multiversion(targets("x86_64+avx512f+avx512vl+avx2+fma", "x86_64+avx2+fma"))]
 pub fn dot(a: &[f32], b: &[f32]) -> f32 {
+    dot_inline(a, b)
+}
+
+/// [`dot`]'s body, for kernels that call it in their own loops: inlined there, it is compiled for
+/// each of their targets instead of dispatched on every call.
+#[inline(always)]
+pub(crate) fn dot_inline(a: &[f32], b: &[f32]) -> f32 {
     let n = a.len().min(b.len());
     let (a, b) = (&a[..n], &b[..n]);
     let mut lanes = [0f32; 16];
