@@ -314,6 +314,14 @@ impl Bart {
         if c.normalize_before {
             bail!("pre-norm (mBART-style) models are not supported");
         }
+        for (name, n) in [
+            ("encoder_layers", c.encoder_layers),
+            ("decoder_layers", c.decoder_layers),
+        ] {
+            if let Err(e) = crate::config::check_layers(name, n) {
+                bail!("{e}");
+            }
+        }
         for (what, heads) in [
             ("encoder_attention_heads", c.encoder_attention_heads),
             ("decoder_attention_heads", c.decoder_attention_heads),

@@ -443,6 +443,15 @@ impl T5 {
         p: &ParamPath,
     ) -> Result<Self> {
         let c = &config;
+        let decoder_layers = c.num_decoder_layers.unwrap_or(c.num_layers);
+        for (name, n) in [
+            ("num_layers", c.num_layers),
+            ("num_decoder_layers", decoder_layers),
+        ] {
+            if let Err(e) = crate::config::check_layers(name, n) {
+                bail!("{e}");
+            }
+        }
         let stack = |name: &str, n: usize, decoder: bool| -> Result<Vec<Block>> {
             (0..n)
                 .map(|i| Block::new(&p.sub(name).sub(format!("block.{i}")), c, decoder, i == 0))
@@ -479,11 +488,7 @@ impl T5 {
                 c.d_model,
                 c.layer_norm_epsilon,
             )?,
-            decoder: stack(
-                "decoder",
-                c.num_decoder_layers.unwrap_or(c.num_layers),
-                true,
-            )?,
+            decoder: stack("decoder", decoder_layers, true)?,
             decoder_norm: RmsNorm::new(
                 &p.sub("decoder.final_layer_norm"),
                 c.d_model,
