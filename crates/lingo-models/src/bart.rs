@@ -322,6 +322,11 @@ impl Bart {
                 bail!("{e}");
             }
         }
+        if let Err(e) =
+            crate::config::check_positions("max_position_embeddings", c.max_position_embeddings)
+        {
+            bail!("{e}");
+        }
         for (what, heads) in [
             ("encoder_attention_heads", c.encoder_attention_heads),
             ("decoder_attention_heads", c.decoder_attention_heads),

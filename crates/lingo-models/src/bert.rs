@@ -683,6 +683,11 @@ impl BertModel {
         if let Err(e) = crate::config::check_layers("num_hidden_layers", c.num_hidden_layers) {
             bail!("{e}");
         }
+        if let Err(e) =
+            crate::config::check_positions("max_position_embeddings", c.max_position_embeddings)
+        {
+            bail!("{e}");
+        }
         if c.num_attention_heads == 0 || !c.hidden_size.is_multiple_of(c.num_attention_heads) {
             bail!(
                 "hidden_size {} is not a multiple of num_attention_heads {}",

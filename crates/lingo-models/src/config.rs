@@ -50,6 +50,22 @@ pub fn check_layers(name: &str, layers: usize) -> Result<(), String> {
     Ok(())
 }
 
+/// The most positions a config may ask for (a million: beyond the longest real context windows).
+/// A position table is allocated from this number before any weight is read (Marian's sinusoids
+/// are computed, not stored; a new model draws its learned table), so a corrupt `config.json`
+/// could otherwise ask for hundreds of gigabytes (found by fuzzing).
+pub const MAX_POSITIONS: usize = 1 << 20;
+
+/// Checks a position count against [`MAX_POSITIONS`].
+pub fn check_positions(name: &str, positions: usize) -> Result<(), String> {
+    if positions > MAX_POSITIONS {
+        return Err(format!(
+            "field `{name}` is {positions}: more than {MAX_POSITIONS} positions is not a real model"
+        ));
+    }
+    Ok(())
+}
+
 /// Checks that `d_model` splits into `n_heads` equal heads.
 pub fn check_heads(d_model: usize, n_heads: usize) -> Result<(), String> {
     if !d_model.is_multiple_of(n_heads) {

@@ -110,6 +110,7 @@ impl GptConfig {
         ])?;
         check_heads(self.d_model, self.n_heads)?;
         crate::config::check_layers("n_layers", self.n_layers)?;
+        crate::config::check_positions("context_length", self.context_length)?;
         match self.attention {
             AttentionKind::Window => check_positive(&[("attention_window", self.attention_window)])?,
             AttentionKind::Linformer => {

@@ -97,6 +97,7 @@ impl TransformerConfig {
         check_heads(self.d_model, self.n_heads)?;
         crate::config::check_layers("encoder_layers", self.encoder_layers)?;
         crate::config::check_layers("decoder_layers", self.decoder_layers)?;
+        crate::config::check_positions("max_len", self.max_len)?;
         if self.share_embeddings && self.src_vocab_size != self.tgt_vocab_size {
             return Err(format!(
                 "field `share_embeddings` needs one vocabulary, got {} source and {} target tokens",

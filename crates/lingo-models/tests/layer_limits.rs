@@ -1,5 +1,6 @@
-//! A config.json asking for an absurd number of layers is refused before anything is built, for
-//! every family — also when a new model is initialised from it (no weights to run out of first).
+//! A config.json asking for an absurd number of layers or positions is refused before anything is
+//! built, for every family — also when a new model is initialised from it (no weights to run out
+//! of first).
 
 use lingo_models::auto::{AutoModel, LoadOptions};
 use std::path::Path;
@@ -43,5 +44,25 @@ fn every_family_refuses_absurd_layer_counts_before_building() {
             err.contains(field) && err.contains("layers"),
             "{config}: {err}"
         );
+    }
+}
+
+/// Marian's sinusoidal positions are computed from `max_position_embeddings`, not read: a fuzzed
+/// config asked for 2^33 of them (a 550 GB table).
+#[test]
+fn absurd_position_tables_are_refused_before_allocating() {
+    let huge = 1u64 << 33;
+    let configs = [
+        serde_json::json!({"model_type": "marian", "vocab_size": 10, "d_model": 16, "encoder_attention_heads": 2, "decoder_attention_heads": 2, "encoder_ffn_dim": 8, "decoder_ffn_dim": 8, "encoder_layers": 1, "decoder_layers": 1, "max_position_embeddings": huge}),
+        serde_json::json!({"model_type": "bert", "vocab_size": 10, "hidden_size": 8, "num_attention_heads": 2, "intermediate_size": 8, "num_hidden_layers": 1, "max_position_embeddings": huge}),
+        serde_json::json!({"model_type": "gpt2", "vocab_size": 10, "n_embd": 8, "n_head": 2, "n_positions": huge, "n_layer": 1}),
+    ];
+    for config in configs {
+        let err = match AutoModel::init(Path::new("huge"), config.clone(), &LoadOptions::default())
+        {
+            Ok(_) => panic!("{config} was built"),
+            Err(e) => e.to_string(),
+        };
+        assert!(err.contains("positions"), "{config}: {err}");
     }
 }
