@@ -1,0 +1,172 @@
+//! The in-process backend against the definitions: deterministic rank-order sums, broadcast,
+//! gather, barriers across many rounds, and the failures a distributed run must report instead of
+//! hanging — a rank that calls another collective, one that never comes, one that leaves.
+
+use lingo_dist::{Collective, CollectiveError, InProcess, SingleProcess};
+use std::thread;
+use std::time::Duration;
+
+/// Runs `f` on every rank of a group, one thread each, and returns the ranks' results in order.
+fn on_ranks<T: Send>(group: Vec<InProcess>, f: impl Fn(&InProcess) -> T + Sync) -> Vec<T> {
+    thread::scope(|s| {
+        let handles: Vec<_> = group
+            .into_iter()
+            .map(|rank| {
+                let f = &f;
+                s.spawn(move || f(&rank))
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("rank panicked"))
+            .collect()
+    })
+}
+
+/// Values whose sum depends on the order they are added in.
+fn values(rank: usize, round: usize, n: usize) -> Vec<f32> {
+    (0..n)
+        .map(|i| {
+            ((rank * 7919 + round * 104_729 + i * 31) as f32).sin()
+                * 10f32.powi((rank % 4) as i32 * 3)
+        })
+        .collect()
+}
+
+#[test]
+fn sums_broadcasts_and_gathers_match_their_definitions_round_after_round() {
+    for world in [1, 2, 3, 5] {
+        let results = on_ranks(InProcess::group(world), |c| {
+            let mut out = Vec::new();
+            for round in 0..50 {
+                let mut buf = values(c.rank(), round, 37);
+                c.all_reduce_sum(&mut buf).unwrap();
+                out.push(buf);
+                let root = round % world;
+                let mut b = if c.rank() == root {
+                    values(99, round, 5)
+                } else {
+                    vec![0.0; 5]
+                };
+                c.broadcast(&mut b, root).unwrap();
+                out.push(b);
+                let mut all = vec![0.0; 3 * world];
+                c.all_gather(&values(c.rank(), round, 3), &mut all).unwrap();
+                out.push(all);
+                c.barrier().unwrap();
+                let mut mean = vec![c.rank() as f32; 2];
+                c.all_reduce_mean(&mut mean).unwrap();
+                out.push(mean);
+            }
+            out
+        });
+        for (round, chunk) in results[0].chunks(4).enumerate() {
+            // The sum is taken in rank order: bit for bit the sequential one.
+            let mut sum = values(0, round, 37);
+            for r in 1..world {
+                sum.iter_mut()
+                    .zip(values(r, round, 37))
+                    .for_each(|(s, x)| *s += x);
+            }
+            assert_eq!(chunk[0], sum, "world {world} round {round}");
+            assert_eq!(chunk[1], values(99, round, 5));
+            let gathered: Vec<f32> = (0..world).flat_map(|r| values(r, round, 3)).collect();
+            assert_eq!(chunk[2], gathered);
+            let mean = (0..world).sum::<usize>() as f32 / world as f32;
+            assert_eq!(chunk[3], vec![mean; 2]);
+        }
+        // Every rank got the same bits.
+        assert!(results.iter().all(|r| *r == results[0]), "world {world}");
+    }
+}
+
+#[test]
+fn a_rank_calling_another_collective_is_a_mismatch_everywhere() {
+    let results = on_ranks(InProcess::group(2), |c| {
+        if c.rank() == 0 {
+            c.all_reduce_sum(&mut [1.0, 2.0])
+        } else {
+            c.all_reduce_sum(&mut [1.0, 2.0, 3.0])
+        }
+    });
+    for r in &results {
+        let err = r.as_ref().unwrap_err();
+        assert!(matches!(err, CollectiveError::Mismatch { .. }), "{err}");
+        let text = err.to_string();
+        assert!(
+            text.contains("2 values") && text.contains("3 values"),
+            "{text}"
+        );
+    }
+}
+
+#[test]
+fn a_rank_that_never_comes_times_out_naming_it() {
+    let results = on_ranks(
+        InProcess::group_with_timeout(3, Duration::from_millis(200)),
+        |c| {
+            if c.rank() == 2 {
+                // Stuck elsewhere; long enough for the others to give up, short enough for a test.
+                thread::sleep(Duration::from_millis(600));
+                return None;
+            }
+            Some(c.barrier())
+        },
+    );
+    for r in results.iter().take(2) {
+        match r {
+            Some(Err(CollectiveError::Timeout { missing, op, .. })) => {
+                assert_eq!(missing, &[2]);
+                assert_eq!(*op, "barrier");
+            }
+            other => panic!("expected a timeout, got {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn a_rank_that_leaves_makes_the_others_fail_not_hang() {
+    let mut group = InProcess::group(3);
+    drop(group.pop()); // rank 2 is gone before the first collective
+    let results = on_ranks(group, |c| c.all_reduce_sum(&mut [1.0]));
+    for r in results {
+        assert_eq!(
+            r.unwrap_err(),
+            CollectiveError::PeerGone {
+                op: "all_reduce",
+                rank: 2
+            }
+        );
+    }
+    // A rank that finishes its collectives and exits does not disturb the ones still taking
+    // the last result.
+    for _ in 0..200 {
+        let results = on_ranks(InProcess::group(4), |c| {
+            let mut x = [c.rank() as f32];
+            c.all_reduce_sum(&mut x).map(|_| x[0])
+        });
+        assert!(results.iter().all(|r| r == &Ok(6.0)), "{results:?}");
+    }
+}
+
+#[test]
+fn bad_arguments_are_errors_and_one_process_is_the_identity() {
+    let one = SingleProcess;
+    let mut buf = [1.0, 2.0];
+    one.all_reduce_mean(&mut buf).unwrap();
+    assert_eq!(buf, [1.0, 2.0]);
+    assert!(one.broadcast(&mut buf, 1).is_err());
+    let mut recv = [0.0; 2];
+    one.all_gather(&buf, &mut recv).unwrap();
+    assert_eq!(recv, buf);
+    assert!(one.is_root() && one.world_size() == 1);
+
+    let results = on_ranks(InProcess::group(2), |c| {
+        let mut short = [0.0; 3];
+        (
+            c.all_gather(&[1.0, 2.0], &mut short).is_err(),
+            c.broadcast(&mut [0.0], 2).is_err(),
+        )
+    });
+    assert!(results.iter().all(|&(a, b)| a && b));
+}
