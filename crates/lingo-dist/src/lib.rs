@@ -4,6 +4,8 @@
 //! - [`SingleProcess`]: a world of one; every collective is the identity.
 //! - [`InProcess`]: a world of threads in one process, for tests and for checking that a
 //!   distributed run equals a single one without launching anything.
+//! - `Mpi` (cargo feature `mpi`): a world of processes launched by `mpirun`, on one machine or
+//!   many.
 //!
 //! Reductions are deterministic: a sum adds the ranks' buffers in rank order, whatever order they
 //! arrive in, so every rank gets bit-identical results and a run is reproducible. Every wait has a
@@ -11,8 +13,12 @@
 //! fail with an error that says so instead of waiting forever.
 
 mod in_process;
+#[cfg(feature = "mpi")]
+mod mpi;
 
 pub use in_process::InProcess;
+#[cfg(feature = "mpi")]
+pub use mpi::Mpi;
 use std::time::Duration;
 
 /// What can go wrong in a collective.
