@@ -68,6 +68,19 @@ class GPT(nn.Module):
         return F.cross_entropy(logits.view(-1, logits.size(-1)), targets.view(-1))
 
 
+def timed(fn, warmup, iters):
+    """Per-call milliseconds of `fn` over `iters` calls after `warmup` untimed ones. The other
+    benchmark scripts import it from here (`lingo bench` writes this file beside each of them)."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(iters):
+        t0 = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - t0) * 1e3)
+    return times
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--threads", type=int, default=2)
@@ -105,14 +118,7 @@ def main():
 
     result = {"torch": torch.__version__, "threads": torch.get_num_threads()}
     for name, fn in (("train_ms", train_step), ("forward_ms", forward)):
-        for _ in range(a.warmup):
-            fn()
-        times = []
-        for _ in range(a.iters):
-            t0 = time.perf_counter()
-            fn()
-            times.append((time.perf_counter() - t0) * 1e3)
-        result[name] = times
+        result[name] = timed(fn, a.warmup, a.iters)
     print(json.dumps(result))
 
 

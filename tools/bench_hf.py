@@ -27,22 +27,11 @@ Prints one JSON object with per-iteration milliseconds (`ms`).
 """
 import argparse
 import json
-import time
 
 import torch
 import transformers as tf
 
-
-def timed(fn, a):
-    """Per-iteration milliseconds of `fn` after `a.warmup` untimed calls."""
-    for _ in range(a.warmup):
-        fn()
-    times = []
-    for _ in range(a.iters):
-        t0 = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - t0) * 1e3)
-    return times
+from bench_gpt import timed
 
 
 class Encoder(torch.nn.Module):
@@ -86,7 +75,7 @@ def onnx_runtime(model, name, a, g, out):
         out["onnxruntime"] = ort.__version__
         for batch in (1, 32):
             ids = torch.randint(1000, 30000, (batch, 128), generator=g).numpy()
-            out[f"ort_{name}_{batch}_ms"] = timed(lambda: session.run(None, {"input_ids": ids}), a)
+            out[f"ort_{name}_{batch}_ms"] = timed(lambda: session.run(None, {"input_ids": ids}), a.warmup, a.iters)
 
 
 def main():
@@ -138,7 +127,7 @@ def main():
         out = {"torch": torch.__version__, "transformers": tf.__version__,
                "threads": torch.get_num_threads()}
         for key, fn in [("train_ms", step), ("forward_ms", forward)]:
-            out[key] = timed(fn, a)
+            out[key] = timed(fn, a.warmup, a.iters)
         print(json.dumps(out))
         return
     if a.model == "bert":
@@ -155,7 +144,7 @@ def main():
                     with torch.no_grad(), precision:
                         model(input_ids=ids)
 
-                out[f"{name}_{batch}_ms"] = timed(forward, a)
+                out[f"{name}_{batch}_ms"] = timed(forward, a.warmup, a.iters)
             if not a.bf16:
                 onnx_runtime(model, name, a, g, out)
         print(json.dumps(out))
@@ -170,7 +159,7 @@ def main():
         assert out.shape[1] == 32 + 128
 
     print(json.dumps({"torch": torch.__version__, "transformers": tf.__version__,
-                      "threads": torch.get_num_threads(), "ms": timed(run, a)}))
+                      "threads": torch.get_num_threads(), "ms": timed(run, a.warmup, a.iters)}))
 
 
 if __name__ == "__main__":

@@ -17,12 +17,13 @@ milliseconds of a training step and of a forward pass, and the number of target 
 """
 import argparse
 import json
-import time
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+from bench_gpt import timed
 
 PAD, BOS, EOS = 0, 1, 2
 
@@ -112,14 +113,7 @@ def main():
 
     result = {"torch": torch.__version__, "threads": torch.get_num_threads(), "target_tokens": tokens}
     for name, fn in (("train_ms", train_step), ("forward_ms", forward)):
-        for _ in range(a.warmup):
-            fn()
-        times = []
-        for _ in range(a.iters):
-            t0 = time.perf_counter()
-            fn()
-            times.append((time.perf_counter() - t0) * 1e3)
-        result[name] = times
+        result[name] = timed(fn, a.warmup, a.iters)
     print(json.dumps(result))
 
 

@@ -18,11 +18,12 @@ Prints one JSON object with per-iteration milliseconds.
 """
 import argparse
 import json
-import time
 
 import torch
 import torch.nn.functional as F
 import transformers as tf
+
+from bench_gpt import timed
 
 PAD, EOS = 0, 2
 VOCAB = 8000
@@ -93,14 +94,7 @@ def main():
 
     result = {"torch": torch.__version__, "transformers": tf.__version__, "threads": torch.get_num_threads()}
     for key, fn in [("train_ms", train_step), ("forward_ms", forward), ("beam_ms", beam)]:
-        for _ in range(a.warmup):
-            fn()
-        times = []
-        for _ in range(a.iters):
-            t0 = time.perf_counter()
-            fn()
-            times.append((time.perf_counter() - t0) * 1e3)
-        result[key] = times
+        result[key] = timed(fn, a.warmup, a.iters)
     print(json.dumps(result))
 
 

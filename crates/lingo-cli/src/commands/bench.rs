@@ -299,6 +299,8 @@ fn gpt_args(c: &GptConfig, batch: usize) -> Vec<String> {
 
 /// The widths of the `scaling` benchmark, and the benchmark GPT at each (heads of 64).
 const SCALING_WIDTHS: [usize; 6] = [64, 128, 256, 384, 512, 768];
+/// What is timed at each width: its label, and its key in tools/bench_gpt.py's output (`*_ms`).
+const SCALING_MEASURES: [(&str, &str); 2] = [("train step", "train"), ("forward", "forward")];
 
 fn scaling_config(d_model: usize) -> GptConfig {
     GptConfig {
@@ -443,17 +445,12 @@ fn bench_transformer(iters: usize) -> anyhow::Result<(Timings, Vec<f64>)> {
         |ctx| model.loss(&batch, &smoothed, ctx),
         None,
     )?;
-    let sources: Vec<Vec<u32>> = sentence_pairs(BEAM_SENTENCES, vocab, cfg.eos_id)
-        .into_iter()
-        .map(|(s, _)| s)
-        .collect();
-    let width = sources.iter().map(Vec::len).max().unwrap_or(1);
-    let mut flat = vec![cfg.pad_id; sources.len() * width];
-    for (row, s) in flat.chunks_mut(width).zip(&sources) {
-        row[..s.len()].copy_from_slice(s);
-    }
-    let src = Tensor::from_vec(flat, (sources.len(), width), &Device::Cpu)?;
-    let lengths: Vec<usize> = sources.iter().map(Vec::len).collect();
+    // The padded sources of the pairs tools/bench_transformer.py decodes.
+    let sources = pair_batch(
+        &sentence_pairs(BEAM_SENTENCES, vocab, cfg.eos_id),
+        cfg.pad_id,
+        cfg.bos_id,
+    )?;
     let beam = BeamConfig {
         beam_size: 5,
         max_length: BEAM_TOKENS,
@@ -461,7 +458,7 @@ fn bench_transformer(iters: usize) -> anyhow::Result<(Timings, Vec<f64>)> {
         ..Default::default()
     };
     let beam_ms = time_ms(iters, 2, || {
-        let out = beam_search(&model, &src, &lengths, &beam)?;
+        let out = beam_search(&model, &sources.source, &sources.source_lengths, &beam)?;
         anyhow::ensure!(
             out.iter().all(|h| h[0].tokens.len() == BEAM_TOKENS),
             "beam search stopped early"
@@ -705,31 +702,37 @@ pub(super) fn bench_pytorch(
     std::fs::create_dir_all(&dir)?;
     let path = dir.join("bench.py");
     std::fs::write(&path, script)?;
-    // The recipe's reference imports its model from bench_gpt.
+    // The reference scripts import from bench_gpt: its timing loop, and the recipe its model.
     std::fs::write(dir.join("bench_gpt.py"), GPT_SCRIPT)?;
-    let out = Command::new(python)
-        .arg(&path)
-        .args(args)
-        .args([
-            "--threads",
-            &threads.to_string(),
-            "--iters",
-            &iters.to_string(),
-        ])
-        .output();
+    let mut command = Command::new(python);
+    command.arg(&path).args(args).args([
+        "--threads",
+        &threads.to_string(),
+        "--iters",
+        &iters.to_string(),
+    ]);
+    let out = json_output(&mut command, &format!("the PyTorch benchmark ({python})"));
     let _ = std::fs::remove_dir_all(&dir);
-    let out = out.map_err(|e| anyhow::anyhow!("cannot run {python}: {e}"))?;
+    out
+}
+
+/// Runs a benchmark's child process (`who` names it in errors) and parses the last line it
+/// prints as JSON; a failure reports the last line of its standard error.
+pub(super) fn json_output<T: serde::de::DeserializeOwned>(
+    command: &mut Command,
+    who: &str,
+) -> anyhow::Result<T> {
+    let out = command
+        .output()
+        .map_err(|e| anyhow::anyhow!("cannot run {who}: {e}"))?;
     if !out.status.success() {
         let err = String::from_utf8_lossy(&out.stderr);
-        anyhow::bail!(
-            "{}",
-            err.lines().last().unwrap_or("the PyTorch benchmark failed")
-        );
+        anyhow::bail!("{who}: {}", err.lines().last().unwrap_or("failed"));
     }
     let stdout = String::from_utf8_lossy(&out.stdout);
     let line = stdout.lines().last().unwrap_or_default();
     serde_json::from_str(line)
-        .map_err(|e| anyhow::anyhow!("unexpected output from the PyTorch benchmark ({e}): {line}"))
+        .map_err(|e| anyhow::anyhow!("unexpected output from {who} ({e}): {line}"))
 }
 
 /// One line of the report: what was timed, Lingo's milliseconds, the reference script's key for the
@@ -864,12 +867,11 @@ impl Bench {
             println!("d_model {d}: timing Lingo ...");
             let t = bench_gpt(&c, GPT_BATCH, 1, self.iters)?;
             let tokens = GPT_BATCH * c.context_length;
-            for (what, ms) in [("train step", t.train_ms), ("forward", t.forward_ms)] {
-                let key = format!("d{d}_{}_ms", what.split(' ').next().unwrap_or(what));
+            for ((what, key), ms) in SCALING_MEASURES.into_iter().zip([t.train_ms, t.forward_ms]) {
                 rows.push(Row {
                     label: format!("{what}, d_model {d}"),
                     lingo_ms: ms,
-                    key,
+                    key: format!("d{d}_{key}_ms"),
                     per_iter: tokens,
                 });
             }
@@ -886,9 +888,9 @@ impl Bench {
                         threads: r.threads,
                         timings: Default::default(),
                     });
-                    for (from, to) in [("train_ms", "train"), ("forward_ms", "forward")] {
-                        if let Some(v) = r.timings.get(from) {
-                            all.timings.insert(format!("d{d}_{to}_ms"), v.clone());
+                    for (_, key) in SCALING_MEASURES {
+                        if let Some(v) = r.timings.get(&format!("{key}_ms")) {
+                            all.timings.insert(format!("d{d}_{key}_ms"), v.clone());
                         }
                     }
                 }
@@ -901,26 +903,20 @@ impl Bench {
             rows,
             torch,
         };
-        let rate = |ms: f64| (GPT_BATCH * 128) as f64 / ms * 1e3;
+        // The rows come in pairs per width, in SCALING_MEASURES' order.
         let mut series = Vec::new();
-        for (what, key) in [("train step", "train"), ("forward", "forward")] {
-            let rows = || {
-                measured
-                    .rows
-                    .iter()
-                    .filter(|r| r.key.ends_with(&format!("_{key}_ms")))
+        for (i, (what, _)) in SCALING_MEASURES.into_iter().enumerate() {
+            let at_widths = || {
+                (SCALING_WIDTHS.iter())
+                    .zip(measured.rows.chunks_exact(SCALING_MEASURES.len()))
+                    .map(move |(&d, pair)| (d as f64, &pair[i]))
             };
-            let width = |r: &Row| {
-                r.key[1..]
-                    .split('_')
-                    .next()
-                    .and_then(|d| d.parse::<f64>().ok())
-            };
-            let lingo: Vec<(f64, f64)> = rows()
-                .filter_map(|r| Some((width(r)?, rate(measured.medians(r).0))))
+            let rate = |r: &Row, ms: f64| r.per_iter as f64 / ms * 1e3;
+            let lingo: Vec<(f64, f64)> = at_widths()
+                .map(|(d, r)| (d, rate(r, measured.medians(r).0)))
                 .collect();
-            let pytorch: Vec<(f64, f64)> = rows()
-                .filter_map(|r| Some((width(r)?, rate(measured.medians(r).1?))))
+            let pytorch: Vec<(f64, f64)> = at_widths()
+                .filter_map(|(d, r)| Some((d, rate(r, measured.medians(r).1?))))
                 .collect();
             series.push((format!("Lingo, {what}"), lingo));
             if !pytorch.is_empty() {

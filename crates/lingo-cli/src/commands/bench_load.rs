@@ -8,6 +8,7 @@
 //! forward pass of 8 tokens, since `transformers` leaves its parameters as views of the mapped
 //! file, read only when first used.
 
+use super::bench::json_output;
 use anyhow::Context;
 use lingo_models::auto::{AutoModel, LoadOptions};
 use lingo_models::ModelInputs;
@@ -44,14 +45,9 @@ impl Probe {
 
 /// A `/proc/self/status` field in MiB.
 fn status_mib(field: &str) -> anyhow::Result<f64> {
-    let status = std::fs::read_to_string("/proc/self/status")
-        .context("peak memory is read from /proc/self/status (Linux only)")?;
-    let kib: f64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix(field)?.trim().strip_suffix("kB"))
-        .and_then(|v| v.trim().parse().ok())
-        .with_context(|| format!("no {field} in /proc/self/status"))?;
-    Ok(kib / 1024.0)
+    lingo_serve::load::memory_mb(std::process::id(), field).with_context(|| {
+        format!("no {field} in /proc/self/status (peak memory is read on Linux only)")
+    })
 }
 
 /// Loads `dir` as `lingo` does and prints the [`Probe`] as JSON: the child side of the benchmark.
@@ -104,19 +100,6 @@ fn models() -> [(&'static str, serde_json::Value); 2] {
     ]
 }
 
-fn run_probe(mut command: Command, who: &str) -> anyhow::Result<Probe> {
-    let out = command
-        .output()
-        .with_context(|| format!("cannot run {who}"))?;
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    if !out.status.success() {
-        let err = String::from_utf8_lossy(&out.stderr);
-        anyhow::bail!("{who} failed: {}", err.lines().last().unwrap_or_default());
-    }
-    let line = stdout.lines().last().unwrap_or_default();
-    serde_json::from_str(line).with_context(|| format!("unexpected output from {who}: {line}"))
-}
-
 pub fn run(python: Option<&str>, json: Option<&Path>) -> anyhow::Result<()> {
     let tmp = tempfile::tempdir()?;
     let script = tmp.path().join("bench_load.py");
@@ -134,12 +117,12 @@ pub fn run(python: Option<&str>, json: Option<&Path>) -> anyhow::Result<()> {
         let file_mib = std::fs::metadata(dir.join("model.safetensors"))?.len() as f64 / 1048576.0;
         let mut lingo = Command::new(&exe);
         lingo.args(["bench", "load", "--load-probe"]).arg(&dir);
-        let ours = run_probe(lingo, "lingo")?;
+        let ours: Probe = json_output(&mut lingo, "lingo")?;
         let theirs = match python {
             Some(python) => {
                 let mut py = Command::new(python);
                 py.arg(&script).arg(&dir);
-                match run_probe(py, "tools/bench_load.py") {
+                match json_output::<Probe>(&mut py, "tools/bench_load.py") {
                     Ok(p) => Some(p),
                     Err(e) => {
                         println!("transformers side unavailable ({e})");
