@@ -75,12 +75,27 @@ fn killed_runs_leave_a_loadable_checkpoint_and_resume_exactly() {
     let mut rng = LingoRng::new(11);
     let (mut loaded, mut last_step, mut mid_run) = (0, 0, 0);
     for _ in 0..kills {
+        let written = || {
+            std::fs::metadata(&checkpoint)
+                .and_then(|m| m.modified())
+                .ok()
+        };
+        let before = written();
         let mut child = train(&config, &killed, checkpoint.exists())
             .spawn()
             .expect("starts");
-        // Anywhere in the first quarter of a run (start-up included), so that most kills stop
-        // training part-way; every step writes a checkpoint.
-        let wait = full_run.mul_f32(rng.uniform() / 4.0);
+        // Once this run has written a step of its own — its start-up (process, data, resuming)
+        // takes a share of the run that varies with the machine's load — at a random moment of
+        // the next 1/(2·kills) of a run: the kills together cover about half of it, so that
+        // most stop training part-way; every step writes a checkpoint.
+        let deadline = Instant::now() + full_run * 4 + Duration::from_secs(10);
+        while written() == before
+            && Instant::now() < deadline
+            && matches!(child.try_wait(), Ok(None))
+        {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let wait = full_run.mul_f32(rng.uniform() / (2 * kills) as f32);
         std::thread::sleep(wait.max(Duration::from_millis(5)));
         let _ = child.kill(); // SIGKILL
         let _ = child.wait();
