@@ -128,7 +128,7 @@ fn main() {
     keep_freed_memory();
     let cli = Cli::parse();
     let mut pool = rayon::ThreadPoolBuilder::new();
-    if let Some(n) = cli.threads {
+    if let Some(n) = cli.threads.or_else(threads_per_rank) {
         pool = pool.num_threads(n);
     }
     if let Err(e) = pool.build_global() {
@@ -179,4 +179,12 @@ fn main() {
         eprintln!("error: {e:#}");
         std::process::exit(1);
     }
+    commands::leave_world();
+}
+
+/// Ranks that `mpirun` started on one machine share its cores: each gets its share of them.
+fn threads_per_rank() -> Option<usize> {
+    let launch = lingo_dist::Launch::detect()?;
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    (launch.local_ranks > 1).then(|| (cores / launch.local_ranks).max(1))
 }

@@ -13,10 +13,12 @@
 //! fail with an error that says so instead of waiting forever.
 
 mod in_process;
+pub mod launch;
 #[cfg(feature = "mpi")]
 mod mpi;
 
 pub use in_process::InProcess;
+pub use launch::{from_environment, Launch};
 #[cfg(feature = "mpi")]
 pub use mpi::Mpi;
 use std::time::Duration;
@@ -72,6 +74,65 @@ pub trait Collective: Send + Sync {
     fn is_root(&self) -> bool {
         self.rank() == 0
     }
+
+    /// `root`'s bytes copied into every rank's `bytes` (whatever length the others held). The
+    /// bytes travel as the bit patterns of `f32`s, which every backend copies without arithmetic.
+    fn broadcast_bytes(&self, bytes: &mut Vec<u8>, root: usize) -> Result<()> {
+        let len = bytes.len() as u64;
+        let mut header = [
+            f32::from_bits(len as u32),
+            f32::from_bits((len >> 32) as u32),
+        ];
+        self.broadcast(&mut header, root)?;
+        let len = header[0].to_bits() as u64 | (header[1].to_bits() as u64) << 32;
+        let len = usize::try_from(len)
+            .map_err(|_| CollectiveError::Invalid(format!("broadcast of {len} bytes")))?;
+        bytes.resize(len, 0);
+        let mut words: Vec<f32> = bytes
+            .chunks(4)
+            .map(|c| {
+                let mut w = [0u8; 4];
+                w[..c.len()].copy_from_slice(c);
+                f32::from_bits(u32::from_le_bytes(w))
+            })
+            .collect();
+        self.broadcast(&mut words, root)?;
+        for (chunk, word) in bytes.chunks_mut(4).zip(&words) {
+            chunk.copy_from_slice(&word.to_bits().to_le_bytes()[..chunk.len()]);
+        }
+        Ok(())
+    }
+
+    /// Checks that every rank holds the same `bytes` (a config, say), comparing 64-bit hashes:
+    /// an error naming the ranks that differ from rank 0, on every rank.
+    fn agree(&self, what: &str, bytes: &[u8]) -> Result<()> {
+        let hash = fnv1a(bytes);
+        let mine = [
+            f32::from_bits(hash as u32),
+            f32::from_bits((hash >> 32) as u32),
+        ];
+        let mut all = vec![0f32; 2 * self.world_size()];
+        self.all_gather(&mine, &mut all)?;
+        let bits: Vec<u64> = all
+            .chunks_exact(2)
+            .map(|w| w[0].to_bits() as u64 | (w[1].to_bits() as u64) << 32)
+            .collect();
+        let differ: Vec<usize> = (0..bits.len()).filter(|&r| bits[r] != bits[0]).collect();
+        if differ.is_empty() {
+            return Ok(());
+        }
+        Err(CollectiveError::Invalid(format!(
+            "the ranks were started with different {what}: rank(s) {differ:?} differ from rank 0 (hashes {:016x} vs {:016x}); start every rank with the same command and files",
+            bits[differ[0]], bits[0]
+        )))
+    }
+}
+
+/// 64-bit FNV-1a: enough to tell two configs apart, and the same on every machine.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
+        (h ^ b as u64).wrapping_mul(0x0100_0000_01b3)
+    })
 }
 
 /// A world of one process: every collective leaves its buffers as they are.

@@ -170,3 +170,37 @@ fn bad_arguments_are_errors_and_one_process_is_the_identity() {
     });
     assert!(results.iter().all(|&(a, b)| a && b));
 }
+
+#[test]
+fn bytes_travel_whole_and_disagreement_names_the_rank() {
+    // Every length modulo 4, and bytes whose 4-byte words are NaN patterns, arrive unchanged.
+    let message: Vec<u8> = (0..1027u32).map(|i| (i * 37 % 256) as u8).collect();
+    for len in [0, 1, 2, 3, 4, 5, 1027] {
+        let nan_words = [0xff, 0xff, 0xff, 0x7f].repeat(3);
+        let results = on_ranks(InProcess::group(3), |c| {
+            let mut bytes = match c.rank() {
+                1 => [message[..len].to_vec(), nan_words.clone()].concat(),
+                _ => vec![9; 11],
+            };
+            c.broadcast_bytes(&mut bytes, 1).map(|()| bytes)
+        });
+        for got in results {
+            assert_eq!(got.unwrap(), [&message[..len], &nan_words[..]].concat());
+        }
+    }
+    // The same bytes agree; different ones are an error on every rank, naming the odd ones.
+    let results = on_ranks(InProcess::group(4), |c| c.agree("configs", b"same"));
+    assert!(results.iter().all(Result::is_ok));
+    let results = on_ranks(InProcess::group(4), |c| {
+        let config: &[u8] = if c.rank() % 2 == 1 { b"other" } else { b"same" };
+        c.agree("configs", config)
+    });
+    for r in results {
+        let e = r.unwrap_err().to_string();
+        assert!(
+            e.contains("different configs") && e.contains("[1, 3]"),
+            "{e}"
+        );
+    }
+    assert!(SingleProcess.agree("configs", b"anything").is_ok());
+}

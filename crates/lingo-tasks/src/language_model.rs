@@ -183,10 +183,9 @@ pub fn shards<'a>(
     for start in (0..b).step_by(rows.max(1)) {
         let len = rows.min(b - start);
         let (x, y) = (x.narrow(0, start, len)?, y.narrow(0, start, len)?);
-        parts.push(Shard {
-            tokens: len * t,
-            loss: Box::new(move |ctx: &mut Ctx| model.loss(&x, &y, ctx)),
-        });
+        parts.push(Shard::mean(len * t, len * t, move |ctx: &mut Ctx| {
+            model.loss(&x, &y, ctx)
+        }));
     }
     Ok(parts)
 }

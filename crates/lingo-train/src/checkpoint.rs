@@ -95,7 +95,29 @@ pub fn save(
 
 /// Reads only the metadata of a checkpoint.
 pub fn read_meta(path: &Path) -> crate::Result<CheckpointMeta> {
-    let meta = read_safetensors_metadata(path)?;
+    parse_meta(&read_safetensors_metadata(path)?, path)
+}
+
+/// The metadata of a checkpoint held in memory (read from `path`, which errors name).
+pub fn meta_of(bytes: &[u8], path: &Path) -> crate::Result<CheckpointMeta> {
+    parse_meta(&safetensors_bytes(bytes, path)?.1, path)
+}
+
+/// The tensors and metadata of safetensors bytes read from `path`.
+fn safetensors_bytes(
+    bytes: &[u8],
+    path: &Path,
+) -> crate::Result<(HashMap<String, Tensor>, HashMap<String, String>)> {
+    let invalid = |e: &dyn std::fmt::Display| {
+        TrainError::Input(format!("{}: not a valid checkpoint ({e})", path.display()))
+    };
+    let (_, header) = safetensors::SafeTensors::read_metadata(bytes).map_err(|e| invalid(&e))?;
+    let tensors =
+        candle_core::safetensors::load_buffer(bytes, &Device::Cpu).map_err(|e| invalid(&e))?;
+    Ok((tensors, header.metadata().clone().unwrap_or_default()))
+}
+
+fn parse_meta(meta: &HashMap<String, String>, path: &Path) -> crate::Result<CheckpointMeta> {
     let text = meta.get(META_KEY).ok_or_else(|| {
         TrainError::Input(format!(
             "{}: not a Lingo checkpoint (no `{META_KEY}` metadata)",
@@ -127,6 +149,29 @@ pub fn load(
 ) -> crate::Result<(CheckpointMeta, HashMap<String, Tensor>)> {
     let meta = read_meta(path)?;
     let tensors = read_safetensors(path, &Device::Cpu)?;
+    restore(meta, tensors, path, params, optimizer)
+}
+
+/// [`load`] from the checkpoint's bytes, read from `path` (by another rank, say).
+pub fn load_bytes(
+    bytes: &[u8],
+    path: &Path,
+    params: &ParamStore,
+    optimizer: &mut Optimizer,
+) -> crate::Result<(CheckpointMeta, HashMap<String, Tensor>)> {
+    let (tensors, meta) = safetensors_bytes(bytes, path)?;
+    restore(parse_meta(&meta, path)?, tensors, path, params, optimizer)
+}
+
+/// Puts a checkpoint's tensors into the parameters and the optimizer; returns its metadata and
+/// the tensors the task carried.
+fn restore(
+    meta: CheckpointMeta,
+    tensors: HashMap<String, Tensor>,
+    path: &Path,
+    params: &ParamStore,
+    optimizer: &mut Optimizer,
+) -> crate::Result<(CheckpointMeta, HashMap<String, Tensor>)> {
     let source = path.display().to_string();
     let (model, rest): (HashMap<_, _>, HashMap<_, _>) = tensors
         .into_iter()

@@ -6,10 +6,12 @@
 //! | [`schedule`] | learning-rate warm-up and decay |
 //! | [`grads`] | gradient accumulation and global-norm clipping |
 //! | [`checkpoint`] | atomic, single-file checkpoints that resume exactly |
+//! | [`data_parallel`] | what ranks exchange: rank 0's weights, gradient all-reduce in buckets |
 //! | [`metrics`] | the JSONL metrics log and the loss-curve PNG |
 //! | [`trainer`] | the loop, evaluation, progress bar |
 
 pub mod checkpoint;
+pub mod data_parallel;
 pub mod grads;
 pub mod metrics;
 pub mod optim;
@@ -37,6 +39,9 @@ pub enum TrainError {
         path: PathBuf,
         source: std::io::Error,
     },
+    /// Another rank failed, disagreed or never came.
+    #[error("data-parallel training")]
+    Collective(#[from] lingo_dist::CollectiveError),
     #[error("training diverged at step {step}: loss is {loss}")]
     Diverged { step: usize, loss: f64 },
     #[error(transparent)]

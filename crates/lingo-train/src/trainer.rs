@@ -4,6 +4,9 @@
 //! masks, same optimizer moments — so its loss curve equals that of an uninterrupted run.
 
 use crate::checkpoint::{self, CheckpointMeta, CHECKPOINT_FILE};
+use crate::data_parallel::{
+    all_reduce_gradients, broadcast_params, share_from_root, sum_over_ranks,
+};
 use crate::grads::{clip_scale, Gradients};
 use crate::metrics::{plot_losses, plot_metrics, MetricsLog, Record};
 use crate::optim::{DecayPolicy, Optimizer, OptimizerConfig, ParamGroup};
@@ -12,6 +15,7 @@ use crate::schedule::Schedule;
 use crate::TrainError;
 use candle_core::Tensor;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use lingo_dist::{Collective, SingleProcess};
 use lingo_nn::recompute::Recomputed;
 use lingo_nn::{Ctx, LingoRng, ParamStore};
 use serde::{Deserialize, Serialize};
@@ -21,15 +25,49 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-/// One part of a micro-batch (see [`TrainTask::train_shards`]): the target tokens it covers and the
-/// computation of its mean loss, which may run on any thread.
+/// One part of a micro-batch (see [`TrainTask::train_shards`]), computed on any thread of any
+/// rank. Its loss is its share of the whole micro-batch's: a loss that averages over `counts[k]`
+/// terms of part `k` in this shard (tokens, masked tokens, sentences…) contributes
+/// `mean_k · counts[k] / totals[k]`, where `totals` sums `counts` over every shard of the
+/// micro-batch. The shares add up to the loss of the micro-batch in one piece.
 pub struct Shard<'a> {
+    /// Target tokens, for the run's throughput.
     pub tokens: usize,
+    /// Terms each part of the loss averages over in this shard.
+    pub counts: Vec<usize>,
     pub loss: ShardLoss<'a>,
 }
 
-/// Computes a shard's mean loss with the given context (its own dropout stream).
-pub type ShardLoss<'a> = Box<dyn FnOnce(&mut Ctx) -> candle_core::Result<Tensor> + Send + 'a>;
+/// Computes a shard's share of the loss with the given context (its own dropout stream) and the
+/// micro-batch's totals of [`Shard::counts`].
+pub type ShardLoss<'a> =
+    Box<dyn FnOnce(&mut Ctx, &[usize]) -> candle_core::Result<Tensor> + Send + 'a>;
+
+impl<'a> Shard<'a> {
+    /// A shard whose loss is one mean over `count` terms, computed by `mean`.
+    pub fn mean(
+        tokens: usize,
+        count: usize,
+        mean: impl FnOnce(&mut Ctx) -> candle_core::Result<Tensor> + Send + 'a,
+    ) -> Self {
+        Shard {
+            tokens,
+            counts: vec![count],
+            loss: Box::new(move |ctx: &mut Ctx, totals: &[usize]| {
+                mean(ctx)? * share(count, totals[0])
+            }),
+        }
+    }
+}
+
+/// The weight of a part that averages `count` of a micro-batch's `total` terms.
+pub fn share(count: usize, total: usize) -> f64 {
+    if total == 0 {
+        0.0
+    } else {
+        count as f64 / total as f64
+    }
+}
 
 /// What the trainer needs from a model and its data.
 pub trait TrainTask {
@@ -43,7 +81,8 @@ pub trait TrainTask {
     ) -> candle_core::Result<(Tensor, usize)>;
     /// Draws a micro-batch exactly as [`TrainTask::train_loss`] does and cuts it into at most
     /// `shards` parts, whose losses the trainer computes at the same time on different threads
-    /// (`data_parallel` in the recipe). `None`: the task computes a micro-batch as one piece.
+    /// (`data_parallel` in the recipe) or ranks (a [`Collective`] of several). `None`: the task
+    /// computes a micro-batch as one piece, on one rank.
     fn train_shards(
         &mut self,
         _batch_size: usize,
@@ -263,6 +302,7 @@ pub struct TrainReport {
     pub stopped_early: bool,
 }
 
+#[derive(Clone)]
 pub struct Trainer {
     pub config: TrainConfig,
     pub out_dir: PathBuf,
@@ -272,6 +312,10 @@ pub struct Trainer {
     pub stop_after: Option<usize>,
     /// Set from outside (e.g. a Ctrl-C handler) to stop after the current step, with a checkpoint.
     pub interrupt: Arc<AtomicBool>,
+    /// The ranks training together (data parallelism): each computes its shards of every
+    /// micro-batch, and rank 0 alone logs, evaluates and writes the output folder. A world of one
+    /// by default.
+    pub collective: Arc<dyn Collective>,
 }
 
 /// The stream of data order and dropout, independent of the initialisation stream.
@@ -285,6 +329,7 @@ impl Trainer {
             progress: true,
             stop_after: None,
             interrupt: Arc::new(AtomicBool::new(false)),
+            collective: Arc::new(SingleProcess),
         }
     }
 
@@ -297,23 +342,50 @@ impl Trainer {
         let cfg = &self.config;
         cfg.validate()
             .map_err(|e| TrainError::Input(format!("training config: {e}")))?;
-        std::fs::create_dir_all(&self.out_dir).map_err(crate::io(&self.out_dir))?;
-        lingo_nn::io::remove_stale_temporaries(&self.out_dir);
+        let dist = &*self.collective;
+        let (world, root) = (dist.world_size(), dist.is_root());
+        if root {
+            std::fs::create_dir_all(&self.out_dir).map_err(crate::io(&self.out_dir))?;
+            lingo_nn::io::remove_stale_temporaries(&self.out_dir);
+        }
         let params = task.params().clone();
         let mut optimizer =
             Optimizer::new(cfg.optimizer.clone(), &params, cfg.decay, &cfg.param_groups);
         let train_json = serde_json::to_value(cfg)?;
         let task_json = task.describe();
+        if world > 1 {
+            let run = serde_json::json!({ "train": train_json, "task": task_json,
+                "resume": resume, "parameters": params.num_params() });
+            dist.agree(
+                "runs (recipe, task, data or --resume)",
+                run.to_string().as_bytes(),
+            )?;
+        }
 
         let ckpt_path = self.checkpoint_path();
         let mut meta = if resume {
-            if !ckpt_path.exists() {
-                return Err(TrainError::Input(format!(
-                    "cannot resume: no checkpoint at {}",
-                    ckpt_path.display()
-                )));
-            }
-            let saved = checkpoint::read_meta(&ckpt_path)?;
+            let exists = || {
+                if ckpt_path.exists() {
+                    Ok(())
+                } else {
+                    Err(TrainError::Input(format!(
+                        "cannot resume: no checkpoint at {}",
+                        ckpt_path.display()
+                    )))
+                }
+            };
+            // Several ranks resume from rank 0's copy: the others need no shared file system.
+            let bytes = match world {
+                1 => exists().map(|()| None)?,
+                _ => Some(share_from_root(dist, || {
+                    exists()?;
+                    std::fs::read(&ckpt_path).map_err(crate::io(&ckpt_path))
+                })?),
+            };
+            let saved = match &bytes {
+                None => checkpoint::read_meta(&ckpt_path)?,
+                Some(bytes) => checkpoint::meta_of(bytes, &ckpt_path)?,
+            };
             if saved.task != task_json {
                 return Err(TrainError::Input(format!(
                     "cannot resume from {}: it was trained for a different model/task\n  checkpoint: {}\n  now:        {}",
@@ -322,14 +394,20 @@ impl Trainer {
                     task_json
                 )));
             }
-            if saved.train_config != train_json {
+            if saved.train_config != train_json && root {
                 eprintln!("warning: the training config differs from the checkpoint's; continuing with the new one");
             }
-            let (meta, carried) = checkpoint::load(&ckpt_path, &params, &mut optimizer)?;
+            let (meta, carried) = match &bytes {
+                None => checkpoint::load(&ckpt_path, &params, &mut optimizer)?,
+                Some(bytes) => checkpoint::load_bytes(bytes, &ckpt_path, &params, &mut optimizer)?,
+            };
             task.restore_carried_state(carried)
                 .map_err(|e| TrainError::Input(format!("{}: {e}", ckpt_path.display())))?;
             meta
         } else {
+            if world > 1 {
+                broadcast_params(dist, &params)?;
+            }
             CheckpointMeta::new(
                 0,
                 LingoRng::new(cfg.seed).fork(RUN_RNG_SALT).state(),
@@ -342,6 +420,7 @@ impl Trainer {
             .map_err(|e| TrainError::Input(format!("{}: {e}", ckpt_path.display())))?;
         let precision = PrecisionScope::enter(cfg.precision)?;
         if cfg.precision == Precision::Bf16
+            && root
             && precision.effective != lingo_kernels::mixed_precision::Precision::Bf16
         {
             eprintln!(
@@ -352,13 +431,19 @@ impl Trainer {
         if cfg.gradient_checkpointing {
             ctx.recompute = Some(Recomputed::for_params(&params));
         }
-        let mut log = MetricsLog::open(
-            &self.out_dir.join("metrics.jsonl"),
-            resume.then_some(meta.step),
-        )?;
-        task.save_artifacts(&self.out_dir)?;
+        // Rank 0 writes the output folder; the others only compute.
+        let mut log = match root {
+            true => Some(MetricsLog::open(
+                &self.out_dir.join("metrics.jsonl"),
+                resume.then_some(meta.step),
+            )?),
+            false => None,
+        };
+        if root {
+            task.save_artifacts(&self.out_dir)?;
+        }
 
-        let bar = self.progress_bar(meta.step);
+        let bar = self.progress_bar(meta.step, root);
         let start = Instant::now();
         let elapsed_before = meta.elapsed_secs;
         let (mut run_tokens, mut train_secs) = (0u64, 0f64);
@@ -391,22 +476,24 @@ impl Trainer {
             let tps = run_tokens as f64 / train_secs.max(1e-9);
             last_loss = Some(loss);
             let elapsed = elapsed_before + start.elapsed().as_secs_f64();
-            log.append(Record {
-                step: meta.step,
-                loss: Some(loss),
-                lr: Some(lr),
-                grad_norm: Some(norm),
-                tokens_per_sec: Some(tps),
-                elapsed_s: elapsed,
-                ..Default::default()
-            })?;
-            bar.set_position(meta.step as u64);
-            bar.set_message(format!("loss {loss:.4}{last_shown} | {} tok/s", human(tps)));
-
             let last = meta.step == cfg.steps;
-            let stopping = self.stop_after.is_some_and(|s| meta.step >= s)
+            let mut stopping = self.stop_after.is_some_and(|s| meta.step >= s)
                 || self.interrupt.load(Ordering::SeqCst);
-            if (cfg.eval_every > 0 && meta.step % cfg.eval_every == 0) || last {
+            if let Some(log) = log.as_mut() {
+                log.append(Record {
+                    step: meta.step,
+                    loss: Some(loss),
+                    lr: Some(lr),
+                    grad_norm: Some(norm),
+                    tokens_per_sec: Some(tps),
+                    elapsed_s: elapsed,
+                    ..Default::default()
+                })?;
+                bar.set_position(meta.step as u64);
+                bar.set_message(format!("loss {loss:.4}{last_shown} | {} tok/s", human(tps)));
+            }
+            let evaluating = (cfg.eval_every > 0 && meta.step % cfg.eval_every == 0) || last;
+            if let (true, Some(log)) = (evaluating, log.as_mut()) {
                 let val = task.eval_loss(cfg.batch_size, cfg.eval_batches)?;
                 let metrics = task.evaluate(cfg.batch_size)?;
                 if let Some(es) = &cfg.early_stopping {
@@ -451,15 +538,23 @@ impl Trainer {
                     "Validation metrics",
                 )?;
             }
-            if (cfg.checkpoint_every > 0 && meta.step % cfg.checkpoint_every == 0)
-                || last
-                || stopping
-                || out_of_patience
+            if root
+                && ((cfg.checkpoint_every > 0 && meta.step % cfg.checkpoint_every == 0)
+                    || last
+                    || stopping
+                    || out_of_patience)
             {
                 meta.rng = ctx.rng.state();
                 meta.elapsed_secs = elapsed_before + start.elapsed().as_secs_f64();
                 checkpoint::save(&ckpt_path, &params, &optimizer, task.carried_state(), &meta)?;
                 task.save_weights(&self.out_dir.join("model.safetensors"))?;
+            }
+            if world > 1 {
+                // Rank 0 decides for everyone: it alone evaluated, and an interrupt may reach
+                // the ranks at different steps.
+                let mut decided = [stopping as u8 as f32, out_of_patience as u8 as f32];
+                dist.broadcast(&mut decided, 0)?;
+                (stopping, out_of_patience) = (decided[0] > 0.0, decided[1] > 0.0);
             }
             if out_of_patience && !last {
                 stopped_early = true;
@@ -488,7 +583,7 @@ impl Trainer {
         bar.finish_and_clear();
         let mut best_step = None;
         if let (Some(es), Some(step), false) = (&cfg.early_stopping, meta.best_step, interrupted) {
-            if es.restore_best && step != meta.step {
+            if es.restore_best && step != meta.step && root {
                 params.load(&self.out_dir.join(BEST_FILE))?;
                 task.save_weights(&self.out_dir.join("model.safetensors"))?;
                 eprintln!(
@@ -500,7 +595,7 @@ impl Trainer {
             best_step = Some(step);
         }
         // A completed run plotted at its last evaluation; a stopped one still shows its latest steps.
-        if interrupted {
+        if let (true, Some(log)) = (interrupted, &log) {
             plot_losses(
                 log.records(),
                 &self.out_dir.join("loss.png"),
@@ -520,7 +615,8 @@ impl Trainer {
         })
     }
 
-    /// Runs `grad_accum` micro-batches: their mean loss, token count and summed gradients.
+    /// Runs `grad_accum` micro-batches: their mean loss, token count and summed gradients — over
+    /// every rank: each computes its shards, and the sums are all-reduced once per step.
     fn accumulate(
         &self,
         task: &mut dyn TrainTask,
@@ -528,37 +624,61 @@ impl Trainer {
         step: usize,
         ctx: &mut Ctx,
     ) -> crate::Result<(f64, usize, Gradients)> {
+        let (world, rank) = (self.collective.world_size(), self.collective.rank());
+        let threads = self.config.data_parallel;
         let named = params.named();
+        let task_name = task.describe().get("task").cloned().unwrap_or_default();
         let mut total: Option<Gradients> = None;
         let (mut loss_sum, mut tokens) = (0.0, 0);
         for micro in 0..self.config.grad_accum {
             let index = (step * self.config.grad_accum + micro) as u64;
             task.start_micro_batch(index);
             let batch = self.config.batch_size;
-            let sharded = match self.config.data_parallel {
+            // Rank r computes shards r·threads … (r+1)·threads − 1 of the micro-batch.
+            let sharded = match world * threads {
                 1 => None,
-                k => task
-                    .train_shards(batch, k, ctx)?
-                    .map(|shards| sharded_micro_batch(shards, index, ctx, params, &named))
-                    .transpose()?,
+                n => match task.train_shards(batch, n, ctx)? {
+                    Some(shards) => {
+                        let mine = rank * threads..(rank + 1) * threads;
+                        Some(sharded_micro_batch(shards, mine, index, ctx, params, &named)?)
+                    }
+                    None if world > 1 => {
+                        return Err(TrainError::Input(format!(
+                            "data-parallel training over {world} ranks needs a task that cuts its batches into shards, and {} does not",
+                            task_name
+                        )))
+                    }
+                    None => None,
+                },
             };
             let (loss, n, grads) = match sharded {
                 Some(done) => done,
-                None => whole_micro_batch(task, batch, ctx, &named)?,
+                None => {
+                    let (loss, n, grads) = whole_micro_batch(task, batch, ctx, &named)?;
+                    (loss, n, Some(grads))
+                }
             };
             loss_sum += loss;
             tokens += n;
-            Gradients::sum_into(&mut total, grads)?;
+            if let Some(grads) = grads {
+                Gradients::sum_into(&mut total, grads)?;
+            }
         }
-        Ok((
-            loss_sum / self.config.grad_accum as f64,
-            tokens,
-            total.expect("grad_accum >= 1"),
-        ))
+        let mut total = total.unwrap_or_else(|| Gradients {
+            grads: vec![None; named.len()],
+        });
+        if world > 1 {
+            all_reduce_gradients(&*self.collective, &mut total, &named)?;
+            loss_sum = sum_over_ranks(&*self.collective, loss_sum)?;
+        }
+        Ok((loss_sum / self.config.grad_accum as f64, tokens, total))
     }
 
     /// A line above the progress bar, or on stderr when there is no bar.
     fn say(&self, bar: &ProgressBar, line: String) {
+        if !self.collective.is_root() {
+            return;
+        }
         if bar.is_hidden() {
             eprintln!("{line}");
         } else {
@@ -566,9 +686,9 @@ impl Trainer {
         }
     }
 
-    fn progress_bar(&self, position: usize) -> ProgressBar {
+    fn progress_bar(&self, position: usize, root: bool) -> ProgressBar {
         let bar = ProgressBar::new(self.config.steps as u64);
-        if !self.progress {
+        if !self.progress || !root {
             bar.set_draw_target(ProgressDrawTarget::hidden());
         }
         bar.set_style(
@@ -613,27 +733,38 @@ fn gradients(
     Ok(Gradients::from_store(named, &store))
 }
 
-/// One micro-batch in shards, each forward and backward on its own thread: the token-weighted
-/// mean of their losses and gradients (summed in shard order, so the result does not depend on
-/// which thread finished first). Shard `s` of micro-batch `index` draws its dropout from a stream
-/// forked from the run's seed, leaving the run's own stream (the data order) as without shards.
+/// The shards `mine` of one micro-batch, each forward and backward on its own thread: the sum of
+/// their shares of the micro-batch's loss, the micro-batch's target tokens (all shards'), and the
+/// sum of their gradients in shard order (so the result does not depend on which thread finished
+/// first; `None` when `mine` is empty). Shard `s` of micro-batch `index` draws its dropout from a
+/// stream forked from the run's seed, leaving the run's own stream (the data order) as without
+/// shards — and the same whichever thread or rank computes it.
 pub fn sharded_micro_batch(
     shards: Vec<Shard<'_>>,
+    mine: std::ops::Range<usize>,
     index: u64,
     ctx: &Ctx,
     params: &ParamStore,
     named: &[(String, candle_core::Var)],
-) -> crate::Result<(f64, usize, Gradients)> {
+) -> crate::Result<(f64, usize, Option<Gradients>)> {
     use rayon::prelude::*;
-    let total: usize = shards.iter().map(|s| s.tokens).sum();
-    if total == 0 {
+    let tokens: usize = shards.iter().map(|s| s.tokens).sum();
+    if tokens == 0 {
         return Err(TrainError::Input(
             "a training batch has no target tokens".into(),
         ));
     }
+    let mut totals = vec![0; shards.iter().map(|s| s.counts.len()).max().unwrap_or(0)];
+    for shard in &shards {
+        totals
+            .iter_mut()
+            .zip(&shard.counts)
+            .for_each(|(t, c)| *t += c);
+    }
     let jobs: Vec<(Shard, Ctx)> = shards
         .into_iter()
         .enumerate()
+        .filter(|(s, _)| mine.contains(s))
         .map(|(s, shard)| {
             let salt = SHARD_STREAMS ^ (index << 16) ^ s as u64;
             let mut shard_ctx = Ctx::train(ctx.rng.fork(salt));
@@ -646,10 +777,9 @@ pub fn sharded_micro_batch(
     let results: Vec<candle_core::Result<(f64, Gradients)>> = jobs
         .into_par_iter()
         .map(|(shard, mut shard_ctx)| {
-            let weight = shard.tokens as f64 / total as f64;
-            let loss = (shard.loss)(&mut shard_ctx)?;
-            let value = loss.to_scalar::<f32>()? as f64 * weight;
-            Ok((value, gradients((loss * weight)?, &shard_ctx, named)?))
+            let loss = (shard.loss)(&mut shard_ctx, &totals)?;
+            let value = loss.to_scalar::<f32>()? as f64;
+            Ok((value, gradients(loss, &shard_ctx, named)?))
         })
         .collect();
     let mut loss = 0.0;
@@ -659,7 +789,7 @@ pub fn sharded_micro_batch(
         loss += value;
         Gradients::sum_into(&mut sum, grads)?;
     }
-    Ok((loss, total, sum.expect("at least one shard")))
+    Ok((loss, tokens, sum))
 }
 
 /// `12345.6` → `"12.3k"`.

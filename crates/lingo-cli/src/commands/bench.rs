@@ -205,7 +205,11 @@ fn time_training(
         let grads = match shards {
             Some(shards) => {
                 let parts = shards()?;
-                lingo_train::trainer::sharded_micro_batch(parts, steps, &ctx, store, &named)?.2
+                let all = 0..parts.len();
+                let (_, _, grads) = lingo_train::trainer::sharded_micro_batch(
+                    parts, all, steps, &ctx, store, &named,
+                )?;
+                anyhow::Context::context(grads, "a benchmark batch without shards")?
             }
             None => {
                 let loss = loss(&mut ctx)?;

@@ -181,7 +181,9 @@ impl Distill {
         task: &mut dyn TrainTask,
         config: lingo_train::TrainConfig,
     ) -> anyhow::Result<()> {
-        let report = self.run.trainer(config).run(task, self.run.resume)?;
+        let Some(report) = self.run.train(config, task)? else {
+            return Ok(());
+        };
         println!(
             "{} steps in {:.0}s; student in {}",
             report.steps,

@@ -86,16 +86,15 @@ impl FinetuneArgs {
             .map(lingo_data::read_text)
             .transpose()?;
         let mut task = LmTask::finetune(&dir, &train, valid.as_deref(), &mut recipe)?;
-        eprintln!(
+        super::note!(
             "fine-tuning {} on {} training tokens over {} steps",
             dir.display(),
             task.data.train.len(),
             task.recipe.train.steps
         );
-        let report = self
-            .run
-            .trainer(task.recipe.train.clone())
-            .run(&mut task, self.run.resume)?;
+        let Some(report) = self.run.train(task.recipe.train.clone(), &mut task)? else {
+            return Ok(());
+        };
         eprintln!(
             "{} steps in {:.0}s; model and metrics in {}",
             report.steps,
@@ -124,13 +123,14 @@ impl FinetuneArgs {
             [] => String::new(),
             l => format!(" for {} labels ({})", l.len(), l.join(", ")),
         };
-        eprintln!(
+        super::note!(
             "fine-tuning {}{labels} over {} steps",
             dir.display(),
             task.recipe.train.steps
         );
-        let trainer = self.run.trainer(task.recipe.train.clone());
-        let report = trainer.run(&mut task, self.run.resume)?;
+        let Some(report) = self.run.train(task.recipe.train.clone(), &mut task)? else {
+            return Ok(());
+        };
         eprintln!(
             "{} steps in {:.0}s; model, tokenizer and metrics in {}",
             report.steps,
@@ -172,13 +172,14 @@ impl Seq2SeqArgs {
             );
         }
         let (n_train, n_valid) = task.sizes();
-        eprintln!(
+        super::note!(
             "fine-tuning {} on {n_train} pairs ({n_valid} for validation) over {} steps",
             dir.display(),
             task.recipe.train.steps
         );
-        let trainer = a.run.trainer(task.recipe.train.clone());
-        let report = trainer.run(&mut task, a.run.resume)?;
+        let Some(report) = a.run.train(task.recipe.train.clone(), &mut task)? else {
+            return Ok(());
+        };
         eprintln!(
             "{} steps in {:.0}s; model, tokenizer and metrics in {}",
             report.steps,

@@ -72,6 +72,41 @@ impl QuantizeArg {
 use std::sync::Arc;
 
 /// A flag that the first Ctrl-C sets (the trainer then checkpoints and stops); a second Ctrl-C exits.
+/// The ranks this process trains with: `mpirun`'s world (MPI is initialised on first use), or a
+/// world of one.
+pub fn collective() -> anyhow::Result<Arc<dyn lingo_dist::Collective>> {
+    let mut world = WORLD.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(c) = world.as_ref() {
+        return Ok(c.clone());
+    }
+    let c = lingo_dist::from_environment()?;
+    *world = Some(c.clone());
+    Ok(c)
+}
+
+/// Leaves the world (MPI requires every rank to finalize before it exits).
+pub fn leave_world() {
+    WORLD.lock().unwrap_or_else(|p| p.into_inner()).take();
+}
+
+/// `eprintln!` on rank 0 only: every rank of an `mpirun` world runs the same command.
+macro_rules! note {
+    ($($arg:tt)*) => {
+        if $crate::commands::is_root() {
+            eprintln!($($arg)*)
+        }
+    };
+}
+pub(crate) use note;
+
+/// Whether this process prints and writes: rank 0 of a launched world, or a process alone.
+pub fn is_root() -> bool {
+    lingo_dist::Launch::detect().is_none_or(|l| l.rank == 0)
+}
+
+static WORLD: std::sync::Mutex<Option<Arc<dyn lingo_dist::Collective>>> =
+    std::sync::Mutex::new(None);
+
 pub fn interrupt_flag() -> Arc<AtomicBool> {
     let flag = Arc::new(AtomicBool::new(false));
     let f = flag.clone();

@@ -134,7 +134,7 @@ impl Pretrain {
             valid: self.valid.clone(),
             cache_root,
         };
-        let say = |m: &str| eprintln!("{m}");
+        let say = |m: &str| super::note!("{m}");
         let mut task = PretrainTask::new(
             recipe,
             &files,
@@ -143,7 +143,7 @@ impl Pretrain {
             &say,
         )?;
         let (train, valid) = task.sizes();
-        eprintln!(
+        super::note!(
             "{} ({:?}): {:.2}M parameters, vocab {}; {train} training and {valid} validation examples of ≤{} tokens; {} steps × {}",
             task.recipe.model,
             task.objective,
@@ -153,8 +153,9 @@ impl Pretrain {
             task.recipe.train.steps,
             task.recipe.train.batch_size * task.recipe.train.grad_accum,
         );
-        let trainer = self.run.trainer(task.recipe.train.clone());
-        let report = trainer.run(&mut task, self.run.resume)?;
+        let Some(report) = self.run.train(task.recipe.train.clone(), &mut task)? else {
+            return Ok(());
+        };
         println!(
             "{} after {} steps: train loss {}, val loss {}, {:.0}s, {:.0} tokens/s",
             if report.interrupted {

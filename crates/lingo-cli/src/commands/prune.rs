@@ -141,7 +141,9 @@ impl Prune {
                     }
                 );
                 let config = task.task.recipe.train.clone();
-                let report = self.run.trainer(config).run(&mut task, self.run.resume)?;
+                let Some(report) = self.run.train(config, &mut task)? else {
+                    return Ok(());
+                };
                 println!(
                     "{} steps in {:.0}s; sparsity {:.2}%; model in {}",
                     report.steps,
@@ -174,7 +176,9 @@ impl Prune {
                         task.recipe.train.steps
                     );
                     let config = task.recipe.train.clone();
-                    let report = self.run.trainer(config).run(&mut task, self.run.resume)?;
+                    let Some(report) = self.run.train(config, &mut task)? else {
+                        return Ok(());
+                    };
                     println!(
                         "{} steps in {:.0}s; model in {}",
                         report.steps,

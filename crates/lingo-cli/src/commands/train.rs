@@ -128,11 +128,21 @@ impl RunArgs {
         Ok(recipe)
     }
 
-    pub fn trainer(&self, config: lingo_train::TrainConfig) -> Trainer {
+    /// Trains `task` with `config`, on every rank when `mpirun` started this process. The report,
+    /// on rank 0; `None` on the other ranks, whose command ends there (rank 0 alone evaluates,
+    /// prints and writes the output folder).
+    pub fn train(
+        &self,
+        config: lingo_train::TrainConfig,
+        task: &mut dyn lingo_train::TrainTask,
+    ) -> anyhow::Result<Option<lingo_train::TrainReport>> {
         let mut trainer = Trainer::new(config, &self.out);
         trainer.progress = !self.quiet;
         trainer.interrupt = super::interrupt_flag();
-        trainer
+        trainer.collective = super::collective()?;
+        let root = trainer.collective.is_root();
+        let report = trainer.run(task, self.resume)?;
+        Ok(root.then_some(report))
     }
 }
 
@@ -194,7 +204,7 @@ impl TrainSeq2Seq {
                 )
             }
         };
-        eprintln!(
+        super::note!(
             "{} training and {} validation pairs; vocab {} → {}; {network}, {:.2}M parameters; {} steps × {}",
             task.train.len(),
             task.validation.len(),
@@ -204,8 +214,9 @@ impl TrainSeq2Seq {
             r.train.steps,
             r.train.batch_size * r.train.grad_accum,
         );
-        let trainer = self.run.trainer(task.recipe.train.clone());
-        let report = trainer.run(&mut task, self.run.resume)?;
+        let Some(report) = self.run.train(task.recipe.train.clone(), &mut task)? else {
+            return Ok(());
+        };
         println!("{}", summary(&report, "target tokens/s"));
         if !report.interrupted {
             let translator = Translator::load(&self.run.out)?;
@@ -323,7 +334,7 @@ impl TrainClassify {
         EmbeddingArgs::report(task.embeddings_found, task.recipe.model.vocab_size);
         let (n_train, n_valid) = task.sizes();
         let m = &task.recipe.model;
-        eprintln!(
+        super::note!(
             "{n_train} training and {n_valid} validation texts, labels {}; vocabulary {}; {}{:?} {}×{} with {:?} pooling, {:.2}M parameters; {} steps × {}",
             task.labels.join("/"),
             m.vocab_size,
@@ -336,8 +347,9 @@ impl TrainClassify {
             task.recipe.train.steps,
             task.recipe.train.batch_size * task.recipe.train.grad_accum,
         );
-        let trainer = self.run.trainer(task.recipe.train.clone());
-        let report = trainer.run(&mut task, self.run.resume)?;
+        let Some(report) = self.run.train(task.recipe.train.clone(), &mut task)? else {
+            return Ok(());
+        };
         let scores = task.scores(256)?;
         println!("{}", summary(&report, "words/s"));
         println!(
@@ -435,7 +447,7 @@ impl TrainTag {
         EmbeddingArgs::report(task.embeddings_found, task.recipe.model.vocab_size);
         let (n_train, n_valid) = task.sizes();
         let m = &task.recipe.model;
-        eprintln!(
+        super::note!(
             "{n_train} training and {n_valid} validation sentences, {} tags; {} words, {} characters; {}{:?} {}×{}{}{}, {:.2}M parameters; {} steps × {}",
             task.tags.len(),
             m.vocab_size,
@@ -450,8 +462,9 @@ impl TrainTag {
             task.recipe.train.steps,
             task.recipe.train.batch_size * task.recipe.train.grad_accum,
         );
-        let trainer = self.run.trainer(task.recipe.train.clone());
-        let report = trainer.run(&mut task, self.run.resume)?;
+        let Some(report) = self.run.train(task.recipe.train.clone(), &mut task)? else {
+            return Ok(());
+        };
         let scores = task.scores(64)?;
         println!("{}", summary(&report, "words/s"));
         let f1 = scores
@@ -500,7 +513,7 @@ impl TrainLm {
         };
         let mut task = LmTask::new(recipe, &text, tokenizer)?;
         let r = &task.recipe;
-        eprintln!(
+        super::note!(
             "model: {} layers, {} heads, d_model {}, context {}, vocab {} — {:.2}M parameters; training {} steps × {} × {} tokens",
             r.model.n_layers,
             r.model.n_heads,
@@ -512,8 +525,9 @@ impl TrainLm {
             r.train.batch_size * r.train.grad_accum,
             r.model.context_length,
         );
-        let trainer = self.run.trainer(task.recipe.train.clone());
-        let report = trainer.run(&mut task, self.run.resume)?;
+        let Some(report) = self.run.train(task.recipe.train.clone(), &mut task)? else {
+            return Ok(());
+        };
         println!(
             "{} after {} steps: train loss {}, val loss {} (best {}), {:.1}s, {:.0} tokens/s",
             if report.interrupted {
@@ -628,7 +642,7 @@ impl TrainRnnLm {
             ),
             None => format!("{:?} {}×{}", m.cell, m.num_layers, m.hidden_size),
         };
-        eprintln!(
+        super::note!(
             "{}; vocabulary {}; {network}, {:.2}M parameters; {} steps × {}",
             if labelled {
                 format!(
@@ -646,8 +660,9 @@ impl TrainRnnLm {
             task.recipe.train.steps,
             task.recipe.train.batch_size * task.recipe.train.grad_accum,
         );
-        let trainer = self.run.trainer(task.recipe.train.clone());
-        let report = trainer.run(&mut task, self.run.resume)?;
+        let Some(report) = self.run.train(task.recipe.train.clone(), &mut task)? else {
+            return Ok(());
+        };
         println!("{}", summary(&report, "words/s"));
         if let Some(loss) = report.val_loss {
             println!("validation perplexity {:.2}", loss.exp());
