@@ -260,17 +260,24 @@ impl TokenCache {
         key: &CacheKey,
         progress: &dyn Fn(usize),
     ) -> Result<Self> {
-        let existing = std::fs::read_to_string(dir.join(KEY_FILE))
-            .ok()
-            .and_then(|t| serde_json::from_str::<CacheKey>(&t).ok());
-        if existing.as_ref() != Some(key) {
+        if !Self::holds(dir, key) {
             Self::build(corpus, tokenizer, dir, key, progress)?;
         }
         Self::open(dir)
     }
 
+    /// Whether `dir` holds a finished cache built with `key`.
+    fn holds(dir: &Path, key: &CacheKey) -> bool {
+        let existing = std::fs::read_to_string(dir.join(KEY_FILE))
+            .ok()
+            .and_then(|t| serde_json::from_str::<CacheKey>(&t).ok());
+        existing.as_ref() == Some(key)
+    }
+
     /// Tokenises `corpus` into `dir`, written beside it and renamed into place, so an interrupted
-    /// build leaves no half-written cache behind.
+    /// build leaves no half-written cache behind. Processes building the same cache at once (the
+    /// ranks of a distributed run on one machine) each write their own copy; the first renamed
+    /// into place is kept.
     fn build(
         corpus: &Corpus,
         tokenizer: &Tokenizer,
@@ -288,9 +295,11 @@ impl TokenCache {
         let parent = dir.parent().unwrap_or(Path::new("."));
         std::fs::create_dir_all(parent).map_err(io(parent))?;
         let tmp = parent.join(format!(
-            ".{}.building",
+            ".{}.building.{}.{:?}",
             dir.file_name()
-                .map_or("cache".into(), |n| n.to_string_lossy())
+                .map_or("cache".into(), |n| n.to_string_lossy()),
+            std::process::id(),
+            std::thread::current().id()
         ));
         let _ = std::fs::remove_dir_all(&tmp);
         std::fs::create_dir_all(&tmp).map_err(io(&tmp))?;
@@ -366,8 +375,19 @@ impl TokenCache {
             serde_json::to_string_pretty(key).expect("plain data"),
         )
         .map_err(io(&key_path))?;
+        if Self::holds(dir, key) {
+            // Another process finished first.
+            let _ = std::fs::remove_dir_all(&tmp);
+            return Ok(());
+        }
         let _ = std::fs::remove_dir_all(dir);
-        std::fs::rename(&tmp, dir).map_err(io(dir))
+        match std::fs::rename(&tmp, dir) {
+            Err(_) if Self::holds(dir, key) => {
+                let _ = std::fs::remove_dir_all(&tmp);
+                Ok(())
+            }
+            done => done.map_err(io(dir)),
+        }
     }
 
     /// Maps a cache built earlier.

@@ -100,6 +100,23 @@ const GEMV_ROWS: usize = 1;
 const FEW_ROWS: usize = 128;
 const COPY_AT_CALL: usize = 4;
 
+thread_local! {
+    /// Whether layers on this thread may use their `[in, out]` weight copies.
+    static WEIGHT_COPIES: std::cell::Cell<bool> = const { std::cell::Cell::new(true) };
+}
+
+/// Runs `f` with every [`Linear`] on this thread multiplying by its weight as stored, never by
+/// its `[in, out]` copy. For computations that run at once on several threads over the same layers
+/// (the shards of a training batch): which of them reads a weight the second time, and so makes
+/// the copy, is a race, and a product sums in another order with the copy than without — the
+/// results would differ in their last bits from run to run.
+pub fn without_weight_copies<R>(f: impl FnOnce() -> R) -> R {
+    let before = WEIGHT_COPIES.replace(false);
+    let out = f();
+    WEIGHT_COPIES.set(before);
+    out
+}
+
 impl Linear {
     /// Weight drawn from `init`, bias (if any) zero.
     pub fn new(
@@ -208,7 +225,7 @@ impl Linear {
 
     /// The `[in, out]` copy of the weight, if it is current or worth making now.
     fn transposed_weight(&self, weight: &Tensor, rows: usize) -> Result<Option<Tensor>> {
-        if rows <= GEMV_ROWS || !weight.device().is_cpu() {
+        if rows <= GEMV_ROWS || !weight.device().is_cpu() || !WEIGHT_COPIES.get() {
             return Ok(None);
         }
         let version = lingo_kernels::params_version();

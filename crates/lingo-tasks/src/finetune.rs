@@ -12,7 +12,7 @@ use lingo_models::bert::{BertModel, Head};
 use lingo_models::hf::LoadReport;
 use lingo_models::{ModelOutput, Quantization};
 use lingo_nn::{Ctx, LingoRng, ParamStore};
-use lingo_train::{ParamGroup, ScheduleKind, TrainConfig, TrainTask};
+use lingo_train::{ParamGroup, ScheduleKind, Shard, TrainConfig, TrainTask};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -222,8 +222,8 @@ pub trait Encodable {
 }
 
 /// What one kind of fine-tuning adds to [`Finetune`].
-pub trait Objective {
-    type Example: Encodable;
+pub trait Objective: Sync {
+    type Example: Encodable + Sync;
     /// One example's prediction (a label, a score, a tag per word).
     type Prediction;
     /// The task's name in checkpoints (`classify`, `ner`).
@@ -235,6 +235,11 @@ pub trait Objective {
         examples: &[&Self::Example],
         recipe: &FinetuneRecipe,
     ) -> candle_core::Result<Tensor>;
+    /// How many terms [`Objective::loss`] averages over for `examples`: the examples, unless the
+    /// loss is per token. A micro-batch cut into shards weights each shard by it, exactly.
+    fn loss_terms(&self, examples: &[&Self::Example]) -> usize {
+        examples.len()
+    }
     /// Each example's prediction from the head's output for their padded batch.
     fn predict(
         &self,
@@ -479,6 +484,26 @@ impl<O: Objective> TrainTask for Finetune<O> {
         let examples: Vec<&O::Example> = picks.iter().map(|&i| &self.train[i]).collect();
         let tokens = examples.iter().map(|e| e.input().ids.len()).sum();
         Ok((self.loss(&examples, ctx)?, tokens))
+    }
+
+    fn train_shards(
+        &mut self,
+        batch_size: usize,
+        shards: usize,
+        _ctx: &mut Ctx,
+    ) -> candle_core::Result<Option<Vec<Shard<'_>>>> {
+        let picks = self.micro_batch_indices(batch_size);
+        let this = &*self;
+        let parts = lingo_train::trainer::shard_ranges(picks.len(), shards);
+        let shards = parts.into_iter().map(|range| {
+            let examples: Vec<&O::Example> = picks[range].iter().map(|&i| &this.train[i]).collect();
+            let tokens = examples.iter().map(|e| e.input().ids.len()).sum();
+            let terms = this.objective.loss_terms(&examples);
+            Shard::mean(tokens, terms, move |ctx: &mut Ctx| {
+                this.loss(&examples, ctx)
+            })
+        });
+        Ok(Some(shards.collect()))
     }
 
     fn eval_loss(&mut self, batch_size: usize, max_batches: usize) -> candle_core::Result<f64> {

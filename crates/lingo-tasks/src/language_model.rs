@@ -178,11 +178,10 @@ pub fn shards<'a>(
     shards: usize,
 ) -> candle_core::Result<Vec<Shard<'a>>> {
     let (b, t) = x.dims2()?;
-    let rows = b.div_ceil(shards.max(1));
     let mut parts = Vec::with_capacity(shards);
-    for start in (0..b).step_by(rows.max(1)) {
-        let len = rows.min(b - start);
-        let (x, y) = (x.narrow(0, start, len)?, y.narrow(0, start, len)?);
+    for rows in lingo_train::trainer::shard_ranges(b, shards) {
+        let len = rows.len();
+        let (x, y) = (x.narrow(0, rows.start, len)?, y.narrow(0, rows.start, len)?);
         parts.push(Shard::mean(len * t, len * t, move |ctx: &mut Ctx| {
             model.loss(&x, &y, ctx)
         }));

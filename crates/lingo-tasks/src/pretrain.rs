@@ -34,7 +34,7 @@ use lingo_models::hf::{Checkpoint, Lookup};
 use lingo_models::presets::{self, Preset, SpecialIds, TokenizerScheme};
 use lingo_models::{ModelInputs, Seq2SeqBatch, Seq2SeqLoss};
 use lingo_nn::{Ctx, ParamStore};
-use lingo_train::{TrainConfig, TrainTask};
+use lingo_train::{Shard, TrainConfig, TrainTask};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::ops::Range;
@@ -365,6 +365,30 @@ struct MaskedBatch {
     tokens: usize,
 }
 
+/// A batch of the objective, ready for the model.
+enum Prepared {
+    /// Masked LM, with or without a sentence-pair task, and ELECTRA: the batch, and the examples
+    /// its rows are.
+    Masked(MaskedBatch, Vec<usize>),
+    /// Causal LM: `[rows, length]` blocks of token ids.
+    Blocks(Tensor),
+    /// Span corruption: the encoder–decoder batch, and the tokens it holds.
+    Spans(Seq2SeqBatch, usize),
+}
+
+impl Prepared {
+    /// The tokens the batch holds, for the run's throughput.
+    fn tokens(&self) -> usize {
+        match self {
+            Prepared::Masked(b, _) => b.tokens,
+            Prepared::Blocks(rows) => {
+                rows.dim(0).unwrap_or(0) * rows.dim(1).unwrap_or(1).saturating_sub(1)
+            }
+            Prepared::Spans(_, tokens) => *tokens,
+        }
+    }
+}
+
 /// A model being pre-trained, its tokenizer and data, ready for the trainer.
 pub struct PretrainTask {
     pub recipe: PretrainRecipe,
@@ -571,6 +595,11 @@ impl PretrainTask {
         &self.config
     }
 
+    /// The seed of every example's random streams in the training or validation split.
+    fn seed(&self, valid: bool) -> u64 {
+        self.recipe.train.seed ^ if valid { VALID_SALT } else { 0 }
+    }
+
     /// The loss of `picks` of `split` (and the tokens they hold), each example's random stream
     /// drawn from (`salt`, `epoch`, its index); also, in `stats`, correct and total predictions.
     fn loss(
@@ -581,55 +610,27 @@ impl PretrainTask {
         ctx: &mut Ctx,
         stats: Option<&mut Stats>,
     ) -> candle_core::Result<(Tensor, usize)> {
+        let batch = self.prepare(valid, picks, epoch)?;
+        let mut parts = self
+            .loss_parts(&batch, valid, epoch, ctx, stats)?
+            .into_iter();
+        let first = parts.next().expect("every objective has a loss");
+        Ok((
+            parts.try_fold(first, |sum, part| sum + part)?,
+            batch.tokens(),
+        ))
+    }
+
+    /// `picks` of the training or validation split as the objective's batch: masked, cut into
+    /// blocks, or corrupted into spans, each example from its own random stream.
+    fn prepare(&self, valid: bool, picks: &[usize], epoch: u64) -> candle_core::Result<Prepared> {
         let split = if valid { &self.valid } else { &self.train };
-        let seed = self.recipe.train.seed ^ if valid { VALID_SALT } else { 0 };
+        let seed = self.seed(valid);
         let rng_of = |i: usize| example_rng(seed, epoch, i as u64);
         let dev = Device::Cpu;
-        match self.objective {
-            Objective::Mlm | Objective::MlmNsp | Objective::MlmSop => {
-                let batch = self.masked_batch(split, picks, &rng_of)?;
-                let out = self.model.forward(&batch.inputs, ctx)?;
-                let mut loss = cross_entropy(&out.output, &batch.targets, CrossEntropy::default())?;
-                if let Some(stats) = stats {
-                    stats.add("mlm", &out.output, &batch.targets)?;
-                }
-                if let Some(pair) = &out.pair_logits {
-                    let labels = Tensor::new(batch.pair_labels.as_slice(), &dev)?;
-                    loss = (loss + cross_entropy(pair, &labels, CrossEntropy::default())?)?;
-                }
-                Ok((loss, batch.tokens))
-            }
-            Objective::ReplacedToken => {
-                let (generator, _) = self.generator.as_ref().expect("built for ELECTRA");
-                let batch = self.masked_batch(split, picks, &rng_of)?;
-                // The generator: a masked LM on the masked input.
-                let gen_logits = generator.forward(&batch.inputs, ctx)?.output;
-                let gen_loss = cross_entropy(&gen_logits, &batch.targets, CrossEntropy::default())?;
-                // Its samples (no gradient flows through sampling) replace the masked tokens.
-                let mut sampler = example_rng(seed ^ SAMPLE_SALT, epoch, picks[0] as u64);
-                let samples = sample_rows(&gen_logits, &mut sampler)?;
-                let mut corrupted = batch.original.clone();
-                let mut replaced = vec![0f32; corrupted.len()];
-                for ((&at, &sample), &target) in
-                    batch.positions.iter().zip(&samples).zip(&batch.target_ids)
-                {
-                    corrupted[at as usize] = sample;
-                    replaced[at as usize] = (sample != target) as u32 as f32;
-                }
-                let shape = (batch.rows, batch.width);
-                let mut inputs = ModelInputs::new(Tensor::from_vec(corrupted, shape, &dev)?)
-                    .with_attention_mask(batch.attention.clone());
-                inputs.token_type_ids = batch.inputs.token_type_ids.clone();
-                let disc_logits = self.model.forward(&inputs, ctx)?.output;
-                let labels = Tensor::from_vec(replaced, shape, &dev)?;
-                let mask = batch.attention.to_dtype(candle_core::DType::F32)?;
-                let disc_loss = masked_bce(&disc_logits, &labels, &mask)?;
-                if let Some(stats) = stats {
-                    stats.add("mlm", &gen_logits, &batch.targets)?;
-                    stats.add_binary("replaced", &disc_logits, &labels, &mask)?;
-                }
-                let weight = self.recipe.discriminator_weight as f64;
-                Ok(((gen_loss + (disc_loss * weight)?)?, batch.tokens))
+        Ok(match self.objective {
+            Objective::Mlm | Objective::MlmNsp | Objective::MlmSop | Objective::ReplacedToken => {
+                Prepared::Masked(self.masked_batch(split, picks, &rng_of)?, picks.to_vec())
             }
             Objective::Clm => {
                 let Examples::Blocks { stream, length } = split else {
@@ -639,13 +640,7 @@ impl PretrainTask {
                     .iter()
                     .flat_map(|&i| stream.read((i * length) as u64, *length))
                     .collect();
-                let all = Tensor::from_vec(rows, (picks.len(), *length), &dev)?;
-                let (ids, targets) = (all.narrow(1, 0, length - 1)?, all.narrow(1, 1, length - 1)?);
-                let AutoModel::Gpt(gpt) = &self.model else {
-                    unreachable!("causal LM trains a GPT")
-                };
-                let loss = gpt.loss(&ids, &targets, ctx)?;
-                Ok((loss, picks.len() * (length - 1)))
+                Prepared::Blocks(Tensor::from_vec(rows, (picks.len(), *length), &dev)?)
             }
             Objective::SpanCorruption => {
                 let Examples::Blocks { stream, length } = split else {
@@ -667,10 +662,99 @@ impl PretrainTask {
                     .map(|(a, b)| (a.as_slice(), b.as_slice()))
                     .collect();
                 let batch = Seq2SeqBatch::new(&refs, self.specials.pad, self.specials.pad, &dev)?;
-                let model = self.model.as_seq2seq().expect("T5 is an encoder–decoder");
-                let loss = model.loss(&batch, &Seq2SeqLoss::default(), ctx)?;
                 let tokens = pairs.iter().map(|(a, b)| a.len() + b.len()).sum();
-                Ok((loss, tokens))
+                Prepared::Spans(batch, tokens)
+            }
+        })
+    }
+
+    /// How many terms each of [`PretrainTask::loss_parts`] averages over.
+    fn loss_counts(&self, batch: &Prepared) -> Vec<usize> {
+        match batch {
+            Prepared::Masked(b, _) => match self.objective {
+                Objective::ReplacedToken => vec![b.target_ids.len(), b.tokens],
+                _ if !b.pair_labels.is_empty() => vec![b.target_ids.len(), b.rows],
+                _ => vec![b.target_ids.len()],
+            },
+            Prepared::Blocks(rows) => vec![rows.elem_count() - rows.dim(0).unwrap_or(0)],
+            Prepared::Spans(b, _) => vec![b.target_tokens],
+        }
+    }
+
+    /// The objective's loss in parts, each a mean (weighted as the objective adds them): masked
+    /// LM, then the sentence-pair loss; the generator, then the weighted discriminator; or one.
+    fn loss_parts(
+        &self,
+        batch: &Prepared,
+        valid: bool,
+        epoch: u64,
+        ctx: &mut Ctx,
+        stats: Option<&mut Stats>,
+    ) -> candle_core::Result<Vec<Tensor>> {
+        let dev = Device::Cpu;
+        match (batch, self.objective) {
+            (Prepared::Masked(batch, picks), Objective::ReplacedToken) => {
+                let (generator, _) = self.generator.as_ref().expect("built for ELECTRA");
+                // The generator: a masked LM on the masked input.
+                let gen_logits = generator.forward(&batch.inputs, ctx)?.output;
+                let gen_loss = cross_entropy(&gen_logits, &batch.targets, CrossEntropy::default())?;
+                // Its samples (no gradient flows through sampling) replace the masked tokens;
+                // each example samples from its own stream.
+                let seed = self.seed(valid) ^ SAMPLE_SALT;
+                let example_of = |k: usize| picks[batch.positions[k] as usize / batch.width];
+                let samples = sample_rows(&gen_logits, example_of, |example| {
+                    example_rng(seed, epoch, example as u64)
+                })?;
+                let mut corrupted = batch.original.clone();
+                let mut replaced = vec![0f32; corrupted.len()];
+                for ((&at, &sample), &target) in
+                    batch.positions.iter().zip(&samples).zip(&batch.target_ids)
+                {
+                    corrupted[at as usize] = sample;
+                    replaced[at as usize] = (sample != target) as u32 as f32;
+                }
+                let shape = (batch.rows, batch.width);
+                let mut inputs = ModelInputs::new(Tensor::from_vec(corrupted, shape, &dev)?)
+                    .with_attention_mask(batch.attention.clone());
+                inputs.token_type_ids = batch.inputs.token_type_ids.clone();
+                let disc_logits = self.model.forward(&inputs, ctx)?.output;
+                let labels = Tensor::from_vec(replaced, shape, &dev)?;
+                let mask = batch.attention.to_dtype(candle_core::DType::F32)?;
+                let disc_loss = masked_bce(&disc_logits, &labels, &mask)?;
+                if let Some(stats) = stats {
+                    stats.add("mlm", &gen_logits, &batch.targets)?;
+                    stats.add_binary("replaced", &disc_logits, &labels, &mask)?;
+                }
+                let weight = self.recipe.discriminator_weight as f64;
+                Ok(vec![gen_loss, (disc_loss * weight)?])
+            }
+            (Prepared::Masked(batch, _), _) => {
+                let out = self.model.forward(&batch.inputs, ctx)?;
+                let mlm = cross_entropy(&out.output, &batch.targets, CrossEntropy::default())?;
+                if let Some(stats) = stats {
+                    stats.add("mlm", &out.output, &batch.targets)?;
+                }
+                let mut parts = vec![mlm];
+                if let Some(pair) = &out.pair_logits {
+                    let labels = Tensor::new(batch.pair_labels.as_slice(), &dev)?;
+                    parts.push(cross_entropy(pair, &labels, CrossEntropy::default())?);
+                }
+                Ok(parts)
+            }
+            (Prepared::Blocks(rows), _) => {
+                let length = rows.dim(1)?;
+                let (ids, targets) = (
+                    rows.narrow(1, 0, length - 1)?,
+                    rows.narrow(1, 1, length - 1)?,
+                );
+                let AutoModel::Gpt(gpt) = &self.model else {
+                    unreachable!("causal LM trains a GPT")
+                };
+                Ok(vec![gpt.loss(&ids, &targets, ctx)?])
+            }
+            (Prepared::Spans(batch, _), _) => {
+                let model = self.model.as_seq2seq().expect("T5 is an encoder–decoder");
+                Ok(vec![model.loss(batch, &Seq2SeqLoss::default(), ctx)?])
             }
         }
     }
@@ -837,13 +921,26 @@ fn electra(
 /// Where ELECTRA's generator lives in the parameter store, and the folder it is saved in.
 const GENERATOR: &str = "generator";
 
-/// `n` draws, one per row of `logits` `[n, vocab]`, from their softmax.
-fn sample_rows(logits: &Tensor, rng: &mut lingo_nn::LingoRng) -> candle_core::Result<Vec<u32>> {
+/// `n` draws, one per row of `logits` `[n, vocab]`, from their softmax; row `k` draws from the
+/// stream of its example, `rng_of(example_of(k))` (rows of an example are consecutive), so a
+/// batch cut into shards samples what it samples whole.
+fn sample_rows(
+    logits: &Tensor,
+    example_of: impl Fn(usize) -> usize,
+    rng_of: impl Fn(usize) -> lingo_nn::LingoRng,
+) -> candle_core::Result<Vec<u32>> {
     let probs = lingo_kernels::softmax(&logits.detach())?;
     let rows = probs.to_vec2::<f32>()?;
+    let mut current: Option<(usize, lingo_nn::LingoRng)> = None;
     Ok(rows
         .iter()
-        .map(|p| {
+        .enumerate()
+        .map(|(k, p)| {
+            let example = example_of(k);
+            let rng = match &mut current {
+                Some((e, rng)) if *e == example => rng,
+                slot => &mut slot.insert((example, rng_of(example))).1,
+            };
             let mut u = rng.uniform() * p.iter().sum::<f32>();
             for (i, &q) in p.iter().enumerate() {
                 if u < q {
@@ -992,6 +1089,43 @@ impl TrainTask for PretrainTask {
             0
         };
         self.loss(false, &picks, epoch, ctx, None)
+    }
+
+    fn train_shards(
+        &mut self,
+        batch_size: usize,
+        shards: usize,
+        _ctx: &mut Ctx,
+    ) -> candle_core::Result<Option<Vec<Shard<'_>>>> {
+        let n = self.train.len();
+        let picks = self.order.batch(self.micro_batch, batch_size, n);
+        let epoch = if self.recipe.dynamic_masking {
+            EpochOrder::position(self.micro_batch, batch_size, n).0
+        } else {
+            0
+        };
+        let this = &*self;
+        let parts = lingo_train::trainer::shard_ranges(picks.len(), shards);
+        let shards = parts.into_iter().map(|range| {
+            let batch = this.prepare(false, &picks[range], epoch)?;
+            let (counts, tokens) = (this.loss_counts(&batch), batch.tokens());
+            let weights = counts.clone();
+            let loss =
+                move |ctx: &mut Ctx, totals: &[usize]| {
+                    let parts = this.loss_parts(&batch, false, epoch, ctx, None)?;
+                    let mut weighted = parts.iter().zip(weights.iter().zip(totals)).map(
+                        |(part, (&count, &total))| part * lingo_train::trainer::share(count, total),
+                    );
+                    let first = weighted.next().expect("every objective has a loss")?;
+                    weighted.try_fold(first, |sum, part| sum + part?)
+                };
+            Ok(Shard {
+                tokens,
+                counts,
+                loss: Box::new(loss),
+            })
+        });
+        shards.collect::<candle_core::Result<_>>().map(Some)
     }
 
     fn eval_loss(&mut self, batch_size: usize, max_batches: usize) -> candle_core::Result<f64> {

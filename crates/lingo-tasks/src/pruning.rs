@@ -268,6 +268,22 @@ impl<T: TrainTask> GradualPruning<T> {
     }
 }
 
+impl<T: TrainTask> GradualPruning<T> {
+    /// The masks, from the first micro-batch on. At the start of a run the weights are dense
+    /// (pruned at once if the schedule says so); on a resume, their zeros are the masks.
+    fn hold_masks(&mut self) -> candle_core::Result<()> {
+        if self.masks.is_none() {
+            let s = &self.schedule;
+            if self.micro_batch == 0 && s.begin == 0 && s.end == 0 {
+                self.prune_to(s.sparsity).map_err(to_candle)?;
+            } else {
+                self.masks = Some(Masks::from_zeros(&self.weights).map_err(to_candle)?);
+            }
+        }
+        Ok(())
+    }
+}
+
 impl<T: TrainTask> TrainTask for GradualPruning<T> {
     fn params(&self) -> &ParamStore {
         self.task.params()
@@ -283,17 +299,18 @@ impl<T: TrainTask> TrainTask for GradualPruning<T> {
         batch_size: usize,
         ctx: &mut Ctx,
     ) -> candle_core::Result<(Tensor, usize)> {
-        if self.masks.is_none() {
-            // At the start of a run the weights are dense (pruned at once if the schedule says
-            // so); on a resume, their zeros are the masks.
-            let s = &self.schedule;
-            if self.micro_batch == 0 && s.begin == 0 && s.end == 0 {
-                self.prune_to(s.sparsity).map_err(to_candle)?;
-            } else {
-                self.masks = Some(Masks::from_zeros(&self.weights).map_err(to_candle)?);
-            }
-        }
+        self.hold_masks()?;
         self.task.train_loss(batch_size, ctx)
+    }
+
+    fn train_shards(
+        &mut self,
+        batch_size: usize,
+        shards: usize,
+        ctx: &mut Ctx,
+    ) -> candle_core::Result<Option<Vec<lingo_train::Shard<'_>>>> {
+        self.hold_masks()?;
+        self.task.train_shards(batch_size, shards, ctx)
     }
 
     fn after_step(&mut self, step: usize) -> candle_core::Result<()> {

@@ -18,7 +18,7 @@ use lingo_models::hf::{LoadReport, StoredNames};
 use lingo_models::Quantization;
 use lingo_models::{Seq2SeqBatch, Seq2SeqLoss};
 use lingo_nn::{Ctx, ParamStore};
-use lingo_train::{ParamGroup, TrainTask};
+use lingo_train::{ParamGroup, Shard, TrainTask};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -186,6 +186,11 @@ impl Seq2SeqFinetune {
 
     fn loss(&self, examples: &[&Example], ctx: &mut Ctx) -> candle_core::Result<(Tensor, usize)> {
         let batch = self.batch(examples)?;
+        Ok((self.batch_loss(&batch, ctx)?, batch.target_tokens))
+    }
+
+    /// The mean loss per label token of a padded batch.
+    fn batch_loss(&self, batch: &Seq2SeqBatch, ctx: &mut Ctx) -> candle_core::Result<Tensor> {
         let options = Seq2SeqLoss {
             label_smoothing: if ctx.train {
                 self.recipe.label_smoothing
@@ -194,8 +199,7 @@ impl Seq2SeqFinetune {
             },
             teacher_forcing: 1.0,
         };
-        let loss = self.translator.seq2seq().loss(&batch, &options, ctx)?;
-        Ok((loss, batch.target_tokens))
+        self.translator.seq2seq().loss(batch, &options, ctx)
     }
 
     /// ROUGE and BLEU of the validation sources decoded by beam search.
@@ -326,6 +330,27 @@ impl TrainTask for Seq2SeqFinetune {
             .batch(self.micro_batch, batch_size, self.train.len());
         let examples: Vec<&Example> = picks.iter().map(|&i| &self.train[i]).collect();
         self.loss(&examples, ctx)
+    }
+
+    fn train_shards(
+        &mut self,
+        batch_size: usize,
+        shards: usize,
+        _ctx: &mut Ctx,
+    ) -> candle_core::Result<Option<Vec<Shard<'_>>>> {
+        let picks = self
+            .order
+            .batch(self.micro_batch, batch_size, self.train.len());
+        let this = &*self;
+        let parts = lingo_train::trainer::shard_ranges(picks.len(), shards);
+        let shards = parts.into_iter().map(|range| {
+            let examples: Vec<&Example> = picks[range].iter().map(|&i| &this.train[i]).collect();
+            let batch = this.batch(&examples)?;
+            let tokens = batch.target_tokens;
+            let loss = move |ctx: &mut Ctx| this.batch_loss(&batch, ctx);
+            Ok(Shard::mean(tokens, tokens, loss))
+        });
+        shards.collect::<candle_core::Result<_>>().map(Some)
     }
 
     /// The mean loss per target token over the validation pairs.

@@ -149,6 +149,12 @@ impl Objective for Tagging {
         cross_entropy(logits, &targets, opts)
     }
 
+    /// The loss averages over the tagged tokens (a word's first sub-token), not the sentences.
+    fn loss_terms(&self, examples: &[&Example]) -> usize {
+        let tagged = |e: &&Example| e.targets.iter().filter(|&&t| t != IGNORE).count();
+        examples.iter().map(tagged).sum()
+    }
+
     fn predict(
         &self,
         logits: &Tensor,

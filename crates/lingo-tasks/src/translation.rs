@@ -15,7 +15,7 @@ use lingo_models::transformer::{Transformer, TransformerConfig};
 use lingo_models::{config::read_json, ModelConfig, RnnSeq2Seq, RnnSeq2SeqConfig};
 use lingo_models::{Seq2SeqBatch, Seq2SeqLoss};
 use lingo_nn::{Ctx, LingoRng, ParamStore};
-use lingo_train::{TrainConfig, TrainTask};
+use lingo_train::{Shard, TrainConfig, TrainTask};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
@@ -283,6 +283,24 @@ impl TrainTask for Seq2SeqTask {
         let picks = self.draw(batch_size, &mut ctx.rng);
         let batch = self.batch(&picks)?;
         Ok((self.loss(&batch, ctx)?, batch.target_tokens))
+    }
+
+    fn train_shards(
+        &mut self,
+        batch_size: usize,
+        shards: usize,
+        ctx: &mut Ctx,
+    ) -> candle_core::Result<Option<Vec<Shard<'_>>>> {
+        let picks = self.draw(batch_size, &mut ctx.rng);
+        let this = &*self;
+        let parts = lingo_train::trainer::shard_ranges(picks.len(), shards);
+        let shards = parts.into_iter().map(|range| {
+            let batch = this.batch(&picks[range])?;
+            let tokens = batch.target_tokens;
+            let loss = move |ctx: &mut Ctx| this.loss(&batch, ctx);
+            Ok(Shard::mean(tokens, tokens, loss))
+        });
+        shards.collect::<candle_core::Result<_>>().map(Some)
     }
 
     fn eval_loss(&mut self, batch_size: usize, max_batches: usize) -> candle_core::Result<f64> {

@@ -60,6 +60,16 @@ impl<'a> Shard<'a> {
     }
 }
 
+/// `len` examples cut into at most `shards` runs of consecutive ones, all but the last of
+/// `⌈len / shards⌉` (how every task cuts a micro-batch, so the cut depends only on the counts).
+pub fn shard_ranges(len: usize, shards: usize) -> Vec<std::ops::Range<usize>> {
+    let per = len.div_ceil(shards.max(1)).max(1);
+    (0..len)
+        .step_by(per)
+        .map(|start| start..(start + per).min(len))
+        .collect()
+}
+
 /// The weight of a part that averages `count` of a micro-batch's `total` terms.
 pub fn share(count: usize, total: usize) -> f64 {
     if total == 0 {
@@ -777,7 +787,8 @@ pub fn sharded_micro_batch(
     let results: Vec<candle_core::Result<(f64, Gradients)>> = jobs
         .into_par_iter()
         .map(|(shard, mut shard_ctx)| {
-            let loss = (shard.loss)(&mut shard_ctx, &totals)?;
+            let loss =
+                lingo_nn::linear::without_weight_copies(|| (shard.loss)(&mut shard_ctx, &totals))?;
             let value = loss.to_scalar::<f32>()? as f64;
             Ok((value, gradients(loss, &shard_ctx, named)?))
         })
