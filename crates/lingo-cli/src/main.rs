@@ -127,6 +127,7 @@ fn main() {
     }
     keep_freed_memory();
     let cli = Cli::parse();
+    commands::share_trained_tokenizers();
     let mut pool = rayon::ThreadPoolBuilder::new();
     if let Some(n) = cli.threads.or_else(threads_per_rank) {
         pool = pool.num_threads(n);

@@ -200,3 +200,47 @@ fn ranks_with_different_configs_or_a_failing_rank_end_the_job() {
     assert!(stderr.contains("missing.txt"), "{stderr}");
     assert!(start.elapsed() < Duration::from_secs(60));
 }
+
+#[test]
+fn ranks_pre_train_with_rank_0s_tokenizer_as_one_process_does() {
+    // The tokenizer trained for the run is rank 0's on every rank (a trainer's ties fall in
+    // hash-map order, so each process would train its own): the ranks then compute what one
+    // process with that tokenizer and two shard threads computes, bit for bit.
+    let dir = tempfile::tempdir().unwrap();
+    let (ranks, one) = (dir.path().join("ranks"), dir.path().join("one"));
+    let args = |out: &Path| -> Vec<String> {
+        let out = out.display().to_string();
+        [
+            "pretrain",
+            "--model",
+            "bert-tiny",
+            "--corpus",
+            &corpus(),
+            "--max-length",
+            "32",
+            "--steps",
+            "4",
+            "--quiet",
+            "--out",
+            &out,
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    };
+    let Some(out) = mpirun(&[(2, &args(&ranks))]) else {
+        return;
+    };
+    succeeded(&out);
+    let mut single_args = args(&one);
+    let tokenizer = ranks.join("tokenizer.json").display().to_string();
+    single_args.extend([
+        "--tokenizer".into(),
+        tokenizer,
+        "--data-parallel".into(),
+        "2".into(),
+    ]);
+    single(&single_args);
+    assert_eq!(losses(&ranks), losses(&one));
+    assert!(weights(&ranks) == weights(&one));
+}

@@ -57,6 +57,35 @@ fn tok_err(e: impl std::fmt::Display) -> DataError {
     DataError::Tokenizer(e.to_string())
 }
 
+/// A way for the processes of a run to agree on a tokenizer that one of them trains: called with
+/// the training, it returns the tokenizer every process uses (see [`train_tokenizers_through`]).
+pub type TrainingAgreement =
+    dyn Fn(&mut dyn FnMut() -> Result<Tokenizer>) -> Result<Tokenizer> + Send + Sync;
+
+static AGREEMENT: std::sync::OnceLock<Box<TrainingAgreement>> = std::sync::OnceLock::new();
+
+/// Makes every tokenizer this process trains from now on go through `agree`. The `lingo` command
+/// sets it under `mpirun`, so that rank 0 trains each tokenizer and sends it to the other ranks:
+/// the `tokenizers` crate's trainers break ties in hash-map order, so two processes training on
+/// the same text can end with different vocabularies. Set once; later calls are ignored.
+pub fn train_tokenizers_through(agree: Box<TrainingAgreement>) {
+    let _ = AGREEMENT.set(agree);
+}
+
+/// `train()`, or what the processes agreed on (see [`train_tokenizers_through`]).
+pub(crate) fn agreed(train: impl FnOnce() -> Result<Tokenizer>) -> Result<Tokenizer> {
+    match AGREEMENT.get() {
+        None => train(),
+        Some(agree) => {
+            let mut once = Some(train);
+            agree(&mut || match once.take() {
+                Some(train) => train(),
+                None => Err(DataError::Invalid("a tokenizer trained twice".into())),
+            })
+        }
+    }
+}
+
 impl Tokenizer {
     /// Trains a tokenizer of `kind` on `text`.
     pub fn train(kind: TokenizerKind, text: &str) -> Result<Self> {
@@ -66,6 +95,10 @@ impl Tokenizer {
     /// Trains a tokenizer whose first ids are the given special tokens, in order (e.g. `<pad>`, `<s>`,
     /// `</s>`, `<unk>` for sequence-to-sequence models). Special tokens in the input are matched whole.
     pub fn train_with_specials(kind: TokenizerKind, text: &str, specials: &[&str]) -> Result<Self> {
+        agreed(|| Self::train_here(kind, text, specials))
+    }
+
+    fn train_here(kind: TokenizerKind, text: &str, specials: &[&str]) -> Result<Self> {
         if text.is_empty() {
             return Err(DataError::Invalid(
                 "cannot train a tokenizer on empty text".into(),
@@ -184,6 +217,16 @@ impl Tokenizer {
             inner,
             padding,
             truncation,
+        }
+    }
+
+    /// A tokenizer from `tokenizer.json` text, as [`Tokenizer::to_json`] writes it.
+    pub fn from_json(text: &str) -> Result<Self> {
+        let parsed = std::panic::catch_unwind(|| text.parse::<tokenizers::Tokenizer>());
+        match parsed {
+            Ok(Ok(inner)) => Ok(Tokenizer::from_inner(inner)),
+            Ok(Err(e)) => Err(tok_err(e)),
+            Err(_) => Err(tok_err("the tokenizers crate panicked reading it")),
         }
     }
 

@@ -167,6 +167,10 @@ impl TokenizerSpec {
     /// Trains on `lines` (empty lines are skipped). An error while reading the lines stops
     /// training and is returned.
     pub fn train(&self, lines: impl Iterator<Item = Result<String>> + Send) -> Result<Tokenizer> {
+        crate::tokenizer::agreed(|| self.train_here(lines))
+    }
+
+    fn train_here(&self, lines: impl Iterator<Item = Result<String>> + Send) -> Result<Tokenizer> {
         let min = self.min_vocab_size();
         if self.vocab_size < min {
             return Err(DataError::Invalid(format!(

@@ -70,6 +70,13 @@ pub trait Collective: Send + Sync {
         Ok(())
     }
 
+    /// The transport's own all-reduce (MPI's `MPI_Allreduce`), whose order of addition is
+    /// unspecified: not for training, but what a benchmark holds the exact sum against. Backends
+    /// without one of their own sum as [`Collective::all_reduce_sum`] does.
+    fn native_all_reduce_sum(&self, buf: &mut [f32]) -> Result<()> {
+        self.all_reduce_sum(buf)
+    }
+
     /// Whether this rank logs, evaluates and writes checkpoints.
     fn is_root(&self) -> bool {
         self.rank() == 0

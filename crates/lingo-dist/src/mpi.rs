@@ -28,9 +28,11 @@ pub struct Mpi {
     watchdog: Arc<Watchdog>,
 }
 
-/// The communicator, then the universe, which finalizes MPI when dropped.
+/// The communicator, buffers the all-reduce reuses (allocating and zeroing tens of MB per call
+/// cost more than the transfer), then the universe, which finalizes MPI when dropped.
 struct Inner {
     world: SimpleCommunicator,
+    scratch: Vec<f32>,
     _universe: Universe,
 }
 
@@ -86,19 +88,20 @@ impl Mpi {
             world_size,
             inner: Mutex::new(Inner {
                 world,
+                scratch: Vec::new(),
                 _universe: universe,
             }),
             watchdog,
         })
     }
 
-    /// Runs `f` on the communicator with the watchdog armed.
-    fn collective<T>(&self, op: &'static str, f: impl FnOnce(&SimpleCommunicator) -> T) -> T {
-        let inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+    /// Runs `f` on the communicator (and the scratch buffers) with the watchdog armed.
+    fn collective<T>(&self, op: &'static str, f: impl FnOnce(&mut Inner) -> T) -> T {
+        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         *self.watchdog.op.lock().unwrap_or_else(|p| p.into_inner()) = op;
         let now = self.watchdog.epoch.elapsed().as_millis() as u64;
         self.watchdog.since_ms.store(now.max(1), Ordering::Release);
-        let out = f(&inner.world);
+        let out = f(&mut inner);
         self.watchdog.since_ms.store(0, Ordering::Release);
         out
     }
@@ -120,26 +123,57 @@ impl Collective for Mpi {
         }
         // Slice r of the buffer (padded to n equal slices) is summed by rank r.
         let slice = buf.len().div_ceil(n);
-        let mut send = vec![0f32; slice * n];
-        send[..buf.len()].copy_from_slice(buf);
-        let mut pieces = vec![0f32; slice * n];
-        let mut all = vec![0f32; slice * n];
-        self.collective("all_reduce", |world| {
-            world.all_to_all_into(&send[..], &mut pieces[..]);
-            let mut mine = pieces[..slice].to_vec();
-            for piece in pieces.chunks_exact(slice).skip(1) {
+        let padded = slice * n;
+        let aligned = padded == buf.len();
+        self.collective("all_reduce", |inner| {
+            let Inner { world, scratch, .. } = inner;
+            // The pieces received, then (unless the buffer divides evenly) a padded copy of it.
+            let need = if aligned { padded } else { 2 * padded };
+            if scratch.len() < need {
+                scratch.resize(need, 0.0);
+            }
+            let (pieces, rest) = scratch.split_at_mut(padded);
+            if aligned {
+                world.all_to_all_into(&buf[..], pieces);
+            } else {
+                let send = &mut rest[..padded];
+                send[..buf.len()].copy_from_slice(buf);
+                send[buf.len()..].fill(0.0);
+                world.all_to_all_into(&send[..], pieces);
+            }
+            // Rank 0's copy of my slice, plus rank 1's, plus …: the order every backend sums in.
+            let (mine, others) = pieces.split_at_mut(slice);
+            for piece in others.chunks_exact(slice) {
                 mine.iter_mut().zip(piece).for_each(|(s, x)| *s += x);
             }
-            world.all_gather_into(&mine[..], &mut all[..]);
+            if aligned {
+                world.all_gather_into(&mine[..], buf);
+            } else {
+                let all = &mut rest[..padded];
+                world.all_gather_into(&mine[..], &mut all[..]);
+                buf.copy_from_slice(&all[..buf.len()]);
+            }
         });
-        buf.copy_from_slice(&all[..buf.len()]);
+        Ok(())
+    }
+
+    fn native_all_reduce_sum(&self, buf: &mut [f32]) -> Result<()> {
+        if self.world_size == 1 || buf.is_empty() {
+            return Ok(());
+        }
+        let send = buf.to_vec();
+        self.collective("MPI_Allreduce", |inner| {
+            let op = mpi::collective::SystemOperation::sum();
+            inner.world.all_reduce_into(&send[..], buf, op)
+        });
         Ok(())
     }
 
     fn broadcast(&self, buf: &mut [f32], root: usize) -> Result<()> {
         check_root(root, self.world_size)?;
-        self.collective("broadcast", |world| {
-            world
+        self.collective("broadcast", |inner| {
+            inner
+                .world
                 .process_at_rank(root as i32)
                 .broadcast_into(&mut buf[..])
         });
@@ -147,13 +181,15 @@ impl Collective for Mpi {
     }
 
     fn barrier(&self) -> Result<()> {
-        self.collective("barrier", |world| world.barrier());
+        self.collective("barrier", |inner| inner.world.barrier());
         Ok(())
     }
 
     fn all_gather(&self, send: &[f32], recv: &mut [f32]) -> Result<()> {
         check_gather(send.len(), recv.len(), self.world_size)?;
-        self.collective("all_gather", |world| world.all_gather_into(send, recv));
+        self.collective("all_gather", |inner| {
+            inner.world.all_gather_into(send, recv)
+        });
         Ok(())
     }
 }

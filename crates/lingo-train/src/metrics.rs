@@ -19,6 +19,9 @@ pub struct Record {
     pub grad_norm: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub tokens_per_sec: Option<f64>,
+    /// Data-parallel runs: seconds of the step spent all-reducing the gradients.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub allreduce_s: Option<f64>,
     pub elapsed_s: f64,
     /// A task's validation metrics (accuracy, f1, …), named as `lingo metric` names them.
     #[serde(skip_serializing_if = "BTreeMap::is_empty", default)]

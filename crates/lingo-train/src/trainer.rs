@@ -305,6 +305,8 @@ pub struct TrainReport {
     pub best_val_loss: Option<f64>,
     pub elapsed_secs: f64,
     pub tokens_per_sec: f64,
+    /// The share of the training steps' time spent all-reducing gradients (0 on one rank).
+    pub allreduce_share: f64,
     /// True when the run stopped early (interrupt or `stop_after`) and can be resumed.
     pub interrupted: bool,
     /// Early stopping: the step whose weights the run ended with, if it stopped or restored them.
@@ -456,7 +458,7 @@ impl Trainer {
         let bar = self.progress_bar(meta.step, root);
         let start = Instant::now();
         let elapsed_before = meta.elapsed_secs;
-        let (mut run_tokens, mut train_secs) = (0u64, 0f64);
+        let (mut run_tokens, mut train_secs, mut allreduce_secs) = (0u64, 0f64, 0f64);
         let (mut last_loss, mut last_val) = (None, None);
         let mut interrupted = false;
         let mut stopped_early = false;
@@ -466,7 +468,9 @@ impl Trainer {
             let step_start = Instant::now();
             let mut out_of_patience = false;
             let lr = cfg.schedule.lr(cfg.optimizer.lr(), meta.step, cfg.steps);
-            let (loss, tokens, grads) = self.accumulate(task, &params, meta.step, &mut ctx)?;
+            let (loss, tokens, grads, allreduce) =
+                self.accumulate(task, &params, meta.step, &mut ctx)?;
+            allreduce_secs += allreduce;
             if !loss.is_finite() {
                 return Err(TrainError::Diverged {
                     step: meta.step + 1,
@@ -496,6 +500,7 @@ impl Trainer {
                     lr: Some(lr),
                     grad_norm: Some(norm),
                     tokens_per_sec: Some(tps),
+                    allreduce_s: (world > 1).then_some(allreduce),
                     elapsed_s: elapsed,
                     ..Default::default()
                 })?;
@@ -619,6 +624,7 @@ impl Trainer {
             best_val_loss: meta.best_val_loss,
             elapsed_secs: elapsed_before + start.elapsed().as_secs_f64(),
             tokens_per_sec: run_tokens as f64 / train_secs.max(1e-9),
+            allreduce_share: allreduce_secs / train_secs.max(1e-9),
             interrupted,
             best_step,
             stopped_early,
@@ -626,14 +632,15 @@ impl Trainer {
     }
 
     /// Runs `grad_accum` micro-batches: their mean loss, token count and summed gradients — over
-    /// every rank: each computes its shards, and the sums are all-reduced once per step.
+    /// every rank: each computes its shards, and the sums are all-reduced once per step (the
+    /// seconds that took are the last value).
     fn accumulate(
         &self,
         task: &mut dyn TrainTask,
         params: &ParamStore,
         step: usize,
         ctx: &mut Ctx,
-    ) -> crate::Result<(f64, usize, Gradients)> {
+    ) -> crate::Result<(f64, usize, Gradients, f64)> {
         let (world, rank) = (self.collective.world_size(), self.collective.rank());
         let threads = self.config.data_parallel;
         let named = params.named();
@@ -677,11 +684,18 @@ impl Trainer {
         let mut total = total.unwrap_or_else(|| Gradients {
             grads: vec![None; named.len()],
         });
+        let start = Instant::now();
         if world > 1 {
             all_reduce_gradients(&*self.collective, &mut total, &named)?;
             loss_sum = sum_over_ranks(&*self.collective, loss_sum)?;
         }
-        Ok((loss_sum / self.config.grad_accum as f64, tokens, total))
+        let allreduce = start.elapsed().as_secs_f64();
+        Ok((
+            loss_sum / self.config.grad_accum as f64,
+            tokens,
+            total,
+            allreduce,
+        ))
     }
 
     /// A line above the progress bar, or on stderr when there is no bar.

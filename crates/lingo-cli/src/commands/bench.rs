@@ -90,6 +90,11 @@ enum Model {
     /// `lingo serve` under load (GPT-2-small-shaped generation, MiniLM embeddings) beside
     /// transformers behind FastAPI/uvicorn: requests/s, TTFT, time per token, p50/p99, memory.
     Serve,
+    /// Data parallelism on this machine (needs mpirun and a build with `--features mpi`):
+    /// all-reduce time beside MPI_Allreduce, 2 ranks × 1 thread beside 1 process × 2 threads,
+    /// and the scaling model's predictions.
+    #[value(alias = "ranks")]
+    Distributed,
 }
 
 #[derive(Args)]
@@ -123,6 +128,9 @@ pub struct Bench {
     /// (Internal) load this model folder and print the peak memory: the child side of `load`.
     #[arg(long, hide = true)]
     load_probe: Option<PathBuf>,
+    /// (Internal) time all-reduces under mpirun: the child side of `distributed`.
+    #[arg(long, hide = true)]
+    allreduce_probe: bool,
     #[command(flatten)]
     serve: super::bench_serve::ServeLoad,
     #[command(flatten)]
@@ -793,6 +801,16 @@ impl Bench {
                     None => super::bench_load::run(python, self.json.as_deref()),
                 }
             }
+            Model::Distributed => {
+                return match self.allreduce_probe {
+                    true => super::bench_dist::probe(self.iters),
+                    false => super::bench_dist::run(
+                        self.iters,
+                        self.data.as_deref(),
+                        self.json.as_deref(),
+                    ),
+                }
+            }
             Model::Serve => {
                 let runtime = tokio::runtime::Builder::new_multi_thread()
                     .worker_threads(2)
@@ -1117,6 +1135,7 @@ impl Bench {
                 | Model::Int8
                 | Model::Attention
                 | Model::Load
+                | Model::Distributed
                 | Model::Scaling => {
                     unreachable!("run above")
                 }

@@ -1,5 +1,6 @@
 pub mod bench;
 pub mod bench_attention;
+pub mod bench_dist;
 pub mod bench_int8;
 pub mod bench_load;
 pub mod bench_serve;
@@ -82,6 +83,25 @@ pub fn collective() -> anyhow::Result<Arc<dyn lingo_dist::Collective>> {
     let c = lingo_dist::from_environment()?;
     *world = Some(c.clone());
     Ok(c)
+}
+
+/// Under `mpirun` with several ranks: every tokenizer a command trains is trained by rank 0 and
+/// sent to the others (trainers break ties in hash-map order, so each rank would get its own).
+pub fn share_trained_tokenizers() {
+    if lingo_dist::Launch::detect().is_none_or(|l| l.world_size < 2) {
+        return;
+    }
+    let invalid = |e: String| lingo_data::DataError::Invalid(e);
+    lingo_data::tokenizer::train_tokenizers_through(Box::new(move |train| {
+        let world = collective().map_err(|e| invalid(format!("{e:#}")))?;
+        let json = lingo_train::data_parallel::share_from_root(&*world, || {
+            let tokenizer = train().map_err(lingo_train::TrainError::task)?;
+            let json = tokenizer.to_json().map_err(lingo_train::TrainError::task)?;
+            Ok(json.into_bytes())
+        })
+        .map_err(|e| invalid(format!("{:#}", anyhow::Error::new(e))))?;
+        lingo_data::Tokenizer::from_json(&String::from_utf8_lossy(&json))
+    }));
 }
 
 /// Leaves the world (MPI requires every rank to finalize before it exits).

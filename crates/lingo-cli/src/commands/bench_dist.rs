@@ -1,0 +1,405 @@
+//! `lingo bench distributed`: data parallelism measured on this machine, each part in a fresh
+//! process (this binary; the ranks under `mpirun`):
+//!
+//! 1. all-reduce time and bandwidth for buffers of 1 KiB to 64 MiB, Lingo's exact rank-order sum
+//!    beside the MPI library's own `MPI_Allreduce` on the same transport (an OSU-style loop:
+//!    barrier, then back-to-back calls; the hidden `--allreduce-probe` runs it under `mpirun`);
+//! 2. training steps of two GPT character models, one process with two threads (its two shards on
+//!    two threads) beside two ranks of one thread each, and one process with one thread; tokens/s
+//!    and the share of a step the gradient all-reduce takes;
+//! 3. the scaling model of docs/distributed.md, fitted on (1) and the one-thread step, predicting
+//!    the two-rank step (checked against (2)) and steps/s on N machines over named interconnects.
+
+use super::bench::json_output;
+use anyhow::Context;
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+use std::process::Command;
+use std::time::Instant;
+
+/// Buffer sizes of the all-reduce probe, bytes.
+const SIZES: [usize; 6] = [1 << 10, 16 << 10, 256 << 10, 4 << 20, 16 << 20, 64 << 20];
+
+/// One buffer size: the mean time of one all-reduce, µs.
+#[derive(Serialize, Deserialize, Clone)]
+pub struct AllReduceTime {
+    pub bytes: usize,
+    pub lingo_us: f64,
+    pub mpi_us: f64,
+}
+
+#[derive(Serialize, Deserialize)]
+pub struct ProbeReport {
+    pub ranks: usize,
+    pub sizes: Vec<AllReduceTime>,
+}
+
+/// Under `mpirun`: times both all-reduces at every size; rank 0 prints the report as JSON.
+pub fn probe(iters: usize) -> anyhow::Result<()> {
+    let c = super::collective()?;
+    anyhow::ensure!(
+        c.world_size() > 1,
+        "the all-reduce probe runs under mpirun -np N (N ≥ 2)"
+    );
+    let mut sizes = Vec::new();
+    for bytes in SIZES {
+        let mut buf = vec![1e-3f32; bytes / 4];
+        // Enough calls to take a measurable time at small sizes.
+        let calls = iters.max((256 << 20) / bytes).min(2000);
+        let mut time = |native: bool| -> anyhow::Result<f64> {
+            let call = |buf: &mut [f32]| match native {
+                true => c.native_all_reduce_sum(buf),
+                false => c.all_reduce_sum(buf),
+            };
+            call(&mut buf)?;
+            c.barrier()?;
+            let start = Instant::now();
+            for _ in 0..calls {
+                call(&mut buf)?;
+            }
+            Ok(start.elapsed().as_secs_f64() * 1e6 / calls as f64)
+        };
+        let lingo_us = time(false)?;
+        let mpi_us = time(true)?;
+        sizes.push(AllReduceTime {
+            bytes,
+            lingo_us,
+            mpi_us,
+        });
+    }
+    if c.is_root() {
+        let report = ProbeReport {
+            ranks: c.world_size(),
+            sizes,
+        };
+        println!("{}", serde_json::to_string(&report)?);
+    }
+    Ok(())
+}
+
+/// A character model to train, and how many steps to time.
+struct Model {
+    name: &'static str,
+    config: serde_json::Value,
+    steps: usize,
+}
+
+fn models() -> Vec<Model> {
+    let recipe: serde_json::Value =
+        serde_json::from_str(include_str!("../../../../configs/shakespeare-char.json"))
+            .expect("a valid recipe");
+    let mut full = recipe.clone();
+    // nanoGPT's own shakespeare-char model (10.7M parameters), at batch 16.
+    full["model"]["context_length"] = 256.into();
+    full["model"]["d_model"] = 384.into();
+    full["model"]["n_heads"] = 6.into();
+    full["model"]["n_layers"] = 6.into();
+    full["train"]["batch_size"] = 16.into();
+    vec![
+        Model {
+            name: "char recipe (4 × 128, batch 12 × 64)",
+            config: recipe,
+            steps: 160,
+        },
+        Model {
+            name: "nanoGPT char (6 × 384, batch 16 × 256)",
+            config: full,
+            steps: 24,
+        },
+    ]
+}
+
+/// What a training run's log says about its steps.
+#[derive(Serialize, Clone, Copy)]
+struct Steps {
+    /// Seconds per step after the first quarter (warm-up).
+    step_s: f64,
+    tokens_per_s: f64,
+    /// Seconds of each step in the gradient all-reduce (ranks only).
+    allreduce_s: f64,
+}
+
+fn read_steps(dir: &Path) -> anyhow::Result<Steps> {
+    let text = std::fs::read_to_string(dir.join("metrics.jsonl"))
+        .with_context(|| format!("{}: no metrics", dir.display()))?;
+    let records: Vec<serde_json::Value> = text
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .filter(|r: &serde_json::Value| r.get("loss").is_some())
+        .collect();
+    anyhow::ensure!(records.len() >= 8, "{}: too few steps", dir.display());
+    let from = records.len() / 4;
+    let (a, b) = (&records[from], &records[records.len() - 1]);
+    let elapsed = |r: &serde_json::Value| r["elapsed_s"].as_f64().unwrap_or(0.0);
+    let step_s = (elapsed(b) - elapsed(a)) / (records.len() - 1 - from) as f64;
+    let allreduce = records[from..]
+        .iter()
+        .filter_map(|r| r["allreduce_s"].as_f64())
+        .sum::<f64>()
+        / (records.len() - from) as f64;
+    Ok(Steps {
+        step_s,
+        tokens_per_s: b["tokens_per_sec"].as_f64().unwrap_or(0.0),
+        allreduce_s: allreduce,
+    })
+}
+
+/// A latency–bandwidth fit of the exact all-reduce on 2 ranks, `t = α + bytes / β`, through the
+/// smallest size and the trainer's bucket size (what a gradient is reduced in).
+#[derive(Serialize, Clone, Copy)]
+struct Fit {
+    alpha_us: f64,
+    /// Algorithm bandwidth: buffer bytes per second of all-reduce.
+    beta_gb_s: f64,
+}
+
+fn fit(sizes: &[AllReduceTime], pick: impl Fn(&AllReduceTime) -> f64) -> Fit {
+    let bucket = lingo_train::data_parallel::BUCKET_VALUES * 4;
+    let small = &sizes[0];
+    let large = (sizes.iter().rev().find(|s| s.bytes <= bucket)).unwrap_or(small);
+    let alpha_us = pick(small);
+    let beta = large.bytes as f64 / ((pick(large) - alpha_us).max(1e-3) * 1e-6);
+    Fit {
+        alpha_us,
+        beta_gb_s: beta / 1e9,
+    }
+}
+
+/// An interconnect of the scaling model: a ring all-reduce over N machines moves 2(N−1)/N of the
+/// gradient through each link and takes 2(N−1) latency-bound steps.
+struct Link {
+    name: &'static str,
+    gb_s: f64,
+    latency_us: f64,
+}
+
+const LINKS: [Link; 3] = [
+    Link {
+        name: "10 GbE",
+        gb_s: 1.25,
+        latency_us: 30.0,
+    },
+    Link {
+        name: "25 GbE",
+        gb_s: 3.1,
+        latency_us: 15.0,
+    },
+    Link {
+        name: "InfiniBand EDR 100 Gb/s",
+        gb_s: 12.0,
+        latency_us: 2.0,
+    },
+];
+
+/// Seconds of a ring all-reduce of `bytes` over `n` machines on `link`.
+fn ring_seconds(bytes: f64, n: usize, link: &Link) -> f64 {
+    if n < 2 {
+        return 0.0;
+    }
+    let steps = 2.0 * (n as f64 - 1.0);
+    steps / n as f64 * bytes / (link.gb_s * 1e9) + steps * link.latency_us * 1e-6
+}
+
+/// The scaling model: a step on `n` machines with the global batch held fixed is the one-machine
+/// compute divided by `n`, plus the all-reduce of the gradients (not overlapped).
+fn predicted_step(one_machine_s: f64, bytes: f64, n: usize, link: &Link) -> f64 {
+    one_machine_s / n as f64 + ring_seconds(bytes, n, link)
+}
+
+pub fn run(iters: usize, data: Option<&Path>, json: Option<&Path>) -> anyhow::Result<()> {
+    if Command::new("mpirun").arg("--version").output().is_err() {
+        println!("skipping `lingo bench distributed`: no mpirun (apt-get install openmpi-bin libopenmpi-dev, and build with --features mpi)");
+        return Ok(());
+    }
+    let exe = std::env::current_exe()?;
+    let mpirun = |ranks: usize| {
+        let mut c = Command::new("mpirun");
+        c.args(["-np", &ranks.to_string(), "--oversubscribe"])
+            .env("OMPI_ALLOW_RUN_AS_ROOT", "1")
+            .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
+            .arg(&exe);
+        c
+    };
+
+    // 1. All-reduce.
+    let mut probe = mpirun(2);
+    probe.args([
+        "--threads",
+        "1",
+        "bench",
+        "distributed",
+        "--allreduce-probe",
+    ]);
+    probe.args(["--iters", &iters.to_string()]);
+    let report: ProbeReport = json_output(
+        &mut probe,
+        "the all-reduce probe (needs a lingo built with --features mpi)",
+    )?;
+    println!("All-reduce of f32 buffers, 2 ranks on this machine (shared memory), mean of back-to-back calls");
+    println!(
+        "{:>9} {:>11} {:>10} {:>15} {:>10} {:>8}",
+        "size", "Lingo µs", "GB/s", "MPI_Allreduce µs", "GB/s", "ratio"
+    );
+    for s in &report.sizes {
+        let gb = |us: f64| s.bytes as f64 / (us * 1e-6) / 1e9;
+        println!(
+            "{:>9} {:>11.1} {:>10.2} {:>15.1} {:>10.2} {:>7.2}×",
+            human_bytes(s.bytes),
+            s.lingo_us,
+            gb(s.lingo_us),
+            s.mpi_us,
+            gb(s.mpi_us),
+            s.mpi_us / s.lingo_us
+        );
+    }
+    println!("(GB/s: buffer bytes per second, \"algorithm bandwidth\"; each rank sends and receives 2(N−1)/N of that; ratio: MPI's time / Lingo's)");
+    let lingo_fit = fit(&report.sizes, |s| s.lingo_us);
+
+    // 2. Training steps.
+    let tmp = tempfile::tempdir()?;
+    let text = match data {
+        Some(path) => path.to_path_buf(),
+        None => {
+            let path = tmp.path().join("text.txt");
+            std::fs::write(&path, lingo_data::Grammar::corpus(20_000, 7))?;
+            path
+        }
+    };
+    let mut results = Vec::new();
+    for model in models() {
+        let config = tmp.path().join(format!("{}.json", results.len()));
+        let mut recipe = model.config.clone();
+        recipe["train"]["eval_every"] = 0.into();
+        recipe["train"]["eval_batches"] = 1.into();
+        recipe["train"]["checkpoint_every"] = 0.into();
+        std::fs::write(&config, serde_json::to_string(&recipe)?)?;
+        let train = |c: &mut Command, threads: usize, shards: usize, out: &str| {
+            c.args(["--threads", &threads.to_string(), "train", "lm", "--quiet"])
+                .arg("--data")
+                .arg(&text)
+                .arg("--config")
+                .arg(&config)
+                .arg("--out")
+                .arg(tmp.path().join(out))
+                .args(["--steps", &model.steps.to_string()])
+                .args(["--data-parallel", &shards.to_string()]);
+        };
+        let run = |mut c: Command, who: &str, out: &str| -> anyhow::Result<Steps> {
+            let status = c.output().with_context(|| format!("running {who}"))?;
+            anyhow::ensure!(
+                status.status.success(),
+                "{who}: {}",
+                String::from_utf8_lossy(&status.stderr)
+                    .lines()
+                    .last()
+                    .unwrap_or("failed")
+            );
+            read_steps(&tmp.path().join(out))
+        };
+        let mut threads = Command::new(&exe);
+        train(&mut threads, 2, 2, "threads");
+        let threads = run(threads, "one process, two threads", "threads")?;
+        let mut ranks = mpirun(2);
+        train(&mut ranks, 1, 1, "ranks");
+        let ranks = run(ranks, "two ranks", "ranks")?;
+        let mut one = Command::new(&exe);
+        train(&mut one, 1, 2, "one");
+        let one = run(one, "one process, one thread", "one")?;
+        let bytes = std::fs::metadata(tmp.path().join("ranks/model.safetensors"))?.len() as f64;
+        results.push((model, threads, ranks, one, bytes));
+    }
+    println!();
+    println!(
+        "Training steps (GPT, character tokens): one process × 2 threads beside 2 ranks × 1 thread"
+    );
+    println!(
+        "{:<40} {:>10} {:>11} {:>11} {:>7} {:>14}",
+        "model", "gradient", "1×2 tok/s", "2×1 tok/s", "ratio", "all-reduce"
+    );
+    for (model, threads, ranks, _, bytes) in &results {
+        println!(
+            "{:<40} {:>10} {:>11.0} {:>11.0} {:>6.2}× {:>6.1} ms {:>3.0}%",
+            model.name,
+            human_bytes(*bytes as usize),
+            threads.tokens_per_s,
+            ranks.tokens_per_s,
+            ranks.tokens_per_s / threads.tokens_per_s,
+            ranks.allreduce_s * 1e3,
+            100.0 * ranks.allreduce_s / ranks.step_s
+        );
+    }
+    println!("(ratio: 2 ranks' tokens/s over one process's; all-reduce: per step on the ranks, and its share of the step, waiting for the slower rank included)");
+
+    // 3. The scaling model, checked on this machine: a "machine" here is one core.
+    println!();
+    println!("Scaling model: step(N) = step(1 machine) / N + ring all-reduce of the gradient");
+    println!(
+        "  fitted here at 1 KiB and 16 MiB (the trainer's bucket): all-reduce α = {:.1} µs, β = {:.2} GB/s (2 ranks, shared memory)",
+        lingo_fit.alpha_us, lingo_fit.beta_gb_s
+    );
+    let here = Link {
+        name: "this machine",
+        gb_s: lingo_fit.beta_gb_s,
+        latency_us: lingo_fit.alpha_us / 2.0,
+    };
+    let mut checks = Vec::new();
+    for (model, _, ranks, one, bytes) in &results {
+        let predicted = predicted_step(one.step_s, *bytes, 2, &here);
+        println!(
+            "  {}: one core {:.1} ms/step → predicted on 2 ranks {:.1} ms, measured {:.1} ms ({:+.0}%)",
+            model.name,
+            one.step_s * 1e3,
+            predicted * 1e3,
+            ranks.step_s * 1e3,
+            100.0 * (ranks.step_s / predicted - 1.0)
+        );
+        checks.push(
+            serde_json::json!({"model": model.name, "one_core_step_s": one.step_s,
+            "predicted_two_rank_step_s": predicted, "measured_two_rank_step_s": ranks.step_s}),
+        );
+    }
+    println!();
+    println!("Predicted steps/s on N machines like this one (2 cores each), global batch fixed:");
+    let mut predictions = Vec::new();
+    for (model, threads, _, _, bytes) in &results {
+        println!(
+            "  {} (gradient {})",
+            model.name,
+            human_bytes(*bytes as usize)
+        );
+        for link in &LINKS {
+            let line: Vec<String> = [1, 2, 4, 8, 16, 32]
+                .iter()
+                .map(|&n| {
+                    let steps = 1.0 / predicted_step(threads.step_s, *bytes, n, link);
+                    predictions.push(serde_json::json!({"model": model.name, "link": link.name,
+                        "machines": n, "steps_per_s": steps}));
+                    format!("N={n}: {steps:.1}")
+                })
+                .collect();
+            println!("    {:<24} {}", link.name, line.join("  "));
+        }
+    }
+    if let Some(path) = json {
+        let steps: Vec<_> = results
+            .iter()
+            .map(|(m, threads, ranks, one, bytes)| {
+                serde_json::json!({"model": m.name, "gradient_bytes": bytes,
+                    "one_process_two_threads": threads, "two_ranks_one_thread": ranks,
+                    "one_process_one_thread": one})
+            })
+            .collect();
+        let value = serde_json::json!({"allreduce": report.sizes, "allreduce_fit": lingo_fit,
+            "steps": steps, "scaling_checks": checks, "predictions": predictions});
+        lingo_nn::io::write_atomic(path, serde_json::to_string_pretty(&value)?.as_bytes())?;
+    }
+    Ok(())
+}
+
+fn human_bytes(bytes: usize) -> String {
+    match bytes {
+        b if b >= 1 << 20 => format!("{:.1} MiB", b as f64 / (1 << 20) as f64),
+        b if b >= 1 << 10 => format!("{} KiB", b >> 10),
+        b => format!("{b} B"),
+    }
+}
