@@ -73,9 +73,23 @@ pub fn from_environment() -> Result<Arc<dyn Collective>> {
     }
 }
 
+/// MPI, or NCCL over it when `LINGO_COLLECTIVE=nccl` (a build with the `nccl` feature).
 #[cfg(feature = "mpi")]
 fn connect(_: Launch) -> Result<Arc<dyn Collective>> {
-    Ok(Arc::new(crate::Mpi::init(Launch::timeout()?)?))
+    let mpi = crate::Mpi::init(Launch::timeout()?)?;
+    match std::env::var("LINGO_COLLECTIVE").as_deref() {
+        Err(_) | Ok("mpi") => Ok(Arc::new(mpi)),
+        #[cfg(feature = "nccl")]
+        Ok("nccl") => Ok(Arc::new(crate::Nccl::init(mpi, None)?)),
+        Ok(other) => Err(CollectiveError::Invalid(format!(
+            "LINGO_COLLECTIVE={other}: this build offers {}",
+            if cfg!(feature = "nccl") {
+                "mpi or nccl"
+            } else {
+                "mpi (nccl needs the nccl feature)"
+            }
+        ))),
+    }
 }
 
 #[cfg(not(feature = "mpi"))]

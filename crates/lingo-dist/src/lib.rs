@@ -16,11 +16,15 @@ mod in_process;
 pub mod launch;
 #[cfg(feature = "mpi")]
 mod mpi;
+#[cfg(feature = "nccl")]
+mod nccl;
 
 pub use in_process::InProcess;
 pub use launch::{from_environment, Launch};
 #[cfg(feature = "mpi")]
 pub use mpi::Mpi;
+#[cfg(feature = "nccl")]
+pub use nccl::Nccl;
 use std::time::Duration;
 
 /// What can go wrong in a collective.

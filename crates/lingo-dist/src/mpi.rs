@@ -98,10 +98,16 @@ impl Mpi {
     /// Runs `f` on the communicator (and the scratch buffers) with the watchdog armed.
     fn collective<T>(&self, op: &'static str, f: impl FnOnce(&mut Inner) -> T) -> T {
         let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        self.watched(op, || f(&mut inner))
+    }
+
+    /// Runs `f` (a collective of this or another transport) with the watchdog armed: if it has
+    /// not returned after the timeout, the process ends.
+    pub(crate) fn watched<T>(&self, op: &'static str, f: impl FnOnce() -> T) -> T {
         *self.watchdog.op.lock().unwrap_or_else(|p| p.into_inner()) = op;
         let now = self.watchdog.epoch.elapsed().as_millis() as u64;
         self.watchdog.since_ms.store(now.max(1), Ordering::Release);
-        let out = f(&mut inner);
+        let out = f();
         self.watchdog.since_ms.store(0, Ordering::Release);
         out
     }

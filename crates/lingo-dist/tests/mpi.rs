@@ -59,3 +59,21 @@ fn a_stuck_rank_ends_the_job_with_a_message() {
         start.elapsed()
     );
 }
+
+/// With a GPU per rank the NCCL backend passes the same checks; without one (CI) it must stop
+/// with a clear error, not a panic.
+#[cfg(feature = "nccl")]
+#[test]
+fn the_nccl_backend_checks_out_or_says_why_it_cannot_run() {
+    let Some(out) = mpirun(2, &["--nccl"]) else {
+        return;
+    };
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if out.status.success() {
+        assert_eq!(stdout.matches("collectives match").count(), 2, "{stdout}");
+    } else {
+        assert!(stderr.contains("NCCL: this machine has no"), "{stderr}");
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    }
+}

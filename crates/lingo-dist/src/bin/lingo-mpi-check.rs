@@ -1,7 +1,8 @@
 //! Run under `mpirun -np N`: checks the MPI backend's collectives against their definitions
 //! (every rank can compute every rank's values) and exits non-zero on any difference. With
 //! `--stall-rank R`, rank R sleeps past the others' timeout before its barrier, to show a stuck
-//! rank ends the job instead of hanging it.
+//! rank ends the job instead of hanging it. With `--nccl` (a build with the `nccl` feature), the
+//! same checks run over NCCL, one GPU per rank.
 
 use lingo_dist::{Collective, Mpi};
 use std::time::Duration;
@@ -22,10 +23,26 @@ fn main() {
         .position(|a| a == "--stall-rank")
         .and_then(|i| args.get(i + 1)?.parse::<usize>().ok());
     let timeout = if stall.is_some() { 2 } else { 60 };
-    let c = Mpi::init(Duration::from_secs(timeout)).unwrap_or_else(|e| {
+    let mpi = Mpi::init(Duration::from_secs(timeout)).unwrap_or_else(|e| {
         eprintln!("{e}");
         std::process::exit(2)
     });
+    let c: Box<dyn Collective> = match args.iter().any(|a| a == "--nccl") {
+        false => Box::new(mpi),
+        #[cfg(feature = "nccl")]
+        true => Box::new(lingo_dist::Nccl::init(mpi, None).unwrap_or_else(|e| {
+            eprintln!(
+                "rank {}: {e}",
+                std::env::var("OMPI_COMM_WORLD_RANK").unwrap_or_default()
+            );
+            std::process::exit(2)
+        })),
+        #[cfg(not(feature = "nccl"))]
+        true => {
+            eprintln!("--nccl: this build has no NCCL backend (cargo feature nccl)");
+            std::process::exit(2)
+        }
+    };
     let (rank, world) = (c.rank(), c.world_size());
     if let Some(stalled) = stall {
         if rank == stalled {
