@@ -244,3 +244,27 @@ fn ranks_pre_train_with_rank_0s_tokenizer_as_one_process_does() {
     assert_eq!(losses(&ranks), losses(&one));
     assert!(weights(&ranks) == weights(&one));
 }
+
+#[test]
+fn models_in_pipeline_stages_compute_what_the_whole_models_compute() {
+    // A GPT (tied embeddings) and a BERT masked LM cut into 2 and 3 stages, one GPipe step of 4
+    // micro-batches over MPI, against the whole model on every rank.
+    for ranks in [2, 3] {
+        let args: Vec<String> = ["--threads", "1", "bench", "distributed", "--pipeline-probe"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let Some(out) = mpirun(&[(ranks, &args)]) else {
+            return;
+        };
+        succeeded(&out);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let report: serde_json::Value =
+            serde_json::from_str(stdout.lines().last().unwrap_or_default()).unwrap();
+        assert_eq!(report["stages"], ranks);
+        for key in ["gpt_loss", "gpt_gradients", "bert_loss", "bert_gradients"] {
+            let worst = report[key].as_f64().unwrap();
+            assert!(worst <= 1e-5, "{ranks} stages, {key}: {worst:e}");
+        }
+    }
+}

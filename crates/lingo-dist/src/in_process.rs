@@ -2,7 +2,8 @@
 //! buffer, the last to arrive combines them (in rank order), and each rank takes the result; the
 //! next collective starts once all have taken it.
 
-use crate::{check_gather, check_root, Collective, CollectiveError, Result};
+use crate::{check_gather, check_peer, check_root, Collective, CollectiveError, Result};
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -81,6 +82,8 @@ struct State {
     gone: Option<usize>,
     /// A failure every rank reports from then on (a mismatch, a timeout).
     failure: Option<CollectiveError>,
+    /// Point-to-point messages sent and not yet received, by (from, to), in order.
+    mail: HashMap<(usize, usize), VecDeque<Vec<f32>>>,
 }
 
 struct Shared {
@@ -111,6 +114,7 @@ impl InProcess {
                 round: Round::new(world),
                 gone: None,
                 failure: None,
+                mail: HashMap::new(),
             }),
             changed: Condvar::new(),
         });
@@ -256,5 +260,59 @@ impl Collective for InProcess {
         let all = self.rendezvous(Op::Gather, send.len(), send.to_vec())?;
         recv.copy_from_slice(&all);
         Ok(())
+    }
+
+    /// Leaves the message in the receiver's mailbox and returns at once.
+    fn send(&self, buf: &[f32], to: usize) -> Result<()> {
+        check_peer(self.rank, to, self.shared.world)?;
+        let mut state = self.lock();
+        if let Some(failure) = &state.failure {
+            return Err(failure.clone());
+        }
+        let mailbox = state.mail.entry((self.rank, to)).or_default();
+        mailbox.push_back(buf.to_vec());
+        self.shared.changed.notify_all();
+        Ok(())
+    }
+
+    fn recv(&self, buf: &mut [f32], from: usize) -> Result<()> {
+        check_peer(self.rank, from, self.shared.world)?;
+        let deadline = Instant::now() + self.shared.timeout;
+        let key = (from, self.rank);
+        let mut state = self.lock();
+        loop {
+            if let Some(message) = state.mail.get_mut(&key).and_then(VecDeque::pop_front) {
+                if message.len() != buf.len() {
+                    return Err(CollectiveError::Mismatch {
+                        rank: from,
+                        expected: format!("a message of {} values", buf.len()),
+                        got: format!("one of {}", message.len()),
+                    });
+                }
+                buf.copy_from_slice(&message);
+                return Ok(());
+            }
+            if let Some(failure) = &state.failure {
+                return Err(failure.clone());
+            }
+            if state.gone == Some(from) {
+                return Err(CollectiveError::PeerGone {
+                    op: "recv",
+                    rank: from,
+                });
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(CollectiveError::Timeout {
+                    op: "recv",
+                    waited: self.shared.timeout,
+                    missing: vec![from],
+                });
+            }
+            state = (self.shared.changed)
+                .wait_timeout(state, deadline - now)
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .0;
+        }
     }
 }

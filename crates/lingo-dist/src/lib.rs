@@ -65,6 +65,10 @@ pub trait Collective: Send + Sync {
     /// Every rank's `send` (all the same length), concatenated in rank order into `recv`, which
     /// holds `world_size() · send.len()` values.
     fn all_gather(&self, send: &[f32], recv: &mut [f32]) -> Result<()>;
+    /// Sends `buf` to rank `to` alone (point to point: a pipeline stage's activations).
+    fn send(&self, buf: &[f32], to: usize) -> Result<()>;
+    /// Receives into `buf` what rank `from` sent; `buf` must be as long as what it sent.
+    fn recv(&self, buf: &mut [f32], from: usize) -> Result<()>;
 
     /// The element-wise mean of every rank's `buf` (the sum in rank order, then divided).
     fn all_reduce_mean(&self, buf: &mut [f32]) -> Result<()> {
@@ -171,6 +175,21 @@ impl Collective for SingleProcess {
         recv.copy_from_slice(send);
         Ok(())
     }
+    fn send(&self, _: &[f32], to: usize) -> Result<()> {
+        check_peer(0, to, 1)
+    }
+    fn recv(&self, _: &mut [f32], from: usize) -> Result<()> {
+        check_peer(0, from, 1)
+    }
+}
+
+fn check_peer(rank: usize, peer: usize, world: usize) -> Result<()> {
+    if peer >= world || peer == rank {
+        return Err(CollectiveError::Invalid(format!(
+            "rank {rank} cannot exchange with rank {peer} in a world of {world}"
+        )));
+    }
+    Ok(())
 }
 
 fn check_root(root: usize, world: usize) -> Result<()> {

@@ -11,7 +11,7 @@
 //! MPI collectives block without a timeout. A watchdog thread ends this process, naming the
 //! collective, when one has waited longer than the timeout; `mpirun` then stops the other ranks.
 
-use crate::{check_gather, check_root, Collective, CollectiveError, Result};
+use crate::{check_gather, check_peer, check_root, Collective, CollectiveError, Result};
 use mpi::environment::Universe;
 use mpi::topology::SimpleCommunicator;
 use mpi::traits::*;
@@ -196,6 +196,30 @@ impl Collective for Mpi {
         self.collective("all_gather", |inner| {
             inner.world.all_gather_into(send, recv)
         });
+        Ok(())
+    }
+
+    fn send(&self, buf: &[f32], to: usize) -> Result<()> {
+        check_peer(self.rank, to, self.world_size)?;
+        self.collective("send", |inner| {
+            inner.world.process_at_rank(to as i32).send(buf)
+        });
+        Ok(())
+    }
+
+    fn recv(&self, buf: &mut [f32], from: usize) -> Result<()> {
+        check_peer(self.rank, from, self.world_size)?;
+        let got = self.collective("recv", |inner| {
+            let status = inner.world.process_at_rank(from as i32).receive_into(buf);
+            status.count(f32::equivalent_datatype()) as usize
+        });
+        if got != buf.len() {
+            return Err(CollectiveError::Mismatch {
+                rank: from,
+                expected: format!("a message of {} values", buf.len()),
+                got: format!("one of {got}"),
+            });
+        }
         Ok(())
     }
 }

@@ -10,7 +10,9 @@
 //! gathered back (`ncclAllGather`). A collective that waits past the timeout ends the process,
 //! as with MPI.
 
-use crate::{check_gather, check_root, Collective, CollectiveError, Launch, Mpi, Result};
+use crate::{
+    check_gather, check_peer, check_root, Collective, CollectiveError, Launch, Mpi, Result,
+};
 use cudarc::driver::{CudaContext, CudaStream};
 use cudarc::nccl::safe::{Comm, Id, ReduceOp};
 use std::sync::{Arc, Mutex};
@@ -193,6 +195,31 @@ impl Collective for Nccl {
 
     fn barrier(&self) -> Result<()> {
         self.mpi.barrier()
+    }
+
+    fn send(&self, buf: &[f32], to: usize) -> Result<()> {
+        check_peer(self.rank, to, self.world_size)?;
+        self.on_device("send", |d| {
+            let data = (d.stream.clone_htod(buf)).map_err(|e| failed("a copy to the GPU", e))?;
+            d.comm
+                .send(&data, to as i32)
+                .map_err(|e| failed("ncclSend", e))?;
+            d.stream.synchronize().map_err(|e| failed("ncclSend", e))
+        })
+    }
+
+    fn recv(&self, buf: &mut [f32], from: usize) -> Result<()> {
+        check_peer(self.rank, from, self.world_size)?;
+        let out = self.on_device("recv", |d| {
+            let copy = |e| failed("a copy between host and GPU", e);
+            let mut data = d.stream.alloc_zeros::<f32>(buf.len()).map_err(copy)?;
+            d.comm
+                .recv(&mut data, from as i32)
+                .map_err(|e| failed("ncclRecv", e))?;
+            d.stream.clone_dtoh(&data).map_err(copy)
+        })?;
+        buf.copy_from_slice(&out);
+        Ok(())
     }
 
     fn all_gather(&self, send: &[f32], recv: &mut [f32]) -> Result<()> {

@@ -204,3 +204,49 @@ fn bytes_travel_whole_and_disagreement_names_the_rank() {
     }
     assert!(SingleProcess.agree("configs", b"anything").is_ok());
 }
+
+#[test]
+fn messages_pass_between_pairs_in_order() {
+    // A ring: each rank sends three messages to the next and receives the previous one's.
+    let results = on_ranks(
+        InProcess::group(3),
+        |c| -> lingo_dist::Result<Vec<Vec<f32>>> {
+            let (next, previous) = ((c.rank() + 1) % 3, (c.rank() + 2) % 3);
+            for k in 0..3 {
+                c.send(&values(c.rank(), k, 4 + k), next)?;
+            }
+            (0..3)
+                .map(|k| {
+                    let mut buf = vec![0.0; 4 + k];
+                    c.recv(&mut buf, previous).map(|()| buf)
+                })
+                .collect()
+        },
+    );
+    for (rank, got) in results.into_iter().enumerate() {
+        let previous = (rank + 2) % 3;
+        let want: Vec<Vec<f32>> = (0..3).map(|k| values(previous, k, 4 + k)).collect();
+        assert_eq!(got.unwrap(), want);
+    }
+    // A message of another length, oneself, or a rank that has left: errors.
+    let results = on_ranks(InProcess::group(2), |c| {
+        if c.rank() == 0 {
+            c.send(&[1.0, 2.0], 1)?;
+            return c.send(&[1.0], 0);
+        }
+        c.recv(&mut [0.0; 3], 0)
+    });
+    let e = results[0].as_ref().unwrap_err().to_string();
+    assert!(e.contains("cannot exchange with rank 0"), "{e}");
+    let e = results[1].as_ref().unwrap_err().to_string();
+    assert!(
+        e.contains("a message of 3 values") && e.contains("one of 2"),
+        "{e}"
+    );
+    let mut group = InProcess::group(2);
+    let second = group.pop().unwrap();
+    drop(group);
+    let e = second.recv(&mut [0.0], 0).unwrap_err().to_string();
+    assert!(e.contains("rank 0 left"), "{e}");
+    assert!(SingleProcess.send(&[1.0], 0).is_err());
+}

@@ -20,6 +20,7 @@ use crate::hf::{Checkpoint, LoadError, Lookup, StoredNames};
 use crate::outputs::{ModelInputs, ModelOutput, Trace};
 use candle_core::{bail, DType, Result, Tensor, D};
 use lingo_kernels::AttentionMask;
+use lingo_nn::pipeline::{split_layers, PipelineStage};
 use lingo_nn::{
     Activation, AttentionKind, Ctx, Dropout, Embedding, Init, LayerNorm, Linear, LinformerSharing,
     MultiHeadAttention, ParamPath, Pattern, PatternConfig,
@@ -1075,6 +1076,64 @@ impl BertModel {
         })
     }
 
+    /// The model cut for pipeline stage `stage` of `stages` (GPipe): the embeddings on the first,
+    /// an even share of the layers on each, the head and its loss on the last. `store` is the one
+    /// the model was built in. ALBERT, whose layers share their weights across depths, cannot be
+    /// cut.
+    pub fn stage<'a>(
+        &'a self,
+        store: &lingo_nn::ParamStore,
+        stage: usize,
+        stages: usize,
+    ) -> Result<BertStage<'a>> {
+        if self.family == Family::Albert {
+            bail!("ALBERT's layers share their weights across depths: it cannot be cut into pipeline stages");
+        }
+        if stage >= stages {
+            bail!("stage {stage} of {stages}");
+        }
+        let layers = split_layers(self.schedule.len(), stages)[stage].clone();
+        let (first, last) = (stage == 0, stage + 1 == stages);
+        let lm = matches!(
+            self.head_layers,
+            HeadLayers::MaskedLm { .. } | HeadLayers::PreTraining { .. }
+        );
+        let tied = (lm && self.config.tie_word_embeddings)
+            .then(|| {
+                let words = self.embeddings.words.weight.dims().to_vec();
+                let name = store
+                    .named()
+                    .into_iter()
+                    .map(|(n, _)| n)
+                    .find(|n| n.ends_with("embeddings.word_embeddings.weight"))?;
+                Some((name, words))
+            })
+            .flatten();
+        let mine = |name: &str| {
+            let layer = [".encoder.layer.", ".transformer.layer."]
+                .iter()
+                .find_map(|m| {
+                    let (_, rest) = name.split_once(m)?;
+                    rest.split('.').next()?.parse::<usize>().ok()
+                });
+            match layer {
+                Some(i) => layers.contains(&i),
+                None if tied.as_ref().is_some_and(|(n, _)| n == name) => first || last,
+                None if name.contains("embedding") => first,
+                None => last,
+            }
+        };
+        let params = store.named().into_iter().filter(|(n, _)| mine(n)).collect();
+        Ok(BertStage {
+            model: self,
+            layers,
+            first,
+            last,
+            params,
+            tied,
+        })
+    }
+
     /// The pooled `[CLS]` representation (`tanh(W h₀ + b)`), for models that have a pooler.
     pub fn pooled(&self, last_hidden: &Tensor) -> Result<Option<Tensor>> {
         match &self.pooler {
@@ -1211,6 +1270,64 @@ impl BertModel {
 }
 
 /// Whether `model_type` names a member of the BERT family.
+/// One pipeline stage of a [`BertModel`] (see [`BertModel::stage`]). Its inputs are `[ids,
+/// attention_mask, labels]`; the last stage's loss is the head's cross-entropy against `labels`
+/// (`[batch, time]` for masked-LM and token heads, [`crate::contracts::IGNORE`] where there is nothing to
+/// predict; `[batch]` for sequence classification).
+pub struct BertStage<'a> {
+    model: &'a BertModel,
+    layers: std::ops::Range<usize>,
+    first: bool,
+    last: bool,
+    params: Vec<(String, candle_core::Var)>,
+    tied: Option<(String, Vec<usize>)>,
+}
+
+impl PipelineStage for BertStage<'_> {
+    fn params(&self) -> Vec<(String, candle_core::Var)> {
+        self.params.clone()
+    }
+
+    fn forward(&self, inputs: &[Tensor], x: Option<&Tensor>, ctx: &mut Ctx) -> Result<Tensor> {
+        let [ids, attention_mask, labels] = inputs else {
+            bail!("an encoder stage takes [ids, attention_mask, labels]");
+        };
+        let m = self.model;
+        let mut x = match (self.first, x) {
+            (true, _) => {
+                check_ids(ids, "input_ids", m.config.vocab_size, "vocab_size")?;
+                m.embeddings.forward(ids, None, ctx)?
+            }
+            (false, Some(x)) => x.clone(),
+            (false, None) => {
+                bail!("an encoder stage after the first needs the previous one's activations")
+            }
+        };
+        let mask = AttentionMask {
+            key_padding: Some(attention_mask.to_dtype(DType::U8)?),
+            ..Default::default()
+        };
+        for depth in self.layers.clone() {
+            x = m.layers[m.schedule[depth]]
+                .forward(&x, &mask, false, ctx)?
+                .0;
+        }
+        if !self.last {
+            return Ok(x);
+        }
+        let logits = m.apply_head(&m.head_layers, &x, ctx)?;
+        let options = lingo_kernels::CrossEntropy {
+            ignore_index: Some(crate::contracts::IGNORE),
+            ..Default::default()
+        };
+        lingo_kernels::cross_entropy(&logits, labels, options)
+    }
+
+    fn tied(&self) -> Vec<(String, Vec<usize>)> {
+        self.tied.clone().into_iter().collect()
+    }
+}
+
 pub fn is_bert_family(model_type: &str) -> bool {
     Family::from_model_type(model_type).is_some()
 }

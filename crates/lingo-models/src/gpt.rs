@@ -11,9 +11,10 @@ use crate::outputs::{ModelInputs, ModelOutput, Trace};
 use crate::CausalLm;
 use candle_core::{bail, DType, Result, Tensor};
 use lingo_kernels::{AttentionMask, CrossEntropy};
+use lingo_nn::pipeline::{split_layers, PipelineStage};
 use lingo_nn::{
     Activation, AttentionKind, Ctx, Dropout, Embedding, FeedForward, Init, KvCache, LayerNorm,
-    Linear, MultiHeadSelfAttention, NormPlacement, ParamPath, Pattern, PatternConfig,
+    Linear, MultiHeadSelfAttention, NormPlacement, ParamPath, ParamStore, Pattern, PatternConfig,
     PositionalEncoding, SublayerInit, TransformerBlock,
 };
 use serde::{Deserialize, Serialize};
@@ -256,14 +257,10 @@ impl Gpt {
         mut layers: Option<&mut Vec<Tensor>>,
         ctx: &mut Ctx,
     ) -> Result<(Tensor, Vec<Tensor>)> {
-        let (_, t) = ids.dims2()?;
         let offset = cache
             .as_ref()
             .map_or(0, |c| c.first().map_or(0, |c| c.position()));
-        let pos = self.wpe.forward(offset, t)?;
-        let mut x = self
-            .drop
-            .forward(&self.wte.forward(ids)?.broadcast_add(&pos)?, ctx)?;
+        let mut x = self.embed(ids, offset, ctx)?;
         let mask = AttentionMask {
             causal: true,
             key_padding: key_padding.map(|m| m.to_dtype(DType::U8)).transpose()?,
@@ -294,6 +291,43 @@ impl Gpt {
             layers.push(x.clone());
         }
         Ok((x, weights))
+    }
+
+    /// Token and position embeddings of `ids` (`[batch, time]`), the first starting at position
+    /// `offset`, after dropout: the first block's input.
+    fn embed(&self, ids: &Tensor, offset: usize, ctx: &mut Ctx) -> Result<Tensor> {
+        let (_, t) = ids.dims2()?;
+        let pos = self.wpe.forward(offset, t)?;
+        self.drop
+            .forward(&self.wte.forward(ids)?.broadcast_add(&pos)?, ctx)
+    }
+
+    /// The model cut for pipeline stage `stage` of `stages`: the embeddings on the first, an even
+    /// share of the blocks on each, and the final norm, the output layer and the loss on the last
+    /// (GPipe). `store` is the one the model was built in.
+    pub fn stage<'a>(&'a self, store: &ParamStore, stage: usize, stages: usize) -> GptStage<'a> {
+        let layers = split_layers(self.blocks.len(), stages)[stage.min(stages - 1)].clone();
+        let (first, last) = (stage == 0, stage + 1 == stages);
+        let tied = self.config.tied_embeddings;
+        let mine = |name: &str| {
+            let block = name
+                .strip_prefix("transformer.h.")
+                .and_then(|rest| rest.split('.').next()?.parse::<usize>().ok());
+            match block {
+                Some(i) => layers.contains(&i),
+                None if name.starts_with("transformer.wte.") => first || (last && tied),
+                None if name.starts_with("transformer.wpe.") => first,
+                None => last,
+            }
+        };
+        let params = store.named().into_iter().filter(|(n, _)| mine(n)).collect();
+        GptStage {
+            gpt: self,
+            layers,
+            first,
+            last,
+            params,
+        }
     }
 
     /// Next-token logits `[batch, time, vocab]` for `ids: [batch, time]`: what training needs.
@@ -347,6 +381,64 @@ impl Gpt {
             bail!("token ids must be u32, got {:?}", ids.dtype());
         }
         Ok(())
+    }
+}
+
+/// One pipeline stage of a [`Gpt`] (see [`Gpt::stage`]). Its inputs are `[ids, targets]`.
+pub struct GptStage<'a> {
+    gpt: &'a Gpt,
+    layers: std::ops::Range<usize>,
+    first: bool,
+    last: bool,
+    params: Vec<(String, candle_core::Var)>,
+}
+
+impl PipelineStage for GptStage<'_> {
+    fn params(&self) -> Vec<(String, candle_core::Var)> {
+        self.params.clone()
+    }
+
+    fn forward(&self, inputs: &[Tensor], x: Option<&Tensor>, ctx: &mut Ctx) -> Result<Tensor> {
+        let [ids, targets] = inputs else {
+            bail!("a GPT stage takes [ids, targets]");
+        };
+        let gpt = self.gpt;
+        let mut x = match (self.first, x) {
+            (true, _) => {
+                gpt.check_ids(ids)?;
+                gpt.embed(ids, 0, ctx)?
+            }
+            (false, Some(x)) => x.clone(),
+            (false, None) => {
+                bail!("a GPT stage after the first needs the previous one's activations")
+            }
+        };
+        let mask = AttentionMask {
+            causal: true,
+            ..Default::default()
+        };
+        for block in &gpt.blocks[self.layers.clone()] {
+            x = block.forward(&x, &mask, None, false, ctx)?.0;
+        }
+        if !self.last {
+            return Ok(x);
+        }
+        if let Some(ln_f) = &gpt.ln_f {
+            x = ln_f.forward(&x)?;
+        }
+        let logits = gpt.lm_head.forward(&x)?;
+        lingo_kernels::cross_entropy(&logits, targets, CrossEntropy::default())
+    }
+
+    fn tied(&self) -> Vec<(String, Vec<usize>)> {
+        let c = &self.gpt.config;
+        match c.tied_embeddings {
+            true => vec![(
+                "transformer.wte.weight".into(),
+                vec![c.vocab_size, c.d_model],
+            )],
+            false => Vec::new(),
+        }
     }
 }
 

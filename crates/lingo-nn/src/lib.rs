@@ -13,6 +13,7 @@ pub mod io;
 pub mod linear;
 pub mod norm;
 pub mod params;
+pub mod pipeline;
 pub mod position;
 pub mod recompute;
 pub mod recurrent;

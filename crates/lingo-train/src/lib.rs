@@ -7,6 +7,7 @@
 //! | [`grads`] | gradient accumulation and global-norm clipping |
 //! | [`checkpoint`] | atomic, single-file checkpoints that resume exactly |
 //! | [`data_parallel`] | what ranks exchange: rank 0's weights, gradient all-reduce in buckets |
+//! | [`pipeline`] | GPipe: stages on consecutive ranks, activations forward, gradients back |
 //! | [`metrics`] | the JSONL metrics log and the loss-curve PNG |
 //! | [`trainer`] | the loop, evaluation, progress bar |
 
@@ -15,6 +16,7 @@ pub mod data_parallel;
 pub mod grads;
 pub mod metrics;
 pub mod optim;
+pub mod pipeline;
 pub mod precision;
 pub mod rules;
 pub mod schedule;

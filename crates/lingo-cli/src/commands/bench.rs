@@ -131,6 +131,9 @@ pub struct Bench {
     /// (Internal) time all-reduces under mpirun: the child side of `distributed`.
     #[arg(long, hide = true)]
     allreduce_probe: bool,
+    /// (Internal) under mpirun: a GPT and a BERT in pipeline stages against the whole models.
+    #[arg(long, hide = true)]
+    pipeline_probe: bool,
     #[command(flatten)]
     serve: super::bench_serve::ServeLoad,
     #[command(flatten)]
@@ -802,6 +805,9 @@ impl Bench {
                 }
             }
             Model::Distributed => {
+                if self.pipeline_probe {
+                    return super::bench_dist::pipeline_probe();
+                }
                 return match self.allreduce_probe {
                     true => super::bench_dist::probe(self.iters),
                     false => super::bench_dist::run(
@@ -809,7 +815,7 @@ impl Bench {
                         self.data.as_deref(),
                         self.json.as_deref(),
                     ),
-                }
+                };
             }
             Model::Serve => {
                 let runtime = tokio::runtime::Builder::new_multi_thread()

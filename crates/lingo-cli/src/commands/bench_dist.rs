@@ -403,3 +403,161 @@ fn human_bytes(bytes: usize) -> String {
         b => format!("{b} B"),
     }
 }
+
+/// What the pipeline probe found on every rank: the largest relative difference of the stage's
+/// loss and of any of its parameters' gradients from the whole model's, per model.
+#[derive(Serialize, Deserialize, Debug)]
+pub struct PipelineReport {
+    pub stages: usize,
+    pub gpt_loss: f64,
+    pub gpt_gradients: f64,
+    pub bert_loss: f64,
+    pub bert_gradients: f64,
+}
+
+/// Under `mpirun -np S`: a GPT (tied embeddings) and a BERT masked LM, each cut into S stages, one
+/// GPipe step of 4 micro-batches over MPI, against the whole model on every rank; rank 0 prints
+/// the worst differences over all ranks as JSON.
+pub fn pipeline_probe() -> anyhow::Result<()> {
+    use candle_core::{Device, Tensor};
+    use lingo_models::bert::{BertConfig, BertModel, Family, Head};
+    use lingo_models::{Gpt, GptConfig, ModelInputs};
+    use lingo_nn::pipeline::PipelineStage;
+    use lingo_nn::{Ctx, LingoRng, ParamStore};
+    use lingo_train::grads::Gradients;
+
+    let c = super::collective()?;
+    let (rank, stages) = (c.rank(), c.world_size());
+    anyhow::ensure!(
+        stages > 1,
+        "the pipeline probe runs under mpirun -np N (N ≥ 2)"
+    );
+    let mut rng = LingoRng::new(3);
+    let mut ids = |b: usize, t: usize, vocab: usize| -> candle_core::Result<Tensor> {
+        let v: Vec<u32> = (0..b * t)
+            .map(|_| 1 + rng.below(vocab - 1) as u32)
+            .collect();
+        Tensor::from_vec(v, (b, t), &Device::Cpu)
+    };
+    let ce = lingo_kernels::CrossEntropy {
+        ignore_index: Some(-100),
+        ..Default::default()
+    };
+    // The whole model's mean loss and gradients, and this rank's stage's, compared.
+    let compare = |stage: &dyn PipelineStage,
+                   store: &ParamStore,
+                   batches: &[Vec<Tensor>],
+                   whole: &dyn Fn(&[Tensor]) -> candle_core::Result<Tensor>|
+     -> anyhow::Result<(f64, f64)> {
+        let mut ctx = Ctx::train(LingoRng::new(0));
+        let (loss, grads) = lingo_train::pipeline::gpipe_step(&*c, stage, batches, &mut ctx)?;
+        let named = store.named();
+        let (mut want_loss, mut total) = (0.0, None);
+        for b in batches {
+            let l = whole(b)?;
+            want_loss += l.to_scalar::<f32>()? as f64 / batches.len() as f64;
+            let g = Gradients::from_store(&named, &(l / batches.len() as f64)?.backward()?);
+            Gradients::sum_into(&mut total, g)?;
+        }
+        let total = total.expect("micro-batches");
+        let mut worst = 0f64;
+        for ((name, _), g) in stage.params().iter().zip(&grads.grads) {
+            let at = named
+                .iter()
+                .position(|(n, _)| n == name)
+                .expect("a model parameter");
+            if let (Some(g), Some(w)) = (g, &total.grads[at]) {
+                let d = ((g - w)?.sqr()?.sum_all()?.to_scalar::<f32>()? as f64).sqrt();
+                let n = (w.sqr()?.sum_all()?.to_scalar::<f32>()? as f64).sqrt();
+                worst = worst.max(d / n.max(1e-30));
+            }
+        }
+        Ok(((loss - want_loss).abs() / want_loss, worst))
+    };
+
+    let gpt_config = GptConfig {
+        vocab_size: 65,
+        context_length: 32,
+        d_model: 64,
+        n_heads: 4,
+        n_layers: 4,
+        dropout: 0.0,
+        tied_embeddings: true,
+        ..Default::default()
+    };
+    let store = ParamStore::new(7, &Device::Cpu);
+    let gpt = Gpt::new(gpt_config, &store.root())?;
+    let batches: Vec<Vec<Tensor>> = (0..4)
+        .map(|_| {
+            let all = ids(4, 33, 65)?;
+            Ok(vec![all.narrow(1, 0, 32)?, all.narrow(1, 1, 32)?])
+        })
+        .collect::<candle_core::Result<_>>()?;
+    let stage = gpt.stage(&store, rank, stages);
+    let whole = |b: &[Tensor]| gpt.loss(&b[0], &b[1], &mut Ctx::train(LingoRng::new(0)));
+    let (gpt_loss, gpt_gradients) = compare(&stage, &store, &batches, &whole)?;
+
+    let bert_config: BertConfig = serde_json::from_value(serde_json::json!({
+        "vocab_size": 100, "hidden_size": 64, "num_hidden_layers": 4, "num_attention_heads": 4,
+        "intermediate_size": 128, "hidden_act": "gelu", "max_position_embeddings": 32,
+        "type_vocab_size": 2, "hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0
+    }))?;
+    let store = ParamStore::new(11, &Device::Cpu);
+    let bert = BertModel::new(
+        Family::Bert,
+        Head::MaskedLm,
+        bert_config,
+        true,
+        &store.root(),
+    )?;
+    let batches: Vec<Vec<Tensor>> = (0..4)
+        .map(|k| {
+            let x = ids(4, 24, 100)?;
+            let mask: Vec<u32> = (0..96).map(|i| u32::from(i % 24 < 20 + k)).collect();
+            let labels: Vec<i64> = x
+                .flatten_all()?
+                .to_vec1::<u32>()?
+                .iter()
+                .enumerate()
+                .map(|(i, &id)| {
+                    if i % 5 == k && mask[i] == 1 {
+                        id as i64
+                    } else {
+                        -100
+                    }
+                })
+                .collect();
+            Ok(vec![
+                x,
+                Tensor::from_vec(mask, (4, 24), &Device::Cpu)?,
+                Tensor::from_vec(labels, (4, 24), &Device::Cpu)?,
+            ])
+        })
+        .collect::<candle_core::Result<_>>()?;
+    let stage = bert.stage(&store, rank, stages)?;
+    let whole = |b: &[Tensor]| {
+        let inputs = ModelInputs::new(b[0].clone()).with_attention_mask(b[1].clone());
+        let logits = bert
+            .forward(&inputs, &mut Ctx::train(LingoRng::new(0)))?
+            .output;
+        lingo_kernels::cross_entropy(&logits, &b[2], ce)
+    };
+    let (bert_loss, bert_gradients) = compare(&stage, &store, &batches, &whole)?;
+
+    // The worst over the ranks.
+    let mine = [gpt_loss, gpt_gradients, bert_loss, bert_gradients].map(|x| x as f32);
+    let mut all = vec![0f32; 4 * stages];
+    c.all_gather(&mine, &mut all)?;
+    let worst = |k: usize| all.chunks(4).map(|r| r[k] as f64).fold(0.0, f64::max);
+    if c.is_root() {
+        let report = PipelineReport {
+            stages,
+            gpt_loss: worst(0),
+            gpt_gradients: worst(1),
+            bert_loss: worst(2),
+            bert_gradients: worst(3),
+        };
+        println!("{}", serde_json::to_string(&report)?);
+    }
+    Ok(())
+}

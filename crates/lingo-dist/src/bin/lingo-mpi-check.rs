@@ -88,6 +88,22 @@ fn main() {
         if all != want {
             fail(format!("round {round}: all_gather differs"));
         }
+        // Point to point, around a ring (even ranks send first, odd ones receive first).
+        let (next, previous) = ((rank + 1) % world, (rank + world - 1) % world);
+        let mut got = vec![0.0; 7 + round];
+        let send = || c.send(&values(rank, round, 7 + round), next).expect("send");
+        if rank % 2 == 0 {
+            send();
+            c.recv(&mut got, previous).expect("recv");
+        } else {
+            c.recv(&mut got, previous).expect("recv");
+            send();
+        }
+        if got != values(previous, round, 7 + round) {
+            fail(format!(
+                "round {round}: the message from rank {previous} differs"
+            ));
+        }
         c.barrier().expect("barrier");
     }
     println!("rank {rank} of {world}: collectives match their definitions");
