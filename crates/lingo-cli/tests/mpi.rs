@@ -246,9 +246,10 @@ fn ranks_pre_train_with_rank_0s_tokenizer_as_one_process_does() {
 }
 
 #[test]
-fn models_in_pipeline_stages_compute_what_the_whole_models_compute() {
-    // A GPT (tied embeddings) and a BERT masked LM cut into 2 and 3 stages, one GPipe step of 4
-    // micro-batches over MPI, against the whole model on every rank.
+fn models_in_pipeline_stages_or_split_by_tensor_parallelism_compute_what_whole_models_do() {
+    // A GPT (tied embeddings) and a BERT masked LM cut into 2 and 3 stages for one GPipe step of
+    // 4 micro-batches, and split 2 and 3 ways by tensor parallelism for a forward pass, over MPI,
+    // against the whole model on every rank.
     for ranks in [2, 3] {
         let args: Vec<String> = ["--threads", "1", "bench", "distributed", "--pipeline-probe"]
             .iter()
@@ -262,7 +263,14 @@ fn models_in_pipeline_stages_compute_what_the_whole_models_compute() {
         let report: serde_json::Value =
             serde_json::from_str(stdout.lines().last().unwrap_or_default()).unwrap();
         assert_eq!(report["stages"], ranks);
-        for key in ["gpt_loss", "gpt_gradients", "bert_loss", "bert_gradients"] {
+        for key in [
+            "gpt_loss",
+            "gpt_gradients",
+            "bert_loss",
+            "bert_gradients",
+            "gpt_tensor_parallel",
+            "bert_tensor_parallel",
+        ] {
             let worst = report[key].as_f64().unwrap();
             assert!(worst <= 1e-5, "{ranks} stages, {key}: {worst:e}");
         }

@@ -1134,6 +1134,31 @@ impl BertModel {
         })
     }
 
+    /// Rank `rank` of `world`'s share of every layer, for tensor-parallel inference (see
+    /// [`lingo_nn::tensor_parallel`]): its attention heads and feed-forward neurons, the partial
+    /// outputs summed over the ranks by `reduce`. Embeddings, norms and the head stay whole.
+    pub fn tensor_parallel(
+        &mut self,
+        rank: usize,
+        world: usize,
+        reduce: &lingo_nn::tensor_parallel::Reduce,
+    ) -> Result<()> {
+        for layer in &mut self.layers {
+            let d_ff = layer.up.dims()?.0;
+            let (up, down) = lingo_nn::tensor_parallel::split_pair(
+                &layer.up,
+                &layer.down,
+                d_ff,
+                rank,
+                world,
+                reduce,
+            )?;
+            layer.attention = layer.attention.tensor_parallel(rank, world, reduce)?;
+            (layer.up, layer.down) = (up, down);
+        }
+        Ok(())
+    }
+
     /// The pooled `[CLS]` representation (`tanh(W h₀ + b)`), for models that have a pooler.
     pub fn pooled(&self, last_hidden: &Tensor) -> Result<Option<Tensor>> {
         match &self.pooler {

@@ -330,6 +330,23 @@ impl Gpt {
         }
     }
 
+    /// Rank `rank` of `world`'s share of every block, for tensor-parallel inference (see
+    /// [`lingo_nn::tensor_parallel`]): its attention heads and feed-forward neurons, the partial
+    /// outputs summed over the ranks by `reduce`. Embeddings, norms and the output layer stay
+    /// whole.
+    pub fn tensor_parallel(
+        &mut self,
+        rank: usize,
+        world: usize,
+        reduce: &lingo_nn::tensor_parallel::Reduce,
+    ) -> Result<()> {
+        for block in &mut self.blocks {
+            block.attn = block.attn.tensor_parallel(rank, world, reduce)?;
+            block.mlp = block.mlp.tensor_parallel(rank, world, reduce)?;
+        }
+        Ok(())
+    }
+
     /// Next-token logits `[batch, time, vocab]` for `ids: [batch, time]`: what training needs.
     pub fn logits(&self, ids: &Tensor, ctx: &mut Ctx) -> Result<Tensor> {
         self.check_ids(ids)?;

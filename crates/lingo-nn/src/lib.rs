@@ -19,6 +19,7 @@ pub mod recompute;
 pub mod recurrent;
 pub mod rng;
 pub mod rnn_attention;
+pub mod tensor_parallel;
 
 pub use attention::{DecoderLayerCache, KvCache, MultiHeadAttention, MultiHeadSelfAttention};
 pub use attention_pattern::{

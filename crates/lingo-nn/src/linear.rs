@@ -78,6 +78,9 @@ pub struct Linear {
     weight: LinearWeight,
     pub bias: Option<Tensor>,
     transposed: Arc<Mutex<Transposed>>,
+    /// Tensor parallelism: this layer holds some input features only, and its outputs are summed
+    /// over the ranks (before the bias, added once) — see [`crate::tensor_parallel`].
+    reduce: Option<crate::tensor_parallel::Reduce>,
 }
 
 /// The weight's `[in, out]` copy, the parameter version it was seen or made at, and how many
@@ -141,6 +144,7 @@ impl Linear {
             weight,
             bias,
             transposed: Arc::default(),
+            reduce: None,
         }
     }
 
@@ -192,6 +196,18 @@ impl Linear {
     }
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        if let Some(reduce) = &self.reduce {
+            let partial = Linear {
+                bias: None,
+                reduce: None,
+                ..self.clone()
+            };
+            let y = reduce.sum(&partial.forward(x)?)?;
+            return match &self.bias {
+                Some(b) => y.broadcast_add(b),
+                None => Ok(y),
+            };
+        }
         let weight = match &self.weight {
             LinearWeight::F32(w) => w,
             LinearWeight::Int8(q) => return lingo_kernels::linear_int8(x, q, self.bias.as_ref()),
@@ -205,6 +221,39 @@ impl Linear {
             Some(wt) => lingo_kernels::linear_transposed(x, weight, &wt, self.bias.as_ref()),
             None => lingo_kernels::linear(x, weight, self.bias.as_ref()),
         }
+    }
+
+    /// This layer's output features `ranges` only, in that order: a column-parallel share of it
+    /// (tensor parallelism). f32 layers only.
+    pub fn keep_outputs(&self, ranges: &[std::ops::Range<usize>]) -> Result<Linear> {
+        let Some(w) = self.weight() else {
+            candle_core::bail!("tensor parallelism splits f32 layers only");
+        };
+        let pick = |t: &Tensor| -> Result<Tensor> {
+            let parts = (ranges.iter())
+                .map(|r| t.narrow(0, r.start, r.len()))
+                .collect::<Result<Vec<_>>>()?;
+            Tensor::cat(&parts, 0)?.contiguous()
+        };
+        let bias = self.bias.as_ref().map(pick).transpose()?;
+        Ok(Linear::from_parts(pick(w)?, bias))
+    }
+
+    /// This layer's input features `inputs` only, its outputs summed over the ranks by `reduce`
+    /// before the bias is added (once): a row-parallel share of it (tensor parallelism).
+    pub fn row_parallel(
+        &self,
+        inputs: std::ops::Range<usize>,
+        reduce: crate::tensor_parallel::Reduce,
+    ) -> Result<Linear> {
+        let Some(w) = self.weight() else {
+            candle_core::bail!("tensor parallelism splits f32 layers only");
+        };
+        let weight = w.narrow(1, inputs.start, inputs.len())?.contiguous()?;
+        Ok(Linear {
+            reduce: Some(reduce),
+            ..Linear::from_parts(weight, self.bias.clone())
+        })
     }
 
     /// Several layers applied to one input (a self-attention's query, key and value). When all are

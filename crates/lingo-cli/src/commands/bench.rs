@@ -131,7 +131,8 @@ pub struct Bench {
     /// (Internal) time all-reduces under mpirun: the child side of `distributed`.
     #[arg(long, hide = true)]
     allreduce_probe: bool,
-    /// (Internal) under mpirun: a GPT and a BERT in pipeline stages against the whole models.
+    /// (Internal) under mpirun: a GPT and a BERT in pipeline stages and split by tensor
+    /// parallelism, against the whole models.
     #[arg(long, hide = true)]
     pipeline_probe: bool,
     #[command(flatten)]

@@ -404,20 +404,24 @@ fn human_bytes(bytes: usize) -> String {
     }
 }
 
-/// What the pipeline probe found on every rank: the largest relative difference of the stage's
-/// loss and of any of its parameters' gradients from the whole model's, per model.
+/// What the model-parallel probe found on every rank (the worst over the ranks), as relative
+/// differences from the whole model in one process: pipeline stages' loss and gradients, and
+/// tensor-parallel logits, per model.
 #[derive(Serialize, Deserialize, Debug)]
-pub struct PipelineReport {
+pub struct ModelParallelReport {
     pub stages: usize,
     pub gpt_loss: f64,
     pub gpt_gradients: f64,
     pub bert_loss: f64,
     pub bert_gradients: f64,
+    pub gpt_tensor_parallel: f64,
+    pub bert_tensor_parallel: f64,
 }
 
-/// Under `mpirun -np S`: a GPT (tied embeddings) and a BERT masked LM, each cut into S stages, one
-/// GPipe step of 4 micro-batches over MPI, against the whole model on every rank; rank 0 prints
-/// the worst differences over all ranks as JSON.
+/// Under `mpirun -np S`: a GPT (tied embeddings) and a BERT masked LM (12 heads each), each cut
+/// into S pipeline stages for one GPipe step of 4 micro-batches, then split S ways by tensor
+/// parallelism for a forward pass, over MPI, against the whole model on every rank; rank 0
+/// prints the worst differences over all ranks as JSON.
 pub fn pipeline_probe() -> anyhow::Result<()> {
     use candle_core::{Device, Tensor};
     use lingo_models::bert::{BertConfig, BertModel, Family, Head};
@@ -475,18 +479,33 @@ pub fn pipeline_probe() -> anyhow::Result<()> {
         Ok(((loss - want_loss).abs() / want_loss, worst))
     };
 
+    let reduce = {
+        let c = c.clone();
+        lingo_nn::tensor_parallel::Reduce(std::sync::Arc::new(move |t: &Tensor| {
+            let mut values = t.flatten_all()?.to_vec1::<f32>()?;
+            c.all_reduce_sum(&mut values)
+                .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
+            Tensor::from_vec(values, t.dims(), t.device())
+        }))
+    };
+    let drift = |want: &Tensor, got: &Tensor| -> candle_core::Result<f64> {
+        let d = (want - got)?.sqr()?.sum_all()?.to_scalar::<f32>()? as f64;
+        let n = want.sqr()?.sum_all()?.to_scalar::<f32>()? as f64;
+        Ok((d / n.max(1e-30)).sqrt())
+    };
+
     let gpt_config = GptConfig {
         vocab_size: 65,
         context_length: 32,
-        d_model: 64,
-        n_heads: 4,
+        d_model: 96,
+        n_heads: 12,
         n_layers: 4,
         dropout: 0.0,
         tied_embeddings: true,
         ..Default::default()
     };
     let store = ParamStore::new(7, &Device::Cpu);
-    let gpt = Gpt::new(gpt_config, &store.root())?;
+    let mut gpt = Gpt::new(gpt_config, &store.root())?;
     let batches: Vec<Vec<Tensor>> = (0..4)
         .map(|_| {
             let all = ids(4, 33, 65)?;
@@ -496,14 +515,18 @@ pub fn pipeline_probe() -> anyhow::Result<()> {
     let stage = gpt.stage(&store, rank, stages);
     let whole = |b: &[Tensor]| gpt.loss(&b[0], &b[1], &mut Ctx::train(LingoRng::new(0)));
     let (gpt_loss, gpt_gradients) = compare(&stage, &store, &batches, &whole)?;
+    let tokens = &batches[0][0];
+    let want = gpt.logits(tokens, &mut Ctx::eval())?;
+    gpt.tensor_parallel(rank, stages, &reduce)?;
+    let gpt_tensor_parallel = drift(&want, &gpt.logits(tokens, &mut Ctx::eval())?)?;
 
     let bert_config: BertConfig = serde_json::from_value(serde_json::json!({
-        "vocab_size": 100, "hidden_size": 64, "num_hidden_layers": 4, "num_attention_heads": 4,
+        "vocab_size": 100, "hidden_size": 96, "num_hidden_layers": 4, "num_attention_heads": 12,
         "intermediate_size": 128, "hidden_act": "gelu", "max_position_embeddings": 32,
         "type_vocab_size": 2, "hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0
     }))?;
     let store = ParamStore::new(11, &Device::Cpu);
-    let bert = BertModel::new(
+    let mut bert = BertModel::new(
         Family::Bert,
         Head::MaskedLm,
         bert_config,
@@ -543,19 +566,37 @@ pub fn pipeline_probe() -> anyhow::Result<()> {
         lingo_kernels::cross_entropy(&logits, &b[2], ce)
     };
     let (bert_loss, bert_gradients) = compare(&stage, &store, &batches, &whole)?;
+    let inputs = ModelInputs::new(batches[0][0].clone()).with_attention_mask(batches[0][1].clone());
+    let want = bert.forward(&inputs, &mut Ctx::eval())?.output;
+    bert.tensor_parallel(rank, stages, &reduce)?;
+    let bert_tensor_parallel = drift(&want, &bert.forward(&inputs, &mut Ctx::eval())?.output)?;
 
     // The worst over the ranks.
-    let mine = [gpt_loss, gpt_gradients, bert_loss, bert_gradients].map(|x| x as f32);
-    let mut all = vec![0f32; 4 * stages];
+    let mine = [
+        gpt_loss,
+        gpt_gradients,
+        bert_loss,
+        bert_gradients,
+        gpt_tensor_parallel,
+        bert_tensor_parallel,
+    ]
+    .map(|x| x as f32);
+    let mut all = vec![0f32; mine.len() * stages];
     c.all_gather(&mine, &mut all)?;
-    let worst = |k: usize| all.chunks(4).map(|r| r[k] as f64).fold(0.0, f64::max);
+    let worst = |k: usize| {
+        all.chunks(mine.len())
+            .map(|r| r[k] as f64)
+            .fold(0.0, f64::max)
+    };
     if c.is_root() {
-        let report = PipelineReport {
+        let report = ModelParallelReport {
             stages,
             gpt_loss: worst(0),
             gpt_gradients: worst(1),
             bert_loss: worst(2),
             bert_gradients: worst(3),
+            gpt_tensor_parallel: worst(4),
+            bert_tensor_parallel: worst(5),
         };
         println!("{}", serde_json::to_string(&report)?);
     }
