@@ -494,16 +494,13 @@ impl<O: Objective> TrainTask for Finetune<O> {
     ) -> candle_core::Result<Option<Vec<Shard<'_>>>> {
         let picks = self.micro_batch_indices(batch_size);
         let this = &*self;
-        let parts = lingo_train::trainer::shard_ranges(picks.len(), shards);
-        let shards = parts.into_iter().map(|range| {
-            let examples: Vec<&O::Example> = picks[range].iter().map(|&i| &this.train[i]).collect();
+        lingo_train::trainer::shards_of(&picks, shards, |part| {
+            let examples: Vec<&O::Example> = part.iter().map(|&i| &this.train[i]).collect();
             let tokens = examples.iter().map(|e| e.input().ids.len()).sum();
             let terms = this.objective.loss_terms(&examples);
-            Shard::mean(tokens, terms, move |ctx: &mut Ctx| {
-                this.loss(&examples, ctx)
-            })
-        });
-        Ok(Some(shards.collect()))
+            let loss = move |ctx: &mut Ctx| this.loss(&examples, ctx);
+            Ok(Shard::mean(tokens, terms, loss))
+        })
     }
 
     fn eval_loss(&mut self, batch_size: usize, max_batches: usize) -> candle_core::Result<f64> {

@@ -595,6 +595,18 @@ impl PretrainTask {
         &self.config
     }
 
+    /// The training examples of the current micro-batch, and the epoch their masking is drawn
+    /// for (always 0 with static masking).
+    fn micro_batch_picks(&mut self, batch_size: usize) -> (Vec<usize>, u64) {
+        let n = self.train.len();
+        let picks = self.order.batch(self.micro_batch, batch_size, n);
+        let epoch = match self.recipe.dynamic_masking {
+            true => EpochOrder::position(self.micro_batch, batch_size, n).0,
+            false => 0,
+        };
+        (picks, epoch)
+    }
+
     /// The seed of every example's random streams in the training or validation split.
     fn seed(&self, valid: bool) -> u64 {
         self.recipe.train.seed ^ if valid { VALID_SALT } else { 0 }
@@ -1081,13 +1093,7 @@ impl TrainTask for PretrainTask {
         batch_size: usize,
         ctx: &mut Ctx,
     ) -> candle_core::Result<(Tensor, usize)> {
-        let n = self.train.len();
-        let picks = self.order.batch(self.micro_batch, batch_size, n);
-        let epoch = if self.recipe.dynamic_masking {
-            EpochOrder::position(self.micro_batch, batch_size, n).0
-        } else {
-            0
-        };
+        let (picks, epoch) = self.micro_batch_picks(batch_size);
         self.loss(false, &picks, epoch, ctx, None)
     }
 
@@ -1097,17 +1103,10 @@ impl TrainTask for PretrainTask {
         shards: usize,
         _ctx: &mut Ctx,
     ) -> candle_core::Result<Option<Vec<Shard<'_>>>> {
-        let n = self.train.len();
-        let picks = self.order.batch(self.micro_batch, batch_size, n);
-        let epoch = if self.recipe.dynamic_masking {
-            EpochOrder::position(self.micro_batch, batch_size, n).0
-        } else {
-            0
-        };
+        let (picks, epoch) = self.micro_batch_picks(batch_size);
         let this = &*self;
-        let parts = lingo_train::trainer::shard_ranges(picks.len(), shards);
-        let shards = parts.into_iter().map(|range| {
-            let batch = this.prepare(false, &picks[range], epoch)?;
+        lingo_train::trainer::shards_of(&picks, shards, |part| {
+            let batch = this.prepare(false, part, epoch)?;
             let (counts, tokens) = (this.loss_counts(&batch), batch.tokens());
             let weights = counts.clone();
             let loss =
@@ -1124,8 +1123,7 @@ impl TrainTask for PretrainTask {
                 counts,
                 loss: Box::new(loss),
             })
-        });
-        shards.collect::<candle_core::Result<_>>().map(Some)
+        })
     }
 
     fn eval_loss(&mut self, batch_size: usize, max_batches: usize) -> candle_core::Result<f64> {

@@ -342,15 +342,13 @@ impl TrainTask for Seq2SeqFinetune {
             .order
             .batch(self.micro_batch, batch_size, self.train.len());
         let this = &*self;
-        let parts = lingo_train::trainer::shard_ranges(picks.len(), shards);
-        let shards = parts.into_iter().map(|range| {
-            let examples: Vec<&Example> = picks[range].iter().map(|&i| &this.train[i]).collect();
+        lingo_train::trainer::shards_of(&picks, shards, |part| {
+            let examples: Vec<&Example> = part.iter().map(|&i| &this.train[i]).collect();
             let batch = this.batch(&examples)?;
             let tokens = batch.target_tokens;
             let loss = move |ctx: &mut Ctx| this.batch_loss(&batch, ctx);
             Ok(Shard::mean(tokens, tokens, loss))
-        });
-        shards.collect::<candle_core::Result<_>>().map(Some)
+        })
     }
 
     /// The mean loss per target token over the validation pairs.

@@ -293,14 +293,12 @@ impl TrainTask for Seq2SeqTask {
     ) -> candle_core::Result<Option<Vec<Shard<'_>>>> {
         let picks = self.draw(batch_size, &mut ctx.rng);
         let this = &*self;
-        let parts = lingo_train::trainer::shard_ranges(picks.len(), shards);
-        let shards = parts.into_iter().map(|range| {
-            let batch = this.batch(&picks[range])?;
+        lingo_train::trainer::shards_of(&picks, shards, |part| {
+            let batch = this.batch(part)?;
             let tokens = batch.target_tokens;
             let loss = move |ctx: &mut Ctx| this.loss(&batch, ctx);
             Ok(Shard::mean(tokens, tokens, loss))
-        });
-        shards.collect::<candle_core::Result<_>>().map(Some)
+        })
     }
 
     fn eval_loss(&mut self, batch_size: usize, max_batches: usize) -> candle_core::Result<f64> {

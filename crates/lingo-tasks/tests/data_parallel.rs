@@ -9,6 +9,9 @@ use lingo_train::data_parallel::train_in_process;
 use lingo_train::{AdamWConfig, OptimizerConfig, TrainConfig, TrainReport, Trainer};
 use std::path::Path;
 
+mod runs;
+use runs::{losses, relative_difference, weights};
+
 fn recipe(steps: usize, dropout: f32) -> LmRecipe {
     LmRecipe {
         model: GptConfig {
@@ -63,39 +66,9 @@ fn ranks(world: usize, recipe: &LmRecipe, out: &Path, resume: bool) -> TrainRepo
     reports.remove(0)
 }
 
-/// The training losses logged, by step.
-fn losses(dir: &Path) -> Vec<f64> {
-    std::fs::read_to_string(dir.join("metrics.jsonl"))
-        .unwrap()
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()?["loss"].as_f64())
-        .collect()
-}
-
-fn weights(dir: &Path) -> Vec<f32> {
-    let tensors = lingo_nn::params::read_safetensors(
-        &dir.join("model.safetensors"),
-        &candle_core::Device::Cpu,
-    )
-    .unwrap();
-    let mut names: Vec<_> = tensors.keys().cloned().collect();
-    names.sort();
-    names
-        .iter()
-        .flat_map(|n| tensors[n].flatten_all().unwrap().to_vec1::<f32>().unwrap())
-        .collect()
-}
-
 /// An error with its causes, as the command line prints it.
 fn chain(e: lingo_train::TrainError) -> String {
     format!("{:#}", anyhow::Error::new(e))
-}
-
-fn relative_difference(a: &[f32], b: &[f32]) -> f64 {
-    assert_eq!(a.len(), b.len());
-    let diff: f64 = a.iter().zip(b).map(|(x, y)| ((x - y) as f64).powi(2)).sum();
-    let norm: f64 = a.iter().map(|x| (*x as f64).powi(2)).sum();
-    (diff / norm).sqrt()
 }
 
 #[test]

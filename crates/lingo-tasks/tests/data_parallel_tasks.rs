@@ -5,7 +5,10 @@
 //! the shares must add up to the whole batch's mean.
 
 mod common;
+mod runs;
 mod toy;
+
+use runs::{losses, weights};
 
 use lingo_tasks::translation::Arch;
 use lingo_tasks::{
@@ -81,38 +84,6 @@ fn close(a: &[f64], b: &[f64], family: &str) {
     for (x, y) in a.iter().zip(b) {
         assert!((x - y).abs() <= 1e-6 * x.abs(), "{family}: {a:?} vs {b:?}");
     }
-}
-
-fn losses(dir: &Path) -> Vec<f64> {
-    std::fs::read_to_string(dir.join("metrics.jsonl"))
-        .unwrap()
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()?["loss"].as_f64())
-        .collect()
-}
-
-/// Every `.safetensors` weight file the run wrote, values in name order.
-fn weights(dir: &Path) -> Vec<f32> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| {
-            p.extension().is_some_and(|e| e == "safetensors")
-                && !p.ends_with("checkpoint.safetensors")
-        })
-        .collect();
-    files.sort();
-    assert!(!files.is_empty(), "no weights in {}", dir.display());
-    let mut values = Vec::new();
-    for file in files {
-        let tensors = lingo_nn::params::read_safetensors(&file, &candle_core::Device::Cpu).unwrap();
-        let mut names: Vec<_> = tensors.keys().cloned().collect();
-        names.sort();
-        for n in names {
-            values.extend(tensors[&n].flatten_all().unwrap().to_vec1::<f32>().unwrap());
-        }
-    }
-    values
 }
 
 fn finetune_recipe(dropout: Option<f32>) -> FinetuneRecipe {

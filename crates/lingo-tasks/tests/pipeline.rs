@@ -11,6 +11,9 @@ use lingo_train::grads::Gradients;
 use lingo_train::pipeline::gpipe_step;
 use std::collections::HashMap;
 
+mod runs;
+use runs::relative_difference;
+
 fn config(tied: bool) -> GptConfig {
     GptConfig {
         vocab_size: 40,
@@ -43,17 +46,17 @@ fn micro_batches() -> Vec<Vec<Tensor>> {
 }
 
 /// The mean loss and its gradients, whole model, one process.
-fn reference(config: &GptConfig) -> (f64, HashMap<String, Vec<f32>>) {
-    let (gpt, store) = model(config);
-    let batches = micro_batches();
+/// The whole model's mean loss over `batches` (`loss` of each) and its gradients, by name.
+fn whole_model(
+    store: &ParamStore,
+    batches: &[Vec<Tensor>],
+    loss: impl Fn(&[Tensor]) -> candle_core::Result<Tensor>,
+) -> (f64, HashMap<String, Vec<f32>>) {
     let named = store.named();
-    let mut total: Option<Gradients> = None;
-    let mut loss = 0.0;
-    for b in &batches {
-        let l = gpt
-            .loss(&b[0], &b[1], &mut Ctx::train(LingoRng::new(0)))
-            .unwrap();
-        loss += l.to_scalar::<f32>().unwrap() as f64;
+    let (mut mean, mut total) = (0.0, None);
+    for b in batches {
+        let l = loss(b).unwrap();
+        mean += l.to_scalar::<f32>().unwrap() as f64 / batches.len() as f64;
         let scaled = (l / batches.len() as f64).unwrap();
         let grads = Gradients::from_store(&named, &scaled.backward().unwrap());
         Gradients::sum_into(&mut total, grads).unwrap();
@@ -61,20 +64,16 @@ fn reference(config: &GptConfig) -> (f64, HashMap<String, Vec<f32>>) {
     let grads = named
         .iter()
         .zip(total.unwrap().grads)
-        .map(|((n, _), g)| {
-            (
-                n.clone(),
-                g.unwrap().flatten_all().unwrap().to_vec1().unwrap(),
-            )
-        })
+        .filter_map(|((n, _), g)| Some((n.clone(), g?.flatten_all().ok()?.to_vec1().ok()?)))
         .collect();
-    (loss / batches.len() as f64, grads)
+    (mean, grads)
 }
 
-fn relative(a: &[f32], b: &[f32]) -> f64 {
-    let diff: f64 = a.iter().zip(b).map(|(x, y)| ((x - y) as f64).powi(2)).sum();
-    let norm: f64 = a.iter().map(|x| (*x as f64).powi(2)).sum();
-    (diff / norm.max(1e-30)).sqrt()
+fn reference(config: &GptConfig) -> (f64, HashMap<String, Vec<f32>>) {
+    let (gpt, store) = model(config);
+    whole_model(&store, &micro_batches(), |b| {
+        gpt.loss(&b[0], &b[1], &mut Ctx::train(LingoRng::new(0)))
+    })
 }
 
 /// A rank's mean loss and its stage's gradients, by parameter name.
@@ -121,7 +120,7 @@ fn compare(results: &[StageResult], want: &(f64, HashMap<String, Vec<f32>>), lab
             want.0
         );
         for (name, g) in grads {
-            let drift = relative(&want.1[name], g);
+            let drift = relative_difference(&want.1[name], g);
             assert!(drift <= 1e-5, "{label}, {name}: {drift:e}");
             seen += 1;
         }
@@ -210,31 +209,16 @@ mod encoder {
 
     fn reference(head: Head) -> (f64, HashMap<String, Vec<f32>>) {
         let (bert, store) = model(head);
-        let batches = micro_batches(head);
-        let named = store.named();
-        let (mut loss, mut total) = (0.0, None);
-        for b in &batches {
+        whole_model(&store, &micro_batches(head), |b| {
             let inputs = ModelInputs::new(b[0].clone()).with_attention_mask(b[1].clone());
-            let logits = bert
-                .forward(&inputs, &mut Ctx::train(LingoRng::new(0)))
-                .unwrap()
-                .output;
+            let ctx = &mut Ctx::train(LingoRng::new(0));
+            let logits = bert.forward(&inputs, ctx)?.output;
             let options = lingo_kernels::CrossEntropy {
                 ignore_index: Some(-100),
                 ..Default::default()
             };
-            let l = lingo_kernels::cross_entropy(&logits, &b[2], options).unwrap();
-            loss += l.to_scalar::<f32>().unwrap() as f64;
-            let scaled = (l / batches.len() as f64).unwrap();
-            let grads = Gradients::from_store(&named, &scaled.backward().unwrap());
-            Gradients::sum_into(&mut total, grads).unwrap();
-        }
-        let grads = named
-            .iter()
-            .zip(total.unwrap().grads)
-            .filter_map(|((n, _), g)| Some((n.clone(), g?.flatten_all().ok()?.to_vec1().ok()?)))
-            .collect();
-        (loss / batches.len() as f64, grads)
+            lingo_kernels::cross_entropy(&logits, &b[2], options)
+        })
     }
 
     #[test]

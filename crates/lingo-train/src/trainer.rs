@@ -70,6 +70,21 @@ pub fn shard_ranges(len: usize, shards: usize) -> Vec<std::ops::Range<usize>> {
         .collect()
 }
 
+/// The micro-batch `items` cut into at most `shards` runs of consecutive items
+/// ([`shard_ranges`]), each made a [`Shard`] by `shard`: what a task's
+/// [`TrainTask::train_shards`] returns.
+pub fn shards_of<'a, T>(
+    items: &[T],
+    shards: usize,
+    mut shard: impl FnMut(&[T]) -> candle_core::Result<Shard<'a>>,
+) -> candle_core::Result<Option<Vec<Shard<'a>>>> {
+    let parts = shard_ranges(items.len(), shards).into_iter();
+    parts
+        .map(|r| shard(&items[r]))
+        .collect::<candle_core::Result<_>>()
+        .map(Some)
+}
+
 /// The weight of a part that averages `count` of a micro-batch's `total` terms.
 pub fn share(count: usize, total: usize) -> f64 {
     if total == 0 {
