@@ -276,3 +276,36 @@ fn models_in_pipeline_stages_or_split_by_tensor_parallelism_compute_what_whole_m
         }
     }
 }
+
+#[test]
+fn tensor_parallel_generation_writes_what_one_process_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write(dir.path(), "recipe.json", &recipe(0.0, 1));
+    let model = dir.path().join("model");
+    single(&train_lm(&config, &model, &["--steps", "3"]));
+    let generate = |extra: &[&str]| -> Vec<String> {
+        let model = model.display().to_string();
+        [
+            "generate", "--model", &model, "--prompt", "the ", "--greedy",
+        ]
+        .iter()
+        .chain(["--max-new-tokens", "24"].iter())
+        .chain(extra)
+        .map(|s| s.to_string())
+        .collect()
+    };
+    let one = Command::new(env!("CARGO_BIN_EXE_lingo"))
+        .args(generate(&[]))
+        .output()
+        .unwrap();
+    assert!(one.status.success());
+    let Some(two) = mpirun(&[(2, &generate(&["--tensor-parallel"]))]) else {
+        return;
+    };
+    succeeded(&two);
+    // Rank 0 alone prints, and prints what the whole model wrote.
+    assert_eq!(
+        String::from_utf8_lossy(&two.stdout),
+        String::from_utf8_lossy(&one.stdout)
+    );
+}

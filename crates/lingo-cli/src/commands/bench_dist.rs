@@ -479,15 +479,7 @@ pub fn pipeline_probe() -> anyhow::Result<()> {
         Ok(((loss - want_loss).abs() / want_loss, worst))
     };
 
-    let reduce = {
-        let c = c.clone();
-        lingo_nn::tensor_parallel::Reduce(std::sync::Arc::new(move |t: &Tensor| {
-            let mut values = t.flatten_all()?.to_vec1::<f32>()?;
-            c.all_reduce_sum(&mut values)
-                .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
-            Tensor::from_vec(values, t.dims(), t.device())
-        }))
-    };
+    let reduce = super::sum_over_ranks(c.clone());
     let drift = |want: &Tensor, got: &Tensor| -> candle_core::Result<f64> {
         let d = (want - got)?.sqr()?.sum_all()?.to_scalar::<f32>()? as f64;
         let n = want.sqr()?.sum_all()?.to_scalar::<f32>()? as f64;

@@ -47,15 +47,30 @@ pub struct Generate {
     ignore_eos: bool,
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Under `mpirun -np N`: split every layer's attention heads and feed-forward neurons over
+    /// the ranks (Megatron tensor parallelism; the heads must divide by N). Every rank computes
+    /// the same tokens; rank 0 prints them.
+    #[arg(long)]
+    tensor_parallel: bool,
 }
 
 impl Generate {
     pub fn run(self) -> anyhow::Result<()> {
         let dir = lingo_models::hub::resolve_model(&self.model, self.offline)?;
-        let lm = LanguageModel::from_pretrained(lingo_tasks::Pretrained::open(
+        let mut lm = LanguageModel::from_pretrained(lingo_tasks::Pretrained::open(
             &dir,
             &self.quantize.options(),
         )?)?;
+        let mut root = true;
+        if self.tensor_parallel {
+            let world = super::collective()?;
+            let (rank, ranks) = (world.rank(), world.world_size());
+            root = world.is_root();
+            if ranks > 1 {
+                let reduce = super::sum_over_ranks(world);
+                lm.model.tensor_parallel(rank, ranks, &reduce)?;
+            }
+        }
         let cfg = SamplingConfig {
             temperature: if self.greedy { 0.0 } else { self.temperature },
             top_k: self.top_k,
@@ -65,7 +80,10 @@ impl Generate {
             repetition_penalty: self.repetition_penalty,
         };
         cfg.validate().map_err(anyhow::Error::msg)?;
-        let mut out = std::io::stdout().lock();
+        let mut out: Box<dyn Write> = match root {
+            true => Box::new(std::io::stdout().lock()),
+            false => Box::new(std::io::sink()),
+        };
         if self.num_beams > 1 {
             if self.top_k.is_some() || self.top_p.is_some() || self.repetition_penalty != 1.0 {
                 anyhow::bail!("--num-beams searches deterministically: drop --top-k, --top-p and --repetition-penalty");
