@@ -134,6 +134,22 @@ fn two_ranks_at_half_the_batch_train_as_one_process() {
     }
     let drift = relative_difference(&weights(&one), &weights(&two));
     assert!(drift <= 1e-6, "weights differ by {drift:e} (relative)");
+    // Two pipeline stages instead, over the step's two micro-batches: the same losses.
+    let staged = dir.path().join("staged");
+    let stages = ["--steps", "6", "--pipeline-stages", "2"];
+    succeeded(&mpirun(&[(2, &train_lm(&config, &staged, &stages))]).unwrap());
+    let b = losses(&staged);
+    for (x, y) in a.iter().zip(&b) {
+        assert!(
+            (x - y).abs() <= 1e-6 * x.abs(),
+            "staged: losses {a:?} vs {b:?}"
+        );
+    }
+    let drift = relative_difference(&weights(&one), &weights(&staged));
+    assert!(
+        drift <= 1e-5,
+        "staged: weights differ by {drift:e} (relative)"
+    );
 }
 
 #[test]

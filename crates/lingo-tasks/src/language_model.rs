@@ -213,6 +213,27 @@ impl TrainTask for LmTask {
         Ok(Some(shards(&self.model, &x, &y, n)?))
     }
 
+    fn pipeline_stage(
+        &self,
+        stage: usize,
+        stages: usize,
+    ) -> candle_core::Result<Option<Box<dyn lingo_nn::pipeline::PipelineStage + '_>>> {
+        Ok(Some(Box::new(self.model.stage(
+            &self.params,
+            stage,
+            stages,
+        ))))
+    }
+
+    fn pipeline_inputs(
+        &mut self,
+        batch_size: usize,
+        ctx: &mut Ctx,
+    ) -> candle_core::Result<Option<Vec<Tensor>>> {
+        let (x, y) = self.draw(batch_size, &mut ctx.rng)?;
+        Ok(Some(vec![x, y]))
+    }
+
     fn eval_loss(&mut self, batch_size: usize, max_batches: usize) -> candle_core::Result<f64> {
         let take = if max_batches == 0 {
             usize::MAX

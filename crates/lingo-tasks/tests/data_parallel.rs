@@ -196,3 +196,43 @@ fn ranks_that_disagree_or_fail_stop_every_rank() {
     // Only rank 0 wrote the folder.
     assert!(!empty.path().join("metrics.jsonl").exists());
 }
+
+#[test]
+fn pipeline_stages_train_as_one_process_and_resume() {
+    // Two stages over the step's micro-batches (grad_accum 2), no dropout: one process's losses
+    // to 1e-6, and its weights after 6 steps.
+    let mut recipe = recipe(6, 0.0);
+    let (one, staged) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    single(&recipe, one.path(), false);
+    recipe.train.pipeline_stages = 2;
+    ranks(2, &recipe, staged.path(), false);
+    let (a, b) = (losses(one.path()), losses(staged.path()));
+    assert_eq!(a.len(), 6);
+    for (x, y) in a.iter().zip(&b) {
+        assert!((x - y).abs() <= 1e-6 * x.abs(), "losses {a:?} vs {b:?}");
+    }
+    let drift = relative_difference(&weights(one.path()), &weights(staged.path()));
+    assert!(drift <= 1e-5, "weights differ by {drift:e}");
+    // With dropout, interrupted after 3 steps and resumed: the uninterrupted staged run, bit for
+    // bit (rank 0's checkpoint holds every stage's weights and optimizer state).
+    let mut recipe = self::recipe(6, 0.1);
+    recipe.train.pipeline_stages = 2;
+    let (whole, resumed) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    ranks(2, &recipe, whole.path(), false);
+    let mut stopped = trainer(&recipe, resumed.path());
+    stopped.stop_after = Some(3);
+    for r in train_in_process(2, &stopped, false, |_| {
+        LmTask::new(recipe.clone(), &text(), None).map_err(lingo_train::TrainError::task)
+    }) {
+        assert!(r.unwrap().interrupted);
+    }
+    ranks(2, &recipe, resumed.path(), true);
+    assert_eq!(losses(whole.path()), losses(resumed.path()));
+    assert!(weights(whole.path()) == weights(resumed.path()));
+    // Stages need as many ranks.
+    let results = train_in_process(3, &trainer(&recipe, resumed.path()), false, |_| {
+        LmTask::new(recipe.clone(), &text(), None).map_err(lingo_train::TrainError::task)
+    });
+    let e = chain(results.into_iter().next().unwrap().unwrap_err());
+    assert!(e.contains("pipeline_stages 2 needs exactly 2 ranks"), "{e}");
+}

@@ -342,6 +342,27 @@ impl Optimizer {
         Ok(OptimizerState { tensors, steps })
     }
 
+    /// Calls `sync(parameter, values)` on every state buffer of every parameter and on its update
+    /// count (as two values), always in the same order: how ranks that each updated some of the
+    /// parameters (pipeline stages) share their optimizer state before a checkpoint.
+    pub fn sync_state(
+        &mut self,
+        mut sync: impl FnMut(&str, &mut [f32]) -> Result<()>,
+    ) -> Result<()> {
+        for slot in &mut self.slots {
+            for s in slot.state.iter_mut() {
+                sync(&slot.name, s)?;
+            }
+            let mut steps = [
+                f32::from_bits(slot.steps as u32),
+                f32::from_bits((slot.steps >> 32) as u32),
+            ];
+            sync(&slot.name, &mut steps)?;
+            slot.steps = steps[0].to_bits() as u64 | (steps[1].to_bits() as u64) << 32;
+        }
+        Ok(())
+    }
+
     /// Restores what [`Optimizer::state`] saved; `source` names the file for errors.
     pub fn load_state(
         &mut self,

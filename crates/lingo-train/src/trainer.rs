@@ -16,6 +16,7 @@ use crate::TrainError;
 use candle_core::Tensor;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use lingo_dist::{Collective, SingleProcess};
+use lingo_nn::pipeline::PipelineStage;
 use lingo_nn::recompute::Recomputed;
 use lingo_nn::{Ctx, LingoRng, ParamStore};
 use serde::{Deserialize, Serialize};
@@ -116,6 +117,25 @@ pub trait TrainTask {
     ) -> candle_core::Result<Option<Vec<Shard<'_>>>> {
         Ok(None)
     }
+    /// Pipeline parallelism (`pipeline_stages` in the recipe): the model cut for stage `stage` of
+    /// `stages`; `None` when the task's model cannot be cut.
+    fn pipeline_stage(
+        &self,
+        _stage: usize,
+        _stages: usize,
+    ) -> candle_core::Result<Option<Box<dyn PipelineStage + '_>>> {
+        Ok(None)
+    }
+    /// The inputs of one micro-batch (ids, targets, …: what [`PipelineStage::forward`] takes),
+    /// drawn exactly as [`TrainTask::train_loss`] draws it; the first input's elements are the
+    /// tokens it covers.
+    fn pipeline_inputs(
+        &mut self,
+        _batch_size: usize,
+        _ctx: &mut Ctx,
+    ) -> candle_core::Result<Option<Vec<Tensor>>> {
+        Ok(None)
+    }
     /// Mean validation loss over at most `max_batches` batches (0 = the whole split).
     fn eval_loss(&mut self, batch_size: usize, max_batches: usize) -> candle_core::Result<f64>;
     /// The task's own validation metrics (accuracy, F1, …), computed after each evaluation.
@@ -187,6 +207,9 @@ pub struct TrainConfig {
     /// step's matrix products are too small to split well across cores; results do not depend on
     /// the number of threads (each shard's dropout draws from its own stream of the run's RNG).
     pub data_parallel: usize,
+    /// Cut the model into this many pipeline stages, one per rank (GPipe; the run needs exactly
+    /// this many ranks): the `grad_accum` micro-batches of a step fill the pipeline.
+    pub pipeline_stages: usize,
 }
 
 /// Early stopping as `transformers`' `EarlyStoppingCallback` with `load_best_model_at_end`.
@@ -285,6 +308,7 @@ impl Default for TrainConfig {
             gradient_checkpointing: false,
             precision: Precision::F32,
             data_parallel: 1,
+            pipeline_stages: 1,
         }
     }
 }
@@ -296,6 +320,7 @@ impl TrainConfig {
             ("batch_size", self.batch_size),
             ("grad_accum", self.grad_accum),
             ("data_parallel", self.data_parallel),
+            ("pipeline_stages", self.pipeline_stages),
         ] {
             if v == 0 {
                 return Err(format!("field `{name}` must be positive"));
@@ -388,6 +413,11 @@ impl Trainer {
                 run.to_string().as_bytes(),
             )?;
         }
+
+        let owners = match cfg.pipeline_stages {
+            1 => None,
+            stages => Some(pipeline_owners(task, &params, stages, world)?),
+        };
 
         let ckpt_path = self.checkpoint_path();
         let mut meta = if resume {
@@ -483,8 +513,10 @@ impl Trainer {
             let step_start = Instant::now();
             let mut out_of_patience = false;
             let lr = cfg.schedule.lr(cfg.optimizer.lr(), meta.step, cfg.steps);
-            let (loss, tokens, grads, allreduce) =
-                self.accumulate(task, &params, meta.step, &mut ctx)?;
+            let (loss, tokens, grads, allreduce) = match &owners {
+                None => self.accumulate(task, &params, meta.step, &mut ctx)?,
+                Some(_) => self.pipeline_step(task, &params, meta.step, &mut ctx)?,
+            };
             allreduce_secs += allreduce;
             if !loss.is_finite() {
                 return Err(TrainError::Diverged {
@@ -492,9 +524,19 @@ impl Trainer {
                     loss,
                 });
             }
-            // Gradients were summed over micro-batches: their mean is grads / grad_accum.
-            let norm = grads.global_norm()? / cfg.grad_accum as f64;
-            let scale = clip_scale(norm, cfg.clip_norm) / cfg.grad_accum as f32;
+            let (norm, scale) = match &owners {
+                // Gradients were summed over micro-batches: their mean is grads / grad_accum.
+                None => {
+                    let norm = grads.global_norm()? / cfg.grad_accum as f64;
+                    let scale = clip_scale(norm, cfg.clip_norm) / cfg.grad_accum as f32;
+                    (norm, scale)
+                }
+                // Each stage holds the mean gradients of its parameters; the norm is over all.
+                Some(owners) => {
+                    let norm = pipeline_norm(dist, &grads, &params.named(), owners)?;
+                    (norm, clip_scale(norm, cfg.clip_norm))
+                }
+            };
             optimizer.step(meta.step, &grads, lr, scale)?;
             drop(grads);
             meta.step += 1;
@@ -508,6 +550,12 @@ impl Trainer {
             let last = meta.step == cfg.steps;
             let mut stopping = self.stop_after.is_some_and(|s| meta.step >= s)
                 || self.interrupt.load(Ordering::SeqCst);
+            if world > 1 {
+                // Rank 0 decides for everyone: an interrupt may reach the ranks at different steps.
+                let mut decided = [stopping as u8 as f32];
+                dist.broadcast(&mut decided, 0)?;
+                stopping = decided[0] > 0.0;
+            }
             if let Some(log) = log.as_mut() {
                 log.append(Record {
                     step: meta.step,
@@ -523,6 +571,14 @@ impl Trainer {
                 bar.set_message(format!("loss {loss:.4}{last_shown} | {} tok/s", human(tps)));
             }
             let evaluating = (cfg.eval_every > 0 && meta.step % cfg.eval_every == 0) || last;
+            let checkpointing = (cfg.checkpoint_every > 0 && meta.step % cfg.checkpoint_every == 0)
+                || last
+                || stopping;
+            if let (Some(owners), true) = (&owners, evaluating || checkpointing) {
+                // Rank 0 evaluates and saves the whole model: every stage's weights and optimizer
+                // state, from the stage that updated them.
+                self.sync_stages(owners, &params, &mut optimizer)?;
+            }
             if let (true, Some(log)) = (evaluating, log.as_mut()) {
                 let val = task.eval_loss(cfg.batch_size, cfg.eval_batches)?;
                 let metrics = task.evaluate(cfg.batch_size)?;
@@ -568,23 +624,17 @@ impl Trainer {
                     "Validation metrics",
                 )?;
             }
-            if root
-                && ((cfg.checkpoint_every > 0 && meta.step % cfg.checkpoint_every == 0)
-                    || last
-                    || stopping
-                    || out_of_patience)
-            {
+            if root && (checkpointing || out_of_patience) {
                 meta.rng = ctx.rng.state();
                 meta.elapsed_secs = elapsed_before + start.elapsed().as_secs_f64();
                 checkpoint::save(&ckpt_path, &params, &optimizer, task.carried_state(), &meta)?;
                 task.save_weights(&self.out_dir.join("model.safetensors"))?;
             }
             if world > 1 {
-                // Rank 0 decides for everyone: it alone evaluated, and an interrupt may reach
-                // the ranks at different steps.
-                let mut decided = [stopping as u8 as f32, out_of_patience as u8 as f32];
+                // Rank 0 alone evaluated.
+                let mut decided = [out_of_patience as u8 as f32];
                 dist.broadcast(&mut decided, 0)?;
-                (stopping, out_of_patience) = (decided[0] > 0.0, decided[1] > 0.0);
+                out_of_patience = decided[0] > 0.0;
             }
             if out_of_patience && !last {
                 stopped_early = true;
@@ -713,6 +763,76 @@ impl Trainer {
         ))
     }
 
+    /// One step of this rank's pipeline stage over the step's `grad_accum` micro-batches (every
+    /// rank draws all of them): the mean loss, the tokens, and the mean gradients of the stage's
+    /// parameters (the others' are `None`).
+    fn pipeline_step(
+        &self,
+        task: &mut dyn TrainTask,
+        params: &ParamStore,
+        step: usize,
+        ctx: &mut Ctx,
+    ) -> crate::Result<(f64, usize, Gradients, f64)> {
+        let (rank, stages) = (self.collective.rank(), self.config.pipeline_stages);
+        let mut micro_batches = Vec::with_capacity(self.config.grad_accum);
+        let mut tokens = 0;
+        for micro in 0..self.config.grad_accum {
+            task.start_micro_batch((step * self.config.grad_accum + micro) as u64);
+            let inputs = task
+                .pipeline_inputs(self.config.batch_size, ctx)?
+                .ok_or_else(|| TrainError::Input("this task cannot feed pipeline stages".into()))?;
+            tokens += inputs.first().map_or(0, Tensor::elem_count);
+            micro_batches.push(inputs);
+        }
+        // Dropout from a stream of its own: the run's stream (the data order) stays the same on
+        // every rank, whatever each stage draws.
+        let mut stage_ctx = Ctx::train(ctx.rng.fork(PIPELINE_STREAMS ^ step as u64));
+        let stage = task
+            .pipeline_stage(rank, stages)?
+            .ok_or_else(|| TrainError::Input("this task cannot be cut into stages".into()))?;
+        let (loss, stage_grads) = crate::pipeline::gpipe_step(
+            &*self.collective,
+            &*stage,
+            &micro_batches,
+            &mut stage_ctx,
+        )?;
+        let named = params.named();
+        let mut grads = Gradients {
+            grads: vec![None; named.len()],
+        };
+        for ((name, _), g) in stage.params().iter().zip(stage_grads.grads) {
+            if let Some(i) = named.iter().position(|(n, _)| n == name) {
+                grads.grads[i] = g;
+            }
+        }
+        Ok((loss, tokens, grads, 0.0))
+    }
+
+    /// Every parameter and its optimizer state copied from the stage that owns it to all ranks.
+    fn sync_stages(
+        &self,
+        owners: &std::collections::HashMap<String, usize>,
+        params: &ParamStore,
+        optimizer: &mut Optimizer,
+    ) -> crate::Result<()> {
+        let dist = &*self.collective;
+        for (name, var) in params.named() {
+            let owner = owners.get(&name).copied().unwrap_or(0);
+            let mut values = var.as_tensor().flatten_all()?.to_vec1::<f32>()?;
+            dist.broadcast(&mut values, owner)?;
+            if dist.rank() != owner {
+                let t = Tensor::from_vec(values, var.dims(), &var.device().clone())?;
+                lingo_nn::params::assign(&var, &t)?;
+            }
+        }
+        optimizer.sync_state(|name, values| {
+            let owner = owners.get(name).copied().unwrap_or(0);
+            dist.broadcast(values, owner)
+                .map_err(|e| candle_core::Error::Msg(e.to_string()))
+        })?;
+        Ok(())
+    }
+
     /// A line above the progress bar, or on stderr when there is no bar.
     fn say(&self, bar: &ProgressBar, line: String) {
         if !self.collective.is_root() {
@@ -745,6 +865,58 @@ impl Trainer {
 
 /// Tags the dropout streams of shards apart from other forks of the run's seed.
 const SHARD_STREAMS: u64 = 0x5348_4152_4453_0000;
+
+/// Tags the dropout streams of pipeline steps.
+const PIPELINE_STREAMS: u64 = 0x5049_5045_0000_0000;
+
+/// Which stage owns each parameter (the first stage that holds it), for a run of `stages`
+/// pipeline stages on `world` ranks.
+fn pipeline_owners(
+    task: &dyn TrainTask,
+    params: &ParamStore,
+    stages: usize,
+    world: usize,
+) -> crate::Result<std::collections::HashMap<String, usize>> {
+    if world != stages {
+        return Err(TrainError::Input(format!(
+            "pipeline_stages {stages} needs exactly {stages} ranks (mpirun -np {stages}); this run has {world}"
+        )));
+    }
+    let mut owners = std::collections::HashMap::new();
+    for stage in (0..stages).rev() {
+        let cut = task.pipeline_stage(stage, stages)?.ok_or_else(|| {
+            TrainError::Input(format!(
+                "{} cannot be cut into pipeline stages",
+                task.describe().get("task").cloned().unwrap_or_default()
+            ))
+        })?;
+        for (name, _) in cut.params() {
+            owners.insert(name, stage);
+        }
+    }
+    // Parameters no stage computes with stay with rank 0.
+    for (name, _) in params.named() {
+        owners.entry(name).or_insert(0);
+    }
+    Ok(owners)
+}
+
+/// The global gradient norm over every stage's parameters, each counted once (a tied weight by
+/// its owner).
+fn pipeline_norm(
+    dist: &dyn Collective,
+    grads: &Gradients,
+    named: &[(String, candle_core::Var)],
+    owners: &std::collections::HashMap<String, usize>,
+) -> crate::Result<f64> {
+    let owned = Gradients {
+        grads: (grads.grads.iter().zip(named))
+            .map(|(g, (n, _))| g.clone().filter(|_| owners.get(n) == Some(&dist.rank())))
+            .collect(),
+    };
+    let local = owned.global_norm()?.powi(2);
+    Ok(sum_over_ranks(dist, local)?.sqrt())
+}
 
 /// One micro-batch in one piece: its mean loss, tokens and gradients.
 fn whole_micro_batch(

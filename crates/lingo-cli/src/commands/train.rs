@@ -91,6 +91,11 @@ pub struct RunArgs {
     /// models: faster than splitting every small matrix product across the cores).
     #[arg(long, value_name = "N")]
     pub data_parallel: Option<usize>,
+    /// Under `mpirun -np N`: cut the model into N pipeline stages, one per rank (GPipe), instead
+    /// of giving each rank a share of the data. The recipe's `grad_accum` micro-batches fill the
+    /// pipeline. GPT language models.
+    #[arg(long, value_name = "N")]
+    pub pipeline_stages: Option<usize>,
 }
 
 impl RunArgs {
@@ -108,6 +113,9 @@ impl RunArgs {
         }
         if let Some(n) = self.data_parallel {
             train.data_parallel = n;
+        }
+        if let Some(n) = self.pipeline_stages {
+            train.pipeline_stages = n;
         }
     }
 
@@ -145,7 +153,7 @@ impl RunArgs {
             trainer.collective.world_size(),
         );
         let report = trainer.run(task, self.resume)?;
-        if root && world > 1 {
+        if root && world > 1 && report.allreduce_share > 0.0 {
             eprintln!(
                 "{world} ranks; all-reducing the gradients took {:.1}% of the steps' time",
                 100.0 * report.allreduce_share
