@@ -8,6 +8,7 @@ use lingo_models::auto::{AutoModel, LoadOptions};
 use lingo_models::ModelInputs;
 use lingo_nn::tensor_parallel::Reduce;
 use lingo_nn::Ctx;
+use lingo_train::data_parallel::tensor_sum;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -36,16 +37,6 @@ fn logits(model: &AutoModel, inputs: &ModelInputs) -> Vec<f32> {
     out.flatten_all().unwrap().to_vec1().unwrap()
 }
 
-/// An all-reduce over this rank's group, for the row-parallel layers.
-fn reduce_over(c: Arc<InProcess>) -> Reduce {
-    Reduce(Arc::new(move |t: &Tensor| {
-        let mut values = t.flatten_all()?.to_vec1::<f32>()?;
-        c.all_reduce_sum(&mut values)
-            .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
-        Tensor::from_vec(values, t.dims(), t.device())
-    }))
-}
-
 fn split(
     model: &mut AutoModel,
     rank: usize,
@@ -71,9 +62,9 @@ fn split_layers_give_the_whole_models_logits() {
                     .map(|c| {
                         let inputs = &inputs;
                         s.spawn(move || {
-                            let c = Arc::new(c);
+                            let c: Arc<dyn Collective> = Arc::new(c);
                             let mut model = load(name);
-                            split(&mut model, c.rank(), world, &reduce_over(c.clone())).unwrap();
+                            split(&mut model, c.rank(), world, &tensor_sum(c.clone())).unwrap();
                             logits(&model, inputs)
                         })
                     })
@@ -92,8 +83,8 @@ fn split_layers_give_the_whole_models_logits() {
     }
     // Heads that do not split evenly are refused.
     let mut model = load("gpt2");
-    let one = Arc::new(InProcess::group(1).pop().unwrap());
-    let e = split(&mut model, 0, 3, &reduce_over(one))
+    let one: Arc<dyn Collective> = Arc::new(InProcess::group(1).pop().unwrap());
+    let e = split(&mut model, 0, 3, &tensor_sum(one))
         .unwrap_err()
         .to_string();
     assert!(

@@ -65,6 +65,19 @@ pub fn share_from_root(
     }
 }
 
+/// The sum a tensor-parallel layer adds its partial outputs up with (see
+/// [`lingo_nn::tensor_parallel`]): an all-reduce over `world`, in rank order, so every rank gets
+/// the same bits.
+pub fn tensor_sum(world: Arc<dyn Collective>) -> lingo_nn::tensor_parallel::Reduce {
+    lingo_nn::tensor_parallel::Reduce(Arc::new(move |t: &Tensor| {
+        let mut values = t.flatten_all()?.to_vec1::<f32>()?;
+        world
+            .all_reduce_sum(&mut values)
+            .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
+        Tensor::from_vec(values, t.dims(), t.device())
+    }))
+}
+
 /// Every rank's `value` summed in f64, in rank order: the same sum, to the bit, as one process
 /// adding its shards' values in shard order.
 pub fn sum_over_ranks(collective: &dyn Collective, value: f64) -> crate::Result<f64> {

@@ -630,8 +630,8 @@ impl Trainer {
                 checkpoint::save(&ckpt_path, &params, &optimizer, task.carried_state(), &meta)?;
                 task.save_weights(&self.out_dir.join("model.safetensors"))?;
             }
-            if world > 1 {
-                // Rank 0 alone evaluated.
+            if world > 1 && evaluating {
+                // Rank 0 alone evaluated (early stopping decides only after an evaluation).
                 let mut decided = [out_of_patience as u8 as f32];
                 dist.broadcast(&mut decided, 0)?;
                 out_of_patience = decided[0] > 0.0;
@@ -709,7 +709,6 @@ impl Trainer {
         let (world, rank) = (self.collective.world_size(), self.collective.rank());
         let threads = self.config.data_parallel;
         let named = params.named();
-        let task_name = task.describe().get("task").cloned().unwrap_or_default();
         let mut total: Option<Gradients> = None;
         let (mut loss_sum, mut tokens) = (0.0, 0);
         for micro in 0..self.config.grad_accum {
@@ -719,20 +718,20 @@ impl Trainer {
             // Rank r computes shards r·threads … (r+1)·threads − 1 of the micro-batch.
             let sharded = match world * threads {
                 1 => None,
-                n => match task.train_shards(batch, n, ctx)? {
-                    Some(shards) => {
+                n => task
+                    .train_shards(batch, n, ctx)?
+                    .map(|shards| {
                         let mine = rank * threads..(rank + 1) * threads;
-                        Some(sharded_micro_batch(shards, mine, index, ctx, params, &named)?)
-                    }
-                    None if world > 1 => {
-                        return Err(TrainError::Input(format!(
-                            "data-parallel training over {world} ranks needs a task that cuts its batches into shards, and {} does not",
-                            task_name
-                        )))
-                    }
-                    None => None,
-                },
+                        sharded_micro_batch(shards, mine, index, ctx, params, &named)
+                    })
+                    .transpose()?,
             };
+            if sharded.is_none() && world > 1 {
+                return Err(TrainError::Input(format!(
+                    "data-parallel training over {world} ranks needs a task that cuts its batches into shards, and {} does not",
+                    task.describe().get("task").cloned().unwrap_or_default()
+                )));
+            }
             let (loss, n, grads) = match sharded {
                 Some(done) => done,
                 None => {

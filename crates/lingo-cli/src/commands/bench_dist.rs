@@ -479,7 +479,7 @@ pub fn pipeline_probe() -> anyhow::Result<()> {
         Ok(((loss - want_loss).abs() / want_loss, worst))
     };
 
-    let reduce = super::sum_over_ranks(c.clone());
+    let reduce = lingo_train::data_parallel::tensor_sum(c.clone());
     let drift = |want: &Tensor, got: &Tensor| -> candle_core::Result<f64> {
         let d = (want - got)?.sqr()?.sum_all()?.to_scalar::<f32>()? as f64;
         let n = want.sqr()?.sum_all()?.to_scalar::<f32>()? as f64;

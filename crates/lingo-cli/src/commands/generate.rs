@@ -67,7 +67,7 @@ impl Generate {
             let (rank, ranks) = (world.rank(), world.world_size());
             root = world.is_root();
             if ranks > 1 {
-                let reduce = super::sum_over_ranks(world);
+                let reduce = lingo_train::data_parallel::tensor_sum(world);
                 lm.model.tensor_parallel(rank, ranks, &reduce)?;
             }
         }

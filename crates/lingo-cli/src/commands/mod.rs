@@ -104,17 +104,6 @@ pub fn share_trained_tokenizers() {
     }));
 }
 
-/// The all-reduce a tensor-parallel layer sums its partial outputs with, over `world`.
-pub fn sum_over_ranks(world: Arc<dyn lingo_dist::Collective>) -> lingo_nn::tensor_parallel::Reduce {
-    lingo_nn::tensor_parallel::Reduce(Arc::new(move |t: &candle_core::Tensor| {
-        let mut values = t.flatten_all()?.to_vec1::<f32>()?;
-        world
-            .all_reduce_sum(&mut values)
-            .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
-        candle_core::Tensor::from_vec(values, t.dims(), t.device())
-    }))
-}
-
 /// Leaves the world (MPI requires every rank to finalize before it exits).
 pub fn leave_world() {
     WORLD.lock().unwrap_or_else(|p| p.into_inner()).take();
