@@ -1340,12 +1340,21 @@ impl PipelineStage for BertStage<'_> {
         if !self.last {
             return Ok(x);
         }
-        let logits = m.apply_head(&m.head_layers, &x, ctx)?;
         let options = lingo_kernels::CrossEntropy {
             ignore_index: Some(crate::contracts::IGNORE),
             ..Default::default()
         };
-        lingo_kernels::cross_entropy(&logits, labels, options)
+        if !matches!(m.head_layers, HeadLayers::MaskedLm { .. }) {
+            let logits = m.apply_head(&m.head_layers, &x, ctx)?;
+            return lingo_kernels::cross_entropy(&logits, labels, options);
+        }
+        // The vocabulary projection only where a label is, as the whole model's
+        // `predict_positions` does: the same mean, without the other ~85% of a masked-LM batch.
+        let (positions, targets) = crate::contracts::labelled_positions(labels)?;
+        let (b, t, h) = x.dims3()?;
+        let tokens = x.reshape((b * t, h))?.index_select(&positions, 0)?;
+        let logits = m.apply_head(&m.head_layers, &tokens, ctx)?;
+        lingo_kernels::cross_entropy(&logits, &targets, options)
     }
 
     fn tied(&self) -> Vec<(String, Vec<usize>)> {

@@ -86,6 +86,21 @@ pub(crate) fn check_rows(tokens: usize, caches: usize) -> Result<()> {
 /// The label of a position that takes no part in the loss (PyTorch's `ignore_index`).
 pub const IGNORE: i64 = -100;
 
+/// The flat positions of `labels` (any shape, i64) that are not [`IGNORE`]d, and their labels:
+/// where a masked-LM head needs computing (`ModelInputs::predict_positions`), and its targets.
+pub fn labelled_positions(labels: &Tensor) -> Result<(Tensor, Tensor)> {
+    let flat: Vec<i64> = labels.flatten_all()?.to_vec1()?;
+    let (positions, targets): (Vec<u32>, Vec<i64>) = (flat.iter().enumerate())
+        .filter(|(_, &l)| l != IGNORE)
+        .map(|(i, &l)| (i as u32, l))
+        .unzip();
+    let n = targets.len();
+    Ok((
+        Tensor::from_vec(positions, n, labels.device())?,
+        Tensor::from_vec(targets, n, labels.device())?,
+    ))
+}
+
 /// A padded training batch of an encoder–decoder, laid out as `transformers` trains one: the
 /// labels are the target with its end token, the decoder input the same shifted right behind the
 /// start token (`shift_tokens_right`), padded labels [`IGNORE`]d.

@@ -1126,6 +1126,61 @@ impl TrainTask for PretrainTask {
         })
     }
 
+    /// Masked LM of the BERT family (not ALBERT, whose layers are shared) and GPT-2's causal LM
+    /// cut into stages; the other objectives' extra heads and models do not split.
+    fn pipeline_stage(
+        &self,
+        stage: usize,
+        stages: usize,
+    ) -> candle_core::Result<Option<Box<dyn lingo_nn::pipeline::PipelineStage + '_>>> {
+        Ok(match (&self.model, self.objective) {
+            (AutoModel::Encoder(m), Objective::Mlm) => {
+                Some(Box::new(m.stage(&self.store, stage, stages)?))
+            }
+            (AutoModel::Gpt(m), Objective::Clm) => {
+                Some(Box::new(m.stage(&self.store, stage, stages)))
+            }
+            _ => None,
+        })
+    }
+
+    /// The micro-batch `train_loss` would draw: masked ids, attention mask and labels (the
+    /// original token at each masked position, ignored elsewhere); or token blocks and their
+    /// next tokens.
+    fn pipeline_inputs(
+        &mut self,
+        batch_size: usize,
+        _ctx: &mut Ctx,
+    ) -> candle_core::Result<Option<Vec<Tensor>>> {
+        if !matches!(self.objective, Objective::Mlm | Objective::Clm) {
+            return Ok(None);
+        }
+        let (picks, epoch) = self.micro_batch_picks(batch_size);
+        Ok(match self.prepare(false, &picks, epoch)? {
+            Prepared::Masked(b, _) => {
+                let mut labels = vec![lingo_models::contracts::IGNORE; b.rows * b.width];
+                for (&at, &id) in b.positions.iter().zip(&b.target_ids) {
+                    labels[at as usize] = id as i64;
+                }
+                let labels = Tensor::from_vec(labels, (b.rows, b.width), &Device::Cpu)?;
+                Some(vec![
+                    b.inputs.input_ids.clone(),
+                    b.attention.clone(),
+                    labels,
+                ])
+            }
+            Prepared::Blocks(rows) => {
+                let length = rows.dim(1)?;
+                let (ids, targets) = (
+                    rows.narrow(1, 0, length - 1)?,
+                    rows.narrow(1, 1, length - 1)?,
+                );
+                Some(vec![ids, targets])
+            }
+            Prepared::Spans(..) => None,
+        })
+    }
+
     fn eval_loss(&mut self, batch_size: usize, max_batches: usize) -> candle_core::Result<f64> {
         let n = self.valid.len();
         let batches = n.div_ceil(batch_size.max(1));

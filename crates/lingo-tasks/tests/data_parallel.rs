@@ -118,6 +118,27 @@ fn ranks_equal_one_process_with_as_many_shards_bit_for_bit() {
 }
 
 #[test]
+fn the_all_reduce_during_backward_sums_what_it_sums_after() {
+    // Two ranks of two shard threads, two micro-batches a step, dropout: each bucket summed
+    // while backward runs (the default) and every gradient summed after it give the same bits.
+    let mut recipe = recipe(4, 0.1);
+    recipe.train.grad_accum = 2;
+    recipe.train.data_parallel = 2;
+    let (during, after) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    ranks(2, &recipe, during.path(), false);
+    let mut sequential = trainer(&recipe, after.path());
+    sequential.overlap_allreduce = false;
+    for r in train_in_process(2, &sequential, false, |_| {
+        LmTask::new(recipe.clone(), &text(), None).map_err(lingo_train::TrainError::task)
+    }) {
+        r.unwrap();
+    }
+    assert_eq!(losses(during.path()).len(), 4);
+    assert_eq!(losses(during.path()), losses(after.path()));
+    assert!(weights(during.path()) == weights(after.path()));
+}
+
+#[test]
 fn a_run_resumes_on_another_number_of_ranks_with_the_same_global_batch() {
     let mut recipe = recipe(7, 0.1);
     recipe.train.grad_accum = 1;

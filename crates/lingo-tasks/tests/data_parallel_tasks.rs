@@ -260,6 +260,41 @@ fn translation_shards_on_ranks_as_in_one_process() {
     }
 }
 
+/// A small pre-training recipe without dropout.
+fn pretrain_recipe(preset: &str, objective: Objective) -> lingo_tasks::PretrainRecipe {
+    let mut recipe = common::recipe(preset, objective, STEPS);
+    for key in [
+        "hidden_dropout_prob",
+        "attention_probs_dropout_prob",
+        "resid_pdrop",
+        "embd_pdrop",
+        "attn_pdrop",
+        "dropout_rate",
+    ] {
+        recipe.config.insert(key.into(), 0.0.into());
+    }
+    recipe
+}
+
+/// The corpus files in `dir`, and a tokenizer trained on them once, as a run's first rank
+/// would make it (with the token cache); every task then reads both.
+fn pretrain_data(
+    dir: &Path,
+    recipe: &lingo_tasks::PretrainRecipe,
+) -> (lingo_tasks::CorpusFiles, PathBuf) {
+    let files = common::files(dir, vec![common::corpus()]);
+    let first = PretrainTask::new(
+        recipe.clone(),
+        &files,
+        None,
+        &dir.join("tok"),
+        &common::quiet,
+    )
+    .unwrap();
+    first.tokenizer.save(&dir.join("tokenizer.json")).unwrap();
+    (files, dir.join("tokenizer.json"))
+}
+
 #[test]
 fn pre_training_shards_on_ranks_as_in_one_process() {
     let cases = [
@@ -269,31 +304,10 @@ fn pre_training_shards_on_ranks_as_in_one_process() {
         ("t5-tiny", Objective::SpanCorruption),
     ];
     for (preset, objective) in cases {
-        let mut recipe = common::recipe(preset, objective, STEPS);
-        for key in [
-            "hidden_dropout_prob",
-            "attention_probs_dropout_prob",
-            "resid_pdrop",
-            "embd_pdrop",
-            "attn_pdrop",
-            "dropout_rate",
-        ] {
-            recipe.config.insert(key.into(), 0.0.into());
-        }
-        // The tokenizer and token cache are made once, as a run's first rank would.
+        let recipe = pretrain_recipe(preset, objective);
         let dir = tempfile::tempdir().unwrap();
         let dir = dir.path();
-        let files = common::files(dir, vec![common::corpus()]);
-        let first = PretrainTask::new(
-            recipe.clone(),
-            &files,
-            None,
-            &dir.join("tok"),
-            &common::quiet,
-        )
-        .unwrap();
-        first.tokenizer.save(&dir.join("tokenizer.json")).unwrap();
-        let tokenizer = dir.join("tokenizer.json");
+        let (files, tokenizer) = pretrain_data(dir, &recipe);
         check(
             &format!("{preset} {objective:?}"),
             &recipe.train,
@@ -310,5 +324,49 @@ fn pre_training_shards_on_ranks_as_in_one_process() {
             },
             Expect::BitsAndWhole,
         );
+    }
+}
+
+#[test]
+fn pre_training_in_pipeline_stages_equals_one_process() {
+    // Masked LM (BERT) and causal LM (GPT-2), each cut into two stages on two ranks over the
+    // step's two micro-batches, against one process: the losses to 1e-6, the weights to 1e-5.
+    for (preset, objective) in [("bert-tiny", Objective::Mlm), ("gpt2-tiny", Objective::Clm)] {
+        let mut recipe = pretrain_recipe(preset, objective);
+        recipe.config.insert("n_layer".into(), 2.into());
+        recipe.train.grad_accum = 2;
+        recipe.train.eval_every = 0;
+        recipe.train.checkpoint_every = 0;
+        let dir = tempfile::tempdir().unwrap();
+        let dir = dir.path();
+        let (files, tokenizer) = pretrain_data(dir, &recipe);
+        let task = |recipe: &lingo_tasks::PretrainRecipe| {
+            PretrainTask::new(
+                recipe.clone(),
+                &files,
+                Some(&tokenizer),
+                &dir.join("tok"),
+                &common::quiet,
+            )
+            .map_err(TrainError::task)
+        };
+        let trainer = |recipe: &lingo_tasks::PretrainRecipe, out: &str| {
+            let mut t = Trainer::new(recipe.train.clone(), dir.join(out));
+            t.progress = false;
+            t
+        };
+        trainer(&recipe, "one")
+            .run(&mut task(&recipe).unwrap(), false)
+            .unwrap();
+        let mut staged = recipe.clone();
+        staged.train.pipeline_stages = 2;
+        for r in train_in_process(2, &trainer(&staged, "staged"), false, |_| task(&staged)) {
+            r.unwrap_or_else(|e| panic!("{preset}: {e:#}"));
+        }
+        let (one, staged) = (dir.join("one"), dir.join("staged"));
+        assert_eq!(losses(&one).len(), STEPS);
+        close(&losses(&one), &losses(&staged), preset);
+        let drift = runs::relative_difference(&weights(&one), &weights(&staged));
+        assert!(drift <= 1e-5, "{preset}: weights differ by {drift:e}");
     }
 }

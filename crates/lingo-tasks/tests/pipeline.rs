@@ -210,14 +210,21 @@ mod encoder {
     fn reference(head: Head) -> (f64, HashMap<String, Vec<f32>>) {
         let (bert, store) = model(head);
         whole_model(&store, &micro_batches(head), |b| {
-            let inputs = ModelInputs::new(b[0].clone()).with_attention_mask(b[1].clone());
+            let mut inputs = ModelInputs::new(b[0].clone()).with_attention_mask(b[1].clone());
+            let mut labels = b[2].clone();
+            if head == Head::MaskedLm {
+                // As masked-LM pre-training runs the whole model: the head at the labels only.
+                let (at, kept) = lingo_models::contracts::labelled_positions(&labels)?;
+                inputs = inputs.with_predict_positions(at);
+                labels = kept;
+            }
             let ctx = &mut Ctx::train(LingoRng::new(0));
             let logits = bert.forward(&inputs, ctx)?.output;
             let options = lingo_kernels::CrossEntropy {
                 ignore_index: Some(-100),
                 ..Default::default()
             };
-            lingo_kernels::cross_entropy(&logits, &b[2], options)
+            lingo_kernels::cross_entropy(&logits, &labels, options)
         })
     }
 

@@ -5,7 +5,8 @@
 
 use crate::checkpoint::{self, CheckpointMeta, CHECKPOINT_FILE};
 use crate::data_parallel::{
-    all_reduce_gradients, broadcast_params, share_from_root, sum_over_ranks,
+    all_reduce_during, all_reduce_gradients, broadcast_params, share_from_root, sum_over_ranks,
+    GradientSink,
 };
 use crate::grads::{clip_scale, Gradients};
 use crate::metrics::{plot_losses, plot_metrics, MetricsLog, Record};
@@ -368,6 +369,10 @@ pub struct Trainer {
     /// micro-batch, and rank 0 alone logs, evaluates and writes the output folder. A world of one
     /// by default.
     pub collective: Arc<dyn Collective>,
+    /// Sum each bucket of gradients over the ranks while backward computes the next (default);
+    /// off, the all-reduce starts after backward — the same sums, for measuring what overlap
+    /// gains.
+    pub overlap_allreduce: bool,
 }
 
 /// The stream of data order and dropout, independent of the initialisation stream.
@@ -382,6 +387,7 @@ impl Trainer {
             stop_after: None,
             interrupt: Arc::new(AtomicBool::new(false)),
             collective: Arc::new(SingleProcess),
+            overlap_allreduce: true,
         }
     }
 
@@ -697,8 +703,9 @@ impl Trainer {
     }
 
     /// Runs `grad_accum` micro-batches: their mean loss, token count and summed gradients — over
-    /// every rank: each computes its shards, and the sums are all-reduced once per step (the
-    /// seconds that took are the last value).
+    /// every rank: each computes its shards, and the sums are all-reduced once per step, bucket by
+    /// bucket during the last micro-batch's backward passes (the seconds the all-reduce ran on
+    /// after them are the last value).
     fn accumulate(
         &self,
         task: &mut dyn TrainTask,
@@ -711,54 +718,80 @@ impl Trainer {
         let named = params.named();
         let mut total: Option<Gradients> = None;
         let (mut loss_sum, mut tokens) = (0.0, 0);
+        let mut exposed = 0.0;
         for micro in 0..self.config.grad_accum {
             let index = (step * self.config.grad_accum + micro) as u64;
             task.start_micro_batch(index);
             let batch = self.config.batch_size;
             // Rank r computes shards r·threads … (r+1)·threads − 1 of the micro-batch.
+            let mine = rank * threads..(rank + 1) * threads;
+            let last = micro + 1 == self.config.grad_accum;
             let sharded = match world * threads {
                 1 => None,
                 n => task
                     .train_shards(batch, n, ctx)?
                     .map(|shards| {
-                        let mine = rank * threads..(rank + 1) * threads;
-                        sharded_micro_batch(shards, mine, index, ctx, params, &named)
+                        if world == 1 || !last || !self.overlap_allreduce {
+                            let (loss, n, grads) = sharded_micro_batch(
+                                shards, mine, index, ctx, params, &named, None,
+                            )?;
+                            if let Some(grads) = grads {
+                                Gradients::sum_into(&mut total, grads)?;
+                            }
+                            return Ok((loss, n));
+                        }
+                        // The step's last backward passes: each bucket of gradients is summed
+                        // over the ranks as soon as it is final, while they go on.
+                        let earlier = total.take();
+                        let ((loss, n, _), reduced, waited) = all_reduce_during(
+                            &*self.collective,
+                            &named,
+                            earlier,
+                            threads,
+                            |sink| {
+                                let sink = Some(sink);
+                                sharded_micro_batch(shards, mine, index, ctx, params, &named, sink)
+                            },
+                        )?;
+                        total = Some(reduced);
+                        exposed = waited;
+                        Ok::<_, TrainError>((loss, n))
                     })
                     .transpose()?,
             };
-            if sharded.is_none() && world > 1 {
-                return Err(TrainError::Input(format!(
-                    "data-parallel training over {world} ranks needs a task that cuts its batches into shards, and {} does not",
-                    task.describe().get("task").cloned().unwrap_or_default()
-                )));
-            }
-            let (loss, n, grads) = match sharded {
+            let (loss, n) = match sharded {
                 Some(done) => done,
+                None if world > 1 => {
+                    return Err(TrainError::Input(format!(
+                        "data-parallel training over {world} ranks needs a task that cuts its batches into shards, and {} does not",
+                        task.describe().get("task").cloned().unwrap_or_default()
+                    )));
+                }
                 None => {
                     let (loss, n, grads) = whole_micro_batch(task, batch, ctx, &named)?;
-                    (loss, n, Some(grads))
+                    Gradients::sum_into(&mut total, grads)?;
+                    (loss, n)
                 }
             };
             loss_sum += loss;
             tokens += n;
-            if let Some(grads) = grads {
-                Gradients::sum_into(&mut total, grads)?;
-            }
         }
         let mut total = total.unwrap_or_else(|| Gradients {
             grads: vec![None; named.len()],
         });
-        let start = Instant::now();
         if world > 1 {
-            all_reduce_gradients(&*self.collective, &mut total, &named)?;
+            let start = Instant::now();
+            if !self.overlap_allreduce {
+                total = all_reduce_gradients(&*self.collective, total, &named)?;
+            }
             loss_sum = sum_over_ranks(&*self.collective, loss_sum)?;
+            exposed += start.elapsed().as_secs_f64();
         }
-        let allreduce = start.elapsed().as_secs_f64();
         Ok((
             loss_sum / self.config.grad_accum as f64,
             tokens,
             total,
-            allreduce,
+            exposed,
         ))
     }
 
@@ -926,28 +959,44 @@ fn whole_micro_batch(
 ) -> crate::Result<(f64, usize, Gradients)> {
     let (loss, n) = task.train_loss(batch_size, ctx)?;
     let value = loss.to_scalar::<f32>()? as f64;
-    Ok((value, n, gradients(loss, ctx, named)?))
+    Ok((value, n, gradients(loss, ctx, named, None)?))
 }
 
-/// The parameters' gradients of `loss`, with those of the layers `ctx` recomputed.
+/// The parameters' gradients of `loss`, with those of the layers `ctx` recomputed. With a
+/// `sink`, each is reported as shard `shard`'s as soon as it is final (after the whole pass when
+/// layers are recomputed, which add to the gradients afterwards).
 fn gradients(
     loss: Tensor,
     ctx: &Ctx,
     named: &[(String, candle_core::Var)],
+    sink: Option<(&GradientSink, usize)>,
 ) -> candle_core::Result<Gradients> {
-    let mut store = loss.backward()?;
+    let mut store = match sink {
+        Some((sink, shard)) if ctx.recompute.is_none() => {
+            loss.backward_with(&mut |var, grad| {
+                sink.report(shard, var, grad);
+                Ok(())
+            })?
+        }
+        _ => loss.backward()?,
+    };
     drop(loss);
     if let Some(recomputed) = &ctx.recompute {
         store.extend(recomputed.take())?;
     }
-    Ok(Gradients::from_store(named, &store))
+    let grads = Gradients::from_store(named, &store);
+    if let Some((sink, shard)) = sink {
+        sink.finish(shard, &grads);
+    }
+    Ok(grads)
 }
 
 /// The shards `mine` of one micro-batch, each forward and backward on its own thread: the sum of
 /// their shares of the micro-batch's loss, the micro-batch's target tokens (all shards'), and the
 /// sum of their gradients in shard order (so the result does not depend on which thread finished
-/// first; `None` when `mine` is empty). Shard `s` of micro-batch `index` draws its dropout from a
-/// stream forked from the run's seed, leaving the run's own stream (the data order) as without
+/// first; `None` when `mine` is empty, or when the shards report their gradients to `sink`
+/// instead, as shards `0..mine.len()`). Shard `s` of micro-batch `index` draws its dropout from
+/// a stream forked from the run's seed, leaving the run's own stream (the data order) as without
 /// shards — and the same whichever thread or rank computes it.
 pub fn sharded_micro_batch(
     shards: Vec<Shard<'_>>,
@@ -956,6 +1005,7 @@ pub fn sharded_micro_batch(
     ctx: &Ctx,
     params: &ParamStore,
     named: &[(String, candle_core::Var)],
+    sink: Option<&GradientSink>,
 ) -> crate::Result<(f64, usize, Option<Gradients>)> {
     use rayon::prelude::*;
     let tokens: usize = shards.iter().map(|s| s.tokens).sum();
@@ -971,7 +1021,15 @@ pub fn sharded_micro_batch(
             .zip(&shard.counts)
             .for_each(|(t, c)| *t += c);
     }
-    let jobs: Vec<(Shard, Ctx)> = shards
+    if let Some(sink) = sink {
+        // A share of the ranks' shards that the batch is too small to fill has no gradients.
+        let nothing = Gradients {
+            grads: vec![None; named.len()],
+        };
+        (shards.len().max(mine.start)..mine.end)
+            .for_each(|s| sink.finish(s - mine.start, &nothing));
+    }
+    let jobs: Vec<(usize, Shard, Ctx)> = shards
         .into_iter()
         .enumerate()
         .filter(|(s, _)| mine.contains(s))
@@ -981,16 +1039,17 @@ pub fn sharded_micro_batch(
             if ctx.recompute.is_some() {
                 shard_ctx.recompute = Some(Recomputed::for_params(params));
             }
-            (shard, shard_ctx)
+            (s - mine.start, shard, shard_ctx)
         })
         .collect();
     let results: Vec<candle_core::Result<(f64, Gradients)>> = jobs
         .into_par_iter()
-        .map(|(shard, mut shard_ctx)| {
+        .map(|(s, shard, mut shard_ctx)| {
             let loss =
                 lingo_nn::linear::without_weight_copies(|| (shard.loss)(&mut shard_ctx, &totals))?;
             let value = loss.to_scalar::<f32>()? as f64;
-            Ok((value, gradients(loss, &shard_ctx, named)?))
+            let sink = sink.map(|sink| (sink, s));
+            Ok((value, gradients(loss, &shard_ctx, named, sink)?))
         })
         .collect();
     let mut loss = 0.0;
@@ -998,7 +1057,9 @@ pub fn sharded_micro_batch(
     for result in results {
         let (value, grads) = result?;
         loss += value;
-        Gradients::sum_into(&mut sum, grads)?;
+        if sink.is_none() {
+            Gradients::sum_into(&mut sum, grads)?;
+        }
     }
     Ok((loss, tokens, sum))
 }

@@ -163,11 +163,24 @@ impl Tensor {
     }
 
     pub fn backward(&self) -> Result<GradStore> {
+        self.backward_with(&mut |_, _| Ok(()))
+    }
+
+    /// [`Tensor::backward`], calling `on_final(var, grad)` for each variable of the graph as soon
+    /// as its gradient is final, while the rest of the backward pass runs: the moment a data-parallel
+    /// trainer can start summing that gradient over machines. (Lingo's patch: a variable comes
+    /// after all its consumers in the topological order, so its gradient is complete when the walk
+    /// reaches it.)
+    pub fn backward_with(
+        &self,
+        on_final: &mut dyn FnMut(&Tensor, Option<&Tensor>) -> Result<()>,
+    ) -> Result<GradStore> {
         let sorted_nodes = self.sorted_nodes();
         let mut grads = GradStore::new();
         grads.insert(self, self.ones_like()?.contiguous()?);
         for node in sorted_nodes.iter() {
             if node.is_variable() {
+                on_final(node, grads.get(node))?;
                 continue;
             }
             let grad = grads

@@ -219,7 +219,7 @@ fn time_training(
                 let parts = shards()?;
                 let all = 0..parts.len();
                 let (_, _, grads) = lingo_train::trainer::sharded_micro_batch(
-                    parts, all, steps, &ctx, store, &named,
+                    parts, all, steps, &ctx, store, &named, None,
                 )?;
                 anyhow::Context::context(grads, "a benchmark batch without shards")?
             }

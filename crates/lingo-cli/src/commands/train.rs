@@ -93,9 +93,14 @@ pub struct RunArgs {
     pub data_parallel: Option<usize>,
     /// Under `mpirun -np N`: cut the model into N pipeline stages, one per rank (GPipe), instead
     /// of giving each rank a share of the data. The recipe's `grad_accum` micro-batches fill the
-    /// pipeline. GPT language models.
+    /// pipeline. GPT language models (`train lm`, `pretrain` with clm) and BERT-family masked LM
+    /// pre-training (not ALBERT).
     #[arg(long, value_name = "N")]
     pub pipeline_stages: Option<usize>,
+    /// Under mpirun: sum the gradients over the ranks after the backward pass instead of during
+    /// it. The same sums; faster only when the ranks share one machine's cores (docs/distributed.md).
+    #[arg(long)]
+    pub allreduce_after_backward: bool,
 }
 
 impl RunArgs {
@@ -148,6 +153,7 @@ impl RunArgs {
         trainer.progress = !self.quiet;
         trainer.interrupt = super::interrupt_flag();
         trainer.collective = super::collective()?;
+        trainer.overlap_allreduce = !self.allreduce_after_backward;
         let (root, world) = (
             trainer.collective.is_root(),
             trainer.collective.world_size(),
