@@ -23,7 +23,8 @@ use lingo_data::Encoded;
 use lingo_models::auto::{AutoModel, LoadOptions};
 use lingo_models::bert::Head;
 use lingo_nn::{Ctx, ParamStore};
-use lingo_train::TrainTask;
+use lingo_train::trainer::share;
+use lingo_train::{Shard, TrainTask};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -155,8 +156,10 @@ pub fn student_from_teacher(
     lingo_models::hf::save_tensors(out, &config, renamed)?;
     let tokenizer = teacher.join("tokenizer.json");
     if tokenizer.is_file() {
+        // Atomically: every rank of a run under mpirun writes the same initial student.
         let target = out.join("tokenizer.json");
-        std::fs::copy(&tokenizer, &target).map_err(io(&target))?;
+        let bytes = std::fs::read(&tokenizer).map_err(io(&tokenizer))?;
+        lingo_nn::io::write_atomic(&target, &bytes).map_err(io(&target))?;
     }
     crate::pretrained::copy_tokenizer_files(teacher, out)?;
     Ok(taken)
@@ -237,6 +240,70 @@ impl<O: Objective> Distillation<O> {
     }
 }
 
+impl<O: Objective> Distillation<O> {
+    /// The loss of `examples` in its weighted parts, each a mean: the task's own (hard) loss, then
+    /// the soft loss and the cosine loss when they are used.
+    fn loss_parts(
+        &self,
+        examples: &[&O::Example],
+        ctx: &mut Ctx,
+    ) -> candle_core::Result<Vec<Tensor>> {
+        let inputs: Vec<&Encoded> = examples.iter().map(|e| e.input()).collect();
+        let (batch, student) = self.student.task_model().forward(&inputs, ctx)?;
+        let l = &self.loss;
+        let mut parts = vec![(self.student.objective_loss(&student.output, examples)? * l.hard)?];
+        let Some(teacher) = &self.teacher else {
+            return Ok(parts);
+        };
+        let (_, taught) = teacher.forward(&inputs, &mut Ctx::eval())?;
+        let mask = batch.attention_mask.to_dtype(DType::F32)?;
+        let rows = |t: &Tensor| -> candle_core::Result<(Tensor, Tensor)> {
+            // A classifier's [batch, classes] has a row per example; a tagger's
+            // [batch, time, tags] one per real token.
+            Ok(match t.rank() {
+                2 => (t.clone(), Tensor::ones(t.dim(0)?, DType::F32, t.device())?),
+                _ => (t.flatten_to(1)?, mask.flatten_all()?),
+            })
+        };
+        if l.soft > 0.0 {
+            let (s, w) = rows(&student.output)?;
+            let (t, _) = rows(&taught.output)?;
+            let soft = soft_loss(&s, &t, &w, l.temperature).map_err(to_candle)?;
+            parts.push((soft * l.soft)?);
+        }
+        if l.cosine > 0.0 {
+            let last = |o: &lingo_models::ModelOutput| -> candle_core::Result<Tensor> {
+                o.hidden_states
+                    .last()
+                    .ok_or_else(|| candle_core::Error::Msg("no hidden states".into()))?
+                    .flatten_to(1)
+            };
+            let cos = cosine_loss(&last(&student)?, &last(&taught)?, &mask.flatten_all()?)
+                .map_err(to_candle)?;
+            parts.push((cos * l.cosine)?);
+        }
+        Ok(parts)
+    }
+
+    /// What each of [`Distillation::loss_parts`] averages over for `examples`: the task's terms;
+    /// the soft loss's rows (examples for a classifier, real tokens for a tagger); the cosine
+    /// loss's real tokens.
+    fn part_counts(&self, examples: &[&O::Example]) -> Vec<usize> {
+        let tokens = examples.iter().map(|e| e.input().ids.len()).sum();
+        let mut counts = vec![self.student.loss_terms(examples)];
+        if self.teacher.is_some() {
+            if self.loss.soft > 0.0 {
+                let per_token = self.student.model().head == Head::TokenClassification;
+                counts.push(if per_token { tokens } else { examples.len() });
+            }
+            if self.loss.cosine > 0.0 {
+                counts.push(tokens);
+            }
+        }
+        counts
+    }
+}
+
 /// `T² · KL(softmax(t/T) ‖ softmax(s/T))` averaged over the rows `weights` (1 real, 0 padding)
 /// selects; logits `[rows, classes]`.
 pub fn soft_loss(student: &Tensor, teacher: &Tensor, weights: &Tensor, t: f64) -> Result<Tensor> {
@@ -278,41 +345,41 @@ impl<O: Objective> TrainTask for Distillation<O> {
         let picks = self.student.micro_batch_indices(batch_size);
         let all = self.student.train_examples();
         let examples: Vec<&O::Example> = picks.iter().map(|&i| &all[i]).collect();
-        let inputs: Vec<&Encoded> = examples.iter().map(|e| e.input()).collect();
-        let tokens = inputs.iter().map(|e| e.ids.len()).sum();
-        let (batch, student) = self.student.task_model().forward(&inputs, ctx)?;
-        let l = &self.loss;
-        let mut loss = (self.student.objective_loss(&student.output, &examples)? * l.hard)?;
-        if let Some(teacher) = &self.teacher {
-            let (_, taught) = teacher.forward(&inputs, &mut Ctx::eval())?;
-            let mask = batch.attention_mask.to_dtype(DType::F32)?;
-            let rows = |t: &Tensor| -> candle_core::Result<(Tensor, Tensor)> {
-                // A classifier's [batch, classes] has a row per example; a tagger's
-                // [batch, time, tags] one per real token.
-                Ok(match t.rank() {
-                    2 => (t.clone(), Tensor::ones(t.dim(0)?, DType::F32, t.device())?),
-                    _ => (t.flatten_to(1)?, mask.flatten_all()?),
-                })
+        let tokens = examples.iter().map(|e| e.input().ids.len()).sum();
+        let mut parts = self.loss_parts(&examples, ctx)?.into_iter();
+        let first = parts.next().expect("the hard loss");
+        Ok((parts.try_fold(first, |sum, part| sum + part)?, tokens))
+    }
+
+    /// Shards of examples; each part of the loss is weighted by the shard's share of what that
+    /// part averages over (see [`Distillation::part_counts`]).
+    fn train_shards(
+        &mut self,
+        batch_size: usize,
+        shards: usize,
+        _ctx: &mut Ctx,
+    ) -> candle_core::Result<Option<Vec<Shard<'_>>>> {
+        let picks = self.student.micro_batch_indices(batch_size);
+        let this = &*self;
+        lingo_train::trainer::shards_of(&picks, shards, |part| {
+            let all = this.student.train_examples();
+            let examples: Vec<&O::Example> = part.iter().map(|&i| &all[i]).collect();
+            let tokens = examples.iter().map(|e| e.input().ids.len()).sum();
+            let counts = this.part_counts(&examples);
+            let weights = counts.clone();
+            let loss = move |ctx: &mut Ctx, totals: &[usize]| {
+                let parts = this.loss_parts(&examples, ctx)?;
+                let mut weighted = (parts.iter().zip(weights.iter().zip(totals)))
+                    .map(|(part, (&count, &total))| part * share(count, total));
+                let first = weighted.next().expect("the hard loss")?;
+                weighted.try_fold(first, |sum, part| sum + part?)
             };
-            if l.soft > 0.0 {
-                let (s, w) = rows(&student.output)?;
-                let (t, _) = rows(&taught.output)?;
-                let soft = soft_loss(&s, &t, &w, l.temperature).map_err(to_candle)?;
-                loss = (loss + (soft * l.soft)?)?;
-            }
-            if l.cosine > 0.0 {
-                let last = |o: &lingo_models::ModelOutput| -> candle_core::Result<Tensor> {
-                    o.hidden_states
-                        .last()
-                        .ok_or_else(|| candle_core::Error::Msg("no hidden states".into()))?
-                        .flatten_to(1)
-                };
-                let cos = cosine_loss(&last(&student)?, &last(&taught)?, &mask.flatten_all()?)
-                    .map_err(to_candle)?;
-                loss = (loss + (cos * l.cosine)?)?;
-            }
-        }
-        Ok((loss, tokens))
+            Ok(Shard {
+                tokens,
+                counts,
+                loss: Box::new(loss),
+            })
+        })
     }
 
     fn eval_loss(&mut self, batch_size: usize, max_batches: usize) -> candle_core::Result<f64> {

@@ -459,6 +459,11 @@ impl<O: Objective> Finetune<O> {
         self.objective.loss(output, examples, &self.recipe)
     }
 
+    /// How many terms [`Finetune::objective_loss`] averages over for `examples`.
+    pub fn loss_terms(&self, examples: &[&O::Example]) -> usize {
+        self.objective.loss_terms(examples)
+    }
+
     fn loss(&self, examples: &[&O::Example], ctx: &mut Ctx) -> candle_core::Result<Tensor> {
         let inputs: Vec<&Encoded> = examples.iter().map(|e| e.input()).collect();
         let output = self.encoder.output(&inputs, ctx)?;

@@ -19,7 +19,8 @@ use lingo_eval::classification::{classification_report, sorted_labels};
 use lingo_models::config::read_json;
 use lingo_models::{RnnClassifier, RnnClassifierConfig, RnnTagger, RnnTaggerConfig, TaggerBatch};
 use lingo_nn::{Ctx, ParamStore};
-use lingo_train::{TrainConfig, TrainTask};
+use lingo_train::trainer::shards_of;
+use lingo_train::{Shard, TrainConfig, TrainTask};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -315,6 +316,26 @@ impl TrainTask for RnnClassifyTask {
         let examples: Vec<&(Vec<u32>, u32)> = picks.iter().map(|&i| &self.train[i]).collect();
         let words = examples.iter().map(|e| e.0.len()).sum();
         Ok((self.loss(&examples, ctx)?, words))
+    }
+
+    /// Shards of sentences; each shard's mean is weighted by its share of the sentences.
+    fn train_shards(
+        &mut self,
+        batch_size: usize,
+        shards: usize,
+        _ctx: &mut Ctx,
+    ) -> candle_core::Result<Option<Vec<Shard<'_>>>> {
+        let picks = self
+            .order
+            .batch(self.micro_batch, batch_size, self.train.len());
+        let this = &*self;
+        shards_of(&picks, shards, |part| {
+            let examples: Vec<&(Vec<u32>, u32)> = part.iter().map(|&i| &this.train[i]).collect();
+            let (words, count) = (examples.iter().map(|e| e.0.len()).sum(), examples.len());
+            Ok(Shard::mean(words, count, move |ctx: &mut Ctx| {
+                this.loss(&examples, ctx)
+            }))
+        })
     }
 
     fn eval_loss(&mut self, batch_size: usize, max_batches: usize) -> candle_core::Result<f64> {
@@ -687,6 +708,27 @@ impl RnnTagTask {
         (self.train.len(), self.valid.len())
     }
 
+    /// The mean loss of `examples`, rare words dropped to UNK with `ctx`'s stream (word dropout).
+    fn loss(&self, examples: &[&TaggedExample], ctx: &mut Ctx) -> candle_core::Result<Tensor> {
+        let p = self.recipe.word_dropout;
+        let words: Vec<Vec<u32>> = (examples.iter())
+            .map(|e| {
+                (e.words.iter())
+                    .map(|&w| {
+                        if p > 0.0 && self.singletons.contains(&w) && ctx.rng.uniform() < p {
+                            UNK
+                        } else {
+                            w
+                        }
+                    })
+                    .collect()
+            })
+            .collect();
+        let batch = self.batch(examples, Some(words))?;
+        let tags: Vec<Vec<u32>> = examples.iter().map(|e| e.tags.clone()).collect();
+        self.model.loss(&batch, &tags, ctx)
+    }
+
     fn batch(
         &self,
         examples: &[&TaggedExample],
@@ -756,24 +798,33 @@ impl TrainTask for RnnTagTask {
             .order
             .batch(self.micro_batch, batch_size, self.train.len());
         let examples: Vec<&TaggedExample> = picks.iter().map(|&i| &self.train[i]).collect();
-        let p = self.recipe.word_dropout;
-        let words: Vec<Vec<u32>> = (examples.iter())
-            .map(|e| {
-                (e.words.iter())
-                    .map(|&w| {
-                        if p > 0.0 && self.singletons.contains(&w) && ctx.rng.uniform() < p {
-                            UNK
-                        } else {
-                            w
-                        }
-                    })
-                    .collect()
-            })
-            .collect();
-        let n = words.iter().map(|w| w.len()).sum();
-        let batch = self.batch(&examples, Some(words))?;
-        let tags: Vec<Vec<u32>> = examples.iter().map(|e| e.tags.clone()).collect();
-        Ok((self.model.loss(&batch, &tags, ctx)?, n))
+        let n = examples.iter().map(|e| e.words.len()).sum();
+        Ok((self.loss(&examples, ctx)?, n))
+    }
+
+    /// Shards of sentences; each shard's mean is weighted by its share of what the loss averages
+    /// over: sentences with a CRF, words without.
+    fn train_shards(
+        &mut self,
+        batch_size: usize,
+        shards: usize,
+        _ctx: &mut Ctx,
+    ) -> candle_core::Result<Option<Vec<Shard<'_>>>> {
+        let picks = self
+            .order
+            .batch(self.micro_batch, batch_size, self.train.len());
+        let this = &*self;
+        shards_of(&picks, shards, |part| {
+            let examples: Vec<&TaggedExample> = part.iter().map(|&i| &this.train[i]).collect();
+            let words = examples.iter().map(|e| e.words.len()).sum();
+            let count = match this.recipe.model.crf {
+                true => examples.len(),
+                false => words,
+            };
+            Ok(Shard::mean(words, count, move |ctx: &mut Ctx| {
+                this.loss(&examples, ctx)
+            }))
+        })
     }
 
     fn eval_loss(&mut self, batch_size: usize, max_batches: usize) -> candle_core::Result<f64> {

@@ -370,3 +370,165 @@ fn pre_training_in_pipeline_stages_equals_one_process() {
         assert!(drift <= 1e-5, "{preset}: weights differ by {drift:e}");
     }
 }
+
+/// Toy sentences over eight words, `(words, index)`.
+fn toy_sentences(n: usize) -> Vec<Vec<&'static str>> {
+    const WORDS: [&str; 8] = [
+        "good", "bad", "film", "plot", "actor", "great", "dull", "story",
+    ];
+    (0..n)
+        .map(|i| {
+            (0..5 + i % 4)
+                .map(|k| WORDS[(i * 7 + k * 3 + k * k) % 8])
+                .collect()
+        })
+        .collect()
+}
+
+#[test]
+fn recurrent_tasks_shard_on_ranks_as_in_one_process() {
+    use lingo_data::{LabelledText, TaggedSentence};
+    use lingo_models::{RnnClassifierConfig, RnnTaggerConfig};
+    use lingo_tasks::{RnnClassifyRecipe, RnnClassifyTask, RnnTagRecipe, RnnTagTask};
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = TrainConfig {
+        batch_size: 8,
+        ..TrainConfig::default()
+    };
+    config.seed = 4;
+
+    // The BiLSTM classifier: a mean over sentences.
+    let texts: Vec<LabelledText> = (toy_sentences(40).into_iter().enumerate())
+        .map(|(i, words)| LabelledText {
+            label: if words.contains(&"good") {
+                "pos"
+            } else {
+                "neg"
+            }
+            .into(),
+            text: words.join(" "),
+            text_pair: None,
+            line: i + 1,
+        })
+        .collect();
+    let (train, valid) = texts.split_at(32);
+    let recipe = RnnClassifyRecipe {
+        model: RnnClassifierConfig {
+            embed_dim: 12,
+            hidden_size: 10,
+            dropout: 0.0,
+            ..Default::default()
+        },
+        vocab_size: 50,
+        epochs: None,
+        train: config.clone(),
+        ..Default::default()
+    };
+    // One tokenizer for every run, as rank 0 would send it.
+    let tokenizer = RnnClassifyTask::new(recipe.clone(), train, valid, None)
+        .unwrap()
+        .tokenizer;
+    check(
+        "BiLSTM classifier",
+        &recipe.train,
+        dir.path(),
+        |_| RnnClassifyTask::new(recipe.clone(), train, valid, Some(tokenizer.clone())).unwrap(),
+        Expect::BitsAndWhole,
+    );
+
+    // The BiLSTM tagger: a mean over words, or over sentences with a CRF; with word dropout,
+    // shards draw it from their own streams.
+    let sentences: Vec<TaggedSentence> = (toy_sentences(40).into_iter().enumerate())
+        .map(|(i, words)| TaggedSentence {
+            tags: (words.iter())
+                .map(|w| if w.len() > 4 { "LONG" } else { "SHORT" }.to_string())
+                .collect(),
+            words: words.iter().map(|w| w.to_string()).collect(),
+            line: i + 1,
+        })
+        .collect();
+    let (train, valid) = sentences.split_at(32);
+    for (crf, word_dropout, expect) in [
+        (false, 0.0, Expect::BitsAndWhole),
+        (true, 0.0, Expect::BitsAndWhole),
+        (true, 0.5, Expect::Bits),
+    ] {
+        let recipe = RnnTagRecipe {
+            model: RnnTaggerConfig {
+                embed_dim: 12,
+                char_embed_dim: 6,
+                char_hidden_size: 5,
+                hidden_size: 10,
+                dropout: 0.0,
+                crf,
+                ..Default::default()
+            },
+            word_dropout,
+            epochs: None,
+            train: config.clone(),
+            ..Default::default()
+        };
+        let vocab = RnnTagTask::new(recipe.clone(), train, valid, None)
+            .unwrap()
+            .vocab;
+        check(
+            &format!("BiLSTM tagger, crf {crf}, word dropout {word_dropout}"),
+            &recipe.train,
+            dir.path(),
+            |_| RnnTagTask::new(recipe.clone(), train, valid, Some(vocab.clone())).unwrap(),
+            expect,
+        );
+    }
+}
+
+#[test]
+fn distillation_shards_on_ranks_as_in_one_process() {
+    // Hard, soft and cosine losses: three means over examples or tokens, each weighted by its
+    // own count. Teachers: the fixture fine-tuned for two steps.
+    use lingo_tasks::distillation::{DistillLoss, Distillation};
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path();
+    let (classes, tags) = (toy::toy_data(dir, "cls.tsv", 64, 1), toy_conll(dir));
+    let loss = DistillLoss {
+        cosine: 0.5,
+        ..DistillLoss::default()
+    };
+    let bert = toy::fixture("bert");
+    for dropout in [Some(0.0), None] {
+        let recipe = finetune_recipe(dropout);
+        let exact = match dropout {
+            Some(_) => Expect::BitsAndWhole,
+            None => Expect::Bits,
+        };
+        let teacher = dir.join("classify-teacher");
+        let mut task = ClassifyTask::new(&bert, &classes, None, toy::recipe(2)).unwrap();
+        toy::quiet(&task.recipe, &teacher)
+            .run(&mut task, false)
+            .unwrap();
+        check(
+            "distilled classifier",
+            &recipe.train,
+            dir,
+            |_| {
+                let student = ClassifyTask::new(&bert, &classes, None, recipe.clone()).unwrap();
+                Distillation::new(student, &teacher, loss.clone()).unwrap()
+            },
+            exact,
+        );
+        let teacher = dir.join("ner-teacher");
+        let mut task = TokenClassifyTask::new(&bert, &tags, None, toy::recipe(2)).unwrap();
+        toy::quiet(&task.recipe, &teacher)
+            .run(&mut task, false)
+            .unwrap();
+        check(
+            "distilled tagger",
+            &recipe.train,
+            dir,
+            |_| {
+                let student = TokenClassifyTask::new(&bert, &tags, None, recipe.clone()).unwrap();
+                Distillation::new(student, &teacher, loss.clone()).unwrap()
+            },
+            exact,
+        );
+    }
+}
