@@ -325,3 +325,40 @@ fn tensor_parallel_generation_writes_what_one_process_writes() {
         String::from_utf8_lossy(&one.stdout)
     );
 }
+
+#[test]
+fn tensor_parallel_encoder_pipelines_print_what_one_process_prints() {
+    // A BERT classifier's scores and mean-pooled embeddings (4 decimals), 2 ranks against 1.
+    let model = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../lingo-models/tests/fixtures/hf/bert-cls"
+    );
+    let text = "the quick brown fox jumps over the lazy dog";
+    for command in ["classify", "embed"] {
+        let args = |extra: &[&str]| -> Vec<String> {
+            [command, "--model", model, text]
+                .iter()
+                .chain(extra)
+                .map(|s| s.to_string())
+                .collect()
+        };
+        let one = Command::new(env!("CARGO_BIN_EXE_lingo"))
+            .args(args(&[]))
+            .output()
+            .unwrap();
+        assert!(
+            one.status.success(),
+            "{}",
+            String::from_utf8_lossy(&one.stderr)
+        );
+        let Some(two) = mpirun(&[(2, &args(&["--tensor-parallel"]))]) else {
+            return;
+        };
+        succeeded(&two);
+        assert_eq!(
+            String::from_utf8_lossy(&two.stdout),
+            String::from_utf8_lossy(&one.stdout),
+            "{command}"
+        );
+    }
+}

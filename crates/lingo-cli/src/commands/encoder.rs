@@ -17,13 +17,31 @@ pub struct ModelArg {
     /// Print JSON instead of text.
     #[arg(long)]
     json: bool,
+    /// Under `mpirun -np N`: split every layer's attention heads and feed-forward neurons over
+    /// the ranks (Megatron tensor parallelism; the heads must divide by N). Every rank computes
+    /// the same result; rank 0 prints it.
+    #[arg(long)]
+    tensor_parallel: bool,
+    /// Set on the ranks but 0 of a tensor-parallel run: they compute, and print nothing.
+    #[arg(skip)]
+    silent: std::cell::Cell<bool>,
 }
 
 impl ModelArg {
     fn load(&self) -> anyhow::Result<EncoderPipeline> {
         let dir = lingo_models::hub::resolve_model(&self.model, self.offline)?;
         let pretrained = lingo_tasks::Pretrained::open(&dir, &self.quantize.options())?;
-        Ok(EncoderPipeline::from_pretrained(pretrained)?)
+        let mut pipeline = EncoderPipeline::from_pretrained(pretrained)?;
+        if self.tensor_parallel {
+            let world = super::collective()?;
+            let (rank, ranks) = (world.rank(), world.world_size());
+            self.silent.set(!world.is_root());
+            if ranks > 1 {
+                let reduce = lingo_train::data_parallel::tensor_sum(world);
+                pipeline.model.tensor_parallel(rank, ranks, &reduce)?;
+            }
+        }
+        Ok(pipeline)
     }
 
     fn print<T: serde::Serialize>(
@@ -31,6 +49,9 @@ impl ModelArg {
         value: &T,
         text: impl FnOnce() -> String,
     ) -> anyhow::Result<()> {
+        if self.silent.get() {
+            return Ok(());
+        }
         if self.json {
             println!("{}", serde_json::to_string_pretty(value)?);
         } else {
@@ -103,6 +124,9 @@ impl Classify {
 impl Classify {
     /// A recurrent classifier `lingo train classify` wrote.
     fn run_recurrent(&self, dir: &std::path::Path) -> anyhow::Result<()> {
+        if self.model.tensor_parallel {
+            anyhow::bail!("--tensor-parallel splits Transformer layers, not recurrent classifiers");
+        }
         if self.model.quantize.quantize().is_some() {
             anyhow::bail!(
                 "--int8 and --dtype apply to Transformer models, not recurrent classifiers"
