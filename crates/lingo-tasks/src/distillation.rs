@@ -23,7 +23,6 @@ use lingo_data::Encoded;
 use lingo_models::auto::{AutoModel, LoadOptions};
 use lingo_models::bert::Head;
 use lingo_nn::{Ctx, ParamStore};
-use lingo_train::trainer::share;
 use lingo_train::{Shard, TrainTask};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -366,19 +365,9 @@ impl<O: Objective> TrainTask for Distillation<O> {
             let examples: Vec<&O::Example> = part.iter().map(|&i| &all[i]).collect();
             let tokens = examples.iter().map(|e| e.input().ids.len()).sum();
             let counts = this.part_counts(&examples);
-            let weights = counts.clone();
-            let loss = move |ctx: &mut Ctx, totals: &[usize]| {
-                let parts = this.loss_parts(&examples, ctx)?;
-                let mut weighted = (parts.iter().zip(weights.iter().zip(totals)))
-                    .map(|(part, (&count, &total))| part * share(count, total));
-                let first = weighted.next().expect("the hard loss")?;
-                weighted.try_fold(first, |sum, part| sum + part?)
-            };
-            Ok(Shard {
-                tokens,
-                counts,
-                loss: Box::new(loss),
-            })
+            Ok(Shard::parts(tokens, counts, move |ctx: &mut Ctx| {
+                this.loss_parts(&examples, ctx)
+            }))
         })
     }
 

@@ -1108,21 +1108,9 @@ impl TrainTask for PretrainTask {
         lingo_train::trainer::shards_of(&picks, shards, |part| {
             let batch = this.prepare(false, part, epoch)?;
             let (counts, tokens) = (this.loss_counts(&batch), batch.tokens());
-            let weights = counts.clone();
-            let loss =
-                move |ctx: &mut Ctx, totals: &[usize]| {
-                    let parts = this.loss_parts(&batch, false, epoch, ctx, None)?;
-                    let mut weighted = parts.iter().zip(weights.iter().zip(totals)).map(
-                        |(part, (&count, &total))| part * lingo_train::trainer::share(count, total),
-                    );
-                    let first = weighted.next().expect("every objective has a loss")?;
-                    weighted.try_fold(first, |sum, part| sum + part?)
-                };
-            Ok(Shard {
-                tokens,
-                counts,
-                loss: Box::new(loss),
-            })
+            Ok(Shard::parts(tokens, counts, move |ctx: &mut Ctx| {
+                this.loss_parts(&batch, false, epoch, ctx, None)
+            }))
         })
     }
 

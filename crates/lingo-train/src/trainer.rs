@@ -60,6 +60,30 @@ impl<'a> Shard<'a> {
             }),
         }
     }
+
+    /// A shard whose loss is a sum of means, part `k` over `counts[k]` terms, computed by
+    /// `parts` in that order (masked LM and a sentence-pair loss; a distilled student's hard,
+    /// soft and cosine losses).
+    pub fn parts(
+        tokens: usize,
+        counts: Vec<usize>,
+        parts: impl FnOnce(&mut Ctx) -> candle_core::Result<Vec<Tensor>> + Send + 'a,
+    ) -> Self {
+        let weights = counts.clone();
+        Shard {
+            tokens,
+            counts,
+            loss: Box::new(move |ctx: &mut Ctx, totals: &[usize]| {
+                let parts = parts(ctx)?;
+                let mut weighted = (parts.iter().zip(weights.iter().zip(totals)))
+                    .map(|(part, (&count, &total))| part * share(count, total));
+                let first = weighted
+                    .next()
+                    .ok_or_else(|| candle_core::Error::Msg("a loss of no parts".into()))??;
+                weighted.try_fold(first, |sum, part| sum + part?)
+            }),
+        }
+    }
 }
 
 /// `len` examples cut into at most `shards` runs of consecutive ones, all but the last of
