@@ -237,9 +237,7 @@ impl<O: Objective> Distillation<O> {
             teacher_dir: teacher.display().to_string(),
         })
     }
-}
 
-impl<O: Objective> Distillation<O> {
     /// The loss of `examples` in its weighted parts, each a mean: the task's own (hard) loss, then
     /// the soft loss and the cosine loss when they are used.
     fn loss_parts(

@@ -365,6 +365,16 @@ struct MaskedBatch {
     tokens: usize,
 }
 
+/// Causal LM blocks `[rows, length]` as inputs and the tokens that follow them, both
+/// `[rows, length − 1]`.
+fn next_tokens(rows: &Tensor) -> candle_core::Result<(Tensor, Tensor)> {
+    let length = rows.dim(1)?;
+    Ok((
+        rows.narrow(1, 0, length - 1)?,
+        rows.narrow(1, 1, length - 1)?,
+    ))
+}
+
 /// A batch of the objective, ready for the model.
 enum Prepared {
     /// Masked LM, with or without a sentence-pair task, and ELECTRA: the batch, and the examples
@@ -754,11 +764,7 @@ impl PretrainTask {
                 Ok(parts)
             }
             (Prepared::Blocks(rows), _) => {
-                let length = rows.dim(1)?;
-                let (ids, targets) = (
-                    rows.narrow(1, 0, length - 1)?,
-                    rows.narrow(1, 1, length - 1)?,
-                );
+                let (ids, targets) = next_tokens(rows)?;
                 let AutoModel::Gpt(gpt) = &self.model else {
                     unreachable!("causal LM trains a GPT")
                 };
@@ -1158,11 +1164,7 @@ impl TrainTask for PretrainTask {
                 ])
             }
             Prepared::Blocks(rows) => {
-                let length = rows.dim(1)?;
-                let (ids, targets) = (
-                    rows.narrow(1, 0, length - 1)?,
-                    rows.narrow(1, 1, length - 1)?,
-                );
+                let (ids, targets) = next_tokens(&rows)?;
                 Some(vec![ids, targets])
             }
             Prepared::Spans(..) => None,

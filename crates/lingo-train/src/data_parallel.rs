@@ -132,9 +132,9 @@ pub fn all_reduce_during<R>(
     shards: usize,
     backward: impl FnOnce(&GradientSink) -> crate::Result<R>,
 ) -> crate::Result<(R, Gradients, f64)> {
-    let buckets = buckets(params);
     let (to_reduce, incoming) = std::sync::mpsc::channel::<(usize, Vec<f32>)>();
-    let sink = GradientSink::new(params, &buckets, earlier, shards, to_reduce);
+    let sink = GradientSink::new(params, buckets(params), earlier, shards, to_reduce);
+    let buckets = &sink.buckets;
     let (result, reduced, waited) = std::thread::scope(|scope| {
         // Buckets arrive in the order backward finishes them, which may differ between ranks;
         // they are reduced in bucket order, the same collective sequence on every rank.
@@ -245,7 +245,7 @@ struct Reports {
 impl GradientSink {
     fn new(
         params: &[(String, Var)],
-        buckets: &[Vec<usize>],
+        buckets: Vec<Vec<usize>>,
         earlier: Option<Gradients>,
         shards: usize,
         send: Sender<(usize, Vec<f32>)>,
@@ -260,7 +260,6 @@ impl GradientSink {
                 .collect(),
             place,
             sizes: params.iter().map(|(_, var)| var.elem_count()).collect(),
-            buckets: buckets.to_vec(),
             state: Mutex::new(Reports {
                 earlier: earlier.map_or_else(|| vec![None; params.len()], |g| g.grads),
                 grads: vec![vec![None; shards]; params.len()],
@@ -268,6 +267,7 @@ impl GradientSink {
                 send: Some(send),
                 failure: None,
             }),
+            buckets,
             reduced: AtomicUsize::new(0),
         }
     }
@@ -343,17 +343,8 @@ impl GradientSink {
             Vec::with_capacity(bucket.iter().map(|&i| self.sizes[i]).sum::<usize>() + bucket.len());
         let mut present = Vec::with_capacity(bucket.len());
         for (&i, (earlier, shards)) in bucket.iter().zip(terms) {
-            let mut sum: Option<Tensor> = None;
-            for g in shards.into_iter().flatten() {
-                sum = Some(match sum {
-                    Some(s) => (s + g)?,
-                    None => g,
-                });
-            }
-            let total = match (earlier, sum) {
-                (Some(a), Some(b)) => Some((a + b)?),
-                (a, b) => a.or(b),
-            };
+            let sum = shards.into_iter().try_fold(None, crate::grads::add)?;
+            let total = crate::grads::add(earlier, sum)?;
             present.push(total.is_some() as u8 as f32);
             match total {
                 Some(g) => flat.extend(g.flatten_all()?.to_vec1::<f32>()?),

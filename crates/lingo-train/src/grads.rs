@@ -22,10 +22,7 @@ impl Gradients {
     /// Adds another micro-batch's gradients.
     pub fn accumulate(&mut self, other: Gradients) -> Result<()> {
         for (mine, theirs) in self.grads.iter_mut().zip(other.grads) {
-            *mine = match (mine.take(), theirs) {
-                (Some(a), Some(b)) => Some((a + b)?),
-                (a, b) => a.or(b),
-            };
+            *mine = add(mine.take(), theirs)?;
         }
         Ok(())
     }
@@ -51,6 +48,14 @@ impl Gradients {
         }
         Ok(total.sqrt())
     }
+}
+
+/// `a + b` where both are gradients; the one there is where only one is.
+pub fn add(a: Option<Tensor>, b: Option<Tensor>) -> Result<Option<Tensor>> {
+    Ok(match (a, b) {
+        (Some(a), Some(b)) => Some((a + b)?),
+        (a, b) => a.or(b),
+    })
 }
 
 /// The factor that brings a gradient of norm `norm` down to `max_norm` (1 if it is already below), as

@@ -52,13 +52,9 @@ impl<'a> Shard<'a> {
         count: usize,
         mean: impl FnOnce(&mut Ctx) -> candle_core::Result<Tensor> + Send + 'a,
     ) -> Self {
-        Shard {
-            tokens,
-            counts: vec![count],
-            loss: Box::new(move |ctx: &mut Ctx, totals: &[usize]| {
-                mean(ctx)? * share(count, totals[0])
-            }),
-        }
+        Shard::parts(tokens, vec![count], move |ctx: &mut Ctx| {
+            Ok(vec![mean(ctx)?])
+        })
     }
 
     /// A shard whose loss is a sum of means, part `k` over `counts[k]` terms, computed by

@@ -33,12 +33,10 @@ impl ModelArg {
         let pretrained = lingo_tasks::Pretrained::open(&dir, &self.quantize.options())?;
         let mut pipeline = EncoderPipeline::from_pretrained(pretrained)?;
         if self.tensor_parallel {
-            let world = super::collective()?;
-            let (rank, ranks) = (world.rank(), world.world_size());
-            self.silent.set(!world.is_root());
-            if ranks > 1 {
-                let reduce = lingo_train::data_parallel::tensor_sum(world);
-                pipeline.model.tensor_parallel(rank, ranks, &reduce)?;
+            let (prints, split) = super::tensor_parallel_world()?;
+            self.silent.set(!prints);
+            if let Some(s) = split {
+                pipeline.model.tensor_parallel(s.rank, s.ranks, &s.reduce)?;
             }
         }
         Ok(pipeline)

@@ -63,12 +63,10 @@ impl Generate {
         )?)?;
         let mut root = true;
         if self.tensor_parallel {
-            let world = super::collective()?;
-            let (rank, ranks) = (world.rank(), world.world_size());
-            root = world.is_root();
-            if ranks > 1 {
-                let reduce = lingo_train::data_parallel::tensor_sum(world);
-                lm.model.tensor_parallel(rank, ranks, &reduce)?;
+            let (prints, split) = super::tensor_parallel_world()?;
+            root = prints;
+            if let Some(s) = split {
+                lm.model.tensor_parallel(s.rank, s.ranks, &s.reduce)?;
             }
         }
         let cfg = SamplingConfig {

@@ -120,6 +120,27 @@ macro_rules! note {
 pub(crate) use note;
 
 /// Whether this process prints and writes: rank 0 of a launched world, or a process alone.
+/// This rank's share of a model split by tensor parallelism.
+pub struct TensorSplit {
+    pub rank: usize,
+    pub ranks: usize,
+    /// The all-reduce the split layers sum their partial outputs with.
+    pub reduce: lingo_nn::tensor_parallel::Reduce,
+}
+
+/// `--tensor-parallel` under mpirun: whether this rank prints, and its share on more than one
+/// rank.
+pub fn tensor_parallel_world() -> anyhow::Result<(bool, Option<TensorSplit>)> {
+    let world = collective()?;
+    let (rank, ranks, root) = (world.rank(), world.world_size(), world.is_root());
+    let split = (ranks > 1).then(|| TensorSplit {
+        rank,
+        ranks,
+        reduce: lingo_train::data_parallel::tensor_sum(world),
+    });
+    Ok((root, split))
+}
+
 pub fn is_root() -> bool {
     lingo_dist::Launch::detect().is_none_or(|l| l.rank == 0)
 }
